@@ -1,0 +1,220 @@
+//! The behaviour every backend must show, as async functions over `&dyn Archiver`.
+//!
+//! Each backend's tests call [`run_all`] (or the functions one by one) against a fresh, empty
+//! destination. Functions panic with a message naming the broken rule.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use time::OffsetDateTime;
+
+use crate::parts::parts_from_bytes;
+use crate::treehash::{tree_hash, LEAF_SIZE};
+use crate::{
+    ArchiveMeta, ArchiveRef, Archiver, Error, Part, RestoreOptions, RestoreState, SourceKind,
+};
+
+/// Runs every check in this module.
+pub async fn run_all(archiver: &dyn Archiver) {
+    check_succeeds(archiver).await;
+    round_trips_sizes(archiver).await;
+    ranged_reads(archiver).await;
+    same_name_never_overwrites(archiver).await;
+    failed_stream_stores_nothing(archiver).await;
+    corrupt_part_is_rejected(archiver).await;
+    unknown_archive_is_not_found(archiver).await;
+}
+
+/// Deterministic test bytes that differ at every offset.
+pub fn sample(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Metadata for a test archive.
+pub fn meta(name: &str, size_hint: u64) -> ArchiveMeta {
+    ArchiveMeta {
+        source_path: PathBuf::from("/conformance").join(name),
+        name: name.to_owned(),
+        kind: SourceKind::File,
+        fingerprint: "conformance".into(),
+        size_hint,
+        started_at: OffsetDateTime::now_utc(),
+    }
+}
+
+/// Reads an archive back whole, restoring it first when the backend needs that.
+pub async fn read_back(archiver: &dyn Archiver, archive: &ArchiveRef) -> Vec<u8> {
+    read_range(archiver, archive, None).await
+}
+
+async fn read_range(
+    archiver: &dyn Archiver,
+    archive: &ArchiveRef,
+    range: Option<std::ops::Range<u64>>,
+) -> Vec<u8> {
+    wait_until_readable(archiver, archive).await;
+    let mut stream = archiver
+        .get(archive, range)
+        .await
+        .unwrap_or_else(|e| panic!("{}: get {}: {e}", archiver.name(), archive.archive_id));
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap_or_else(|e| panic!("{}: reading: {e}", archiver.name())));
+    }
+    out
+}
+
+async fn wait_until_readable(archiver: &dyn Archiver, archive: &ArchiveRef) {
+    if !archiver.capabilities().needs_restore {
+        return;
+    }
+    let mut state = archiver
+        .request_restore(archive, &RestoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{}: request_restore: {e}", archiver.name()));
+    for _ in 0..120 {
+        if state == RestoreState::Ready {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        state = archiver.restore_state(archive).await.expect("restore_state");
+    }
+    panic!("{}: archive never became readable: {state:?}", archiver.name());
+}
+
+async fn put_bytes(archiver: &dyn Archiver, name: &str, data: Bytes) -> ArchiveRef {
+    let part_size = archiver.part_size(data.len() as u64);
+    archiver
+        .put(&meta(name, data.len() as u64), parts_from_bytes(data, part_size))
+        .await
+        .unwrap_or_else(|e| panic!("{}: put {name}: {e}", archiver.name()))
+}
+
+/// `check` accepts a usable destination.
+pub async fn check_succeeds(archiver: &dyn Archiver) {
+    archiver
+        .check()
+        .await
+        .unwrap_or_else(|e| panic!("{}: check on a usable destination failed: {e}", archiver.name()));
+}
+
+/// Empty, tiny, one-leaf, multi-part and ragged archives come back byte-exact with the right
+/// size and tree hash.
+pub async fn round_trips_sizes(archiver: &dyn Archiver) {
+    let part = archiver.part_size(3 * LEAF_SIZE as u64) as usize;
+    for (i, len) in [0, 1, 1000, LEAF_SIZE, part, 2 * part + 12_345]
+        .into_iter()
+        .enumerate()
+    {
+        let data = sample(len, i as u8);
+        let stored = put_bytes(archiver, &format!("round-trip-{len}"), data.clone()).await;
+        assert_eq!(stored.size, len as u64, "{}: size of a {len}-byte archive", archiver.name());
+        assert_eq!(
+            stored.tree_hash,
+            tree_hash(&data),
+            "{}: tree hash of a {len}-byte archive",
+            archiver.name()
+        );
+        let back = read_back(archiver, &stored).await;
+        assert!(back == data, "{}: {len}-byte archive changed on the way back", archiver.name());
+        let listed = archiver.list().await.expect("list");
+        let entry = listed
+            .archives
+            .iter()
+            .find(|a| a.archive_id == stored.archive_id)
+            .unwrap_or_else(|| panic!("{}: {} missing from list", archiver.name(), stored.archive_id));
+        assert_eq!(entry.size, len as u64);
+    }
+}
+
+/// A byte range reads exactly those bytes (when the backend offers ranged reads).
+pub async fn ranged_reads(archiver: &dyn Archiver) {
+    if !archiver.capabilities().ranged_reads {
+        return;
+    }
+    let data = sample(3 * LEAF_SIZE + 17, 42);
+    let stored = put_bytes(archiver, "ranged", data.clone()).await;
+    for range in [0..1u64, 5..LEAF_SIZE as u64 + 9, 3 * LEAF_SIZE as u64..data.len() as u64] {
+        let got = read_range(archiver, &stored, Some(range.clone())).await;
+        assert!(
+            got[..] == data[range.start as usize..range.end as usize],
+            "{}: range {range:?} came back wrong",
+            archiver.name()
+        );
+    }
+}
+
+/// Two uploads under the same name both survive with distinct ids.
+pub async fn same_name_never_overwrites(archiver: &dyn Archiver) {
+    let first = sample(5000, 1);
+    let second = sample(6000, 2);
+    let a = put_bytes(archiver, "same-name", first.clone()).await;
+    let b = put_bytes(archiver, "same-name", second.clone()).await;
+    assert_ne!(a.archive_id, b.archive_id, "{}: second upload reused the id", archiver.name());
+    assert!(read_back(archiver, &a).await == first, "{}: first upload was overwritten", archiver.name());
+    assert!(read_back(archiver, &b).await == second);
+}
+
+/// When the source fails midway, `put` fails and nothing new is listed.
+pub async fn failed_stream_stores_nothing(archiver: &dyn Archiver) {
+    let before = archiver.list().await.expect("list").archives;
+    let part_size = archiver.part_size(4 * LEAF_SIZE as u64);
+    let good: Vec<_> = parts_from_bytes(sample(part_size as usize * 2, 9), part_size)
+        .collect::<Vec<_>>()
+        .await;
+    let failing = futures::stream::iter(good.into_iter().take(1).chain([Err(Error::Source(
+        "source changed while being archived".into(),
+    ))]))
+    .boxed();
+    let result = archiver.put(&meta("failing", 3 * part_size), failing).await;
+    assert!(
+        matches!(result, Err(Error::Source(_))),
+        "{}: a failing source must fail put with Error::Source, got {result:?}",
+        archiver.name()
+    );
+    let after = archiver.list().await.expect("list").archives;
+    assert_eq!(before, after, "{}: a failed put left something listed", archiver.name());
+}
+
+/// A part whose bytes do not match its hash is refused and nothing is stored.
+pub async fn corrupt_part_is_rejected(archiver: &dyn Archiver) {
+    let before = archiver.list().await.expect("list").archives;
+    let data = sample(1000, 3);
+    let bad = Part {
+        index: 0,
+        offset: 0,
+        tree_hash: tree_hash(b"something else"),
+        data,
+    };
+    let result = archiver
+        .put(&meta("corrupt", 1000), futures::stream::iter([Ok(bad)]).boxed())
+        .await;
+    assert!(
+        matches!(result, Err(Error::Integrity { .. })),
+        "{}: a corrupt part must be refused with Error::Integrity, got {result:?}",
+        archiver.name()
+    );
+    let after = archiver.list().await.expect("list").archives;
+    assert_eq!(before, after, "{}: a refused put left something listed", archiver.name());
+}
+
+/// Reading an id that was never stored is `NotFound`.
+pub async fn unknown_archive_is_not_found(archiver: &dyn Archiver) {
+    let missing = ArchiveRef {
+        archive_id: "no/such/archive".into(),
+        size: 1,
+        tree_hash: tree_hash(b"x"),
+    };
+    let result = archiver.get(&missing, None).await;
+    assert!(
+        matches!(result, Err(Error::NotFound { .. })),
+        "{}: reading an unknown id must be NotFound, got {:?}",
+        archiver.name(),
+        result.err()
+    );
+}

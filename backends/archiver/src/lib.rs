@@ -1,0 +1,83 @@
+//! The seam between glacier-backup's engine and its storage backends.
+//!
+//! A backend implements [`Archiver`]; the engine hands it archives as a stream of tree-hashed
+//! [`Part`]s and records the [`ArchiveRef`] it returns. Backends know nothing of candidates or the
+//! ledger. Every backend runs the same behaviour tests from [`conformance`] (feature
+//! `conformance`).
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod keys;
+mod memory;
+pub mod parts;
+pub mod treehash;
+mod types;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::{BoxError, Error, Result};
+pub use memory::MemoryArchiver;
+pub use treehash::TreeHash;
+pub use types::*;
+
+use async_trait::async_trait;
+
+/// Part size used when a backend has no constraint of its own: large enough for throughput,
+/// small enough that a few parts in flight stay well inside the memory budget.
+pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
+
+/// A place archives go to and come back from.
+///
+/// # Behaviour every implementation guarantees (checked by [`conformance`])
+/// - `put` is atomic: when it returns an error, or the part stream yields one, no archive is
+///   visible to `get` or `list` under a final id. A later `put` of the same name never replaces an
+///   earlier archive.
+/// - `put` verifies that the part hashes it was given match the bytes, and returns the tree hash
+///   of the whole archive, which the caller compares with its own.
+/// - `get` returns exactly the stored bytes (or the requested range of them), or
+///   [`Error::NeedsRestore`] when the archive must be restored first.
+#[async_trait]
+pub trait Archiver: Send + Sync + std::fmt::Debug {
+    /// Short backend name (`local`, `glacier`, `s3`), recorded in the ledger.
+    fn name(&self) -> &'static str;
+
+    /// Identifies this destination (vault, bucket, directory) in file names: printable, no
+    /// slashes. The default ledger file is `<target>.sqlite3`.
+    fn target(&self) -> String;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The part size to use for an archive of about `size_hint` bytes: a power-of-two number of
+    /// MiB, so that part tree hashes combine into the archive's.
+    fn part_size(&self, size_hint: u64) -> u64 {
+        let _ = size_hint;
+        DEFAULT_PART_SIZE
+    }
+
+    /// Checks, before any upload, that the destination exists and is usable. Errors say what to
+    /// fix.
+    async fn check(&self) -> Result<()>;
+
+    /// Stores one archive from its parts and returns where it went.
+    async fn put(&self, meta: &ArchiveMeta, parts: PartStream) -> Result<ArchiveRef>;
+
+    /// Asks for a cold archive to be made readable. Backends that are always readable answer
+    /// [`RestoreState::Ready`].
+    async fn request_restore(
+        &self,
+        archive: &ArchiveRef,
+        options: &RestoreOptions,
+    ) -> Result<RestoreState>;
+
+    /// Whether an archive can be read now.
+    async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState>;
+
+    /// Reads an archive back, whole or the given byte range.
+    async fn get(&self, archive: &ArchiveRef, range: Option<ByteRange>) -> Result<ByteStream>;
+
+    /// Every complete archive the backend holds.
+    async fn list(&self) -> Result<Listing>;
+}

@@ -1,0 +1,116 @@
+//! Helpers for consuming and producing [`PartStream`]s.
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::treehash::{tree_hash, TreeHash, TreeHashBuilder};
+use crate::{Error, Part, PartStream};
+
+/// Splits an in-memory buffer into a part stream (tests, small archives).
+pub fn parts_from_bytes(data: Bytes, part_size: u64) -> PartStream {
+    let part_size = part_size.max(1) as usize;
+    let mut parts = Vec::new();
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + part_size).min(data.len());
+        let chunk = data.slice(offset..end);
+        parts.push(Ok(Part {
+            index: parts.len() as u64,
+            offset: offset as u64,
+            tree_hash: tree_hash(&chunk),
+            data: chunk,
+        }));
+        offset = end;
+        if offset >= data.len() {
+            break;
+        }
+    }
+    futures::stream::iter(parts).boxed()
+}
+
+/// Checks a stream of parts as a backend consumes it: order, sizes and each part's hash, and
+/// builds the whole-archive tree hash. Backends feed every part through [`PartChecker::accept`].
+#[derive(Debug)]
+pub struct PartChecker {
+    backend: &'static str,
+    part_size: Option<u64>,
+    next_index: u64,
+    size: u64,
+    saw_short_part: bool,
+    hashes: TreeHashBuilder,
+    verify_hashes: bool,
+}
+
+impl PartChecker {
+    /// A checker for `backend`'s error messages. With `verify_hashes`, each part's bytes are
+    /// re-hashed and compared with the hash it carries.
+    pub fn new(backend: &'static str, verify_hashes: bool) -> Self {
+        PartChecker {
+            backend,
+            part_size: None,
+            next_index: 0,
+            size: 0,
+            saw_short_part: false,
+            hashes: TreeHashBuilder::new(),
+            verify_hashes,
+        }
+    }
+
+    /// Accepts the next part, or says why the stream is malformed.
+    pub fn accept(&mut self, part: &Part) -> Result<(), Error> {
+        let malformed = |message: String| Error::Remote {
+            backend: self.backend,
+            message: format!("malformed part stream: {message}"),
+            temporary: false,
+            source: None,
+        };
+        if part.index != self.next_index || part.offset != self.size {
+            return Err(malformed(format!(
+                "expected part {} at offset {}, got part {} at offset {}",
+                self.next_index, self.size, part.index, part.offset
+            )));
+        }
+        let len = part.data.len() as u64;
+        if self.saw_short_part {
+            return Err(malformed("a part followed the final short part".into()));
+        }
+        match self.part_size {
+            None => self.part_size = Some(len),
+            Some(size) if len < size => self.saw_short_part = true,
+            Some(size) if len > size => {
+                return Err(malformed(format!(
+                    "part {} is {len} bytes, larger than the first part ({size})",
+                    part.index
+                )))
+            }
+            Some(_) => {}
+        }
+        if self.verify_hashes {
+            let actual = tree_hash(&part.data);
+            if actual != part.tree_hash {
+                return Err(Error::Integrity {
+                    backend: self.backend,
+                    archive_id: format!("part {}", part.index),
+                    expected: part.tree_hash.to_hex(),
+                    actual: actual.to_hex(),
+                });
+            }
+        }
+        self.hashes
+            .push_part(len, part.tree_hash)
+            .map_err(|e| malformed(e.to_string()))?;
+        self.next_index += 1;
+        self.size += len;
+        Ok(())
+    }
+
+    /// Bytes accepted so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Tree hash of everything accepted.
+    pub fn tree_hash(&self) -> TreeHash {
+        self.hashes.finish()
+    }
+}

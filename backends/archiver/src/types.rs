@@ -1,0 +1,158 @@
+//! Values that cross the seam between the engine and a backend.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use time::OffsetDateTime;
+
+use crate::treehash::TreeHash;
+use crate::Error;
+
+/// What kind of source an archive was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A single file, stored as its bytes.
+    File,
+    /// A directory, stored as a tar archive.
+    Directory,
+}
+
+impl SourceKind {
+    /// `file` or `directory`, as stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Directory => "directory",
+        }
+    }
+
+    /// Inverse of [`SourceKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "file" => Some(SourceKind::File),
+            "directory" => Some(SourceKind::Directory),
+            _ => None,
+        }
+    }
+}
+
+/// Everything a backend may want to store beside an archive so the ledger can be rebuilt from
+/// the backend alone.
+#[derive(Debug, Clone)]
+pub struct ArchiveMeta {
+    /// Absolute source path on the machine that made the backup.
+    pub source_path: PathBuf,
+    /// Printable-ASCII archive name (the seed's naming: file name, or dir name + `.tar`).
+    pub name: String,
+    /// File or directory.
+    pub kind: SourceKind,
+    /// The source's change fingerprint, taken before archiving.
+    pub fingerprint: String,
+    /// Expected archive size, used to choose part sizes; the real stream may differ a little.
+    pub size_hint: u64,
+    /// When the upload started.
+    pub started_at: OffsetDateTime,
+}
+
+/// One piece of an archive, already tree-hashed.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// 0-based position in the archive.
+    pub index: u64,
+    /// Byte offset of `data` in the archive.
+    pub offset: u64,
+    /// The bytes: exactly the part size for every part but the last.
+    pub data: Bytes,
+    /// Tree hash of `data` alone.
+    pub tree_hash: TreeHash,
+}
+
+/// The archive's bytes, in order, as parts of the size the backend asked for. At least one part
+/// is always sent, possibly empty. An `Err` item means the source failed: store nothing.
+pub type PartStream = BoxStream<'static, Result<Part, Error>>;
+
+/// Bytes read back from a backend.
+pub type ByteStream = BoxStream<'static, Result<Bytes, Error>>;
+
+/// Where an archive went, as confirmed by the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRef {
+    /// Backend-assigned (Glacier) or backend-chosen (S3 key, local relative path) identifier.
+    pub archive_id: String,
+    /// Archive size in bytes.
+    pub size: u64,
+    /// SHA-256 tree hash of the whole archive.
+    pub tree_hash: TreeHash,
+}
+
+/// What a backend can do; callers and tests consult this instead of guessing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Reading needs a restore request and a wait first.
+    pub needs_restore: bool,
+    /// Failed uploads can be resumed by a later run.
+    pub resumable_uploads: bool,
+    /// `list` answers immediately (not through a job).
+    pub listable: bool,
+    /// `get` honours byte ranges.
+    pub ranged_reads: bool,
+}
+
+/// How urgently a cold archive should be made readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestoreTier {
+    /// Minutes, most expensive.
+    Expedited,
+    /// Hours.
+    #[default]
+    Standard,
+    /// Many hours, cheapest.
+    Bulk,
+}
+
+/// Options for [`Archiver::request_restore`](crate::Archiver::request_restore).
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Retrieval tier.
+    pub tier: RestoreTier,
+    /// How long a restored copy stays readable, where the backend asks.
+    pub days: Option<u32>,
+}
+
+/// Whether an archive can be read now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreState {
+    /// `get` works now.
+    Ready,
+    /// A restore was requested and has not finished.
+    InProgress {
+        /// Backend reference for the request (a job id), if any.
+        request_id: Option<String>,
+    },
+    /// Nothing was requested yet, and the archive is cold.
+    NotRequested,
+}
+
+/// A byte range to read, `start..end`.
+pub type ByteRange = Range<u64>;
+
+/// One archive as the backend lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedArchive {
+    /// Identifier usable with `get`.
+    pub archive_id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Tree hash, when the backend stores one.
+    pub tree_hash: Option<TreeHash>,
+}
+
+/// The archives a backend holds.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Every complete archive (never partial uploads), sorted by id.
+    pub archives: Vec<ListedArchive>,
+}

@@ -1,0 +1,1 @@
+//! glacier-backup's engine.
