@@ -11,6 +11,7 @@ mod error;
 pub mod keys;
 mod memory;
 pub mod parts;
+pub mod settings;
 pub mod treehash;
 mod types;
 
