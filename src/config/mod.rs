@@ -1,0 +1,115 @@
+//! Loading the config file (the seed's INI format or the equivalent TOML) into one validated
+//! [`Config`].
+
+mod ini;
+mod model;
+mod toml;
+
+use std::path::{Path, PathBuf};
+
+use glacier_backup_archiver::settings::{Section, SettingsError};
+
+pub use model::{Config, LogFile, PathRule, DEFAULT_BACKEND, RESERVED_SECTIONS};
+
+/// A config file that cannot be used, and where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist.
+    #[error("config file {0} not found; create it (see the README's configuration reference) or pass paths with -p")]
+    NotFound(PathBuf),
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not UTF-8 text.
+    #[error("{path}:{line}: config file is not valid UTF-8 text; save it as UTF-8")]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// First line with a bad byte.
+        line: usize,
+    },
+    /// The file has no sections at all.
+    #[error("config file {0} is empty; add a [main] section and one section per path to back up")]
+    Empty(PathBuf),
+    /// The text does not parse.
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting or section is wrong.
+    #[error(transparent)]
+    Setting(#[from] SettingsError),
+}
+
+/// Which syntax a config file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The seed's INI format.
+    Ini,
+    /// TOML.
+    Toml,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::NotFound(path.to_path_buf()))
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        ConfigError::NotUtf8 {
+            path: path.to_path_buf(),
+            line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
+        }
+    })?;
+    parse(&text, Some(path), format_of(path, &text))
+}
+
+/// Chooses the syntax: `.toml` files are TOML; anything else is TOML when it parses as TOML
+/// (the seed's INI files with path sections never do) and INI otherwise.
+pub fn format_of(path: &Path, text: &str) -> Format {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")) {
+        return Format::Toml;
+    }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match ::toml::from_str::<::toml::Table>(text) {
+        Ok(table) if !table.is_empty() => Format::Toml,
+        _ => Format::Ini,
+    }
+}
+
+/// Parses config text in the given format; `file` names the source in error messages.
+pub fn parse(text: &str, file: Option<&Path>, format: Format) -> Result<Config, ConfigError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let display = file.map(Path::to_path_buf).unwrap_or_else(|| "<config>".into());
+    let sections: Vec<Section> = match format {
+        Format::Ini => ini::sections(text, file, &display)?,
+        Format::Toml => toml::sections(text, file, &display)?,
+    };
+    if sections.is_empty() {
+        return Err(ConfigError::Empty(display));
+    }
+    Ok(Config::from_sections(file, sections)?)
+}
+
+#[cfg(test)]
+mod tests;
