@@ -7,3 +7,7 @@
 pub mod config;
 
 pub use glacier_backup_archiver as archiver;
+pub mod candidate;
+pub mod ledger;
+pub mod source;
+pub mod stream;

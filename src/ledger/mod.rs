@@ -1,0 +1,84 @@
+//! The ledger: what was uploaded, where it went, and the source's state at the time.
+
+mod lock;
+mod sqlite;
+
+use std::path::{Path, PathBuf};
+
+use glacier_backup_archiver::{SourceKind, TreeHash};
+use time::OffsetDateTime;
+
+pub use lock::{LedgerLock, LockError};
+pub use sqlite::SqliteLedger;
+
+/// Backend assumed for rows written by the seed, which only knew Glacier vaults.
+pub const SEED_BACKEND: &str = "glacier";
+
+/// One upload as the ledger records it. Fields after `archive_id` may be missing on rows the
+/// seed wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// Source path.
+    pub path: PathBuf,
+    /// Archive name (Glacier description for the seed).
+    pub name: String,
+    /// Archive id or key in the backend.
+    pub archive_id: String,
+    /// Backend name.
+    pub backend: String,
+    /// File or directory.
+    pub kind: Option<SourceKind>,
+    /// Archive size in bytes.
+    pub size: Option<u64>,
+    /// SHA-256 tree hash of the archive.
+    pub tree_hash: Option<TreeHash>,
+    /// Source fingerprint taken before archiving.
+    pub fingerprint: Option<String>,
+    /// When the upload started.
+    pub started_at: Option<OffsetDateTime>,
+    /// When the backend confirmed the archive.
+    pub uploaded_at: Option<OffsetDateTime>,
+}
+
+/// The ledger could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// SQLite failed; `context` names the file and the operation.
+    #[error("ledger {path}: {context}: {source}")]
+    Sqlite {
+        /// The ledger file.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file exists but is not a ledger this tool can use.
+    #[error("ledger {path}: {message}")]
+    Incompatible {
+        /// The ledger file.
+        path: PathBuf,
+        /// Why, and what to do.
+        message: String,
+    },
+    /// The ledger file or its directory could not be created.
+    #[error("ledger {path}: {source}")]
+    Io {
+        /// The ledger file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What was uploaded. Implementations must find a path's latest upload without scanning.
+pub trait Ledger {
+    /// The most recent upload of `path` to `backend`.
+    fn latest_upload(&self, path: &Path, backend: &str) -> Result<Option<UploadRecord>, LedgerError>;
+
+    /// Records a completed upload, atomically.
+    fn record_upload(&mut self, upload: &UploadRecord) -> Result<(), LedgerError>;
+
+    /// Every upload, oldest first.
+    fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError>;
+}

@@ -1,0 +1,374 @@
+//! The SQLite ledger, compatible with the seed's `uploads(path, name, archive_id, uploaded_date)`
+//! table: seed rows count as uploads, new columns are added by migration and the seed's columns
+//! are still filled, so nothing is ever dropped.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use glacier_backup_archiver::SourceKind;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{Ledger, LedgerError, UploadRecord, SEED_BACKEND};
+
+/// Schema versions, kept in `PRAGMA user_version`; the seed's database is version 0.
+const MIGRATIONS: &[&str] = &[
+    // 1: everything needed to verify and restore an upload, and an index for lookups by path.
+    "CREATE TABLE IF NOT EXISTS uploads (path text, name text, archive_id text, uploaded_date integer);
+     ALTER TABLE uploads ADD COLUMN backend TEXT;
+     ALTER TABLE uploads ADD COLUMN kind TEXT;
+     ALTER TABLE uploads ADD COLUMN size INTEGER;
+     ALTER TABLE uploads ADD COLUMN tree_hash TEXT;
+     ALTER TABLE uploads ADD COLUMN fingerprint TEXT;
+     ALTER TABLE uploads ADD COLUMN started_at TEXT;
+     ALTER TABLE uploads ADD COLUMN uploaded_at TEXT;
+     CREATE INDEX IF NOT EXISTS uploads_by_path ON uploads (path);",
+];
+
+const COLUMNS: &str = "path, name, archive_id, uploaded_date, backend, kind, size, tree_hash, \
+                       fingerprint, started_at, uploaded_at";
+
+/// A ledger in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteLedger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteLedger {
+    /// Opens (creating with mode 0600 if needed) and migrates the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| LedgerError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        // Create the file ourselves so it is private from the first byte.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| LedgerError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let conn = Connection::open(path).map_err(sqlite_error(path, "cannot open"))?;
+        let mut ledger = SqliteLedger {
+            conn,
+            path: path.to_path_buf(),
+        };
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    /// A read-only snapshot of the ledger at `path` (empty if the file does not exist), for dry
+    /// runs: the file is never created, migrated or locked.
+    pub fn snapshot(path: &Path) -> Result<Self, LedgerError> {
+        let conn = Connection::open_in_memory().map_err(sqlite_error(path, "cannot open"))?;
+        let mut ledger = SqliteLedger {
+            conn,
+            path: path.to_path_buf(),
+        };
+        if path.exists() {
+            let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(sqlite_error(path, "cannot open read-only"))?;
+            ledger.conn = copy_into_memory(&source, path)?;
+        }
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    /// An empty ledger in memory (tests, library use).
+    pub fn in_memory() -> Result<Self, LedgerError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(sqlite_error(&path, "cannot open"))?;
+        let mut ledger = SqliteLedger { conn, path };
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let version: usize = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sqlite_error(&path, "cannot read the schema version"))?;
+        if version > MIGRATIONS.len() {
+            return Err(LedgerError::Incompatible {
+                path,
+                message: format!(
+                    "written by a newer glacier-backup (schema {version}, this one knows up to {}); \
+                     upgrade glacier-backup",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(sqlite_error(&path, "cannot start a migration"))?;
+            tx.execute_batch(migration)
+                .and_then(|()| tx.pragma_update(None, "user_version", i + 1))
+                .and_then(|()| tx.commit())
+                .map_err(|source| LedgerError::Incompatible {
+                    path: path.clone(),
+                    message: format!(
+                        "cannot upgrade to schema {}: {source}; is this a glacier-backup ledger?",
+                        i + 1
+                    ),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+fn copy_into_memory(source: &Connection, path: &Path) -> Result<Connection, LedgerError> {
+    let mut memory = Connection::open_in_memory().map_err(sqlite_error(path, "cannot open"))?;
+    {
+        let backup = rusqlite::backup::Backup::new(source, &mut memory)
+            .map_err(sqlite_error(path, "cannot read"))?;
+        backup
+            .run_to_completion(1024, std::time::Duration::ZERO, None)
+            .map_err(sqlite_error(path, "cannot read"))?;
+    }
+    Ok(memory)
+}
+
+impl Ledger for SqliteLedger {
+    fn latest_upload(&self, path: &Path, backend: &str) -> Result<Option<UploadRecord>, LedgerError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM uploads WHERE path = ?1 AND COALESCE(backend, '{SEED_BACKEND}') = ?2 \
+             ORDER BY rowid DESC LIMIT 1"
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_row(params![SqlPath(path), backend], read_row)
+                    .optional()
+            })
+            .map_err(sqlite_error(&self.path, "cannot look up an upload"))
+    }
+
+    fn record_upload(&mut self, upload: &UploadRecord) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sqlite_error(&path, "cannot start a transaction"))?;
+        tx.execute(
+            &format!("INSERT INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            params![
+                SqlPath(&upload.path),
+                upload.name,
+                upload.archive_id,
+                upload.uploaded_at.map(|t| t.unix_timestamp()),
+                upload.backend,
+                upload.kind.map(SourceKind::as_str),
+                upload.size.map(|s| s as i64),
+                upload.tree_hash.map(|h| h.to_hex()),
+                upload.fingerprint,
+                upload.started_at.map(rfc3339),
+                upload.uploaded_at.map(rfc3339),
+            ],
+        )
+        .and_then(|_| tx.commit())
+        .map_err(sqlite_error(&path, "cannot record an upload"))
+    }
+
+    fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError> {
+        let sql = format!("SELECT {COLUMNS} FROM uploads ORDER BY rowid");
+        self.conn
+            .prepare(&sql)
+            .and_then(|mut stmt| stmt.query_map([], read_row)?.collect())
+            .map_err(sqlite_error(&self.path, "cannot list uploads"))
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).expect("every OffsetDateTime formats as RFC 3339")
+}
+
+fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
+    let text = |i: usize| -> rusqlite::Result<Option<String>> {
+        Ok(match row.get_ref(i)? {
+            ValueRef::Null => None,
+            ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Integer(n) => Some(n.to_string()),
+            ValueRef::Real(f) => Some(f.to_string()),
+        })
+    };
+    let path = match row.get_ref(0)? {
+        ValueRef::Text(t) | ValueRef::Blob(t) => PathBuf::from(OsStr::from_bytes(t)),
+        _ => PathBuf::new(),
+    };
+    let uploaded_at = text(10)?
+        .and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok())
+        .or_else(|| seed_date(row.get_ref(3).ok()?));
+    Ok(UploadRecord {
+        path,
+        name: text(1)?.unwrap_or_default(),
+        archive_id: text(2)?.unwrap_or_default(),
+        backend: text(4)?.unwrap_or_else(|| SEED_BACKEND.to_owned()),
+        kind: text(5)?.as_deref().and_then(SourceKind::parse),
+        size: row.get::<_, Option<i64>>(6)?.map(|s| s as u64),
+        tree_hash: text(7)?.and_then(|h| h.parse().ok()),
+        fingerprint: text(8)?,
+        started_at: text(9)?.and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok()),
+        uploaded_at,
+    })
+}
+
+/// The seed stored `int(time.time())`, or nothing at all (a bug in its `mark_uploaded`).
+fn seed_date(value: ValueRef<'_>) -> Option<OffsetDateTime> {
+    let seconds = match value {
+        ValueRef::Integer(n) => n as f64,
+        ValueRef::Real(f) => f,
+        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.trim().parse().ok()?,
+        _ => return None,
+    };
+    OffsetDateTime::from_unix_timestamp(seconds as i64).ok()
+}
+
+/// Paths are stored as text, like the seed did; a path that is not UTF-8 is stored as its raw
+/// bytes (a blob) so that two such paths never collide.
+struct SqlPath<'a>(&'a Path);
+
+impl ToSql for SqlPath<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0.to_str() {
+            Some(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            None => ToSqlOutput::Owned(Value::Blob(self.0.as_os_str().as_bytes().to_vec())),
+        })
+    }
+}
+
+fn sqlite_error(path: &Path, context: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError {
+    let path = path.to_path_buf();
+    move |source| LedgerError::Sqlite {
+        path: path.clone(),
+        context,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str, id: &str) -> UploadRecord {
+        let now = OffsetDateTime::now_utc();
+        UploadRecord {
+            path: path.into(),
+            name: "n".into(),
+            archive_id: id.into(),
+            backend: "local".into(),
+            kind: Some(SourceKind::File),
+            size: Some(3),
+            tree_hash: Some(glacier_backup_archiver::treehash::tree_hash(b"abc")),
+            fingerprint: Some("v1:x".into()),
+            started_at: Some(now),
+            uploaded_at: Some(now),
+        }
+    }
+
+    #[test]
+    fn seed_database_rows_are_honoured_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("glacier.myvault.sqlite3");
+        {
+            let seed = Connection::open(&path).unwrap();
+            seed.execute_batch(
+                "CREATE TABLE \"uploads\" (path text, name text, archive_id text, uploaded_date integer);
+                 INSERT INTO uploads VALUES ('/data/a', 'a', 'ID-A', 1700000000);
+                 INSERT INTO uploads VALUES ('/data/b', 'b.tar', 'ID-B', NULL);",
+            )
+            .unwrap();
+        }
+        let mut ledger = SqliteLedger::open(&path).unwrap();
+        let a = ledger.latest_upload(Path::new("/data/a"), "glacier").unwrap().unwrap();
+        assert_eq!(a.archive_id, "ID-A");
+        assert_eq!(a.uploaded_at.unwrap().unix_timestamp(), 1_700_000_000);
+        assert_eq!(a.fingerprint, None);
+        let b = ledger.latest_upload(Path::new("/data/b"), "glacier").unwrap().unwrap();
+        assert_eq!((b.archive_id.as_str(), b.uploaded_at), ("ID-B", None));
+        assert!(ledger.latest_upload(Path::new("/data/a"), "local").unwrap().is_none());
+
+        ledger.record_upload(&record("/data/a", "L1")).unwrap();
+        drop(ledger);
+        // The seed's own query still works on the migrated file and sees every row.
+        let seed = Connection::open(&path).unwrap();
+        let count: i64 = seed
+            .query_row("SELECT count(*) FROM uploads WHERE uploaded_date IS NOT NULL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 2);
+        let ledger = SqliteLedger::open(&path).unwrap();
+        assert_eq!(ledger.uploads().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn latest_upload_wins_and_round_trips_every_field() {
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let first = record("/x", "one");
+        let mut second = record("/x", "two");
+        second.started_at = second.started_at.map(|t| t.replace_nanosecond(0).unwrap());
+        second.uploaded_at = second.uploaded_at.map(|t| t.replace_nanosecond(0).unwrap());
+        ledger.record_upload(&first).unwrap();
+        ledger.record_upload(&second).unwrap();
+        assert_eq!(ledger.latest_upload(Path::new("/x"), "local").unwrap().unwrap(), second);
+    }
+
+    #[test]
+    fn non_utf8_paths_do_not_collide() {
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let a = PathBuf::from(OsStr::from_bytes(b"/d/\xff"));
+        let b = PathBuf::from(OsStr::from_bytes(b"/d/\xfe"));
+        let mut rec = record("", "A");
+        rec.path = a.clone();
+        ledger.record_upload(&rec).unwrap();
+        assert!(ledger.latest_upload(&a, "local").unwrap().is_some());
+        assert!(ledger.latest_upload(&b, "local").unwrap().is_none());
+        assert_eq!(ledger.uploads().unwrap()[0].path, a);
+    }
+
+    #[test]
+    fn lookups_use_the_index() {
+        let ledger = SqliteLedger::in_memory().unwrap();
+        let plan: String = ledger
+            .conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT * FROM uploads WHERE path = '/x' AND COALESCE(backend, 'glacier') = 'local'",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("uploads_by_path"), "{plan}");
+    }
+
+    #[test]
+    fn file_is_private_and_snapshot_never_writes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite3");
+        let snapshot = SqliteLedger::snapshot(&path).unwrap();
+        assert!(snapshot.uploads().unwrap().is_empty());
+        assert!(!path.exists(), "a snapshot must not create the file");
+        let mut ledger = SqliteLedger::open(&path).unwrap();
+        ledger.record_upload(&record("/x", "one")).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let snapshot = SqliteLedger::snapshot(&path).unwrap();
+        assert_eq!(snapshot.uploads().unwrap().len(), 1);
+    }
+}
