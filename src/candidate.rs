@@ -251,8 +251,13 @@ fn write_tar(root: &Path, out: &mut dyn Write) -> Result<(), ArchiveError> {
         match kind {
             EntryType::Dir => {
                 header.set_entry_type(tar::EntryType::Directory);
+                // GNU tar marks directories with a trailing slash; so do we, for every one.
+                let mut name = entry.archive_path.clone().into_os_string();
+                if !name.as_bytes().ends_with(b"/") {
+                    name.push("/");
+                }
                 builder
-                    .append_data(&mut header, &entry.archive_path, io::empty())
+                    .append_data(&mut header, &name, io::empty())
                     .map_err(fail)?;
             }
             EntryType::Symlink => {

@@ -72,9 +72,12 @@ pub enum LedgerError {
 }
 
 /// What was uploaded. Implementations must find a path's latest upload without scanning.
+///
+/// A ledger describes one destination (the default file name includes it), so lookups go by
+/// path alone, as the seed's did: a row written by the seed counts whatever backend reads it.
 pub trait Ledger {
-    /// The most recent upload of `path` to `backend`.
-    fn latest_upload(&self, path: &Path, backend: &str) -> Result<Option<UploadRecord>, LedgerError>;
+    /// The most recent upload of `path`.
+    fn latest_upload(&self, path: &Path) -> Result<Option<UploadRecord>, LedgerError>;
 
     /// Records a completed upload, atomically.
     fn record_upload(&mut self, upload: &UploadRecord) -> Result<(), LedgerError>;

@@ -147,15 +147,12 @@ fn copy_into_memory(source: &Connection, path: &Path) -> Result<Connection, Ledg
 }
 
 impl Ledger for SqliteLedger {
-    fn latest_upload(&self, path: &Path, backend: &str) -> Result<Option<UploadRecord>, LedgerError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM uploads WHERE path = ?1 AND COALESCE(backend, '{SEED_BACKEND}') = ?2 \
-             ORDER BY rowid DESC LIMIT 1"
-        );
+    fn latest_upload(&self, path: &Path) -> Result<Option<UploadRecord>, LedgerError> {
+        let sql = format!("SELECT {COLUMNS} FROM uploads WHERE path = ?1 ORDER BY rowid DESC LIMIT 1");
         self.conn
             .prepare_cached(&sql)
             .and_then(|mut stmt| {
-                stmt.query_row(params![SqlPath(path), backend], read_row)
+                stmt.query_row(params![SqlPath(path)], read_row)
                     .optional()
             })
             .map_err(sqlite_error(&self.path, "cannot look up an upload"))
@@ -297,13 +294,14 @@ mod tests {
             .unwrap();
         }
         let mut ledger = SqliteLedger::open(&path).unwrap();
-        let a = ledger.latest_upload(Path::new("/data/a"), "glacier").unwrap().unwrap();
+        let a = ledger.latest_upload(Path::new("/data/a")).unwrap().unwrap();
         assert_eq!(a.archive_id, "ID-A");
         assert_eq!(a.uploaded_at.unwrap().unix_timestamp(), 1_700_000_000);
         assert_eq!(a.fingerprint, None);
-        let b = ledger.latest_upload(Path::new("/data/b"), "glacier").unwrap().unwrap();
+        assert_eq!(a.backend, "glacier");
+        let b = ledger.latest_upload(Path::new("/data/b")).unwrap().unwrap();
         assert_eq!((b.archive_id.as_str(), b.uploaded_at), ("ID-B", None));
-        assert!(ledger.latest_upload(Path::new("/data/a"), "local").unwrap().is_none());
+        assert!(ledger.latest_upload(Path::new("/data/c")).unwrap().is_none());
 
         ledger.record_upload(&record("/data/a", "L1")).unwrap();
         drop(ledger);
@@ -326,7 +324,7 @@ mod tests {
         second.uploaded_at = second.uploaded_at.map(|t| t.replace_nanosecond(0).unwrap());
         ledger.record_upload(&first).unwrap();
         ledger.record_upload(&second).unwrap();
-        assert_eq!(ledger.latest_upload(Path::new("/x"), "local").unwrap().unwrap(), second);
+        assert_eq!(ledger.latest_upload(Path::new("/x")).unwrap().unwrap(), second);
     }
 
     #[test]
@@ -337,8 +335,8 @@ mod tests {
         let mut rec = record("", "A");
         rec.path = a.clone();
         ledger.record_upload(&rec).unwrap();
-        assert!(ledger.latest_upload(&a, "local").unwrap().is_some());
-        assert!(ledger.latest_upload(&b, "local").unwrap().is_none());
+        assert!(ledger.latest_upload(&a).unwrap().is_some());
+        assert!(ledger.latest_upload(&b).unwrap().is_none());
         assert_eq!(ledger.uploads().unwrap()[0].path, a);
     }
 
@@ -348,7 +346,7 @@ mod tests {
         let plan: String = ledger
             .conn
             .query_row(
-                "EXPLAIN QUERY PLAN SELECT * FROM uploads WHERE path = '/x' AND COALESCE(backend, 'glacier') = 'local'",
+                "EXPLAIN QUERY PLAN SELECT * FROM uploads WHERE path = '/x' ORDER BY rowid DESC LIMIT 1",
                 [],
                 |r| r.get(3),
             )

@@ -1,0 +1,97 @@
+//! Backend name -> archiver, for the backends compiled into this build.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use glacier_backup_archiver::settings::SettingsError;
+use glacier_backup_archiver::Archiver;
+
+use crate::config::Config;
+
+/// The configured backend cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Not compiled into this binary.
+    #[error(
+        "backend {name:?} is not compiled into this build of glacier-backup; rebuild with \
+         `cargo build --release --features {name}` or choose another backend with [main] backend \
+         or --backend"
+    )]
+    NotCompiled {
+        /// Backend name.
+        name: String,
+    },
+    /// Its section is missing.
+    #[error("{file}: backend {name:?} needs a [{name}] section: {hint}")]
+    MissingSection {
+        /// Config file, or a note that there is none.
+        file: String,
+        /// Backend name.
+        name: String,
+        /// What the section must contain.
+        hint: &'static str,
+    },
+    /// Its settings are wrong.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+}
+
+/// Builds the archiver named by `config.backend`. Cheap and side-effect free: nothing is
+/// created or contacted until [`Archiver::check`].
+pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
+    let file = config
+        .file
+        .as_deref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "no config file".into());
+    match config.backend.as_str() {
+        "local" => {
+            let Some(section) = config.backend_sections.get("local") else {
+                return Err(BackendError::MissingSection {
+                    file,
+                    name: "local".into(),
+                    hint: "add [local] with directory = /where/archives/go",
+                });
+            };
+            local(section)
+        }
+        other => Err(BackendError::NotCompiled { name: other.into() }),
+    }
+}
+
+#[cfg(feature = "local")]
+fn local(section: &glacier_backup_archiver::settings::Section) -> Result<Arc<dyn Archiver>, BackendError> {
+    Ok(Arc::new(glacier_backup_local::LocalArchiver::from_settings(section)?))
+}
+
+#[cfg(not(feature = "local"))]
+fn local(_: &glacier_backup_archiver::settings::Section) -> Result<Arc<dyn Archiver>, BackendError> {
+    Err(BackendError::NotCompiled { name: "local".into() })
+}
+
+/// The ledger file for this config and archiver: `[main] ledger` if set, else
+/// `<target>.sqlite3` beside the config file (the seed's `glacier.<vault>.sqlite3`). When that
+/// file does not exist but the seed's fixed location has one, that one is used, so seed users
+/// who passed `-c` keep their history.
+pub fn ledger_path(config: &Config, target: &str, home_config_dir: Option<&Path>) -> PathBuf {
+    if let Some(explicit) = &config.ledger {
+        return explicit.clone();
+    }
+    let name = format!("{target}.sqlite3");
+    let dir = config
+        .file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .or_else(|| home_config_dir.map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let beside_config = dir.join(&name);
+    if !beside_config.exists() {
+        if let Some(seed) = home_config_dir.map(|d| d.join(&name)) {
+            if seed.exists() {
+                return seed;
+            }
+        }
+    }
+    beside_config
+}

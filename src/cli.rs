@@ -1,0 +1,67 @@
+//! Command-line interface: the seed's flags, plus subcommands and a few additions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Back up files and directories to cold storage (S3 Glacier vaults, S3 cold storage classes,
+/// or a local directory), each candidate once, or again when it changed.
+#[derive(Debug, Parser)]
+#[command(name = "glacier-backup", version, max_term_width = 100)]
+pub struct Cli {
+    /// Only show what would be backed up; writes nothing and needs no network
+    #[arg(short = 'd', long = "dryrun", visible_alias = "dry-run", global = true)]
+    pub dryrun: bool,
+
+    /// Config file [default: $HOME/.config/glacier_backup/glacier_backup.conf]
+    #[arg(short = 'c', long, value_name = "CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Log file; '' disables it [default: $HOME/.config/glacier_backup/glacier_backup.log]
+    #[arg(short = 'l', long, value_name = "LOGFILE", global = true)]
+    pub logfile: Option<PathBuf>,
+
+    /// Name of the Glacier vault to use (overrides [main] vault_name)
+    #[arg(short = 'v', long, value_name = "VAULT", global = true)]
+    pub vault: Option<String>,
+
+    /// AWS account ID to use (overrides [main] account_id)
+    #[arg(short = 'a', long, value_name = "ACCOUNT", global = true)]
+    pub account: Option<String>,
+
+    /// File or directory to back up, each as one candidate; replaces the config's paths
+    #[arg(short = 'p', long = "path", value_name = "PATHS", num_args = 0.., global = true)]
+    pub paths: Vec<PathBuf>,
+
+    /// Backend to use (overrides [main] backend)
+    #[arg(long, value_parser = ["local", "glacier", "s3"], global = true)]
+    pub backend: Option<String>,
+
+    /// Stop after this many uploads (1 reproduces the seed); default: no limit
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub max_uploads: Option<u64>,
+
+    /// Show more detail (also why each candidate is skipped)
+    #[arg(long, conflicts_with = "quiet", global = true)]
+    pub verbose: bool,
+
+    /// Show only warnings and errors
+    #[arg(long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do; without one, `backup`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up the configured paths (the default)
+    Backup,
+    /// Show the ledger: every upload recorded
+    List {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,326 @@
+//! A backup run: for each candidate, decide whether it needs uploading, stream it to the
+//! archiver, and record it in the ledger once the archiver confirms it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use glacier_backup_archiver::parts::PartChecker;
+use glacier_backup_archiver::{ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError};
+use time::OffsetDateTime;
+
+use crate::candidate::{Candidate, Scan};
+use crate::ledger::{Ledger, LedgerError, UploadRecord};
+use crate::resolve::Planned;
+use crate::source::ArchiveError;
+use crate::stream::archive_parts;
+
+/// How a run behaves.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only report what would be uploaded.
+    pub dry_run: bool,
+    /// Stop after this many successful uploads (the seed stopped after one).
+    pub max_uploads: Option<usize>,
+}
+
+/// Why a candidate is (or is not) uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Never uploaded before.
+    New,
+    /// Changed since the upload at this time (if known).
+    Changed {
+        /// When the previous upload happened.
+        since: Option<OffsetDateTime>,
+    },
+    /// Already uploaded, and re-uploads are off or it did not change.
+    UpToDate {
+        /// When it was uploaded (if known).
+        at: Option<OffsetDateTime>,
+        /// Whether its state was compared (`upload_if_changed`).
+        checked: bool,
+    },
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let when = |t: &Option<OffsetDateTime>| match t {
+            Some(t) => crate::display_time(*t),
+            None => "an unknown time".into(),
+        };
+        match self {
+            Decision::New => f.write_str("new"),
+            Decision::Changed { since } => write!(f, "changed since its upload at {}", when(since)),
+            Decision::UpToDate { at, checked: true } => {
+                write!(f, "unchanged since its upload at {}", when(at))
+            }
+            Decision::UpToDate { at, checked: false } => write!(f, "already uploaded at {}", when(at)),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Uploaded (or, in a dry run, would upload): path and why.
+    pub uploaded: Vec<(PathBuf, Decision)>,
+    /// Skipped as already uploaded.
+    pub up_to_date: usize,
+    /// Failed: path and the error, as shown to the user.
+    pub failed: Vec<(PathBuf, String)>,
+    /// Candidates not looked at because `max_uploads` was reached.
+    pub deferred: usize,
+}
+
+/// Something that stops the whole run, not just one candidate.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The ledger cannot be read or written.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The archive was stored but could not be recorded: the user must know its id.
+    #[error("{path} was stored as {archive_id:?} but the ledger could not record it: {source}")]
+    Unrecorded {
+        /// The source.
+        path: PathBuf,
+        /// Where it went.
+        archive_id: String,
+        /// Why recording failed.
+        source: LedgerError,
+    },
+}
+
+/// Decides whether `planned` needs uploading. Returns the scan when one was taken, so it is
+/// not taken twice.
+pub fn decide(
+    planned: &Planned,
+    ledger: &dyn Ledger,
+) -> Result<(Decision, Option<Scan>), CandidateError> {
+    let candidate = &planned.candidate;
+    let Some(last) = ledger.latest_upload(candidate.source_path())? else {
+        return Ok((Decision::New, None));
+    };
+    if !planned.upload_if_changed {
+        return Ok((
+            Decision::UpToDate {
+                at: last.uploaded_at,
+                checked: false,
+            },
+            None,
+        ));
+    }
+    let scan = candidate.scan()?;
+    let changed = match (&last.fingerprint, last.uploaded_at) {
+        (Some(recorded), _) => *recorded != scan.fingerprint.to_string(),
+        // A seed row: the seed compared the mtime with the upload time; we use the newest mtime
+        // anywhere in the tree, which also sees edits deep inside a directory.
+        (None, Some(at)) => scan.fingerprint.newest_mtime_ns > at.unix_timestamp_nanos(),
+        (None, None) => true,
+    };
+    let decision = if changed {
+        Decision::Changed {
+            since: last.uploaded_at,
+        }
+    } else {
+        Decision::UpToDate {
+            at: last.uploaded_at,
+            checked: true,
+        }
+    };
+    Ok((decision, Some(scan)))
+}
+
+/// One candidate could not be backed up.
+#[derive(Debug, thiserror::Error)]
+pub enum CandidateError {
+    /// Reading the source failed.
+    #[error(transparent)]
+    Source(#[from] ArchiveError),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(ArchiverError),
+    /// The ledger could not be read.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The backend's account of the archive differs from what was sent.
+    #[error("the backend reports {what} {reported} but {sent} was sent; nothing was recorded")]
+    Mismatch {
+        /// `size` or `tree hash`.
+        what: &'static str,
+        /// What the backend said.
+        reported: String,
+        /// What the engine sent.
+        sent: String,
+    },
+}
+
+impl From<ArchiverError> for CandidateError {
+    fn from(e: ArchiverError) -> Self {
+        match e {
+            ArchiverError::Source(inner) => match inner.downcast::<ArchiveError>() {
+                Ok(source) => CandidateError::Source(*source),
+                Err(other) => CandidateError::Backend(ArchiverError::Source(other)),
+            },
+            other => CandidateError::Backend(other),
+        }
+    }
+}
+
+/// Backs up every planned candidate. Candidate failures are reported and the run goes on;
+/// ledger failures stop it.
+pub async fn run_backup(
+    planned: &[Planned],
+    ledger: &mut dyn Ledger,
+    archiver: &dyn Archiver,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
+    let mut report = RunReport::default();
+    for (i, item) in planned.iter().enumerate() {
+        if options.max_uploads.is_some_and(|max| report.uploaded.len() >= max) {
+            report.deferred = planned.len() - i;
+            tracing::info!(
+                "stopping after {} upload(s) (--max-uploads); {} candidate(s) left for the next run",
+                report.uploaded.len(),
+                report.deferred
+            );
+            break;
+        }
+        let path = item.candidate.source_path().to_path_buf();
+        let (decision, scan) = match decide(item, ledger) {
+            Ok(d) => d,
+            Err(CandidateError::Ledger(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::error!("{}: {e}", path.display());
+                report.failed.push((path, e.to_string()));
+                continue;
+            }
+        };
+        if let Decision::UpToDate { .. } = decision {
+            tracing::debug!("{}: {decision}", path.display());
+            report.up_to_date += 1;
+            continue;
+        }
+        if options.dry_run {
+            tracing::info!(
+                "would upload {} ({}): {decision}",
+                path.display(),
+                item.candidate.kind().as_str()
+            );
+            report.uploaded.push((path, decision));
+            continue;
+        }
+        tracing::info!("uploading {} ({decision})", path.display());
+        let started = Instant::now();
+        match upload(item.candidate.clone(), scan, archiver).await {
+            Ok(record) => {
+                let seconds = started.elapsed().as_secs_f64();
+                ledger
+                    .record_upload(&record)
+                    .map_err(|source| RunError::Unrecorded {
+                        path: path.clone(),
+                        archive_id: record.archive_id.clone(),
+                        source,
+                    })?;
+                tracing::info!(
+                    "uploaded {} as {} ({} bytes in {seconds:.1}s, tree hash {})",
+                    path.display(),
+                    record.archive_id,
+                    record.size.unwrap_or(0),
+                    record.tree_hash.map(|h| h.to_hex()).unwrap_or_default()
+                );
+                report.uploaded.push((path, decision));
+            }
+            Err(CandidateError::Ledger(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::error!("failed to back up {}: {}", path.display(), error_chain(&e));
+                report.failed.push((path, error_chain(&e)));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Streams one candidate to the archiver and returns the ledger row to write.
+pub async fn upload(
+    candidate: Arc<dyn Candidate>,
+    scan: Option<Scan>,
+    archiver: &dyn Archiver,
+) -> Result<UploadRecord, CandidateError> {
+    let scan = match scan {
+        Some(scan) => scan,
+        None => {
+            let c = candidate.clone();
+            tokio::task::spawn_blocking(move || c.scan())
+                .await
+                .expect("scan does not panic")?
+        }
+    };
+    let started_at = OffsetDateTime::now_utc();
+    let meta = ArchiveMeta {
+        source_path: candidate.source_path().to_path_buf(),
+        name: candidate.archive_name(),
+        kind: candidate.kind(),
+        fingerprint: scan.fingerprint.to_string(),
+        size_hint: scan.size_estimate,
+        started_at,
+    };
+    let part_size = archiver.part_size(scan.size_estimate);
+    let part_size = usize::try_from(part_size).expect("part sizes fit in memory");
+    // The engine keeps its own account of what it sent, to check the backend's answer.
+    let sent = Arc::new(Mutex::new(PartChecker::new("engine", false)));
+    let tally = sent.clone();
+    let parts = archive_parts(candidate.clone(), part_size)
+        .inspect(move |part| {
+            if let Ok(part) = part {
+                // The stream is built in order by construction, so this cannot fail.
+                let _ = tally.lock().expect("tally lock").accept(part);
+            }
+        })
+        .boxed();
+    let stored: ArchiveRef = archiver.put(&meta, parts).await?;
+    let sent = sent.lock().expect("tally lock");
+    if stored.size != sent.size() {
+        return Err(CandidateError::Mismatch {
+            what: "size",
+            reported: stored.size.to_string(),
+            sent: sent.size().to_string(),
+        });
+    }
+    if stored.tree_hash != sent.tree_hash() {
+        return Err(CandidateError::Mismatch {
+            what: "tree hash",
+            reported: stored.tree_hash.to_hex(),
+            sent: sent.tree_hash().to_hex(),
+        });
+    }
+    Ok(UploadRecord {
+        path: meta.source_path,
+        name: meta.name,
+        archive_id: stored.archive_id,
+        backend: archiver.name().to_owned(),
+        kind: Some(meta.kind),
+        size: Some(stored.size),
+        tree_hash: Some(stored.tree_hash),
+        fingerprint: Some(meta.fingerprint),
+        started_at: Some(started_at),
+        uploaded_at: Some(OffsetDateTime::now_utc()),
+    })
+}
+
+/// An error and its causes on one line, each cause once.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
