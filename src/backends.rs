@@ -13,11 +13,13 @@ use crate::config::Config;
 pub enum BackendError {
     /// Not compiled into this binary.
     #[error(
-        "backend {name:?} is not compiled into this build of glacier-backup; rebuild with \
-         `cargo build --release --features {name}` or choose another backend with [main] backend \
-         or --backend"
+        "{file}: backend {name:?} is not compiled into this build of glacier-backup; rebuild \
+         with `cargo build --release --features {name}`, or choose another backend with \
+         [main] backend or --backend"
     )]
     NotCompiled {
+        /// Config file, or a note that there is none.
+        file: String,
         /// Backend name.
         name: String,
     },
@@ -53,20 +55,34 @@ pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError>
                     hint: "add [local] with directory = /where/archives/go",
                 });
             };
-            local(section)
+            local(section, file)
         }
-        other => Err(BackendError::NotCompiled { name: other.into() }),
+        other => Err(BackendError::NotCompiled {
+            file,
+            name: other.into(),
+        }),
     }
 }
 
 #[cfg(feature = "local")]
-fn local(section: &glacier_backup_archiver::settings::Section) -> Result<Arc<dyn Archiver>, BackendError> {
-    Ok(Arc::new(glacier_backup_local::LocalArchiver::from_settings(section)?))
+fn local(
+    section: &glacier_backup_archiver::settings::Section,
+    _file: String,
+) -> Result<Arc<dyn Archiver>, BackendError> {
+    Ok(Arc::new(
+        glacier_backup_local::LocalArchiver::from_settings(section)?,
+    ))
 }
 
 #[cfg(not(feature = "local"))]
-fn local(_: &glacier_backup_archiver::settings::Section) -> Result<Arc<dyn Archiver>, BackendError> {
-    Err(BackendError::NotCompiled { name: "local".into() })
+fn local(
+    _: &glacier_backup_archiver::settings::Section,
+    file: String,
+) -> Result<Arc<dyn Archiver>, BackendError> {
+    Err(BackendError::NotCompiled {
+        file,
+        name: "local".into(),
+    })
 }
 
 /// The ledger file for this config and archiver: `[main] ledger` if set, else

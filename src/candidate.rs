@@ -177,7 +177,11 @@ fn scan_tree(root: &Path) -> Result<Scan, ArchiveError> {
                 .into_vec(),
             _ => Vec::new(),
         };
-        let size = if kind == EntryType::File { entry.meta.len() } else { 0 };
+        let size = if kind == EntryType::File {
+            entry.meta.len()
+        } else {
+            0
+        };
         digest.update((name.len() as u64).to_le_bytes());
         digest.update(name);
         digest.update([kind as u8]);
@@ -192,7 +196,8 @@ fn scan_tree(root: &Path) -> Result<Scan, ArchiveError> {
         bytes += size;
         newest = newest.max(mtime_ns(&entry.meta));
         size_estimate += TAR_BLOCK + size.div_ceil(TAR_BLOCK) * TAR_BLOCK;
-        for long in [name.len(), link.len()] {
+        let name_len = name.len() + usize::from(kind == EntryType::Dir && !name.ends_with(b"/"));
+        for long in [name_len, link.len()] {
             if long >= 100 {
                 size_estimate += TAR_BLOCK + (long as u64 + 1).div_ceil(TAR_BLOCK) * TAR_BLOCK;
             }
@@ -218,7 +223,11 @@ fn write_file(path: &Path, out: &mut dyn Write) -> Result<(), ArchiveError> {
 }
 
 /// Copies with large reads (the tar crate's own copy reads 8 KiB at a time).
-fn copy_exact(reader: &mut ExactFileReader, out: &mut dyn Write, path: &Path) -> Result<u64, ArchiveError> {
+fn copy_exact(
+    reader: &mut ExactFileReader,
+    out: &mut dyn Write,
+    path: &Path,
+) -> Result<u64, ArchiveError> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut total = 0u64;
     loop {
@@ -307,8 +316,14 @@ mod tests {
     fn archive_names_follow_the_seed_and_stay_printable() {
         let dir = SourceKind::Directory;
         let file = SourceKind::File;
-        assert_eq!(archive_name(Path::new("/a/My Photos"), dir), "My_Photos.tar");
-        assert_eq!(archive_name(Path::new("/a/report 1.pdf"), file), "report 1.pdf");
+        assert_eq!(
+            archive_name(Path::new("/a/My Photos"), dir),
+            "My_Photos.tar"
+        );
+        assert_eq!(
+            archive_name(Path::new("/a/report 1.pdf"), file),
+            "report 1.pdf"
+        );
         assert_eq!(archive_name(Path::new("/a/ lead"), file), "%20lead");
         assert_eq!(archive_name(Path::new("/a/café"), file), "caf%C3%A9");
         assert_eq!(archive_name(Path::new("/a/100%"), file), "100%25");

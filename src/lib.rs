@@ -7,17 +7,20 @@
 pub mod config;
 
 pub use glacier_backup_archiver as archiver;
+pub mod backends;
 pub mod candidate;
 pub mod ledger;
-pub mod source;
-pub mod stream;
-pub mod backends;
 pub mod resolve;
 pub mod run;
+pub mod source;
+pub mod stream;
 
 /// A time as shown to people: UTC, to the second, RFC 3339.
 pub fn display_time(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
 }

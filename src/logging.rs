@@ -21,7 +21,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
         match *event.metadata().level() {
             Level::ERROR => write!(writer, "error: ")?,
             Level::WARN => write!(writer, "warning: ")?,
@@ -58,6 +63,9 @@ pub fn init(level: LevelFilter, logfile: Option<&Path>) -> Result<(), std::io::E
         }
         None => None,
     };
-    tracing_subscriber::registry().with(stdout).with(file).init();
+    tracing_subscriber::registry()
+        .with(stdout)
+        .with(file)
+        .init();
     Ok(())
 }

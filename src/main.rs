@@ -185,7 +185,11 @@ fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
     let mut out = std::io::stdout().lock();
     let written = if json {
         let rows: Vec<_> = uploads.iter().map(upload_json).collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows).expect("JSON values serialize"))
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("JSON values serialize")
+        )
     } else if uploads.is_empty() {
         writeln!(out, "no uploads recorded in {}", path.display())
     } else {
@@ -270,7 +274,9 @@ async fn backup(cli: &Cli, config: &Config) -> Result<Outcome, Fatal> {
     }
     let options = RunOptions {
         dry_run: cli.dryrun,
-        max_uploads: cli.max_uploads.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        max_uploads: cli
+            .max_uploads
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
     };
 
     let (mut ledger, _lock) = if cli.dryrun {
@@ -291,7 +297,12 @@ async fn backup(cli: &Cli, config: &Config) -> Result<Outcome, Fatal> {
     tracing::debug!("ledger: {}", ledger_file.display());
 
     let planned = glacier_backup::resolve::resolve(&config.paths);
-    let run = run_backup(&planned, &mut ledger as &mut dyn Ledger, archiver.as_ref(), &options);
+    let run = run_backup(
+        &planned,
+        &mut ledger as &mut dyn Ledger,
+        archiver.as_ref(),
+        &options,
+    );
     let report = tokio::select! {
         report = run => report.map_err(|e| Fatal::Failure(e.into()))?,
         _ = tokio::signal::ctrl_c() => {
@@ -300,7 +311,11 @@ async fn backup(cli: &Cli, config: &Config) -> Result<Outcome, Fatal> {
         }
     };
 
-    let verb = if cli.dryrun { "would upload" } else { "uploaded" };
+    let verb = if cli.dryrun {
+        "would upload"
+    } else {
+        "uploaded"
+    };
     let mut summary = format!(
         "{}{verb} {}, up to date {}, failed {}",
         if cli.dryrun { "dry run: " } else { "" },

@@ -112,7 +112,9 @@ fn resolve_rule(rule: &PathRule, add: &mut dyn FnMut(&Path, SourceKind)) {
         }
         let child = path.join(&name);
         match classify(&child) {
-            Ok(Some(SourceKind::Directory)) if rule.upload_dirs => add(&child, SourceKind::Directory),
+            Ok(Some(SourceKind::Directory)) if rule.upload_dirs => {
+                add(&child, SourceKind::Directory)
+            }
             Ok(Some(SourceKind::File)) if rule.upload_files => add(&child, SourceKind::File),
             Ok(Some(_)) => {}
             Ok(None) => tracing::warn!(
@@ -127,7 +129,6 @@ fn resolve_rule(rule: &PathRule, add: &mut dyn FnMut(&Path, SourceKind)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     /// The seed's own test tree: files file1..file3 and dirs dir1..dir3.
     fn seed_tree() -> tempfile::TempDir {
@@ -167,22 +168,41 @@ mod tests {
         let root = tree.path();
         let single = PathRule::single(root.to_path_buf());
         assert_eq!(resolve(std::slice::from_ref(&single)).len(), 1);
-        let files = PathRule { upload_files: true, ..rule(root) };
+        let files = PathRule {
+            upload_files: true,
+            ..rule(root)
+        };
         assert_eq!(names(&resolve(&[files])), ["file1", "file2", "file3"]);
-        let dirs = PathRule { upload_dirs: true, ..rule(root) };
+        let dirs = PathRule {
+            upload_dirs: true,
+            ..rule(root)
+        };
         assert_eq!(names(&resolve(&[dirs])), ["dir1", "dir2", "dir3"]);
-        let both = PathRule { upload_dirs: true, upload_files: true, ..rule(root) };
+        let both = PathRule {
+            upload_dirs: true,
+            upload_files: true,
+            ..rule(root)
+        };
         assert_eq!(resolve(std::slice::from_ref(&both)).len(), 6);
-        let overridden = PathRule { upload_single_dir: true, ..both.clone() };
+        let overridden = PathRule {
+            upload_single_dir: true,
+            ..both.clone()
+        };
         let planned = resolve(&[overridden]);
         assert_eq!(planned.len(), 1);
         assert_eq!(planned[0].candidate.kind(), SourceKind::Directory);
-        let excluded = PathRule { exclude: Some("dir1".into()), ..both };
+        let excluded = PathRule {
+            exclude: Some("dir1".into()),
+            ..both
+        };
         assert_eq!(
             names(&resolve(&[excluded])),
             ["dir2", "dir3", "file1", "file2", "file3"]
         );
-        assert!(resolve(&[rule(root)]).is_empty(), "no option set: no candidates");
+        assert!(
+            resolve(&[rule(root)]).is_empty(),
+            "no option set: no candidates"
+        );
     }
 
     #[test]
@@ -200,11 +220,17 @@ mod tests {
         let root = tree.path();
         std::os::unix::fs::symlink(root.join("dir1"), root.join("zlink")).unwrap();
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
-        let dirs = PathRule { upload_dirs: true, ..rule(root) };
-        let again = PathRule { upload_if_changed: true, ..PathRule::single(root.join("dir2")) };
+        let dirs = PathRule {
+            upload_dirs: true,
+            ..rule(root)
+        };
+        let again = PathRule {
+            upload_if_changed: true,
+            ..PathRule::single(root.join("dir2"))
+        };
         let planned = resolve(&[dirs, again]);
         assert_eq!(names(&planned), ["dir1", "dir2", "dir3", "zlink"]);
         assert!(planned[1].upload_if_changed && !planned[0].upload_if_changed);
-        assert_eq!(planned[3].candidate.source_path(), PathBuf::from(root.join("zlink")));
+        assert_eq!(planned[3].candidate.source_path(), root.join("zlink"));
     }
 }

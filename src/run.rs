@@ -57,7 +57,9 @@ impl fmt::Display for Decision {
             Decision::UpToDate { at, checked: true } => {
                 write!(f, "unchanged since its upload at {}", when(at))
             }
-            Decision::UpToDate { at, checked: false } => write!(f, "already uploaded at {}", when(at)),
+            Decision::UpToDate { at, checked: false } => {
+                write!(f, "already uploaded at {}", when(at))
+            }
         }
     }
 }
@@ -179,7 +181,10 @@ pub async fn run_backup(
 ) -> Result<RunReport, RunError> {
     let mut report = RunReport::default();
     for (i, item) in planned.iter().enumerate() {
-        if options.max_uploads.is_some_and(|max| report.uploaded.len() >= max) {
+        if options
+            .max_uploads
+            .is_some_and(|max| report.uploaded.len() >= max)
+        {
             report.deferred = planned.len() - i;
             tracing::info!(
                 "stopping after {} upload(s) (--max-uploads); {} candidate(s) left for the next run",

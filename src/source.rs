@@ -131,7 +131,9 @@ impl Read for ExactFileReader {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self
             .file
             .read(&mut buf[..want])
@@ -189,7 +191,10 @@ pub fn walk_tree(
     root: &Path,
     mut visit: impl FnMut(TreeEntry) -> Result<(), ArchiveError>,
 ) -> Result<(), ArchiveError> {
-    let base = root.file_name().map(PathBuf::from).unwrap_or_else(|| "root".into());
+    let base = root
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "root".into());
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
         .follow_root_links(true)
@@ -208,7 +213,10 @@ pub fn walk_tree(
         let meta = entry
             .metadata()
             .map_err(|e| ArchiveError::io(entry.path(), e.into()))?;
-        let relative = entry.path().strip_prefix(root).expect("walk stays under its root");
+        let relative = entry
+            .path()
+            .strip_prefix(root)
+            .expect("walk stays under its root");
         visit(TreeEntry {
             archive_path: base.join(relative),
             path: entry.into_path(),

@@ -34,7 +34,10 @@ pub(super) fn sections(
     let parsed = Ini::load_from_str_opt(text, options).map_err(|e| ConfigError::Syntax {
         path: display.to_path_buf(),
         line: e.line,
-        message: format!("{} (INI syntax: [section] headers and key = value lines)", e.msg),
+        message: format!(
+            "{} (INI syntax: [section] headers and key = value lines)",
+            e.msg
+        ),
     })?;
     let lines = LineIndex::new(text);
     let syntax = |line: usize, message: String| ConfigError::Syntax {
@@ -78,7 +81,11 @@ pub(super) fn sections(
                     format!("[{name}] sets {key_lower:?} more than once; keep one"),
                 ));
             }
-            section.insert(key_lower, Value::String(unquote(value.trim()).to_owned()), line);
+            section.insert(
+                key_lower,
+                Value::String(unquote(value.trim()).to_owned()),
+                line,
+            );
         }
         sections.push(section);
     }
@@ -137,4 +144,3 @@ impl LineIndex {
             .map(|(line, _, _)| *line)
     }
 }
-

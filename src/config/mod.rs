@@ -87,7 +87,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Chooses the syntax: `.toml` files are TOML; anything else is TOML when it parses as TOML
 /// (the seed's INI files with path sections never do) and INI otherwise.
 pub fn format_of(path: &Path, text: &str) -> Format {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")) {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+    {
         return Format::Toml;
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -100,7 +103,9 @@ pub fn format_of(path: &Path, text: &str) -> Format {
 /// Parses config text in the given format; `file` names the source in error messages.
 pub fn parse(text: &str, file: Option<&Path>, format: Format) -> Result<Config, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let display = file.map(Path::to_path_buf).unwrap_or_else(|| "<config>".into());
+    let display = file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| "<config>".into());
     let sections: Vec<Section> = match format {
         Format::Ini => ini::sections(text, file, &display)?,
         Format::Toml => toml::sections(text, file, &display)?,

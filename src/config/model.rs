@@ -101,7 +101,10 @@ impl Config {
     }
 
     /// Validates parsed sections.
-    pub fn from_sections(file: Option<&Path>, sections: Vec<Section>) -> Result<Self, SettingsError> {
+    pub fn from_sections(
+        file: Option<&Path>,
+        sections: Vec<Section>,
+    ) -> Result<Self, SettingsError> {
         let mut config = Config::empty();
         config.file = file.map(Path::to_path_buf);
         let mut seen_paths: BTreeMap<PathBuf, String> = BTreeMap::new();
@@ -165,7 +168,10 @@ fn path_rule(section: &Section) -> Result<PathRule, SettingsError> {
     }
     let trimmed = name.trim_end_matches('/');
     let path = PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed });
-    let exclude = match (section.string("exclude")?, section.string("exclude_prefix")?) {
+    let exclude = match (
+        section.string("exclude")?,
+        section.string("exclude_prefix")?,
+    ) {
         (Some(_), Some(_)) => {
             return Err(section.error(
                 Some("exclude_prefix"),

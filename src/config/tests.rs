@@ -35,7 +35,10 @@ fn the_seed_example_loads_unchanged() {
     assert_eq!(config.logfile, LogFile::Path("/path/to/logfile.log".into()));
     assert_eq!(config.backend, "glacier");
     let paths: Vec<_> = config.paths.iter().map(|p| p.path.clone()).collect();
-    assert_eq!(paths, ["/path/one", "/path/two", "/path/three"].map(PathBuf::from));
+    assert_eq!(
+        paths,
+        ["/path/one", "/path/two", "/path/three"].map(PathBuf::from)
+    );
     assert!(config.paths[0].upload_files && !config.paths[0].upload_dirs);
     assert!(config.paths[1].upload_dirs && config.paths[1].upload_if_changed);
     assert_eq!(config.paths[1].exclude.as_deref(), Some("exclude_"));
@@ -46,7 +49,10 @@ fn the_seed_example_loads_unchanged() {
 fn the_seed_example_is_sniffed_as_ini() {
     assert_eq!(format_of(Path::new("x.conf"), SEED_EXAMPLE), Format::Ini);
     assert_eq!(
-        format_of(Path::new("x.conf"), "[main]\nbackend = \"local\"\n[\"/a\"]\nupload_files = true\n"),
+        format_of(
+            Path::new("x.conf"),
+            "[main]\nbackend = \"local\"\n[\"/a\"]\nupload_files = true\n"
+        ),
         Format::Toml
     );
 }
@@ -76,7 +82,10 @@ upload_single_dir = true
     let seed = ini(SEED_EXAMPLE).unwrap();
     assert_eq!(config.paths.len(), 3);
     for rule in &seed.paths {
-        assert!(config.paths.contains(rule), "{rule:?} missing from the TOML form");
+        assert!(
+            config.paths.contains(rule),
+            "{rule:?} missing from the TOML form"
+        );
     }
     assert_eq!(config.vault_name, seed.vault_name);
     assert_eq!(config.logfile, seed.logfile);
@@ -84,7 +93,10 @@ upload_single_dir = true
 
 #[test]
 fn configparser_booleans_and_aliases() {
-    let config = ini("[/a]\nUpload_Files = YES\nupload_dirs: on\nexclude_prefix = tmp\nupload_if_changed=0\n").unwrap();
+    let config = ini(
+        "[/a]\nUpload_Files = YES\nupload_dirs: on\nexclude_prefix = tmp\nupload_if_changed=0\n",
+    )
+    .unwrap();
     let rule = &config.paths[0];
     assert!(rule.upload_files && rule.upload_dirs && !rule.upload_if_changed);
     assert_eq!(rule.exclude.as_deref(), Some("tmp"));
@@ -104,14 +116,32 @@ fn error_text(result: Result<Config, ConfigError>) -> String {
 #[test]
 fn bad_configs_say_where_and_what() {
     let cases: &[(&str, &[&str])] = &[
-        ("[/a]\nupload_files = maybe\n", &["/etc/gb.conf:2", "upload_files", "not a boolean"]),
-        ("[relative/path]\nupload_files = 1\n", &["[relative/path]", "absolute"]),
+        (
+            "[/a]\nupload_files = maybe\n",
+            &["/etc/gb.conf:2", "upload_files", "not a boolean"],
+        ),
+        (
+            "[relative/path]\nupload_files = 1\n",
+            &["[relative/path]", "absolute"],
+        ),
         ("[mian]\nvault_name = v\n", &["did you mean [main]"]),
-        ("[/a]\nupload_file = true\n", &["/etc/gb.conf:2", "did you mean \"upload_files\""]),
+        (
+            "[/a]\nupload_file = true\n",
+            &["/etc/gb.conf:2", "did you mean \"upload_files\""],
+        ),
         ("[/a]\n[/a]\n", &["/etc/gb.conf:2", "more than once"]),
-        ("[/a]\nupload_files=1\nupload_files=0\n", &["/etc/gb.conf:3", "more than once"]),
-        ("vault_name = v\n[/a]\n", &["/etc/gb.conf:1", "outside any section"]),
-        ("[main]\nbackend = tape\n", &["backend", "local, glacier or s3"]),
+        (
+            "[/a]\nupload_files=1\nupload_files=0\n",
+            &["/etc/gb.conf:3", "more than once"],
+        ),
+        (
+            "vault_name = v\n[/a]\n",
+            &["/etc/gb.conf:1", "outside any section"],
+        ),
+        (
+            "[main]\nbackend = tape\n",
+            &["backend", "local, glacier or s3"],
+        ),
         ("[/a]\nexclude=x\nexclude_prefix=y\n", &["keep one"]),
         ("[/a]\n[/a/]\n", &["same path"]),
         ("# only a comment\n", &["empty"]),
@@ -120,7 +150,10 @@ fn bad_configs_say_where_and_what() {
     for (text, needles) in cases {
         let message = error_text(ini(text));
         for needle in *needles {
-            assert!(message.contains(needle), "{text:?}: {message:?} lacks {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{text:?}: {message:?} lacks {needle:?}"
+            );
         }
     }
 }
@@ -128,17 +161,29 @@ fn bad_configs_say_where_and_what() {
 #[test]
 fn bad_toml_says_where_and_what() {
     let cases: &[(&str, &[&str])] = &[
-        ("[main]\nbackend = \"local\"\nbackend = \"s3\"\n", &["/etc/gb.toml:3"]),
+        (
+            "[main]\nbackend = \"local\"\nbackend = \"s3\"\n",
+            &["/etc/gb.toml:3"],
+        ),
         ("[main]\nvault = \"x\"\n", &["did you mean \"vault_name\""]),
-        ("[\"/a\"]\nupload_files = \"perhaps\"\n", &["upload_files", "not a boolean"]),
-        ("[\"/a\"]\nupload_files = 1.5\n", &["upload_files", "decimal"]),
+        (
+            "[\"/a\"]\nupload_files = \"perhaps\"\n",
+            &["upload_files", "not a boolean"],
+        ),
+        (
+            "[\"/a\"]\nupload_files = 1.5\n",
+            &["upload_files", "decimal"],
+        ),
         ("backend = \"local\"\n", &["outside any section"]),
         ("", &["empty"]),
     ];
     for (text, needles) in cases {
         let message = error_text(toml(text));
         for needle in *needles {
-            assert!(message.contains(needle), "{text:?}: {message:?} lacks {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{text:?}: {message:?} lacks {needle:?}"
+            );
         }
     }
 }
@@ -149,7 +194,10 @@ fn non_utf8_files_are_rejected_with_a_line() {
     let path = dir.path().join("bad.conf");
     std::fs::write(&path, b"[main]\nvault_name = caf\xe9\n").unwrap();
     let message = load(&path).unwrap_err().to_string();
-    assert!(message.contains("bad.conf:2") && message.contains("UTF-8"), "{message}");
+    assert!(
+        message.contains("bad.conf:2") && message.contains("UTF-8"),
+        "{message}"
+    );
     let missing = dir.path().join("missing.conf");
     assert!(matches!(load(&missing), Err(ConfigError::NotFound(_))));
 }

@@ -148,13 +148,11 @@ fn copy_into_memory(source: &Connection, path: &Path) -> Result<Connection, Ledg
 
 impl Ledger for SqliteLedger {
     fn latest_upload(&self, path: &Path) -> Result<Option<UploadRecord>, LedgerError> {
-        let sql = format!("SELECT {COLUMNS} FROM uploads WHERE path = ?1 ORDER BY rowid DESC LIMIT 1");
+        let sql =
+            format!("SELECT {COLUMNS} FROM uploads WHERE path = ?1 ORDER BY rowid DESC LIMIT 1");
         self.conn
             .prepare_cached(&sql)
-            .and_then(|mut stmt| {
-                stmt.query_row(params![SqlPath(path)], read_row)
-                    .optional()
-            })
+            .and_then(|mut stmt| stmt.query_row(params![SqlPath(path)], read_row).optional())
             .map_err(sqlite_error(&self.path, "cannot look up an upload"))
     }
 
@@ -194,7 +192,8 @@ impl Ledger for SqliteLedger {
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("every OffsetDateTime formats as RFC 3339")
+    t.format(&Rfc3339)
+        .expect("every OffsetDateTime formats as RFC 3339")
 }
 
 fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
@@ -301,14 +300,21 @@ mod tests {
         assert_eq!(a.backend, "glacier");
         let b = ledger.latest_upload(Path::new("/data/b")).unwrap().unwrap();
         assert_eq!((b.archive_id.as_str(), b.uploaded_at), ("ID-B", None));
-        assert!(ledger.latest_upload(Path::new("/data/c")).unwrap().is_none());
+        assert!(ledger
+            .latest_upload(Path::new("/data/c"))
+            .unwrap()
+            .is_none());
 
         ledger.record_upload(&record("/data/a", "L1")).unwrap();
         drop(ledger);
         // The seed's own query still works on the migrated file and sees every row.
         let seed = Connection::open(&path).unwrap();
         let count: i64 = seed
-            .query_row("SELECT count(*) FROM uploads WHERE uploaded_date IS NOT NULL", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM uploads WHERE uploaded_date IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(count, 2);
         let ledger = SqliteLedger::open(&path).unwrap();
@@ -324,7 +330,10 @@ mod tests {
         second.uploaded_at = second.uploaded_at.map(|t| t.replace_nanosecond(0).unwrap());
         ledger.record_upload(&first).unwrap();
         ledger.record_upload(&second).unwrap();
-        assert_eq!(ledger.latest_upload(Path::new("/x")).unwrap().unwrap(), second);
+        assert_eq!(
+            ledger.latest_upload(Path::new("/x")).unwrap().unwrap(),
+            second
+        );
     }
 
     #[test]

@@ -64,7 +64,9 @@ async fn read_range(
         .unwrap_or_else(|e| panic!("{}: get {}: {e}", archiver.name(), archive.archive_id));
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.unwrap_or_else(|e| panic!("{}: reading: {e}", archiver.name())));
+        out.extend_from_slice(
+            &chunk.unwrap_or_else(|e| panic!("{}: reading: {e}", archiver.name())),
+        );
     }
     out
 }
@@ -82,25 +84,36 @@ async fn wait_until_readable(archiver: &dyn Archiver, archive: &ArchiveRef) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        state = archiver.restore_state(archive).await.expect("restore_state");
+        state = archiver
+            .restore_state(archive)
+            .await
+            .expect("restore_state");
     }
-    panic!("{}: archive never became readable: {state:?}", archiver.name());
+    panic!(
+        "{}: archive never became readable: {state:?}",
+        archiver.name()
+    );
 }
 
 async fn put_bytes(archiver: &dyn Archiver, name: &str, data: Bytes) -> ArchiveRef {
     let part_size = archiver.part_size(data.len() as u64);
     archiver
-        .put(&meta(name, data.len() as u64), parts_from_bytes(data, part_size))
+        .put(
+            &meta(name, data.len() as u64),
+            parts_from_bytes(data, part_size),
+        )
         .await
         .unwrap_or_else(|e| panic!("{}: put {name}: {e}", archiver.name()))
 }
 
 /// `check` accepts a usable destination.
 pub async fn check_succeeds(archiver: &dyn Archiver) {
-    archiver
-        .check()
-        .await
-        .unwrap_or_else(|e| panic!("{}: check on a usable destination failed: {e}", archiver.name()));
+    archiver.check().await.unwrap_or_else(|e| {
+        panic!(
+            "{}: check on a usable destination failed: {e}",
+            archiver.name()
+        )
+    });
 }
 
 /// Empty, tiny, one-leaf, multi-part and ragged archives come back byte-exact with the right
@@ -113,7 +126,12 @@ pub async fn round_trips_sizes(archiver: &dyn Archiver) {
     {
         let data = sample(len, i as u8);
         let stored = put_bytes(archiver, &format!("round-trip-{len}"), data.clone()).await;
-        assert_eq!(stored.size, len as u64, "{}: size of a {len}-byte archive", archiver.name());
+        assert_eq!(
+            stored.size,
+            len as u64,
+            "{}: size of a {len}-byte archive",
+            archiver.name()
+        );
         assert_eq!(
             stored.tree_hash,
             tree_hash(&data),
@@ -121,13 +139,23 @@ pub async fn round_trips_sizes(archiver: &dyn Archiver) {
             archiver.name()
         );
         let back = read_back(archiver, &stored).await;
-        assert!(back == data, "{}: {len}-byte archive changed on the way back", archiver.name());
+        assert!(
+            back == data,
+            "{}: {len}-byte archive changed on the way back",
+            archiver.name()
+        );
         let listed = archiver.list().await.expect("list");
         let entry = listed
             .archives
             .iter()
             .find(|a| a.archive_id == stored.archive_id)
-            .unwrap_or_else(|| panic!("{}: {} missing from list", archiver.name(), stored.archive_id));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: {} missing from list",
+                    archiver.name(),
+                    stored.archive_id
+                )
+            });
         assert_eq!(entry.size, len as u64);
     }
 }
@@ -139,7 +167,11 @@ pub async fn ranged_reads(archiver: &dyn Archiver) {
     }
     let data = sample(3 * LEAF_SIZE + 17, 42);
     let stored = put_bytes(archiver, "ranged", data.clone()).await;
-    for range in [0..1u64, 5..LEAF_SIZE as u64 + 9, 3 * LEAF_SIZE as u64..data.len() as u64] {
+    for range in [
+        0..1u64,
+        5..LEAF_SIZE as u64 + 9,
+        3 * LEAF_SIZE as u64..data.len() as u64,
+    ] {
         let got = read_range(archiver, &stored, Some(range.clone())).await;
         assert!(
             got[..] == data[range.start as usize..range.end as usize],
@@ -155,8 +187,17 @@ pub async fn same_name_never_overwrites(archiver: &dyn Archiver) {
     let second = sample(6000, 2);
     let a = put_bytes(archiver, "same-name", first.clone()).await;
     let b = put_bytes(archiver, "same-name", second.clone()).await;
-    assert_ne!(a.archive_id, b.archive_id, "{}: second upload reused the id", archiver.name());
-    assert!(read_back(archiver, &a).await == first, "{}: first upload was overwritten", archiver.name());
+    assert_ne!(
+        a.archive_id,
+        b.archive_id,
+        "{}: second upload reused the id",
+        archiver.name()
+    );
+    assert!(
+        read_back(archiver, &a).await == first,
+        "{}: first upload was overwritten",
+        archiver.name()
+    );
     assert!(read_back(archiver, &b).await == second);
 }
 
@@ -178,7 +219,12 @@ pub async fn failed_stream_stores_nothing(archiver: &dyn Archiver) {
         archiver.name()
     );
     let after = archiver.list().await.expect("list").archives;
-    assert_eq!(before, after, "{}: a failed put left something listed", archiver.name());
+    assert_eq!(
+        before,
+        after,
+        "{}: a failed put left something listed",
+        archiver.name()
+    );
 }
 
 /// A part whose bytes do not match its hash is refused and nothing is stored.
@@ -192,7 +238,10 @@ pub async fn corrupt_part_is_rejected(archiver: &dyn Archiver) {
         data,
     };
     let result = archiver
-        .put(&meta("corrupt", 1000), futures::stream::iter([Ok(bad)]).boxed())
+        .put(
+            &meta("corrupt", 1000),
+            futures::stream::iter([Ok(bad)]).boxed(),
+        )
         .await;
     assert!(
         matches!(result, Err(Error::Integrity { .. })),
@@ -200,7 +249,12 @@ pub async fn corrupt_part_is_rejected(archiver: &dyn Archiver) {
         archiver.name()
     );
     let after = archiver.list().await.expect("list").archives;
-    assert_eq!(before, after, "{}: a refused put left something listed", archiver.name());
+    assert_eq!(
+        before,
+        after,
+        "{}: a refused put left something listed",
+        archiver.name()
+    );
 }
 
 /// Reading an id that was never stored is `NotFound`.

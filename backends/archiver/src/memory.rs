@@ -93,7 +93,11 @@ impl Archiver for MemoryArchiver {
         })
     }
 
-    async fn request_restore(&self, archive: &ArchiveRef, _: &RestoreOptions) -> Result<RestoreState> {
+    async fn request_restore(
+        &self,
+        archive: &ArchiveRef,
+        _: &RestoreOptions,
+    ) -> Result<RestoreState> {
         self.restore_state(archive).await
     }
 

@@ -109,7 +109,10 @@ impl Section {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(self.error(
                 Some(key),
-                format!("expected text, found {}; put the value in quotes", type_name(other)),
+                format!(
+                    "expected text, found {}; put the value in quotes",
+                    type_name(other)
+                ),
             )),
         }
     }
@@ -151,12 +154,19 @@ impl Section {
     /// A non-negative whole number, as a TOML integer or a string of digits.
     pub fn u64(&self, key: &str) -> Result<Option<u64>, SettingsError> {
         let bad = |shown: String| {
-            self.error(Some(key), format!("{shown} is not a whole number of 0 or more"))
+            self.error(
+                Some(key),
+                format!("{shown} is not a whole number of 0 or more"),
+            )
         };
         match self.raw(key) {
             None => Ok(None),
             Some(Value::Integer(i)) => u64::try_from(*i).map(Some).map_err(|_| bad(i.to_string())),
-            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad(format!("{s:?}"))),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| bad(format!("{s:?}"))),
             Some(other) => Err(bad(type_name(other).to_owned())),
         }
     }
@@ -233,7 +243,13 @@ mod tests {
 
     #[test]
     fn booleans_follow_configparser() {
-        for (word, expected) in [("YES", true), ("on", true), ("1", true), ("Off", false), ("0", false)] {
+        for (word, expected) in [
+            ("YES", true),
+            ("on", true),
+            ("1", true),
+            ("Off", false),
+            ("0", false),
+        ] {
             let s = section(&[("flag", Value::String(word.into()))]);
             assert_eq!(s.bool("flag").unwrap(), Some(expected), "{word}");
         }
@@ -246,13 +262,18 @@ mod tests {
     #[test]
     fn unknown_keys_get_a_suggestion() {
         let s = section(&[("directry", Value::String("/x".into()))]);
-        let err = s.reject_unknown(&["directory", "create_directory"]).unwrap_err();
+        let err = s
+            .reject_unknown(&["directory", "create_directory"])
+            .unwrap_err();
         assert!(err.message.contains("did you mean \"directory\""), "{err}");
     }
 
     #[test]
     fn relative_paths_are_taken_from_the_config_directory() {
         let s = section(&[("directory", Value::String("archives".into()))]);
-        assert_eq!(s.path("directory").unwrap(), Some(PathBuf::from("/etc/archives")));
+        assert_eq!(
+            s.path("directory").unwrap(),
+            Some(PathBuf::from("/etc/archives"))
+        );
     }
 }

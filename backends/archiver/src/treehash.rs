@@ -245,7 +245,13 @@ mod tests {
         while level.len() > 1 {
             level = level
                 .chunks(2)
-                .map(|p| if p.len() == 2 { combine(&p[0], &p[1]) } else { p[0] })
+                .map(|p| {
+                    if p.len() == 2 {
+                        combine(&p[0], &p[1])
+                    } else {
+                        p[0]
+                    }
+                })
                 .collect();
         }
         TreeHash(level[0])
@@ -294,10 +300,17 @@ mod tests {
         let data: Vec<u8> = (0..(13 * LEAF_SIZE + 4321))
             .map(|i| (i * 7 + i / 991) as u8)
             .collect();
-        for len in [1, 1000, LEAF_SIZE - 1, LEAF_SIZE, 2 * LEAF_SIZE, 5 * LEAF_SIZE + 3]
-            .into_iter()
-            .chain([7, 8, 9, 12, 13].map(|m| m * LEAF_SIZE))
-            .chain([data.len()])
+        for len in [
+            1,
+            1000,
+            LEAF_SIZE - 1,
+            LEAF_SIZE,
+            2 * LEAF_SIZE,
+            5 * LEAF_SIZE + 3,
+        ]
+        .into_iter()
+        .chain([7, 8, 9, 12, 13].map(|m| m * LEAF_SIZE))
+        .chain([data.len()])
         {
             let slice = &data[..len];
             let expected = naive(slice);

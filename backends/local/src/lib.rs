@@ -51,6 +51,8 @@ impl LocalArchiver {
 
     /// Builds the archiver from a `[local]` config section.
     pub fn from_settings(section: &Section) -> Result<Self, SettingsError> {
+        // A misspelt key is the likelier mistake than a missing one: report it first.
+        section.reject_unknown(SETTINGS)?;
         let root = section.path("directory")?.ok_or_else(|| {
             section.error(
                 None,
@@ -58,7 +60,6 @@ impl LocalArchiver {
             )
         })?;
         let create = section.bool("create_directory")?.unwrap_or(false);
-        section.reject_unknown(SETTINGS)?;
         Ok(Self::new(root, create))
     }
 
@@ -119,7 +120,11 @@ impl LocalArchiver {
                     id = format!("{key}.{attempt}");
                 }
                 Err(e) => {
-                    return Err(self.io_error("cannot publish archive as", &self.root.join(&id), e.error))
+                    return Err(self.io_error(
+                        "cannot publish archive as",
+                        &self.root.join(&id),
+                        e.error,
+                    ))
                 }
             }
         }
@@ -246,7 +251,11 @@ impl Archiver for LocalArchiver {
         })
     }
 
-    async fn request_restore(&self, archive: &ArchiveRef, _: &RestoreOptions) -> Result<RestoreState> {
+    async fn request_restore(
+        &self,
+        archive: &ArchiveRef,
+        _: &RestoreOptions,
+    ) -> Result<RestoreState> {
         self.restore_state(archive).await
     }
 
@@ -273,7 +282,8 @@ impl Archiver for LocalArchiver {
         }
         file.seek(SeekFrom::Start(range.start))
             .map_err(|e| self.io_error("cannot seek in", &path, e))?;
-        let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), range.end - range.start);
+        let reader =
+            tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), range.end - range.start);
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map(move |r| {
             r.map_err(|e| Error::io(NAME, format!("cannot read {}: {e}", path.display()), e))
         });
@@ -342,14 +352,20 @@ mod tests {
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("archives").join(INCOMING))
             .unwrap()
             .collect();
-        assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+        assert!(
+            leftovers.is_empty(),
+            "temporary files left behind: {leftovers:?}"
+        );
     }
 
     #[tokio::test]
     async fn missing_directory_is_an_error_unless_creation_is_asked_for() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("not-mounted");
-        let err = LocalArchiver::new(&missing, false).check().await.unwrap_err();
+        let err = LocalArchiver::new(&missing, false)
+            .check()
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
         assert!(!missing.exists());
     }
@@ -357,7 +373,13 @@ mod tests {
     #[test]
     fn ids_cannot_escape_the_root() {
         let archiver = LocalArchiver::new("/backups", false);
-        for id in ["../etc/passwd", "/etc/passwd", "a/../../b", "", ".incoming/x"] {
+        for id in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "a/../../b",
+            "",
+            ".incoming/x",
+        ] {
             assert!(archiver.archive_path(id).is_err(), "{id}");
         }
         assert_eq!(

@@ -1,0 +1,483 @@
+//! End-to-end tests of the `glacier-backup` binary, each in a fresh temporary HOME.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::Connection;
+
+const BIN: &str = env!("CARGO_BIN_EXE_glacier-backup");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a local-backend config whose paths section is `paths`, returns its path.
+    fn local_config(&self, paths: &str) -> PathBuf {
+        let config = self.path("config/backup.toml");
+        fs::create_dir_all(config.parent().unwrap()).unwrap();
+        fs::write(
+            &config,
+            format!(
+                "[main]\nbackend = \"local\"\nlogfile = \"\"\n\n[local]\ndirectory = \"{}\"\ncreate_directory = true\n\n{paths}",
+                self.path("archives").display()
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("HOME", self.path("home"))
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    fn ledger(&self) -> PathBuf {
+        let dir = self.path("config");
+        fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "sqlite3"))
+            .unwrap_or_else(|| panic!("no ledger in {}", dir.display()))
+    }
+
+    fn ledger_rows(&self) -> Vec<(String, String, String)> {
+        let conn = Connection::open(self.ledger()).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT path, name, archive_id FROM uploads ORDER BY rowid")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", text(output));
+    assert!(!text(output).contains("panicked"), "{}", text(output));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn back_up_skip_unchanged_reupload_changed_and_extract_with_gnu_tar() {
+    let sb = Sandbox::new();
+    let data = sb.path("data");
+    fs::create_dir_all(data.join("projects/alpha/src/deep")).unwrap();
+    fs::write(
+        data.join("projects/alpha/src/deep/main.rs"),
+        b"fn main() {}\n",
+    )
+    .unwrap();
+    fs::write(data.join("projects/alpha/README"), vec![b'r'; 300_000]).unwrap();
+    let long_name = "n".repeat(180);
+    fs::write(data.join("projects/alpha").join(&long_name), b"long name").unwrap();
+    std::os::unix::fs::symlink("README", data.join("projects/alpha/link-to-readme")).unwrap();
+    fs::create_dir_all(data.join("projects/beta")).unwrap();
+    fs::write(data.join("projects/beta/notes.txt"), b"beta").unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_dirs = true\nupload_if_changed = true\n",
+        data.join("projects").display()
+    ));
+    let config = config.to_str().unwrap();
+
+    let first = sb.run(&["-c", config]);
+    assert_exit(&first, 0);
+    assert!(
+        text(&first).contains("uploaded 2, up to date 0, failed 0"),
+        "{}",
+        text(&first)
+    );
+    assert_eq!(sb.ledger_rows().len(), 2);
+
+    let second = sb.run(&["-c", config]);
+    assert_exit(&second, 0);
+    assert!(
+        text(&second).contains("uploaded 0, up to date 2"),
+        "{}",
+        text(&second)
+    );
+
+    // Change one file deep inside alpha: only alpha goes up again.
+    fs::write(
+        data.join("projects/alpha/src/deep/main.rs"),
+        b"fn main() { println!(); }\n",
+    )
+    .unwrap();
+    let third = sb.run(&["-c", config]);
+    assert_exit(&third, 0);
+    assert!(
+        text(&third).contains("uploaded 1, up to date 1"),
+        "{}",
+        text(&third)
+    );
+    let rows = sb.ledger_rows();
+    assert_eq!(rows.len(), 3);
+    let (path, name, archive_id) = &rows[2];
+    assert_eq!(path, data.join("projects/alpha").to_str().unwrap());
+    assert_eq!(name, "alpha.tar");
+
+    // GNU tar extracts the newest archive to exactly the source bytes.
+    let out = sb.path("extracted");
+    fs::create_dir_all(&out).unwrap();
+    let tar = Command::new("tar")
+        .arg("xf")
+        .arg(sb.path("archives").join(archive_id))
+        .arg("-C")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{}", text(&tar));
+    for rel in ["src/deep/main.rs", "README", long_name.as_str()] {
+        assert_eq!(
+            fs::read(out.join("alpha").join(rel)).unwrap(),
+            fs::read(data.join("projects/alpha").join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    assert_eq!(
+        fs::read_link(out.join("alpha/link-to-readme")).unwrap(),
+        PathBuf::from("README")
+    );
+}
+
+#[test]
+fn without_upload_if_changed_a_changed_dir_is_not_uploaded_again() {
+    let sb = Sandbox::new();
+    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_single_dir = true\n",
+        sb.path("tree").display()
+    ));
+    let config = config.to_str().unwrap();
+    assert_exit(&sb.run(&["-c", config]), 0);
+    fs::write(sb.path("tree/dir1/inner.txt"), "changed").unwrap();
+    let again = sb.run(&["-c", config]);
+    assert_exit(&again, 0);
+    assert!(
+        text(&again).contains("uploaded 0, up to date 1"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn seed_scenarios_through_the_binary() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    copy_tree(&fixtures().join("seed-tree"), &tree);
+    let cases = [
+        ("upload_single_dir = true", 1),
+        ("upload_files = true", 3),
+        ("upload_dirs = true", 3),
+        ("upload_files = true\nupload_dirs = true", 6),
+        (
+            "upload_files = true\nupload_dirs = true\nupload_single_dir = true",
+            1,
+        ),
+        (
+            "upload_files = true\nupload_dirs = true\nexclude = \"dir1\"",
+            5,
+        ),
+    ];
+    for (options, expected) in cases {
+        let config = sb.local_config(&format!("[\"{}\"]\n{options}\n", tree.display()));
+        let out = sb.run(&["-d", "-c", config.to_str().unwrap()]);
+        assert_exit(&out, 0);
+        assert!(
+            text(&out).contains(&format!("dry run: would upload {expected},")),
+            "{options}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn dry_run_writes_nothing_at_all() {
+    let sb = Sandbox::new();
+    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    let config = sb.path("config/backup.conf");
+    fs::create_dir_all(config.parent().unwrap()).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[main]\nbackend=local\nlogfile={}\n[local]\ndirectory={}\ncreate_directory=yes\n[{}]\nupload_files=1\n",
+            sb.path("logs/backup.log").display(),
+            sb.path("archives").display(),
+            sb.path("tree").display()
+        ),
+    )
+    .unwrap();
+    let out = sb.run(&["--dryrun", "-c", config.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("would upload"), "{}", text(&out));
+    assert!(text(&out).contains("file1 (file): new"), "{}", text(&out));
+    let left: Vec<_> = fs::read_dir(sb.path("config"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["backup.conf"], "dry run left files behind");
+    assert!(!sb.path("archives").exists());
+    assert!(!sb.path("logs").exists());
+}
+
+#[test]
+fn a_seed_ledger_is_honoured() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    copy_tree(&fixtures().join("seed-tree"), &tree);
+    let ledger = sb.path("config/glacier.family.sqlite3");
+    fs::create_dir_all(ledger.parent().unwrap()).unwrap();
+    {
+        let conn = Connection::open(&ledger).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE \"uploads\" (path text, name text, archive_id text, uploaded_date integer)",
+        )
+        .unwrap();
+        for name in ["file1", "dir2"] {
+            conn.execute(
+                "INSERT INTO uploads VALUES (?1, ?2, 'SEED-ID', 1700000000)",
+                (tree.join(name).to_str().unwrap(), name),
+            )
+            .unwrap();
+        }
+    }
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\nupload_dirs = true\n",
+        tree.display()
+    ));
+    let text_config = fs::read_to_string(&config).unwrap().replace(
+        "[main]\n",
+        &format!("[main]\nledger = \"{}\"\n", ledger.display()),
+    );
+    fs::write(&config, text_config).unwrap();
+    let out = sb.run(&["-c", config.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("uploaded 4, up to date 2"),
+        "{}",
+        text(&out)
+    );
+
+    let listed = sb.run(&["-c", config.to_str().unwrap(), "list", "--json"]);
+    assert_exit(&listed, 0);
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows[0]["archive_id"], "SEED-ID");
+    assert_eq!(rows[0]["backend"], "glacier");
+    assert_eq!(rows[0]["uploaded_at"], "2023-11-14T22:13:20Z");
+    let new = &rows[5];
+    for key in [
+        "path",
+        "name",
+        "archive_id",
+        "backend",
+        "size",
+        "tree_hash",
+        "uploaded_at",
+    ] {
+        assert!(!new[key].is_null(), "{key} missing in {new}");
+    }
+    assert_eq!(new["backend"], "local");
+    assert_eq!(new["tree_hash"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn the_seed_format_example_loads() {
+    let sb = Sandbox::new();
+    let config = fixtures().join("seed-format.conf");
+    let out = sb.run(&["-c", config.to_str().unwrap(), "list"]);
+    assert_exit(&out, 0);
+    // The seed's ledger naming: glacier.<vault_name>.sqlite3 beside the config.
+    assert!(
+        text(&out).contains("glacier.family-archive.sqlite3"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn bad_configs_exit_2_and_say_what_is_wrong() {
+    let corpus = fixtures().join("bad-configs");
+    let expected = fs::read_to_string(corpus.join("EXPECTED")).unwrap();
+    let mut checked = 0;
+    for line in expected
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (file, needle) = line.split_once('\t').expect("file<TAB>text");
+        let sb = Sandbox::new();
+        let out = sb.run(&["-c", corpus.join(file).to_str().unwrap()]);
+        assert_exit(&out, 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(needle),
+            "{file}: {stderr:?} lacks {needle:?}"
+        );
+        assert!(
+            stderr.contains(file),
+            "{file}: the message must name the file: {stderr:?}"
+        );
+        checked += 1;
+    }
+    let files = fs::read_dir(&corpus).unwrap().count() - 1;
+    assert_eq!(
+        checked, files,
+        "every file in the corpus has an expectation"
+    );
+}
+
+#[test]
+fn missing_config_is_an_error_naming_it() {
+    let sb = Sandbox::new();
+    let out = sb.run(&[]);
+    assert_exit(&out, 2);
+    assert!(
+        text(&out).contains(&format!(
+            "{} not found",
+            sb.path("home/.config/glacier_backup/glacier_backup.conf")
+                .display()
+        )),
+        "{}",
+        text(&out)
+    );
+    let out = sb.run(&["-c", "/nonexistent/x.conf"]);
+    assert_exit(&out, 2);
+    assert!(
+        text(&out).contains("/nonexistent/x.conf not found"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let sb = Sandbox::new();
+    assert_exit(&sb.run(&["--no-such-flag"]), 2);
+    assert_exit(&sb.run(&["--max-uploads", "0"]), 2);
+    assert_exit(&sb.run(&["--backend", "tape"]), 2);
+}
+
+#[test]
+fn a_second_run_on_the_same_ledger_exits_1() {
+    let sb = Sandbox::new();
+    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        sb.path("tree").display()
+    ));
+    assert_exit(&sb.run(&["-c", config.to_str().unwrap()]), 0);
+    let lock_path = PathBuf::from(format!("{}.lock", sb.ledger().display()));
+    let holder = fs::OpenOptions::new().write(true).open(&lock_path).unwrap();
+    holder.lock().unwrap();
+    let out = sb.run(&["-c", config.to_str().unwrap()]);
+    assert_exit(&out, 1);
+    assert!(
+        text(&out).contains("backup already in progress"),
+        "{}",
+        text(&out)
+    );
+    // A dry run does not need the lock.
+    assert_exit(&sb.run(&["-d", "-c", config.to_str().unwrap()]), 0);
+    drop(holder);
+    assert_exit(&sb.run(&["-c", config.to_str().unwrap()]), 0);
+}
+
+#[test]
+fn paths_on_the_command_line_replace_the_configs() {
+    let sb = Sandbox::new();
+    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        sb.path("tree").display()
+    ));
+    let out = sb.run(&[
+        "-c",
+        config.to_str().unwrap(),
+        "-p",
+        "tree/dir1/",
+        "tree/file2",
+    ]);
+    assert_exit(&out, 0);
+    let rows = sb.ledger_rows();
+    let paths: Vec<_> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(
+        paths,
+        [sb.path("tree/dir1"), sb.path("tree/file2")].map(|p| p.to_str().unwrap().to_owned())
+    );
+    assert_eq!(rows[0].1, "dir1.tar");
+}
+
+#[test]
+fn max_uploads_one_gives_the_seeds_one_per_run() {
+    let sb = Sandbox::new();
+    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        sb.path("tree").display()
+    ));
+    let out = sb.run(&["-c", config.to_str().unwrap(), "--max-uploads", "1"]);
+    assert_exit(&out, 0);
+    assert_eq!(sb.ledger_rows().len(), 1);
+    assert!(text(&out).contains("deferred 2"), "{}", text(&out));
+}
+
+#[test]
+fn log_file_gets_the_run_and_can_be_disabled() {
+    let sb = Sandbox::new();
+    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        sb.path("tree").display()
+    ));
+    let log = sb.path("logs/run.log");
+    assert_exit(
+        &sb.run(&["-c", config.to_str().unwrap(), "-l", log.to_str().unwrap()]),
+        0,
+    );
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("uploaded 3, up to date 0"), "{logged}");
+    assert!(logged.contains("INFO"), "{logged}");
+}

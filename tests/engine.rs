@@ -1,0 +1,195 @@
+//! The run engine through the library: decisions, failure isolation, ledger rows.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use glacier_backup::archiver::{Archiver, MemoryArchiver, SourceKind};
+use glacier_backup::candidate::{Candidate, Fingerprint, PathCandidate, Scan};
+use glacier_backup::ledger::{Ledger, SqliteLedger};
+use glacier_backup::resolve::Planned;
+use glacier_backup::run::{run_backup, Decision, RunOptions};
+use glacier_backup::source::ArchiveError;
+
+fn planned(path: &Path, kind: SourceKind, upload_if_changed: bool) -> Planned {
+    Planned {
+        candidate: Arc::new(PathCandidate::new(path.to_path_buf(), kind)),
+        upload_if_changed,
+    }
+}
+
+/// A source that writes some bytes and then reports that it changed underneath.
+#[derive(Debug)]
+struct ChangesMidway(PathBuf);
+
+impl Candidate for ChangesMidway {
+    fn source_path(&self) -> &Path {
+        &self.0
+    }
+    fn kind(&self) -> SourceKind {
+        SourceKind::File
+    }
+    fn scan(&self) -> Result<Scan, ArchiveError> {
+        Ok(Scan {
+            fingerprint: Fingerprint {
+                entries: 1,
+                bytes: 20 << 20,
+                newest_mtime_ns: 0,
+                digest: [0; 32],
+            },
+            size_estimate: 20 << 20,
+        })
+    }
+    fn write_archive(&self, out: &mut dyn Write) -> Result<(), ArchiveError> {
+        out.write_all(&vec![7u8; 20 << 20]).expect("sink accepts");
+        Err(ArchiveError::Changed {
+            path: self.0.clone(),
+            what: "grew",
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_candidate_is_reported_and_the_others_still_go_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.txt");
+    std::fs::write(&good, b"keep me").unwrap();
+    let bad = dir.path().join("bad.bin");
+    let items = vec![
+        Planned {
+            candidate: Arc::new(ChangesMidway(bad.clone())),
+            upload_if_changed: false,
+        },
+        planned(&good, SourceKind::File, false),
+    ];
+    let archiver = MemoryArchiver::new();
+    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let report = run_backup(&items, &mut ledger, &archiver, &RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 1);
+    assert!(
+        report.failed[0].1.contains("grew while being archived"),
+        "{:?}",
+        report.failed
+    );
+    assert_eq!(report.uploaded.len(), 1);
+    let rows = ledger.uploads().unwrap();
+    assert_eq!(rows.len(), 1, "only the good file is recorded");
+    assert_eq!(rows[0].path, good);
+    let listed = archiver.list().await.unwrap().archives;
+    assert_eq!(listed.len(), 1, "the failed archive left nothing behind");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_once_then_again_only_when_changed_and_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b/c")).unwrap();
+    std::fs::write(tree.join("a/b/c/deep.txt"), b"v1").unwrap();
+    let archiver = MemoryArchiver::new();
+    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let once = [planned(&tree, SourceKind::Directory, false)];
+    let tracked = [planned(&tree, SourceKind::Directory, true)];
+    let options = RunOptions::default();
+
+    let first = run_backup(&once, &mut ledger, &archiver, &options)
+        .await
+        .unwrap();
+    assert_eq!(first.uploaded[0].1, Decision::New);
+    let again = run_backup(&tracked, &mut ledger, &archiver, &options)
+        .await
+        .unwrap();
+    assert_eq!((again.uploaded.len(), again.up_to_date), (0, 1));
+
+    // An edit deep inside the tree; the top directory's own mtime does not change.
+    let top_mtime = std::fs::metadata(&tree).unwrap().modified().unwrap();
+    std::fs::write(tree.join("a/b/c/deep.txt"), b"v2 longer").unwrap();
+    assert_eq!(
+        std::fs::metadata(&tree).unwrap().modified().unwrap(),
+        top_mtime
+    );
+
+    let without = run_backup(&once, &mut ledger, &archiver, &options)
+        .await
+        .unwrap();
+    assert_eq!((without.uploaded.len(), without.up_to_date), (0, 1));
+    let with = run_backup(&tracked, &mut ledger, &archiver, &options)
+        .await
+        .unwrap();
+    assert!(
+        matches!(with.uploaded[0].1, Decision::Changed { .. }),
+        "{with:?}"
+    );
+    assert_eq!(ledger.uploads().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_uploads_stops_early_and_dry_run_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let items: Vec<_> = (0..3)
+        .map(|i| {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, format!("{i}")).unwrap();
+            planned(&p, SourceKind::File, false)
+        })
+        .collect();
+    let archiver = MemoryArchiver::new();
+    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let dry = RunOptions {
+        dry_run: true,
+        max_uploads: None,
+    };
+    let report = run_backup(&items, &mut ledger, &archiver, &dry)
+        .await
+        .unwrap();
+    assert_eq!(report.uploaded.len(), 3);
+    assert!(ledger.uploads().unwrap().is_empty());
+    assert!(archiver.list().await.unwrap().archives.is_empty());
+
+    let one = RunOptions {
+        dry_run: false,
+        max_uploads: Some(1),
+    };
+    let report = run_backup(&items, &mut ledger, &archiver, &one)
+        .await
+        .unwrap();
+    assert_eq!((report.uploaded.len(), report.deferred), (1, 2));
+    let report = run_backup(&items, &mut ledger, &archiver, &one)
+        .await
+        .unwrap();
+    assert_eq!((report.uploaded.len(), report.up_to_date), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_part_file_round_trips_with_its_tree_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    let data: Vec<u8> = (0..(19u32 << 20) + 12345)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    let archiver = MemoryArchiver::new();
+    let mut ledger = SqliteLedger::in_memory().unwrap();
+    run_backup(
+        &[planned(&file, SourceKind::File, false)],
+        &mut ledger,
+        &archiver,
+        &RunOptions::default(),
+    )
+    .await
+    .unwrap();
+    let row = &ledger.uploads().unwrap()[0];
+    assert_eq!(row.size, Some(data.len() as u64));
+    assert_eq!(
+        row.tree_hash,
+        Some(glacier_backup::archiver::treehash::tree_hash(&data))
+    );
+    let stored = glacier_backup::archiver::ArchiveRef {
+        archive_id: row.archive_id.clone(),
+        size: data.len() as u64,
+        tree_hash: row.tree_hash.unwrap(),
+    };
+    let back = glacier_backup::archiver::conformance::read_back(&archiver, &stored).await;
+    assert!(back == data);
+}
