@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Benchmarks for the core engine, each against a baseline run in this same script.
+
+    python3 benches/run.py [treehash|backup|many] ...   (default: all three)
+
+treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
+backup    1 GiB directory of mixed file sizes to the local backend vs
+          `tar cf - DIR | tee OUT.tar | openssl dgst -sha256`; peak RSS of our process.
+many      a directory with 10,000 children: candidate resolution + ledger checks.
+
+Data goes under target/bench (about 3.5 GiB). Times are the best of several runs, because these
+machines are shared and noisy; ratios are what to compare.
+"""
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "target" / "bench"
+BIN = ROOT / "target" / "release" / "glacier-backup"
+TREEHASH = ROOT / "target" / "release" / "examples" / "treehash_file"
+MIB = 1 << 20
+
+
+def build():
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "glacier-backup",
+                    "--example", "treehash_file"], cwd=ROOT, check=True)
+
+
+def timed(cmd, **kw):
+    """Runs cmd; returns (seconds, peak RSS in MiB of that process tree's largest member)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{cmd} failed:\n{out.decode(errors='replace')}")
+    return elapsed, usage.ru_maxrss / 1024, out.decode(errors="replace")
+
+
+def best(runs, fn):
+    results = [fn() for _ in range(runs)]
+    return min(results, key=lambda r: r[0]), results
+
+
+def write_random(path, size):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 * MIB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def warm(path):
+    subprocess.run(f"tar cf - {path} 2>/dev/null > /dev/null", shell=True, check=True)
+
+
+def bench_treehash():
+    data = WORK / "1g.bin"
+    if not data.exists() or data.stat().st_size != 1024 * MIB:
+        write_random(data, 1024 * MIB)
+    warm(data)
+    (ssl, _, _), _ = best(3, lambda: timed(["openssl", "dgst", "-sha256", str(data)]))
+    (ours, _, out), _ = best(3, lambda: timed([str(TREEHASH), str(data)]))
+    print(f"treehash: 1 GiB  openssl sha256 {ssl:.3f}s  ours {ours:.3f}s  "
+          f"throughput ratio ours/openssl {ssl / ours:.2f} (target >= 0.9)  [{out.split()[0][:16]}...]")
+
+
+def make_mixed_tree(root):
+    """About 1 GiB: a few big files, some medium, many small, in nested directories."""
+    if (root / ".complete").exists():
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    sizes = [200 * MIB] * 2 + [20 * MIB] * 20 + [1 * MIB] * 150 + [50 * 1024] * 2000 + [300] * 2000
+    for i, size in enumerate(sizes):
+        write_random(root / f"d{i % 7}" / f"s{i % 13}" / f"file{i:05}.bin", size)
+    (root / ".complete").write_text("")
+
+
+def bench_backup():
+    tree = WORK / "mixed"
+    make_mixed_tree(tree)
+    total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    warm(tree)
+    out_tar = WORK / "baseline.tar"
+    baseline_cmd = ["bash", "-c", f"tar cf - -C {tree.parent} {tree.name} | tee {out_tar} | openssl dgst -sha256"]
+
+    def ours():
+        archives = WORK / "archives"
+        shutil.rmtree(archives, ignore_errors=True)
+        config = WORK / "bench.toml"
+        config.write_text(
+            '[main]\nbackend = "local"\nlogfile = ""\nledger = "bench-ledger.sqlite3"\n'
+            f'[local]\ndirectory = "{archives}"\ncreate_directory = true\n')
+        (WORK / "bench-ledger.sqlite3").unlink(missing_ok=True)
+        return timed([str(BIN), "-c", str(config), "-p", str(tree)])
+
+    def baseline():
+        result = timed(baseline_cmd)
+        out_tar.unlink()
+        return result
+
+    for _ in range(1):
+        (base, _, _), _ = best(3, baseline)
+        (mine, rss, out), runs = best(3, ours)
+    peak = max(r[1] for r in runs)
+    print(f"backup: {total / MIB:.0f} MiB tree  tar|tee|openssl {base:.2f}s  ours {mine:.2f}s  "
+          f"time ratio {mine / base:.2f} (target <= 1.25)  peak RSS {peak:.1f} MiB (target < 64)")
+
+
+def bench_many():
+    parent = WORK / "many"
+    if not (parent / ".complete").exists():
+        shutil.rmtree(parent, ignore_errors=True)
+        parent.mkdir(parents=True)
+        for i in range(10_000):
+            (parent / f"child{i:05}.txt").write_text(str(i))
+        (parent / ".complete").write_text("")
+    config = WORK / "many.toml"
+    ledger = WORK / "many-ledger.sqlite3"
+    archives = WORK / "many-archives"
+
+    def write_config(if_changed):
+        config.write_text(
+            '[main]\nbackend = "local"\nlogfile = ""\n'
+            f'ledger = "{ledger}"\n[local]\ndirectory = "{archives}"\ncreate_directory = true\n'
+            f'["{parent}"]\nupload_files = true\nupload_if_changed = {str(if_changed).lower()}\n')
+
+    write_config(False)
+    # Fill the ledger with a real run once (10,000 uploads), then time runs that find all done.
+    rows = 0
+    if ledger.exists():
+        with sqlite3.connect(ledger) as db:
+            rows = db.execute("SELECT count(*) FROM uploads").fetchone()[0]
+    if rows < 10_001:
+        shutil.rmtree(archives, ignore_errors=True)
+        ledger.unlink(missing_ok=True)
+        fill, _, _ = timed([str(BIN), "-c", str(config), "--quiet"])
+        print(f"many: first run uploaded 10,000 small files in {fill:.1f}s")
+    (seen, _, out), _ = best(3, lambda: timed([str(BIN), "-c", str(config)]))
+    assert "up to date 10001" in out or "up to date 10000" in out, out
+    write_config(True)
+    (checked, _, out), _ = best(3, lambda: timed([str(BIN), "-c", str(config)]))
+    assert "uploaded 0" in out, out
+    print(f"many: 10,000 children, all already uploaded: {seen:.3f}s; "
+          f"with upload_if_changed (fingerprint each): {checked:.3f}s (target < 1 s)")
+
+
+def main():
+    build()
+    WORK.mkdir(parents=True, exist_ok=True)
+    wanted = sys.argv[1:] or ["treehash", "backup", "many"]
+    for name in wanted:
+        {"treehash": bench_treehash, "backup": bench_backup, "many": bench_many}[name]()
+
+
+if __name__ == "__main__":
+    main()
