@@ -24,7 +24,9 @@ async fn main() {
     let mut parts = archive_parts(candidate, part_mib << 20);
     let mut checker = PartChecker::new("bench", false);
     while let Some(part) = parts.next().await {
-        checker.accept(&part.expect("file reads")).expect("parts in order");
+        checker
+            .accept(&part.expect("file reads"))
+            .expect("parts in order");
     }
     let seconds = start.elapsed().as_secs_f64();
     println!("{} {} {seconds:.3}", checker.tree_hash(), checker.size());

@@ -18,8 +18,10 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Log file; '' disables it [default: $HOME/.config/glacier_backup/glacier_backup.log]
-    #[arg(short = 'l', long, value_name = "LOGFILE", global = true)]
-    pub logfile: Option<PathBuf>,
+    // An OsString parser, because the PathBuf one refuses the empty value that means "off".
+    #[arg(short = 'l', long, value_name = "LOGFILE", global = true,
+          value_parser = clap::builder::OsStringValueParser::new())]
+    pub logfile: Option<std::ffi::OsString>,
 
     /// Name of the Glacier vault to use (overrides [main] vault_name)
     #[arg(short = 'v', long, value_name = "VAULT", global = true)]

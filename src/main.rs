@@ -98,10 +98,10 @@ fn load_config(cli: &Cli) -> Result<Config, Fatal> {
         config.backend = backend.clone();
     }
     if let Some(logfile) = &cli.logfile {
-        config.logfile = if logfile.as_os_str().is_empty() {
+        config.logfile = if logfile.is_empty() {
             LogFile::Disabled
         } else {
-            LogFile::Path(logfile.clone())
+            LogFile::Path(PathBuf::from(logfile))
         };
     }
     if !cli.paths.is_empty() {

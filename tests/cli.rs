@@ -480,4 +480,30 @@ fn log_file_gets_the_run_and_can_be_disabled() {
     let logged = fs::read_to_string(&log).unwrap();
     assert!(logged.contains("uploaded 3, up to date 0"), "{logged}");
     assert!(logged.contains("INFO"), "{logged}");
+
+    // -l '' turns the log file off, even when the config names one.
+    let config_with_log = sb.path("config/with-log.conf");
+    fs::write(
+        &config_with_log,
+        format!(
+            "[main]\nbackend=local\nlogfile={}\n[local]\ndirectory={}\n[{}]\nupload_files=1\n",
+            sb.path("logs/other.log").display(),
+            sb.path("archives").display(),
+            sb.path("tree").display()
+        ),
+    )
+    .unwrap();
+    fs::write(sb.path("tree/file4"), "new").unwrap();
+    let out = sb.run(&["-c", config_with_log.to_str().unwrap(), "-l", ""]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("uploaded 1, up to date 3"),
+        "{}",
+        text(&out)
+    );
+    assert!(!sb.path("logs/other.log").exists());
+    assert!(
+        !sb.path("home").exists(),
+        "nothing written to the default location either"
+    );
 }
