@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use glacier_backup_archiver::SourceKind;
 use sha2::{Digest, Sha256};
@@ -53,7 +54,9 @@ pub struct Fingerprint {
     pub entries: u64,
     /// Total bytes of file contents.
     pub bytes: u64,
-    /// Newest modification time in the tree, nanoseconds since the epoch.
+    /// Newest modification time in the tree (directories included), nanoseconds since the
+    /// epoch. Compared with upload times of rows that have no fingerprint; not part of the
+    /// fingerprint's identity, because a directory's mtime moves with unrelated activity.
     pub newest_mtime_ns: i128,
     /// SHA-256 over every entry's path and metadata, in walk order.
     pub digest: [u8; 32],
@@ -64,10 +67,9 @@ impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "v1:entries={}:bytes={}:newest={}:sha256={}",
+            "v1:entries={}:bytes={}:sha256={}",
             self.entries,
             self.bytes,
-            self.newest_mtime_ns,
             hex::encode(self.digest)
         )
     }
@@ -102,12 +104,24 @@ pub fn archive_name(path: &Path, kind: SourceKind) -> String {
 pub struct PathCandidate {
     path: PathBuf,
     kind: SourceKind,
+    skip: Arc<[PathBuf]>,
 }
 
 impl PathCandidate {
     /// A candidate for `path`, which is (or links to) a file or a directory as `kind` says.
     pub fn new(path: PathBuf, kind: SourceKind) -> Self {
-        PathCandidate { path, kind }
+        PathCandidate {
+            path,
+            kind,
+            skip: Arc::new([]),
+        }
+    }
+
+    /// Leaves these paths out of a directory's archive and fingerprint: the tool's own ledger,
+    /// lock and log files and a local archive directory, which change during the run.
+    pub fn skipping(mut self, skip: Arc<[PathBuf]>) -> Self {
+        self.skip = skip;
+        self
     }
 }
 
@@ -123,14 +137,14 @@ impl Candidate for PathCandidate {
     fn scan(&self) -> Result<Scan, ArchiveError> {
         match self.kind {
             SourceKind::File => scan_file(&self.path),
-            SourceKind::Directory => scan_tree(&self.path),
+            SourceKind::Directory => scan_tree(&self.path, &self.skip),
         }
     }
 
     fn write_archive(&self, out: &mut dyn Write) -> Result<(), ArchiveError> {
         match self.kind {
             SourceKind::File => write_file(&self.path, out),
-            SourceKind::Directory => write_tar(&self.path, out),
+            SourceKind::Directory => write_tar(&self.path, &self.skip, out),
         }
     }
 }
@@ -158,13 +172,13 @@ fn scan_file(path: &Path) -> Result<Scan, ArchiveError> {
     })
 }
 
-fn scan_tree(root: &Path) -> Result<Scan, ArchiveError> {
+fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, ArchiveError> {
     let mut digest = Sha256::new();
     let mut entries = 0u64;
     let mut bytes = 0u64;
     let mut newest = i128::MIN;
     let mut size_estimate = 2 * TAR_BLOCK;
-    walk_tree(root, |entry| {
+    walk_tree(root, skip, |entry| {
         let kind = entry.entry_type();
         if kind == EntryType::Special {
             return Ok(());
@@ -186,7 +200,12 @@ fn scan_tree(root: &Path) -> Result<Scan, ArchiveError> {
         digest.update(name);
         digest.update([kind as u8]);
         digest.update(size.to_le_bytes());
-        digest.update(mtime_ns(&entry.meta).to_le_bytes());
+        // A directory's mtime only says its entries changed, which the entries themselves show;
+        // leaving it out keeps unrelated activity (a SQLite journal coming and going) from
+        // counting as a change.
+        if kind != EntryType::Dir {
+            digest.update(mtime_ns(&entry.meta).to_le_bytes());
+        }
         digest.update(entry.meta.mode().to_le_bytes());
         digest.update(entry.meta.uid().to_le_bytes());
         digest.update(entry.meta.gid().to_le_bytes());
@@ -246,9 +265,9 @@ fn copy_exact(
 /// A deterministic GNU tar of `root`: entries named from the directory's own name down, sorted
 /// by name; modes, owners (numeric) and mtimes kept; symlinks stored as links; no access times
 /// or user names, so the same tree always gives the same bytes.
-fn write_tar(root: &Path, out: &mut dyn Write) -> Result<(), ArchiveError> {
+fn write_tar(root: &Path, skip: &[PathBuf], out: &mut dyn Write) -> Result<(), ArchiveError> {
     let mut builder = tar::Builder::new(out);
-    walk_tree(root, |entry| {
+    walk_tree(root, skip, |entry| {
         let kind = entry.entry_type();
         let fail = |e: io::Error| ArchiveError::from_io(e, &entry.path);
         let mut header = tar::Header::new_gnu();

@@ -13,7 +13,9 @@ use clap::Parser;
 use glacier_backup::archiver::Error as ArchiverError;
 use glacier_backup::backends::{ledger_path, open_archiver};
 use glacier_backup::config::{self, Config, LogFile, PathRule};
-use glacier_backup::ledger::{Ledger, LedgerLock, LockError, SqliteLedger, UploadRecord};
+use glacier_backup::ledger::{
+    lock_path, Ledger, LedgerLock, LockError, SqliteLedger, UploadRecord,
+};
 use glacier_backup::run::{error_chain, run_backup, RunOptions};
 use tracing_subscriber::filter::LevelFilter;
 
@@ -134,6 +136,22 @@ fn command_line_path(path: &Path) -> Result<PathBuf, Fatal> {
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes[..end])))
 }
 
+/// `path` with `.` and `..` components folded away, without consulting the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 async fn run(cli: Cli) -> Result<Outcome, Fatal> {
     let config = load_config(&cli)?;
     let level = if cli.quiet {
@@ -143,12 +161,13 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
     } else {
         LevelFilter::INFO
     };
-    // A dry run writes nothing, the log file included.
-    let logfile = match (&config.logfile, cli.dryrun) {
-        (_, true) | (LogFile::Disabled, _) => None,
-        (LogFile::Path(p), _) => Some(p.clone()),
-        (LogFile::Default, _) => home_config_dir().map(|d| d.join("glacier_backup.log")),
+    let configured_log = match &config.logfile {
+        LogFile::Disabled => None,
+        LogFile::Path(p) => Some(p.clone()),
+        LogFile::Default => home_config_dir().map(|d| d.join("glacier_backup.log")),
     };
+    // A dry run writes nothing, the log file included.
+    let logfile = configured_log.clone().filter(|_| !cli.dryrun);
     logging::init(level, logfile.as_deref())
         .with_context(|| {
             format!(
@@ -160,7 +179,7 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
 
     match cli.command {
         Some(Command::List { json }) => list(&config, json),
-        Some(Command::Backup) | None => backup(&cli, &config).await,
+        Some(Command::Backup) | None => backup(&cli, &config, configured_log).await,
     }
 }
 
@@ -258,7 +277,7 @@ fn write_table(out: &mut dyn Write, uploads: &[UploadRecord]) -> std::io::Result
     Ok(())
 }
 
-async fn backup(cli: &Cli, config: &Config) -> Result<Outcome, Fatal> {
+async fn backup(cli: &Cli, config: &Config, logfile: Option<PathBuf>) -> Result<Outcome, Fatal> {
     let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
     let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
     if config.paths.is_empty() {
@@ -296,7 +315,22 @@ async fn backup(cli: &Cli, config: &Config) -> Result<Outcome, Fatal> {
     };
     tracing::debug!("ledger: {}", ledger_file.display());
 
-    let planned = glacier_backup::resolve::resolve(&config.paths);
+    let mut own_files = vec![ledger_file.clone(), lock_path(&ledger_file)];
+    for suffix in ["-journal", "-wal", "-shm"] {
+        let mut name = ledger_file.clone().into_os_string();
+        name.push(suffix);
+        own_files.push(name.into());
+    }
+    own_files.extend(archiver.local_directory());
+    own_files.extend(logfile);
+    // Walks see paths as configured; these may be written with `..` or through symlinks, so
+    // both the lexical and the resolved form are listed.
+    let own_files: Vec<PathBuf> = own_files
+        .into_iter()
+        .filter_map(|p| std::path::absolute(p).ok())
+        .flat_map(|p| [lexically_normal(&p), std::fs::canonicalize(&p).unwrap_or(p)])
+        .collect();
+    let planned = glacier_backup::resolve::resolve(&config.paths, &own_files);
     let run = run_backup(
         &planned,
         &mut ledger as &mut dyn Ledger,

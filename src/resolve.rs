@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use glacier_backup_archiver::SourceKind;
@@ -20,17 +20,26 @@ pub struct Planned {
 }
 
 /// Candidates for every rule, sorted by path, each path once. Problems that only mean "nothing
-/// to back up here" (missing paths, sockets) are logged as warnings.
-pub fn resolve(rules: &[PathRule]) -> Vec<Planned> {
-    let mut found: Vec<(std::path::PathBuf, SourceKind, bool)> = Vec::new();
+/// to back up here" (missing paths, sockets) are logged as warnings. Paths in `skip` (the tool's
+/// own files) are never candidates, nor part of a directory's archive.
+pub fn resolve(rules: &[PathRule], skip: &[PathBuf]) -> Vec<Planned> {
+    let skip: Arc<[PathBuf]> = skip.into();
+    let mut found: Vec<(PathBuf, SourceKind, bool)> = Vec::new();
     for rule in rules {
         resolve_rule(rule, &mut |path, kind| {
-            found.push((path.to_path_buf(), kind, rule.upload_if_changed))
+            if skip.iter().any(|s| s == path) {
+                tracing::debug!(
+                    "{}: skipped, one of glacier-backup's own files",
+                    path.display()
+                );
+            } else {
+                found.push((path.to_path_buf(), kind, rule.upload_if_changed));
+            }
         });
     }
     found.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
     let mut planned: Vec<Planned> = Vec::with_capacity(found.len());
-    let mut last: Option<std::path::PathBuf> = None;
+    let mut last: Option<PathBuf> = None;
     for (path, kind, if_changed) in found {
         if last.as_ref() == Some(&path) {
             // Named by two rules: either one asking for re-uploads is enough.
@@ -40,7 +49,7 @@ pub fn resolve(rules: &[PathRule]) -> Vec<Planned> {
         }
         last = Some(path.clone());
         planned.push(Planned {
-            candidate: Arc::new(PathCandidate::new(path, kind)),
+            candidate: Arc::new(PathCandidate::new(path, kind).skipping(skip.clone())),
             upload_if_changed: if_changed,
         });
     }
@@ -167,28 +176,28 @@ mod tests {
         let tree = seed_tree();
         let root = tree.path();
         let single = PathRule::single(root.to_path_buf());
-        assert_eq!(resolve(std::slice::from_ref(&single)).len(), 1);
+        assert_eq!(resolve(std::slice::from_ref(&single), &[]).len(), 1);
         let files = PathRule {
             upload_files: true,
             ..rule(root)
         };
-        assert_eq!(names(&resolve(&[files])), ["file1", "file2", "file3"]);
+        assert_eq!(names(&resolve(&[files], &[])), ["file1", "file2", "file3"]);
         let dirs = PathRule {
             upload_dirs: true,
             ..rule(root)
         };
-        assert_eq!(names(&resolve(&[dirs])), ["dir1", "dir2", "dir3"]);
+        assert_eq!(names(&resolve(&[dirs], &[])), ["dir1", "dir2", "dir3"]);
         let both = PathRule {
             upload_dirs: true,
             upload_files: true,
             ..rule(root)
         };
-        assert_eq!(resolve(std::slice::from_ref(&both)).len(), 6);
+        assert_eq!(resolve(std::slice::from_ref(&both), &[]).len(), 6);
         let overridden = PathRule {
             upload_single_dir: true,
             ..both.clone()
         };
-        let planned = resolve(&[overridden]);
+        let planned = resolve(&[overridden], &[]);
         assert_eq!(planned.len(), 1);
         assert_eq!(planned[0].candidate.kind(), SourceKind::Directory);
         let excluded = PathRule {
@@ -196,11 +205,11 @@ mod tests {
             ..both
         };
         assert_eq!(
-            names(&resolve(&[excluded])),
+            names(&resolve(&[excluded], &[])),
             ["dir2", "dir3", "file1", "file2", "file3"]
         );
         assert!(
-            resolve(&[rule(root)]).is_empty(),
+            resolve(&[rule(root)], &[]).is_empty(),
             "no option set: no candidates"
         );
     }
@@ -209,7 +218,7 @@ mod tests {
     fn files_are_candidates_whatever_the_options_and_missing_paths_are_skipped() {
         let tree = seed_tree();
         let file = tree.path().join("file1");
-        let planned = resolve(&[rule(&file), rule(Path::new("/does/not/exist"))]);
+        let planned = resolve(&[rule(&file), rule(Path::new("/does/not/exist"))], &[]);
         assert_eq!(planned.len(), 1);
         assert_eq!(planned[0].candidate.kind(), SourceKind::File);
     }
@@ -228,7 +237,7 @@ mod tests {
             upload_if_changed: true,
             ..PathRule::single(root.join("dir2"))
         };
-        let planned = resolve(&[dirs, again]);
+        let planned = resolve(&[dirs, again], &[]);
         assert_eq!(names(&planned), ["dir1", "dir2", "dir3", "zlink"]);
         assert!(planned[1].upload_if_changed && !planned[0].upload_if_changed);
         assert_eq!(planned[3].candidate.source_path(), root.join("zlink"));

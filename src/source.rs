@@ -186,9 +186,11 @@ impl TreeEntry {
 }
 
 /// Walks `root` depth-first in byte order of names, calling `visit` for each entry (the root
-/// first). Special files are passed too; the caller decides what to do with them.
+/// first) except those in `skip` (and what is below them). Special files are passed too; the
+/// caller decides what to do with them.
 pub fn walk_tree(
     root: &Path,
+    skip: &[PathBuf],
     mut visit: impl FnMut(TreeEntry) -> Result<(), ArchiveError>,
 ) -> Result<(), ArchiveError> {
     let base = root
@@ -199,6 +201,8 @@ pub fn walk_tree(
         .follow_links(false)
         .follow_root_links(true)
         .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !skip.iter().any(|s| s == e.path()))
     {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();

@@ -507,3 +507,53 @@ fn log_file_gets_the_run_and_can_be_disabled() {
         "nothing written to the default location either"
     );
 }
+
+#[test]
+fn the_tools_own_files_inside_a_backed_up_tree_are_left_out() {
+    // Backing up a home directory that holds the config, ledger, log and archive directory:
+    // those change during the run and must not end up in (or break) the archive.
+    let sb = Sandbox::new();
+    let home = sb.path("home");
+    fs::create_dir_all(home.join("documents")).unwrap();
+    fs::write(home.join("documents/letter.txt"), "dear").unwrap();
+    let config = home.join(".config/glacier_backup/glacier_backup.conf");
+    fs::create_dir_all(config.parent().unwrap()).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[main]\nbackend=local\n[local]\ndirectory={}\ncreate_directory=true\n[{}]\nupload_single_dir=true\nupload_if_changed=true\n",
+            home.join("archives").display(),
+            home.display()
+        ),
+    )
+    .unwrap();
+    let first = sb.run(&[]);
+    assert_exit(&first, 0);
+    assert!(text(&first).contains("uploaded 1,"), "{}", text(&first));
+    // The ledger, lock and log changed during the first run; the tree did not.
+    let second = sb.run(&[]);
+    assert_exit(&second, 0);
+    assert!(
+        text(&second).contains("uploaded 0, up to date 1"),
+        "{}",
+        text(&second)
+    );
+
+    let listed = sb.run(&["list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let id = rows[0]["archive_id"].as_str().unwrap().to_owned();
+    let tar = Command::new("tar")
+        .arg("tf")
+        .arg(home.join("archives").join(id))
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&tar.stdout);
+    assert!(names.contains("home/documents/letter.txt"), "{names}");
+    assert!(
+        names.contains("home/.config/glacier_backup/glacier_backup.conf"),
+        "{names}"
+    );
+    for own in ["sqlite3", "glacier_backup.log", "home/archives"] {
+        assert!(!names.contains(own), "{own} was archived: {names}");
+    }
+}

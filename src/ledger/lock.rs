@@ -28,12 +28,17 @@ pub struct LedgerLock {
     path: PathBuf,
 }
 
+/// The lock file of a ledger: `<ledger>.lock`.
+pub fn lock_path(ledger: &Path) -> PathBuf {
+    let mut name = ledger.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
 impl LedgerLock {
     /// Takes the lock for `ledger` without waiting.
     pub fn acquire(ledger: &Path) -> Result<Self, LockError> {
-        let mut name = ledger.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
+        let path = lock_path(ledger);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use glacier_backup_archiver::{SourceKind, TreeHash};
 use time::OffsetDateTime;
 
-pub use lock::{LedgerLock, LockError};
+pub use lock::{lock_path, LedgerLock, LockError};
 pub use sqlite::SqliteLedger;
 
 /// Backend assumed for rows written by the seed, which only knew Glacier vaults.

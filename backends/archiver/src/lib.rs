@@ -58,6 +58,12 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         DEFAULT_PART_SIZE
     }
 
+    /// The directory on this machine where archives are stored, if any, so the engine can keep
+    /// it out of the archives it makes.
+    fn local_directory(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// Checks, before any upload, that the destination exists and is usable. Errors say what to
     /// fix.
     async fn check(&self) -> Result<()>;

@@ -154,6 +154,10 @@ impl Archiver for LocalArchiver {
         format!("local.{base}-{}", hex::encode(&digest[..4]))
     }
 
+    fn local_directory(&self) -> Option<PathBuf> {
+        Some(self.root.clone())
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             needs_restore: false,
