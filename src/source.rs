@@ -229,3 +229,87 @@ pub fn walk_tree(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn open(path: &Path) -> ExactFileReader {
+        ExactFileReader::open(path, &std::fs::metadata(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_file_that_grows_while_read_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![1u8; 10_000]).unwrap();
+        let mut reader = open(&path);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"more")
+            .unwrap();
+        let mut sink = Vec::new();
+        reader.read_to_end(&mut sink).unwrap();
+        assert_eq!(sink.len(), 10_000, "reads exactly the listed size");
+        let err = reader.finish().unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::Changed { what: "grew", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_read_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![1u8; 10_000]).unwrap();
+        let mut reader = open(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
+        let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
+        let err = ArchiveError::from_io(err, &path);
+        assert!(
+            matches!(err, ArchiveError::Changed { what: "shrank", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"original").unwrap();
+        let mut reader = open(&path);
+        let mut sink = Vec::new();
+        reader.read_to_end(&mut sink).unwrap();
+        let later = filetime::FileTime::from_unix_time(2_000_000_000, 0);
+        filetime::set_file_mtime(&path, later).unwrap();
+        assert!(matches!(
+            reader.finish(),
+            Err(ArchiveError::Changed {
+                what: "was modified",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_file_that_vanished_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            ExactFileReader::open(&path, &meta),
+            Err(ArchiveError::Vanished { .. })
+        ));
+    }
+}

@@ -193,3 +193,56 @@ async fn a_multi_part_file_round_trips_with_its_tree_hash() {
     let back = glacier_backup::archiver::conformance::read_back(&archiver, &stored).await;
     assert!(back == data);
 }
+
+/// The seed's own needs-upload cases, through `decide`.
+#[test]
+fn needs_upload_follows_the_seed() {
+    use glacier_backup::run::decide;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file1");
+    std::fs::write(&file, b"one").unwrap();
+    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let once = planned(&file, SourceKind::File, false);
+    let tracked = planned(&file, SourceKind::File, true);
+
+    assert_eq!(
+        decide(&once, &ledger).unwrap().0,
+        Decision::New,
+        "unknown path"
+    );
+
+    let scan = once.candidate.scan().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    ledger
+        .record_upload(&glacier_backup::ledger::UploadRecord {
+            path: file.clone(),
+            name: "file1".into(),
+            archive_id: "id".into(),
+            backend: "memory".into(),
+            kind: Some(SourceKind::File),
+            size: Some(3),
+            tree_hash: None,
+            fingerprint: Some(scan.fingerprint.to_string()),
+            started_at: Some(now),
+            uploaded_at: Some(now),
+        })
+        .unwrap();
+    assert!(matches!(
+        decide(&once, &ledger).unwrap().0,
+        Decision::UpToDate { .. }
+    ));
+    assert!(matches!(
+        decide(&tracked, &ledger).unwrap().0,
+        Decision::UpToDate { .. }
+    ));
+
+    std::fs::write(&file, b"two, longer").unwrap();
+    assert!(matches!(
+        decide(&once, &ledger).unwrap().0,
+        Decision::UpToDate { .. }
+    ));
+    assert!(matches!(
+        decide(&tracked, &ledger).unwrap().0,
+        Decision::Changed { .. }
+    ));
+}
