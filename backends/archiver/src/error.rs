@@ -103,6 +103,28 @@ impl Error {
         }
     }
 
+    /// The byte range to read from an archive of `len` bytes: `range`, or all of it. A range
+    /// reaching past the end is an error rather than a silently shorter read.
+    pub fn check_range(
+        backend: &'static str,
+        archive_id: &str,
+        range: Option<std::ops::Range<u64>>,
+        len: u64,
+    ) -> Result<std::ops::Range<u64>, Error> {
+        let range = range.unwrap_or(0..len);
+        if range.start > range.end || range.end > len {
+            return Err(Error::Remote {
+                backend,
+                message: format!(
+                    "range {range:?} is outside archive {archive_id:?} of {len} bytes"
+                ),
+                temporary: false,
+                source: None,
+            });
+        }
+        Ok(range)
+    }
+
     /// An [`Error::Io`] naming what was being done.
     pub fn io(backend: &'static str, context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {

@@ -109,15 +109,7 @@ impl Archiver for MemoryArchiver {
     async fn get(&self, archive: &ArchiveRef, range: Option<ByteRange>) -> Result<ByteStream> {
         let data = self.lookup(&archive.archive_id)?;
         let len = data.len() as u64;
-        let range = range.unwrap_or(0..len);
-        if range.start > range.end || range.end > len {
-            return Err(Error::Remote {
-                backend: NAME,
-                message: format!("range {range:?} is outside the archive's {len} bytes"),
-                temporary: false,
-                source: None,
-            });
-        }
+        let range = Error::check_range(NAME, &archive.archive_id, range, len)?;
         let slice = data.slice(range.start as usize..range.end as usize);
         Ok(futures::stream::iter([Ok(slice)]).boxed())
     }

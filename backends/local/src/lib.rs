@@ -275,15 +275,7 @@ impl Archiver for LocalArchiver {
             .metadata()
             .map_err(|e| self.io_error("cannot stat", &path, e))?
             .len();
-        let range = range.unwrap_or(0..len);
-        if range.start > range.end || range.end > len {
-            return Err(Error::Remote {
-                backend: NAME,
-                message: format!("range {range:?} is outside archive {path:?} of {len} bytes"),
-                temporary: false,
-                source: None,
-            });
-        }
+        let range = Error::check_range(NAME, &archive.archive_id, range, len)?;
         file.seek(SeekFrom::Start(range.start))
             .map_err(|e| self.io_error("cannot seek in", &path, e))?;
         let reader =
