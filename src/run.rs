@@ -271,6 +271,8 @@ pub async fn upload(
         fingerprint: scan.fingerprint.to_string(),
         size_hint: scan.size_estimate,
         started_at,
+        resume: None,
+        upload_started: None,
     };
     let part_size = archiver.part_size(scan.size_estimate);
     let part_size = usize::try_from(part_size).expect("part sizes fit in memory");

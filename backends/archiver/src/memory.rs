@@ -57,6 +57,7 @@ impl Archiver for MemoryArchiver {
             resumable_uploads: false,
             listable: true,
             ranged_reads: true,
+            stores_empty_archives: true,
         }
     }
 

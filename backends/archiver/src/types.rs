@@ -55,6 +55,13 @@ pub struct ArchiveMeta {
     pub size_hint: u64,
     /// When the upload started.
     pub started_at: OffsetDateTime,
+    /// Token of an earlier, interrupted upload of the same unchanged source to continue, as
+    /// sent on `upload_started` by a previous `put`. Backends that cannot resume ignore it;
+    /// backends that can fall back to a fresh upload when it is no longer valid.
+    pub resume: Option<String>,
+    /// Where a resumable backend sends the token of a multipart upload as soon as it starts, so
+    /// the caller can record it before any part is sent.
+    pub upload_started: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// One piece of an archive, already tree-hashed.
@@ -99,6 +106,8 @@ pub struct Capabilities {
     pub listable: bool,
     /// `get` honours byte ranges.
     pub ranged_reads: bool,
+    /// A 0-byte archive can be stored (Glacier vaults refuse them).
+    pub stores_empty_archives: bool,
 }
 
 /// How urgently a cold archive should be made readable.

@@ -164,6 +164,7 @@ impl Archiver for LocalArchiver {
             resumable_uploads: false,
             listable: true,
             ranged_reads: true,
+            stores_empty_archives: true,
         }
     }
 

@@ -1,0 +1,790 @@
+//! A fake Glacier vault service on 127.0.0.1 for tests: what moto lacks (multipart uploads,
+//! ranged job output) with the real validation rules, plus fault injection.
+//!
+//! It checks what the real service checks: part sizes (1 MiB x 2^n), range alignment, each part's
+//! tree hash and SHA-256, the whole archive's size and tree hash at completion, and the
+//! description's length and characters. It ignores signatures. Retrieval jobs finish after a
+//! configurable delay (none by default).
+
+#![allow(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glacier_backup_archiver::treehash::{subtree_level, tree_hash, TreeHash, TreeHashBuilder};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+
+type Reply = Result<Response<Full<Bytes>>, std::io::Error>;
+
+/// How a request is made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// 500 ServiceUnavailableException.
+    Unavailable,
+    /// 400 ThrottlingException.
+    Throttling,
+    /// The connection is closed without a response.
+    DropConnection,
+}
+
+/// Knobs tests turn.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Fraction of part uploads that fail with `part_fault` (before being stored).
+    pub part_failure_rate: f64,
+    /// How those failures look.
+    pub part_fault: FaultKind,
+    /// Parts at this index or later are refused for good (400 InvalidParameterValueException).
+    pub refuse_parts_from: Option<u64>,
+    /// Wait before answering each part upload (to let a test interrupt a run).
+    pub part_delay: Duration,
+    /// The n-th request (1-based, counted from now on) fails this way.
+    pub fail_request: Option<(u64, FaultKind)>,
+    /// Retrieval jobs complete this long after being started.
+    pub job_delay: Duration,
+    /// Keep archive bytes (turn off for large benchmarks: only hashes are kept).
+    pub keep_data: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            part_failure_rate: 0.0,
+            part_fault: FaultKind::Unavailable,
+            refuse_parts_from: None,
+            part_delay: Duration::ZERO,
+            fail_request: None,
+            job_delay: Duration::ZERO,
+            keep_data: true,
+        }
+    }
+}
+
+/// What the server saw.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Every request.
+    pub requests: u64,
+    /// Part uploads stored: (upload id, offset), in arrival order.
+    pub parts_stored: Vec<(String, u64)>,
+    /// Requests failed on purpose.
+    pub injected_faults: u64,
+    /// Time spent inside request handlers (reading bodies, hashing, storing).
+    pub busy: Duration,
+    /// Multipart uploads initiated.
+    pub uploads_started: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredArchive {
+    pub description: String,
+    pub size: u64,
+    pub tree_hash: TreeHash,
+    pub data: Option<Bytes>,
+}
+
+#[derive(Debug)]
+struct Upload {
+    description: String,
+    part_size: u64,
+    parts: BTreeMap<u64, (Bytes, TreeHash)>,
+}
+
+#[derive(Debug)]
+struct Job {
+    archive_id: String,
+    tier: String,
+    ready_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Vault {
+    archives: HashMap<String, StoredArchive>,
+    uploads: HashMap<String, Upload>,
+    jobs: BTreeMap<String, Job>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    vaults: HashMap<String, Vault>,
+    behaviour: Behaviour,
+    stats: Stats,
+    next_id: u64,
+    rng: u64,
+    requests_since_fault_set: u64,
+}
+
+impl State {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        let digest = Sha256::digest(format!("{prefix}{}", self.next_id));
+        format!("{prefix}{}", hex::encode(&digest[..24]))
+    }
+
+    /// A deterministic coin (xorshift), so failing tests fail the same way every time.
+    fn chance(&mut self, rate: f64) -> bool {
+        if rate <= 0.0 {
+            return false;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % 10_000) as f64 / 10_000.0 < rate
+    }
+}
+
+/// A running fake; stops when dropped.
+pub struct FakeGlacier {
+    pub endpoint: String,
+    state: Arc<Mutex<State>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeGlacier {
+    /// Starts on a free port of 127.0.0.1, with its own thread and runtime.
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(State {
+            rng: 0x9E37_79B9_7F4A_7C15,
+            ..State::default()
+        }));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr: SocketAddr = listener.local_addr().expect("address");
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let shared = state.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let state = shared.clone();
+                            tokio::spawn(async move {
+                                let service = hyper::service::service_fn(move |req| {
+                                    let state = state.clone();
+                                    async move { handle(state, req).await }
+                                });
+                                let io = hyper_util::rt::TokioIo::new(stream);
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(io, service)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        FakeGlacier {
+            endpoint: format!("http://{addr}"),
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn create_vault(&self, name: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .vaults
+            .entry(name.to_owned())
+            .or_default();
+    }
+
+    pub fn set(&self, change: impl FnOnce(&mut Behaviour)) {
+        let mut state = self.state.lock().unwrap();
+        change(&mut state.behaviour);
+        state.requests_since_fault_set = 0;
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.state.lock().unwrap().stats.clone()
+    }
+
+    pub fn archives(&self, vault: &str) -> Vec<(String, StoredArchive)> {
+        let state = self.state.lock().unwrap();
+        let mut list: Vec<_> = state
+            .vaults
+            .get(vault)
+            .map(|v| {
+                v.archives
+                    .iter()
+                    .map(|(k, a)| (k.clone(), a.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    pub fn uploads_in_progress(&self, vault: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        state.vaults.get(vault).map_or(0, |v| v.uploads.len())
+    }
+}
+
+impl Drop for FakeGlacier {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn respond(status: StatusCode, headers: &[(&str, String)], body: Bytes) -> Reply {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, value);
+    }
+    Ok(builder.body(Full::new(body)).expect("valid response"))
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Reply {
+    respond(
+        status,
+        &[("content-type", "application/json".into())],
+        Bytes::from(value.to_string()),
+    )
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Reply {
+    let body = serde_json::json!({"code": code, "message": message, "type": "Client"});
+    respond(
+        status,
+        &[
+            ("content-type", "application/json".into()),
+            ("x-amzn-errortype", code.to_owned()),
+        ],
+        Bytes::from(body.to_string()),
+    )
+}
+
+fn fault(kind: FaultKind) -> Reply {
+    match kind {
+        FaultKind::Unavailable => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceUnavailableException",
+            "injected fault",
+        ),
+        FaultKind::Throttling => error(
+            StatusCode::BAD_REQUEST,
+            "ThrottlingException",
+            "injected fault",
+        ),
+        FaultKind::DropConnection => Err(std::io::Error::other("injected dropped connection")),
+    }
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn bad(message: &str) -> Reply {
+    error(
+        StatusCode::BAD_REQUEST,
+        "InvalidParameterValueException",
+        message,
+    )
+}
+
+fn missing(what: &str) -> Reply {
+    error(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+        &format!("{what} not found"),
+    )
+}
+
+fn valid_description(d: &str) -> bool {
+    d.len() <= 1024 && d.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
+    let started = Instant::now();
+    let injected = {
+        let mut s = state.lock().unwrap();
+        s.stats.requests += 1;
+        s.requests_since_fault_set += 1;
+        match s.behaviour.fail_request {
+            Some((n, kind)) if n == s.requests_since_fault_set => {
+                s.stats.injected_faults += 1;
+                Some(kind)
+            }
+            _ => None,
+        }
+    };
+    if let Some(kind) = injected {
+        return fault(kind);
+    }
+    let method = req.method().clone();
+    let path: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let headers = req.headers().clone();
+    let part_upload = method == Method::PUT && path.len() == 5 && path[3] == "multipart-uploads";
+    if part_upload {
+        let (delay, fail) = {
+            let mut s = state.lock().unwrap();
+            let rate = s.behaviour.part_failure_rate;
+            let fail = s.chance(rate).then_some(s.behaviour.part_fault);
+            if fail.is_some() {
+                s.stats.injected_faults += 1;
+            }
+            (s.behaviour.part_delay, fail)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(kind) = fail {
+            return fault(kind);
+        }
+    }
+    let range_header = header(&req, "range").map(str::to_owned);
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut s = state.lock().unwrap();
+    let keep_data = s.behaviour.keep_data;
+    let refuse_from = s.behaviour.refuse_parts_from;
+    let job_delay = s.behaviour.job_delay;
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    let reply = match (&method, segments.as_slice()) {
+        (&Method::PUT, [_, "vaults", vault]) => {
+            s.vaults.entry((*vault).to_owned()).or_default();
+            respond(
+                StatusCode::CREATED,
+                &[("location", format!("/-/vaults/{vault}"))],
+                Bytes::new(),
+            )
+        }
+        (&Method::GET, [_, "vaults", vault]) => match s.vaults.get(*vault) {
+            Some(v) => json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "VaultARN": format!("arn:aws:glacier:us-east-1:000000000000:vaults/{vault}"),
+                    "VaultName": vault,
+                    "CreationDate": "2026-01-01T00:00:00.000Z",
+                    "NumberOfArchives": v.archives.len(),
+                    "SizeInBytes": v.archives.values().map(|a| a.size).sum::<u64>(),
+                }),
+            ),
+            None => missing(&format!("vault {vault}")),
+        },
+        (&Method::POST, [_, "vaults", vault, "archives"]) => {
+            let id = s.id("archive-");
+            let Some(v) = s.vaults.get_mut(*vault) else {
+                return finish(&state, started, missing(&format!("vault {vault}")));
+            };
+            let description = get("x-amz-archive-description").unwrap_or_default();
+            if !valid_description(&description) {
+                bad("invalid archive description")
+            } else if body.is_empty() {
+                bad("Invalid Content-Length: 0")
+            } else if let Err(reply) = check_hashes(
+                &body,
+                get("x-amz-sha256-tree-hash"),
+                get("x-amz-content-sha256"),
+            ) {
+                reply
+            } else {
+                let hash = tree_hash(&body);
+                v.archives.insert(
+                    id.clone(),
+                    StoredArchive {
+                        description,
+                        size: body.len() as u64,
+                        tree_hash: hash,
+                        data: keep_data.then_some(body),
+                    },
+                );
+                created_archive(vault, &id, hash)
+            }
+        }
+        (&Method::POST, [_, "vaults", vault, "multipart-uploads"]) => {
+            let id = s.id("upload-");
+            s.stats.uploads_started += 1;
+            let Some(v) = s.vaults.get_mut(*vault) else {
+                return finish(&state, started, missing(&format!("vault {vault}")));
+            };
+            let description = get("x-amz-archive-description").unwrap_or_default();
+            let part_size: u64 = get("x-amz-part-size")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if !valid_description(&description) {
+                bad("invalid archive description")
+            } else if subtree_level(part_size).is_none() || part_size > 4096 << 20 {
+                bad("invalid part size: must be 1 MiB multiplied by a power of 2, up to 4 GiB")
+            } else {
+                v.uploads.insert(
+                    id.clone(),
+                    Upload {
+                        description,
+                        part_size,
+                        parts: BTreeMap::new(),
+                    },
+                );
+                respond(
+                    StatusCode::CREATED,
+                    &[
+                        (
+                            "location",
+                            format!("/-/vaults/{vault}/multipart-uploads/{id}"),
+                        ),
+                        ("x-amz-multipart-upload-id", id),
+                    ],
+                    Bytes::new(),
+                )
+            }
+        }
+        (&Method::PUT, [_, "vaults", vault, "multipart-uploads", upload]) => {
+            let parsed = get("content-range").and_then(|r| parse_content_range(&r));
+            let Some(u) = s
+                .vaults
+                .get_mut(*vault)
+                .and_then(|v| v.uploads.get_mut(*upload))
+            else {
+                return finish(&state, started, missing(&format!("upload {upload}")));
+            };
+            match parsed {
+                None => bad("missing or malformed Content-Range"),
+                Some((start, end)) => {
+                    let len = end + 1 - start;
+                    if start % u.part_size != 0 || len > u.part_size || len != body.len() as u64 {
+                        bad("Content-Range does not match the part size or the body")
+                    } else if refuse_from.is_some_and(|n| start / u.part_size >= n) {
+                        bad("injected permanent refusal of this part")
+                    } else if let Err(reply) = check_hashes(
+                        &body,
+                        get("x-amz-sha256-tree-hash"),
+                        get("x-amz-content-sha256"),
+                    ) {
+                        reply
+                    } else {
+                        let hash = tree_hash(&body);
+                        let kept = if keep_data { body } else { Bytes::new() };
+                        u.parts.insert(start, (kept, hash));
+                        s.stats.parts_stored.push(((*upload).to_owned(), start));
+                        respond(
+                            StatusCode::NO_CONTENT,
+                            &[("x-amz-sha256-tree-hash", hash.to_hex())],
+                            Bytes::new(),
+                        )
+                    }
+                }
+            }
+        }
+        (&Method::GET, [_, "vaults", vault, "multipart-uploads", upload]) => {
+            match s.vaults.get(*vault).and_then(|v| v.uploads.get(*upload)) {
+                None => missing(&format!("upload {upload}")),
+                Some(u) => list_parts(u, upload, &query),
+            }
+        }
+        (&Method::POST, [_, "vaults", vault, "multipart-uploads", upload]) => {
+            let id = s.id("archive-");
+            let Some(v) = s.vaults.get_mut(*vault) else {
+                return finish(&state, started, missing(&format!("vault {vault}")));
+            };
+            let size: Option<u64> = get("x-amz-archive-size").and_then(|v| v.parse().ok());
+            let claimed = get("x-amz-sha256-tree-hash");
+            match v.uploads.get(*upload) {
+                None => missing(&format!("upload {upload}")),
+                Some(u) => match assemble(u, size, claimed.as_deref()) {
+                    Err(message) => bad(&message),
+                    Ok((data, hash, size)) => {
+                        let u = v.uploads.remove(*upload).expect("present");
+                        v.archives.insert(
+                            id.clone(),
+                            StoredArchive {
+                                description: u.description,
+                                size,
+                                tree_hash: hash,
+                                data: keep_data.then_some(data),
+                            },
+                        );
+                        created_archive(vault, &id, hash)
+                    }
+                },
+            }
+        }
+        (&Method::DELETE, [_, "vaults", vault, "multipart-uploads", upload]) => {
+            match s
+                .vaults
+                .get_mut(*vault)
+                .and_then(|v| v.uploads.remove(*upload))
+            {
+                Some(_) => respond(StatusCode::NO_CONTENT, &[], Bytes::new()),
+                None => missing(&format!("upload {upload}")),
+            }
+        }
+        (&Method::POST, [_, "vaults", vault, "jobs"]) => {
+            let id = s.id("job-");
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let Some(v) = s.vaults.get_mut(*vault) else {
+                return finish(&state, started, missing(&format!("vault {vault}")));
+            };
+            let archive_id = request["ArchiveId"].as_str().unwrap_or_default().to_owned();
+            if request["Type"] != "archive-retrieval" {
+                bad("this fake only runs archive-retrieval jobs")
+            } else if !v.archives.contains_key(&archive_id) {
+                missing(&format!("archive {archive_id}"))
+            } else {
+                let tier = request["Tier"].as_str().unwrap_or("Standard").to_owned();
+                v.jobs.insert(
+                    id.clone(),
+                    Job {
+                        archive_id,
+                        tier,
+                        ready_at: Instant::now() + job_delay,
+                    },
+                );
+                respond(
+                    StatusCode::ACCEPTED,
+                    &[
+                        ("location", format!("/-/vaults/{vault}/jobs/{id}")),
+                        ("x-amz-job-id", id),
+                    ],
+                    Bytes::new(),
+                )
+            }
+        }
+        (&Method::GET, [_, "vaults", vault, "jobs"]) => match s.vaults.get(*vault) {
+            None => missing(&format!("vault {vault}")),
+            Some(v) => {
+                let list: Vec<_> = v
+                    .jobs
+                    .iter()
+                    .map(|(id, job)| describe(v, id, job))
+                    .collect();
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"JobList": list, "Marker": null}),
+                )
+            }
+        },
+        (&Method::GET, [_, "vaults", vault, "jobs", job]) => {
+            match s
+                .vaults
+                .get(*vault)
+                .and_then(|v| v.jobs.get(*job).map(|j| describe(v, job, j)))
+            {
+                Some(description) => json(StatusCode::OK, description),
+                None => missing(&format!("job {job}")),
+            }
+        }
+        (&Method::GET, [_, "vaults", vault, "jobs", job, "output"]) => {
+            let found = s.vaults.get(*vault).and_then(|v| {
+                v.jobs
+                    .get(*job)
+                    .map(|j| (j.ready_at, v.archives.get(&j.archive_id).cloned()))
+            });
+            match found {
+                None => missing(&format!("job {job}")),
+                Some((ready_at, _)) if ready_at > Instant::now() => {
+                    bad("the job is not finished yet")
+                }
+                Some((_, None)) => missing("archive"),
+                Some((_, Some(archive))) => job_output(&archive, range_header.as_deref()),
+            }
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            &format!("{method} {}", path.join("/")),
+        ),
+    };
+    drop(s);
+    finish(&state, started, reply)
+}
+
+fn finish(state: &Arc<Mutex<State>>, started: Instant, reply: Reply) -> Reply {
+    state.lock().unwrap().stats.busy += started.elapsed();
+    reply
+}
+
+fn created_archive(vault: &str, id: &str, hash: TreeHash) -> Reply {
+    respond(
+        StatusCode::CREATED,
+        &[
+            ("location", format!("/-/vaults/{vault}/archives/{id}")),
+            ("x-amz-archive-id", id.to_owned()),
+            ("x-amz-sha256-tree-hash", hash.to_hex()),
+        ],
+        Bytes::new(),
+    )
+}
+
+fn check_hashes(body: &[u8], tree: Option<String>, content: Option<String>) -> Result<(), Reply> {
+    let Some(tree) = tree else {
+        return Err(bad("missing x-amz-sha256-tree-hash"));
+    };
+    if !tree.eq_ignore_ascii_case(&tree_hash(body).to_hex()) {
+        return Err(bad(
+            "Checksum mismatch: the tree hash does not match the body",
+        ));
+    }
+    if let Some(content) = content {
+        if !content.eq_ignore_ascii_case(&hex::encode(Sha256::digest(body))) {
+            return Err(bad("x-amz-content-sha256 does not match the body"));
+        }
+    }
+    Ok(())
+}
+
+/// `bytes a-b/*` -> (a, b).
+fn parse_content_range(text: &str) -> Option<(u64, u64)> {
+    let rest = text.strip_prefix("bytes ")?.strip_suffix("/*")?;
+    let (a, b) = rest.split_once('-')?;
+    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+fn list_parts(u: &Upload, upload: &str, query: &str) -> Reply {
+    // Small pages, so that callers must follow the marker.
+    const PAGE: usize = 3;
+    let marker: u64 = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("marker="))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let page: Vec<_> = u.parts.range(marker..).take(PAGE + 1).collect();
+    let next = (page.len() > PAGE).then(|| page[PAGE].0.to_string());
+    let parts: Vec<_> = page
+        .iter()
+        .take(PAGE)
+        .map(|(start, (data, hash))| {
+            let len = if data.is_empty() { u.part_size } else { data.len() as u64 };
+            serde_json::json!({"RangeInBytes": format!("{}-{}", start, *start + len - 1), "SHA256TreeHash": hash.to_hex()})
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "ArchiveDescription": u.description,
+            "MultipartUploadId": upload,
+            "PartSizeInBytes": u.part_size,
+            "Parts": parts,
+            "Marker": next,
+        }),
+    )
+}
+
+/// Checks completion the way Glacier does: parts contiguous from 0, all full but the last,
+/// covering exactly the claimed size, with the claimed tree hash.
+fn assemble(
+    u: &Upload,
+    size: Option<u64>,
+    claimed: Option<&str>,
+) -> Result<(Bytes, TreeHash, u64), String> {
+    let size = size.ok_or("missing x-amz-archive-size")?;
+    let mut builder = TreeHashBuilder::new();
+    let mut data = Vec::new();
+    let mut expected_offset = 0;
+    let count = u.parts.len();
+    for (i, (offset, (bytes, hash))) in u.parts.iter().enumerate() {
+        if *offset != expected_offset {
+            return Err(format!("part missing at offset {expected_offset}"));
+        }
+        let len = if bytes.is_empty() {
+            u.part_size.min(size - offset)
+        } else {
+            bytes.len() as u64
+        };
+        if i + 1 < count && len != u.part_size {
+            return Err(format!("part at {offset} is shorter than the part size"));
+        }
+        builder.push_part(len, *hash).map_err(|e| e.to_string())?;
+        data.extend_from_slice(bytes);
+        expected_offset += len;
+    }
+    if expected_offset != size {
+        return Err(format!(
+            "parts cover {expected_offset} bytes, archive size says {size}"
+        ));
+    }
+    let hash = builder.finish();
+    if !claimed.is_some_and(|c| c.eq_ignore_ascii_case(&hash.to_hex())) {
+        return Err("Checksum mismatch: the archive tree hash does not match its parts".into());
+    }
+    Ok((Bytes::from(data), hash, size))
+}
+
+fn describe(v: &Vault, id: &str, job: &Job) -> serde_json::Value {
+    let done = job.ready_at <= Instant::now();
+    let archive = v.archives.get(&job.archive_id);
+    serde_json::json!({
+        "JobId": id,
+        "Action": "ArchiveRetrieval",
+        "ArchiveId": job.archive_id,
+        "Completed": done,
+        "StatusCode": if done { "Succeeded" } else { "InProgress" },
+        "Tier": job.tier,
+        "ArchiveSizeInBytes": archive.map(|a| a.size),
+        "ArchiveSHA256TreeHash": archive.map(|a| a.tree_hash.to_hex()),
+        "CreationDate": "2026-01-01T00:00:00.000Z",
+    })
+}
+
+fn job_output(archive: &StoredArchive, range: Option<&str>) -> Reply {
+    let Some(data) = &archive.data else {
+        return bad("this fake was told not to keep archive bytes");
+    };
+    let len = data.len() as u64;
+    let (start, end) = match range
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+    {
+        None => (0, len.saturating_sub(1)),
+        Some((a, b)) => match (a.parse::<u64>(), b.parse::<u64>()) {
+            (Ok(a), Ok(b)) if a <= b && b < len => (a, b),
+            _ => {
+                return error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "InvalidParameterValueException",
+                    "bad range",
+                )
+            }
+        },
+    };
+    let slice = data.slice(start as usize..(end + 1) as usize);
+    let mut headers = vec![("content-type", "application/octet-stream".to_owned())];
+    let aligned = start % (1 << 20) == 0 && ((end + 1) % (1 << 20) == 0 || end + 1 == len);
+    if aligned {
+        headers.push(("x-amz-sha256-tree-hash", tree_hash(&slice).to_hex()));
+    }
+    let status = if range.is_some() {
+        headers.push(("content-range", format!("bytes {start}-{end}/{len}")));
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    respond(status, &headers, slice)
+}
