@@ -1,33 +1,31 @@
 //! Archive descriptions: Glacier's only per-archive metadata, at most 1,024 printable ASCII
 //! characters, never changeable. Ours start with the archive name people recognise, followed by
-//! `gb1:` and base64url-encoded JSON carrying what is needed to rebuild the ledger from a vault
-//! inventory (source path as raw bytes, kind, fingerprint, upload time).
+//! ` gb1:` and, separated by `:`, what is needed to rebuild the ledger from a vault inventory:
+//! kind (`f`/`d`), upload time (Unix seconds), fingerprint and source path, the last two
+//! percent-encoded (so any bytes round-trip, and plain ASCII paths stay readable).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use glacier_backup_archiver::{ArchiveMeta, SourceKind};
-use serde::{Deserialize, Serialize};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Glacier's limit.
 pub const MAX_LEN: usize = 1024;
 const MARKER: &str = " gb1:";
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct Encoded {
-    /// Source path, base64url of its bytes (paths need not be UTF-8).
-    p: String,
-    /// `file` or `directory`.
-    k: String,
-    /// Fingerprint; left out when the description would be too long.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    f: Option<String>,
-    /// Upload start, RFC 3339.
-    t: String,
-}
+/// Kept as is inside encoded fields; everything else (`:`, spaces, non-ASCII) is escaped.
+const FIELD: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'=')
+    .remove(b',')
+    .remove(b'@')
+    .remove(b'+');
 
 /// What a description of ours says about its archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +50,10 @@ fn printable(text: &str) -> String {
         .to_owned()
 }
 
+fn escape(bytes: &[u8]) -> String {
+    percent_encoding::percent_encode(bytes, FIELD).to_string()
+}
+
 /// The seed's description: just the archive name, made valid.
 pub fn plain(meta: &ArchiveMeta) -> String {
     let mut name = printable(&meta.name);
@@ -59,40 +61,26 @@ pub fn plain(meta: &ArchiveMeta) -> String {
     name
 }
 
-/// Name plus encoded metadata, within [`MAX_LEN`]. When it would not fit, the fingerprint is
-/// dropped first, then the name is shortened; a source path too long to fit at all falls back
-/// to the plain name (the archive is still stored and recorded, only not rebuildable).
+/// Name plus metadata, within [`MAX_LEN`]. When it would not fit, the fingerprint is dropped
+/// first, then the name is shortened; a source path too long to fit at all falls back to the
+/// plain name (the archive is still stored and recorded, only not rebuildable from the vault).
 pub fn encode(meta: &ArchiveMeta) -> String {
-    let started = meta
-        .started_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let mut payload = Encoded {
-        p: URL_SAFE_NO_PAD.encode(meta.source_path.as_os_str().as_bytes()),
-        k: meta.kind.as_str().to_owned(),
-        f: Some(meta.fingerprint.clone()),
-        t: started,
+    let kind = match meta.kind {
+        SourceKind::File => 'f',
+        SourceKind::Directory => 'd',
     };
+    let path = escape(meta.source_path.as_os_str().as_bytes());
+    let time = meta.started_at.unix_timestamp();
     let name = printable(&meta.name);
-    for with_fingerprint in [true, false] {
-        if !with_fingerprint {
-            payload.f = None;
+    let fingerprint = utf8_percent_encode(&meta.fingerprint, FIELD).to_string();
+    for fingerprint in [fingerprint.as_str(), ""] {
+        let tail = format!("{MARKER}{kind}:{time}:{fingerprint}:{path}");
+        // At least one name character: a description must not start with the marker's space.
+        let head_len = name.len().min(MAX_LEN.saturating_sub(tail.len()));
+        if head_len == 0 {
+            continue;
         }
-        let json = serde_json::to_vec(&payload).expect("plain data serializes");
-        let tail = format!("{MARKER}{}", URL_SAFE_NO_PAD.encode(json));
-        if tail.len() <= MAX_LEN {
-            let room = MAX_LEN - tail.len();
-            let mut head = name.clone();
-            head.truncate(room);
-            if head.is_empty() {
-                // A description must not start with the marker's space, which Glacier drops.
-                head.push('_');
-                if head.len() + tail.len() > MAX_LEN {
-                    continue;
-                }
-            }
-            return head + &tail;
-        }
+        return format!("{}{tail}", &name[..head_len]);
     }
     plain(meta)
 }
@@ -100,20 +88,33 @@ pub fn encode(meta: &ArchiveMeta) -> String {
 /// Reads a description written by [`encode`]; `None` for anything else (the seed's plain names,
 /// other tools' archives).
 pub fn decode(description: &str) -> Option<Decoded> {
-    let (name, encoded) = description.rsplit_once(MARKER)?;
-    let json = URL_SAFE_NO_PAD.decode(encoded).ok()?;
-    let payload: Encoded = serde_json::from_slice(&json).ok()?;
-    let path = URL_SAFE_NO_PAD.decode(&payload.p).ok()?;
+    let (name, fields) = description.rsplit_once(MARKER)?;
+    let mut fields = fields.splitn(4, ':');
+    let kind = match fields.next()? {
+        "f" => SourceKind::File,
+        "d" => SourceKind::Directory,
+        _ => return None,
+    };
+    let started_at = fields
+        .next()?
+        .parse()
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok());
+    let fingerprint = fields.next()?;
+    let path: Vec<u8> = percent_decode_str(fields.next()?).collect();
+    if !path.starts_with(b"/") {
+        return None;
+    }
     Some(Decoded {
         name: name.to_owned(),
         source_path: PathBuf::from(OsStr::from_bytes(&path)),
-        kind: SourceKind::parse(&payload.k)?,
-        fingerprint: payload.f,
-        started_at: time::OffsetDateTime::parse(
-            &payload.t,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .ok(),
+        kind,
+        fingerprint: (!fingerprint.is_empty()).then(|| {
+            percent_decode_str(fingerprint)
+                .decode_utf8_lossy()
+                .into_owned()
+        }),
+        started_at,
     })
 }
 
@@ -171,13 +172,14 @@ mod tests {
 
     #[test]
     fn very_long_names_and_paths_stay_within_the_limit() {
-        let long_name = "n".repeat(900);
+        let long_name = "n".repeat(255);
         let long_path = format!("/{}", "deep/".repeat(100)) + &long_name;
         let m = meta(long_path.as_bytes(), &long_name);
         let d = encode(&m);
         valid(&d);
         let back = decode(&d).expect("still decodable after shortening");
         assert_eq!(back.source_path, m.source_path);
+        assert!(d.starts_with("nnn"), "{d}");
 
         let huge_path = format!("/{}", "x".repeat(4000));
         let d = encode(&meta(huge_path.as_bytes(), "x.tar"));

@@ -292,10 +292,11 @@ impl GlacierArchiver {
             while let Some(part) = parts.next().await {
                 let part = part?;
                 checker.accept(&part)?;
-                if part.index >= MAX_PARTS {
+                let max_parts = self.settings.max_parts;
+                if part.index >= max_parts {
                     return Err(remote(
                         &format!(
-                            "the archive outgrew {MAX_PARTS} parts of {part_size} bytes; set a \
+                            "the archive outgrew {max_parts} parts of {part_size} bytes; set a \
                              larger [glacier] part_size"
                         ),
                         false,

@@ -48,6 +48,9 @@ pub struct GlacierSettings {
     pub read_timeout: Duration,
     /// Descriptions hold only the archive name, as the seed wrote them.
     pub plain_description: bool,
+    /// Parts allowed in one upload: Glacier's 10,000, lowered only by tests.
+    #[doc(hidden)]
+    pub max_parts: u64,
 }
 
 impl GlacierSettings {
@@ -124,6 +127,7 @@ impl GlacierSettings {
             connect_timeout: seconds("connect_timeout", 10)?,
             read_timeout: seconds("read_timeout", 120)?,
             plain_description: s.bool("plain_description")?.unwrap_or(false),
+            max_parts: crate::MAX_PARTS,
         })
     }
 

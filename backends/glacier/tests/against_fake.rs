@@ -1,0 +1,249 @@
+//! The Glacier backend against the in-repo fake vault service on 127.0.0.1.
+
+use std::sync::Once;
+
+use bytes::Bytes;
+use fake_glacier::{FakeGlacier, FaultKind};
+use futures::StreamExt;
+use glacier_backup_archiver::conformance::{self, meta, sample};
+use glacier_backup_archiver::parts::parts_from_bytes;
+use glacier_backup_archiver::treehash::tree_hash;
+use glacier_backup_archiver::{Archiver, Error};
+use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
+
+const MIB: usize = 1 << 20;
+
+/// Static test credentials; no metadata service, no profile files: nothing but 127.0.0.1.
+fn test_credentials() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/aws-config");
+        std::env::set_var(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        );
+    });
+}
+
+fn archiver(fake: &FakeGlacier, vault: &str, part_mib: u64) -> GlacierArchiver {
+    test_credentials();
+    let mut settings = GlacierSettings::from_config(None, Some(vault), None).unwrap();
+    settings.region = Some("us-east-1".into());
+    settings.endpoint_url = Some(fake.endpoint.clone());
+    settings.part_size = Some(part_mib << 20);
+    settings.max_attempts = 10;
+    GlacierArchiver::new(settings)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passes_the_conformance_suite() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("conformance");
+    conformance::run_all(&archiver(&fake, "conformance", 1)).await;
+    assert_eq!(
+        fake.uploads_in_progress("conformance"),
+        0,
+        "failed uploads were aborted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multipart_round_trip_with_descriptions_the_vault_accepts() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    let glacier = archiver(&fake, "v", 1);
+    let data = sample(5 * MIB + 777, 5);
+    let mut m = meta("ünïcødé name", data.len() as u64);
+    m.source_path = "/home/zoë/Документы/ünïcødé name".into();
+    m.name = "%C3%BCn%C3%AFc%C3%B8d%C3%A9_name.tar".into();
+    let stored = glacier
+        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(stored.tree_hash, tree_hash(&data));
+    let archives = fake.archives("v");
+    assert_eq!(archives.len(), 1);
+    let (id, archive) = &archives[0];
+    assert_eq!(id, &stored.archive_id);
+    assert_eq!(archive.data.as_deref(), Some(&data[..]));
+    let decoded = glacier_backup_glacier::decode_description(&archive.description).unwrap();
+    assert_eq!(decoded.source_path, m.source_path);
+    assert!(archive
+        .description
+        .starts_with("%C3%BCn%C3%AFc%C3%B8d%C3%A9_name.tar gb1:"));
+    assert_eq!(fake.stats().uploads_started, 1);
+    assert_eq!(
+        conformance::read_back(&glacier, &stored).await,
+        data.to_vec()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_percent_of_part_uploads_failing_still_succeeds() {
+    for fault in [
+        FaultKind::Unavailable,
+        FaultKind::Throttling,
+        FaultKind::DropConnection,
+    ] {
+        let fake = FakeGlacier::start();
+        fake.create_vault("flaky");
+        fake.set(|b| {
+            b.part_failure_rate = 0.3;
+            b.part_fault = fault;
+        });
+        let glacier = archiver(&fake, "flaky", 1);
+        let data = sample(24 * MIB + 5, 7);
+        let stored = glacier
+            .put(
+                &meta("flaky", data.len() as u64),
+                parts_from_bytes(data.clone(), 1 << 20),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        assert_eq!(stored.tree_hash, tree_hash(&data), "{fault:?}");
+        assert!(
+            fake.stats().injected_faults >= 3,
+            "{fault:?}: faults were injected"
+        );
+        assert_eq!(fake.archives("flaky")[0].1.data.as_deref(), Some(&data[..]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanently_refused_part_fails_the_upload_and_leaves_nothing() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    fake.set(|b| b.refuse_parts_from = Some(2));
+    let glacier = archiver(&fake, "v", 1);
+    let data = sample(4 * MIB, 1);
+    let err = glacier
+        .put(
+            &meta("refused", data.len() as u64),
+            parts_from_bytes(data, 1 << 20),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_temporary(), "{err}");
+    assert!(err.to_string().contains("uploading part"), "{err}");
+    assert!(fake.archives("v").is_empty());
+    assert_eq!(
+        fake.uploads_in_progress("v"),
+        0,
+        "an unrecorded upload is aborted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_upload_resumes_without_resending_stored_parts() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    let glacier = archiver(&fake, "v", 1);
+    let data = sample(6 * MIB + 10, 3);
+    fake.set(|b| b.refuse_parts_from = Some(4));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut m = meta("resumable", data.len() as u64);
+    m.upload_started = Some(tx.clone());
+    let first = glacier
+        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .await;
+    assert!(first.is_err());
+    let token = rx.try_recv().expect("the upload id was reported");
+    assert_eq!(fake.uploads_in_progress("v"), 1, "kept for resuming");
+    let sent_before = fake.stats().parts_stored.len();
+    assert_eq!(sent_before, 4);
+
+    fake.set(|b| b.refuse_parts_from = None);
+    m.resume = Some(token.clone());
+    let stored = glacier
+        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .await
+        .unwrap();
+    let stats = fake.stats();
+    let mut resent: Vec<_> = stats.parts_stored[sent_before..]
+        .iter()
+        .map(|(_, offset)| *offset)
+        .collect();
+    resent.sort();
+    assert_eq!(
+        resent,
+        [4 << 20, 5 << 20, 6 << 20],
+        "only the missing parts were sent"
+    );
+    assert_eq!(stats.uploads_started, 1, "no new upload was started");
+    assert_eq!(stored.tree_hash, tree_hash(&data));
+    assert!(rx.try_recv().is_err(), "no second upload id");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_resume_token_starts_over() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    let glacier = archiver(&fake, "v", 1);
+    let data = sample(3 * MIB, 3);
+    let mut m = meta("stale", data.len() as u64);
+    m.resume = Some("upload-that-expired".into());
+    let stored = glacier
+        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(stored.size, data.len() as u64);
+    assert_eq!(fake.stats().uploads_started, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_outgrows_the_part_limit_fails_before_sending_one_too_many() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    let mut glacier = archiver(&fake, "v", 1);
+    // Glacier's limit is 10,000 parts; the same check with a limit of 5 keeps the test small.
+    let mut settings = glacier.settings().clone();
+    settings.max_parts = 5;
+    glacier = GlacierArchiver::new(settings);
+    let zeros = Bytes::from(vec![0u8; MIB]);
+    let hash = tree_hash(&zeros);
+    let parts = futures::stream::iter((0..6u64).map(move |i| {
+        Ok(glacier_backup_archiver::Part {
+            index: i,
+            offset: i * MIB as u64,
+            data: zeros.clone(),
+            tree_hash: hash,
+        })
+    }))
+    .boxed();
+    let err = glacier.put(&meta("huge", 1), parts).await.unwrap_err();
+    assert!(err.to_string().contains("outgrew 5 parts"), "{err}");
+    let sent = fake.stats().parts_stored;
+    assert!(
+        !sent.is_empty() && sent.iter().all(|(_, offset)| *offset < 5 * MIB as u64),
+        "{sent:?}"
+    );
+    assert_eq!(
+        fake.uploads_in_progress("v"),
+        0,
+        "the broken upload was aborted"
+    );
+    assert!(fake.archives("v").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_vault_is_a_config_error_and_empty_archives_are_refused() {
+    let fake = FakeGlacier::start();
+    let glacier = archiver(&fake, "nope", 1);
+    let err = glacier.check().await.unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    assert!(
+        err.to_string().contains("vault \"nope\" does not exist"),
+        "{err}"
+    );
+
+    fake.create_vault("nope");
+    glacier.check().await.unwrap();
+    let err = glacier
+        .put(&meta("empty", 0), parts_from_bytes(Bytes::new(), 1 << 20))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}
