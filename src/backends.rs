@@ -57,11 +57,34 @@ pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError>
             };
             local(section, file)
         }
+        "glacier" => glacier(config, file),
         other => Err(BackendError::NotCompiled {
             file,
             name: other.into(),
         }),
     }
+}
+
+#[cfg(feature = "glacier")]
+fn glacier(config: &Config, _file: String) -> Result<Arc<dyn Archiver>, BackendError> {
+    // Without a [glacier] section, problems are about [main]'s vault_name and account_id.
+    let main = glacier_backup_archiver::settings::Section::new(config.file.as_deref(), "main");
+    let section = config.backend_sections.get("glacier").unwrap_or(&main);
+    Ok(Arc::new(
+        glacier_backup_glacier::GlacierArchiver::from_config(
+            Some(section),
+            config.vault_name.as_deref(),
+            config.account_id.as_deref(),
+        )?,
+    ))
+}
+
+#[cfg(not(feature = "glacier"))]
+fn glacier(_: &Config, file: String) -> Result<Arc<dyn Archiver>, BackendError> {
+    Err(BackendError::NotCompiled {
+        file,
+        name: "glacier".into(),
+    })
 }
 
 #[cfg(feature = "local")]

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use glacier_backup::archiver::Error as ArchiverError;
-use glacier_backup::backends::{ledger_path, open_archiver};
+use glacier_backup::backends::{ledger_path, open_archiver, BackendError};
 use glacier_backup::config::{self, Config, LogFile, PathRule};
 use glacier_backup::ledger::{
     lock_path, Ledger, LedgerLock, LockError, SqliteLedger, UploadRecord,
@@ -184,15 +184,14 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
 }
 
 fn ledger_for(config: &Config) -> Result<PathBuf, Fatal> {
-    let target = match config.backend.as_str() {
-        // The seed's naming, known without building the backend, so `list` works everywhere.
-        "glacier" => format!(
+    let target = match open_archiver(config) {
+        Ok(archiver) => archiver.target(),
+        // The seed's naming, known without the backend, so `list` works in any build.
+        Err(BackendError::NotCompiled { .. }) if config.backend == "glacier" => format!(
             "glacier.{}",
             config.vault_name.as_deref().unwrap_or("default")
         ),
-        _ => open_archiver(config)
-            .map_err(|e| Fatal::Config(e.into()))?
-            .target(),
+        Err(e) => return Err(Fatal::Config(e.into())),
     };
     Ok(ledger_path(config, &target, home_config_dir().as_deref()))
 }
@@ -357,6 +356,9 @@ async fn backup(cli: &Cli, config: &Config, logfile: Option<PathBuf>) -> Result<
         report.up_to_date,
         report.failed.len()
     );
+    if report.empty_skipped > 0 {
+        summary.push_str(&format!(", empty files skipped {}", report.empty_skipped));
+    }
     if report.deferred > 0 {
         summary.push_str(&format!(", deferred {} (--max-uploads)", report.deferred));
     }

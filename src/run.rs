@@ -12,7 +12,7 @@ use glacier_backup_archiver::{ArchiveMeta, ArchiveRef, Archiver, Error as Archiv
 use time::OffsetDateTime;
 
 use crate::candidate::{Candidate, Scan};
-use crate::ledger::{Ledger, LedgerError, UploadRecord};
+use crate::ledger::{Ledger, LedgerError, PendingUpload, UploadRecord};
 use crate::resolve::Planned;
 use crate::source::ArchiveError;
 use crate::stream::archive_parts;
@@ -75,6 +75,8 @@ pub struct RunReport {
     pub failed: Vec<(PathBuf, String)>,
     /// Candidates not looked at because `max_uploads` was reached.
     pub deferred: usize,
+    /// Empty files the backend cannot store.
+    pub empty_skipped: usize,
 }
 
 /// Something that stops the whole run, not just one candidate.
@@ -147,6 +149,12 @@ pub enum CandidateError {
     /// The ledger could not be read.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The archive is empty and the backend cannot store empty archives.
+    #[error("the {backend} backend cannot store 0-byte archives")]
+    Empty {
+        /// Backend name.
+        backend: &'static str,
+    },
     /// The backend's account of the archive differs from what was sent.
     #[error("the backend reports {what} {reported} but {sent} was sent; nothing was recorded")]
     Mismatch {
@@ -219,7 +227,7 @@ pub async fn run_backup(
         }
         tracing::info!("uploading {} ({decision})", path.display());
         let started = Instant::now();
-        match upload(item.candidate.clone(), scan, archiver).await {
+        match upload(item.candidate.clone(), scan, archiver, ledger).await {
             Ok(record) => {
                 let seconds = started.elapsed().as_secs_f64();
                 ledger
@@ -239,6 +247,14 @@ pub async fn run_backup(
                 report.uploaded.push((path, decision));
             }
             Err(CandidateError::Ledger(e)) => return Err(e.into()),
+            Err(CandidateError::Empty { backend }) => {
+                tracing::warn!(
+                    "skipping {}: it is empty, and the {backend} backend cannot store 0-byte \
+                     archives (there is nothing in it to lose)",
+                    path.display()
+                );
+                report.empty_skipped += 1;
+            }
             Err(e) => {
                 tracing::error!("failed to back up {}: {}", path.display(), error_chain(&e));
                 report.failed.push((path, error_chain(&e)));
@@ -248,11 +264,54 @@ pub async fn run_backup(
     Ok(report)
 }
 
-/// Streams one candidate to the archiver and returns the ledger row to write.
+/// How long an unfinished Glacier-style upload is worth resuming; the service may drop idle
+/// uploads after about a day.
+const RESUME_WINDOW: time::Duration = time::Duration::hours(24);
+
+/// Decides what to do with an earlier unfinished upload of the same path: its token and part
+/// size when it can be continued, or `None` after giving it up.
+async fn resumable_upload(
+    path: &std::path::Path,
+    fingerprint: &str,
+    archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
+) -> Result<Option<(String, u64)>, CandidateError> {
+    let Some(pending) = ledger.pending_upload(path)? else {
+        return Ok(None);
+    };
+    let age = OffsetDateTime::now_utc() - pending.started_at;
+    let reason = if pending.backend != archiver.name() || !archiver.capabilities().resumable_uploads
+    {
+        "it was made with another backend"
+    } else if pending.fingerprint != fingerprint {
+        "the source changed since"
+    } else if age >= RESUME_WINDOW {
+        "it is more than a day old"
+    } else {
+        return Ok(Some((pending.token, pending.part_size)));
+    };
+    tracing::info!(
+        "{}: starting over instead of resuming upload {}: {reason}",
+        path.display(),
+        pending.token
+    );
+    if pending.backend == archiver.name() {
+        if let Err(e) = archiver.abort_upload(&pending.token).await {
+            tracing::warn!("could not abort the earlier upload {}: {e}", pending.token);
+        }
+    }
+    ledger.clear_pending(path)?;
+    Ok(None)
+}
+
+/// Streams one candidate to the archiver and returns the ledger row to write. Multipart uploads
+/// are recorded in `ledger` as soon as they start, so that an interrupted one is resumed by the
+/// next run of the unchanged source.
 pub async fn upload(
     candidate: Arc<dyn Candidate>,
     scan: Option<Scan>,
     archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
 ) -> Result<UploadRecord, CandidateError> {
     let scan = match scan {
         Some(scan) => scan,
@@ -263,23 +322,41 @@ pub async fn upload(
                 .expect("scan does not panic")?
         }
     };
+    if scan.size_estimate == 0
+        && candidate.kind() == glacier_backup_archiver::SourceKind::File
+        && !archiver.capabilities().stores_empty_archives
+    {
+        return Err(CandidateError::Empty {
+            backend: archiver.name(),
+        });
+    }
+    let path = candidate.source_path().to_path_buf();
+    let fingerprint = scan.fingerprint.to_string();
+    let resume = resumable_upload(&path, &fingerprint, archiver, ledger).await?;
+    let part_size = match &resume {
+        Some((_, size)) => *size,
+        None => archiver.part_size(scan.size_estimate),
+    };
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
     let started_at = OffsetDateTime::now_utc();
     let meta = ArchiveMeta {
-        source_path: candidate.source_path().to_path_buf(),
+        source_path: path.clone(),
         name: candidate.archive_name(),
         kind: candidate.kind(),
-        fingerprint: scan.fingerprint.to_string(),
+        fingerprint: fingerprint.clone(),
         size_hint: scan.size_estimate,
         started_at,
-        resume: None,
-        upload_started: None,
+        resume: resume.map(|(token, _)| token),
+        upload_started: archiver
+            .capabilities()
+            .resumable_uploads
+            .then_some(started_tx),
     };
-    let part_size = archiver.part_size(scan.size_estimate);
-    let part_size = usize::try_from(part_size).expect("part sizes fit in memory");
+    let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
     // The engine keeps its own account of what it sent, to check the backend's answer.
     let sent = Arc::new(Mutex::new(PartChecker::new("engine", false)));
     let tally = sent.clone();
-    let parts = archive_parts(candidate.clone(), part_size)
+    let parts = archive_parts(candidate.clone(), part_bytes)
         .inspect(move |part| {
             if let Ok(part) = part {
                 // The stream is built in order by construction, so this cannot fail.
@@ -287,7 +364,23 @@ pub async fn upload(
             }
         })
         .boxed();
-    let stored: ArchiveRef = archiver.put(&meta, parts).await?;
+    let stored: ArchiveRef = {
+        let put = archiver.put(&meta, parts);
+        tokio::pin!(put);
+        loop {
+            tokio::select! {
+                result = &mut put => break result?,
+                Some(token) = started_rx.recv() => ledger.record_pending(&PendingUpload {
+                    path: path.clone(),
+                    backend: archiver.name().to_owned(),
+                    token,
+                    part_size,
+                    fingerprint: fingerprint.clone(),
+                    started_at,
+                })?,
+            }
+        }
+    };
     let sent = sent.lock().expect("tally lock");
     if stored.size != sent.size() {
         return Err(CandidateError::Mismatch {

@@ -40,6 +40,23 @@ pub struct UploadRecord {
     pub uploaded_at: Option<OffsetDateTime>,
 }
 
+/// A multipart upload that was started and not finished, kept so a later run can continue it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// Source path.
+    pub path: PathBuf,
+    /// Backend name.
+    pub backend: String,
+    /// The backend's token for the upload (Glacier: the multipart upload id).
+    pub token: String,
+    /// Part size the upload was started with; a resumed stream must use the same.
+    pub part_size: u64,
+    /// The source's fingerprint when the upload started; resume only if it is unchanged.
+    pub fingerprint: String,
+    /// When the upload started.
+    pub started_at: OffsetDateTime,
+}
+
 /// The ledger could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -79,8 +96,17 @@ pub trait Ledger {
     /// The most recent upload of `path`.
     fn latest_upload(&self, path: &Path) -> Result<Option<UploadRecord>, LedgerError>;
 
-    /// Records a completed upload, atomically.
+    /// Records a completed upload, atomically, and forgets any pending upload of that path.
     fn record_upload(&mut self, upload: &UploadRecord) -> Result<(), LedgerError>;
+
+    /// The unfinished upload of `path`, if one was recorded.
+    fn pending_upload(&self, path: &Path) -> Result<Option<PendingUpload>, LedgerError>;
+
+    /// Records an upload that has started, replacing any earlier one of the same path.
+    fn record_pending(&mut self, pending: &PendingUpload) -> Result<(), LedgerError>;
+
+    /// Forgets the pending upload of `path`.
+    fn clear_pending(&mut self, path: &Path) -> Result<(), LedgerError>;
 
     /// Every upload, oldest first.
     fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError>;

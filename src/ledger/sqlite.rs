@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{Ledger, LedgerError, UploadRecord, SEED_BACKEND};
+use super::{Ledger, LedgerError, PendingUpload, UploadRecord, SEED_BACKEND};
 
 /// Schema versions, kept in `PRAGMA user_version`; the seed's database is version 0.
 const MIGRATIONS: &[&str] = &[
@@ -27,6 +27,10 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE uploads ADD COLUMN started_at TEXT;
      ALTER TABLE uploads ADD COLUMN uploaded_at TEXT;
      CREATE INDEX IF NOT EXISTS uploads_by_path ON uploads (path);",
+    // 2: multipart uploads in progress, so an interrupted one can be resumed.
+    "CREATE TABLE pending_uploads (path, backend TEXT NOT NULL, token TEXT NOT NULL,
+         part_size INTEGER NOT NULL, fingerprint TEXT NOT NULL, started_at TEXT NOT NULL);
+     CREATE UNIQUE INDEX pending_by_path ON pending_uploads (path);",
 ];
 
 const COLUMNS: &str = "path, name, archive_id, uploaded_date, backend, kind, size, tree_hash, \
@@ -178,8 +182,67 @@ impl Ledger for SqliteLedger {
                 upload.uploaded_at.map(rfc3339),
             ],
         )
+        .and_then(|_| {
+            tx.execute(
+                "DELETE FROM pending_uploads WHERE path = ?1",
+                params![SqlPath(&upload.path)],
+            )
+        })
         .and_then(|_| tx.commit())
         .map_err(sqlite_error(&path, "cannot record an upload"))
+    }
+
+    fn pending_upload(&self, path: &Path) -> Result<Option<PendingUpload>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT backend, token, part_size, fingerprint, started_at FROM pending_uploads \
+                 WHERE path = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![SqlPath(path)], |row| {
+                    let started: String = row.get(4)?;
+                    Ok(PendingUpload {
+                        path: path.to_path_buf(),
+                        backend: row.get(0)?,
+                        token: row.get(1)?,
+                        part_size: row.get::<_, i64>(2)? as u64,
+                        fingerprint: row.get(3)?,
+                        started_at: OffsetDateTime::parse(&started, &Rfc3339)
+                            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    })
+                })
+                .optional()
+            })
+            .map_err(sqlite_error(&self.path, "cannot look up a pending upload"))
+    }
+
+    fn record_pending(&mut self, pending: &PendingUpload) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO pending_uploads \
+                 (path, backend, token, part_size, fingerprint, started_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    SqlPath(&pending.path),
+                    pending.backend,
+                    pending.token,
+                    pending.part_size as i64,
+                    pending.fingerprint,
+                    rfc3339(pending.started_at),
+                ],
+            )
+            .map(|_| ())
+            .map_err(sqlite_error(&self.path, "cannot record a pending upload"))
+    }
+
+    fn clear_pending(&mut self, path: &Path) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "DELETE FROM pending_uploads WHERE path = ?1",
+                params![SqlPath(path)],
+            )
+            .map(|_| ())
+            .map_err(sqlite_error(&self.path, "cannot forget a pending upload"))
     }
 
     fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError> {
@@ -334,6 +397,34 @@ mod tests {
             ledger.latest_upload(Path::new("/x")).unwrap().unwrap(),
             second
         );
+    }
+
+    #[test]
+    fn pending_uploads_are_kept_until_the_upload_is_recorded() {
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let pending = PendingUpload {
+            path: "/x".into(),
+            backend: "glacier".into(),
+            token: "upload-1".into(),
+            part_size: 8 << 20,
+            fingerprint: "v1:f".into(),
+            started_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+        };
+        ledger.record_pending(&pending).unwrap();
+        let replaced = PendingUpload {
+            token: "upload-2".into(),
+            ..pending.clone()
+        };
+        ledger.record_pending(&replaced).unwrap();
+        assert_eq!(
+            ledger.pending_upload(Path::new("/x")).unwrap(),
+            Some(replaced)
+        );
+        ledger.record_upload(&record("/x", "done")).unwrap();
+        assert_eq!(ledger.pending_upload(Path::new("/x")).unwrap(), None);
+        ledger.record_pending(&pending).unwrap();
+        ledger.clear_pending(Path::new("/x")).unwrap();
+        assert_eq!(ledger.pending_upload(Path::new("/x")).unwrap(), None);
     }
 
     #[test]
