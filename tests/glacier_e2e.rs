@@ -1,0 +1,250 @@
+//! The binary against the fake Glacier vault service on 127.0.0.1: multipart archives, a run
+//! killed mid-upload and resumed, a failing candidate among good ones.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_glacier::FakeGlacier;
+
+const BIN: &str = env!("CARGO_BIN_EXE_glacier-backup");
+
+struct Setup {
+    dir: tempfile::TempDir,
+    fake: FakeGlacier,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let fake = FakeGlacier::start();
+        fake.create_vault("photos");
+        Setup {
+            dir: tempfile::tempdir().unwrap(),
+            fake,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn config(&self, paths: &str) -> PathBuf {
+        let config = self.path("config/backup.toml");
+        fs::create_dir_all(config.parent().unwrap()).unwrap();
+        fs::write(
+            &config,
+            format!(
+                "[main]\nvault_name = \"photos\"\nlogfile = \"\"\n\n[glacier]\nregion = \"us-east-1\"\n\
+                 endpoint_url = \"{}\"\npart_size = 1\nconcurrency = 1\nmax_attempts = 3\n\n{paths}",
+                self.fake.endpoint
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    fn command(&self, config: &Path) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-c")
+            .arg(config)
+            .env("HOME", self.path("home"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL");
+        cmd
+    }
+
+    fn run(&self, config: &Path) -> Output {
+        self.command(config).output().unwrap()
+    }
+
+    fn ledger(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path("config/glacier.photos.sqlite3")).unwrap()
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn write_sample(path: &Path, len: usize, seed: u8) -> Vec<u8> {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, &data).unwrap();
+    data
+}
+
+#[test]
+fn a_directory_goes_up_in_parts_and_gnu_tar_extracts_what_the_vault_holds() {
+    let s = Setup::new();
+    let tree = s.path("data/album");
+    let big = write_sample(&tree.join("raw/big.bin"), 3 * 1024 * 1024 + 99, 1);
+    write_sample(&tree.join("small.txt"), 10, 2);
+    let config = s.config(&format!(
+        "[\"{}\"]\nupload_single_dir = true\n",
+        tree.display()
+    ));
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let archives = s.fake.archives("photos");
+    assert_eq!(archives.len(), 1);
+    let (id, archive) = &archives[0];
+    assert!(archive.size > 3 * 1024 * 1024);
+    assert!(
+        archive.description.starts_with("album.tar gb1:d:"),
+        "{}",
+        archive.description
+    );
+    let (recorded_id, tree_hash): (String, String) = s
+        .ledger()
+        .query_row("SELECT archive_id, tree_hash FROM uploads", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(&recorded_id, id);
+    assert_eq!(tree_hash, archive.tree_hash.to_hex());
+
+    let tar_file = s.path("from-vault.tar");
+    fs::write(&tar_file, archive.data.as_ref().unwrap()).unwrap();
+    let dest = s.path("extracted");
+    fs::create_dir_all(&dest).unwrap();
+    let tar = Command::new("tar")
+        .arg("xf")
+        .arg(&tar_file)
+        .arg("-C")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{}", text(&tar));
+    assert_eq!(fs::read(dest.join("album/raw/big.bin")).unwrap(), big);
+}
+
+#[test]
+fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
+    let s = Setup::new();
+    let file = s.path("data/video.bin");
+    let data = write_sample(&file, 8 * 1024 * 1024 + 5, 3);
+    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    s.fake.set(|b| b.part_delay = Duration::from_millis(150));
+
+    let mut child = s
+        .command(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.fake.stats().parts_stored.len() < 3 {
+        assert!(Instant::now() < deadline, "the upload never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stored_before: Vec<u64> = s.fake.stats().parts_stored.iter().map(|p| p.1).collect();
+    assert!(stored_before.len() < 9, "killed before the end");
+    let pending: String = s
+        .ledger()
+        .query_row("SELECT token FROM pending_uploads", [], |r| r.get(0))
+        .expect("the unfinished upload is recorded");
+
+    s.fake.set(|b| b.part_delay = Duration::ZERO);
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("resuming upload {pending}")),
+        "{}",
+        text(&out)
+    );
+    let stats = s.fake.stats();
+    assert_eq!(stats.uploads_started, 1, "no second upload was started");
+    let mut offsets: Vec<u64> = stats.parts_stored.iter().map(|p| p.1).collect();
+    offsets.sort();
+    let expected: Vec<u64> = (0..9).map(|i| i << 20).collect();
+    let mut dedup = offsets.clone();
+    dedup.dedup();
+    assert_eq!(dedup, expected, "every part stored");
+    assert!(
+        offsets.len() <= 9 + 1,
+        "at most the part in flight at the kill was sent twice: {offsets:?}"
+    );
+    for offset in &stored_before {
+        assert_eq!(
+            offsets.iter().filter(|o| *o == offset).count(),
+            1,
+            "part {offset} re-sent"
+        );
+    }
+    let archives = s.fake.archives("photos");
+    assert_eq!(archives[0].1.data.as_deref(), Some(&data[..]));
+    let left: i64 = s
+        .ledger()
+        .query_row("SELECT count(*) FROM pending_uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn a_failing_candidate_does_not_stop_the_others() {
+    let s = Setup::new();
+    write_sample(&s.path("data/a-small.txt"), 100, 1);
+    write_sample(&s.path("data/b-large.bin"), 3 * 1024 * 1024, 2);
+    write_sample(&s.path("data/c-small.txt"), 200, 3);
+    fs::write(s.path("data/d-empty"), b"").unwrap();
+    let config = s.config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        s.path("data").display()
+    ));
+    s.fake.set(|b| b.refuse_parts_from = Some(1));
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains("failed to back up") && all.contains("b-large.bin"),
+        "{all}"
+    );
+    assert!(
+        all.contains("uploaded 2, up to date 0, failed 1, empty files skipped 1"),
+        "{all}"
+    );
+    let paths: Vec<String> = s
+        .ledger()
+        .prepare("SELECT path FROM uploads ORDER BY path")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(paths.len(), 2);
+    assert!(paths[0].ends_with("a-small.txt") && paths[1].ends_with("c-small.txt"));
+}
+
+#[test]
+fn a_missing_vault_is_reported_before_anything_is_uploaded() {
+    let s = Setup::new();
+    write_sample(&s.path("data/x"), 10, 1);
+    let config = s.config(&format!("[\"{}\"]\n", s.path("data/x").display()));
+    let text_config = fs::read_to_string(&config)
+        .unwrap()
+        .replace("vault_name = \"photos\"", "vault_name = \"nope\"");
+    fs::write(&config, text_config).unwrap();
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("vault \"nope\" does not exist"),
+        "{}",
+        text(&out)
+    );
+}
