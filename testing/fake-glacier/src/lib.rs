@@ -409,12 +409,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                 bad("invalid archive description")
             } else if body.is_empty() {
                 bad("Invalid Content-Length: 0")
-            } else if let Err(reply) = check_hashes(
+            } else if let Err(message) = check_hashes(
                 &body,
                 get("x-amz-sha256-tree-hash"),
                 get("x-amz-content-sha256"),
             ) {
-                reply
+                bad(message)
             } else {
                 let hash = tree_hash(&body);
                 v.archives.insert(
@@ -482,12 +482,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                         bad("Content-Range does not match the part size or the body")
                     } else if refuse_from.is_some_and(|n| start / u.part_size >= n) {
                         bad("injected permanent refusal of this part")
-                    } else if let Err(reply) = check_hashes(
+                    } else if let Err(message) = check_hashes(
                         &body,
                         get("x-amz-sha256-tree-hash"),
                         get("x-amz-content-sha256"),
                     ) {
-                        reply
+                        bad(message)
                     } else {
                         let hash = tree_hash(&body);
                         let kept = if keep_data { body } else { Bytes::new() };
@@ -642,18 +642,20 @@ fn created_archive(vault: &str, id: &str, hash: TreeHash) -> Reply {
     )
 }
 
-fn check_hashes(body: &[u8], tree: Option<String>, content: Option<String>) -> Result<(), Reply> {
+fn check_hashes(
+    body: &[u8],
+    tree: Option<String>,
+    content: Option<String>,
+) -> Result<(), &'static str> {
     let Some(tree) = tree else {
-        return Err(bad("missing x-amz-sha256-tree-hash"));
+        return Err("missing x-amz-sha256-tree-hash");
     };
     if !tree.eq_ignore_ascii_case(&tree_hash(body).to_hex()) {
-        return Err(bad(
-            "Checksum mismatch: the tree hash does not match the body",
-        ));
+        return Err("Checksum mismatch: the tree hash does not match the body");
     }
     if let Some(content) = content {
         if !content.eq_ignore_ascii_case(&hex::encode(Sha256::digest(body))) {
-            return Err(bad("x-amz-content-sha256 does not match the body"));
+            return Err("x-amz-content-sha256 does not match the body");
         }
     }
     Ok(())
