@@ -85,7 +85,7 @@ pub fn encode(meta: &ArchiveMeta) -> String {
     plain(meta)
 }
 
-/// Reads a description written by [`encode`]; `None` for anything else (the seed's plain names,
+/// Reads a description written by `encode`; `None` for anything else (the seed's plain names,
 /// other tools' archives).
 pub fn decode(description: &str) -> Option<Decoded> {
     let (name, fields) = description.rsplit_once(MARKER)?;
