@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
-    python3 benches/run.py [treehash|backup|many] ...   (default: all three)
+    python3 benches/run.py [treehash|backup|many|glacier] ...   (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
 backup    1 GiB directory of mixed file sizes to the local backend vs
           `tar cf - DIR | tee OUT.tar | openssl dgst -sha256`; peak RSS of our process.
 many      a directory with 10,000 children: candidate resolution + ledger checks.
+glacier   2 GiB directory, multipart to the in-repo fake Glacier service on loopback, vs
+          `tar cf - DIR | openssl dgst -sha256`; peak RSS; time the fake itself spent.
 
-Data goes under target/bench (about 3.5 GiB). Times are the best of several runs, because these
+Data goes under target/bench (about 5.5 GiB). Times are the best of several runs, because these
 machines are shared and noisy; ratios are what to compare.
 """
 
@@ -30,10 +32,12 @@ MIB = 1 << 20
 def build():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "glacier-backup",
                     "--example", "treehash_file"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "fake-glacier"],
+                   cwd=ROOT, check=True)
 
 
 def timed(cmd, **kw):
-    """Runs cmd; returns (seconds, peak RSS in MiB of that process tree's largest member)."""
+    """Runs cmd; returns (seconds, peak RSS in MiB, output, CPU seconds)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
     out = proc.stdout.read()
@@ -41,7 +45,7 @@ def timed(cmd, **kw):
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{cmd} failed:\n{out.decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss / 1024, out.decode(errors="replace")
+    return elapsed, usage.ru_maxrss / 1024, out.decode(errors="replace"), usage.ru_utime + usage.ru_stime
 
 
 def best(runs, fn):
@@ -68,8 +72,8 @@ def bench_treehash():
     if not data.exists() or data.stat().st_size != 1024 * MIB:
         write_random(data, 1024 * MIB)
     warm(data)
-    (ssl, _, _), _ = best(3, lambda: timed(["openssl", "dgst", "-sha256", str(data)]))
-    (ours, _, out), _ = best(3, lambda: timed([str(TREEHASH), str(data)]))
+    (ssl, _, _, _), _ = best(3, lambda: timed(["openssl", "dgst", "-sha256", str(data)]))
+    (ours, _, out, _), _ = best(3, lambda: timed([str(TREEHASH), str(data)]))
     print(f"treehash: 1 GiB  openssl sha256 {ssl:.3f}s  ours {ours:.3f}s  "
           f"throughput ratio ours/openssl {ssl / ours:.2f} (target >= 0.9)  [{out.split()[0][:16]}...]")
 
@@ -109,8 +113,8 @@ def bench_backup():
         return result
 
     for _ in range(1):
-        (base, _, _), _ = best(3, baseline)
-        (mine, rss, out), runs = best(3, ours)
+        (base, _, _, _), _ = best(3, baseline)
+        (mine, rss, out, _), runs = best(3, ours)
     peak = max(r[1] for r in runs)
     print(f"backup: {total / MIB:.0f} MiB tree  tar|tee|openssl {base:.2f}s  ours {mine:.2f}s  "
           f"time ratio {mine / base:.2f} (target <= 1.25)  peak RSS {peak:.1f} MiB (target < 64)")
@@ -143,23 +147,69 @@ def bench_many():
     if rows < 10_001:
         shutil.rmtree(archives, ignore_errors=True)
         ledger.unlink(missing_ok=True)
-        fill, _, _ = timed([str(BIN), "-c", str(config), "--quiet"])
+        fill = timed([str(BIN), "-c", str(config), "--quiet"])[0]
         print(f"many: first run uploaded 10,000 small files in {fill:.1f}s")
-    (seen, _, out), _ = best(3, lambda: timed([str(BIN), "-c", str(config)]))
+    (seen, _, out, _), _ = best(3, lambda: timed([str(BIN), "-c", str(config)]))
     assert "up to date 10001" in out or "up to date 10000" in out, out
     write_config(True)
-    (checked, _, out), _ = best(3, lambda: timed([str(BIN), "-c", str(config)]))
+    (checked, _, out, _), _ = best(3, lambda: timed([str(BIN), "-c", str(config)]))
     assert "uploaded 0" in out, out
     print(f"many: 10,000 children, all already uploaded: {seen:.3f}s; "
           f"with upload_if_changed (fingerprint each): {checked:.3f}s (target < 1 s)")
 
 
+def bench_glacier():
+    """2 GiB directory, multipart, to the fake Glacier service on loopback."""
+    tree = WORK / "mixed2g"
+    if not (tree / ".complete").exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        make_mixed_tree(tree / "a")
+        shutil.copytree(tree / "a", tree / "b")
+        (tree / ".complete").write_text("")
+    total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    warm(tree)
+    baseline_cmd = ["bash", "-c", f"tar cf - -C {tree.parent} {tree.name} | openssl dgst -sha256"]
+    (base, _, _, _), _ = best(3, lambda: timed(baseline_cmd))
+
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
+               AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
+    concurrency, part_mib = 4, 8
+
+    def ours():
+        fake = subprocess.Popen([str(ROOT / "target" / "release" / "fake-glacier"), "bench"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        endpoint = fake.stdout.readline().strip()
+        config = WORK / "glacier-bench.toml"
+        ledger = WORK / "glacier-bench.sqlite3"
+        ledger.unlink(missing_ok=True)
+        config.write_text(
+            f'[main]\nvault_name = "bench"\nlogfile = ""\nledger = "{ledger}"\n'
+            f'[glacier]\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
+            f'concurrency = {concurrency}\npart_size = {part_mib}\n')
+        result = timed([str(BIN), "-c", str(config), "-p", str(tree)], env=env)
+        fake.stdin.close()
+        fake.stdout.read()
+        _, _, usage = os.wait4(fake.pid, 0)
+        return result + (usage.ru_utime + usage.ru_stime,)
+
+    runs = [ours() for _ in range(3)]
+    mine, _, out, cpu, fake_cpu = min(runs, key=lambda r: r[0])
+    peak = max(r[1] for r in runs)
+    budget = 64 + concurrency * part_mib
+    print(f"glacier: {total / MIB:.0f} MiB tree, {part_mib} MiB parts x {concurrency}  "
+          f"tar|openssl {base:.2f}s  ours {mine:.2f}s  time ratio {mine / base:.2f} (target <= 1.5)  "
+          f"CPU: ours {cpu:.2f}s, fake server {fake_cpu:.2f}s (same 2 cores)  "
+          f"peak RSS {peak:.1f} MiB (budget {budget})")
+
+
 def main():
     build()
     WORK.mkdir(parents=True, exist_ok=True)
-    wanted = sys.argv[1:] or ["treehash", "backup", "many"]
-    for name in wanted:
-        {"treehash": bench_treehash, "backup": bench_backup, "many": bench_many}[name]()
+    benches = {"treehash": bench_treehash, "backup": bench_backup, "many": bench_many,
+               "glacier": bench_glacier}
+    for name in sys.argv[1:] or list(benches):
+        benches[name]()
 
 
 if __name__ == "__main__":

@@ -226,6 +226,7 @@ fn upload_json(u: &UploadRecord) -> serde_json::Value {
         "path": u.path.to_string_lossy(),
         "name": u.name,
         "archive_id": u.archive_id,
+        "description": u.description,
         "backend": u.backend,
         "kind": u.kind.map(|k| k.as_str()),
         "size": u.size,

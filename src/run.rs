@@ -400,6 +400,7 @@ pub async fn upload(
         path: meta.source_path,
         name: meta.name,
         archive_id: stored.archive_id,
+        description: stored.description,
         backend: archiver.name().to_owned(),
         kind: Some(meta.kind),
         size: Some(stored.size),

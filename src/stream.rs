@@ -16,7 +16,7 @@ use crate::source::ArchiveError;
 
 /// Parts hashed concurrently; with the part being filled, the one queued and the one the
 /// backend holds, at most about `HASHING + 3` parts are in memory.
-const HASHING: usize = 2;
+const HASHING: usize = 1;
 
 /// Streams `candidate`'s archive as parts of `part_size` bytes (the last may be shorter; an
 /// empty archive is one empty part).

@@ -189,6 +189,7 @@ async fn a_multi_part_file_round_trips_with_its_tree_hash() {
         archive_id: row.archive_id.clone(),
         size: data.len() as u64,
         tree_hash: row.tree_hash.unwrap(),
+        description: None,
     };
     let back = glacier_backup::archiver::conformance::read_back(&archiver, &stored).await;
     assert!(back == data);
@@ -218,6 +219,7 @@ fn needs_upload_follows_the_seed() {
             path: file.clone(),
             name: "file1".into(),
             archive_id: "id".into(),
+            description: None,
             backend: "memory".into(),
             kind: Some(SourceKind::File),
             size: Some(3),

@@ -248,3 +248,92 @@ fn a_missing_vault_is_reported_before_anything_is_uploaded() {
         text(&out)
     );
 }
+
+/// Starts a slow upload of `file` and stops the binary with `signal` once three parts are in.
+fn interrupt_upload(s: &Setup, config: &Path, signal: &str) -> Output {
+    s.fake.set(|b| b.part_delay = Duration::from_millis(150));
+    let child = s
+        .command(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.fake.stats().parts_stored.len() < 3 {
+        assert!(Instant::now() < deadline, "the upload never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    s.fake.set(|b| b.part_delay = Duration::ZERO);
+    out
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_leaves_the_upload_resumable() {
+    let s = Setup::new();
+    let file = s.path("data/video.bin");
+    let data = write_sample(&file, 8 * 1024 * 1024 + 5, 4);
+    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    let out = interrupt_upload(&s, &config, "-INT");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains("interrupted"), "{}", text(&out));
+    let uploads: i64 = s
+        .ledger()
+        .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(uploads, 0, "nothing recorded as uploaded");
+    let pending: i64 = s
+        .ledger()
+        .query_row("SELECT count(*) FROM pending_uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(pending, 1);
+
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("resuming upload"), "{}", text(&out));
+    assert_eq!(s.fake.stats().uploads_started, 1);
+    assert_eq!(
+        s.fake.archives("photos")[0].1.data.as_deref(),
+        Some(&data[..])
+    );
+    let description: String = s
+        .ledger()
+        .query_row("SELECT description FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert!(description.starts_with("video.bin gb1:f:"), "{description}");
+}
+
+#[test]
+fn a_source_changed_since_the_interruption_starts_over_and_aborts_the_old_upload() {
+    let s = Setup::new();
+    let file = s.path("data/video.bin");
+    write_sample(&file, 8 * 1024 * 1024 + 5, 4);
+    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    interrupt_upload(&s, &config, "-KILL");
+    assert_eq!(s.fake.uploads_in_progress("photos"), 1);
+
+    let data = write_sample(&file, 5 * 1024 * 1024, 9);
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("the source changed since"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(s.fake.stats().uploads_started, 2);
+    assert_eq!(
+        s.fake.uploads_in_progress("photos"),
+        0,
+        "the stale upload was aborted"
+    );
+    assert_eq!(
+        s.fake.archives("photos")[0].1.data.as_deref(),
+        Some(&data[..])
+    );
+}

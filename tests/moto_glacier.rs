@@ -86,6 +86,7 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
         archive_id: archive_id.clone(),
         size: *size as u64,
         tree_hash: tree_hash.parse().unwrap(),
+        description: None,
     };
     let options = RestoreOptions {
         tier: RestoreTier::Expedited,

@@ -24,6 +24,8 @@ pub struct UploadRecord {
     pub name: String,
     /// Archive id or key in the backend.
     pub archive_id: String,
+    /// What the backend stored beside the archive (the Glacier description), if anything.
+    pub description: Option<String>,
     /// Backend name.
     pub backend: String,
     /// File or directory.

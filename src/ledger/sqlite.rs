@@ -27,14 +27,16 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE uploads ADD COLUMN started_at TEXT;
      ALTER TABLE uploads ADD COLUMN uploaded_at TEXT;
      CREATE INDEX IF NOT EXISTS uploads_by_path ON uploads (path);",
-    // 2: multipart uploads in progress, so an interrupted one can be resumed.
-    "CREATE TABLE pending_uploads (path, backend TEXT NOT NULL, token TEXT NOT NULL,
+    // 2: the stored description, and multipart uploads in progress, so an interrupted one can
+    // be resumed.
+    "ALTER TABLE uploads ADD COLUMN description TEXT;
+     CREATE TABLE pending_uploads (path, backend TEXT NOT NULL, token TEXT NOT NULL,
          part_size INTEGER NOT NULL, fingerprint TEXT NOT NULL, started_at TEXT NOT NULL);
      CREATE UNIQUE INDEX pending_by_path ON pending_uploads (path);",
 ];
 
 const COLUMNS: &str = "path, name, archive_id, uploaded_date, backend, kind, size, tree_hash, \
-                       fingerprint, started_at, uploaded_at";
+                       fingerprint, started_at, uploaded_at, description";
 
 /// A ledger in one SQLite file.
 #[derive(Debug)]
@@ -167,7 +169,7 @@ impl Ledger for SqliteLedger {
             .transaction()
             .map_err(sqlite_error(&path, "cannot start a transaction"))?;
         tx.execute(
-            &format!("INSERT INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            &format!("INSERT INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
             params![
                 SqlPath(&upload.path),
                 upload.name,
@@ -180,6 +182,7 @@ impl Ledger for SqliteLedger {
                 upload.fingerprint,
                 upload.started_at.map(rfc3339),
                 upload.uploaded_at.map(rfc3339),
+                upload.description,
             ],
         )
         .and_then(|_| {
@@ -279,6 +282,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
         path,
         name: text(1)?.unwrap_or_default(),
         archive_id: text(2)?.unwrap_or_default(),
+        description: text(11)?,
         backend: text(4)?.unwrap_or_else(|| SEED_BACKEND.to_owned()),
         kind: text(5)?.as_deref().and_then(SourceKind::parse),
         size: row.get::<_, Option<i64>>(6)?.map(|s| s as u64),
@@ -332,6 +336,7 @@ mod tests {
             path: path.into(),
             name: "n".into(),
             archive_id: id.into(),
+            description: None,
             backend: "local".into(),
             kind: Some(SourceKind::File),
             size: Some(3),

@@ -295,6 +295,7 @@ pub async fn unknown_archive_is_not_found(archiver: &dyn Archiver) {
         archive_id: "no/such/archive".into(),
         size: 1,
         tree_hash: tree_hash(b"x"),
+        description: None,
     };
     let result = if archiver.capabilities().needs_restore {
         archiver

@@ -91,6 +91,7 @@ impl Archiver for MemoryArchiver {
             archive_id: id,
             size: checker.size(),
             tree_hash,
+            description: None,
         })
     }
 

@@ -93,6 +93,8 @@ pub struct ArchiveRef {
     pub size: u64,
     /// SHA-256 tree hash of the whole archive.
     pub tree_hash: TreeHash,
+    /// Metadata stored with the archive, where the backend keeps some (a Glacier description).
+    pub description: Option<String>,
 }
 
 /// What a backend can do; callers and tests consult this instead of guessing.

@@ -127,6 +127,7 @@ impl GlacierArchiver {
     }
 
     async fn upload_single(&self, description: String, part: Part) -> Result<ArchiveRef> {
+        let recorded = description.clone();
         let size = part.data.len() as u64;
         let out = self
             .client()
@@ -146,6 +147,7 @@ impl GlacierArchiver {
             archive_id,
             size,
             tree_hash: part.tree_hash,
+            description: Some(recorded),
         })
     }
 
@@ -350,6 +352,7 @@ impl GlacierArchiver {
             archive_id,
             size: checker.size(),
             tree_hash,
+            description: Some(description),
         })
     }
 

@@ -253,6 +253,7 @@ impl Archiver for LocalArchiver {
             archive_id,
             size: checker.size(),
             tree_hash: checker.tree_hash(),
+            description: None,
         })
     }
 

@@ -1,0 +1,23 @@
+//! Runs the fake Glacier service for benchmarks: `fake-glacier VAULT [--keep-data]`. Prints the
+//! endpoint on the first line; on end of standard input, prints the time its handlers spent
+//! (`busy_seconds=...`) and exits.
+
+use std::io::BufRead;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let vault = args.next().unwrap_or_else(|| "bench".into());
+    let keep_data = args.any(|a| a == "--keep-data");
+    let fake = fake_glacier::FakeGlacier::start();
+    fake.create_vault(&vault);
+    fake.set(|b| b.keep_data = keep_data);
+    println!("{}", fake.endpoint);
+    for _ in std::io::stdin().lock().lines() {}
+    let stats = fake.stats();
+    println!(
+        "busy_seconds={:.3} requests={} parts={}",
+        stats.busy.as_secs_f64(),
+        stats.requests,
+        stats.parts_stored.len()
+    );
+}
