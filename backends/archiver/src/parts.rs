@@ -114,3 +114,60 @@ impl PartChecker {
         self.hashes.finish()
     }
 }
+
+/// Wraps a download so that it fails instead of ending quietly when the byte count is wrong or,
+/// for a whole-archive read, when the bytes do not have the recorded tree hash. The error comes
+/// as the last item, before the stream ends.
+pub fn verified_download(
+    backend: &'static str,
+    archive_id: String,
+    body: crate::ByteStream,
+    expected_len: u64,
+    whole_archive_hash: Option<TreeHash>,
+) -> crate::ByteStream {
+    use crate::treehash::TreeHasher;
+    futures::stream::unfold(
+        (body, TreeHasher::new(), false),
+        move |(mut body, mut hasher, done)| {
+            let archive_id = archive_id.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        hasher.update(&chunk);
+                        Some((Ok(chunk), (body, hasher, false)))
+                    }
+                    Some(Err(e)) => Some((Err(e), (body, hasher, true))),
+                    None => {
+                        let got = hasher.len();
+                        let failure = if got != expected_len {
+                            Error::Remote {
+                                backend,
+                                message: format!(
+                                    "downloading {archive_id}: got {got} bytes, expected {expected_len}"
+                                ),
+                                temporary: true,
+                                source: None,
+                            }
+                        } else {
+                            let actual = hasher.clone().finish();
+                            match whole_archive_hash {
+                                Some(expected) if expected != actual => Error::Integrity {
+                                    backend,
+                                    archive_id,
+                                    expected: expected.to_hex(),
+                                    actual: actual.to_hex(),
+                                },
+                                _ => return None,
+                            }
+                        };
+                        Some((Err(failure), (body, hasher, true)))
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
+}

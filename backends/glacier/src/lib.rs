@@ -24,7 +24,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::settings::{Section, SettingsError};
-use glacier_backup_archiver::treehash::{subtree_level, TreeHasher};
+use glacier_backup_archiver::treehash::subtree_level;
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, Listing, Part,
     PartStream, RestoreOptions, RestoreState, RestoreTier, Result, TreeHash,
@@ -641,52 +641,18 @@ impl Archiver for GlacierArchiver {
             .send()
             .await
             .map_err(|e| errors::map("downloading the archive", e))?;
-        let expected_len = range.end - range.start;
-        let archive_id = archive.archive_id.clone();
-        let expected_hash = archive.tree_hash;
-        // Whole downloads are checked against the recorded tree hash before the last byte is
-        // handed over; a short or long body is an error either way.
-        let stream = futures::stream::unfold(
-            (out.body, TreeHasher::new(), false),
-            move |(mut body, mut hasher, done)| {
-                let archive_id = archive_id.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    match body.next().await {
-                        Some(Ok(chunk)) => {
-                            hasher.update(&chunk);
-                            Some((Ok(chunk), (body, hasher, false)))
-                        }
-                        Some(Err(e)) => Some((
-                            Err(remote(&format!("downloading {archive_id}: {e}"), true)),
-                            (body, hasher, true),
-                        )),
-                        None => {
-                            let got = hasher.len();
-                            let check = if got != expected_len {
-                                Err(remote(
-                                    &format!("downloading {archive_id}: got {got} bytes, expected {expected_len}"),
-                                    true,
-                                ))
-                            } else if whole && hasher.clone().finish() != expected_hash {
-                                Err(Error::Integrity {
-                                    backend: NAME,
-                                    archive_id: archive_id.clone(),
-                                    expected: expected_hash.to_hex(),
-                                    actual: hasher.clone().finish().to_hex(),
-                                })
-                            } else {
-                                return None;
-                            };
-                            Some((check, (body, hasher, true)))
-                        }
-                    }
-                }
-            },
-        );
-        Ok(stream.boxed())
+        let body = futures::stream::unfold(out.body, |mut body| async move {
+            let item = body.next().await?;
+            Some((item.map_err(|e| remote(&format!("downloading: {e}"), true)), body))
+        })
+        .boxed();
+        Ok(glacier_backup_archiver::parts::verified_download(
+            NAME,
+            archive.archive_id.clone(),
+            body,
+            range.end - range.start,
+            whole.then_some(archive.tree_hash),
+        ))
     }
 
     async fn list(&self) -> Result<Listing> {

@@ -372,6 +372,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    // The early `return`s below answer while this lock is held, so they must not go through
+    // `finish` (which locks again).
     let mut s = state.lock().unwrap();
     let keep_data = s.behaviour.keep_data;
     let refuse_from = s.behaviour.refuse_parts_from;
@@ -402,7 +404,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         (&Method::POST, [_, "vaults", vault, "archives"]) => {
             let id = s.id("archive-");
             let Some(v) = s.vaults.get_mut(*vault) else {
-                return finish(&state, started, missing(&format!("vault {vault}")));
+                return missing(&format!("vault {vault}"));
             };
             let description = get("x-amz-archive-description").unwrap_or_default();
             if !valid_description(&description) {
@@ -433,7 +435,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             let id = s.id("upload-");
             s.stats.uploads_started += 1;
             let Some(v) = s.vaults.get_mut(*vault) else {
-                return finish(&state, started, missing(&format!("vault {vault}")));
+                return missing(&format!("vault {vault}"));
             };
             let description = get("x-amz-archive-description").unwrap_or_default();
             let part_size: u64 = get("x-amz-part-size")
@@ -472,7 +474,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                 .get_mut(*vault)
                 .and_then(|v| v.uploads.get_mut(*upload))
             else {
-                return finish(&state, started, missing(&format!("upload {upload}")));
+                return missing(&format!("upload {upload}"));
             };
             match parsed {
                 None => bad("missing or malformed Content-Range"),
@@ -511,7 +513,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         (&Method::POST, [_, "vaults", vault, "multipart-uploads", upload]) => {
             let id = s.id("archive-");
             let Some(v) = s.vaults.get_mut(*vault) else {
-                return finish(&state, started, missing(&format!("vault {vault}")));
+                return missing(&format!("vault {vault}"));
             };
             let size: Option<u64> = get("x-amz-archive-size").and_then(|v| v.parse().ok());
             let claimed = get("x-amz-sha256-tree-hash");
@@ -549,7 +551,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             let id = s.id("job-");
             let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let Some(v) = s.vaults.get_mut(*vault) else {
-                return finish(&state, started, missing(&format!("vault {vault}")));
+                return missing(&format!("vault {vault}"));
             };
             let archive_id = request["ArchiveId"].as_str().unwrap_or_default().to_owned();
             if request["Type"] != "archive-retrieval" {

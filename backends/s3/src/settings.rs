@@ -1,0 +1,222 @@
+//! The `[s3]` section.
+
+use std::time::Duration;
+
+use glacier_backup_archiver::settings::{Section, SettingsError};
+
+/// Keys of the `[s3]` section.
+pub const SETTINGS: &[&str] = &[
+    "bucket",
+    "prefix",
+    "storage_class",
+    "region",
+    "endpoint_url",
+    "force_path_style",
+    "profile",
+    "sse",
+    "sse_kms_key_id",
+    "part_size",
+    "concurrency",
+    "max_attempts",
+    "connect_timeout",
+    "read_timeout",
+];
+
+/// Storage classes we write to: the cold ones, and two warm ones for users who want them.
+pub const STORAGE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "STANDARD_IA", "STANDARD"];
+
+const MIB: u64 = 1 << 20;
+/// Smallest part we use: S3 wants at least 5 MiB, and parts are powers of two MiB so that their
+/// tree hashes combine.
+pub const MIN_PART_SIZE: u64 = 8 * MIB;
+/// S3's largest part.
+pub const MAX_PART_SIZE: u64 = 4096 * MIB;
+/// S3's limit on parts per upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// Server-side encryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// S3-managed keys.
+    Aes256,
+    /// KMS, with this key (or the bucket's default KMS key).
+    Kms(Option<String>),
+}
+
+/// Validated S3 settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix, e.g. `backups/`.
+    pub prefix: String,
+    /// Storage class for new objects.
+    pub storage_class: String,
+    /// AWS region; otherwise from the standard chain.
+    pub region: Option<String>,
+    /// Endpoint instead of AWS's.
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing (needed by most local S3 servers).
+    pub force_path_style: bool,
+    /// Named AWS profile.
+    pub profile: Option<String>,
+    /// Server-side encryption, if asked for.
+    pub encryption: Option<Encryption>,
+    /// Fixed part size in bytes, or automatic.
+    pub part_size: Option<u64>,
+    /// Parts uploaded at once.
+    pub concurrency: usize,
+    /// Attempts per request.
+    pub max_attempts: u32,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for response bytes.
+    pub read_timeout: Duration,
+    /// Parts allowed in one upload: S3's 10,000, lowered only by tests.
+    #[doc(hidden)]
+    pub max_parts: u64,
+}
+
+impl S3Settings {
+    /// Reads and checks `[s3]`.
+    pub fn from_section(s: &Section) -> Result<Self, SettingsError> {
+        s.reject_unknown(SETTINGS)?;
+        let bucket = s
+            .string("bucket")?
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| s.error(None, "missing setting \"bucket\": name the S3 bucket archives go to"))?;
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid_bucket {
+            return Err(s.error(
+                Some("bucket"),
+                format!("{bucket:?} is not a valid bucket name: 3 to 63 lower-case letters, digits, '-' or '.'"),
+            ));
+        }
+        let prefix = s.string("prefix")?.unwrap_or_default();
+        let prefix = prefix.trim_start_matches('/').to_owned();
+        let storage_class = s
+            .string("storage_class")?
+            .map(|c| c.trim().to_ascii_uppercase())
+            .unwrap_or_else(|| "GLACIER".into());
+        if !STORAGE_CLASSES.contains(&storage_class.as_str()) {
+            return Err(s.error(
+                Some("storage_class"),
+                format!("{storage_class:?} is not supported; use one of {}", STORAGE_CLASSES.join(", ")),
+            ));
+        }
+        let key_id = s.string("sse_kms_key_id")?.filter(|k| !k.is_empty());
+        let encryption = match s.string("sse")?.as_deref() {
+            None | Some("") => {
+                if key_id.is_some() {
+                    return Err(s.error(Some("sse_kms_key_id"), "set sse = \"aws:kms\" to use a KMS key"));
+                }
+                None
+            }
+            Some("AES256") => Some(Encryption::Aes256),
+            Some("aws:kms") => Some(Encryption::Kms(key_id)),
+            Some(other) => {
+                return Err(s.error(Some("sse"), format!("{other:?} is not supported; use AES256 or aws:kms")))
+            }
+        };
+        let part_size = match s.u64("part_size")? {
+            None => None,
+            Some(mib) if mib.is_power_of_two() && mib * MIB >= MIN_PART_SIZE && mib * MIB <= MAX_PART_SIZE => {
+                Some(mib * MIB)
+            }
+            Some(mib) => {
+                return Err(s.error(
+                    Some("part_size"),
+                    format!("{mib} MiB is not a usable part size: use a power of two from 8 to 4096 (MiB)"),
+                ))
+            }
+        };
+        let concurrency = s.u64("concurrency")?.unwrap_or(4);
+        if !(1..=64).contains(&concurrency) {
+            return Err(s.error(Some("concurrency"), "use a number of parts from 1 to 64"));
+        }
+        let max_attempts = s.u64("max_attempts")?.unwrap_or(8);
+        if !(1..=100).contains(&max_attempts) {
+            return Err(s.error(Some("max_attempts"), "use a number of attempts from 1 to 100"));
+        }
+        let seconds = |key: &str, default: u64| -> Result<Duration, SettingsError> {
+            match s.u64(key)?.unwrap_or(default) {
+                0 => Err(s.error(Some(key), "use a number of seconds above 0")),
+                n => Ok(Duration::from_secs(n)),
+            }
+        };
+        Ok(S3Settings {
+            bucket,
+            prefix,
+            storage_class,
+            region: s.string("region")?.filter(|r| !r.is_empty()),
+            endpoint_url: s.string("endpoint_url")?.filter(|e| !e.is_empty()),
+            force_path_style: s.bool("force_path_style")?.unwrap_or(false),
+            profile: s.string("profile")?.filter(|p| !p.is_empty()),
+            encryption,
+            part_size,
+            concurrency: concurrency as usize,
+            max_attempts: max_attempts as u32,
+            connect_timeout: seconds("connect_timeout", 10)?,
+            read_timeout: seconds("read_timeout", 120)?,
+            max_parts: MAX_PARTS,
+        })
+    }
+
+    /// Configured part size, or the smallest power-of-two MiB of at least 8 MiB that keeps
+    /// the archive, with headroom, under 10,000 parts.
+    pub fn part_size_for(&self, size_hint: u64) -> u64 {
+        if let Some(fixed) = self.part_size {
+            return fixed;
+        }
+        let with_headroom = size_hint.saturating_add(size_hint / 8).saturating_add(64 * MIB);
+        let mut size = MIN_PART_SIZE;
+        while with_headroom.div_ceil(size) > MAX_PARTS && size < MAX_PART_SIZE {
+            size *= 2;
+        }
+        size
+    }
+
+    /// Whether objects of the configured class must be restored before reading.
+    pub fn cold(&self) -> bool {
+        is_cold(&self.storage_class)
+    }
+}
+
+/// Classes whose objects must be restored before they can be read.
+pub fn is_cold(storage_class: &str) -> bool {
+    matches!(storage_class, "GLACIER" | "DEEP_ARCHIVE")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glacier_backup_archiver::settings::Value;
+
+    fn section(entries: &[(&str, &str)]) -> Section {
+        let mut s = Section::new(None, "s3");
+        for (k, v) in entries {
+            s.insert(*k, Value::String((*v).into()), None);
+        }
+        s
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let s = S3Settings::from_section(&section(&[("bucket", "my-backups")])).unwrap();
+        assert_eq!(s.storage_class, "GLACIER");
+        assert!(s.cold());
+        let err = S3Settings::from_section(&section(&[("bucket", "b-1"), ("storage_class", "ICE")])).unwrap_err();
+        assert!(err.message.contains("GLACIER, DEEP_ARCHIVE, GLACIER_IR, STANDARD_IA, STANDARD"), "{err}");
+        assert!(S3Settings::from_section(&section(&[])).is_err());
+        assert!(S3Settings::from_section(&section(&[("bucket", "Bad_Bucket")])).is_err());
+        assert!(S3Settings::from_section(&section(&[("bucket", "bkt"), ("part_size", "4")])).is_err());
+        assert!(S3Settings::from_section(&section(&[("bucket", "bkt"), ("sse", "rot13")])).is_err());
+        let kms = S3Settings::from_section(&section(&[("bucket", "bkt"), ("sse", "aws:kms"), ("sse_kms_key_id", "k")])).unwrap();
+        assert_eq!(kms.encryption, Some(Encryption::Kms(Some("k".into()))));
+        let ir = S3Settings::from_section(&section(&[("bucket", "bkt"), ("storage_class", "glacier_ir")])).unwrap();
+        assert!(!ir.cold());
+    }
+}
