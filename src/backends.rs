@@ -58,11 +58,42 @@ pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError>
             local(section, file)
         }
         "glacier" => glacier(config, file),
+        "s3" => {
+            let Some(section) = config.backend_sections.get("s3") else {
+                return Err(BackendError::MissingSection {
+                    file,
+                    name: "s3".into(),
+                    hint: "add [s3] with bucket = \"your-bucket\"",
+                });
+            };
+            s3(section, file)
+        }
         other => Err(BackendError::NotCompiled {
             file,
             name: other.into(),
         }),
     }
+}
+
+#[cfg(feature = "s3")]
+fn s3(
+    section: &glacier_backup_archiver::settings::Section,
+    _file: String,
+) -> Result<Arc<dyn Archiver>, BackendError> {
+    Ok(Arc::new(glacier_backup_s3::S3Archiver::from_section(
+        section,
+    )?))
+}
+
+#[cfg(not(feature = "s3"))]
+fn s3(
+    _: &glacier_backup_archiver::settings::Section,
+    file: String,
+) -> Result<Arc<dyn Archiver>, BackendError> {
+    Err(BackendError::NotCompiled {
+        file,
+        name: "s3".into(),
+    })
 }
 
 #[cfg(feature = "glacier")]

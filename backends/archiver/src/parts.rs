@@ -171,3 +171,38 @@ pub fn verified_download(
     )
     .boxed()
 }
+
+/// Drives a backend's part uploads: takes parts from `parts` while fewer than `concurrency` are
+/// in flight, and keeps those in flight moving while the next part is being produced. `start`
+/// checks a part and returns its upload, or `None` when it need not be sent. Returns the uploads'
+/// results in completion order; the first error stops everything (in-flight uploads are
+/// dropped, which cancels them).
+pub async fn upload_concurrently<T, Fut>(
+    mut parts: PartStream,
+    concurrency: usize,
+    mut start: impl FnMut(Part) -> Result<Option<Fut>, Error>,
+) -> Result<Vec<T>, Error>
+where
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut results = Vec::new();
+    let mut source_done = false;
+    loop {
+        tokio::select! {
+            next = parts.next(), if !source_done && in_flight.len() < concurrency.max(1) => {
+                match next {
+                    None => source_done = true,
+                    Some(part) => {
+                        if let Some(upload) = start(part?)? {
+                            in_flight.push(upload);
+                        }
+                    }
+                }
+            }
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => results.push(done?),
+            else => break,
+        }
+    }
+    Ok(results)
+}

@@ -20,9 +20,8 @@ use async_trait::async_trait;
 use aws_sdk_glacier::primitives::ByteStream as SdkByteStream;
 use aws_sdk_glacier::types::{JobParameters, StatusCode};
 use aws_sdk_glacier::Client;
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use glacier_backup_archiver::parts::PartChecker;
+use glacier_backup_archiver::parts::{upload_concurrently, PartChecker};
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::treehash::subtree_level;
 use glacier_backup_archiver::{
@@ -288,39 +287,26 @@ impl GlacierArchiver {
         }
         let (upload_id, stored) = self.start_or_resume(meta, part_size, &description).await?;
         let mut checker = PartChecker::new(NAME, false);
-        let mut in_flight = FuturesUnordered::new();
         let mut skipped = 0u64;
-        let outcome: Result<()> = async {
-            while let Some(part) = parts.next().await {
-                let part = part?;
-                checker.accept(&part)?;
-                let max_parts = self.settings.max_parts;
-                if part.index >= max_parts {
-                    return Err(remote(
-                        &format!(
-                            "the archive outgrew {max_parts} parts of {part_size} bytes; set a \
-                             larger [glacier] part_size"
-                        ),
-                        false,
-                    ));
-                }
-                let len = part.data.len() as u64;
-                if stored.get(&part.offset) == Some(&(len, part.tree_hash)) {
-                    skipped += 1;
-                    continue;
-                }
-                while in_flight.len() >= self.settings.concurrency {
-                    in_flight.next().await.expect("not empty")?;
-                }
-                in_flight.push(self.upload_part(&upload_id, part));
+        let max_parts = self.settings.max_parts;
+        let outcome = upload_concurrently(parts.boxed(), self.settings.concurrency, |part| {
+            checker.accept(&part)?;
+            if part.index >= max_parts {
+                return Err(remote(
+                    &format!(
+                        "the archive outgrew {max_parts} parts of {part_size} bytes; set a \
+                         larger [glacier] part_size"
+                    ),
+                    false,
+                ));
             }
-            while let Some(done) = in_flight.next().await {
-                done?;
+            if stored.get(&part.offset) == Some(&(part.data.len() as u64, part.tree_hash)) {
+                skipped += 1;
+                return Ok(None);
             }
-            Ok(())
-        }
+            Ok(Some(self.upload_part(&upload_id, part)))
+        })
         .await;
-        drop(in_flight);
         if let Err(e) = outcome {
             if meta.upload_started.is_none() {
                 // Nobody recorded the upload for a later resume: do not leave it behind.
@@ -643,7 +629,10 @@ impl Archiver for GlacierArchiver {
             .map_err(|e| errors::map("downloading the archive", e))?;
         let body = futures::stream::unfold(out.body, |mut body| async move {
             let item = body.next().await?;
-            Some((item.map_err(|e| remote(&format!("downloading: {e}"), true)), body))
+            Some((
+                item.map_err(|e| remote(&format!("downloading: {e}"), true)),
+                body,
+            ))
         })
         .boxed();
         Ok(glacier_backup_archiver::parts::verified_download(

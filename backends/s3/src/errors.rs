@@ -53,7 +53,10 @@ where
             let e = service.err();
             let code = e.code().unwrap_or("UnknownError");
             let text = e.message().unwrap_or("no message");
-            (format!("{action}: {code}: {text}"), TEMPORARY_CODES.contains(&code))
+            (
+                format!("{action}: {code}: {text}"),
+                TEMPORARY_CODES.contains(&code),
+            )
         }
         SdkError::TimeoutError(_) => (format!("{action}: timed out"), true),
         SdkError::DispatchFailure(failure) => {
@@ -64,7 +67,9 @@ where
             (format!("{action}: {detail}"), !failure.is_user())
         }
         SdkError::ResponseError(_) => (format!("{action}: unreadable response"), true),
-        SdkError::ConstructionFailure(_) => (format!("{action}: could not build the request"), false),
+        SdkError::ConstructionFailure(_) => {
+            (format!("{action}: could not build the request"), false)
+        }
         _ => (format!("{action}: {error}"), false),
     };
     Error::Remote {

@@ -24,10 +24,9 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use glacier_backup_archiver::keys::archive_key;
-use glacier_backup_archiver::parts::{verified_download, PartChecker};
+use glacier_backup_archiver::parts::{upload_concurrently, verified_download, PartChecker};
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, ListedArchive,
@@ -49,6 +48,7 @@ const DEFAULT_RESTORE_DAYS: i32 = 7;
 pub struct S3Archiver {
     settings: S3Settings,
     client: tokio::sync::OnceCell<Client>,
+    parts_sent: std::sync::atomic::AtomicU64,
 }
 
 /// What S3 already holds of an interrupted upload: part number -> (size, ETag, CRC64 base64).
@@ -80,7 +80,13 @@ impl S3Archiver {
         S3Archiver {
             settings,
             client: tokio::sync::OnceCell::new(),
+            parts_sent: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Multipart parts sent by this archiver so far (parts found already stored are not sent).
+    pub fn parts_sent(&self) -> u64 {
+        self.parts_sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Builds the archiver from the `[s3]` section.
@@ -97,7 +103,8 @@ impl S3Archiver {
         self.client
             .get_or_try_init(|| async {
                 let s = &self.settings;
-                let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(s.max_attempts);
+                let retry =
+                    aws_config::retry::RetryConfig::standard().with_max_attempts(s.max_attempts);
                 let timeouts = aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(s.connect_timeout)
                     .read_timeout(s.read_timeout)
@@ -123,8 +130,13 @@ impl S3Archiver {
                             .into(),
                     });
                 }
+                // Downloads are checked against the archive's tree hash instead; the SDK's own
+                // response check trips over whole-object checksums sent with ranged reads.
                 let config = aws_sdk_s3::config::Builder::from(&shared)
                     .force_path_style(s.force_path_style)
+                    .response_checksum_validation(
+                        aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+                    )
                     .build();
                 Ok(Client::from_conf(config))
             })
@@ -137,13 +149,19 @@ impl S3Archiver {
 
     fn metadata(meta: &ArchiveMeta) -> HashMap<String, String> {
         use std::os::unix::ffi::OsStrExt;
-        let path = percent_encoding::percent_encode(meta.source_path.as_os_str().as_bytes(), NON_ALPHANUMERIC);
+        let path = percent_encoding::percent_encode(
+            meta.source_path.as_os_str().as_bytes(),
+            NON_ALPHANUMERIC,
+        );
         HashMap::from([
             ("gb-source-path".to_owned(), path.to_string()),
             ("gb-kind".to_owned(), meta.kind.as_str().to_owned()),
             ("gb-name".to_owned(), header_safe(&meta.name)),
             ("gb-fingerprint".to_owned(), header_safe(&meta.fingerprint)),
-            ("gb-started-at".to_owned(), meta.started_at.unix_timestamp().to_string()),
+            (
+                "gb-started-at".to_owned(),
+                meta.started_at.unix_timestamp().to_string(),
+            ),
         ])
     }
 
@@ -160,12 +178,22 @@ impl S3Archiver {
         let base = format!(
             "{}{}",
             self.settings.prefix,
-            archive_key(&meta.source_path, meta.started_at, meta.kind == SourceKind::Directory)
+            archive_key(
+                &meta.source_path,
+                meta.started_at,
+                meta.kind == SourceKind::Directory
+            )
         );
         let client = self.client().await?;
         let mut key = base.clone();
         for n in 1..1000 {
-            match client.head_object().bucket(self.bucket()).key(&key).send().await {
+            match client
+                .head_object()
+                .bucket(self.bucket())
+                .key(&key)
+                .send()
+                .await
+            {
                 Ok(_) => key = format!("{base}.{n}"),
                 Err(e) if errors::is_not_found(&e) => return Ok(key),
                 Err(e) => return Err(errors::map(&format!("checking key {key}"), e)),
@@ -175,6 +203,7 @@ impl S3Archiver {
     }
 
     async fn put_single(&self, meta: &ArchiveMeta, part: Part) -> Result<ArchiveRef> {
+        PartChecker::new(NAME, true).accept(&part)?;
         let key = self.fresh_key(meta).await?;
         let (sse, kms_key) = self.encryption();
         let mut metadata = Self::metadata(meta);
@@ -224,7 +253,19 @@ impl S3Archiver {
                     "{}: earlier upload {upload_id} no longer exists; starting over",
                     meta.source_path.display()
                 ),
-                Err(e) => return Err(e),
+                Err(e) if e.is_temporary() => return Err(e),
+                Err(e) => {
+                    // An answer we cannot use (some S3 stand-ins get ListParts wrong): the data
+                    // is still here, so start over rather than fail the candidate.
+                    tracing::warn!(
+                        "{}: cannot list the parts of earlier upload {upload_id} ({e}); starting over",
+                        meta.source_path.display()
+                    );
+                    let token = format!("{upload_id}\n{key}");
+                    if let Err(abort) = self.abort_upload(&token).await {
+                        tracing::warn!("could not abort upload {upload_id}: {abort}");
+                    }
+                }
             }
         }
         let key = self.fresh_key(meta).await?;
@@ -281,7 +322,14 @@ impl S3Archiver {
             for part in out.parts() {
                 if let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) {
                     let size = part.size().unwrap_or(0) as u64;
-                    stored.insert(number, (size, etag.to_owned(), part.checksum_crc64_nvme().map(str::to_owned)));
+                    stored.insert(
+                        number,
+                        (
+                            size,
+                            etag.to_owned(),
+                            part.checksum_crc64_nvme().map(str::to_owned),
+                        ),
+                    );
                 }
             }
             if out.is_truncated() != Some(true) {
@@ -291,7 +339,13 @@ impl S3Archiver {
         }
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, part: Part, checksum: String) -> Result<CompletedPart> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: Part,
+        checksum: String,
+    ) -> Result<CompletedPart> {
         let number = i32::try_from(part.index + 1).expect("at most 10,000 parts");
         let out = self
             .client()
@@ -307,7 +361,13 @@ impl S3Archiver {
             .send()
             .await
             .map_err(|e| errors::map(&format!("uploading part {number} of {key}"), e))?;
-        check_crc(&format!("part {number}"), out.checksum_crc64_nvme(), &checksum)?;
+        check_crc(
+            &format!("part {number}"),
+            out.checksum_crc64_nvme(),
+            &checksum,
+        )?;
+        self.parts_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(out.e_tag().map(str::to_owned))
@@ -317,54 +377,43 @@ impl S3Archiver {
 
     async fn put_multipart(&self, meta: &ArchiveMeta, parts: PartStream) -> Result<ArchiveRef> {
         let (upload_id, key, stored) = self.start_or_resume(meta).await?;
-        let mut parts = parts;
-        let mut checker = PartChecker::new(NAME, false);
+        // S3 knows nothing of tree hashes, so the parts' hashes are checked here.
+        let mut checker = PartChecker::new(NAME, true);
         let mut whole = crc64fast_nvme::Digest::new();
         let mut completed: Vec<CompletedPart> = Vec::new();
-        let mut in_flight = FuturesUnordered::new();
         let mut skipped = 0u64;
-        let outcome: Result<()> = async {
-            while let Some(part) = parts.next().await {
-                let part = part?;
-                checker.accept(&part)?;
-                if part.index >= self.settings.max_parts {
-                    return Err(remote(
-                        format!(
-                            "the archive outgrew {} parts of {} bytes; set a larger [s3] part_size",
-                            self.settings.max_parts,
-                            checker.size() / part.index.max(1)
-                        ),
-                        false,
-                    ));
-                }
-                whole.write(&part.data);
-                let checksum = crc64(&part.data);
-                let number = (part.index + 1) as i32;
-                if let Some((size, etag, stored_crc)) = stored.get(&number) {
-                    if *size == part.data.len() as u64 && stored_crc.as_deref() == Some(checksum.as_str()) {
-                        completed.push(
-                            CompletedPart::builder()
-                                .part_number(number)
-                                .e_tag(etag)
-                                .checksum_crc64_nvme(checksum)
-                                .build(),
-                        );
-                        skipped += 1;
-                        continue;
-                    }
-                }
-                while in_flight.len() >= self.settings.concurrency {
-                    completed.push(in_flight.next().await.expect("not empty")?);
-                }
-                in_flight.push(self.upload_part(&key, &upload_id, part, checksum));
+        let max_parts = self.settings.max_parts;
+        let outcome = upload_concurrently(parts, self.settings.concurrency, |part| {
+            checker.accept(&part)?;
+            if part.index >= max_parts {
+                return Err(remote(
+                    format!(
+                        "the archive outgrew {max_parts} parts of {} bytes; set a larger [s3] part_size",
+                        part.data.len()
+                    ),
+                    false,
+                ));
             }
-            while let Some(done) = in_flight.next().await {
-                completed.push(done?);
+            whole.write(&part.data);
+            let checksum = crc64(&part.data);
+            let number = i32::try_from(part.index + 1).expect("part count is limited above");
+            if let Some((size, etag, stored_crc)) = stored.get(&number) {
+                if *size == part.data.len() as u64 && stored_crc.as_deref() == Some(checksum.as_str()) {
+                    completed.push(
+                        CompletedPart::builder()
+                            .part_number(number)
+                            .e_tag(etag)
+                            .checksum_crc64_nvme(checksum)
+                            .build(),
+                    );
+                    skipped += 1;
+                    return Ok(None);
+                }
             }
-            Ok(())
-        }
+            Ok(Some(self.upload_part(&key, &upload_id, part, checksum)))
+        })
         .await;
-        drop(in_flight);
+        let outcome = outcome.map(|uploaded| completed.extend(uploaded));
         if let Err(e) = outcome {
             if meta.upload_started.is_none() {
                 if let Err(abort) = self.abort_upload(&format!("{upload_id}\n{key}")).await {
@@ -384,7 +433,11 @@ impl S3Archiver {
             .bucket(self.bucket())
             .key(&key)
             .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
             .checksum_type(ChecksumType::FullObject)
             .checksum_crc64_nvme(&checksum)
             .send()
@@ -439,10 +492,15 @@ impl S3Archiver {
                 }
             })?;
         Ok(match head.restore() {
-            Some(r) if r.contains("ongoing-request=\"true\"") => RestoreState::InProgress { request_id: None },
+            Some(r) if r.contains("ongoing-request=\"true\"") => {
+                RestoreState::InProgress { request_id: None }
+            }
             Some(_) => RestoreState::Ready,
             None => {
-                let class = head.storage_class().map(|c| c.as_str().to_owned()).unwrap_or_default();
+                let class = head
+                    .storage_class()
+                    .map(|c| c.as_str().to_owned())
+                    .unwrap_or_default();
                 if is_cold(&class) {
                     RestoreState::NotRequested
                 } else {
@@ -501,7 +559,13 @@ impl Archiver for S3Archiver {
     }
 
     async fn check(&self) -> Result<()> {
-        let result = self.client().await?.head_bucket().bucket(self.bucket()).send().await;
+        let result = self
+            .client()
+            .await?
+            .head_bucket()
+            .bucket(self.bucket())
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) if errors::is_not_found(&e) => Err(Error::Config {
@@ -512,7 +576,10 @@ impl Archiver for S3Archiver {
                     self.bucket()
                 ),
             }),
-            Err(e) => Err(errors::map(&format!("checking bucket {:?}", self.bucket()), e)),
+            Err(e) => Err(errors::map(
+                &format!("checking bucket {:?}", self.bucket()),
+                e,
+            )),
         }
     }
 
@@ -550,7 +617,11 @@ impl Archiver for S3Archiver {
         }
     }
 
-    async fn request_restore(&self, archive: &ArchiveRef, options: &RestoreOptions) -> Result<RestoreState> {
+    async fn request_restore(
+        &self,
+        archive: &ArchiveRef,
+        options: &RestoreOptions,
+    ) -> Result<RestoreState> {
         let state = self.head_state(&archive.archive_id).await?;
         if state != RestoreState::NotRequested {
             return Ok(state);
@@ -566,10 +637,18 @@ impl Archiver for S3Archiver {
             RestoreTier::Standard => Tier::Standard,
             RestoreTier::Bulk => Tier::Bulk,
         };
-        let days = options.days.map(|d| d.min(i32::MAX as u32) as i32).unwrap_or(DEFAULT_RESTORE_DAYS);
+        let days = options
+            .days
+            .map(|d| d.min(i32::MAX as u32) as i32)
+            .unwrap_or(DEFAULT_RESTORE_DAYS);
         let request = RestoreRequest::builder()
             .days(days)
-            .glacier_job_parameters(GlacierJobParameters::builder().tier(tier).build().expect("tier is set"))
+            .glacier_job_parameters(
+                GlacierJobParameters::builder()
+                    .tier(tier)
+                    .build()
+                    .expect("tier is set"),
+            )
             .build();
         let result = self
             .client()
@@ -589,7 +668,10 @@ impl Archiver for S3Archiver {
                 backend: NAME,
                 archive_id: archive.archive_id.clone(),
             }),
-            Err(e) => Err(errors::map(&format!("requesting a restore of {}", archive.archive_id), e)),
+            Err(e) => Err(errors::map(
+                &format!("requesting a restore of {}", archive.archive_id),
+                e,
+            )),
         }
     }
 
@@ -625,7 +707,10 @@ impl Archiver for S3Archiver {
             })?;
         let body = futures::stream::unfold(out.body, |mut body| async move {
             let item = body.next().await?;
-            Some((item.map_err(|e| remote(format!("downloading: {e}"), true)), body))
+            Some((
+                item.map_err(|e| remote(format!("downloading: {e}"), true)),
+                body,
+            ))
         })
         .boxed();
         Ok(verified_download(

@@ -23,7 +23,13 @@ pub const SETTINGS: &[&str] = &[
 ];
 
 /// Storage classes we write to: the cold ones, and two warm ones for users who want them.
-pub const STORAGE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "STANDARD_IA", "STANDARD"];
+pub const STORAGE_CLASSES: &[&str] = &[
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "STANDARD_IA",
+    "STANDARD",
+];
 
 const MIB: u64 = 1 << 20;
 /// Smallest part we use: S3 wants at least 5 MiB, and parts are powers of two MiB so that their
@@ -84,7 +90,12 @@ impl S3Settings {
         let bucket = s
             .string("bucket")?
             .filter(|b| !b.is_empty())
-            .ok_or_else(|| s.error(None, "missing setting \"bucket\": name the S3 bucket archives go to"))?;
+            .ok_or_else(|| {
+                s.error(
+                    None,
+                    "missing setting \"bucket\": name the S3 bucket archives go to",
+                )
+            })?;
         let valid_bucket = (3..=63).contains(&bucket.len())
             && bucket
                 .bytes()
@@ -104,34 +115,47 @@ impl S3Settings {
         if !STORAGE_CLASSES.contains(&storage_class.as_str()) {
             return Err(s.error(
                 Some("storage_class"),
-                format!("{storage_class:?} is not supported; use one of {}", STORAGE_CLASSES.join(", ")),
+                format!(
+                    "{storage_class:?} is not supported; use one of {}",
+                    STORAGE_CLASSES.join(", ")
+                ),
             ));
         }
         let key_id = s.string("sse_kms_key_id")?.filter(|k| !k.is_empty());
         let encryption = match s.string("sse")?.as_deref() {
             None | Some("") => {
                 if key_id.is_some() {
-                    return Err(s.error(Some("sse_kms_key_id"), "set sse = \"aws:kms\" to use a KMS key"));
+                    return Err(s.error(
+                        Some("sse_kms_key_id"),
+                        "set sse = \"aws:kms\" to use a KMS key",
+                    ));
                 }
                 None
             }
             Some("AES256") => Some(Encryption::Aes256),
             Some("aws:kms") => Some(Encryption::Kms(key_id)),
             Some(other) => {
-                return Err(s.error(Some("sse"), format!("{other:?} is not supported; use AES256 or aws:kms")))
+                return Err(s.error(
+                    Some("sse"),
+                    format!("{other:?} is not supported; use AES256 or aws:kms"),
+                ))
             }
         };
         let part_size = match s.u64("part_size")? {
             None => None,
-            Some(mib) if mib.is_power_of_two() && mib * MIB >= MIN_PART_SIZE && mib * MIB <= MAX_PART_SIZE => {
+            Some(mib)
+                if mib.is_power_of_two()
+                    && mib * MIB >= MIN_PART_SIZE
+                    && mib * MIB <= MAX_PART_SIZE =>
+            {
                 Some(mib * MIB)
             }
-            Some(mib) => {
-                return Err(s.error(
-                    Some("part_size"),
-                    format!("{mib} MiB is not a usable part size: use a power of two from 8 to 4096 (MiB)"),
-                ))
-            }
+            Some(mib) => return Err(s.error(
+                Some("part_size"),
+                format!(
+                    "{mib} MiB is not a usable part size: use a power of two from 8 to 4096 (MiB)"
+                ),
+            )),
         };
         let concurrency = s.u64("concurrency")?.unwrap_or(4);
         if !(1..=64).contains(&concurrency) {
@@ -139,7 +163,10 @@ impl S3Settings {
         }
         let max_attempts = s.u64("max_attempts")?.unwrap_or(8);
         if !(1..=100).contains(&max_attempts) {
-            return Err(s.error(Some("max_attempts"), "use a number of attempts from 1 to 100"));
+            return Err(s.error(
+                Some("max_attempts"),
+                "use a number of attempts from 1 to 100",
+            ));
         }
         let seconds = |key: &str, default: u64| -> Result<Duration, SettingsError> {
             match s.u64(key)?.unwrap_or(default) {
@@ -171,7 +198,9 @@ impl S3Settings {
         if let Some(fixed) = self.part_size {
             return fixed;
         }
-        let with_headroom = size_hint.saturating_add(size_hint / 8).saturating_add(64 * MIB);
+        let with_headroom = size_hint
+            .saturating_add(size_hint / 8)
+            .saturating_add(64 * MIB);
         let mut size = MIN_PART_SIZE;
         while with_headroom.div_ceil(size) > MAX_PARTS && size < MAX_PART_SIZE {
             size *= 2;
@@ -208,15 +237,34 @@ mod tests {
         let s = S3Settings::from_section(&section(&[("bucket", "my-backups")])).unwrap();
         assert_eq!(s.storage_class, "GLACIER");
         assert!(s.cold());
-        let err = S3Settings::from_section(&section(&[("bucket", "b-1"), ("storage_class", "ICE")])).unwrap_err();
-        assert!(err.message.contains("GLACIER, DEEP_ARCHIVE, GLACIER_IR, STANDARD_IA, STANDARD"), "{err}");
+        let err =
+            S3Settings::from_section(&section(&[("bucket", "b-1"), ("storage_class", "ICE")]))
+                .unwrap_err();
+        assert!(
+            err.message
+                .contains("GLACIER, DEEP_ARCHIVE, GLACIER_IR, STANDARD_IA, STANDARD"),
+            "{err}"
+        );
         assert!(S3Settings::from_section(&section(&[])).is_err());
         assert!(S3Settings::from_section(&section(&[("bucket", "Bad_Bucket")])).is_err());
-        assert!(S3Settings::from_section(&section(&[("bucket", "bkt"), ("part_size", "4")])).is_err());
-        assert!(S3Settings::from_section(&section(&[("bucket", "bkt"), ("sse", "rot13")])).is_err());
-        let kms = S3Settings::from_section(&section(&[("bucket", "bkt"), ("sse", "aws:kms"), ("sse_kms_key_id", "k")])).unwrap();
+        assert!(
+            S3Settings::from_section(&section(&[("bucket", "bkt"), ("part_size", "4")])).is_err()
+        );
+        assert!(
+            S3Settings::from_section(&section(&[("bucket", "bkt"), ("sse", "rot13")])).is_err()
+        );
+        let kms = S3Settings::from_section(&section(&[
+            ("bucket", "bkt"),
+            ("sse", "aws:kms"),
+            ("sse_kms_key_id", "k"),
+        ]))
+        .unwrap();
         assert_eq!(kms.encryption, Some(Encryption::Kms(Some("k".into()))));
-        let ir = S3Settings::from_section(&section(&[("bucket", "bkt"), ("storage_class", "glacier_ir")])).unwrap();
+        let ir = S3Settings::from_section(&section(&[
+            ("bucket", "bkt"),
+            ("storage_class", "glacier_ir"),
+        ]))
+        .unwrap();
         assert!(!ir.cold());
     }
 }
