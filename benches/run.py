@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
-    python3 benches/run.py [treehash|backup|many|glacier] ...   (default: all)
+    python3 benches/run.py [treehash|backup|many|glacier|s3] ...   (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
 backup    1 GiB directory of mixed file sizes to the local backend vs
           `tar cf - DIR | tee OUT.tar | openssl dgst -sha256`; peak RSS of our process.
 many      a directory with 10,000 children: candidate resolution + ledger checks.
+s3        the same 2 GiB directory to moto_server's S3 on loopback: throughput and peak RSS.
 glacier   2 GiB directory, multipart to the in-repo fake Glacier service on loopback, vs
           `tar cf - DIR | openssl dgst -sha256`; peak RSS; time the fake itself spent.
 
@@ -203,11 +204,58 @@ def bench_glacier():
           f"peak RSS {peak:.1f} MiB (budget {budget})")
 
 
+def bench_s3():
+    """The same 2 GiB directory to moto_server's S3 (from .venv, see scripts/test) on loopback."""
+    import socket
+    tree = WORK / "mixed2g"
+    if not (tree / ".complete").exists():
+        sys.exit("run the glacier benchmark first: it creates the 2 GiB tree")
+    total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    warm(tree)
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    number = port.getsockname()[1]
+    port.close()
+    moto = subprocess.Popen([str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(number)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{number}"
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", number), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c",
+                        "import boto3; boto3.client('s3', endpoint_url='%s', region_name='us-east-1', "
+                        "aws_access_key_id='bench', aws_secret_access_key='bench').create_bucket(Bucket='bench')"
+                        % endpoint], check=True)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                   AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
+                   AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
+        concurrency, part_mib = 4, 8
+        config = WORK / "s3-bench.toml"
+        ledger = WORK / "s3-bench.sqlite3"
+        ledger.unlink(missing_ok=True)
+        config.write_text(
+            f'[main]\nbackend = "s3"\nlogfile = ""\nledger = "{ledger}"\n'
+            f'[s3]\nbucket = "bench"\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
+            f'force_path_style = true\nconcurrency = {concurrency}\npart_size = {part_mib}\n')
+        seconds, rss, out, cpu = timed([str(BIN), "-c", str(config), "-p", str(tree)], env=env)
+    finally:
+        moto.terminate()
+        moto.wait()
+    print(f"s3: {total / MIB:.0f} MiB tree to moto, {part_mib} MiB parts x {concurrency}  "
+          f"{seconds:.1f}s = {total / MIB / seconds:.0f} MiB/s (moto, a Python server on the same 2 "
+          f"cores, is the bottleneck)  our CPU {cpu:.2f}s  peak RSS {rss:.1f} MiB "
+          f"(budget {64 + concurrency * part_mib})")
+
+
 def main():
     build()
     WORK.mkdir(parents=True, exist_ok=True)
     benches = {"treehash": bench_treehash, "backup": bench_backup, "many": bench_many,
-               "glacier": bench_glacier}
+               "glacier": bench_glacier, "s3": bench_s3}
     for name in sys.argv[1:] or list(benches):
         benches[name]()
 
