@@ -78,8 +78,8 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
     assert!(rows[0].0.ends_with("letters") && rows[1].0.ends_with("notes.txt"));
 
     let mut settings = GlacierSettings::from_config(None, Some("family"), None).unwrap();
-    settings.endpoint_url = Some(moto.endpoint.clone());
-    settings.region = Some("us-east-1".into());
+    settings.connection.endpoint_url = Some(moto.endpoint.clone());
+    settings.connection.region = Some("us-east-1".into());
     let glacier = GlacierArchiver::new(settings);
     let (_, archive_id, size, tree_hash) = &rows[1];
     let archive = ArchiveRef {
@@ -105,7 +105,7 @@ async fn a_missing_vault_is_a_clear_config_error() {
     let moto = Moto::start();
     set_test_env();
     let mut settings = GlacierSettings::from_config(None, Some("absent"), None).unwrap();
-    settings.endpoint_url = Some(moto.endpoint.clone());
+    settings.connection.endpoint_url = Some(moto.endpoint.clone());
     let err = GlacierArchiver::new(settings).check().await.unwrap_err();
     assert!(
         err.to_string().contains("vault \"absent\" does not exist"),

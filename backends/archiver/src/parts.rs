@@ -206,3 +206,17 @@ where
     }
     Ok(results)
 }
+
+/// The smallest power-of-two part size, at least `min`, that keeps an archive of about
+/// `size_hint` bytes under `max_parts` parts, with headroom (an eighth, plus 64 MiB) for a
+/// stream that grows a little past its estimate. Never above `max`.
+pub fn automatic_part_size(size_hint: u64, min: u64, max: u64, max_parts: u64) -> u64 {
+    let with_headroom = size_hint
+        .saturating_add(size_hint / 8)
+        .saturating_add(64 << 20);
+    let mut size = min;
+    while with_headroom.div_ceil(size) > max_parts && size < max {
+        size *= 2;
+    }
+    size
+}

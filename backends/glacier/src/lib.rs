@@ -76,34 +76,7 @@ impl GlacierArchiver {
     async fn client(&self) -> Result<&Client> {
         self.client
             .get_or_try_init(|| async {
-                let s = &self.settings;
-                let retry =
-                    aws_config::retry::RetryConfig::standard().with_max_attempts(s.max_attempts);
-                let timeouts = aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(s.connect_timeout)
-                    .read_timeout(s.read_timeout)
-                    .build();
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .retry_config(retry)
-                    .timeout_config(timeouts);
-                if let Some(region) = &s.region {
-                    loader = loader.region(aws_config::Region::new(region.clone()));
-                }
-                if let Some(profile) = &s.profile {
-                    loader = loader.profile_name(profile);
-                }
-                if let Some(endpoint) = &s.endpoint_url {
-                    loader = loader.endpoint_url(endpoint);
-                }
-                let config = loader.load().await;
-                if config.region().is_none() {
-                    return Err(Error::Config {
-                        backend: NAME,
-                        message: "no AWS region: set [glacier] region, or AWS_REGION, or a \
-                                  region in your AWS profile"
-                            .into(),
-                    });
-                }
+                let config = self.settings.connection.load(NAME, "glacier").await?;
                 Ok(Client::new(&config))
             })
             .await
@@ -289,23 +262,27 @@ impl GlacierArchiver {
         let mut checker = PartChecker::new(NAME, false);
         let mut skipped = 0u64;
         let max_parts = self.settings.max_parts;
-        let outcome = upload_concurrently(parts.boxed(), self.settings.concurrency, |part| {
-            checker.accept(&part)?;
-            if part.index >= max_parts {
-                return Err(remote(
-                    &format!(
-                        "the archive outgrew {max_parts} parts of {part_size} bytes; set a \
+        let outcome = upload_concurrently(
+            parts.boxed(),
+            self.settings.connection.concurrency,
+            |part| {
+                checker.accept(&part)?;
+                if part.index >= max_parts {
+                    return Err(remote(
+                        &format!(
+                            "the archive outgrew {max_parts} parts of {part_size} bytes; set a \
                          larger [glacier] part_size"
-                    ),
-                    false,
-                ));
-            }
-            if stored.get(&part.offset) == Some(&(part.data.len() as u64, part.tree_hash)) {
-                skipped += 1;
-                return Ok(None);
-            }
-            Ok(Some(self.upload_part(&upload_id, part)))
-        })
+                        ),
+                        false,
+                    ));
+                }
+                if stored.get(&part.offset) == Some(&(part.data.len() as u64, part.tree_hash)) {
+                    skipped += 1;
+                    return Ok(None);
+                }
+                Ok(Some(self.upload_part(&upload_id, part)))
+            },
+        )
         .await;
         if let Err(e) = outcome {
             if meta.upload_started.is_none() {

@@ -1,23 +1,10 @@
 //! The `[glacier]` section (plus `vault_name` / `account_id` from `[main]`, as the seed had them).
 
-use std::time::Duration;
-
 use glacier_backup_archiver::settings::{Section, SettingsError};
+use glacier_backup_aws::{Connection, CONNECTION_SETTINGS};
 
-/// Keys of the `[glacier]` section.
-pub const SETTINGS: &[&str] = &[
-    "vault_name",
-    "account_id",
-    "region",
-    "endpoint_url",
-    "profile",
-    "part_size",
-    "concurrency",
-    "max_attempts",
-    "connect_timeout",
-    "read_timeout",
-    "plain_description",
-];
+/// Keys of the `[glacier]` section besides the connection settings.
+pub const SETTINGS: &[&str] = &["vault_name", "account_id", "part_size", "plain_description"];
 
 const MIB: u64 = 1 << 20;
 /// Glacier's largest part.
@@ -30,22 +17,10 @@ pub struct GlacierSettings {
     pub vault_name: String,
     /// Account id; `-` means the credentials' own account.
     pub account_id: String,
-    /// AWS region; otherwise from the standard chain (environment, profile).
-    pub region: Option<String>,
-    /// Endpoint to talk to instead of AWS's (a test server, a proxy).
-    pub endpoint_url: Option<String>,
-    /// Named profile from the AWS config files.
-    pub profile: Option<String>,
+    /// Region, endpoint, retries, timeouts, concurrency.
+    pub connection: Connection,
     /// Part size in bytes, if fixed by the user; otherwise chosen per archive.
     pub part_size: Option<u64>,
-    /// Parts uploaded at once.
-    pub concurrency: usize,
-    /// Attempts per request, retries included.
-    pub max_attempts: u32,
-    /// Connection timeout.
-    pub connect_timeout: Duration,
-    /// Longest wait for response bytes.
-    pub read_timeout: Duration,
     /// Descriptions hold only the archive name, as the seed wrote them.
     pub plain_description: bool,
     /// Parts allowed in one upload: Glacier's 10,000, lowered only by tests.
@@ -63,7 +38,7 @@ impl GlacierSettings {
     ) -> Result<Self, SettingsError> {
         let empty = Section::new(None, "glacier");
         let s = section.unwrap_or(&empty);
-        s.reject_unknown(SETTINGS)?;
+        s.reject_unknown(&[SETTINGS, CONNECTION_SETTINGS].concat())?;
         let vault_name = match (main_vault, s.string("vault_name")?) {
             (Some(v), _) => v.to_owned(),
             (None, Some(v)) => v,
@@ -98,34 +73,11 @@ impl GlacierSettings {
                 ))
             }
         };
-        let concurrency = s.u64("concurrency")?.unwrap_or(4);
-        if !(1..=64).contains(&concurrency) {
-            return Err(s.error(Some("concurrency"), "use a number of parts from 1 to 64"));
-        }
-        let max_attempts = s.u64("max_attempts")?.unwrap_or(8);
-        if !(1..=100).contains(&max_attempts) {
-            return Err(s.error(
-                Some("max_attempts"),
-                "use a number of attempts from 1 to 100",
-            ));
-        }
-        let seconds = |key: &str, default: u64| -> Result<Duration, SettingsError> {
-            match s.u64(key)?.unwrap_or(default) {
-                0 => Err(s.error(Some(key), "use a number of seconds above 0")),
-                n => Ok(Duration::from_secs(n)),
-            }
-        };
         Ok(GlacierSettings {
             vault_name,
             account_id,
-            region: s.string("region")?.filter(|r| !r.is_empty()),
-            endpoint_url: s.string("endpoint_url")?.filter(|e| !e.is_empty()),
-            profile: s.string("profile")?.filter(|p| !p.is_empty()),
+            connection: Connection::from_section(s)?,
             part_size,
-            concurrency: concurrency as usize,
-            max_attempts: max_attempts as u32,
-            connect_timeout: seconds("connect_timeout", 10)?,
-            read_timeout: seconds("read_timeout", 120)?,
             plain_description: s.bool("plain_description")?.unwrap_or(false),
             max_parts: crate::MAX_PARTS,
         })

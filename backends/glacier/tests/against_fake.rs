@@ -31,10 +31,10 @@ fn test_credentials() {
 fn archiver(fake: &FakeGlacier, vault: &str, part_mib: u64) -> GlacierArchiver {
     test_credentials();
     let mut settings = GlacierSettings::from_config(None, Some(vault), None).unwrap();
-    settings.region = Some("us-east-1".into());
-    settings.endpoint_url = Some(fake.endpoint.clone());
+    settings.connection.region = Some("us-east-1".into());
+    settings.connection.endpoint_url = Some(fake.endpoint.clone());
     settings.part_size = Some(part_mib << 20);
-    settings.max_attempts = 10;
+    settings.connection.max_attempts = 10;
     GlacierArchiver::new(settings)
 }
 

@@ -16,10 +16,7 @@ const TEMPORARY_CODES: &[&str] = &[
 
 const NOT_FOUND_CODES: &[&str] = &["NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchBucket"];
 
-/// The service's error code, if the error came from the service.
-pub fn code<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Option<&str> {
-    error.as_service_error().and_then(|e| e.code())
-}
+pub use glacier_backup_aws::error_code as code;
 
 /// True when the bucket, key or upload does not exist (HEAD answers a bare 404).
 pub fn is_not_found<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool
@@ -42,40 +39,11 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
-/// Maps an SDK error for `action` (what we were doing, for the message).
+/// Maps an SDK error met while doing `action`.
 pub fn map<E, R>(action: &str, error: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let (message, temporary) = match &error {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            let code = e.code().unwrap_or("UnknownError");
-            let text = e.message().unwrap_or("no message");
-            (
-                format!("{action}: {code}: {text}"),
-                TEMPORARY_CODES.contains(&code),
-            )
-        }
-        SdkError::TimeoutError(_) => (format!("{action}: timed out"), true),
-        SdkError::DispatchFailure(failure) => {
-            let detail = failure
-                .as_connector_error()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "could not send the request".into());
-            (format!("{action}: {detail}"), !failure.is_user())
-        }
-        SdkError::ResponseError(_) => (format!("{action}: unreadable response"), true),
-        SdkError::ConstructionFailure(_) => {
-            (format!("{action}: could not build the request"), false)
-        }
-        _ => (format!("{action}: {error}"), false),
-    };
-    Error::Remote {
-        backend: NAME,
-        message,
-        temporary,
-        source: Some(Box::new(error)),
-    }
+    glacier_backup_aws::map_error(NAME, action, TEMPORARY_CODES, error)
 }

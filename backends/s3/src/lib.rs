@@ -102,38 +102,11 @@ impl S3Archiver {
     async fn client(&self) -> Result<&Client> {
         self.client
             .get_or_try_init(|| async {
-                let s = &self.settings;
-                let retry =
-                    aws_config::retry::RetryConfig::standard().with_max_attempts(s.max_attempts);
-                let timeouts = aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(s.connect_timeout)
-                    .read_timeout(s.read_timeout)
-                    .build();
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .retry_config(retry)
-                    .timeout_config(timeouts);
-                if let Some(region) = &s.region {
-                    loader = loader.region(aws_config::Region::new(region.clone()));
-                }
-                if let Some(profile) = &s.profile {
-                    loader = loader.profile_name(profile);
-                }
-                if let Some(endpoint) = &s.endpoint_url {
-                    loader = loader.endpoint_url(endpoint);
-                }
-                let shared = loader.load().await;
-                if shared.region().is_none() {
-                    return Err(Error::Config {
-                        backend: NAME,
-                        message: "no AWS region: set [s3] region, or AWS_REGION, or a region in \
-                                  your AWS profile"
-                            .into(),
-                    });
-                }
+                let shared = self.settings.connection.load(NAME, "s3").await?;
                 // Downloads are checked against the archive's tree hash instead; the SDK's own
                 // response check trips over whole-object checksums sent with ranged reads.
                 let config = aws_sdk_s3::config::Builder::from(&shared)
-                    .force_path_style(s.force_path_style)
+                    .force_path_style(self.settings.force_path_style)
                     .response_checksum_validation(
                         aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
                     )
@@ -383,7 +356,7 @@ impl S3Archiver {
         let mut completed: Vec<CompletedPart> = Vec::new();
         let mut skipped = 0u64;
         let max_parts = self.settings.max_parts;
-        let outcome = upload_concurrently(parts, self.settings.concurrency, |part| {
+        let outcome = upload_concurrently(parts, self.settings.connection.concurrency, |part| {
             checker.accept(&part)?;
             if part.index >= max_parts {
                 return Err(remote(

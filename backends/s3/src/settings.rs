@@ -1,25 +1,17 @@
 //! The `[s3]` section.
 
-use std::time::Duration;
-
 use glacier_backup_archiver::settings::{Section, SettingsError};
+use glacier_backup_aws::{Connection, CONNECTION_SETTINGS};
 
-/// Keys of the `[s3]` section.
+/// Keys of the `[s3]` section besides the connection settings.
 pub const SETTINGS: &[&str] = &[
     "bucket",
     "prefix",
     "storage_class",
-    "region",
-    "endpoint_url",
     "force_path_style",
-    "profile",
     "sse",
     "sse_kms_key_id",
     "part_size",
-    "concurrency",
-    "max_attempts",
-    "connect_timeout",
-    "read_timeout",
 ];
 
 /// Storage classes we write to: the cold ones, and two warm ones for users who want them.
@@ -58,26 +50,14 @@ pub struct S3Settings {
     pub prefix: String,
     /// Storage class for new objects.
     pub storage_class: String,
-    /// AWS region; otherwise from the standard chain.
-    pub region: Option<String>,
-    /// Endpoint instead of AWS's.
-    pub endpoint_url: Option<String>,
+    /// Region, endpoint, retries, timeouts, concurrency.
+    pub connection: Connection,
     /// Path-style addressing (needed by most local S3 servers).
     pub force_path_style: bool,
-    /// Named AWS profile.
-    pub profile: Option<String>,
     /// Server-side encryption, if asked for.
     pub encryption: Option<Encryption>,
     /// Fixed part size in bytes, or automatic.
     pub part_size: Option<u64>,
-    /// Parts uploaded at once.
-    pub concurrency: usize,
-    /// Attempts per request.
-    pub max_attempts: u32,
-    /// Connection timeout.
-    pub connect_timeout: Duration,
-    /// Longest wait for response bytes.
-    pub read_timeout: Duration,
     /// Parts allowed in one upload: S3's 10,000, lowered only by tests.
     #[doc(hidden)]
     pub max_parts: u64,
@@ -86,7 +66,7 @@ pub struct S3Settings {
 impl S3Settings {
     /// Reads and checks `[s3]`.
     pub fn from_section(s: &Section) -> Result<Self, SettingsError> {
-        s.reject_unknown(SETTINGS)?;
+        s.reject_unknown(&[SETTINGS, CONNECTION_SETTINGS].concat())?;
         let bucket = s
             .string("bucket")?
             .filter(|b| !b.is_empty())
@@ -150,44 +130,23 @@ impl S3Settings {
             {
                 Some(mib * MIB)
             }
-            Some(mib) => return Err(s.error(
-                Some("part_size"),
-                format!(
+            Some(mib) => {
+                return Err(s.error(
+                    Some("part_size"),
+                    format!(
                     "{mib} MiB is not a usable part size: use a power of two from 8 to 4096 (MiB)"
                 ),
-            )),
-        };
-        let concurrency = s.u64("concurrency")?.unwrap_or(4);
-        if !(1..=64).contains(&concurrency) {
-            return Err(s.error(Some("concurrency"), "use a number of parts from 1 to 64"));
-        }
-        let max_attempts = s.u64("max_attempts")?.unwrap_or(8);
-        if !(1..=100).contains(&max_attempts) {
-            return Err(s.error(
-                Some("max_attempts"),
-                "use a number of attempts from 1 to 100",
-            ));
-        }
-        let seconds = |key: &str, default: u64| -> Result<Duration, SettingsError> {
-            match s.u64(key)?.unwrap_or(default) {
-                0 => Err(s.error(Some(key), "use a number of seconds above 0")),
-                n => Ok(Duration::from_secs(n)),
+                ))
             }
         };
         Ok(S3Settings {
             bucket,
             prefix,
             storage_class,
-            region: s.string("region")?.filter(|r| !r.is_empty()),
-            endpoint_url: s.string("endpoint_url")?.filter(|e| !e.is_empty()),
+            connection: Connection::from_section(s)?,
             force_path_style: s.bool("force_path_style")?.unwrap_or(false),
-            profile: s.string("profile")?.filter(|p| !p.is_empty()),
             encryption,
             part_size,
-            concurrency: concurrency as usize,
-            max_attempts: max_attempts as u32,
-            connect_timeout: seconds("connect_timeout", 10)?,
-            read_timeout: seconds("read_timeout", 120)?,
             max_parts: MAX_PARTS,
         })
     }

@@ -1,0 +1,158 @@
+//! What the Glacier and S3 backends share: the connection settings every AWS section accepts,
+//! loading the SDK configuration from them (credentials only ever from the standard chain), and
+//! mapping the SDK's large errors early into the archiver's error.
+
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use glacier_backup_archiver::settings::{Section, SettingsError};
+use glacier_backup_archiver::Error;
+
+/// Keys of the connection settings, accepted in `[glacier]` and `[s3]`.
+pub const CONNECTION_SETTINGS: &[&str] = &[
+    "region",
+    "endpoint_url",
+    "profile",
+    "concurrency",
+    "max_attempts",
+    "connect_timeout",
+    "read_timeout",
+];
+
+/// Where and how to talk to AWS (or a stand-in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// AWS region; otherwise from the standard chain (environment, profile).
+    pub region: Option<String>,
+    /// Endpoint to talk to instead of AWS's (a test server, a proxy).
+    pub endpoint_url: Option<String>,
+    /// Named profile from the AWS config files.
+    pub profile: Option<String>,
+    /// Parts uploaded at once.
+    pub concurrency: usize,
+    /// Attempts per request, retries included.
+    pub max_attempts: u32,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for response bytes.
+    pub read_timeout: Duration,
+}
+
+impl Connection {
+    /// Reads the connection settings of `section`, with their defaults.
+    pub fn from_section(s: &Section) -> Result<Self, SettingsError> {
+        let concurrency = s.u64("concurrency")?.unwrap_or(4);
+        if !(1..=64).contains(&concurrency) {
+            return Err(s.error(Some("concurrency"), "use a number of parts from 1 to 64"));
+        }
+        let max_attempts = s.u64("max_attempts")?.unwrap_or(8);
+        if !(1..=100).contains(&max_attempts) {
+            return Err(s.error(
+                Some("max_attempts"),
+                "use a number of attempts from 1 to 100",
+            ));
+        }
+        let seconds = |key: &str, default: u64| -> Result<Duration, SettingsError> {
+            match s.u64(key)?.unwrap_or(default) {
+                0 => Err(s.error(Some(key), "use a number of seconds above 0")),
+                n => Ok(Duration::from_secs(n)),
+            }
+        };
+        Ok(Connection {
+            region: s.string("region")?.filter(|r| !r.is_empty()),
+            endpoint_url: s.string("endpoint_url")?.filter(|e| !e.is_empty()),
+            profile: s.string("profile")?.filter(|p| !p.is_empty()),
+            concurrency: concurrency as usize,
+            max_attempts: max_attempts as u32,
+            connect_timeout: seconds("connect_timeout", 10)?,
+            read_timeout: seconds("read_timeout", 120)?,
+        })
+    }
+
+    /// Loads the SDK configuration: credentials and anything not set here from the standard
+    /// AWS chain. A missing region is a configuration error naming `section`.
+    pub async fn load(&self, backend: &'static str, section: &str) -> Result<SdkConfig, Error> {
+        let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(self.max_attempts);
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.read_timeout)
+            .build();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(retry)
+            .timeout_config(timeouts);
+        if let Some(region) = &self.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(endpoint) = &self.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let config = loader.load().await;
+        if config.region().is_none() {
+            return Err(Error::Config {
+                backend,
+                message: format!(
+                    "no AWS region: set [{section}] region, or AWS_REGION, or a region in your \
+                     AWS profile"
+                ),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// The service's error code, when the error came from the service.
+pub fn error_code<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Option<&str> {
+    error.as_service_error().and_then(|e| e.code())
+}
+
+/// Maps an SDK error met while doing `action` into [`Error::Remote`], `code: message` first.
+/// Service errors whose code is in `temporary_codes`, timeouts, connection failures and
+/// unreadable responses count as temporary.
+pub fn map_error<E, R>(
+    backend: &'static str,
+    action: &str,
+    temporary_codes: &[&str],
+    error: SdkError<E, R>,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let (message, temporary) = match &error {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().unwrap_or("UnknownError");
+            let text = e.message().unwrap_or("no message");
+            (
+                format!("{action}: {code}: {text}"),
+                temporary_codes.contains(&code),
+            )
+        }
+        SdkError::TimeoutError(_) => (format!("{action}: timed out"), true),
+        SdkError::DispatchFailure(failure) => {
+            let detail = failure
+                .as_connector_error()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "could not send the request".into());
+            (format!("{action}: {detail}"), !failure.is_user())
+        }
+        SdkError::ResponseError(_) => (format!("{action}: unreadable response"), true),
+        SdkError::ConstructionFailure(_) => {
+            (format!("{action}: could not build the request"), false)
+        }
+        _ => (format!("{action}: {error}"), false),
+    };
+    Error::Remote {
+        backend,
+        message,
+        temporary,
+        source: Some(Box::new(error)),
+    }
+}
