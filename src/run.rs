@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use glacier_backup_archiver::parts::PartChecker;
-use glacier_backup_archiver::{ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError};
+use glacier_backup_archiver::{
+    ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError, UploadEvent,
+};
 use time::OffsetDateTime;
 
 use crate::candidate::{Candidate, Scan};
@@ -337,7 +339,11 @@ pub async fn upload(
         Some((_, size)) => *size,
         None => archiver.part_size(scan.size_estimate),
     };
-    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let resume_receipts = match &resume {
+        Some(_) => ledger.pending_parts(&path)?,
+        None => Vec::new(),
+    };
     let started_at = OffsetDateTime::now_utc();
     let meta = ArchiveMeta {
         source_path: path.clone(),
@@ -347,10 +353,11 @@ pub async fn upload(
         size_hint: scan.size_estimate,
         started_at,
         resume: resume.map(|(token, _)| token),
-        upload_started: archiver
+        resume_receipts,
+        upload_events: archiver
             .capabilities()
             .resumable_uploads
-            .then_some(started_tx),
+            .then_some(events_tx),
     };
     let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
     // The engine keeps its own account of what it sent, to check the backend's answer.
@@ -370,14 +377,19 @@ pub async fn upload(
         loop {
             tokio::select! {
                 result = &mut put => break result?,
-                Some(token) = started_rx.recv() => ledger.record_pending(&PendingUpload {
-                    path: path.clone(),
-                    backend: archiver.name().to_owned(),
-                    token,
-                    part_size,
-                    fingerprint: fingerprint.clone(),
-                    started_at,
-                })?,
+                Some(event) = events_rx.recv() => match event {
+                    UploadEvent::Started(token) => ledger.record_pending(&PendingUpload {
+                        path: path.clone(),
+                        backend: archiver.name().to_owned(),
+                        token,
+                        part_size,
+                        fingerprint: fingerprint.clone(),
+                        started_at,
+                    })?,
+                    UploadEvent::PartStored { number, receipt } => {
+                        ledger.record_part(&path, number, &receipt)?
+                    }
+                },
             }
         }
     };

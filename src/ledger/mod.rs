@@ -107,8 +107,14 @@ pub trait Ledger {
     /// Records an upload that has started, replacing any earlier one of the same path.
     fn record_pending(&mut self, pending: &PendingUpload) -> Result<(), LedgerError>;
 
-    /// Forgets the pending upload of `path`.
+    /// Forgets the pending upload of `path`, and its parts.
     fn clear_pending(&mut self, path: &Path) -> Result<(), LedgerError>;
+
+    /// Records a part of the pending upload of `path` as stored, with the backend's receipt.
+    fn record_part(&mut self, path: &Path, number: u64, receipt: &str) -> Result<(), LedgerError>;
+
+    /// The parts recorded for the pending upload of `path`.
+    fn pending_parts(&self, path: &Path) -> Result<Vec<(u64, String)>, LedgerError>;
 
     /// Every upload, oldest first.
     fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError>;

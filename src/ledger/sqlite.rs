@@ -32,7 +32,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE uploads ADD COLUMN description TEXT;
      CREATE TABLE pending_uploads (path, backend TEXT NOT NULL, token TEXT NOT NULL,
          part_size INTEGER NOT NULL, fingerprint TEXT NOT NULL, started_at TEXT NOT NULL);
-     CREATE UNIQUE INDEX pending_by_path ON pending_uploads (path);",
+     CREATE UNIQUE INDEX pending_by_path ON pending_uploads (path);
+     CREATE TABLE pending_parts (path, number INTEGER NOT NULL, receipt TEXT NOT NULL);
+     CREATE UNIQUE INDEX pending_parts_by_path ON pending_parts (path, number);",
 ];
 
 const COLUMNS: &str = "path, name, archive_id, uploaded_date, backend, kind, size, tree_hash, \
@@ -189,6 +191,10 @@ impl Ledger for SqliteLedger {
             tx.execute(
                 "DELETE FROM pending_uploads WHERE path = ?1",
                 params![SqlPath(&upload.path)],
+            )?;
+            tx.execute(
+                "DELETE FROM pending_parts WHERE path = ?1",
+                params![SqlPath(&upload.path)],
             )
         })
         .and_then(|_| tx.commit())
@@ -220,8 +226,18 @@ impl Ledger for SqliteLedger {
     }
 
     fn record_pending(&mut self, pending: &PendingUpload) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sqlite_error(&path, "cannot start a transaction"))?;
+        // A new upload of the path: parts recorded for an earlier one no longer apply.
+        tx.execute(
+            "DELETE FROM pending_parts WHERE path = ?1",
+            params![SqlPath(&pending.path)],
+        )
+        .and_then(|_| {
+            tx.execute(
                 "INSERT OR REPLACE INTO pending_uploads \
                  (path, backend, token, part_size, fingerprint, started_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -234,18 +250,53 @@ impl Ledger for SqliteLedger {
                     rfc3339(pending.started_at),
                 ],
             )
-            .map(|_| ())
-            .map_err(sqlite_error(&self.path, "cannot record a pending upload"))
+        })
+        .and_then(|_| tx.commit())
+        .map_err(sqlite_error(&path, "cannot record a pending upload"))
     }
 
     fn clear_pending(&mut self, path: &Path) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "DELETE FROM pending_uploads WHERE path = ?1",
+        let file = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sqlite_error(&file, "cannot start a transaction"))?;
+        tx.execute(
+            "DELETE FROM pending_uploads WHERE path = ?1",
+            params![SqlPath(path)],
+        )
+        .and_then(|_| {
+            tx.execute(
+                "DELETE FROM pending_parts WHERE path = ?1",
                 params![SqlPath(path)],
             )
+        })
+        .and_then(|_| tx.commit())
+        .map_err(sqlite_error(&file, "cannot forget a pending upload"))
+    }
+
+    fn record_part(&mut self, path: &Path, number: u64, receipt: &str) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO pending_parts (path, number, receipt) VALUES (?1, ?2, ?3)",
+                params![SqlPath(path), number as i64, receipt],
+            )
             .map(|_| ())
-            .map_err(sqlite_error(&self.path, "cannot forget a pending upload"))
+            .map_err(sqlite_error(&self.path, "cannot record a stored part"))
+    }
+
+    fn pending_parts(&self, path: &Path) -> Result<Vec<(u64, String)>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT number, receipt FROM pending_parts WHERE path = ?1 ORDER BY number",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![SqlPath(path)], |row| {
+                    Ok((row.get::<_, i64>(0)? as u64, row.get(1)?))
+                })?
+                .collect()
+            })
+            .map_err(sqlite_error(&self.path, "cannot read stored parts"))
     }
 
     fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError> {
@@ -427,6 +478,7 @@ mod tests {
         );
         ledger.record_upload(&record("/x", "done")).unwrap();
         assert_eq!(ledger.pending_upload(Path::new("/x")).unwrap(), None);
+        assert!(ledger.pending_parts(Path::new("/x")).unwrap().is_empty());
         ledger.record_pending(&pending).unwrap();
         ledger.clear_pending(Path::new("/x")).unwrap();
         assert_eq!(ledger.pending_upload(Path::new("/x")).unwrap(), None);

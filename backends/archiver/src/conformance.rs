@@ -45,7 +45,8 @@ pub fn meta(name: &str, size_hint: u64) -> ArchiveMeta {
         size_hint,
         started_at: OffsetDateTime::now_utc(),
         resume: None,
-        upload_started: None,
+        resume_receipts: Vec::new(),
+        upload_events: None,
     }
 }
 

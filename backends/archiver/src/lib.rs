@@ -71,7 +71,7 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
     /// Stores one archive from its parts and returns where it went.
     async fn put(&self, meta: &ArchiveMeta, parts: PartStream) -> Result<ArchiveRef>;
 
-    /// Gives up an interrupted upload (a token from `ArchiveMeta::upload_started`), freeing what
+    /// Gives up an interrupted upload (a token from [`UploadEvent::Started`]), freeing what
     /// it holds. An upload that no longer exists is not an error.
     async fn abort_upload(&self, token: &str) -> Result<()> {
         let _ = token;

@@ -56,12 +56,28 @@ pub struct ArchiveMeta {
     /// When the upload started.
     pub started_at: OffsetDateTime,
     /// Token of an earlier, interrupted upload of the same unchanged source to continue, as
-    /// sent on `upload_started` by a previous `put`. Backends that cannot resume ignore it;
-    /// backends that can fall back to a fresh upload when it is no longer valid.
+    /// sent in [`UploadEvent::Started`] by a previous `put`. Backends that cannot resume ignore
+    /// it; backends that can fall back to a fresh upload when it is no longer valid.
     pub resume: Option<String>,
-    /// Where a resumable backend sends the token of a multipart upload as soon as it starts, so
-    /// the caller can record it before any part is sent.
-    pub upload_started: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// The [`UploadEvent::PartStored`] receipts recorded for `resume`: the backend's own notes
+    /// of what it stored, for when the service cannot say.
+    pub resume_receipts: Vec<(u64, String)>,
+    /// Where a resumable backend reports progress, so the caller can record it as it happens.
+    pub upload_events: Option<tokio::sync::mpsc::UnboundedSender<UploadEvent>>,
+}
+
+/// Progress of a resumable upload, reported while `put` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadEvent {
+    /// A multipart upload started; the token names it to `resume` and `abort_upload`.
+    Started(String),
+    /// A part is stored; `receipt` is what the backend needs to finish without sending it again.
+    PartStored {
+        /// Part number, as the backend counts them.
+        number: u64,
+        /// Backend-specific note (S3: ETag, checksum and size).
+        receipt: String,
+    },
 }
 
 /// One piece of an archive, already tree-hashed.

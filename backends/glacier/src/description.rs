@@ -131,7 +131,8 @@ mod tests {
             size_hint: 0,
             started_at: time::macros::datetime!(2026-11-26 02:19:07 UTC),
             resume: None,
-            upload_started: None,
+            resume_receipts: Vec::new(),
+            upload_events: None,
         }
     }
 

@@ -26,7 +26,7 @@ use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::treehash::subtree_level;
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, Listing, Part,
-    PartStream, RestoreOptions, RestoreState, RestoreTier, Result, TreeHash,
+    PartStream, RestoreOptions, RestoreState, RestoreTier, Result, TreeHash, UploadEvent,
 };
 
 pub use description::{decode as decode_description, Decoded};
@@ -124,7 +124,7 @@ impl GlacierArchiver {
     }
 
     /// Continues the upload named by `meta.resume` if the vault still has it with the same part
-    /// size, or starts a new one (reporting its id on `meta.upload_started`).
+    /// size, or starts a new one (reporting its id on `meta.upload_events`).
     async fn start_or_resume(
         &self,
         meta: &ArchiveMeta,
@@ -170,9 +170,9 @@ impl GlacierArchiver {
             .upload_id()
             .ok_or_else(|| remote("the vault returned no multipart upload id", false))?
             .to_owned();
-        if let Some(tx) = &meta.upload_started {
+        if let Some(tx) = &meta.upload_events {
             // A closed channel means nobody records resumable uploads; nothing to do about it.
-            let _ = tx.send(upload_id.clone());
+            let _ = tx.send(UploadEvent::Started(upload_id.clone()));
         }
         Ok((upload_id, StoredParts::new()))
     }
@@ -285,7 +285,7 @@ impl GlacierArchiver {
         )
         .await;
         if let Err(e) = outcome {
-            if meta.upload_started.is_none() {
+            if meta.upload_events.is_none() {
                 // Nobody recorded the upload for a later resume: do not leave it behind.
                 if let Err(abort) = self.abort_upload(&upload_id).await {
                     tracing::warn!("could not abort upload {upload_id}: {abort}");

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use glacier_backup_archiver::conformance::{self, meta, sample};
 use glacier_backup_archiver::parts::parts_from_bytes;
 use glacier_backup_archiver::treehash::tree_hash;
-use glacier_backup_archiver::{Archiver, Error};
+use glacier_backup_archiver::{Archiver, Error, UploadEvent};
 use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
 
 const MIB: usize = 1 << 20;
@@ -145,12 +145,14 @@ async fn an_interrupted_upload_resumes_without_resending_stored_parts() {
     fake.set(|b| b.refuse_parts_from = Some(4));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut m = meta("resumable", data.len() as u64);
-    m.upload_started = Some(tx.clone());
+    m.upload_events = Some(tx.clone());
     let first = glacier
         .put(&m, parts_from_bytes(data.clone(), 1 << 20))
         .await;
     assert!(first.is_err());
-    let token = rx.try_recv().expect("the upload id was reported");
+    let Ok(UploadEvent::Started(token)) = rx.try_recv() else {
+        panic!("the upload id was reported first");
+    };
     assert_eq!(fake.uploads_in_progress("v"), 1, "kept for resuming");
     let sent_before = fake.stats().parts_stored.len();
     assert_eq!(sent_before, 4);

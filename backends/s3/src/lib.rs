@@ -31,6 +31,7 @@ use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, ListedArchive,
     Listing, Part, PartStream, RestoreOptions, RestoreState, RestoreTier, Result, SourceKind,
+    UploadEvent,
 };
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
@@ -210,7 +211,9 @@ impl S3Archiver {
     }
 
     /// Continues the upload named by `meta.resume` (`<upload id>\n<key>`) if S3 still has it,
-    /// or starts a new one and reports its token on `meta.upload_started`.
+    /// or starts a new one and reports its token on `meta.upload_events`. What S3 holds comes
+    /// from ListParts, or, when S3's answer cannot be read, from the receipts recorded by the
+    /// earlier run.
     async fn start_or_resume(&self, meta: &ArchiveMeta) -> Result<(String, String, StoredParts)> {
         if let Some((upload_id, key)) = meta.resume.as_deref().and_then(|t| t.split_once('\n')) {
             match self.stored_parts(key, upload_id).await {
@@ -227,9 +230,22 @@ impl S3Archiver {
                     meta.source_path.display()
                 ),
                 Err(e) if e.is_temporary() => return Err(e),
+                Err(e) if !meta.resume_receipts.is_empty() => {
+                    // Some S3 stand-ins answer ListParts in a form the SDK cannot read; the
+                    // receipts recorded part by part say the same.
+                    tracing::warn!(
+                        "{}: cannot list the parts of earlier upload {upload_id} ({e}); resuming \
+                         from the {} part(s) recorded in the ledger",
+                        meta.source_path.display(),
+                        meta.resume_receipts.len()
+                    );
+                    return Ok((
+                        upload_id.to_owned(),
+                        key.to_owned(),
+                        parse_receipts(&meta.resume_receipts),
+                    ));
+                }
                 Err(e) => {
-                    // An answer we cannot use (some S3 stand-ins get ListParts wrong): the data
-                    // is still here, so start over rather than fail the candidate.
                     tracing::warn!(
                         "{}: cannot list the parts of earlier upload {upload_id} ({e}); starting over",
                         meta.source_path.display()
@@ -262,9 +278,9 @@ impl S3Archiver {
             .upload_id()
             .ok_or_else(|| remote("S3 returned no upload id".into(), false))?
             .to_owned();
-        if let Some(tx) = &meta.upload_started {
+        if let Some(tx) = &meta.upload_events {
             // A closed channel means nobody records resumable uploads; nothing to do about it.
-            let _ = tx.send(format!("{upload_id}\n{key}"));
+            let _ = tx.send(UploadEvent::Started(format!("{upload_id}\n{key}")));
         }
         Ok((upload_id, key, StoredParts::new()))
     }
@@ -318,7 +334,9 @@ impl S3Archiver {
         upload_id: &str,
         part: Part,
         checksum: String,
+        events: Option<&tokio::sync::mpsc::UnboundedSender<UploadEvent>>,
     ) -> Result<CompletedPart> {
+        let size = part.data.len();
         let number = i32::try_from(part.index + 1).expect("at most 10,000 parts");
         let out = self
             .client()
@@ -341,6 +359,12 @@ impl S3Archiver {
         )?;
         self.parts_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let (Some(tx), Some(etag)) = (events, out.e_tag()) {
+            let _ = tx.send(UploadEvent::PartStored {
+                number: number as u64,
+                receipt: format!("{etag}\t{checksum}\t{size}"),
+            });
+        }
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(out.e_tag().map(str::to_owned))
@@ -383,12 +407,12 @@ impl S3Archiver {
                     return Ok(None);
                 }
             }
-            Ok(Some(self.upload_part(&key, &upload_id, part, checksum)))
+            Ok(Some(self.upload_part(&key, &upload_id, part, checksum, meta.upload_events.as_ref())))
         })
         .await;
         let outcome = outcome.map(|uploaded| completed.extend(uploaded));
         if let Err(e) = outcome {
-            if meta.upload_started.is_none() {
+            if meta.upload_events.is_none() {
                 if let Err(abort) = self.abort_upload(&format!("{upload_id}\n{key}")).await {
                     tracing::warn!("could not abort upload {upload_id}: {abort}");
                 }
@@ -482,6 +506,21 @@ impl S3Archiver {
             }
         })
     }
+}
+
+/// Receipts written by `upload_part` (`ETag \t CRC64 \t size`) back into stored parts.
+fn parse_receipts(receipts: &[(u64, String)]) -> StoredParts {
+    receipts
+        .iter()
+        .filter_map(|(number, receipt)| {
+            let mut fields = receipt.split('\t');
+            let (etag, crc, size) = (fields.next()?, fields.next()?, fields.next()?.parse().ok()?);
+            Some((
+                i32::try_from(*number).ok()?,
+                (size, etag.to_owned(), Some(crc.to_owned())),
+            ))
+        })
+        .collect()
 }
 
 fn check_crc(what: &str, reported: Option<&str>, ours: &str) -> Result<()> {
