@@ -9,6 +9,7 @@ pub mod config;
 pub use glacier_backup_archiver as archiver;
 pub mod backends;
 pub mod candidate;
+pub mod extract;
 pub mod ledger;
 pub mod resolve;
 pub mod run;
