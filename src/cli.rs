@@ -66,4 +66,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Restore uploads: each PATH's latest upload and everything uploaded below it
+    Restore(RestoreArgs),
+}
+
+/// Arguments of `restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Source paths as backed up
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Directory to restore into (a directory archive lands as DIR/<dir name>/...)
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+    /// Restore this archive id or key (repeatable)
+    #[arg(long = "archive-id", value_name = "ID")]
+    pub archive_ids: Vec<String>,
+    /// Wait until cold archives are readable, then download them
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait, give up after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 12 * 3600)]
+    pub timeout: u64,
+    /// Retrieval tier for cold archives
+    #[arg(long, value_enum, default_value_t = Tier::Standard)]
+    pub tier: Tier,
+    /// Days a restored S3 copy stays readable
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    pub days: u32,
+}
+
+/// Retrieval speed (and price) for cold archives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    /// Minutes
+    Expedited,
+    /// Hours
+    Standard,
+    /// Many hours, cheapest
+    Bulk,
 }

@@ -12,6 +12,7 @@ pub mod candidate;
 pub mod extract;
 pub mod ledger;
 pub mod resolve;
+pub mod restore;
 pub mod run;
 pub mod source;
 pub mod stream;

@@ -557,3 +557,108 @@ fn the_tools_own_files_inside_a_backed_up_tree_are_left_out() {
         assert!(!names.contains(own), "{own} was archived: {names}");
     }
 }
+
+#[test]
+fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
+    let sb = Sandbox::new();
+    let data = sb.path("data");
+    let album = data.join("Фото 2026 (copy)");
+    fs::create_dir_all(album.join("empty dir")).unwrap();
+    fs::create_dir_all(album.join("deep/er/still")).unwrap();
+    fs::write(
+        album.join("deep/er/still/").join("n".repeat(200)),
+        b"long name",
+    )
+    .unwrap();
+    fs::write(album.join("empty file"), b"").unwrap();
+    fs::write(album.join("café.txt"), "unicode ✓").unwrap();
+    std::os::unix::fs::symlink("café.txt", album.join("link")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(album.join("big.bin"), &big).unwrap();
+    fs::write(data.join("zero.bin"), b"").unwrap();
+    fs::write(data.join("notes .txt"), b"trailing space in name").unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
+        data.display()
+    ));
+    let config = config.to_str().unwrap();
+    assert_exit(&sb.run(&["-c", config]), 0);
+
+    let plan = sb.run(&[
+        "-c",
+        config,
+        "-d",
+        "restore",
+        "--to",
+        "out",
+        data.to_str().unwrap(),
+    ]);
+    assert_exit(&plan, 0);
+    assert!(
+        text(&plan).contains("plan: 3 archive(s)"),
+        "{}",
+        text(&plan)
+    );
+    assert!(!sb.path("out").exists(), "a dry run restores nothing");
+
+    let out = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--to",
+        "out",
+        data.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("restored 3, pending 0, failed 0"),
+        "{}",
+        text(&out)
+    );
+    let restored = sb.path("out");
+    for rel in [
+        "big.bin",
+        "café.txt",
+        "empty file",
+        &format!("deep/er/still/{}", "n".repeat(200)),
+    ] {
+        assert_eq!(
+            fs::read(restored.join("Фото 2026 (copy)").join(rel)).unwrap(),
+            fs::read(album.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    assert!(restored.join("Фото 2026 (copy)/empty dir").is_dir());
+    assert_eq!(
+        fs::read_link(restored.join("Фото 2026 (copy)/link")).unwrap(),
+        PathBuf::from("café.txt")
+    );
+    assert_eq!(fs::read(restored.join("zero.bin")).unwrap(), b"");
+    assert_eq!(
+        fs::read(restored.join("notes .txt")).unwrap(),
+        b"trailing space in name"
+    );
+
+    // Restoring again does not overwrite what is there.
+    let again = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--to",
+        "out",
+        data.join("zero.bin").to_str().unwrap(),
+    ]);
+    assert_exit(&again, 1);
+    assert!(
+        text(&again).contains("move the existing file away"),
+        "{}",
+        text(&again)
+    );
+    let nothing = sb.run(&["-c", config, "restore", "--to", "out", "/not/backed/up"]);
+    assert_exit(&nothing, 2);
+    assert!(
+        text(&nothing).contains("nothing to restore"),
+        "{}",
+        text(&nothing)
+    );
+}

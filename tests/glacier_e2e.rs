@@ -337,3 +337,51 @@ fn a_source_changed_since_the_interruption_starts_over_and_aborts_the_old_upload
         Some(&data[..])
     );
 }
+
+#[test]
+fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
+    let s = Setup::new();
+    let tree = s.path("data/album");
+    let big = write_sample(&tree.join("big.bin"), 2 * 1024 * 1024 + 7, 5);
+    let config = s.config(&format!(
+        "[\"{}\"]\nupload_single_dir = true\n",
+        tree.display()
+    ));
+    assert_eq!(s.run(&config).status.code(), Some(0));
+    s.fake.set(|b| b.job_delay = Duration::from_secs(3));
+
+    // Without --wait: the retrieval is requested, and nothing is downloaded yet.
+    let out = s
+        .command(&config)
+        .args(["restore", "--to"])
+        .arg(s.path("out"))
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("retrieval requested"), "{}", text(&out));
+    assert!(text(&out).contains("pending 1"), "{}", text(&out));
+    // Asking again finds the job under way instead of requesting another.
+    let again = s
+        .command(&config)
+        .args(["restore", "--to"])
+        .arg(s.path("out"))
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(
+        !text(&again).contains("retrieval requested"),
+        "{}",
+        text(&again)
+    );
+
+    let out = s
+        .command(&config)
+        .args(["restore", "--wait", "--timeout", "60", "--to"])
+        .arg(s.path("out"))
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(fs::read(s.path("out/album/big.bin")).unwrap(), big);
+}
