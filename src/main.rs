@@ -318,7 +318,6 @@ async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<Outco
         wait: args
             .wait
             .then(|| std::time::Duration::from_secs(args.timeout)),
-        dry_run: cli.dryrun,
     };
     let ledger = SqliteLedger::snapshot(&ledger_file).map_err(|e| Fatal::Failure(e.into()))?;
     let rows = select(&ledger, &request).map_err(|e| Fatal::Config(e.into()))?;

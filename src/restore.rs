@@ -25,10 +25,9 @@ pub struct RestoreRequest {
     pub to: PathBuf,
     /// Retrieval tier and how long restored copies stay readable.
     pub options: RestoreOptions,
-    /// Poll until cold archives are readable (instead of returning after requesting).
+    /// Poll until cold archives are readable (instead of returning after requesting), for at
+    /// most this long.
     pub wait: Option<Duration>,
-    /// Only print the plan.
-    pub dry_run: bool,
 }
 
 /// A restore that cannot go on.
