@@ -68,6 +68,16 @@ pub enum Command {
     },
     /// Restore uploads: each PATH's latest upload and everything uploaded below it
     Restore(RestoreArgs),
+    /// Check that sources still match their last upload (and, with --remote, that the
+    /// destination still holds every archive as recorded)
+    Verify {
+        /// Also ask the destination (sizes; tree hashes re-computed for a local directory)
+        #[arg(long)]
+        remote: bool,
+        /// Only uploads of these paths and below
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
 }
 
 /// Arguments of `restore`.

@@ -16,6 +16,7 @@ pub mod restore;
 pub mod run;
 pub mod source;
 pub mod stream;
+pub mod verify;
 
 /// A time as shown to people: UTC, to the second, RFC 3339.
 pub fn display_time(t: time::OffsetDateTime) -> String {

@@ -662,3 +662,58 @@ fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
         text(&nothing)
     );
 }
+
+#[test]
+fn verify_reports_changed_sources_and_missing_or_damaged_archives() {
+    let sb = Sandbox::new();
+    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\nupload_dirs = true\n",
+        sb.path("tree").display()
+    ));
+    let config = config.to_str().unwrap();
+    assert_exit(&sb.run(&["-c", config]), 0);
+    let clean = sb.run(&["-c", config, "verify", "--remote"]);
+    assert_exit(&clean, 0);
+    assert!(
+        text(&clean).contains("verified 6 upload(s): 0 problem(s)"),
+        "{}",
+        text(&clean)
+    );
+
+    fs::write(sb.path("tree/dir2/inner.txt"), "edited").unwrap();
+    let changed = sb.run(&["-c", config, "verify"]);
+    assert_exit(&changed, 1);
+    assert!(
+        text(&changed).contains("dir2: changed since its upload"),
+        "{}",
+        text(&changed)
+    );
+
+    let rows = sb.ledger_rows();
+    let (_, _, file1_id) = rows.iter().find(|r| r.0.ends_with("file1")).unwrap();
+    let (_, _, file2_id) = rows.iter().find(|r| r.0.ends_with("file2")).unwrap();
+    fs::remove_file(sb.path("archives").join(file1_id)).unwrap();
+    let damaged = sb.path("archives").join(file2_id);
+    let mut bytes = fs::read(&damaged).unwrap();
+    bytes[0] ^= 1;
+    fs::write(&damaged, bytes).unwrap();
+    let remote = sb.run(&[
+        "-c",
+        config,
+        "verify",
+        "--remote",
+        sb.path("tree").to_str().unwrap(),
+    ]);
+    assert_exit(&remote, 1);
+    let shown = text(&remote);
+    assert!(
+        shown.contains("file1: archive") && shown.contains("is missing"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("file2: archive") && shown.contains("tree hash"),
+        "{shown}"
+    );
+    assert!(shown.contains("3 problem(s)"), "{shown}");
+}
