@@ -137,7 +137,11 @@ async fn objects_land_with_class_metadata_tag_and_key_scheme_and_need_restore() 
 async fn an_interrupted_multipart_upload_is_resumed() {
     let moto = Moto::start();
     bucket(&moto.endpoint, "resume").await;
-    let s3 = S3Archiver::new(settings(&moto.endpoint, "resume", "GLACIER_IR"));
+    let s3 = std::sync::Arc::new(S3Archiver::new(settings(
+        &moto.endpoint,
+        "resume",
+        "GLACIER_IR",
+    )));
     let data = sample(33 * MIB, 8);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut m = meta("big", data.len() as u64);
@@ -146,9 +150,13 @@ async fn an_interrupted_multipart_upload_is_resumed() {
     let good: Vec<_> = parts_from_bytes(data.clone(), 8 * MIB as u64)
         .collect()
         .await;
-    let failure = futures::stream::once(async {
-        // Long enough for the parts already handed over to reach S3.
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let watched = s3.clone();
+    let failure = futures::stream::once(async move {
+        // Fail only once the parts already handed over have reached S3.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while watched.parts_sent() < 3 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         Err(Error::Source("changed while being read".into()))
     });
     let failing = futures::stream::iter(good.into_iter().take(3))
@@ -186,7 +194,7 @@ async fn an_interrupted_multipart_upload_is_resumed() {
         .unwrap();
     assert!(open.uploads().is_empty(), "no upload left behind");
     assert_eq!(stored.tree_hash, tree_hash(&data));
-    assert!(read_back(&s3, &stored).await == data);
+    assert!(read_back(s3.as_ref(), &stored).await == data);
     assert!(s3
         .list()
         .await

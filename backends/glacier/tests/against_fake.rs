@@ -140,7 +140,10 @@ async fn a_permanently_refused_part_fails_the_upload_and_leaves_nothing() {
 async fn an_interrupted_upload_resumes_without_resending_stored_parts() {
     let fake = FakeGlacier::start();
     fake.create_vault("v");
-    let glacier = archiver(&fake, "v", 1);
+    // One part at a time, so that exactly the parts before the refused one are stored.
+    let mut settings = archiver(&fake, "v", 1).settings().clone();
+    settings.connection.concurrency = 1;
+    let glacier = GlacierArchiver::new(settings);
     let data = sample(6 * MIB + 10, 3);
     fake.set(|b| b.refuse_parts_from = Some(4));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
