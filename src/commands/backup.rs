@@ -1,0 +1,110 @@
+//! The backup run (the default command).
+
+use std::path::PathBuf;
+
+use glacier_backup::archiver::Error as ArchiverError;
+use glacier_backup::backends::{ledger_path, open_archiver};
+use glacier_backup::config::Config;
+use glacier_backup::ledger::{lock_path, Ledger, LedgerLock, LockError, SqliteLedger};
+use glacier_backup::run::{run_backup, RunOptions};
+
+use super::{home_config_dir, lexically_normal, Fatal, Outcome};
+use crate::cli::Cli;
+
+pub async fn backup(
+    cli: &Cli,
+    config: &Config,
+    logfile: Option<PathBuf>,
+) -> Result<Outcome, Fatal> {
+    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
+    let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
+    if config.paths.is_empty() {
+        tracing::warn!(
+            "no paths to back up: add path sections to {} or pass -p",
+            config
+                .file
+                .as_deref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "the config file".into())
+        );
+        return Ok(Outcome::Success);
+    }
+    let options = RunOptions {
+        dry_run: cli.dryrun,
+        max_uploads: cli
+            .max_uploads
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+
+    let (mut ledger, _lock) = if cli.dryrun {
+        let ledger = SqliteLedger::snapshot(&ledger_file).map_err(|e| Fatal::Failure(e.into()))?;
+        (ledger, None)
+    } else {
+        let lock = LedgerLock::acquire(&ledger_file).map_err(|e| match e {
+            LockError::Busy(_) => Fatal::Failure(e.into()),
+            LockError::Io { .. } => Fatal::Failure(e.into()),
+        })?;
+        archiver.check().await.map_err(|e| match e {
+            ArchiverError::Config { .. } => Fatal::Config(e.into()),
+            other => Fatal::Failure(other.into()),
+        })?;
+        let ledger = SqliteLedger::open(&ledger_file).map_err(|e| Fatal::Failure(e.into()))?;
+        (ledger, Some(lock))
+    };
+    tracing::debug!("ledger: {}", ledger_file.display());
+
+    let mut own_files = vec![ledger_file.clone(), lock_path(&ledger_file)];
+    for suffix in ["-journal", "-wal", "-shm"] {
+        let mut name = ledger_file.clone().into_os_string();
+        name.push(suffix);
+        own_files.push(name.into());
+    }
+    own_files.extend(archiver.local_directory());
+    own_files.extend(logfile);
+    // Walks see paths as configured; these may be written with `..` or through symlinks, so
+    // both the lexical and the resolved form are listed.
+    let own_files: Vec<PathBuf> = own_files
+        .into_iter()
+        .filter_map(|p| std::path::absolute(p).ok())
+        .flat_map(|p| [lexically_normal(&p), std::fs::canonicalize(&p).unwrap_or(p)])
+        .collect();
+    let planned = glacier_backup::resolve::resolve(&config.paths, &own_files);
+    let run = run_backup(
+        &planned,
+        &mut ledger as &mut dyn Ledger,
+        archiver.as_ref(),
+        &options,
+    );
+    let report = tokio::select! {
+        report = run => report.map_err(|e| Fatal::Failure(e.into()))?,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::warn!("interrupted: the upload in progress was abandoned and not recorded; run again to finish");
+            return Ok(Outcome::Interrupted);
+        }
+    };
+
+    let verb = if cli.dryrun {
+        "would upload"
+    } else {
+        "uploaded"
+    };
+    let mut summary = format!(
+        "{}{verb} {}, up to date {}, failed {}",
+        if cli.dryrun { "dry run: " } else { "" },
+        report.uploaded.len(),
+        report.up_to_date,
+        report.failed.len()
+    );
+    if report.empty_skipped > 0 {
+        summary.push_str(&format!(", empty files skipped {}", report.empty_skipped));
+    }
+    if report.deferred > 0 {
+        summary.push_str(&format!(", deferred {} (--max-uploads)", report.deferred));
+    }
+    tracing::info!("{summary}");
+    Ok(if report.failed.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}

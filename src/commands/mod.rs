@@ -1,0 +1,72 @@
+//! The subcommands, and what they share: exit outcomes, errors that pick the exit code, and
+//! how paths given on the command line are read.
+
+pub mod backup;
+pub mod list;
+pub mod restore;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// How the process ends.
+pub enum Outcome {
+    /// Exit 0.
+    Success,
+    /// Exit 1: something failed and was reported.
+    Failed,
+    /// Exit 130: stopped by Ctrl-C.
+    Interrupted,
+}
+
+/// An error that decides the exit code.
+pub enum Fatal {
+    /// Usage or configuration: exit 2.
+    Config(anyhow::Error),
+    /// Anything else: exit 1.
+    Failure(anyhow::Error),
+}
+
+/// `$HOME/.config/glacier_backup`, where the seed kept its config, log and ledger.
+pub fn home_config_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| Path::new(&home).join(".config").join("glacier_backup"))
+}
+
+/// An absolute form of a `-p` path, as config sections write paths: no trailing slash, and
+/// `..` resolved (through the file system, as the shell would have).
+pub fn command_line_path(path: &Path) -> Result<PathBuf, Fatal> {
+    use std::os::unix::ffi::OsStrExt;
+    let absolute = std::path::absolute(path)
+        .with_context(|| format!("-p {}: cannot make the path absolute", path.display()))
+        .map_err(Fatal::Config)?;
+    let absolute = if absolute
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        std::fs::canonicalize(&absolute).unwrap_or(absolute)
+    } else {
+        absolute
+    };
+    let bytes = absolute.as_os_str().as_bytes();
+    let end = bytes.iter().rposition(|&b| b != b'/').map_or(1, |i| i + 1);
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes[..end])))
+}
+
+/// `path` with `.` and `..` components folded away, without consulting the file system.
+pub fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
