@@ -4,14 +4,11 @@
 mod support;
 
 use std::fs;
-use std::process::Command;
 
 use glacier_backup::archiver::conformance::read_back;
 use glacier_backup::archiver::{ArchiveRef, Archiver, RestoreOptions, RestoreTier};
 use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
-use support::moto::{set_test_env, Moto, AWS_TEST_ENV};
-
-const BIN: &str = env!("CARGO_BIN_EXE_glacier-backup");
+use support::moto::{backup_command, set_test_env, shown, Moto};
 
 async fn create_vault(endpoint: &str, name: &str) {
     set_test_env();
@@ -49,17 +46,9 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-c").arg(&config).env("HOME", dir.path());
-    for (k, v) in AWS_TEST_ENV {
-        cmd.env(k, v);
-    }
+    let mut cmd = backup_command(&config, dir.path());
     let out = cmd.output().unwrap();
-    let shown = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let shown = shown(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(
         shown.contains("uploaded 2, up to date 0, failed 0"),

@@ -4,7 +4,6 @@
 mod support;
 
 use std::fs;
-use std::process::Command;
 
 use aws_sdk_s3::types::StorageClass;
 use futures::StreamExt;
@@ -13,9 +12,8 @@ use glacier_backup::archiver::parts::parts_from_bytes;
 use glacier_backup::archiver::treehash::tree_hash;
 use glacier_backup::archiver::{Archiver, Error, RestoreState, UploadEvent};
 use glacier_backup_s3::{S3Archiver, S3Settings};
-use support::moto::{set_test_env, Moto, AWS_TEST_ENV};
+use support::moto::{backup_command, set_test_env, shown, Moto};
 
-const BIN: &str = env!("CARGO_BIN_EXE_glacier-backup");
 const MIB: usize = 1 << 20;
 
 async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
@@ -252,17 +250,9 @@ async fn the_same_config_works_with_local_s3_and_glacier_by_switching_the_backen
     for backend in ["local", "s3", "glacier"] {
         let config = dir.path().join("backup.conf");
         fs::write(&config, sections.replace("BACKEND", backend)).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("-c").arg(&config).env("HOME", dir.path());
-        for (k, v) in AWS_TEST_ENV {
-            cmd.env(k, v);
-        }
+        let mut cmd = backup_command(&config, dir.path());
         let out = cmd.output().unwrap();
-        let shown = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let shown = shown(&out);
         assert_eq!(out.status.code(), Some(0), "{backend}: {shown}");
         assert!(
             shown.contains("uploaded 2, up to date 0, failed 0"),
@@ -304,14 +294,7 @@ async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledge
         ),
     )
     .unwrap();
-    let command = || {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("-c").arg(&config).env("HOME", dir.path());
-        for (k, v) in AWS_TEST_ENV {
-            cmd.env(k, v);
-        }
-        cmd
-    };
+    let command = || backup_command(&config, dir.path());
     let ledger_path = dir.path().join("s3.killed.sqlite3");
     let recorded_parts = || -> i64 {
         rusqlite::Connection::open(&ledger_path)
@@ -335,11 +318,7 @@ async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledge
     child.wait().unwrap();
 
     let out = command().output().unwrap();
-    let shown = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let shown = shown(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("recorded in the ledger"), "{shown}");
     assert!(

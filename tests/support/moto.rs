@@ -80,3 +80,22 @@ pub fn set_test_env() {
         }
     });
 }
+
+/// The binary under test, run with `config` in `home`, in the test AWS environment.
+pub fn backup_command(config: &std::path::Path, home: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glacier-backup"));
+    cmd.arg("-c").arg(config).env("HOME", home);
+    for (k, v) in AWS_TEST_ENV {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Standard output and error of a finished run, for assertions and failure messages.
+pub fn shown(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
