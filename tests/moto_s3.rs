@@ -41,18 +41,17 @@ async fn bucket(endpoint: &str, name: &str) -> aws_sdk_s3::Client {
 }
 
 fn settings(endpoint: &str, bucket: &str, class: &str) -> S3Settings {
-    let mut section = glacier_backup::archiver::settings::Section::new(None, "s3");
-    use glacier_backup::archiver::settings::Value;
-    for (k, v) in [
-        ("bucket", bucket),
-        ("storage_class", class),
-        ("endpoint_url", endpoint),
-        ("region", "us-east-1"),
-        ("prefix", "backups/"),
-    ] {
-        section.insert(k, Value::String(v.into()), None);
-    }
-    section.insert("force_path_style", Value::Bool(true), None);
+    let section = glacier_backup::archiver::settings::Section::from_strings(
+        "s3",
+        &[
+            ("bucket", bucket),
+            ("storage_class", class),
+            ("endpoint_url", endpoint),
+            ("region", "us-east-1"),
+            ("prefix", "backups/"),
+            ("force_path_style", "true"),
+        ],
+    );
     S3Settings::from_section(&section).unwrap()
 }
 

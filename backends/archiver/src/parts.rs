@@ -220,3 +220,34 @@ pub fn automatic_part_size(size_hint: u64, min: u64, max: u64, max_parts: u64) -
     }
     size
 }
+
+/// How an archive arrives, told by looking one part ahead.
+pub enum Shape {
+    /// All of it in one part (which may be empty).
+    Single(Part),
+    /// Several parts: the whole stream, first part included.
+    Multipart(PartStream),
+}
+
+/// Looks one part ahead to tell a one-part archive from a multipart one. A stream with no part
+/// at all breaks the [`PartStream`] contract and is an error.
+pub async fn shape(backend: &'static str, parts: PartStream) -> Result<Shape, Error> {
+    let mut parts = parts.peekable();
+    let first = match parts.next().await {
+        Some(part) => part?,
+        None => {
+            return Err(Error::Remote {
+                backend,
+                message: "the archive stream was empty".into(),
+                temporary: false,
+                source: None,
+            })
+        }
+    };
+    if std::pin::Pin::new(&mut parts).peek().await.is_none() {
+        return Ok(Shape::Single(first));
+    }
+    Ok(Shape::Multipart(
+        futures::stream::iter([Ok(first)]).chain(parts).boxed(),
+    ))
+}

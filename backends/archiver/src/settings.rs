@@ -50,6 +50,16 @@ impl Section {
         }
     }
 
+    /// A section of text settings not read from a file, as INI would give them (library use,
+    /// tests).
+    pub fn from_strings(name: impl Into<String>, entries: &[(&str, &str)]) -> Self {
+        let mut section = Section::new(None, name);
+        for (key, value) in entries {
+            section.insert(*key, Value::String((*value).to_owned()), None);
+        }
+        section
+    }
+
     /// Adds a setting; `line` is its 1-based line in the file when the parser knows it.
     pub fn insert(&mut self, key: impl Into<String>, value: Value, line: Option<usize>) {
         self.entries.insert(key.into(), (value, line));

@@ -31,3 +31,19 @@ where
 pub fn is_not_found<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
     error_code(error).is_some_and(|code| NOT_FOUND_CODES.contains(&code))
 }
+
+/// Like [`map`], but a "does not exist" answer becomes [`Error::NotFound`] for `missing`.
+pub fn map_missing<E, R>(action: &str, missing: &str, error: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if is_not_found(&error) {
+        Error::NotFound {
+            backend: NAME,
+            archive_id: missing.to_owned(),
+        }
+    } else {
+        map(action, error)
+    }
+}

@@ -21,7 +21,7 @@ use aws_sdk_glacier::primitives::ByteStream as SdkByteStream;
 use aws_sdk_glacier::types::{JobParameters, StatusCode};
 use aws_sdk_glacier::Client;
 use futures::StreamExt;
-use glacier_backup_archiver::parts::{upload_concurrently, PartChecker};
+use glacier_backup_archiver::parts::{shape, upload_concurrently, PartChecker, Shape};
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::treehash::subtree_level;
 use glacier_backup_archiver::{
@@ -193,14 +193,11 @@ impl GlacierArchiver {
                 .send()
                 .await
                 .map_err(|e| {
-                    if errors::is_not_found(&e) {
-                        Error::NotFound {
-                            backend: NAME,
-                            archive_id: format!("multipart upload {upload_id}"),
-                        }
-                    } else {
-                        errors::map("listing the parts of an earlier upload", e)
-                    }
+                    errors::map_missing(
+                        "listing the parts of an earlier upload",
+                        &format!("multipart upload {upload_id}"),
+                        e,
+                    )
                 })?;
             part_size = out.part_size_in_bytes() as u64;
             for part in out.parts() {
@@ -488,23 +485,20 @@ impl Archiver for GlacierArchiver {
 
     async fn put(&self, meta: &ArchiveMeta, parts: PartStream) -> Result<ArchiveRef> {
         let description = self.description(meta);
-        let mut parts = parts.peekable();
-        let first = match parts.next().await {
-            Some(part) => part?,
-            None => return Err(remote("the archive stream was empty", false)),
-        };
-        if first.data.is_empty() {
-            return Err(Error::Unsupported {
+        match shape(NAME, parts).await? {
+            Shape::Single(part) if part.data.is_empty() => Err(Error::Unsupported {
                 backend: NAME,
                 operation: "storing a 0-byte archive (Glacier requires at least 1 byte)",
-            });
+            }),
+            Shape::Single(part) if meta.resume.is_none() => {
+                self.upload_single(description, part).await
+            }
+            Shape::Single(part) => {
+                let one = futures::stream::iter([Ok(part)]).boxed();
+                self.upload_multipart(meta, description, one).await
+            }
+            Shape::Multipart(all) => self.upload_multipart(meta, description, all).await,
         }
-        let more = std::pin::Pin::new(&mut parts).peek().await.is_some();
-        if !more && meta.resume.is_none() {
-            return self.upload_single(description, first).await;
-        }
-        let all = futures::stream::iter([Ok(first)]).chain(parts).boxed();
-        self.upload_multipart(meta, description, all).await
     }
 
     async fn abort_upload(&self, token: &str) -> Result<()> {
@@ -552,14 +546,7 @@ impl Archiver for GlacierArchiver {
             .send()
             .await
             .map_err(|e| {
-                if errors::is_not_found(&e) {
-                    Error::NotFound {
-                        backend: NAME,
-                        archive_id: archive.archive_id.clone(),
-                    }
-                } else {
-                    errors::map("requesting a retrieval job", e)
-                }
+                errors::map_missing("requesting a retrieval job", &archive.archive_id, e)
             })?;
         let job_id = out
             .job_id()

@@ -120,14 +120,9 @@ pub fn check_vault_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glacier_backup_archiver::settings::Value;
 
     fn section(entries: &[(&str, &str)]) -> Section {
-        let mut s = Section::new(None, "glacier");
-        for (k, v) in entries {
-            s.insert(*k, Value::String((*v).into()), None);
-        }
-        s
+        Section::from_strings("glacier", entries)
     }
 
     #[test]

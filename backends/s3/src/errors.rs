@@ -47,3 +47,19 @@ where
 {
     glacier_backup_aws::map_error(NAME, action, TEMPORARY_CODES, error)
 }
+
+/// Like [`map`], but a "does not exist" answer becomes [`Error::NotFound`] for `missing`.
+pub fn map_missing<E, R>(action: &str, missing: &str, error: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: HttpStatus + std::fmt::Debug + Send + Sync + 'static,
+{
+    if is_not_found(&error) {
+        Error::NotFound {
+            backend: NAME,
+            archive_id: missing.to_owned(),
+        }
+    } else {
+        map(action, error)
+    }
+}

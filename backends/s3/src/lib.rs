@@ -26,7 +26,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures::StreamExt;
 use glacier_backup_archiver::keys::archive_key;
-use glacier_backup_archiver::parts::{upload_concurrently, verified_download, PartChecker};
+use glacier_backup_archiver::parts::{
+    shape, upload_concurrently, verified_download, PartChecker, Shape,
+};
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, ListedArchive,
@@ -299,14 +301,11 @@ impl S3Archiver {
                 .send()
                 .await
                 .map_err(|e| {
-                    if errors::is_not_found(&e) {
-                        Error::NotFound {
-                            backend: NAME,
-                            archive_id: format!("multipart upload {upload_id}"),
-                        }
-                    } else {
-                        errors::map("listing the parts of an earlier upload", e)
-                    }
+                    errors::map_missing(
+                        "listing the parts of an earlier upload",
+                        &format!("multipart upload {upload_id}"),
+                        e,
+                    )
                 })?;
             for part in out.parts() {
                 if let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) {
@@ -478,16 +477,7 @@ impl S3Archiver {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                if errors::is_not_found(&e) {
-                    Error::NotFound {
-                        backend: NAME,
-                        archive_id: key.to_owned(),
-                    }
-                } else {
-                    errors::map(&format!("checking {key}"), e)
-                }
-            })?;
+            .map_err(|e| errors::map_missing(&format!("checking {key}"), key, e))?;
         Ok(match head.restore() {
             Some(r) if r.contains("ongoing-request=\"true\"") => {
                 RestoreState::InProgress { request_id: None }
@@ -596,17 +586,14 @@ impl Archiver for S3Archiver {
     }
 
     async fn put(&self, meta: &ArchiveMeta, parts: PartStream) -> Result<ArchiveRef> {
-        let mut parts = parts.peekable();
-        let first = match parts.next().await {
-            Some(part) => part?,
-            None => return Err(remote("the archive stream was empty".into(), false)),
-        };
-        let more = std::pin::Pin::new(&mut parts).peek().await.is_some();
-        if !more && meta.resume.is_none() {
-            return self.put_single(meta, first).await;
+        match shape(NAME, parts).await? {
+            Shape::Single(part) if meta.resume.is_none() => self.put_single(meta, part).await,
+            Shape::Single(part) => {
+                let one = futures::stream::iter([Ok(part)]).boxed();
+                self.put_multipart(meta, one).await
+            }
+            Shape::Multipart(all) => self.put_multipart(meta, all).await,
         }
-        let all = futures::stream::iter([Ok(first)]).chain(parts).boxed();
-        self.put_multipart(meta, all).await
     }
 
     async fn abort_upload(&self, token: &str) -> Result<()> {
@@ -676,12 +663,9 @@ impl Archiver for S3Archiver {
             Err(e) if errors::code(&e) == Some("RestoreAlreadyInProgress") => {
                 Ok(RestoreState::InProgress { request_id: None })
             }
-            Err(e) if errors::is_not_found(&e) => Err(Error::NotFound {
-                backend: NAME,
-                archive_id: archive.archive_id.clone(),
-            }),
-            Err(e) => Err(errors::map(
+            Err(e) => Err(errors::map_missing(
                 &format!("requesting a restore of {}", archive.archive_id),
+                &archive.archive_id,
                 e,
             )),
         }
@@ -711,11 +695,11 @@ impl Archiver for S3Archiver {
                     backend: NAME,
                     archive_id: archive.archive_id.clone(),
                 },
-                _ if errors::is_not_found(&e) => Error::NotFound {
-                    backend: NAME,
-                    archive_id: archive.archive_id.clone(),
-                },
-                _ => errors::map(&format!("downloading {}", archive.archive_id), e),
+                _ => errors::map_missing(
+                    &format!("downloading {}", archive.archive_id),
+                    &archive.archive_id,
+                    e,
+                ),
             })?;
         let body = futures::stream::unfold(out.body, |mut body| async move {
             let item = body.next().await?;

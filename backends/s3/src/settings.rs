@@ -181,14 +181,9 @@ pub fn is_cold(storage_class: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glacier_backup_archiver::settings::Value;
 
     fn section(entries: &[(&str, &str)]) -> Section {
-        let mut s = Section::new(None, "s3");
-        for (k, v) in entries {
-            s.insert(*k, Value::String((*v).into()), None);
-        }
-        s
+        Section::from_strings("s3", entries)
     }
 
     #[test]
