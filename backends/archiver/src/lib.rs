@@ -78,13 +78,16 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// Asks for a cold archive to be made readable. Backends that are always readable answer
-    /// [`RestoreState::Ready`].
+    /// Asks for a cold archive to be made readable. The default, for backends that are always
+    /// readable, just reports the archive's state (so an unknown archive is still `NotFound`).
     async fn request_restore(
         &self,
         archive: &ArchiveRef,
         options: &RestoreOptions,
-    ) -> Result<RestoreState>;
+    ) -> Result<RestoreState> {
+        let _ = options;
+        self.restore_state(archive).await
+    }
 
     /// Whether an archive can be read now.
     async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState>;

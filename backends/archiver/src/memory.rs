@@ -12,7 +12,7 @@ use crate::keys::archive_key;
 use crate::parts::PartChecker;
 use crate::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, ListedArchive,
-    Listing, PartStream, RestoreOptions, RestoreState, Result,
+    Listing, PartStream, RestoreState, Result,
 };
 
 const NAME: &str = "memory";
@@ -93,14 +93,6 @@ impl Archiver for MemoryArchiver {
             tree_hash,
             description: None,
         })
-    }
-
-    async fn request_restore(
-        &self,
-        archive: &ArchiveRef,
-        _: &RestoreOptions,
-    ) -> Result<RestoreState> {
-        self.restore_state(archive).await
     }
 
     async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState> {

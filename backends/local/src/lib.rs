@@ -21,7 +21,7 @@ use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, ListedArchive,
-    Listing, PartStream, RestoreOptions, RestoreState, Result, SourceKind,
+    Listing, PartStream, RestoreState, Result, SourceKind,
 };
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
@@ -255,14 +255,6 @@ impl Archiver for LocalArchiver {
             tree_hash: checker.tree_hash(),
             description: None,
         })
-    }
-
-    async fn request_restore(
-        &self,
-        archive: &ArchiveRef,
-        _: &RestoreOptions,
-    ) -> Result<RestoreState> {
-        self.restore_state(archive).await
     }
 
     async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState> {
