@@ -25,6 +25,7 @@ pub async fn run_all(archiver: &dyn Archiver) {
     failed_stream_stores_nothing(archiver).await;
     corrupt_part_is_rejected(archiver).await;
     unknown_archive_is_not_found(archiver).await;
+    inventory_tells_where_archives_came_from(archiver).await;
 }
 
 /// Deterministic test bytes that differ at every offset.
@@ -38,7 +39,7 @@ pub fn sample(len: usize, seed: u8) -> Bytes {
 /// Metadata for a test archive.
 pub fn meta(name: &str, size_hint: u64) -> ArchiveMeta {
     ArchiveMeta {
-        source_path: PathBuf::from("/conformance").join(name),
+        source_path: PathBuf::from("/conformance/zoë's files").join(name),
         name: name.to_owned(),
         kind: SourceKind::File,
         fingerprint: "conformance".into(),
@@ -311,5 +312,65 @@ pub async fn unknown_archive_is_not_found(archiver: &dyn Archiver) {
         "{}: an unknown id must be NotFound, got {:?}",
         archiver.name(),
         result.err()
+    );
+}
+
+/// The inventory lists every archive stored with the source path and kind it came from, so a
+/// lost ledger can be rebuilt. A backend whose inventory comes through a job may answer
+/// `Pending` and must then hand back the same request when asked again.
+pub async fn inventory_tells_where_archives_came_from(archiver: &dyn Archiver) {
+    let mut directory = meta("inventoried", 3000);
+    directory.kind = SourceKind::Directory;
+    let parts = parts_from_bytes(sample(3000, 9), archiver.part_size(3000));
+    let stored = archiver.put(&directory, parts).await.expect("put");
+    let listing = match archiver.inventory(None).await.expect("inventory") {
+        crate::InventoryState::Ready(listing) => listing,
+        crate::InventoryState::Pending { request_id } => {
+            match archiver
+                .inventory(Some(&request_id))
+                .await
+                .expect("inventory")
+            {
+                crate::InventoryState::Pending { request_id: again } => {
+                    assert_eq!(
+                        again,
+                        request_id,
+                        "{}: a second inventory job",
+                        archiver.name()
+                    );
+                    return;
+                }
+                crate::InventoryState::Ready(listing) => listing,
+            }
+        }
+    };
+    let entry = listing
+        .archives
+        .iter()
+        .find(|a| a.archive_id == stored.archive_id)
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: {} missing from the inventory",
+                archiver.name(),
+                stored.archive_id
+            )
+        });
+    assert_eq!(entry.size, 3000, "{}: inventory size", archiver.name());
+    let origin = entry
+        .origin
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: inventory entry without its origin", archiver.name()));
+    assert_eq!(
+        origin.source_path,
+        directory.source_path,
+        "{}",
+        archiver.name()
+    );
+    assert_eq!(origin.kind, SourceKind::Directory, "{}", archiver.name());
+    assert_eq!(
+        origin.started_at.map(|t| t.unix_timestamp()),
+        Some(directory.started_at.unix_timestamp()),
+        "{}: upload time",
+        archiver.name()
     );
 }

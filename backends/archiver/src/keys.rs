@@ -46,6 +46,19 @@ pub fn archive_key(source: &Path, at: OffsetDateTime, is_tar: bool) -> String {
     key
 }
 
+/// Length of a [`timestamp`].
+pub const TIMESTAMP_LEN: usize = "20261126T021907.123Z".len();
+
+/// Inverse of [`timestamp`].
+pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
+    let format = time::macros::format_description!(
+        "[year][month][day]T[hour][minute][second].[subsecond digits:3]Z"
+    );
+    time::PrimitiveDateTime::parse(text, format)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
 /// Sortable UTC timestamp with milliseconds, safe in file names: `20261126T021907.123Z`.
 pub fn timestamp(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);

@@ -10,6 +10,7 @@
 mod error;
 pub mod keys;
 mod memory;
+pub mod origin;
 pub mod parts;
 pub mod settings;
 pub mod treehash;
@@ -95,6 +96,22 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
     /// Reads an archive back, whole or the given byte range.
     async fn get(&self, archive: &ArchiveRef, range: Option<ByteRange>) -> Result<ByteStream>;
 
-    /// Every complete archive the backend holds.
+    /// Every complete archive the backend holds, at once (backends that cannot answer at once
+    /// return [`Error::Unsupported`] and offer [`Archiver::inventory`]).
     async fn list(&self) -> Result<Listing>;
+
+    /// Every archive, with its [`origin`] where this tool stored one, for reconciling with the
+    /// ledger or rebuilding it. Backends that list through a job (a Glacier vault) start one,
+    /// or pick up `request` (the id of an earlier [`InventoryState::Pending`]) and stay pending
+    /// until it is done; they never start a second job while one is under way.
+    async fn inventory(&self, request: Option<&str>) -> Result<InventoryState> {
+        let _ = request;
+        self.list().await.map(InventoryState::Ready)
+    }
+
+    /// Tells the backend about a retrieval an earlier run requested (a request id from
+    /// [`RestoreState::InProgress`]), so it is checked before anything new is asked for.
+    fn known_retrieval(&self, archive_id: &str, request_id: &str) {
+        let _ = (archive_id, request_id);
+    }
 }

@@ -114,11 +114,12 @@ impl Archiver for MemoryArchiver {
             archives: archives
                 .iter()
                 .map(|(id, (data, hash))| ListedArchive {
-                    archive_id: id.clone(),
-                    size: data.len() as u64,
                     tree_hash: Some(*hash),
+                    origin: crate::origin::from_key(id),
+                    ..ListedArchive::new(id.clone(), data.len() as u64)
                 })
                 .collect(),
+            taken_at: None,
         })
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use time::OffsetDateTime;
 
+use crate::origin::Origin;
 use crate::treehash::TreeHash;
 use crate::Error;
 
@@ -175,6 +176,28 @@ pub struct ListedArchive {
     pub size: u64,
     /// Tree hash, when the backend stores one.
     pub tree_hash: Option<TreeHash>,
+    /// When the backend stored it, if it says.
+    pub created_at: Option<OffsetDateTime>,
+    /// The metadata text stored with it (a Glacier description), shown for archives that are
+    /// not ours.
+    pub description: Option<String>,
+    /// Where it came from, when this tool wrote it and the backend kept that (filled by
+    /// [`Archiver::inventory`](crate::Archiver::inventory); `list` may leave it out).
+    pub origin: Option<Origin>,
+}
+
+impl ListedArchive {
+    /// An archive known only by id and size.
+    pub fn new(archive_id: impl Into<String>, size: u64) -> Self {
+        ListedArchive {
+            archive_id: archive_id.into(),
+            size,
+            tree_hash: None,
+            created_at: None,
+            description: None,
+            origin: None,
+        }
+    }
 }
 
 /// The archives a backend holds.
@@ -182,4 +205,19 @@ pub struct ListedArchive {
 pub struct Listing {
     /// Every complete archive (never partial uploads), sorted by id.
     pub archives: Vec<ListedArchive>,
+    /// When the listing was taken, if it is older than the call (a vault inventory lags by up
+    /// to a day, so archives stored after it are missing from it for a reason).
+    pub taken_at: Option<OffsetDateTime>,
+}
+
+/// The answer to [`Archiver::inventory`](crate::Archiver::inventory).
+#[derive(Debug, Clone)]
+pub enum InventoryState {
+    /// The inventory, complete.
+    Ready(Listing),
+    /// The backend is preparing it; ask again later with this request id.
+    Pending {
+        /// Backend reference for the request (a job id).
+        request_id: String,
+    },
 }

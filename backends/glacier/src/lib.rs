@@ -9,8 +9,8 @@
 
 #![warn(missing_docs)]
 
-mod description;
 mod errors;
+mod inventory;
 mod settings;
 
 use std::collections::HashMap;
@@ -18,18 +18,19 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_glacier::primitives::ByteStream as SdkByteStream;
-use aws_sdk_glacier::types::{JobParameters, StatusCode};
+use aws_sdk_glacier::types::{ActionCode, GlacierJobDescription, JobParameters, StatusCode};
 use aws_sdk_glacier::Client;
 use futures::StreamExt;
+use glacier_backup_archiver::origin;
 use glacier_backup_archiver::parts::{shape, upload_concurrently, PartChecker, Shape};
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::treehash::subtree_level;
 use glacier_backup_archiver::{
-    ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, Listing, Part,
-    PartStream, RestoreOptions, RestoreState, RestoreTier, Result, TreeHash, UploadEvent,
+    ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, InventoryState,
+    Listing, Part, PartStream, RestoreOptions, RestoreState, RestoreTier, Result, TreeHash,
+    UploadEvent,
 };
 
-pub use description::{decode as decode_description, Decoded};
 pub use settings::{check_vault_name, GlacierSettings, SETTINGS};
 
 /// Backend name.
@@ -92,9 +93,9 @@ impl GlacierArchiver {
 
     fn description(&self, meta: &ArchiveMeta) -> String {
         if self.settings.plain_description {
-            description::plain(meta)
+            origin::plain(meta)
         } else {
-            description::encode(meta)
+            origin::encode(meta)
         }
     }
 
@@ -346,8 +347,32 @@ impl GlacierArchiver {
             }
             self.jobs.lock().expect("jobs lock").remove(archive_id);
         }
+        let best = self
+            .best_job(|job| {
+                let whole = job
+                    .retrieval_byte_range()
+                    .is_none_or(|r| r.starts_with("0-"));
+                job.archive_id() == Some(archive_id) && whole
+            })
+            .await?;
+        if let Some((job_id, _)) = &best {
+            self.jobs
+                .lock()
+                .expect("jobs lock")
+                .insert(archive_id.to_owned(), job_id.clone());
+        }
+        Ok(best)
+    }
+
+    /// The vault's job that is most useful now among those `wanted` picks: one that succeeded
+    /// (the newest), else one in progress. Failed jobs are never chosen.
+    async fn best_job(
+        &self,
+        wanted: impl Fn(&GlacierJobDescription) -> bool,
+    ) -> Result<Option<(String, StatusCode)>> {
+        let client = self.client().await?;
         let mut marker: Option<String> = None;
-        let mut best: Option<(String, StatusCode)> = None;
+        let mut best: Option<(String, StatusCode, String)> = None;
         loop {
             let out = client
                 .list_jobs()
@@ -357,23 +382,22 @@ impl GlacierArchiver {
                 .send()
                 .await
                 .map_err(|e| errors::map("listing retrieval jobs", e))?;
-            for job in out.job_list() {
-                let whole = job
-                    .retrieval_byte_range()
-                    .is_none_or(|r| r.starts_with("0-"));
-                if job.archive_id() != Some(archive_id) || !whole {
-                    continue;
-                }
+            for job in out.job_list().iter().filter(|j| wanted(j)) {
                 let status = job.status_code().cloned().unwrap_or(StatusCode::InProgress);
-                let better = match (&best, &status) {
-                    (_, StatusCode::Failed) => false,
-                    (None, _) => true,
-                    (Some((_, StatusCode::Succeeded)), _) => false,
-                    (Some(_), StatusCode::Succeeded) => true,
-                    _ => false,
+                let created = job.creation_date().unwrap_or_default().to_owned();
+                let rank = |s: &StatusCode| match s {
+                    StatusCode::Succeeded => 2,
+                    StatusCode::Failed => 0,
+                    _ => 1,
                 };
+                let better = rank(&status) > 0
+                    && best.as_ref().is_none_or(|(_, best_status, best_created)| {
+                        (rank(&status), &created) > (rank(best_status), best_created)
+                    });
                 if better {
-                    best = job.job_id().map(|id| (id.to_owned(), status));
+                    if let Some(id) = job.job_id() {
+                        best = Some((id.to_owned(), status, created));
+                    }
                 }
             }
             marker = out.marker().map(str::to_owned).filter(|m| !m.is_empty());
@@ -381,13 +405,53 @@ impl GlacierArchiver {
                 break;
             }
         }
-        if let Some((job_id, _)) = &best {
-            self.jobs
-                .lock()
-                .expect("jobs lock")
-                .insert(archive_id.to_owned(), job_id.clone());
+        Ok(best.map(|(id, status, _)| (id, status)))
+    }
+
+    /// The state of one job: `None` when the vault no longer has it.
+    async fn job_status(&self, job_id: &str) -> Result<Option<StatusCode>> {
+        let result = self
+            .client()
+            .await?
+            .describe_job()
+            .account_id(self.account())
+            .vault_name(self.vault())
+            .job_id(job_id)
+            .send()
+            .await;
+        match result {
+            Ok(job) => Ok(Some(
+                job.status_code().cloned().unwrap_or(StatusCode::InProgress),
+            )),
+            Err(e) if errors::is_not_found(&e) => Ok(None),
+            Err(e) => Err(errors::map("checking a job", e)),
         }
-        Ok(best)
+    }
+
+    /// Downloads and reads a finished inventory job's output.
+    async fn read_inventory(&self, job_id: &str) -> Result<Listing> {
+        let out = self
+            .client()
+            .await?
+            .get_job_output()
+            .account_id(self.account())
+            .vault_name(self.vault())
+            .job_id(job_id)
+            .send()
+            .await
+            .map_err(|e| errors::map("downloading the vault inventory", e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| remote(&format!("downloading the vault inventory: {e}"), true))?
+            .into_bytes();
+        inventory::parse(&body).map_err(|e| {
+            remote(
+                &format!("the vault inventory (job {job_id}) cannot be read: {e}"),
+                false,
+            )
+        })
     }
 }
 
@@ -613,6 +677,55 @@ impl Archiver for GlacierArchiver {
             backend: NAME,
             operation: "immediate listing (a vault is listed through an inventory job)",
         })
+    }
+
+    async fn inventory(&self, request: Option<&str>) -> Result<InventoryState> {
+        let earlier = match request {
+            Some(id) => self.job_status(id).await?.map(|s| (id.to_owned(), s)),
+            None => None,
+        };
+        let job = match earlier {
+            Some((id, status)) if status != StatusCode::Failed => Some((id, status)),
+            _ => {
+                self.best_job(|job| job.action() == Some(&ActionCode::InventoryRetrieval))
+                    .await?
+            }
+        };
+        match job {
+            Some((id, StatusCode::Succeeded)) => {
+                self.read_inventory(&id).await.map(InventoryState::Ready)
+            }
+            Some((request_id, _)) => Ok(InventoryState::Pending { request_id }),
+            None => {
+                let params = JobParameters::builder()
+                    .r#type("inventory-retrieval")
+                    .format("JSON")
+                    .build();
+                let out = self
+                    .client()
+                    .await?
+                    .initiate_job()
+                    .account_id(self.account())
+                    .vault_name(self.vault())
+                    .job_parameters(params)
+                    .send()
+                    .await
+                    .map_err(|e| errors::map("requesting a vault inventory", e))?;
+                let request_id = out
+                    .job_id()
+                    .ok_or_else(|| remote("the vault returned no job id", false))?
+                    .to_owned();
+                Ok(InventoryState::Pending { request_id })
+            }
+        }
+    }
+
+    fn known_retrieval(&self, archive_id: &str, request_id: &str) {
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .entry(archive_id.to_owned())
+            .or_insert_with(|| request_id.to_owned());
     }
 }
 

@@ -69,7 +69,7 @@ async fn multipart_round_trip_with_descriptions_the_vault_accepts() {
     let (id, archive) = &archives[0];
     assert_eq!(id, &stored.archive_id);
     assert_eq!(archive.data.as_deref(), Some(&data[..]));
-    let decoded = glacier_backup_glacier::decode_description(&archive.description).unwrap();
+    let decoded = glacier_backup_archiver::origin::decode(&archive.description).unwrap();
     assert_eq!(decoded.source_path, m.source_path);
     assert!(archive
         .description

@@ -308,15 +308,18 @@ impl Archiver for LocalArchiver {
                             .to_string_lossy()
                             .into_owned();
                         archives.push(ListedArchive {
-                            archive_id: id,
-                            size: meta.len(),
-                            tree_hash: None,
+                            origin: glacier_backup_archiver::origin::from_key(&id),
+                            created_at: meta.modified().ok().map(Into::into),
+                            ..ListedArchive::new(id, meta.len())
                         });
                     }
                 }
             }
             archives.sort_by(|a, b| a.archive_id.cmp(&b.archive_id));
-            Ok(Listing { archives })
+            Ok(Listing {
+                archives,
+                taken_at: None,
+            })
         })
         .await
     }

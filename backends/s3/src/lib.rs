@@ -26,14 +26,15 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures::StreamExt;
 use glacier_backup_archiver::keys::archive_key;
+use glacier_backup_archiver::origin::Origin;
 use glacier_backup_archiver::parts::{
     shape, upload_concurrently, verified_download, PartChecker, Shape,
 };
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::{
-    ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, ListedArchive,
-    Listing, Part, PartStream, RestoreOptions, RestoreState, RestoreTier, Result, SourceKind,
-    UploadEvent,
+    ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, InventoryState,
+    ListedArchive, Listing, Part, PartStream, RestoreOptions, RestoreState, RestoreTier, Result,
+    SourceKind, UploadEvent,
 };
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
@@ -467,6 +468,41 @@ impl S3Archiver {
         })
     }
 
+    /// Fills in a listed object's origin and tree hash.
+    async fn describe(&self, mut archive: ListedArchive) -> Result<ListedArchive> {
+        let key = archive.archive_id.clone();
+        let client = self.client().await?;
+        let head = client
+            .head_object()
+            .bucket(self.bucket())
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| errors::map(&format!("reading the metadata of {key}"), e))?;
+        let metadata = head.metadata().cloned().unwrap_or_default();
+        archive.origin = origin_from_metadata(&metadata);
+        let mut tree_hash = metadata.get(TREE_HASH_TAG).cloned();
+        if tree_hash.is_none() && archive.origin.is_some() {
+            // Tags of archived objects cannot always be read (moto refuses for DEEP_ARCHIVE);
+            // the hash is then unknown, which is not an error.
+            if let Ok(tags) = client
+                .get_object_tagging()
+                .bucket(self.bucket())
+                .key(&key)
+                .send()
+                .await
+            {
+                tree_hash = tags
+                    .tag_set()
+                    .iter()
+                    .find(|t| t.key() == TREE_HASH_TAG)
+                    .map(|t| t.value().to_owned());
+            }
+        }
+        archive.tree_hash = tree_hash.and_then(|h| h.parse().ok());
+        Ok(archive)
+    }
+
     /// The object's restore state from HEAD: `x-amz-restore`, or its class when it has none.
     async fn head_state(&self, key: &str) -> Result<RestoreState> {
         let head = self
@@ -496,6 +532,26 @@ impl S3Archiver {
             }
         })
     }
+}
+
+/// Reads back what [`S3Archiver::metadata`] wrote; `None` for objects this tool did not write.
+fn origin_from_metadata(metadata: &HashMap<String, String>) -> Option<Origin> {
+    use std::os::unix::ffi::OsStrExt;
+    let path: Vec<u8> =
+        percent_encoding::percent_decode_str(metadata.get("gb-source-path")?).collect();
+    if !path.starts_with(b"/") {
+        return None;
+    }
+    Some(Origin {
+        name: metadata.get("gb-name").cloned().unwrap_or_default(),
+        source_path: std::ffi::OsStr::from_bytes(&path).into(),
+        kind: SourceKind::parse(metadata.get("gb-kind")?)?,
+        fingerprint: metadata.get("gb-fingerprint").cloned(),
+        started_at: metadata
+            .get("gb-started-at")
+            .and_then(|t| t.parse().ok())
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
+    })
 }
 
 /// Receipts written by `upload_part` (`ETag \t CRC64 \t size`) back into stored parts.
@@ -734,9 +790,10 @@ impl Archiver for S3Archiver {
             for object in out.contents() {
                 if let Some(key) = object.key() {
                     archives.push(ListedArchive {
-                        archive_id: key.to_owned(),
-                        size: object.size().unwrap_or(0) as u64,
-                        tree_hash: None,
+                        created_at: object
+                            .last_modified()
+                            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
+                        ..ListedArchive::new(key, object.size().unwrap_or(0).max(0) as u64)
                     });
                 }
             }
@@ -746,6 +803,27 @@ impl Archiver for S3Archiver {
             }
         }
         archives.sort_by(|a, b| a.archive_id.cmp(&b.archive_id));
-        Ok(Listing { archives })
+        Ok(Listing {
+            archives,
+            taken_at: None,
+        })
+    }
+
+    /// The listing, with each object's origin from its metadata and its tree hash from its
+    /// metadata or tag (a few requests in flight at once: one HEAD, sometimes one tag read, per
+    /// object).
+    async fn inventory(&self, _request: Option<&str>) -> Result<InventoryState> {
+        let listing = self.list().await?;
+        let archives = futures::stream::iter(listing.archives)
+            .map(|archive| self.describe(archive))
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(InventoryState::Ready(Listing {
+            archives,
+            taken_at: listing.taken_at,
+        }))
     }
 }

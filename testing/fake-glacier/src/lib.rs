@@ -98,7 +98,10 @@ struct Upload {
 
 #[derive(Debug)]
 struct Job {
+    /// Empty for an inventory job.
     archive_id: String,
+    /// An inventory job's output, taken when the job starts (a real inventory lags too).
+    inventory: Option<Bytes>,
     tier: String,
     ready_at: Instant,
 }
@@ -554,8 +557,19 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                 return missing(&format!("vault {vault}"));
             };
             let archive_id = request["ArchiveId"].as_str().unwrap_or_default().to_owned();
-            if request["Type"] != "archive-retrieval" {
-                bad("this fake only runs archive-retrieval jobs")
+            if request["Type"] == "inventory-retrieval" {
+                v.jobs.insert(
+                    id.clone(),
+                    Job {
+                        archive_id: String::new(),
+                        inventory: Some(inventory(vault, v)),
+                        tier: "Standard".into(),
+                        ready_at: Instant::now() + job_delay,
+                    },
+                );
+                respond(StatusCode::ACCEPTED, &[("x-amz-job-id", id)], Bytes::new())
+            } else if request["Type"] != "archive-retrieval" {
+                bad("this fake runs archive-retrieval and inventory-retrieval jobs only")
             } else if !v.archives.contains_key(&archive_id) {
                 missing(&format!("archive {archive_id}"))
             } else {
@@ -564,6 +578,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                     id.clone(),
                     Job {
                         archive_id,
+                        inventory: None,
                         tier,
                         ready_at: Instant::now() + job_delay,
                     },
@@ -604,17 +619,26 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         }
         (&Method::GET, [_, "vaults", vault, "jobs", job, "output"]) => {
             let found = s.vaults.get(*vault).and_then(|v| {
-                v.jobs
-                    .get(*job)
-                    .map(|j| (j.ready_at, v.archives.get(&j.archive_id).cloned()))
+                v.jobs.get(*job).map(|j| {
+                    (
+                        j.ready_at,
+                        j.inventory.clone(),
+                        v.archives.get(&j.archive_id).cloned(),
+                    )
+                })
             });
             match found {
                 None => missing(&format!("job {job}")),
-                Some((ready_at, _)) if ready_at > Instant::now() => {
+                Some((ready_at, _, _)) if ready_at > Instant::now() => {
                     bad("the job is not finished yet")
                 }
-                Some((_, None)) => missing("archive"),
-                Some((_, Some(archive))) => job_output(&archive, range_header.as_deref()),
+                Some((_, Some(inventory), _)) => respond(
+                    StatusCode::OK,
+                    &[("content-type", "application/json".to_owned())],
+                    inventory,
+                ),
+                Some((_, None, None)) => missing("archive"),
+                Some((_, None, Some(archive))) => job_output(&archive, range_header.as_deref()),
             }
         }
         _ => error(
@@ -741,8 +765,39 @@ fn assemble(
     Ok((Bytes::from(data), hash, size))
 }
 
+fn inventory(vault: &str, v: &Vault) -> Bytes {
+    let list: Vec<_> = v
+        .archives
+        .iter()
+        .map(|(id, a)| {
+            serde_json::json!({
+                "ArchiveId": id,
+                "ArchiveDescription": a.description,
+                "CreationDate": "2026-01-01T00:00:00Z",
+                "Size": a.size,
+                "SHA256TreeHash": a.tree_hash.to_hex(),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "VaultARN": format!("arn:aws:glacier:us-east-1:012345678901:vaults/{vault}"),
+        "InventoryDate": "2026-01-01T00:00:00Z",
+        "ArchiveList": list,
+    });
+    Bytes::from(body.to_string())
+}
+
 fn describe(v: &Vault, id: &str, job: &Job) -> serde_json::Value {
     let done = job.ready_at <= Instant::now();
+    if job.inventory.is_some() {
+        return serde_json::json!({
+            "JobId": id,
+            "Action": "InventoryRetrieval",
+            "Completed": done,
+            "StatusCode": if done { "Succeeded" } else { "InProgress" },
+            "CreationDate": "2026-01-01T00:00:00.000Z",
+        });
+    }
     let archive = v.archives.get(&job.archive_id);
     serde_json::json!({
         "JobId": id,

@@ -1,17 +1,19 @@
-//! Archive descriptions: Glacier's only per-archive metadata, at most 1,024 printable ASCII
-//! characters, never changeable. Ours start with the archive name people recognise, followed by
-//! ` gb1:` and, separated by `:`, what is needed to rebuild the ledger from a vault inventory:
-//! kind (`f`/`d`), upload time (Unix seconds), fingerprint and source path, the last two
+//! Where an archive came from, written beside it as one line of printable ASCII so a lost
+//! ledger can be rebuilt from the backend alone (a Glacier description, at most 1,024
+//! characters and never changeable, is the tightest place it must fit).
+//!
+//! The line starts with the archive name people recognise, followed by ` gb1:` and, separated
+//! by `:`, kind (`f`/`d`), upload time (Unix seconds), fingerprint and source path, the last two
 //! percent-encoded (so any bytes round-trip, and plain ASCII paths stay readable).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use glacier_backup_archiver::{ArchiveMeta, SourceKind};
+use crate::{ArchiveMeta, SourceKind};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-/// Glacier's limit.
+/// Glacier's description limit, which every backend keeps to so one encoding serves all.
 pub const MAX_LEN: usize = 1024;
 const MARKER: &str = " gb1:";
 
@@ -27,9 +29,9 @@ const FIELD: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'@')
     .remove(b'+');
 
-/// What a description of ours says about its archive.
+/// What an origin line of ours says about its archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decoded {
+pub struct Origin {
     /// The archive name at the front (possibly shortened).
     pub name: String,
     /// Absolute source path.
@@ -87,7 +89,7 @@ pub fn encode(meta: &ArchiveMeta) -> String {
 
 /// Reads a description written by `encode`; `None` for anything else (the seed's plain names,
 /// other tools' archives).
-pub fn decode(description: &str) -> Option<Decoded> {
+pub fn decode(description: &str) -> Option<Origin> {
     let (name, fields) = description.rsplit_once(MARKER)?;
     let mut fields = fields.splitn(4, ':');
     let kind = match fields.next()? {
@@ -105,7 +107,7 @@ pub fn decode(description: &str) -> Option<Decoded> {
     if !path.starts_with(b"/") {
         return None;
     }
-    Some(Decoded {
+    Some(Origin {
         name: name.to_owned(),
         source_path: PathBuf::from(OsStr::from_bytes(&path)),
         kind,
@@ -115,6 +117,42 @@ pub fn decode(description: &str) -> Option<Decoded> {
                 .into_owned()
         }),
         started_at,
+    })
+}
+
+/// What a key made by [`crate::keys::archive_key`] says about its archive: source path, kind
+/// and time, but no fingerprint. For backends whose keys are all they keep.
+pub fn from_key(key: &str) -> Option<Origin> {
+    let (directories, last) = key.rsplit_once('/')?;
+    let (stamp, rest) = last.split_at_checked(crate::keys::TIMESTAMP_LEN)?;
+    let started_at = crate::keys::parse_timestamp(stamp)?;
+    let rest = rest
+        .strip_prefix(".tar")
+        .map(|r| (SourceKind::Directory, r));
+    let (kind, suffix) = rest.unwrap_or((SourceKind::File, &last[crate::keys::TIMESTAMP_LEN..]));
+    // What may follow: nothing, or the `.N` a backend adds when the name was taken.
+    let suffix_ok = suffix.is_empty()
+        || suffix
+            .strip_prefix('.')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !suffix_ok {
+        return None;
+    }
+    let mut path = Vec::new();
+    for component in directories.split('/') {
+        let raw: Vec<u8> = percent_decode_str(component).collect();
+        if raw.is_empty() || raw == b"." || raw == b".." || raw.contains(&b'/') {
+            return None;
+        }
+        path.push(b'/');
+        path.extend_from_slice(&raw);
+    }
+    Some(Origin {
+        name: String::new(),
+        source_path: PathBuf::from(OsStr::from_bytes(&path)),
+        kind,
+        fingerprint: None,
+        started_at: Some(started_at),
     })
 }
 
@@ -186,6 +224,29 @@ mod tests {
         let d = encode(&meta(huge_path.as_bytes(), "x.tar"));
         valid(&d);
         assert_eq!(d, "x.tar");
+    }
+
+    #[test]
+    fn keys_give_back_path_kind_and_time() {
+        use crate::keys::archive_key;
+        let at = time::macros::datetime!(2026-11-26 02:19:07.123 UTC);
+        let path = PathBuf::from(OsStr::from_bytes(b"/home/zo\xc3\xab/My Docs/\xff%x"));
+        let key = archive_key(&path, at, true);
+        let origin = from_key(&key).unwrap();
+        assert_eq!(origin.source_path, path);
+        assert_eq!(origin.kind, SourceKind::Directory);
+        assert_eq!(origin.started_at, Some(at));
+        let taken = from_key(&format!("{}.2", archive_key(&path, at, false))).unwrap();
+        assert_eq!((taken.kind, taken.source_path), (SourceKind::File, path));
+        for foreign in [
+            "notes.txt",
+            "a/b.tar",
+            "a/20261126T021907.123Z.zip",
+            "/20261126T021907.123Z",
+            "a/../20261126T021907.123Z",
+        ] {
+            assert_eq!(from_key(foreign), None, "{foreign}");
+        }
     }
 
     #[test]
