@@ -68,6 +68,10 @@ pub enum Command {
     },
     /// Restore uploads: each PATH's latest upload and everything uploaded below it
     Restore(RestoreArgs),
+    /// Compare what the destination holds with the ledger (a Glacier vault answers through an
+    /// inventory job that takes hours: run again, or add --wait); --rebuild-ledger adds the
+    /// archives the ledger does not know
+    Inventory(InventoryArgs),
     /// Check that sources still match their last upload (and, with --remote, that the
     /// destination still holds every archive as recorded)
     Verify {
@@ -104,6 +108,24 @@ pub struct RestoreArgs {
     /// Days a restored S3 copy stays readable
     #[arg(long, value_name = "N", default_value_t = 7)]
     pub days: u32,
+}
+
+/// Arguments of `inventory`.
+#[derive(Debug, clap::Args)]
+pub struct InventoryArgs {
+    /// Add a ledger row for every archive this tool wrote that the ledger does not know (after a
+    /// lost ledger: the next backup then uploads nothing unchanged, and restore works)
+    #[arg(long)]
+    pub rebuild_ledger: bool,
+    /// Wait for an inventory job to finish
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait, give up after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 12 * 3600)]
+    pub timeout: u64,
+    /// Print JSON instead of a report
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Retrieval speed (and price) for cold archives.

@@ -120,6 +120,9 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
     match cli.command {
         Some(Command::List { json }) => commands::list::list(&config, json),
         Some(Command::Restore(ref args)) => commands::restore::restore(&cli, &config, args).await,
+        Some(Command::Inventory(ref args)) => {
+            commands::inventory::inventory(&cli, &config, args).await
+        }
         Some(Command::Verify { remote, ref paths }) => {
             commands::verify::verify(&config, remote, paths).await
         }

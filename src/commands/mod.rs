@@ -2,6 +2,7 @@
 //! how paths given on the command line are read.
 
 pub mod backup;
+pub mod inventory;
 pub mod list;
 pub mod restore;
 pub mod verify;
@@ -9,6 +10,8 @@ pub mod verify;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use glacier_backup::backends::ledger_path;
+use glacier_backup::ledger::{LedgerLock, SqliteLedger};
 
 /// How the process ends.
 pub enum Outcome {
@@ -26,6 +29,25 @@ pub enum Fatal {
     Config(anyhow::Error),
     /// Anything else: exit 1.
     Failure(anyhow::Error),
+}
+
+/// The ledger of the configured destination, for a command that records what it does: locked
+/// against a concurrent backup run, created when missing (a machine that lost it). A dry run
+/// gets a private in-memory copy and no lock.
+pub fn open_ledger(
+    config: &glacier_backup::config::Config,
+    archiver: &dyn glacier_backup::archiver::Archiver,
+    dry_run: bool,
+) -> Result<(SqliteLedger, Option<LedgerLock>), Fatal> {
+    let file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
+    tracing::debug!("ledger: {}", file.display());
+    if dry_run {
+        let ledger = SqliteLedger::snapshot(&file).map_err(|e| Fatal::Failure(e.into()))?;
+        return Ok((ledger, None));
+    }
+    let lock = LedgerLock::acquire(&file).map_err(|e| Fatal::Failure(e.into()))?;
+    let ledger = SqliteLedger::open(&file).map_err(|e| Fatal::Failure(e.into()))?;
+    Ok((ledger, Some(lock)))
 }
 
 /// `$HOME/.config/glacier_backup`, where the seed kept its config, log and ledger.

@@ -5,7 +5,7 @@ mod sqlite;
 
 use std::path::{Path, PathBuf};
 
-use glacier_backup_archiver::{SourceKind, TreeHash};
+use glacier_backup_archiver::{Listing, SourceKind, TreeHash};
 use time::OffsetDateTime;
 
 pub use lock::{lock_path, LedgerLock, LockError};
@@ -57,6 +57,20 @@ pub struct PendingUpload {
     pub fingerprint: String,
     /// When the upload started.
     pub started_at: OffsetDateTime,
+}
+
+/// A retrieval asked of a cold backend and not yet known to be finished, kept so a later run
+/// checks on it instead of asking again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retrieval {
+    /// The archive, or `None` for the destination's inventory.
+    pub archive_id: Option<String>,
+    /// The backend's reference (a Glacier job id), when it gives one.
+    pub request_id: Option<String>,
+    /// Retrieval tier asked for (`expedited`, `standard`, `bulk`).
+    pub tier: String,
+    /// When it was asked for.
+    pub requested_at: OffsetDateTime,
 }
 
 /// The ledger could not be read or written.
@@ -118,4 +132,20 @@ pub trait Ledger {
 
     /// Every upload, oldest first.
     fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError>;
+
+    /// The retrieval recorded for an archive (`None`: for the inventory).
+    fn retrieval(&self, archive_id: Option<&str>) -> Result<Option<Retrieval>, LedgerError>;
+
+    /// Records a retrieval, replacing an earlier one of the same archive.
+    fn record_retrieval(&mut self, retrieval: &Retrieval) -> Result<(), LedgerError>;
+
+    /// Forgets the retrieval of an archive (`None`: of the inventory).
+    fn clear_retrieval(&mut self, archive_id: Option<&str>) -> Result<(), LedgerError>;
+
+    /// Keeps `listing` as the destination's latest inventory (ids, sizes, tree hashes, times),
+    /// for checks that cannot ask the backend at once.
+    fn record_inventory(&mut self, listing: &Listing) -> Result<(), LedgerError>;
+
+    /// The inventory kept by [`Ledger::record_inventory`], if any.
+    fn last_inventory(&self) -> Result<Option<Listing>, LedgerError>;
 }

@@ -7,13 +7,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use glacier_backup_archiver::SourceKind;
+use glacier_backup_archiver::{ListedArchive, Listing, SourceKind};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{Ledger, LedgerError, PendingUpload, UploadRecord, SEED_BACKEND};
+use super::{Ledger, LedgerError, PendingUpload, Retrieval, UploadRecord, SEED_BACKEND};
 
 /// Schema versions, kept in `PRAGMA user_version`; the seed's database is version 0.
 const MIGRATIONS: &[&str] = &[
@@ -35,6 +35,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX pending_by_path ON pending_uploads (path);
      CREATE TABLE pending_parts (path, number INTEGER NOT NULL, receipt TEXT NOT NULL);
      CREATE UNIQUE INDEX pending_parts_by_path ON pending_parts (path, number);",
+    // 3: retrievals asked of cold backends (so a later run never asks twice), and the latest
+    // inventory of the destination (a Glacier vault's comes from a job that takes hours).
+    // An inventory retrieval has archive_id ''.
+    "CREATE TABLE retrievals (archive_id TEXT NOT NULL PRIMARY KEY, request_id TEXT,
+         tier TEXT NOT NULL, requested_at TEXT NOT NULL);
+     CREATE TABLE inventories (taken_at TEXT, fetched_at TEXT NOT NULL);
+     CREATE TABLE inventory_archives (archive_id TEXT NOT NULL PRIMARY KEY,
+         size INTEGER NOT NULL, tree_hash TEXT, created_at TEXT);",
 ];
 
 const COLUMNS: &str = "path, name, archive_id, uploaded_date, backend, kind, size, tree_hash, \
@@ -306,6 +314,122 @@ impl Ledger for SqliteLedger {
             .and_then(|mut stmt| stmt.query_map([], read_row)?.collect())
             .map_err(sqlite_error(&self.path, "cannot list uploads"))
     }
+
+    fn retrieval(&self, archive_id: Option<&str>) -> Result<Option<Retrieval>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT request_id, tier, requested_at FROM retrievals WHERE archive_id = ?1",
+                params![archive_id.unwrap_or_default()],
+                |row| {
+                    Ok(Retrieval {
+                        archive_id: archive_id.map(str::to_owned),
+                        request_id: row.get(0)?,
+                        tier: row.get(1)?,
+                        requested_at: parse_time(row.get(2)?).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    })
+                },
+            )
+            .optional()
+            .map_err(sqlite_error(&self.path, "cannot read a retrieval"))
+    }
+
+    fn record_retrieval(&mut self, retrieval: &Retrieval) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO retrievals (archive_id, request_id, tier, requested_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    retrieval.archive_id.as_deref().unwrap_or_default(),
+                    retrieval.request_id,
+                    retrieval.tier,
+                    rfc3339(retrieval.requested_at)
+                ],
+            )
+            .map(|_| ())
+            .map_err(sqlite_error(&self.path, "cannot record a retrieval"))
+    }
+
+    fn clear_retrieval(&mut self, archive_id: Option<&str>) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "DELETE FROM retrievals WHERE archive_id = ?1",
+                params![archive_id.unwrap_or_default()],
+            )
+            .map(|_| ())
+            .map_err(sqlite_error(&self.path, "cannot forget a retrieval"))
+    }
+
+    fn record_inventory(&mut self, listing: &Listing) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sqlite_error(&path, "cannot record the inventory"))?;
+        let write = || -> rusqlite::Result<()> {
+            tx.execute_batch("DELETE FROM inventories; DELETE FROM inventory_archives;")?;
+            tx.execute(
+                "INSERT INTO inventories (taken_at, fetched_at) VALUES (?1, ?2)",
+                params![
+                    listing.taken_at.map(rfc3339),
+                    rfc3339(OffsetDateTime::now_utc())
+                ],
+            )?;
+            let mut insert = tx.prepare(
+                "INSERT OR REPLACE INTO inventory_archives (archive_id, size, tree_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for archive in &listing.archives {
+                insert.execute(params![
+                    archive.archive_id,
+                    archive.size as i64,
+                    archive.tree_hash.map(|h| h.to_hex()),
+                    archive.created_at.map(rfc3339)
+                ])?;
+            }
+            Ok(())
+        };
+        write()
+            .and_then(|()| tx.commit())
+            .map_err(sqlite_error(&path, "cannot record the inventory"))
+    }
+
+    fn last_inventory(&self) -> Result<Option<Listing>, LedgerError> {
+        let read = || -> rusqlite::Result<Option<Listing>> {
+            let Some(taken_at) = self
+                .conn
+                .query_row("SELECT taken_at FROM inventories", [], |row| {
+                    row.get::<_, Option<String>>(0)
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut stmt = self.conn.prepare(
+                "SELECT archive_id, size, tree_hash, created_at FROM inventory_archives
+                 ORDER BY archive_id",
+            )?;
+            let archives = stmt
+                .query_map([], |row| {
+                    Ok(ListedArchive {
+                        tree_hash: row
+                            .get::<_, Option<String>>(2)?
+                            .and_then(|h| h.parse().ok()),
+                        created_at: parse_time(row.get(3)?),
+                        ..ListedArchive::new(row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(Listing {
+                archives,
+                taken_at: parse_time(taken_at),
+            }))
+        };
+        read().map_err(sqlite_error(&self.path, "cannot read the inventory"))
+    }
+}
+
+fn parse_time(text: Option<String>) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(&text?, &Rfc3339).ok()
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -326,9 +450,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
         ValueRef::Text(t) | ValueRef::Blob(t) => PathBuf::from(OsStr::from_bytes(t)),
         _ => PathBuf::new(),
     };
-    let uploaded_at = text(10)?
-        .and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok())
-        .or_else(|| seed_date(row.get_ref(3).ok()?));
+    let uploaded_at = parse_time(text(10)?).or_else(|| seed_date(row.get_ref(3).ok()?));
     Ok(UploadRecord {
         path,
         name: text(1)?.unwrap_or_default(),
@@ -339,7 +461,7 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
         size: row.get::<_, Option<i64>>(6)?.map(|s| s as u64),
         tree_hash: text(7)?.and_then(|h| h.parse().ok()),
         fingerprint: text(8)?,
-        started_at: text(9)?.and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok()),
+        started_at: parse_time(text(9)?),
         uploaded_at,
     })
 }
@@ -482,6 +604,49 @@ mod tests {
         ledger.record_pending(&pending).unwrap();
         ledger.clear_pending(Path::new("/x")).unwrap();
         assert_eq!(ledger.pending_upload(Path::new("/x")).unwrap(), None);
+    }
+
+    #[test]
+    fn retrievals_and_the_last_inventory_are_kept_until_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ledger.sqlite3");
+        let mut ledger = SqliteLedger::open(&file).unwrap();
+        assert_eq!(
+            ledger.last_inventory().unwrap().map(|l| l.archives.len()),
+            None
+        );
+        let job = Retrieval {
+            archive_id: Some("archive-1".into()),
+            request_id: Some("job-7".into()),
+            tier: "bulk".into(),
+            requested_at: time::macros::datetime!(2026-11-26 05:00 UTC),
+        };
+        let inventory_job = Retrieval {
+            archive_id: None,
+            request_id: Some("job-8".into()),
+            ..job.clone()
+        };
+        ledger.record_retrieval(&job).unwrap();
+        ledger.record_retrieval(&inventory_job).unwrap();
+        let mut listing = Listing {
+            archives: vec![ListedArchive::new("archive-1", 10)],
+            taken_at: Some(time::macros::datetime!(2026-11-25 06:00 UTC)),
+        };
+        ledger.record_inventory(&listing).unwrap();
+        drop(ledger);
+
+        let mut ledger = SqliteLedger::open(&file).unwrap();
+        assert_eq!(ledger.retrieval(Some("archive-1")).unwrap(), Some(job));
+        assert_eq!(ledger.retrieval(None).unwrap(), Some(inventory_job));
+        assert_eq!(ledger.retrieval(Some("other")).unwrap(), None);
+        ledger.clear_retrieval(None).unwrap();
+        assert_eq!(ledger.retrieval(None).unwrap(), None);
+        let kept = ledger.last_inventory().unwrap().unwrap();
+        assert_eq!(kept.archives, listing.archives);
+        assert_eq!(kept.taken_at, listing.taken_at);
+        listing.archives.clear();
+        ledger.record_inventory(&listing).unwrap();
+        assert_eq!(ledger.last_inventory().unwrap().unwrap().archives, []);
     }
 
     #[test]

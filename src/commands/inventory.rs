@@ -1,0 +1,226 @@
+//! `inventory`: what the destination holds, compared with the ledger; `--rebuild-ledger` adds
+//! what the ledger lost.
+
+use std::io::Write;
+
+use glacier_backup::archiver::{InventoryState, ListedArchive, Listing};
+use glacier_backup::backends::open_archiver;
+use glacier_backup::config::Config;
+use glacier_backup::display_time;
+use glacier_backup::inventory::{rebuild, reconcile, Rebuilt, Reconciliation};
+use glacier_backup::ledger::{Ledger, Retrieval, UploadRecord};
+
+use super::{open_ledger, Fatal, Outcome};
+use crate::cli::{Cli, InventoryArgs};
+
+pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Result<Outcome, Fatal> {
+    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
+    let (mut ledger, _lock) = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
+    let failure = |e: glacier_backup::archiver::Error| Fatal::Failure(e.into());
+    let known = ledger
+        .retrieval(None)
+        .map_err(|e| Fatal::Failure(e.into()))?
+        .and_then(|r| r.request_id);
+    let mut state = archiver
+        .inventory(known.as_deref())
+        .await
+        .map_err(failure)?;
+    if let InventoryState::Pending { request_id } = &state {
+        if known.as_deref() != Some(request_id.as_str()) && !cli.dryrun {
+            ledger
+                .record_retrieval(&Retrieval {
+                    archive_id: None,
+                    request_id: Some(request_id.clone()),
+                    tier: "standard".into(),
+                    requested_at: time::OffsetDateTime::now_utc(),
+                })
+                .map_err(|e| Fatal::Failure(e.into()))?;
+        }
+        tracing::info!(
+            "inventory job {request_id} is under way (a vault inventory takes about 4 hours)"
+        );
+        if args.wait {
+            let limit = std::time::Duration::from_secs(args.timeout);
+            let request = request_id.clone();
+            let ready = glacier_backup::poll::with_backoff(limit, || async {
+                match archiver.inventory(Some(&request)).await? {
+                    InventoryState::Ready(listing) => Ok(Some(listing)),
+                    InventoryState::Pending { .. } => Ok(None),
+                }
+            })
+            .await
+            .map_err(failure)?;
+            if let Some(listing) = ready {
+                state = InventoryState::Ready(listing);
+            }
+        }
+    }
+    let listing = match state {
+        InventoryState::Ready(listing) => listing,
+        InventoryState::Pending { .. } => {
+            tracing::info!("run `glacier-backup inventory` again later (or add --wait)");
+            return Ok(Outcome::Success);
+        }
+    };
+    let rows = ledger.uploads().map_err(|e| Fatal::Failure(e.into()))?;
+    let report = reconcile(&rows, &listing);
+    let rebuilt = if args.rebuild_ledger {
+        Some(
+            rebuild(&mut ledger, archiver.name(), &report.unrecorded)
+                .map_err(|e| Fatal::Failure(e.into()))?,
+        )
+    } else {
+        None
+    };
+    if !cli.dryrun {
+        let save = ledger
+            .record_inventory(&listing)
+            .and_then(|()| ledger.clear_retrieval(None));
+        save.map_err(|e| Fatal::Failure(e.into()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        writeln!(out, "{}", to_json(&listing, &report, rebuilt.as_ref()))
+    } else {
+        write_report(&mut out, &listing, &report, rebuilt.as_ref())
+    };
+    if let Err(e) = written {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(Fatal::Failure(e.into()));
+        }
+    }
+    if cli.dryrun && args.rebuild_ledger {
+        tracing::info!("dry run: the ledger was not changed");
+    }
+    Ok(if report.has_problems() {
+        Outcome::Failed
+    } else {
+        Outcome::Success
+    })
+}
+
+fn origin_text(archive: &ListedArchive) -> String {
+    match &archive.origin {
+        Some(origin) => format!(
+            "{} ({}, stored {})",
+            origin.source_path.display(),
+            origin.kind.as_str(),
+            archive
+                .created_at
+                .or(origin.started_at)
+                .map(display_time)
+                .unwrap_or_else(|| "at an unknown time".into())
+        ),
+        None => format!(
+            "not written by glacier-backup: {:?}",
+            archive.description.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+fn write_report(
+    out: &mut impl Write,
+    listing: &Listing,
+    report: &Reconciliation,
+    rebuilt: Option<&Rebuilt>,
+) -> std::io::Result<()> {
+    let total: u64 = listing.archives.iter().map(|a| a.size).sum();
+    let taken = listing
+        .taken_at
+        .map(|t| format!(", taken {}", display_time(t)))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{} archive(s), {total} bytes{taken}",
+        listing.archives.len()
+    )?;
+    writeln!(
+        out,
+        "recorded in the ledger and present: {}",
+        report.matched
+    )?;
+    let row_line = |row: &UploadRecord| format!("{} ({})", row.path.display(), row.archive_id);
+    writeln!(
+        out,
+        "recorded but missing from the destination: {}",
+        report.missing.len()
+    )?;
+    for row in &report.missing {
+        writeln!(out, "  - {}", row_line(row))?;
+    }
+    writeln!(
+        out,
+        "size or tree hash differs: {}",
+        report.mismatched.len()
+    )?;
+    for (row, difference) in &report.mismatched {
+        writeln!(out, "  ! {}: {difference}", row_line(row))?;
+    }
+    if !report.too_recent.is_empty() {
+        writeln!(
+            out,
+            "stored after this inventory was taken (not in it yet): {}",
+            report.too_recent.len()
+        )?;
+    }
+    writeln!(out, "not in the ledger: {}", report.unrecorded.len())?;
+    for archive in &report.unrecorded {
+        writeln!(
+            out,
+            "  + {} {} bytes: {}",
+            archive.archive_id,
+            archive.size,
+            origin_text(archive)
+        )?;
+    }
+    if let Some(rebuilt) = rebuilt {
+        writeln!(out, "ledger rows added: {}", rebuilt.added.len())?;
+        if !rebuilt.older.is_empty() {
+            writeln!(
+                out,
+                "not added, older than the ledger's latest upload of their path: {}",
+                rebuilt.older.len()
+            )?;
+        }
+        if !rebuilt.foreign.is_empty() {
+            writeln!(
+                out,
+                "not added, not written by glacier-backup (restore them with --archive-id after \
+                 recording them by hand, or with the tool that wrote them): {}",
+                rebuilt.foreign.len()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn to_json(listing: &Listing, report: &Reconciliation, rebuilt: Option<&Rebuilt>) -> String {
+    let time = |t: Option<time::OffsetDateTime>| t.map(display_time);
+    let archive = |a: &ListedArchive| {
+        serde_json::json!({
+            "archive_id": a.archive_id,
+            "size": a.size,
+            "tree_hash": a.tree_hash.map(|h| h.to_hex()),
+            "created_at": time(a.created_at),
+            "description": a.description,
+            "source_path": a.origin.as_ref().map(|o| o.source_path.to_string_lossy().into_owned()),
+            "kind": a.origin.as_ref().map(|o| o.kind.as_str()),
+        })
+    };
+    let row = |r: &UploadRecord| serde_json::json!({"path": r.path.to_string_lossy(), "archive_id": r.archive_id});
+    let value = serde_json::json!({
+        "taken_at": time(listing.taken_at),
+        "archives": listing.archives.len(),
+        "matched": report.matched,
+        "missing": report.missing.iter().map(row).collect::<Vec<_>>(),
+        "mismatched": report.mismatched.iter().map(|(r, d)| {
+            let mut v = row(r);
+            v["difference"] = d.clone().into();
+            v
+        }).collect::<Vec<_>>(),
+        "too_recent": report.too_recent.iter().map(row).collect::<Vec<_>>(),
+        "unrecorded": report.unrecorded.iter().map(archive).collect::<Vec<_>>(),
+        "added": rebuilt.map(|r| r.added.iter().map(row).collect::<Vec<_>>()),
+    });
+    serde_json::to_string_pretty(&value).expect("JSON values serialize")
+}

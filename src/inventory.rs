@@ -1,0 +1,256 @@
+//! Inventories: what the destination holds, compared with the ledger, and the ledger rebuilt
+//! from it when it was lost.
+
+use std::collections::{HashMap, HashSet};
+
+use glacier_backup_archiver::{ListedArchive, Listing};
+use time::OffsetDateTime;
+
+use crate::candidate::archive_name;
+use crate::ledger::{Ledger, LedgerError, UploadRecord};
+
+/// The ledger and an inventory side by side.
+#[derive(Debug, Default, Clone)]
+pub struct Reconciliation {
+    /// Archives recorded in the ledger, with the same size and tree hash (where both are known).
+    pub matched: usize,
+    /// Archives the destination holds and the ledger does not know.
+    pub unrecorded: Vec<ListedArchive>,
+    /// Ledger rows whose archive the destination does not list.
+    pub missing: Vec<UploadRecord>,
+    /// Ledger rows stored after the inventory was taken: not in it yet, for a good reason.
+    pub too_recent: Vec<UploadRecord>,
+    /// Ledger rows whose archive is listed with another size or tree hash: what differs.
+    pub mismatched: Vec<(UploadRecord, String)>,
+}
+
+impl Reconciliation {
+    /// Whether anything recorded is missing or different: the ledger promises a backup the
+    /// destination may not have.
+    pub fn has_problems(&self) -> bool {
+        !self.missing.is_empty() || !self.mismatched.is_empty()
+    }
+}
+
+/// When a ledger row's archive was stored, as well as the row knows.
+fn stored_at(row: &UploadRecord) -> Option<OffsetDateTime> {
+    row.uploaded_at.or(row.started_at)
+}
+
+/// Compares every ledger row with the listing.
+pub fn reconcile(rows: &[UploadRecord], listing: &Listing) -> Reconciliation {
+    let listed: HashMap<&str, &ListedArchive> = listing
+        .archives
+        .iter()
+        .map(|a| (a.archive_id.as_str(), a))
+        .collect();
+    let mut report = Reconciliation::default();
+    for row in rows {
+        let Some(archive) = listed.get(row.archive_id.as_str()) else {
+            let after_listing = match (listing.taken_at, stored_at(row)) {
+                (Some(taken), Some(stored)) => stored >= taken,
+                _ => false,
+            };
+            if after_listing {
+                report.too_recent.push(row.clone());
+            } else {
+                report.missing.push(row.clone());
+            }
+            continue;
+        };
+        let mut differences = Vec::new();
+        if let Some(size) = row.size.filter(|&s| s != archive.size) {
+            differences.push(format!("size {} (recorded {size})", archive.size));
+        }
+        if let (Some(recorded), Some(listed)) = (row.tree_hash, archive.tree_hash) {
+            if recorded != listed {
+                differences.push(format!("tree hash {listed} (recorded {recorded})"));
+            }
+        }
+        if differences.is_empty() {
+            report.matched += 1;
+        } else {
+            report
+                .mismatched
+                .push((row.clone(), differences.join(", ")));
+        }
+    }
+    let recorded: HashSet<&str> = rows.iter().map(|r| r.archive_id.as_str()).collect();
+    report.unrecorded = listing
+        .archives
+        .iter()
+        .filter(|a| !recorded.contains(a.archive_id.as_str()))
+        .cloned()
+        .collect();
+    report
+}
+
+/// What rebuilding the ledger did.
+#[derive(Debug, Default, Clone)]
+pub struct Rebuilt {
+    /// Rows added, oldest first.
+    pub added: Vec<UploadRecord>,
+    /// Archives of ours not added because the ledger already has a newer upload of their path
+    /// (adding them would make an old archive look like the latest).
+    pub older: Vec<ListedArchive>,
+    /// Archives that carry no origin of ours (the Python tool's plain names, other tools'):
+    /// listed, never added.
+    pub foreign: Vec<ListedArchive>,
+}
+
+/// Adds a ledger row for every archive of ours the ledger does not know, so a machine that lost
+/// its ledger neither uploads unchanged sources again nor loses track of what it can restore.
+pub fn rebuild(
+    ledger: &mut dyn Ledger,
+    backend: &str,
+    unrecorded: &[ListedArchive],
+) -> Result<Rebuilt, LedgerError> {
+    let mut report = Rebuilt::default();
+    let mut ours: Vec<(OffsetDateTime, &ListedArchive)> = Vec::new();
+    for archive in unrecorded {
+        match &archive.origin {
+            Some(origin) => {
+                let at = origin
+                    .started_at
+                    .or(archive.created_at)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                ours.push((at, archive));
+            }
+            None => report.foreign.push(archive.clone()),
+        }
+    }
+    // Oldest first, so that each path's newest archive ends up as its latest row.
+    ours.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.archive_id.cmp(&b.1.archive_id)));
+    for (at, archive) in ours {
+        let origin = archive
+            .origin
+            .as_ref()
+            .expect("kept only archives with an origin");
+        let newer_known = ledger
+            .latest_upload(&origin.source_path)?
+            .and_then(|row| stored_at(&row))
+            .is_some_and(|known| known > at);
+        if newer_known {
+            report.older.push(archive.clone());
+            continue;
+        }
+        let name = if origin.name.is_empty() {
+            archive_name(&origin.source_path, origin.kind)
+        } else {
+            origin.name.clone()
+        };
+        let row = UploadRecord {
+            path: origin.source_path.clone(),
+            name,
+            archive_id: archive.archive_id.clone(),
+            description: archive.description.clone(),
+            backend: backend.to_owned(),
+            kind: Some(origin.kind),
+            size: Some(archive.size),
+            tree_hash: archive.tree_hash,
+            fingerprint: origin.fingerprint.clone(),
+            started_at: origin.started_at,
+            uploaded_at: archive.created_at.or(origin.started_at),
+        };
+        ledger.record_upload(&row)?;
+        report.added.push(row);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::SqliteLedger;
+    use glacier_backup_archiver::origin::Origin;
+    use glacier_backup_archiver::SourceKind;
+    use std::path::PathBuf;
+    use time::macros::datetime;
+
+    fn ours(id: &str, path: &str, at: OffsetDateTime) -> ListedArchive {
+        ListedArchive {
+            origin: Some(Origin {
+                name: String::new(),
+                source_path: PathBuf::from(path),
+                kind: SourceKind::Directory,
+                fingerprint: Some(format!("fp-{id}")),
+                started_at: Some(at),
+            }),
+            created_at: Some(at + time::Duration::minutes(1)),
+            ..ListedArchive::new(id, 100)
+        }
+    }
+
+    #[test]
+    fn rebuild_keeps_each_paths_newest_archive_as_its_latest() {
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let listing = [
+            ours("new", "/data/photos", datetime!(2026-11-20 10:00 UTC)),
+            ours("old", "/data/photos", datetime!(2026-01-01 10:00 UTC)),
+            ours("other", "/data/my docs", datetime!(2026-05-01 10:00 UTC)),
+            ListedArchive {
+                description: Some("backup_20210320.tar".into()),
+                ..ListedArchive::new("seed", 10)
+            },
+        ];
+        let report = rebuild(&mut ledger, "glacier", &listing).unwrap();
+        assert_eq!(report.added.len(), 3);
+        assert_eq!(report.foreign.len(), 1);
+        let latest = ledger
+            .latest_upload(std::path::Path::new("/data/photos"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.archive_id, "new");
+        assert_eq!(latest.name, "photos.tar");
+        assert_eq!(latest.fingerprint.as_deref(), Some("fp-new"));
+        assert_eq!(latest.size, Some(100));
+        assert_eq!(latest.kind, Some(SourceKind::Directory));
+
+        // A second inventory with an archive older than what the ledger has adds nothing.
+        let older = [ours(
+            "older",
+            "/data/photos",
+            datetime!(2025-01-01 10:00 UTC),
+        )];
+        let report = rebuild(&mut ledger, "glacier", &older).unwrap();
+        assert!(report.added.is_empty());
+        assert_eq!(report.older.len(), 1);
+    }
+
+    #[test]
+    fn reconcile_sorts_rows_into_matched_missing_recent_and_mismatched() {
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let archives = [
+            ours("a", "/a", datetime!(2026-01-01 0:00 UTC)),
+            ours("b", "/b", datetime!(2026-01-02 0:00 UTC)),
+            ours("c", "/c", datetime!(2026-01-03 0:00 UTC)),
+            ours("d", "/d", datetime!(2026-03-01 0:00 UTC)),
+        ];
+        rebuild(&mut ledger, "glacier", &archives).unwrap();
+        let rows = ledger.uploads().unwrap();
+        let listing = Listing {
+            archives: vec![
+                archives[0].clone(),
+                ListedArchive {
+                    size: 99,
+                    ..archives[1].clone()
+                },
+                ours("x", "/x", datetime!(2026-01-01 0:00 UTC)),
+            ],
+            taken_at: Some(datetime!(2026-02-01 0:00 UTC)),
+        };
+        let report = reconcile(&rows, &listing);
+        assert_eq!(report.matched, 1);
+        assert_eq!(report.mismatched.len(), 1);
+        assert!(report.mismatched[0].1.contains("size 99 (recorded 100)"));
+        let ids = |rows: &[UploadRecord]| {
+            rows.iter()
+                .map(|r| r.archive_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&report.missing), ["c"]);
+        assert_eq!(ids(&report.too_recent), ["d"]);
+        assert_eq!(report.unrecorded[0].archive_id, "x");
+        assert!(report.has_problems());
+    }
+}
