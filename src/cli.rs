@@ -91,8 +91,19 @@ pub struct RestoreArgs {
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Directory to restore into (a directory archive lands as DIR/<dir name>/...)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", required_unless_present = "in_place")]
     pub to: Option<PathBuf>,
+    /// Restore to where the files were backed up from (existing files newer than the upload
+    /// are kept unless --force)
+    #[arg(long, conflicts_with = "to")]
+    pub in_place: bool,
+    /// Replace existing files even when they are newer than the restored ones
+    #[arg(long)]
+    pub force: bool,
+    /// Restore the uploads current at this time (RFC 3339, `YYYY-MM-DD HH:MM[:SS]` or
+    /// `YYYY-MM-DD` for the end of that day; UTC unless an offset is given)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<time::OffsetDateTime>,
     /// Restore this archive id or key (repeatable)
     #[arg(long = "archive-id", value_name = "ID")]
     pub archive_ids: Vec<String>,
@@ -126,6 +137,15 @@ pub struct InventoryArgs {
     /// Print JSON instead of a report
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
+    glacier_backup::restore::parse_time(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a time: use e.g. 2026-11-20, \"2026-11-20 14:30\" or \
+             2026-11-20T14:30:00+01:00"
+        )
+    })
 }
 
 /// Retrieval speed (and price) for cold archives.

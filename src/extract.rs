@@ -24,6 +24,11 @@ pub struct Extracted {
     pub written: u64,
     /// Entries refused.
     pub rejected: Vec<Rejected>,
+    /// Files already there with the archived size and mtime, left as they are.
+    pub unchanged: u64,
+    /// Entries not written because something newer (or, for anything but an older file,
+    /// something different) is already there; `--force` replaces them.
+    pub kept: Vec<String>,
 }
 
 /// The archive could not be read or written.
@@ -36,6 +41,14 @@ pub struct ExtractError {
     pub source: std::io::Error,
 }
 
+/// How an extraction treats what is already in the destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Give files their archived owners (meaningful when running as root).
+    pub preserve_owners: bool,
+    /// Replace existing entries even when they are newer than the archived ones.
+    pub force: bool,
+}
 /// Where a link target ends up, relative to the destination root, if it stays inside it.
 /// `base` is the directory (relative to the root) the target is resolved from.
 fn stays_inside(base: &Path, target: &Path) -> bool {
@@ -85,55 +98,160 @@ fn check(entry: &tar::Entry<'_, impl Read>, name: &Path) -> Option<&'static str>
     None
 }
 
-/// Extracts `archive` into `dest` (created if missing). Modes and mtimes are restored; owners
-/// only with `preserve_owners` (meaningful when running as root).
+/// Extracts `archive` into `dest` (created if missing). Files are written under a temporary
+/// name and renamed into place, so a reader never sees half a file; modes and mtimes are
+/// restored (directories' at the end, once nothing more is written into them); owners only
+/// with `preserve_owners`. Unless `force`, an existing file is replaced only when older than
+/// the archived one, and left alone when it has the archived size and mtime.
 pub fn extract_tar(
     archive: impl Read,
     dest: &Path,
-    preserve_owners: bool,
+    options: ExtractOptions,
 ) -> Result<Extracted, ExtractError> {
     let fail = |source| ExtractError {
         dest: dest.to_path_buf(),
         source,
     };
     std::fs::create_dir_all(dest).map_err(fail)?;
+    let root = std::fs::canonicalize(dest).map_err(fail)?;
     let mut archive = tar::Archive::new(archive);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(preserve_owners);
+    archive.set_preserve_ownerships(options.preserve_owners);
     archive.set_overwrite(true);
     let mut report = Extracted::default();
+    let mut directories = Vec::new();
     for entry in archive.entries().map_err(fail)? {
         let mut entry = entry.map_err(fail)?;
         let name = entry.path().map_err(fail)?.into_owned();
         let shown = name.to_string_lossy().into_owned();
-        if let Some(reason) = check(&entry, &name) {
+        let mut refuse = |reason: &'static str| {
             tracing::warn!("not restoring archive entry {shown:?}: {reason}");
             report.rejected.push(Rejected {
-                name: shown,
+                name: shown.clone(),
                 reason,
             });
+        };
+        if let Some(reason) = check(&entry, &name) {
+            refuse(reason);
             continue;
         }
-        let outside = match entry.unpack_in(dest) {
-            Ok(written) => !written,
+        let target = root.join(&name);
+        // A parent that resolves elsewhere went through a symlink (one the archive made, or
+        // one already there): nothing is written through it.
+        let parent = target.parent().unwrap_or(&root).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(fail)?;
+        if !std::fs::canonicalize(&parent)
+            .map_err(fail)?
+            .starts_with(&root)
+        {
+            refuse(OUTSIDE);
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        let existing = std::fs::symlink_metadata(&target).ok();
+        let archived_mtime = entry.header().mtime().unwrap_or(0);
+        if kind.is_dir() {
+            if existing.as_ref().is_some_and(|m| !m.is_dir()) && !options.force {
+                report.kept.push(shown);
+                continue;
+            }
+            if existing.as_ref().is_some_and(|m| !m.is_dir()) {
+                std::fs::remove_file(&target).map_err(fail)?;
+            }
+            std::fs::create_dir_all(&target).map_err(fail)?;
+            let mode = entry.header().mode().unwrap_or(0o755);
+            directories.push((target, mode, archived_mtime));
+            report.written += 1;
+            continue;
+        }
+        if let (Some(existing), false) = (&existing, options.force) {
+            let existing_mtime =
+                filetime::FileTime::from_last_modification_time(existing).unix_seconds();
+            let same_file = existing.is_file()
+                && kind.is_file()
+                && existing_mtime == archived_mtime as i64
+                && existing.len() == entry.header().size().unwrap_or(u64::MAX);
+            if same_file {
+                report.unchanged += 1;
+                continue;
+            }
+            let replaceable =
+                existing.is_file() && kind.is_file() && existing_mtime < archived_mtime as i64;
+            if !replaceable {
+                report.kept.push(shown);
+                continue;
+            }
+        }
+        if kind.is_file() {
+            write_file(&mut entry, &parent, &target, options).map_err(fail)?;
+            report.written += 1;
+            continue;
+        }
+        if existing.as_ref().is_some_and(|m| m.is_dir()) {
+            // --force over a directory: only an empty one may be replaced by a link.
+            std::fs::remove_dir(&target).map_err(fail)?;
+        }
+        match entry.unpack_in(&root) {
+            Ok(true) => report.written += 1,
+            Ok(false) => refuse(OUTSIDE),
             // The tar crate has no typed error for this; it is the one refusal to report and
             // go on from, rather than fail the whole restore.
-            Err(e) if e.to_string().contains("outside of destination") => true,
+            Err(e) if e.to_string().contains("outside of destination") => refuse(OUTSIDE),
             Err(e) => return Err(fail(e)),
-        };
-        if outside {
-            let reason = "it would be written outside the destination";
-            tracing::warn!("not restoring archive entry {shown:?}: {reason}");
-            report.rejected.push(Rejected {
-                name: shown,
-                reason,
-            });
-        } else {
-            report.written += 1;
         }
     }
+    // Deepest first, so setting a parent's mtime comes after its children are done.
+    for (path, mode, mtime) in directories.into_iter().rev() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
+            .and_then(|()| {
+                filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(mtime as i64, 0))
+            })
+            .map_err(fail)?;
+    }
     Ok(report)
+}
+
+const OUTSIDE: &str = "it would be written outside the destination";
+
+/// Writes one regular file under a temporary name beside `target`, with its mode, mtime (and
+/// owner), then renames it into place.
+fn write_file(
+    entry: &mut tar::Entry<'_, impl Read>,
+    parent: &Path,
+    target: &Path,
+    options: ExtractOptions,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let header = entry.header();
+    let mode = header.mode().unwrap_or(0o644);
+    let mtime = header.mtime().unwrap_or(0) as i64;
+    let owner = (header.uid().ok(), header.gid().ok());
+    let mut temp = tempfile::Builder::new()
+        .prefix(".glacier-backup-restore-")
+        .tempfile_in(parent)?;
+    std::io::copy(entry, temp.as_file_mut())?;
+    if options.preserve_owners {
+        if let (Some(uid), Some(gid)) = owner {
+            std::os::unix::fs::fchown(temp.as_file(), Some(uid as u32), Some(gid as u32))?;
+        }
+    }
+    // Without root, set-id bits would belong to the wrong owner: keep only the permissions.
+    let mask = if options.preserve_owners {
+        0o7777
+    } else {
+        0o777
+    };
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode & mask))?;
+    filetime::set_file_handle_times(
+        temp.as_file(),
+        None,
+        Some(filetime::FileTime::from_unix_time(mtime, 0)),
+    )?;
+    temp.persist(target).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -218,7 +336,7 @@ mod tests {
             Some("file.txt"),
             b"",
         );
-        let report = extract_tar(&finish(tar)[..], &dest, false).unwrap();
+        let report = extract_tar(&finish(tar)[..], &dest, ExtractOptions::default()).unwrap();
         assert_eq!(std::fs::read(dest.join("ok/file.txt")).unwrap(), b"fine");
         assert_eq!(
             std::fs::read_link(dest.join("ok/inner-link")).unwrap(),
@@ -259,7 +377,7 @@ mod tests {
             b"",
         );
         raw_entry(&mut tar, "p/q/evil", tar::EntryType::Regular, None, b"data");
-        let report = extract_tar(&finish(tar)[..], &dest, false).unwrap();
+        let report = extract_tar(&finish(tar)[..], &dest, ExtractOptions::default()).unwrap();
         assert!(
             std::fs::read_dir(&outside).unwrap().next().is_none(),
             "something was written outside"
@@ -293,7 +411,7 @@ mod tests {
             .write_archive(&mut tar)
             .unwrap();
         let dest = root.path().join("restored");
-        let report = extract_tar(&tar[..], &dest, false).unwrap();
+        let report = extract_tar(&tar[..], &dest, ExtractOptions::default()).unwrap();
         assert!(report.rejected.is_empty(), "{report:?}");
         let restored = dest.join("tree");
         assert!(restored.join("empty dir").is_dir());

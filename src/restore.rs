@@ -1,18 +1,35 @@
-//! Restores: pick uploads from the ledger, make cold archives readable, download them with their
-//! tree hash checked, and put them back (files by name, directories extracted safely).
+//! Restores: pick uploads from the ledger, make cold archives readable (recording each request
+//! in the ledger, so a later run checks on it instead of asking again), download them in ranged
+//! chunks that survive an interruption, check the tree hash, and put them back (files renamed
+//! into place, directories extracted safely).
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use glacier_backup_archiver::treehash::TreeHasher;
 use glacier_backup_archiver::{
-    ArchiveRef, Archiver, Error as ArchiverError, RestoreOptions, RestoreState, SourceKind,
+    ArchiveRef, Archiver, RestoreOptions, RestoreState, RestoreTier, SourceKind,
 };
+use sha2::Digest;
+use time::OffsetDateTime;
 
-use crate::extract::{extract_tar, Extracted};
-use crate::ledger::{Ledger, LedgerError, UploadRecord};
+use crate::extract::{extract_tar, ExtractOptions};
+use crate::ledger::{Ledger, LedgerError, Retrieval, UploadRecord};
+
+/// Bytes asked for per ranged request: small enough that an interruption loses little, large
+/// enough that requests stay few. A multiple of 1 MiB, so Glacier returns a tree hash for it.
+const CHUNK: u64 = 64 << 20;
+
+/// Where restored archives go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Under this directory: `DIR/<file name>`, `DIR/<dir name>/...`.
+    Into(PathBuf),
+    /// Back where they were backed up from.
+    InPlace,
+}
 
 /// What to restore and where.
 #[derive(Debug, Clone)]
@@ -21,8 +38,12 @@ pub struct RestoreRequest {
     pub paths: Vec<PathBuf>,
     /// Archive ids or keys, restored whatever their path.
     pub archive_ids: Vec<String>,
-    /// Directory that receives the restored files.
-    pub to: PathBuf,
+    /// Where the restored files go.
+    pub destination: Destination,
+    /// Restore the uploads current at this time instead of the latest.
+    pub at: Option<OffsetDateTime>,
+    /// Replace existing files even when they are newer than the restored ones.
+    pub force: bool,
     /// Retrieval tier and how long restored copies stay readable.
     pub options: RestoreOptions,
     /// Poll until cold archives are readable (instead of returning after requesting), for at
@@ -44,12 +65,15 @@ pub enum RestoreError {
 /// What happened to one archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Restored to this path; `rejected` archive entries were refused as unsafe.
+    /// Restored to this path; `rejected` archive entries were refused as unsafe, `kept`
+    /// existing entries were left alone because they are newer.
     Restored {
         /// Where it went.
         path: PathBuf,
         /// Unsafe entries that were skipped.
         rejected: usize,
+        /// Existing newer entries left in place.
+        kept: usize,
     },
     /// A retrieval is under way; run again later.
     Pending,
@@ -57,7 +81,37 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// The latest upload of each selected source path, plus the uploads named by id.
+/// Reads a `--at` time: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` (UTC), or `YYYY-MM-DD` (the end of
+/// that day, UTC, so "as of the 20th" includes everything uploaded on the 20th).
+pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    let text = text.trim();
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(t);
+    }
+    let with_seconds = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let with_minutes = format_description!("[year]-[month]-[day] [hour]:[minute]");
+    for format in [with_seconds, with_minutes] {
+        if let Ok(t) = time::PrimitiveDateTime::parse(&text.replacen('T', " ", 1), format) {
+            return Some(t.assume_utc());
+        }
+    }
+    let day = time::Date::parse(text, format_description!("[year]-[month]-[day]")).ok()?;
+    Some(
+        day.with_hms_nano(23, 59, 59, 999_999_999)
+            .ok()?
+            .assume_utc(),
+    )
+}
+
+/// When a row's archive was stored, as well as the row knows.
+fn stored_at(row: &UploadRecord) -> Option<OffsetDateTime> {
+    row.uploaded_at.or(row.started_at)
+}
+
+/// The latest upload (or the one current at `request.at`) of each selected source path, plus
+/// the uploads named by id.
 pub fn select(
     ledger: &dyn Ledger,
     request: &RestoreRequest,
@@ -69,7 +123,11 @@ pub fn select(
             .paths
             .iter()
             .any(|p| row.path == *p || row.path.starts_with(p));
-        if wanted {
+        let current = match request.at {
+            Some(at) => stored_at(row).is_some_and(|t| t <= at),
+            None => true,
+        };
+        if wanted && current {
             latest.insert(row.path.clone(), row.clone());
         }
     }
@@ -87,7 +145,11 @@ pub fn select(
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        return Err(RestoreError::NothingMatches(named.join(", ")));
+        let mut named = named.join(", ");
+        if let Some(at) = request.at {
+            named += &format!(" (uploaded at or before {})", crate::display_time(at));
+        }
+        return Err(RestoreError::NothingMatches(named));
     }
     Ok(chosen)
 }
@@ -101,16 +163,31 @@ fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, String> {
             description: row.description.clone(),
         }),
         _ => Err(format!(
-            "{}: the ledger row (written by the Python tool) has no size or tree hash to check a \
-             download against",
+            "{}: the ledger row has no size or tree hash to check a download against (written \
+             by the Python tool, or rebuilt from a destination that did not say); restore it \
+             with that tool",
             row.path.display()
         )),
+    }
+}
+
+/// The directory a row restores into.
+fn destination_dir(row: &UploadRecord, destination: &Destination) -> Result<PathBuf, String> {
+    match destination {
+        Destination::Into(dir) => Ok(dir.clone()),
+        Destination::InPlace => row.path.parent().map(Path::to_path_buf).ok_or_else(|| {
+            format!(
+                "{}: has no parent directory to restore into; use --to",
+                row.path.display()
+            )
+        }),
     }
 }
 
 /// Restores one upload, requesting a retrieval first when the archive is cold.
 pub async fn restore_one(
     archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
     row: &UploadRecord,
     request: &RestoreRequest,
 ) -> Outcome {
@@ -118,53 +195,153 @@ pub async fn restore_one(
         Ok(a) => a,
         Err(message) => return Outcome::Failed(message),
     };
-    match readable(archiver, &archive, request).await {
+    let dir = match destination_dir(row, &request.destination) {
+        Ok(dir) => dir,
+        Err(message) => return Outcome::Failed(message),
+    };
+    let target = dir.join(final_name(row));
+    if row.kind != Some(SourceKind::Directory) && !request.force {
+        if let Some(newer) = newer_file(&target, row) {
+            tracing::warn!("{newer}; --force replaces it");
+            return Outcome::Restored {
+                path: target,
+                rejected: 0,
+                kept: 1,
+            };
+        }
+    }
+    match readable(archiver, ledger, &archive, request).await {
         Ok(true) => {}
         Ok(false) => return Outcome::Pending,
-        Err(e) => return Outcome::Failed(crate::run::error_chain(&e)),
+        Err(message) => return Outcome::Failed(message),
     }
-    match download_and_place(archiver, row, &archive, &request.to).await {
-        Ok((path, extracted)) => Outcome::Restored {
-            path,
-            rejected: extracted.map_or(0, |e| e.rejected.len()),
-        },
+    let result = async {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let downloaded = download(archiver, &archive, &dir).await?;
+        place(row, downloaded, &dir, &target, request.force).await
+    }
+    .await;
+    match result {
+        Ok(outcome) => {
+            if let Err(e) = ledger.clear_retrieval(Some(&archive.archive_id)) {
+                tracing::warn!("{e}");
+            }
+            outcome
+        }
         Err(message) => Outcome::Failed(message),
     }
 }
 
-/// Makes the archive readable: asks for a retrieval if none is under way, and with `wait` polls
-/// (with backoff) until it is done or the time is up.
+/// Why an existing file at `target` is kept: it was changed after the upload being restored.
+fn newer_file(target: &Path, row: &UploadRecord) -> Option<String> {
+    let meta = std::fs::symlink_metadata(target).ok()?;
+    let modified = OffsetDateTime::from(meta.modified().ok()?);
+    let keep = match stored_at(row) {
+        Some(stored) => modified >= stored,
+        None => true,
+    };
+    keep.then(|| {
+        format!(
+            "{} was modified at {}, after this upload: kept",
+            target.display(),
+            crate::display_time(modified)
+        )
+    })
+}
+
+fn tier_name(tier: RestoreTier) -> &'static str {
+    match tier {
+        RestoreTier::Expedited => "expedited",
+        RestoreTier::Standard => "standard",
+        RestoreTier::Bulk => "bulk",
+    }
+}
+
+/// Makes the archive readable: checks on a retrieval recorded earlier, asks for one if none is
+/// under way (and records it), and with `wait` polls (with backoff) until it is done or the
+/// time is up.
 async fn readable(
     archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
     archive: &ArchiveRef,
     request: &RestoreRequest,
-) -> Result<bool, ArchiverError> {
+) -> Result<bool, String> {
     if !archiver.capabilities().needs_restore {
         return Ok(true);
     }
-    let mut state = archiver.restore_state(archive).await?;
-    if state == RestoreState::NotRequested {
-        state = archiver.request_restore(archive, &request.options).await?;
-        tracing::info!(
-            "{}: retrieval requested ({:?} tier)",
-            archive.archive_id,
-            request.options.tier
-        );
+    let id = archive.archive_id.as_str();
+    let failed = |e: &dyn std::error::Error| crate::run::error_chain(e);
+    let recorded = ledger.retrieval(Some(id)).map_err(|e| failed(&e))?;
+    if let Some(request_id) = recorded.as_ref().and_then(|r| r.request_id.as_deref()) {
+        archiver.known_retrieval(id, request_id);
+    }
+    let mut state = archiver
+        .restore_state(archive)
+        .await
+        .map_err(|e| failed(&e))?;
+    match (&state, &recorded) {
+        (RestoreState::NotRequested, earlier) => {
+            if let Some(earlier) = earlier {
+                tracing::info!(
+                    "{id}: the retrieval requested at {} is no longer available; asking again",
+                    crate::display_time(earlier.requested_at)
+                );
+            }
+            state = archiver
+                .request_restore(archive, &request.options)
+                .await
+                .map_err(|e| failed(&e))?;
+            tracing::info!(
+                "{id}: retrieval requested ({} tier)",
+                tier_name(request.options.tier)
+            );
+            record(ledger, id, &state, tier_name(request.options.tier))?;
+        }
+        (RestoreState::InProgress { .. }, Some(earlier)) => tracing::info!(
+            "{id}: the retrieval requested at {} ({} tier) is still in progress",
+            crate::display_time(earlier.requested_at),
+            earlier.tier
+        ),
+        (RestoreState::InProgress { .. }, None) => {
+            tracing::info!("{id}: a retrieval is already in progress");
+            record(ledger, id, &state, "unknown")?;
+        }
+        (RestoreState::Ready, _) => {}
+    }
+    if state == RestoreState::Ready {
+        return Ok(true);
     }
     let Some(limit) = request.wait else {
-        return Ok(state == RestoreState::Ready);
+        return Ok(false);
     };
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_secs(1);
-    while state != RestoreState::Ready {
-        if Instant::now() + pause > deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(300));
-        state = archiver.restore_state(archive).await?;
-    }
-    Ok(true)
+    let ready = crate::poll::with_backoff(limit, || async {
+        let state = archiver.restore_state(archive).await?;
+        Ok::<_, glacier_backup_archiver::Error>((state == RestoreState::Ready).then_some(()))
+    })
+    .await
+    .map_err(|e| failed(&e))?;
+    Ok(ready.is_some())
+}
+
+fn record(
+    ledger: &mut dyn Ledger,
+    archive_id: &str,
+    state: &RestoreState,
+    tier: &str,
+) -> Result<(), String> {
+    let request_id = match state {
+        RestoreState::InProgress { request_id } => request_id.clone(),
+        _ => None,
+    };
+    ledger
+        .record_retrieval(&Retrieval {
+            archive_id: Some(archive_id.to_owned()),
+            request_id,
+            tier: tier.to_owned(),
+            requested_at: OffsetDateTime::now_utc(),
+        })
+        .map_err(|e| crate::run::error_chain(&e))
 }
 
 fn final_name(row: &UploadRecord) -> PathBuf {
@@ -174,67 +351,149 @@ fn final_name(row: &UploadRecord) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(&row.name))
 }
 
-/// Downloads into a temporary file beside the destination, checks size and tree hash, then
-/// renames a file into place (never over an existing one) or extracts a directory archive.
-async fn download_and_place(
+/// The download in progress for an archive: a fixed name in the destination directory, so an
+/// interrupted restore continues where it stopped.
+fn partial_path(dir: &Path, archive_id: &str) -> PathBuf {
+    let digest = sha2::Sha256::digest(archive_id.as_bytes());
+    dir.join(format!(
+        ".glacier-backup-restore-{}.partial",
+        hex::encode(&digest[..12])
+    ))
+}
+
+/// Downloads the archive into its partial file, continuing from what an earlier run left,
+/// and checks size and tree hash. On a mismatch the partial file is deleted; on any other
+/// failure it is kept for the next run.
+async fn download(
     archiver: &dyn Archiver,
-    row: &UploadRecord,
     archive: &ArchiveRef,
-    to: &Path,
-) -> Result<(PathBuf, Option<Extracted>), String> {
-    std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".glacier-backup-restore-")
-        .tempfile_in(to)
-        .map_err(|e| format!("cannot create a temporary file in {}: {e}", to.display()))?;
-    let mut stream = archiver
-        .get(archive, None)
-        .await
-        .map_err(|e| crate::run::error_chain(&e))?;
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    let path = partial_path(dir, &archive.archive_id);
+    let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io("open", e))?;
+    let ranged = archiver.capabilities().ranged_reads;
+    let kept = file.metadata().map_err(|e| io("read", e))?.len();
+    // Whole MiBs only, so ranged requests stay tree-hash aligned.
+    let mut have = if ranged && kept <= archive.size {
+        kept - kept % (1 << 20)
+    } else {
+        0
+    };
+    file.set_len(have).map_err(|e| io("truncate", e))?;
     let mut hasher = TreeHasher::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| crate::run::error_chain(&e))?;
-        hasher.update(&chunk);
-        temp.write_all(&chunk)
-            .map_err(|e| format!("cannot write {}: {e}", temp.path().display()))?;
+    if have > 0 {
+        tracing::info!(
+            "{}: continuing an interrupted download at {have} of {} bytes",
+            archive.archive_id,
+            archive.size
+        );
+        let mut buffer = vec![0; 1 << 20];
+        let mut reader = (&file).take(have);
+        loop {
+            match reader.read(&mut buffer).map_err(|e| io("read", e))? {
+                0 => break,
+                n => hasher.update(&buffer[..n]),
+            }
+        }
+    }
+    file.seek(SeekFrom::Start(have))
+        .map_err(|e| io("seek in", e))?;
+    let ranges: Vec<Option<std::ops::Range<u64>>> = if ranged && archive.size > 0 {
+        (have..archive.size)
+            .step_by(CHUNK as usize)
+            .map(|start| Some(start..archive.size.min(start + CHUNK)))
+            .collect()
+    } else {
+        vec![None]
+    };
+    for range in ranges {
+        let mut stream = archiver
+            .get(archive, range)
+            .await
+            .map_err(|e| crate::run::error_chain(&e))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                format!(
+                    "{} (download stopped at {have} of {} bytes; run again to continue)",
+                    crate::run::error_chain(&e),
+                    archive.size
+                )
+            })?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).map_err(|e| io("write", e))?;
+            have += chunk.len() as u64;
+        }
     }
     let size = hasher.len();
     let hash = hasher.finish();
     if size != archive.size || hash != archive.tree_hash {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
         return Err(format!(
             "{}: the download does not match the ledger (size {size} vs {}, tree hash {hash} vs \
              {}); nothing was restored",
             archive.archive_id, archive.size, archive.tree_hash
         ));
     }
-    temp.as_file()
-        .sync_all()
-        .map_err(|e| format!("cannot sync {}: {e}", temp.path().display()))?;
-    match row.kind {
-        Some(SourceKind::Directory) => {
-            let file = temp.reopen().map_err(|e| e.to_string())?;
-            let owners = is_root();
-            let extracted = tokio::task::spawn_blocking({
-                let to = to.to_path_buf();
-                move || extract_tar(std::io::BufReader::new(file), &to, owners)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| crate::run::error_chain(&e))?;
-            Ok((to.join(final_name(row)), Some(extracted)))
-        }
-        _ => {
-            let target = to.join(final_name(row));
-            temp.persist_noclobber(&target).map_err(|e| {
-                format!(
-                    "cannot put the file at {}: {}; move the existing file away or restore elsewhere",
-                    target.display(),
-                    e.error
-                )
-            })?;
-            Ok((target, None))
-        }
+    file.sync_all().map_err(|e| io("sync", e))?;
+    Ok(path)
+}
+
+/// Puts a checked download in place: a file renamed over `target` (an existing older file is
+/// replaced atomically), a directory archive extracted.
+async fn place(
+    row: &UploadRecord,
+    downloaded: PathBuf,
+    dir: &Path,
+    target: &Path,
+    force: bool,
+) -> Result<Outcome, String> {
+    if row.kind != Some(SourceKind::Directory) {
+        std::fs::rename(&downloaded, target).map_err(|e| {
+            format!(
+                "cannot put the file at {}: {e}; the download is kept as {}",
+                target.display(),
+                downloaded.display()
+            )
+        })?;
+        return Ok(Outcome::Restored {
+            path: target.to_path_buf(),
+            rejected: 0,
+            kept: 0,
+        });
     }
+    let file = std::fs::File::open(&downloaded)
+        .map_err(|e| format!("cannot read {}: {e}", downloaded.display()))?;
+    let options = ExtractOptions {
+        preserve_owners: is_root(),
+        force,
+    };
+    let dir_owned = dir.to_path_buf();
+    let extracted = tokio::task::spawn_blocking(move || {
+        extract_tar(std::io::BufReader::new(file), &dir_owned, options)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| crate::run::error_chain(&e))?;
+    let _ = std::fs::remove_file(&downloaded);
+    for name in &extracted.kept {
+        tracing::warn!(
+            "{}: kept, newer than the archived one (--force replaces it)",
+            dir.join(name).display()
+        );
+    }
+    Ok(Outcome::Restored {
+        path: target.to_path_buf(),
+        rejected: extracted.rejected.len(),
+        kept: extracted.kept.len(),
+    })
 }
 
 fn is_root() -> bool {

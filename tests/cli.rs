@@ -639,21 +639,51 @@ fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
         b"trailing space in name"
     );
 
-    // Restoring again does not overwrite what is there.
+    // Restoring again keeps what is there when it is newer than the upload; --force replaces.
+    fs::write(restored.join("notes .txt"), b"edited after the restore").unwrap();
+    let notes = data.join("notes .txt");
     let again = sb.run(&[
         "-c",
         config,
         "restore",
         "--to",
         "out",
-        data.join("zero.bin").to_str().unwrap(),
+        notes.to_str().unwrap(),
     ]);
-    assert_exit(&again, 1);
+    assert_exit(&again, 0);
     assert!(
-        text(&again).contains("move the existing file away"),
+        text(&again).contains("after this upload: kept; --force replaces it"),
         "{}",
         text(&again)
     );
+    assert_eq!(
+        fs::read(restored.join("notes .txt")).unwrap(),
+        b"edited after the restore"
+    );
+    let forced = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--force",
+        "--to",
+        "out",
+        notes.to_str().unwrap(),
+    ]);
+    assert_exit(&forced, 0);
+    assert_eq!(
+        fs::read(restored.join("notes .txt")).unwrap(),
+        b"trailing space in name"
+    );
+    let leftovers: Vec<_> = fs::read_dir(&restored)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".glacier-backup")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     let nothing = sb.run(&["-c", config, "restore", "--to", "out", "/not/backed/up"]);
     assert_exit(&nothing, 2);
     assert!(

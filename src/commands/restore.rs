@@ -1,87 +1,154 @@
 //! `restore`: plan, request retrievals, download and put back.
 
+use glacier_backup::archiver::{Archiver, RestoreOptions, RestoreTier};
 use glacier_backup::backends::{ledger_path, open_archiver};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::SqliteLedger;
+use glacier_backup::ledger::{Ledger, UploadRecord};
+use glacier_backup::restore::{
+    restore_one, select, Destination, Outcome as Restored, RestoreRequest,
+};
 
-use super::{command_line_path, home_config_dir, Fatal, Outcome};
+use super::{command_line_path, home_config_dir, open_ledger, Fatal, Outcome};
 use crate::cli::{Cli, RestoreArgs, Tier};
 
-pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<Outcome, Fatal> {
-    use glacier_backup::archiver::{RestoreOptions, RestoreTier};
-    use glacier_backup::restore::{restore_one, select, Outcome as Restored, RestoreRequest};
-    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
-    let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
-    if !ledger_file.exists() {
-        return Err(Fatal::Config(anyhow::anyhow!(
-            "no ledger at {}: nothing was backed up with this configuration",
-            ledger_file.display()
-        )));
+fn tier(args: &RestoreArgs) -> RestoreTier {
+    match args.tier {
+        Tier::Expedited => RestoreTier::Expedited,
+        Tier::Standard => RestoreTier::Standard,
+        Tier::Bulk => RestoreTier::Bulk,
     }
-    let to = args.to.clone().ok_or_else(|| {
-        Fatal::Config(anyhow::anyhow!(
-            "restore needs --to DIR: the directory to restore into"
-        ))
-    })?;
+}
+
+fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
     if args.paths.is_empty() && args.archive_ids.is_empty() {
         return Err(Fatal::Config(anyhow::anyhow!(
             "name what to restore: one or more PATHs as they were backed up, or --archive-id ID"
         )));
     }
-    let request = RestoreRequest {
+    let destination = match &args.to {
+        Some(to) => Destination::Into(std::path::absolute(to).unwrap_or_else(|_| to.clone())),
+        None => Destination::InPlace,
+    };
+    Ok(RestoreRequest {
         paths: args
             .paths
             .iter()
             .map(|p| command_line_path(p))
             .collect::<Result<_, _>>()?,
         archive_ids: args.archive_ids.clone(),
-        to: std::path::absolute(&to).unwrap_or(to),
+        destination,
+        at: args.at,
+        force: args.force,
         options: RestoreOptions {
-            tier: match args.tier {
-                Tier::Expedited => RestoreTier::Expedited,
-                Tier::Standard => RestoreTier::Standard,
-                Tier::Bulk => RestoreTier::Bulk,
-            },
+            tier: tier(args),
             days: Some(args.days),
         },
         wait: args
             .wait
             .then(|| std::time::Duration::from_secs(args.timeout)),
-    };
-    let ledger = SqliteLedger::snapshot(&ledger_file).map_err(|e| Fatal::Failure(e.into()))?;
-    let rows = select(&ledger, &request).map_err(|e| Fatal::Config(e.into()))?;
+    })
+}
+
+fn expected_wait(archiver: &dyn Archiver, tier: Tier) -> &'static str {
+    if !archiver.capabilities().needs_restore {
+        return "none";
+    }
+    match tier {
+        Tier::Expedited => "1-5 minutes",
+        Tier::Standard => "3-5 hours (up to 12 for DEEP_ARCHIVE)",
+        Tier::Bulk => "5-12 hours (up to 48 for DEEP_ARCHIVE)",
+    }
+}
+
+fn show_plan(
+    archiver: &dyn Archiver,
+    ledger: &dyn Ledger,
+    rows: &[UploadRecord],
+    request: &RestoreRequest,
+    args: &RestoreArgs,
+) {
     let total: u64 = rows.iter().filter_map(|r| r.size).sum();
-    let wait = if archiver.capabilities().needs_restore {
-        match args.tier {
-            Tier::Expedited => "minutes",
-            Tier::Standard => "hours (3-5 for Glacier, up to 12 for DEEP_ARCHIVE)",
-            Tier::Bulk => "5-12 hours (up to 48 for DEEP_ARCHIVE)",
-        }
-    } else {
-        "none"
+    let into = match &request.destination {
+        Destination::Into(dir) => dir.display().to_string(),
+        Destination::InPlace => "where they came from".into(),
     };
     tracing::info!(
-        "plan: {} archive(s), {total} bytes, into {}; tier {:?}, expected wait {wait}",
+        "plan: {} archive(s), {total} bytes, into {into}; tier {}, expected wait {}",
         rows.len(),
-        request.to.display(),
-        args.tier
+        format!("{:?}", args.tier).to_lowercase(),
+        expected_wait(archiver, args.tier)
     );
-    for row in &rows {
-        tracing::info!("  {} ({})", row.path.display(), row.archive_id);
+    for row in rows {
+        let pending = ledger
+            .retrieval(Some(&row.archive_id))
+            .ok()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "; retrieval requested {}",
+                    glacier_backup::display_time(r.requested_at)
+                )
+            })
+            .unwrap_or_default();
+        let uploaded = row
+            .uploaded_at
+            .map(glacier_backup::display_time)
+            .unwrap_or_else(|| "at an unknown time".into());
+        tracing::info!(
+            "  {} (uploaded {uploaded}, {} bytes, {}{pending})",
+            row.path.display(),
+            row.size.map_or("?".into(), |s| s.to_string()),
+            row.archive_id
+        );
     }
+}
+
+pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<Outcome, Fatal> {
+    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
+    let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
+    if !ledger_file.exists() {
+        return Err(Fatal::Config(anyhow::anyhow!(
+            "no ledger at {}: nothing was backed up with this configuration (after losing it, \
+             `glacier-backup inventory --rebuild-ledger` recreates it from the destination)",
+            ledger_file.display()
+        )));
+    }
+    let request = request(args)?;
+    if archiver.capabilities().needs_restore && !archiver.offers_tier(request.options.tier) {
+        return Err(Fatal::Config(anyhow::anyhow!(
+            "the {} tier is not offered for this destination's storage class; use --tier \
+             standard or --tier bulk",
+            format!("{:?}", args.tier).to_lowercase()
+        )));
+    }
+    let (mut ledger, _lock) = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
+    let rows = select(&ledger, &request).map_err(|e| Fatal::Config(e.into()))?;
+    show_plan(archiver.as_ref(), &ledger, &rows, &request, args);
     if cli.dryrun {
         return Ok(Outcome::Success);
     }
-    let (mut failed, mut pending) = (0, 0);
+    let (mut failed, mut pending, mut restored) = (0, 0, 0);
     for row in &rows {
-        match restore_one(archiver.as_ref(), row, &request).await {
-            Restored::Restored { path, rejected } => {
-                tracing::info!("restored {} to {}", row.path.display(), path.display());
+        match restore_one(archiver.as_ref(), &mut ledger, row, &request).await {
+            Restored::Restored {
+                path,
+                rejected,
+                kept,
+            } => {
+                if kept == 0 || row.kind == Some(glacier_backup::archiver::SourceKind::Directory) {
+                    restored += 1;
+                    tracing::info!("restored {} to {}", row.path.display(), path.display());
+                }
                 if rejected > 0 {
                     tracing::warn!(
                         "{rejected} unsafe archive entries were not restored (see above)"
                     );
                     failed += 1;
+                }
+                if kept > 0 {
+                    tracing::info!(
+                        "{kept} existing newer entries kept (use --force to replace them)"
+                    );
                 }
             }
             Restored::Pending => {
@@ -97,10 +164,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
             }
         }
     }
-    tracing::info!(
-        "restored {}, pending {pending}, failed {failed}",
-        rows.len() - pending - failed
-    );
+    tracing::info!("restored {restored}, pending {pending}, failed {failed}");
     Ok(if failed > 0 {
         Outcome::Failed
     } else {

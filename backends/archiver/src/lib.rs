@@ -90,6 +90,13 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         self.restore_state(archive).await
     }
 
+    /// Whether cold archives here can be retrieved at this tier (S3 DEEP_ARCHIVE has no
+    /// expedited retrievals), so a request can be refused before anything is asked.
+    fn offers_tier(&self, tier: RestoreTier) -> bool {
+        let _ = tier;
+        true
+    }
+
     /// Whether an archive can be read now.
     async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState>;
 

@@ -682,7 +682,7 @@ impl Archiver for S3Archiver {
             return Ok(state);
         }
         let tier = match options.tier {
-            RestoreTier::Expedited if self.settings.storage_class == "DEEP_ARCHIVE" => {
+            tier if !self.offers_tier(tier) => {
                 return Err(Error::Unsupported {
                     backend: NAME,
                     operation: "the expedited tier for DEEP_ARCHIVE objects (use standard or bulk)",
@@ -725,6 +725,10 @@ impl Archiver for S3Archiver {
                 e,
             )),
         }
+    }
+
+    fn offers_tier(&self, tier: RestoreTier) -> bool {
+        !(tier == RestoreTier::Expedited && self.settings.storage_class == "DEEP_ARCHIVE")
     }
 
     async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState> {
