@@ -284,7 +284,7 @@ async fn readable(
         (RestoreState::NotRequested, earlier) => {
             if let Some(earlier) = earlier {
                 tracing::info!(
-                    "{id}: the retrieval requested at {} is no longer available; asking again",
+                    "{id}: the retrieval asked for at {} is no longer available; asking again",
                     crate::display_time(earlier.requested_at)
                 );
             }
@@ -299,7 +299,7 @@ async fn readable(
             record(ledger, id, &state, tier_name(request.options.tier))?;
         }
         (RestoreState::InProgress { .. }, Some(earlier)) => tracing::info!(
-            "{id}: the retrieval requested at {} ({} tier) is still in progress",
+            "{id}: the retrieval asked for at {} ({} tier) is still in progress",
             crate::display_time(earlier.requested_at),
             earlier.tier
         ),

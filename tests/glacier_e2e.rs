@@ -370,7 +370,7 @@ fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
         .output()
         .unwrap();
     assert!(
-        !text(&again).contains("retrieval requested"),
+        !text(&again).contains("retrieval requested") && text(&again).contains("still in progress"),
         "{}",
         text(&again)
     );

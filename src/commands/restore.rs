@@ -85,7 +85,7 @@ fn show_plan(
             .flatten()
             .map(|r| {
                 format!(
-                    "; retrieval requested {}",
+                    "; retrieval pending since {}",
                     glacier_backup::display_time(r.requested_at)
                 )
             })
