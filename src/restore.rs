@@ -20,7 +20,7 @@ use crate::ledger::{Ledger, LedgerError, Retrieval, UploadRecord};
 
 /// Bytes asked for per ranged request: small enough that an interruption loses little, large
 /// enough that requests stay few. A multiple of 1 MiB, so Glacier returns a tree hash for it.
-const CHUNK: u64 = 64 << 20;
+pub const DOWNLOAD_CHUNK: u64 = 64 << 20;
 
 /// Where restored archives go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,8 @@ pub struct RestoreRequest {
     /// Poll until cold archives are readable (instead of returning after requesting), for at
     /// most this long.
     pub wait: Option<Duration>,
+    /// Bytes per ranged request ([`DOWNLOAD_CHUNK`]; a multiple of 1 MiB).
+    pub chunk_size: u64,
 }
 
 /// A restore that cannot go on.
@@ -218,7 +220,7 @@ pub async fn restore_one(
     let result = async {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let downloaded = download(archiver, &archive, &dir).await?;
+        let downloaded = download(archiver, &archive, &dir, request.chunk_size).await?;
         place(row, downloaded, &dir, &target, request.force).await
     }
     .await;
@@ -368,7 +370,9 @@ async fn download(
     archiver: &dyn Archiver,
     archive: &ArchiveRef,
     dir: &Path,
+    chunk_size: u64,
 ) -> Result<PathBuf, String> {
+    let chunk_size = chunk_size.max(1 << 20) & !((1 << 20) - 1);
     let path = partial_path(dir, &archive.archive_id);
     let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
     let mut file = std::fs::OpenOptions::new()
@@ -407,8 +411,8 @@ async fn download(
         .map_err(|e| io("seek in", e))?;
     let ranges: Vec<Option<std::ops::Range<u64>>> = if ranged && archive.size > 0 {
         (have..archive.size)
-            .step_by(CHUNK as usize)
-            .map(|start| Some(start..archive.size.min(start + CHUNK)))
+            .step_by(chunk_size as usize)
+            .map(|start| Some(start..archive.size.min(start + chunk_size)))
             .collect()
     } else {
         vec![None]
@@ -500,4 +504,187 @@ fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     // /proc/self belongs to the effective user; only root may hand files to other owners.
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::SqliteLedger;
+    use glacier_backup_archiver::conformance::{meta, sample};
+    use glacier_backup_archiver::parts::parts_from_bytes;
+    use glacier_backup_archiver::{
+        ByteRange, ByteStream, Capabilities, Listing, MemoryArchiver, PartStream,
+    };
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A memory archiver whose reads break after `fail_after` bytes (once), and which counts
+    /// the bytes it serves.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        inner: MemoryArchiver,
+        fail_after: AtomicU64,
+        served: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Archiver for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn target(&self) -> String {
+            "flaky".into()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn check(&self) -> glacier_backup_archiver::Result<()> {
+            Ok(())
+        }
+        async fn put(
+            &self,
+            meta: &glacier_backup_archiver::ArchiveMeta,
+            parts: PartStream,
+        ) -> glacier_backup_archiver::Result<ArchiveRef> {
+            self.inner.put(meta, parts).await
+        }
+        async fn restore_state(
+            &self,
+            archive: &ArchiveRef,
+        ) -> glacier_backup_archiver::Result<RestoreState> {
+            self.inner.restore_state(archive).await
+        }
+        async fn get(
+            &self,
+            archive: &ArchiveRef,
+            range: Option<ByteRange>,
+        ) -> glacier_backup_archiver::Result<ByteStream> {
+            let len = range.as_ref().map_or(archive.size, |r| r.end - r.start);
+            let budget = self.fail_after.load(Ordering::SeqCst);
+            if budget < len {
+                self.fail_after.store(u64::MAX, Ordering::SeqCst);
+                let data: Vec<u8> = self
+                    .inner
+                    .get(archive, range)
+                    .await?
+                    .next()
+                    .await
+                    .unwrap()?
+                    .to_vec();
+                self.served.fetch_add(budget, Ordering::SeqCst);
+                let first = bytes::Bytes::copy_from_slice(&data[..budget as usize]);
+                return Ok(futures::stream::iter([
+                    Ok(first),
+                    Err(glacier_backup_archiver::Error::Remote {
+                        backend: "flaky",
+                        message: "connection reset".into(),
+                        temporary: true,
+                        source: None,
+                    }),
+                ])
+                .boxed());
+            }
+            self.fail_after.fetch_sub(len.min(budget), Ordering::SeqCst);
+            self.served.fetch_add(len, Ordering::SeqCst);
+            self.inner.get(archive, range).await
+        }
+        async fn list(&self) -> glacier_backup_archiver::Result<Listing> {
+            self.inner.list().await
+        }
+    }
+
+    fn request(to: &Path) -> RestoreRequest {
+        RestoreRequest {
+            paths: vec![],
+            archive_ids: vec![],
+            destination: Destination::Into(to.to_path_buf()),
+            at: None,
+            force: false,
+            options: RestoreOptions::default(),
+            wait: None,
+            chunk_size: 1 << 20,
+        }
+    }
+
+    async fn stored(archiver: &Flaky, data: &bytes::Bytes) -> UploadRecord {
+        let meta = meta("disk.img", data.len() as u64);
+        let archive = archiver
+            .put(&meta, parts_from_bytes(data.clone(), 1 << 20))
+            .await
+            .unwrap();
+        UploadRecord {
+            path: meta.source_path.clone(),
+            name: meta.name.clone(),
+            archive_id: archive.archive_id,
+            description: None,
+            backend: "flaky".into(),
+            kind: Some(SourceKind::File),
+            size: Some(archive.size),
+            tree_hash: Some(archive.tree_hash),
+            fingerprint: None,
+            started_at: Some(meta.started_at),
+            uploaded_at: Some(meta.started_at),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_download_continues_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let archiver = Flaky::default();
+        let data = sample((3 << 20) + 12_345, 3);
+        let row = stored(&archiver, &data).await;
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        archiver
+            .fail_after
+            .store((1 << 20) + 500_000, Ordering::SeqCst);
+
+        let first = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        let Outcome::Failed(message) = first else {
+            panic!("{first:?}")
+        };
+        assert!(message.contains("run again to continue"), "{message}");
+        let target = dir.path().join("disk.img");
+        assert!(!target.exists(), "nothing under the final name");
+
+        let before = archiver.served.load(Ordering::SeqCst);
+        let second = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        assert!(matches!(second, Outcome::Restored { .. }), "{second:?}");
+        assert!(std::fs::read(&target).unwrap() == data);
+        let fetched_again = archiver.served.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            fetched_again,
+            data.len() as u64 - (1 << 20),
+            "only the rest"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["disk.img"], "no partial file left");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_partial_download_is_caught_and_thrown_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let archiver = Flaky::default();
+        let data = sample(3 << 20, 4);
+        let row = stored(&archiver, &data).await;
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        archiver.fail_after.store(2 << 20, Ordering::SeqCst);
+        let first = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        assert!(matches!(first, Outcome::Failed(_)), "{first:?}");
+        let partial = partial_path(dir.path(), &row.archive_id);
+        let mut bytes = std::fs::read(&partial).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&partial, bytes).unwrap();
+
+        let second = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        let Outcome::Failed(message) = second else {
+            panic!("{second:?}")
+        };
+        assert!(message.contains("does not match the ledger"), "{message}");
+        assert!(!partial.exists() && !dir.path().join("disk.img").exists());
+        let third = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        assert!(matches!(third, Outcome::Restored { .. }), "{third:?}");
+        assert!(std::fs::read(dir.path().join("disk.img")).unwrap() == data);
+    }
 }

@@ -46,6 +46,7 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
         wait: args
             .wait
             .then(|| std::time::Duration::from_secs(args.timeout)),
+        chunk_size: glacier_backup::restore::DOWNLOAD_CHUNK,
     })
 }
 
