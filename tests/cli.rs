@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use rusqlite::Connection;
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_glacier-backup");
 
 fn fixtures() -> PathBuf {
@@ -562,21 +564,7 @@ fn the_tools_own_files_inside_a_backed_up_tree_are_left_out() {
 fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
     let sb = Sandbox::new();
     let data = sb.path("data");
-    let album = data.join("Фото 2026 (copy)");
-    fs::create_dir_all(album.join("empty dir")).unwrap();
-    fs::create_dir_all(album.join("deep/er/still")).unwrap();
-    fs::write(
-        album.join("deep/er/still/").join("n".repeat(200)),
-        b"long name",
-    )
-    .unwrap();
-    fs::write(album.join("empty file"), b"").unwrap();
-    fs::write(album.join("café.txt"), "unicode ✓").unwrap();
-    std::os::unix::fs::symlink("café.txt", album.join("link")).unwrap();
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    fs::write(album.join("big.bin"), &big).unwrap();
-    fs::write(data.join("zero.bin"), b"").unwrap();
-    fs::write(data.join("notes .txt"), b"trailing space in name").unwrap();
+    support::trees::awkward_tree(&data);
     let config = sb.local_config(&format!(
         "[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
         data.display()
@@ -616,28 +604,7 @@ fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
         text(&out)
     );
     let restored = sb.path("out");
-    for rel in [
-        "big.bin",
-        "café.txt",
-        "empty file",
-        &format!("deep/er/still/{}", "n".repeat(200)),
-    ] {
-        assert_eq!(
-            fs::read(restored.join("Фото 2026 (copy)").join(rel)).unwrap(),
-            fs::read(album.join(rel)).unwrap(),
-            "{rel}"
-        );
-    }
-    assert!(restored.join("Фото 2026 (copy)/empty dir").is_dir());
-    assert_eq!(
-        fs::read_link(restored.join("Фото 2026 (copy)/link")).unwrap(),
-        PathBuf::from("café.txt")
-    );
-    assert_eq!(fs::read(restored.join("zero.bin")).unwrap(), b"");
-    assert_eq!(
-        fs::read(restored.join("notes .txt")).unwrap(),
-        b"trailing space in name"
-    );
+    support::trees::assert_same_tree(&data, &restored);
 
     // Restoring again keeps what is there when it is newer than the upload; --force replaces.
     fs::write(restored.join("notes .txt"), b"edited after the restore").unwrap();
@@ -746,4 +713,83 @@ fn verify_reports_changed_sources_and_missing_or_damaged_archives() {
         "{shown}"
     );
     assert!(shown.contains("3 problem(s)"), "{shown}");
+}
+
+#[test]
+fn a_lost_ledger_is_rebuilt_from_the_archives_then_nothing_is_uploaded_again() {
+    let sb = Sandbox::new();
+    let data = sb.path("data");
+    support::trees::awkward_tree(&data);
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_dirs = true\nupload_files = true\nupload_if_changed = true\n",
+        data.display()
+    ));
+    let config = config.to_str().unwrap();
+    assert_exit(&sb.run(&["-c", config]), 0);
+    let before = sb.ledger_rows();
+    fs::write(sb.path("archives/stray.bin"), b"not ours").unwrap();
+    fs::remove_file(sb.ledger()).unwrap();
+
+    let report = sb.run(&["-c", config, "inventory"]);
+    assert_exit(&report, 0);
+    for expected in [
+        "4 archive(s)",
+        "not in the ledger: 4",
+        "Фото 2026 (copy) (directory, stored",
+        "zero.bin (file, stored",
+        "stray.bin 8 bytes: not written by glacier-backup",
+    ] {
+        assert!(
+            text(&report).contains(expected),
+            "{expected}: {}",
+            text(&report)
+        );
+    }
+    let dry = sb.run(&["-c", config, "-d", "inventory", "--rebuild-ledger"]);
+    assert_exit(&dry, 0);
+    assert!(sb.ledger_rows().is_empty(), "a dry run adds no rows");
+
+    let rebuilt = sb.run(&["-c", config, "inventory", "--rebuild-ledger"]);
+    assert_exit(&rebuilt, 0);
+    assert!(
+        text(&rebuilt).contains("ledger rows added: 3"),
+        "{}",
+        text(&rebuilt)
+    );
+    let mut after = sb.ledger_rows();
+    let mut expected = before.clone();
+    after.sort();
+    expected.sort();
+    assert_eq!(after, expected, "the same paths, names and archive ids");
+
+    let backup = sb.run(&["-c", config]);
+    assert_exit(&backup, 0);
+    assert!(
+        text(&backup).contains("uploaded 0, up to date 3, failed 0"),
+        "{}",
+        text(&backup)
+    );
+    let restore = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--to",
+        "out",
+        data.to_str().unwrap(),
+    ]);
+    assert_exit(&restore, 0);
+    support::trees::assert_same_tree(&data, &sb.path("out"));
+
+    let clean = sb.run(&["-c", config, "inventory"]);
+    assert!(
+        text(&clean).contains("recorded in the ledger and present: 3"),
+        "{}",
+        text(&clean)
+    );
+    let (_, _, id) = &before[0];
+    fs::remove_file(sb.path("archives").join(id)).unwrap();
+    let missing = sb.run(&["-c", config, "inventory", "--json"]);
+    assert_exit(&missing, 1);
+    let json: serde_json::Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert_eq!(json["missing"][0]["archive_id"], id.as_str());
 }
