@@ -346,3 +346,95 @@ async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledge
     assert!(body == data, "the resumed object is byte-exact");
     assert_eq!(recorded_parts(), 0, "nothing pending after completion");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() {
+    let moto = Moto::start();
+    bucket(&moto.endpoint, "cold").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::trees::awkward_tree(&data);
+    let config = dir.path().join("backup.toml");
+    fs::write(
+        &config,
+        format!(
+            "[main]\nbackend = \"s3\"\nlogfile = \"\"\n[s3]\nbucket = \"cold\"\nstorage_class = \"GLACIER\"\n\
+             endpoint_url = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\n\
+             [\"{}\"]\nupload_dirs = true\nupload_files = true\nupload_if_changed = true\n",
+            moto.endpoint,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = backup_command(&config, dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), shown(&out))
+    };
+    let (code, out) = run(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    let ledger = dir.path().join("s3.cold.sqlite3");
+    let retrievals = || -> i64 {
+        rusqlite::Connection::open(&ledger)
+            .unwrap()
+            .query_row("SELECT count(*) FROM retrievals", [], |r| r.get(0))
+            .unwrap()
+    };
+
+    // moto counts a restore's time from the object's last state change: objects older than
+    // the transition stay "in progress" for that long after the request.
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    moto.set_transition("s3::keyrestore", r#"{"progression": "time", "seconds": 4}"#);
+    let out_dir = dir.path().join("out");
+    let to = out_dir.to_str().unwrap();
+    let source = data.to_str().unwrap();
+    let (code, out) = run(&["restore", "--to", to, source]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("retrieval requested (standard tier)"), "{out}");
+    assert!(out.contains("restored 0, pending 3, failed 0"), "{out}");
+    assert_eq!(retrievals(), 3, "each request is recorded");
+    assert!(!out_dir.exists() || fs::read_dir(&out_dir).unwrap().next().is_none());
+
+    let (code, out) = run(&["restore", "--to", to, source]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("retrieval requested"), "asked twice: {out}");
+    assert!(out.contains("is still in progress"), "{out}");
+
+    let (code, out) = run(&["restore", "--wait", "--timeout", "120", "--to", to, source]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("restored 3, pending 0, failed 0"), "{out}");
+    support::trees::assert_same_tree(&data, &out_dir);
+    assert_eq!(retrievals(), 0, "finished retrievals are forgotten");
+
+    // Expedited retrievals do not exist for DEEP_ARCHIVE: refused before anything is asked.
+    let deep = fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"GLACIER\"", "\"DEEP_ARCHIVE\"");
+    let deep_config = dir.path().join("deep.toml");
+    fs::write(&deep_config, deep).unwrap();
+    let out = backup_command(&deep_config, dir.path())
+        .args(["restore", "--tier", "expedited", "--to", to, source])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", shown(&out));
+    assert!(
+        shown(&out).contains("use --tier standard"),
+        "{}",
+        shown(&out)
+    );
+
+    fs::remove_file(&ledger).unwrap();
+    let (code, out) = run(&["inventory", "--rebuild-ledger"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ledger rows added: 3"), "{out}");
+    let (code, out) = run(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("uploaded 0, up to date 3, failed 0"), "{out}");
+    let again = dir.path().join("again");
+    let (code, out) = run(&["restore", "--to", again.to_str().unwrap(), source]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("restored 3, pending 0, failed 0"), "{out}");
+    support::trees::assert_same_tree(&data, &again);
+}

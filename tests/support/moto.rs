@@ -51,6 +51,30 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// Sets how one of moto's models moves between states (its state manager), e.g.
+    /// `s3::keyrestore` with `{"progression": "time", "seconds": 4}`.
+    pub fn set_transition(&self, model: &str, transition: &str) {
+        use std::io::{Read, Write};
+        let address = self.endpoint.trim_start_matches("http://");
+        let body = format!(r#"{{"model_name": "{model}", "transition": {transition}}}"#);
+        let mut stream = TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "POST /moto-api/state-manager/set-transition HTTP/1.1\r\nHost: {address}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 201") || reply.starts_with("HTTP/1.0 201"),
+            "{reply}"
+        );
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

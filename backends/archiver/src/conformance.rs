@@ -321,6 +321,7 @@ pub async fn unknown_archive_is_not_found(archiver: &dyn Archiver) {
 pub async fn inventory_tells_where_archives_came_from(archiver: &dyn Archiver) {
     let mut directory = meta("inventoried", 3000);
     directory.kind = SourceKind::Directory;
+    directory.fingerprint = "v1:entries=2:bytes=3000:sha256=0a1b".into();
     let parts = parts_from_bytes(sample(3000, 9), archiver.part_size(3000));
     let stored = archiver.put(&directory, parts).await.expect("put");
     let listing = match archiver.inventory(None).await.expect("inventory") {
@@ -367,6 +368,14 @@ pub async fn inventory_tells_where_archives_came_from(archiver: &dyn Archiver) {
         archiver.name()
     );
     assert_eq!(origin.kind, SourceKind::Directory, "{}", archiver.name());
+    if let Some(fingerprint) = &origin.fingerprint {
+        assert_eq!(
+            *fingerprint,
+            directory.fingerprint,
+            "{}: fingerprint",
+            archiver.name()
+        );
+    }
     assert_eq!(
         origin.started_at.map(|t| t.unix_timestamp()),
         Some(directory.started_at.unix_timestamp()),

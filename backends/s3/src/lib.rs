@@ -542,11 +542,19 @@ fn origin_from_metadata(metadata: &HashMap<String, String>) -> Option<Origin> {
     if !path.starts_with(b"/") {
         return None;
     }
+    // Written percent-encoded by `header_safe`.
+    let text = |key: &str| {
+        metadata.get(key).map(|value| {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    };
     Some(Origin {
-        name: metadata.get("gb-name").cloned().unwrap_or_default(),
+        name: text("gb-name").unwrap_or_default(),
         source_path: std::ffi::OsStr::from_bytes(&path).into(),
         kind: SourceKind::parse(metadata.get("gb-kind")?)?,
-        fingerprint: metadata.get("gb-fingerprint").cloned(),
+        fingerprint: text("gb-fingerprint"),
         started_at: metadata
             .get("gb-started-at")
             .and_then(|t| t.parse().ok())
