@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use futures::StreamExt;
 use glacier_backup_archiver::treehash::TreeHasher;
-use glacier_backup_archiver::{Archiver, SourceKind};
+use glacier_backup_archiver::{Archiver, ListedArchive, Listing, SourceKind};
 
 use crate::candidate::{Candidate, PathCandidate};
 use crate::ledger::{Ledger, LedgerError, UploadRecord};
@@ -79,17 +79,19 @@ pub fn check_sources(rows: &[UploadRecord]) -> Vec<Finding> {
     findings
 }
 
-/// Compares the ledger with what the destination holds: every archive present with its size,
-/// and for destinations on this machine, its tree hash re-computed.
+/// Compares the ledger with what the destination holds (`listing`: the backend's list, or for
+/// a vault its latest inventory): every archive present with its size and, where the listing
+/// has one, its tree hash; for destinations on this machine the tree hash is re-computed.
+/// Uploads stored after the listing was taken are not expected in it.
 pub async fn check_remote(
     archiver: &dyn Archiver,
     rows: &[UploadRecord],
+    listing: &Listing,
 ) -> Result<Vec<Finding>, glacier_backup_archiver::Error> {
-    let listing = archiver.list().await?;
-    let sizes: HashMap<&str, u64> = listing
+    let listed: HashMap<&str, &ListedArchive> = listing
         .archives
         .iter()
-        .map(|a| (a.archive_id.as_str(), a.size))
+        .map(|a| (a.archive_id.as_str(), a))
         .collect();
     let rehash = archiver.local_directory().is_some();
     let mut findings = Vec::new();
@@ -98,13 +100,34 @@ pub async fn check_remote(
             path: row.path.clone(),
             problem,
         };
-        let Some(&size) = sizes.get(row.archive_id.as_str()) else {
+        let Some(archive) = listed.get(row.archive_id.as_str()) else {
+            let stored = row.uploaded_at.or(row.started_at);
+            if let (Some(taken), Some(stored)) = (listing.taken_at, stored) {
+                if stored >= taken {
+                    tracing::info!(
+                        "{}: uploaded after the inventory of {}; not checked",
+                        row.path.display(),
+                        crate::display_time(taken)
+                    );
+                    continue;
+                }
+            }
             findings.push(finding(format!(
                 "archive {} is missing from the destination",
                 row.archive_id
             )));
             continue;
         };
+        let size = archive.size;
+        if let (Some(recorded), Some(listed)) = (row.tree_hash, archive.tree_hash) {
+            if recorded != listed {
+                findings.push(finding(format!(
+                    "archive {} has tree hash {listed}, the ledger recorded {recorded}",
+                    row.archive_id
+                )));
+                continue;
+            }
+        }
         if row.size.is_some_and(|recorded| recorded != size) {
             findings.push(finding(format!(
                 "archive {} is {size} bytes, the ledger recorded {}",

@@ -101,3 +101,68 @@ async fn a_missing_vault_is_a_clear_config_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_ledger_comes_back_from_a_vault_inventory_and_restores_work() {
+    let moto = Moto::start();
+    create_vault(&moto.endpoint, "lost").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let album = data.join("Фото (2026)");
+    fs::create_dir_all(album.join("empty dir")).unwrap();
+    fs::write(album.join("café.txt"), "unicode ✓").unwrap();
+    std::os::unix::fs::symlink("café.txt", album.join("link")).unwrap();
+    fs::write(data.join("notes .txt"), b"remember the milk").unwrap();
+    let config = dir.path().join("backup.conf");
+    fs::write(
+        &config,
+        format!(
+            "[main]\nvault_name = lost\nlogfile = ''\n[glacier]\nendpoint_url = {}\nregion = us-east-1\n\
+             [{}]\nupload_files = yes\nupload_dirs = yes\nupload_if_changed = yes\n",
+            moto.endpoint,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = backup_command(&config, dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), shown(&out))
+    };
+    let (code, out) = run(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    fs::remove_file(dir.path().join("glacier.lost.sqlite3")).unwrap();
+
+    let (code, out) = run(&[
+        "inventory",
+        "--rebuild-ledger",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ledger rows added: 2"), "{out}");
+    let (code, out) = run(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("uploaded 0, up to date 2, failed 0"), "{out}");
+    let (code, out) = run(&["verify", "--remote"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    let to = dir.path().join("out");
+    let (code, out) = run(&[
+        "restore",
+        "--tier",
+        "expedited",
+        "--wait",
+        "--timeout",
+        "120",
+        "--to",
+        to.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("restored 2, pending 0, failed 0"), "{out}");
+    support::trees::assert_same_tree(&data, &to);
+}

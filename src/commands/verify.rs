@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use glacier_backup::backends::{ledger_path, open_archiver};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::SqliteLedger;
+use glacier_backup::ledger::{Ledger, SqliteLedger};
 
 use super::{command_line_path, home_config_dir, Fatal, Outcome};
 
@@ -20,17 +20,37 @@ pub async fn verify(config: &Config, remote: bool, paths: &[PathBuf]) -> Result<
     let rows = latest_uploads(&ledger, &filter).map_err(|e| Fatal::Failure(e.into()))?;
     let mut findings = check_sources(&rows);
     if remote {
-        if archiver.capabilities().listable {
-            let remote_findings = check_remote(archiver.as_ref(), &rows)
-                .await
-                .map_err(|e| Fatal::Failure(e.into()))?;
-            findings.extend(remote_findings);
+        let listing = if archiver.capabilities().listable {
+            Some(
+                archiver
+                    .list()
+                    .await
+                    .map_err(|e| Fatal::Failure(e.into()))?,
+            )
         } else {
-            tracing::warn!(
-                "the {} backend lists its archives only through an inventory job, which verify \
-                 does not run yet: only the sources were checked",
-                archiver.name()
-            );
+            ledger
+                .last_inventory()
+                .map_err(|e| Fatal::Failure(e.into()))?
+        };
+        match listing {
+            Some(listing) => {
+                if let Some(taken) = listing.taken_at {
+                    tracing::info!(
+                        "comparing with the inventory of {}",
+                        glacier_backup::display_time(taken)
+                    );
+                }
+                let remote_findings = check_remote(archiver.as_ref(), &rows, &listing)
+                    .await
+                    .map_err(|e| Fatal::Failure(e.into()))?;
+                findings.extend(remote_findings);
+            }
+            None => {
+                return Err(Fatal::Failure(anyhow::anyhow!(
+                    "the {} backend lists its archives through an inventory job, and none was                      fetched yet: run `glacier-backup inventory` (again later, or with --wait)                      first",
+                    archiver.name()
+                )))
+            }
         }
     }
     for finding in &findings {
