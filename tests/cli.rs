@@ -793,3 +793,141 @@ fn a_lost_ledger_is_rebuilt_from_the_archives_then_nothing_is_uploaded_again() {
     let json: serde_json::Value = serde_json::from_slice(&missing.stdout).unwrap();
     assert_eq!(json["missing"][0]["archive_id"], id.as_str());
 }
+
+#[test]
+fn restore_in_place_replaces_older_files_keeps_newer_ones_and_force_replaces_all() {
+    let sb = Sandbox::new();
+    let data = sb.path("data");
+    let album = data.join("album");
+    fs::create_dir_all(&album).unwrap();
+    for name in ["deleted.txt", "edited.txt", "untouched.txt"] {
+        fs::write(album.join(name), format!("original {name}")).unwrap();
+    }
+    let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    for name in ["deleted.txt", "edited.txt", "untouched.txt"] {
+        filetime::set_file_mtime(album.join(name), old).unwrap();
+    }
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_single_dir = true\n",
+        album.display()
+    ));
+    let config = config.to_str().unwrap();
+    assert_exit(&sb.run(&["-c", config]), 0);
+
+    fs::remove_file(album.join("deleted.txt")).unwrap();
+    fs::write(album.join("edited.txt"), "edited since").unwrap();
+    let missing_to = sb.run(&["-c", config, "restore", album.to_str().unwrap()]);
+    assert_exit(&missing_to, 2);
+    assert!(text(&missing_to).contains("--to"), "{}", text(&missing_to));
+
+    let in_place = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--in-place",
+        album.to_str().unwrap(),
+    ]);
+    assert_exit(&in_place, 0);
+    assert!(
+        text(&in_place).contains("edited.txt: kept, newer than the archived one"),
+        "{}",
+        text(&in_place)
+    );
+    assert_eq!(
+        fs::read_to_string(album.join("deleted.txt")).unwrap(),
+        "original deleted.txt"
+    );
+    assert_eq!(
+        fs::read_to_string(album.join("edited.txt")).unwrap(),
+        "edited since"
+    );
+
+    let forced = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--in-place",
+        "--force",
+        album.to_str().unwrap(),
+    ]);
+    assert_exit(&forced, 0);
+    assert_eq!(
+        fs::read_to_string(album.join("edited.txt")).unwrap(),
+        "original edited.txt"
+    );
+    let meta = fs::metadata(album.join("edited.txt")).unwrap();
+    assert_eq!(filetime::FileTime::from_last_modification_time(&meta), old);
+    let names: Vec<_> = fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["album"], "no temporary files left beside it");
+}
+
+#[test]
+fn restore_at_a_time_picks_the_upload_current_then() {
+    let sb = Sandbox::new();
+    let file = sb.path("data/diary.txt");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, "first version").unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_if_changed = true\n",
+        file.display()
+    ));
+    let config = config.to_str().unwrap();
+    assert_exit(&sb.run(&["-c", config]), 0);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let between = time::OffsetDateTime::now_utc();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(&file, "second version").unwrap();
+    assert_exit(&sb.run(&["-c", config]), 0);
+    assert_eq!(sb.ledger_rows().len(), 2);
+
+    let at = between
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let then = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--at",
+        &at,
+        "--to",
+        "then",
+        file.to_str().unwrap(),
+    ]);
+    assert_exit(&then, 0);
+    assert_eq!(
+        fs::read_to_string(sb.path("then/diary.txt")).unwrap(),
+        "first version"
+    );
+    let now = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--to",
+        "now",
+        file.to_str().unwrap(),
+    ]);
+    assert_exit(&now, 0);
+    assert_eq!(
+        fs::read_to_string(sb.path("now/diary.txt")).unwrap(),
+        "second version"
+    );
+    let before = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--at",
+        "2001-01-01",
+        "--to",
+        "x",
+        file.to_str().unwrap(),
+    ]);
+    assert_exit(&before, 2);
+    assert!(
+        text(&before).contains("uploaded at or before 2001-01-01T23:59:59Z"),
+        "{}",
+        text(&before)
+    );
+}

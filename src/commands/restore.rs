@@ -155,8 +155,9 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
             Restored::Pending => {
                 pending += 1;
                 tracing::info!(
-                    "{}: retrieval in progress; run the same command again later (or add --wait)",
-                    row.path.display()
+                    "{}: retrieval in progress, usually ready {} after the request; run the                      same command again then (or add --wait)",
+                    row.path.display(),
+                    expected_wait(archiver.as_ref(), args.tier)
                 );
             }
             Restored::Failed(message) => {

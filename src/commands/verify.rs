@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use glacier_backup::archiver::InventoryState;
 use glacier_backup::backends::{ledger_path, open_archiver};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, SqliteLedger};
@@ -21,37 +22,34 @@ pub async fn verify(config: &Config, remote: bool, paths: &[PathBuf]) -> Result<
     let mut findings = check_sources(&rows);
     if remote {
         let listing = if archiver.capabilities().listable {
-            Some(
-                archiver
-                    .list()
-                    .await
-                    .map_err(|e| Fatal::Failure(e.into()))?,
-            )
+            match archiver
+                .inventory(None)
+                .await
+                .map_err(|e| Fatal::Failure(e.into()))?
+            {
+                InventoryState::Ready(listing) => Some(listing),
+                InventoryState::Pending { .. } => None,
+            }
         } else {
             ledger
                 .last_inventory()
                 .map_err(|e| Fatal::Failure(e.into()))?
         };
-        match listing {
-            Some(listing) => {
-                if let Some(taken) = listing.taken_at {
-                    tracing::info!(
-                        "comparing with the inventory of {}",
-                        glacier_backup::display_time(taken)
-                    );
-                }
-                let remote_findings = check_remote(archiver.as_ref(), &rows, &listing)
-                    .await
-                    .map_err(|e| Fatal::Failure(e.into()))?;
-                findings.extend(remote_findings);
-            }
-            None => {
-                return Err(Fatal::Failure(anyhow::anyhow!(
-                    "the {} backend lists its archives through an inventory job, and none was                      fetched yet: run `glacier-backup inventory` (again later, or with --wait)                      first",
-                    archiver.name()
-                )))
-            }
+        let Some(listing) = listing else {
+            return Err(Fatal::Failure(anyhow::anyhow!(
+                "the {} backend lists its archives through an inventory job, and none was \
+                 fetched yet: run `glacier-backup inventory` (again later, or with --wait) \
+                 first",
+                archiver.name()
+            )));
+        };
+        if let Some(taken) = listing.taken_at {
+            tracing::info!(
+                "comparing with the inventory of {}",
+                glacier_backup::display_time(taken)
+            );
         }
+        findings.extend(check_remote(&rows, &listing));
     }
     for finding in &findings {
         tracing::warn!("{}: {}", finding.path.display(), finding.problem);
