@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "glacier-backup", version, max_term_width = 100)]
 pub struct Cli {
-    /// Only show what would be backed up; writes nothing and needs no network
+    /// Only show what would be done: writes nothing (backup and restore also contact nothing;
+    /// inventory reports without changing the ledger)
     #[arg(short = 'd', long = "dryrun", visible_alias = "dry-run", global = true)]
     pub dryrun: bool,
 
