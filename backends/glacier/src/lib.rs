@@ -11,6 +11,7 @@
 
 mod errors;
 mod inventory;
+mod payload;
 mod settings;
 
 use std::collections::HashMap;
@@ -78,7 +79,10 @@ impl GlacierArchiver {
         self.client
             .get_or_try_init(|| async {
                 let config = self.settings.connection.load(NAME, "glacier").await?;
-                Ok(Client::new(&config))
+                let config = aws_sdk_glacier::config::Builder::from(&config)
+                    .interceptor(payload::SkipSdkBodyHashing)
+                    .build();
+                Ok(Client::from_conf(config))
             })
             .await
     }
@@ -102,6 +106,7 @@ impl GlacierArchiver {
     async fn upload_single(&self, description: String, part: Part) -> Result<ArchiveRef> {
         let recorded = description.clone();
         let size = part.data.len() as u64;
+        let sha256 = payload_sha256(part.data.clone()).await?;
         let out = self
             .client()
             .await?
@@ -111,6 +116,8 @@ impl GlacierArchiver {
             .archive_description(description)
             .checksum(part.tree_hash.to_hex())
             .body(SdkByteStream::from(part.data))
+            .customize()
+            .interceptor(payload::OwnPayloadSha256::new(sha256))
             .send()
             .await
             .map_err(|e| errors::map("uploading the archive", e))?;
@@ -219,6 +226,7 @@ impl GlacierArchiver {
 
     async fn upload_part(&self, upload_id: &str, part: Part) -> Result<()> {
         let end = part.offset + part.data.len() as u64 - 1;
+        let sha256 = payload_sha256(part.data.clone()).await?;
         let out = self
             .client()
             .await?
@@ -229,6 +237,8 @@ impl GlacierArchiver {
             .range(format!("bytes {}-{end}/*", part.offset))
             .checksum(part.tree_hash.to_hex())
             .body(SdkByteStream::from(part.data))
+            .customize()
+            .interceptor(payload::OwnPayloadSha256::new(sha256))
             .send()
             .await
             .map_err(|e| errors::map(&format!("uploading part {}", part.index), e))?;
@@ -453,6 +463,13 @@ impl GlacierArchiver {
             )
         })
     }
+}
+
+/// The body's SHA-256, computed off the async threads.
+async fn payload_sha256(body: bytes::Bytes) -> Result<String> {
+    tokio::task::spawn_blocking(move || payload::payload_sha256(&body))
+        .await
+        .map_err(|e| remote(&format!("hashing a part: {e}"), false))
 }
 
 fn remote(message: &str, temporary: bool) -> Error {

@@ -375,6 +375,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    // Hashed once, before taking the lock, so parts arriving together are checked in parallel.
+    let hashes = (!body.is_empty()).then(|| BodyHashes::of(&body));
     // The early `return`s below answer while this lock is held, so they must not go through
     // `finish` (which locks again).
     let mut s = state.lock().unwrap();
@@ -414,24 +416,26 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                 bad("invalid archive description")
             } else if body.is_empty() {
                 bad("Invalid Content-Length: 0")
-            } else if let Err(message) = check_hashes(
-                &body,
-                get("x-amz-sha256-tree-hash"),
-                get("x-amz-content-sha256"),
-            ) {
-                bad(message)
             } else {
-                let hash = tree_hash(&body);
-                v.archives.insert(
-                    id.clone(),
-                    StoredArchive {
-                        description,
-                        size: body.len() as u64,
-                        tree_hash: hash,
-                        data: keep_data.then_some(body),
-                    },
-                );
-                created_archive(vault, &id, hash)
+                match check_hashes(
+                    hashes.as_ref(),
+                    get("x-amz-sha256-tree-hash"),
+                    get("x-amz-content-sha256"),
+                ) {
+                    Err(message) => bad(message),
+                    Ok(hash) => {
+                        v.archives.insert(
+                            id.clone(),
+                            StoredArchive {
+                                description,
+                                size: body.len() as u64,
+                                tree_hash: hash,
+                                data: keep_data.then_some(body),
+                            },
+                        );
+                        created_archive(vault, &id, hash)
+                    }
+                }
             }
         }
         (&Method::POST, [_, "vaults", vault, "multipart-uploads"]) => {
@@ -487,22 +491,24 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                         bad("Content-Range does not match the part size or the body")
                     } else if refuse_from.is_some_and(|n| start / u.part_size >= n) {
                         bad("injected permanent refusal of this part")
-                    } else if let Err(message) = check_hashes(
-                        &body,
-                        get("x-amz-sha256-tree-hash"),
-                        get("x-amz-content-sha256"),
-                    ) {
-                        bad(message)
                     } else {
-                        let hash = tree_hash(&body);
-                        let kept = if keep_data { body } else { Bytes::new() };
-                        u.parts.insert(start, (kept, hash));
-                        s.stats.parts_stored.push(((*upload).to_owned(), start));
-                        respond(
-                            StatusCode::NO_CONTENT,
-                            &[("x-amz-sha256-tree-hash", hash.to_hex())],
-                            Bytes::new(),
-                        )
+                        match check_hashes(
+                            hashes.as_ref(),
+                            get("x-amz-sha256-tree-hash"),
+                            get("x-amz-content-sha256"),
+                        ) {
+                            Err(message) => bad(message),
+                            Ok(hash) => {
+                                let kept = if keep_data { body } else { Bytes::new() };
+                                u.parts.insert(start, (kept, hash));
+                                s.stats.parts_stored.push(((*upload).to_owned(), start));
+                                respond(
+                                    StatusCode::NO_CONTENT,
+                                    &[("x-amz-sha256-tree-hash", hash.to_hex())],
+                                    Bytes::new(),
+                                )
+                            }
+                        }
                     }
                 }
             }
@@ -668,23 +674,42 @@ fn created_archive(vault: &str, id: &str, hash: TreeHash) -> Reply {
     )
 }
 
+/// What an uploaded body hashes to, both ways Glacier checks it.
+struct BodyHashes {
+    tree: TreeHash,
+    linear: String,
+}
+
+impl BodyHashes {
+    fn of(body: &[u8]) -> Self {
+        BodyHashes {
+            tree: tree_hash(body),
+            linear: hex::encode(Sha256::digest(body)),
+        }
+    }
+}
+
+/// The body's tree hash, when the claimed tree hash and payload SHA-256 (both required, as
+/// Glacier requires them of uploads) match it.
 fn check_hashes(
-    body: &[u8],
+    hashes: Option<&BodyHashes>,
     tree: Option<String>,
     content: Option<String>,
-) -> Result<(), &'static str> {
+) -> Result<TreeHash, &'static str> {
+    let hashes = hashes.ok_or("Invalid Content-Length: 0")?;
     let Some(tree) = tree else {
         return Err("missing x-amz-sha256-tree-hash");
     };
-    if !tree.eq_ignore_ascii_case(&tree_hash(body).to_hex()) {
+    if !tree.eq_ignore_ascii_case(&hashes.tree.to_hex()) {
         return Err("Checksum mismatch: the tree hash does not match the body");
     }
-    if let Some(content) = content {
-        if !content.eq_ignore_ascii_case(&hex::encode(Sha256::digest(body))) {
-            return Err("x-amz-content-sha256 does not match the body");
+    match content {
+        None => Err("missing x-amz-content-sha256"),
+        Some(content) if !content.eq_ignore_ascii_case(&hashes.linear) => {
+            Err("x-amz-content-sha256 does not match the body")
         }
+        Some(_) => Ok(hashes.tree),
     }
-    Ok(())
 }
 
 /// `bytes a-b/*` -> (a, b).
