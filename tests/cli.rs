@@ -820,6 +820,10 @@ fn restore_in_place_replaces_older_files_keeps_newer_ones_and_force_replaces_all
     assert_exit(&missing_to, 2);
     assert!(text(&missing_to).contains("--to"), "{}", text(&missing_to));
 
+    // A backup holding the ledger (as a long one would) does not keep a restore out.
+    let lock = fs::File::create(format!("{}.lock", sb.ledger().display())).unwrap();
+    lock.try_lock().unwrap();
+    assert_exit(&sb.run(&["-c", config]), 1);
     let in_place = sb.run(&[
         "-c",
         config,
@@ -828,6 +832,7 @@ fn restore_in_place_replaces_older_files_keeps_newer_ones_and_force_replaces_all
         album.to_str().unwrap(),
     ]);
     assert_exit(&in_place, 0);
+    drop(lock);
     assert!(
         text(&in_place).contains("edited.txt: kept, newer than the archived one"),
         "{}",

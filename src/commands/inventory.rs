@@ -10,12 +10,12 @@ use glacier_backup::display_time;
 use glacier_backup::inventory::{rebuild, reconcile, Rebuilt, Reconciliation};
 use glacier_backup::ledger::{Ledger, Retrieval, UploadRecord};
 
-use super::{open_ledger, Fatal, Outcome};
+use super::{lock_ledger, open_ledger, Fatal, Outcome};
 use crate::cli::{Cli, InventoryArgs};
 
 pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Result<Outcome, Fatal> {
     let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
-    let (mut ledger, _lock) = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
+    let mut ledger = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
     let failure = |e: glacier_backup::archiver::Error| Fatal::Failure(e.into());
     let known = ledger
         .retrieval(None)
@@ -57,10 +57,20 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     }
     let listing = match state {
         InventoryState::Ready(listing) => listing,
-        InventoryState::Pending { .. } => {
+        InventoryState::Pending { request_id } => {
             tracing::info!("run `glacier-backup inventory` again later (or add --wait)");
+            if args.json {
+                let pending = serde_json::json!({ "pending": true, "request_id": request_id });
+                println!("{pending}");
+            }
             return Ok(Outcome::Success);
         }
+    };
+    // Taken only now: the wait above may be long, and rows are added only below.
+    let _lock = if args.rebuild_ledger && !cli.dryrun {
+        Some(lock_ledger(&ledger)?)
+    } else {
+        None
     };
     let rows = ledger.uploads().map_err(|e| Fatal::Failure(e.into()))?;
     let report = reconcile(&rows, &listing);

@@ -31,23 +31,28 @@ pub enum Fatal {
     Failure(anyhow::Error),
 }
 
-/// The ledger of the configured destination, for a command that records what it does: locked
-/// against a concurrent backup run, created when missing (a machine that lost it). A dry run
-/// gets a private in-memory copy and no lock.
+/// The ledger of the configured destination, for a command that records what it does: created
+/// when missing (a machine that lost it). Not locked: restores and inventories may wait for
+/// hours and must not keep backups out meanwhile; what they write (retrievals) is theirs alone,
+/// and SQLite keeps each write whole. A dry run gets a private in-memory copy.
 pub fn open_ledger(
     config: &glacier_backup::config::Config,
     archiver: &dyn glacier_backup::archiver::Archiver,
     dry_run: bool,
-) -> Result<(SqliteLedger, Option<LedgerLock>), Fatal> {
+) -> Result<SqliteLedger, Fatal> {
     let file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
     tracing::debug!("ledger: {}", file.display());
-    if dry_run {
-        let ledger = SqliteLedger::snapshot(&file).map_err(|e| Fatal::Failure(e.into()))?;
-        return Ok((ledger, None));
-    }
-    let lock = LedgerLock::acquire(&file).map_err(|e| Fatal::Failure(e.into()))?;
-    let ledger = SqliteLedger::open(&file).map_err(|e| Fatal::Failure(e.into()))?;
-    Ok((ledger, Some(lock)))
+    let ledger = if dry_run {
+        SqliteLedger::snapshot(&file)
+    } else {
+        SqliteLedger::open(&file)
+    };
+    ledger.map_err(|e| Fatal::Failure(e.into()))
+}
+
+/// Keeps backup runs off the ledger while upload rows are written outside one.
+pub fn lock_ledger(ledger: &SqliteLedger) -> Result<LedgerLock, Fatal> {
+    LedgerLock::acquire(ledger.path()).map_err(|e| Fatal::Failure(e.into()))
 }
 
 /// `$HOME/.config/glacier_backup`, where the seed kept its config, log and ledger.

@@ -122,7 +122,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
             format!("{:?}", args.tier).to_lowercase()
         )));
     }
-    let (mut ledger, _lock) = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
+    let mut ledger = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
     let rows = select(&ledger, &request).map_err(|e| Fatal::Config(e.into()))?;
     show_plan(archiver.as_ref(), &ledger, &rows, &request, args);
     if cli.dryrun {
