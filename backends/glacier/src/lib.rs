@@ -418,6 +418,27 @@ impl GlacierArchiver {
         Ok(best.map(|(id, status, _)| (id, status)))
     }
 
+    /// Starts a job and returns its id; `failed` says what a refusal means.
+    async fn start_job(
+        &self,
+        params: JobParameters,
+        failed: impl FnOnce(InitiateJobFailure) -> Error,
+    ) -> Result<String> {
+        let out = self
+            .client()
+            .await?
+            .initiate_job()
+            .account_id(self.account())
+            .vault_name(self.vault())
+            .job_parameters(params)
+            .send()
+            .await
+            .map_err(failed)?;
+        out.job_id()
+            .map(str::to_owned)
+            .ok_or_else(|| remote("the vault returned no job id", false))
+    }
+
     /// The state of one job: `None` when the vault no longer has it.
     async fn job_status(&self, job_id: &str) -> Result<Option<StatusCode>> {
         let result = self
@@ -464,6 +485,11 @@ impl GlacierArchiver {
         })
     }
 }
+
+type InitiateJobFailure = aws_sdk_glacier::error::SdkError<
+    aws_sdk_glacier::operation::initiate_job::InitiateJobError,
+    aws_sdk_glacier::config::http::HttpResponse,
+>;
 
 /// The body's SHA-256, computed off the async threads.
 async fn payload_sha256(body: bytes::Bytes) -> Result<String> {
@@ -617,22 +643,11 @@ impl Archiver for GlacierArchiver {
             .archive_id(&archive.archive_id)
             .tier(tier)
             .build();
-        let out = self
-            .client()
-            .await?
-            .initiate_job()
-            .account_id(self.account())
-            .vault_name(self.vault())
-            .job_parameters(params)
-            .send()
-            .await
-            .map_err(|e| {
+        let job_id = self
+            .start_job(params, |e| {
                 errors::map_missing("requesting a retrieval job", &archive.archive_id, e)
-            })?;
-        let job_id = out
-            .job_id()
-            .ok_or_else(|| remote("the vault returned no job id", false))?
-            .to_owned();
+            })
+            .await?;
         self.jobs
             .lock()
             .expect("jobs lock")
@@ -725,20 +740,9 @@ impl Archiver for GlacierArchiver {
                     .r#type("inventory-retrieval")
                     .format("JSON")
                     .build();
-                let out = self
-                    .client()
-                    .await?
-                    .initiate_job()
-                    .account_id(self.account())
-                    .vault_name(self.vault())
-                    .job_parameters(params)
-                    .send()
-                    .await
-                    .map_err(|e| errors::map("requesting a vault inventory", e))?;
-                let request_id = out
-                    .job_id()
-                    .ok_or_else(|| remote("the vault returned no job id", false))?
-                    .to_owned();
+                let request_id = self
+                    .start_job(params, |e| errors::map("requesting a vault inventory", e))
+                    .await?;
                 Ok(InventoryState::Pending { request_id })
             }
         }
