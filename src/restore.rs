@@ -417,19 +417,20 @@ async fn download(
     } else {
         vec![None]
     };
+    let stopped = |e: glacier_backup_archiver::Error, have: u64| {
+        format!(
+            "{} (download stopped at {have} of {} bytes; run again to continue)",
+            crate::run::error_chain(&e),
+            archive.size
+        )
+    };
     for range in ranges {
         let mut stream = archiver
             .get(archive, range)
             .await
-            .map_err(|e| crate::run::error_chain(&e))?;
+            .map_err(|e| stopped(e, have))?;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                format!(
-                    "{} (download stopped at {have} of {} bytes; run again to continue)",
-                    crate::run::error_chain(&e),
-                    archive.size
-                )
-            })?;
+            let chunk = chunk.map_err(|e| stopped(e, have))?;
             hasher.update(&chunk);
             file.write_all(&chunk).map_err(|e| io("write", e))?;
             have += chunk.len() as u64;

@@ -452,3 +452,74 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     assert!(out.contains("restored 2, pending 0, failed 0"), "{out}");
     support::trees::assert_same_tree(&data, &to);
 }
+
+/// A download cut off by a dropped connection continues, on the next run, from the bytes
+/// already on disk: only the rest is asked of the vault.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
+    use glacier_backup::archiver::conformance::{meta, sample};
+    use glacier_backup::archiver::parts::parts_from_bytes;
+    use glacier_backup::archiver::{Archiver, RestoreOptions, SourceKind};
+    use glacier_backup::ledger::{SqliteLedger, UploadRecord};
+    use glacier_backup::restore::{restore_one, Destination, Outcome, RestoreRequest};
+    use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
+
+    let fake = FakeGlacier::start();
+    fake.create_vault("ranged");
+    support::moto::set_test_env();
+    let mut settings = GlacierSettings::from_config(None, Some("ranged"), None).unwrap();
+    settings.connection.endpoint_url = Some(fake.endpoint.clone());
+    settings.connection.region = Some("us-east-1".into());
+    settings.part_size = Some(1 << 20);
+    // No retries inside one run: the dropped connection must end it.
+    settings.connection.max_attempts = 1;
+    let glacier = GlacierArchiver::new(settings);
+    let data = sample((3 << 20) + 4321, 8);
+    let m = meta("disk.img", data.len() as u64);
+    let stored = glacier
+        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .await
+        .unwrap();
+    let row = UploadRecord {
+        path: m.source_path.clone(),
+        name: m.name.clone(),
+        archive_id: stored.archive_id.clone(),
+        description: stored.description.clone(),
+        backend: "glacier".into(),
+        kind: Some(SourceKind::File),
+        size: Some(stored.size),
+        tree_hash: Some(stored.tree_hash),
+        fingerprint: None,
+        started_at: Some(m.started_at),
+        uploaded_at: Some(m.started_at),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let request = RestoreRequest {
+        paths: vec![],
+        archive_ids: vec![],
+        destination: Destination::Into(dir.path().to_path_buf()),
+        at: None,
+        force: false,
+        options: RestoreOptions::default(),
+        wait: Some(Duration::from_secs(30)),
+        chunk_size: 1 << 20,
+    };
+    let mut ledger = SqliteLedger::in_memory().unwrap();
+    fake.set(|b| b.drop_output_at = Some(2 << 20));
+
+    let first = restore_one(&glacier, &mut ledger, &row, &request).await;
+    let Outcome::Failed(message) = first else {
+        panic!("{first:?}")
+    };
+    assert!(message.contains("run again to continue"), "{message}");
+    assert_eq!(fake.stats().output_bytes, 2 << 20);
+
+    let second = restore_one(&glacier, &mut ledger, &row, &request).await;
+    assert!(matches!(second, Outcome::Restored { .. }), "{second:?}");
+    assert!(fs::read(dir.path().join("disk.img")).unwrap() == data);
+    assert_eq!(
+        fake.stats().output_bytes,
+        data.len() as u64,
+        "each byte fetched once"
+    );
+}

@@ -48,6 +48,8 @@ pub struct Behaviour {
     pub fail_request: Option<(u64, FaultKind)>,
     /// Retrieval jobs complete this long after being started.
     pub job_delay: Duration,
+    /// The next job output request whose range starts at this offset drops the connection.
+    pub drop_output_at: Option<u64>,
     /// Keep archive bytes (turn off for large benchmarks: only hashes are kept).
     pub keep_data: bool,
 }
@@ -61,6 +63,7 @@ impl Default for Behaviour {
             part_delay: Duration::ZERO,
             fail_request: None,
             job_delay: Duration::ZERO,
+            drop_output_at: None,
             keep_data: true,
         }
     }
@@ -79,6 +82,8 @@ pub struct Stats {
     pub busy: Duration,
     /// Multipart uploads initiated.
     pub uploads_started: u64,
+    /// Archive bytes sent as job output.
+    pub output_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -335,6 +340,19 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
     };
     if let Some(kind) = injected {
         return fault(kind);
+    }
+    let output_start = header(&req, "range")
+        .filter(|_| req.uri().path().ends_with("/output"))
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, _)| a.parse::<u64>().ok());
+    if let Some(start) = output_start {
+        let mut s = state.lock().unwrap();
+        if s.behaviour.drop_output_at == Some(start) {
+            s.behaviour.drop_output_at = None;
+            s.stats.injected_faults += 1;
+            return fault(FaultKind::DropConnection);
+        }
     }
     let method = req.method().clone();
     let path: Vec<String> = req
@@ -644,7 +662,17 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                     inventory,
                 ),
                 Some((_, None, None)) => missing("archive"),
-                Some((_, None, Some(archive))) => job_output(&archive, range_header.as_deref()),
+                Some((_, None, Some(archive))) => {
+                    let reply = job_output(&archive, range_header.as_deref());
+                    if let Ok(response) = &reply {
+                        if response.status().is_success() {
+                            s.stats.output_bytes += hyper::body::Body::size_hint(response.body())
+                                .exact()
+                                .unwrap_or(0);
+                        }
+                    }
+                    reply
+                }
             }
         }
         _ => error(
