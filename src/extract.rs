@@ -137,14 +137,8 @@ pub fn extract_tar(
             continue;
         }
         let target = root.join(&name);
-        // A parent that resolves elsewhere went through a symlink (one the archive made, or
-        // one already there): nothing is written through it.
         let parent = target.parent().unwrap_or(&root).to_path_buf();
-        std::fs::create_dir_all(&parent).map_err(fail)?;
-        if !std::fs::canonicalize(&parent)
-            .map_err(fail)?
-            .starts_with(&root)
-        {
+        if !make_parent_inside(&root, &parent).map_err(fail)? {
             refuse(OUTSIDE);
             continue;
         }
@@ -214,6 +208,26 @@ pub fn extract_tar(
 }
 
 const OUTSIDE: &str = "it would be written outside the destination";
+
+/// Creates `dir` (below `root`, which is canonical) unless the way there leaves `root`: a
+/// symlink on the path, made by the archive or already there, that points elsewhere. Checked
+/// before anything is created, so not even an empty directory lands outside.
+fn make_parent_inside(root: &Path, dir: &Path) -> std::io::Result<bool> {
+    let mut existing = dir;
+    while std::fs::symlink_metadata(existing).is_err() {
+        match existing.parent() {
+            Some(parent) => existing = parent,
+            None => return Ok(false),
+        }
+    }
+    match std::fs::canonicalize(existing) {
+        Ok(real) if real.starts_with(root) => {}
+        // Elsewhere, or a dangling link.
+        _ => return Ok(false),
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(std::fs::canonicalize(dir)?.starts_with(root))
+}
 
 /// Writes one regular file under a temporary name beside `target`, with its mode, mtime (and
 /// owner), then renames it into place.
@@ -377,13 +391,23 @@ mod tests {
             b"",
         );
         raw_entry(&mut tar, "p/q/evil", tar::EntryType::Regular, None, b"data");
+        raw_entry(
+            &mut tar,
+            "p/q/made/deeper/evil",
+            tar::EntryType::Regular,
+            None,
+            b"data",
+        );
+        raw_entry(&mut tar, "p/q/dir/", tar::EntryType::Directory, None, b"");
         let report = extract_tar(&finish(tar)[..], &dest, ExtractOptions::default()).unwrap();
         assert!(
             std::fs::read_dir(&outside).unwrap().next().is_none(),
             "something was written outside"
         );
-        assert!(
-            report.rejected.iter().any(|r| r.name == "p/q/evil"),
+        let rejected: Vec<_> = report.rejected.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            rejected,
+            ["p/q/evil", "p/q/made/deeper/evil", "p/q/dir/"],
             "{report:?}"
         );
     }
