@@ -186,6 +186,26 @@ pub fn extract_tar(
             // --force over a directory: only an empty one may be replaced by a link.
             std::fs::remove_dir(&target).map_err(fail)?;
         }
+        if kind.is_hard_link() {
+            // Linked to where the name really leads, which must be a file inside: a name that
+            // goes through a symlink out of the destination would link an outside file in.
+            let source = entry
+                .link_name()
+                .ok()
+                .flatten()
+                .and_then(|link| std::fs::canonicalize(root.join(link)).ok())
+                .filter(|real| real.starts_with(&root) && real.is_file());
+            let Some(source) = source else {
+                refuse("link points outside the destination, or to nothing");
+                continue;
+            };
+            if existing.is_some() && target.symlink_metadata().is_ok() {
+                std::fs::remove_file(&target).map_err(fail)?;
+            }
+            std::fs::hard_link(&source, &target).map_err(fail)?;
+            report.written += 1;
+            continue;
+        }
         match entry.unpack_in(&root) {
             Ok(true) => report.written += 1,
             Ok(false) => refuse(OUTSIDE),
@@ -350,8 +370,16 @@ mod tests {
             Some("file.txt"),
             b"",
         );
+        raw_entry(
+            &mut tar,
+            "ok/inner-hard",
+            tar::EntryType::Link,
+            Some("ok/file.txt"),
+            b"",
+        );
         let report = extract_tar(&finish(tar)[..], &dest, ExtractOptions::default()).unwrap();
         assert_eq!(std::fs::read(dest.join("ok/file.txt")).unwrap(), b"fine");
+        assert_eq!(std::fs::read(dest.join("ok/inner-hard")).unwrap(), b"fine");
         assert_eq!(
             std::fs::read_link(dest.join("ok/inner-link")).unwrap(),
             PathBuf::from("file.txt")
@@ -369,7 +397,7 @@ mod tests {
         );
         assert!(!root.path().join("escaped").exists());
         assert!(!dest.join("ok/out").exists());
-        assert_eq!(report.written, 2);
+        assert_eq!(report.written, 3);
     }
 
     #[test]
@@ -378,6 +406,7 @@ mod tests {
         let dest = root.path().join("dest");
         let outside = root.path().join("outside");
         std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"not for the archive").unwrap();
         let mut tar = Vec::new();
         // Each link looks harmless by name ("p" is the destination itself, "p/q" climbs one
         // level from "p"), but together "p/q" is a link to a sibling of the destination; the
@@ -399,15 +428,24 @@ mod tests {
             b"data",
         );
         raw_entry(&mut tar, "p/q/dir/", tar::EntryType::Directory, None, b"");
-        let report = extract_tar(&finish(tar)[..], &dest, ExtractOptions::default()).unwrap();
-        assert!(
-            std::fs::read_dir(&outside).unwrap().next().is_none(),
-            "something was written outside"
+        raw_entry(
+            &mut tar,
+            "hard",
+            tar::EntryType::Link,
+            Some("p/q/secret"),
+            b"",
         );
+        let report = extract_tar(&finish(tar)[..], &dest, ExtractOptions::default()).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["secret"], "something was written outside");
+        assert!(!dest.join("hard").exists(), "an outside file was linked in");
         let rejected: Vec<_> = report.rejected.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             rejected,
-            ["p/q/evil", "p/q/made/deeper/evil", "p/q/dir/"],
+            ["p/q/evil", "p/q/made/deeper/evil", "p/q/dir/", "hard"],
             "{report:?}"
         );
     }
