@@ -375,6 +375,9 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
     };
     let (code, out) = run(&[]);
     assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&["verify", "--remote"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("verified 3 upload(s): 0 problem(s)"), "{out}");
     let ledger = dir.path().join("s3.cold.sqlite3");
     let retrievals = || -> i64 {
         rusqlite::Connection::open(&ledger)
@@ -437,4 +440,26 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("restored 3, pending 0, failed 0"), "{out}");
     support::trees::assert_same_tree(&data, &again);
+
+    // An object replaced behind our back is reported.
+    let key: String = rusqlite::Connection::open(&ledger)
+        .unwrap()
+        .query_row(
+            "SELECT archive_id FROM uploads WHERE path LIKE '%notes .txt'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    s3_client(&moto.endpoint)
+        .await
+        .put_object()
+        .bucket("cold")
+        .key(&key)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"tampered"))
+        .send()
+        .await
+        .unwrap();
+    let (code, out) = run(&["verify", "--remote"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("differs from the ledger: size 8"), "{out}");
 }
