@@ -5,7 +5,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::Instant;
 
 use futures::StreamExt;
 use glacier_backup_archiver::treehash::TreeHasher;
@@ -46,9 +46,9 @@ pub struct RestoreRequest {
     pub force: bool,
     /// Retrieval tier and how long restored copies stay readable.
     pub options: RestoreOptions,
-    /// Poll until cold archives are readable (instead of returning after requesting), for at
-    /// most this long.
-    pub wait: Option<Duration>,
+    /// Poll until cold archives are readable (instead of returning after requesting), until
+    /// this moment at the latest.
+    pub deadline: Option<Instant>,
     /// Bytes per ranged request ([`DOWNLOAD_CHUNK`]; a multiple of 1 MiB).
     pub chunk_size: u64,
 }
@@ -260,25 +260,22 @@ fn tier_name(tier: RestoreTier) -> &'static str {
     }
 }
 
-/// Makes the archive readable: checks on a retrieval recorded earlier, asks for one if none is
-/// under way (and records it), and with `wait` polls (with backoff) until it is done or the
-/// time is up.
-async fn readable(
+/// Asks for a cold archive to be made readable, unless a retrieval is already under way: checks
+/// on a retrieval recorded in the ledger by an earlier run first, and records a new one.
+/// Returns the archive's state.
+async fn ask(
     archiver: &dyn Archiver,
     ledger: &mut dyn Ledger,
     archive: &ArchiveRef,
-    request: &RestoreRequest,
-) -> Result<bool, String> {
-    if !archiver.capabilities().needs_restore {
-        return Ok(true);
-    }
+    options: &RestoreOptions,
+) -> Result<RestoreState, String> {
     let id = archive.archive_id.as_str();
     let failed = |e: &dyn std::error::Error| crate::run::error_chain(e);
     let recorded = ledger.retrieval(Some(id)).map_err(|e| failed(&e))?;
     if let Some(request_id) = recorded.as_ref().and_then(|r| r.request_id.as_deref()) {
         archiver.known_retrieval(id, request_id);
     }
-    let mut state = archiver
+    let state = archiver
         .restore_state(archive)
         .await
         .map_err(|e| failed(&e))?;
@@ -290,15 +287,16 @@ async fn readable(
                     crate::display_time(earlier.requested_at)
                 );
             }
-            state = archiver
-                .request_restore(archive, &request.options)
+            let state = archiver
+                .request_restore(archive, options)
                 .await
                 .map_err(|e| failed(&e))?;
             tracing::info!(
                 "{id}: retrieval requested ({} tier)",
-                tier_name(request.options.tier)
+                tier_name(options.tier)
             );
-            record(ledger, id, &state, tier_name(request.options.tier))?;
+            record(ledger, id, &state, tier_name(options.tier))?;
+            return Ok(state);
         }
         (RestoreState::InProgress { .. }, Some(earlier)) => tracing::info!(
             "{id}: the retrieval asked for at {} ({} tier) is still in progress",
@@ -311,12 +309,52 @@ async fn readable(
         }
         (RestoreState::Ready, _) => {}
     }
+    Ok(state)
+}
+
+/// Asks for the retrieval of one upload's archive when it is cold, without waiting: a caller
+/// restoring many archives asks for all of them first, so they are prepared side by side.
+/// Returns whether the archive can be read now.
+pub async fn request_retrieval(
+    archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
+    row: &UploadRecord,
+    request: &RestoreRequest,
+) -> Result<bool, String> {
+    let archive = archive_ref(row)?;
+    if !archiver.capabilities().needs_restore {
+        return Ok(true);
+    }
+    let state = ask(archiver, ledger, &archive, &request.options).await?;
+    Ok(state == RestoreState::Ready)
+}
+
+/// Makes the archive readable: asks for a retrieval if none is under way, and with a deadline
+/// polls (with backoff) until it is done or the time is up.
+async fn readable(
+    archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
+    archive: &ArchiveRef,
+    request: &RestoreRequest,
+) -> Result<bool, String> {
+    if !archiver.capabilities().needs_restore {
+        return Ok(true);
+    }
+    let failed = |e: &dyn std::error::Error| crate::run::error_chain(e);
+    let mut state = archiver
+        .restore_state(archive)
+        .await
+        .map_err(|e| failed(&e))?;
+    if state == RestoreState::NotRequested {
+        state = ask(archiver, ledger, archive, &request.options).await?;
+    }
     if state == RestoreState::Ready {
         return Ok(true);
     }
-    let Some(limit) = request.wait else {
+    let Some(deadline) = request.deadline else {
         return Ok(false);
     };
+    let limit = deadline.saturating_duration_since(std::time::Instant::now());
     let ready = crate::poll::with_backoff(limit, || async {
         let state = archiver.restore_state(archive).await?;
         Ok::<_, glacier_backup_archiver::Error>((state == RestoreState::Ready).then_some(()))
@@ -601,7 +639,7 @@ mod tests {
             at: None,
             force: false,
             options: RestoreOptions::default(),
-            wait: None,
+            deadline: None,
             chunk_size: 1 << 20,
         }
     }

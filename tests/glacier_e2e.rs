@@ -450,6 +450,10 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     ]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("restored 2, pending 0, failed 0"), "{out}");
+    // Both retrievals were asked for before waiting on the first.
+    let asked = out.rfind("retrieval requested").expect("requested");
+    let first_restored = out.find("restored /").expect("restored");
+    assert!(asked < first_restored, "{out}");
     support::trees::assert_same_tree(&data, &to);
 }
 
@@ -501,7 +505,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
         at: None,
         force: false,
         options: RestoreOptions::default(),
-        wait: Some(Duration::from_secs(30)),
+        deadline: Some(Instant::now() + Duration::from_secs(30)),
         chunk_size: 1 << 20,
     };
     let mut ledger = SqliteLedger::in_memory().unwrap();

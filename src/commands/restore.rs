@@ -5,7 +5,7 @@ use glacier_backup::backends::{ledger_path, open_archiver};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, UploadRecord};
 use glacier_backup::restore::{
-    restore_one, select, Destination, Outcome as Restored, RestoreRequest,
+    request_retrieval, restore_one, select, Destination, Outcome as Restored, RestoreRequest,
 };
 
 use super::{command_line_path, home_config_dir, open_ledger, Fatal, Outcome};
@@ -43,9 +43,9 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
             tier: tier(args),
             days: Some(args.days),
         },
-        wait: args
+        deadline: args
             .wait
-            .then(|| std::time::Duration::from_secs(args.timeout)),
+            .then(|| std::time::Instant::now() + std::time::Duration::from_secs(args.timeout)),
         chunk_size: glacier_backup::restore::DOWNLOAD_CHUNK,
     })
 }
@@ -129,7 +129,18 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         return Ok(Outcome::Success);
     }
     let (mut failed, mut pending, mut restored) = (0, 0, 0);
+    // Every retrieval is asked for before waiting on any, so they are prepared side by side.
+    let mut ready_to_try = Vec::new();
     for row in &rows {
+        match request_retrieval(archiver.as_ref(), &mut ledger, row, &request).await {
+            Ok(_) => ready_to_try.push(row),
+            Err(message) => {
+                failed += 1;
+                tracing::error!("{}: {message}", row.path.display());
+            }
+        }
+    }
+    for row in ready_to_try {
         match restore_one(archiver.as_ref(), &mut ledger, row, &request).await {
             Restored::Restored {
                 path,
