@@ -412,6 +412,12 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
 
     fs::remove_file(s.path("config/glacier.photos.sqlite3")).unwrap();
     s.fake.set(|b| b.job_delay = Duration::from_secs(2));
+    let (code, out) = run(&["-d", "inventory"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("a dry run does not start an inventory job"),
+        "{out}"
+    );
     let (code, out) = run(&["inventory", "--rebuild-ledger"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("is under way"), "{out}");
@@ -430,6 +436,18 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
         "the same job: {out}"
     );
     assert!(out.contains("ledger rows added: 2"), "{out}");
+    let requests = s.fake.stats().requests;
+    let (code, out) = run(&["-d", "inventory"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("recorded in the ledger and present: 2"),
+        "{out}"
+    );
+    assert_eq!(
+        s.fake.stats().requests,
+        requests,
+        "a dry run asks the vault nothing"
+    );
 
     let (code, out) = run(&[]);
     assert_eq!(code, Some(0), "{out}");

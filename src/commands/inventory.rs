@@ -21,10 +21,26 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
         .retrieval(None)
         .map_err(|e| Fatal::Failure(e.into()))?
         .and_then(|r| r.request_id);
-    let mut state = archiver
-        .inventory(known.as_deref())
-        .await
-        .map_err(failure)?;
+    let mut state = if cli.dryrun && !archiver.capabilities().listable {
+        // A dry run starts no job: it shows what the last fetched inventory says.
+        match ledger
+            .last_inventory()
+            .map_err(|e| Fatal::Failure(e.into()))?
+        {
+            Some(listing) => InventoryState::Ready(listing),
+            None => {
+                return Err(Fatal::Failure(anyhow::anyhow!(
+                    "no inventory of this vault was fetched yet, and a dry run does not start \
+                     an inventory job: run `glacier-backup inventory` without -d"
+                )))
+            }
+        }
+    } else {
+        archiver
+            .inventory(known.as_deref())
+            .await
+            .map_err(failure)?
+    };
     if let InventoryState::Pending { request_id } = &state {
         if known.as_deref() != Some(request_id.as_str()) && !cli.dryrun {
             ledger
