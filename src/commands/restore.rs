@@ -166,7 +166,8 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
             Restored::Pending => {
                 pending += 1;
                 tracing::info!(
-                    "{}: retrieval in progress, usually ready {} after the request; run the                      same command again then (or add --wait)",
+                    "{}: retrieval in progress, usually ready {} after the request; run the \
+                     same command again then (or add --wait)",
                     row.path.display(),
                     expected_wait(archiver.as_ref(), args.tier)
                 );
