@@ -457,6 +457,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     assert!(out.contains("verified 2 upload(s): 0 problem(s)"), "{out}");
 
     let to = s.path("out");
+    let job_lists = s.fake.stats().job_lists;
     let (code, out) = run(&[
         "restore",
         "--wait",
@@ -468,6 +469,11 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     ]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("restored 2, pending 0, failed 0"), "{out}");
+    assert_eq!(
+        s.fake.stats().job_lists - job_lists,
+        1,
+        "the job list is read once for all archives"
+    );
     // Both retrievals were asked for before waiting on the first.
     let asked = out.rfind("retrieval requested").expect("requested");
     let first_restored = out.find("restored /").expect("restored");

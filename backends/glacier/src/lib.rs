@@ -46,6 +46,8 @@ pub struct GlacierArchiver {
     client: tokio::sync::OnceCell<Client>,
     /// Retrieval jobs this process started or found, by archive id.
     jobs: Mutex<HashMap<String, String>>,
+    /// Whether the vault's job list was read into `jobs` yet.
+    jobs_listed: std::sync::atomic::AtomicBool,
 }
 
 /// What a vault already holds of an interrupted upload: part offset -> (length, tree hash).
@@ -58,6 +60,7 @@ impl GlacierArchiver {
             settings,
             client: tokio::sync::OnceCell::new(),
             jobs: Mutex::new(HashMap::new()),
+            jobs_listed: Default::default(),
         }
     }
 
@@ -328,7 +331,8 @@ impl GlacierArchiver {
     }
 
     /// The retrieval job for `archive_id` that is most useful now: one that succeeded, else one
-    /// in progress. Looks at jobs this process knows first, then the vault's job list.
+    /// in progress. Looks at jobs this process knows (started, recorded in the ledger, or seen)
+    /// first, then, once per run, at the vault's job list.
     async fn find_job(&self, archive_id: &str) -> Result<Option<(String, StatusCode)>> {
         let client = self.client().await?;
         let known = self
@@ -357,32 +361,47 @@ impl GlacierArchiver {
             }
             self.jobs.lock().expect("jobs lock").remove(archive_id);
         }
-        let best = self
-            .best_job(|job| {
+        // The vault's job list is read once per run, for every archive at once: a restore of
+        // many archives would otherwise page through it once per archive.
+        if self
+            .jobs_listed
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(None);
+        }
+        let listed = self
+            .best_jobs(|job| {
                 let whole = job
                     .retrieval_byte_range()
                     .is_none_or(|r| r.starts_with("0-"));
-                job.archive_id() == Some(archive_id) && whole
+                let retrieval = job.action() == Some(&ActionCode::ArchiveRetrieval);
+                job.archive_id()
+                    .filter(|_| retrieval && whole)
+                    .map(str::to_owned)
             })
             .await?;
-        if let Some((job_id, _)) = &best {
-            self.jobs
-                .lock()
-                .expect("jobs lock")
-                .insert(archive_id.to_owned(), job_id.clone());
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        for (archive, (job_id, _)) in &listed {
+            jobs.entry(archive.clone())
+                .or_insert_with(|| job_id.clone());
         }
-        Ok(best)
+        Ok(listed.get(archive_id).cloned())
     }
 
-    /// The vault's job that is most useful now among those `wanted` picks: one that succeeded
-    /// (the newest), else one in progress. Failed jobs are never chosen.
-    async fn best_job(
+    /// The vault's most useful job for each key `key_of` gives (jobs it gives none are left
+    /// out): one that succeeded (the newest), else one in progress; failed jobs never.
+    async fn best_jobs<K: Eq + std::hash::Hash>(
         &self,
-        wanted: impl Fn(&GlacierJobDescription) -> bool,
-    ) -> Result<Option<(String, StatusCode)>> {
+        key_of: impl Fn(&GlacierJobDescription) -> Option<K>,
+    ) -> Result<HashMap<K, (String, StatusCode)>> {
         let client = self.client().await?;
+        let rank = |s: &StatusCode| match s {
+            StatusCode::Succeeded => 2,
+            StatusCode::Failed => 0,
+            _ => 1,
+        };
+        let mut best: HashMap<K, (String, StatusCode, String)> = HashMap::new();
         let mut marker: Option<String> = None;
-        let mut best: Option<(String, StatusCode, String)> = None;
         loop {
             let out = client
                 .list_jobs()
@@ -392,22 +411,18 @@ impl GlacierArchiver {
                 .send()
                 .await
                 .map_err(|e| errors::map("listing retrieval jobs", e))?;
-            for job in out.job_list().iter().filter(|j| wanted(j)) {
+            for job in out.job_list() {
+                let (Some(key), Some(id)) = (key_of(job), job.job_id()) else {
+                    continue;
+                };
                 let status = job.status_code().cloned().unwrap_or(StatusCode::InProgress);
                 let created = job.creation_date().unwrap_or_default().to_owned();
-                let rank = |s: &StatusCode| match s {
-                    StatusCode::Succeeded => 2,
-                    StatusCode::Failed => 0,
-                    _ => 1,
-                };
                 let better = rank(&status) > 0
-                    && best.as_ref().is_none_or(|(_, best_status, best_created)| {
+                    && best.get(&key).is_none_or(|(_, best_status, best_created)| {
                         (rank(&status), &created) > (rank(best_status), best_created)
                     });
                 if better {
-                    if let Some(id) = job.job_id() {
-                        best = Some((id.to_owned(), status, created));
-                    }
+                    best.insert(key, (id.to_owned(), status, created));
                 }
             }
             marker = out.marker().map(str::to_owned).filter(|m| !m.is_empty());
@@ -415,7 +430,10 @@ impl GlacierArchiver {
                 break;
             }
         }
-        Ok(best.map(|(id, status, _)| (id, status)))
+        Ok(best
+            .into_iter()
+            .map(|(key, (id, status, _))| (key, (id, status)))
+            .collect())
     }
 
     /// Starts a job and returns its id; `failed` says what a refusal means.
@@ -725,10 +743,12 @@ impl Archiver for GlacierArchiver {
         };
         let job = match earlier {
             Some((id, status)) if status != StatusCode::Failed => Some((id, status)),
-            _ => {
-                self.best_job(|job| job.action() == Some(&ActionCode::InventoryRetrieval))
-                    .await?
-            }
+            _ => self
+                .best_jobs(|job| {
+                    (job.action() == Some(&ActionCode::InventoryRetrieval)).then_some(())
+                })
+                .await?
+                .remove(&()),
         };
         match job {
             Some((id, StatusCode::Succeeded)) => {

@@ -84,6 +84,8 @@ pub struct Stats {
     pub uploads_started: u64,
     /// Archive bytes sent as job output.
     pub output_bytes: u64,
+    /// ListJobs requests answered.
+    pub job_lists: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -620,15 +622,16 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         (&Method::GET, [_, "vaults", vault, "jobs"]) => match s.vaults.get(*vault) {
             None => missing(&format!("vault {vault}")),
             Some(v) => {
-                let list: Vec<_> = v
-                    .jobs
-                    .iter()
-                    .map(|(id, job)| describe(v, id, job))
-                    .collect();
-                json(
-                    StatusCode::OK,
-                    serde_json::json!({"JobList": list, "Marker": null}),
-                )
+                let listed = {
+                    let list: Vec<_> = v
+                        .jobs
+                        .iter()
+                        .map(|(id, job)| describe(v, id, job))
+                        .collect();
+                    serde_json::json!({"JobList": list, "Marker": null})
+                };
+                s.stats.job_lists += 1;
+                json(StatusCode::OK, listed)
             }
         },
         (&Method::GET, [_, "vaults", vault, "jobs", job]) => {
