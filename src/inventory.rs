@@ -32,11 +32,6 @@ impl Reconciliation {
     }
 }
 
-/// When a ledger row's archive was stored, as well as the row knows.
-fn stored_at(row: &UploadRecord) -> Option<OffsetDateTime> {
-    row.uploaded_at.or(row.started_at)
-}
-
 /// Compares every ledger row with the listing.
 pub fn reconcile(rows: &[UploadRecord], listing: &Listing) -> Reconciliation {
     let listed: HashMap<&str, &ListedArchive> = listing
@@ -47,7 +42,7 @@ pub fn reconcile(rows: &[UploadRecord], listing: &Listing) -> Reconciliation {
     let mut report = Reconciliation::default();
     for row in rows {
         let Some(archive) = listed.get(row.archive_id.as_str()) else {
-            let after_listing = match (listing.taken_at, stored_at(row)) {
+            let after_listing = match (listing.taken_at, row.stored_at()) {
                 (Some(taken), Some(stored)) => stored >= taken,
                 _ => false,
             };
@@ -128,7 +123,7 @@ pub fn rebuild(
             .expect("kept only archives with an origin");
         let newer_known = ledger
             .latest_upload(&origin.source_path)?
-            .and_then(|row| stored_at(&row))
+            .and_then(|row| row.stored_at())
             .is_some_and(|known| known > at);
         if newer_known {
             report.older.push(archive.clone());

@@ -9,9 +9,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use glacier_backup_archiver::treehash::TreeHasher;
-use glacier_backup_archiver::{
-    ArchiveRef, Archiver, RestoreOptions, RestoreState, RestoreTier, SourceKind,
-};
+use glacier_backup_archiver::{ArchiveRef, Archiver, RestoreOptions, RestoreState, SourceKind};
 use sha2::Digest;
 use time::OffsetDateTime;
 
@@ -107,11 +105,6 @@ pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
     )
 }
 
-/// When a row's archive was stored, as well as the row knows.
-fn stored_at(row: &UploadRecord) -> Option<OffsetDateTime> {
-    row.uploaded_at.or(row.started_at)
-}
-
 /// The latest upload (or the one current at `request.at`) of each selected source path, plus
 /// the uploads named by id.
 pub fn select(
@@ -126,7 +119,7 @@ pub fn select(
             .iter()
             .any(|p| row.path == *p || row.path.starts_with(p));
         let current = match request.at {
-            Some(at) => stored_at(row).is_some_and(|t| t <= at),
+            Some(at) => row.stored_at().is_some_and(|t| t <= at),
             None => true,
         };
         if wanted && current {
@@ -202,15 +195,13 @@ pub async fn restore_one(
         Err(message) => return Outcome::Failed(message),
     };
     let target = dir.join(final_name(row));
-    if row.kind != Some(SourceKind::Directory) && !request.force {
-        if let Some(newer) = newer_file(&target, row) {
-            tracing::warn!("{newer}; --force replaces it");
-            return Outcome::Restored {
-                path: target,
-                rejected: 0,
-                kept: 1,
-            };
-        }
+    if let Some(newer) = kept_file(row, &target, request) {
+        tracing::warn!("{newer}; --force replaces it");
+        return Outcome::Restored {
+            path: target,
+            rejected: 0,
+            kept: 1,
+        };
     }
     match readable(archiver, ledger, &archive, request).await {
         Ok(true) => {}
@@ -235,11 +226,15 @@ pub async fn restore_one(
     }
 }
 
-/// Why an existing file at `target` is kept: it was changed after the upload being restored.
-fn newer_file(target: &Path, row: &UploadRecord) -> Option<String> {
+/// Why a file upload will not be restored over what is at `target`: that was changed after
+/// the upload (and `--force` was not given). Directory archives decide entry by entry.
+fn kept_file(row: &UploadRecord, target: &Path, request: &RestoreRequest) -> Option<String> {
+    if row.kind == Some(SourceKind::Directory) || request.force {
+        return None;
+    }
     let meta = std::fs::symlink_metadata(target).ok()?;
     let modified = OffsetDateTime::from(meta.modified().ok()?);
-    let keep = match stored_at(row) {
+    let keep = match row.stored_at() {
         Some(stored) => modified >= stored,
         None => true,
     };
@@ -250,14 +245,6 @@ fn newer_file(target: &Path, row: &UploadRecord) -> Option<String> {
             crate::display_time(modified)
         )
     })
-}
-
-fn tier_name(tier: RestoreTier) -> &'static str {
-    match tier {
-        RestoreTier::Expedited => "expedited",
-        RestoreTier::Standard => "standard",
-        RestoreTier::Bulk => "bulk",
-    }
 }
 
 /// Asks for a cold archive to be made readable, unless a retrieval is already under way: checks
@@ -291,11 +278,8 @@ async fn ask(
                 .request_restore(archive, options)
                 .await
                 .map_err(|e| failed(&e))?;
-            tracing::info!(
-                "{id}: retrieval requested ({} tier)",
-                tier_name(options.tier)
-            );
-            record(ledger, id, &state, tier_name(options.tier))?;
+            tracing::info!("{id}: retrieval requested ({} tier)", options.tier.as_str());
+            record(ledger, id, &state, options.tier.as_str())?;
             return Ok(state);
         }
         (RestoreState::InProgress { .. }, Some(earlier)) => tracing::info!(
@@ -324,6 +308,11 @@ pub async fn request_retrieval(
     let archive = archive_ref(row)?;
     if !archiver.capabilities().needs_restore {
         return Ok(true);
+    }
+    // No retrieval (and its cost) for a file that will be kept anyway.
+    let target = destination_dir(row, &request.destination)?.join(final_name(row));
+    if kept_file(row, &target, request).is_some() {
+        return Ok(false);
     }
     let state = ask(archiver, ledger, &archive, &request.options).await?;
     Ok(state == RestoreState::Ready)
@@ -629,6 +618,111 @@ mod tests {
         async fn list(&self) -> glacier_backup_archiver::Result<Listing> {
             self.inner.list().await
         }
+    }
+
+    /// A memory archiver whose archives must be retrieved first; counts the requests.
+    #[derive(Debug, Default)]
+    struct Cold {
+        inner: MemoryArchiver,
+        requests: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Archiver for Cold {
+        fn name(&self) -> &'static str {
+            "cold"
+        }
+        fn target(&self) -> String {
+            "cold".into()
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                needs_restore: true,
+                ..self.inner.capabilities()
+            }
+        }
+        async fn check(&self) -> glacier_backup_archiver::Result<()> {
+            Ok(())
+        }
+        async fn put(
+            &self,
+            meta: &glacier_backup_archiver::ArchiveMeta,
+            parts: PartStream,
+        ) -> glacier_backup_archiver::Result<ArchiveRef> {
+            self.inner.put(meta, parts).await
+        }
+        async fn request_restore(
+            &self,
+            _archive: &ArchiveRef,
+            _options: &RestoreOptions,
+        ) -> glacier_backup_archiver::Result<RestoreState> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            Ok(RestoreState::InProgress { request_id: None })
+        }
+        async fn restore_state(
+            &self,
+            _archive: &ArchiveRef,
+        ) -> glacier_backup_archiver::Result<RestoreState> {
+            Ok(match self.requests.load(Ordering::SeqCst) {
+                0 => RestoreState::NotRequested,
+                _ => RestoreState::InProgress { request_id: None },
+            })
+        }
+        async fn get(
+            &self,
+            archive: &ArchiveRef,
+            range: Option<ByteRange>,
+        ) -> glacier_backup_archiver::Result<ByteStream> {
+            self.inner.get(archive, range).await
+        }
+        async fn list(&self) -> glacier_backup_archiver::Result<Listing> {
+            self.inner.list().await
+        }
+    }
+
+    #[tokio::test]
+    async fn no_retrieval_is_asked_for_a_file_that_will_be_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let archiver = Cold::default();
+        let data = sample(1000, 1);
+        let meta = meta("notes.txt", 1000);
+        let archive = archiver
+            .put(&meta, parts_from_bytes(data, 1 << 20))
+            .await
+            .unwrap();
+        let row = UploadRecord {
+            path: meta.source_path.clone(),
+            name: meta.name.clone(),
+            archive_id: archive.archive_id,
+            description: None,
+            backend: "cold".into(),
+            kind: Some(SourceKind::File),
+            size: Some(archive.size),
+            tree_hash: Some(archive.tree_hash),
+            fingerprint: None,
+            started_at: Some(meta.started_at - time::Duration::hours(1)),
+            uploaded_at: Some(meta.started_at - time::Duration::hours(1)),
+        };
+        std::fs::write(dir.path().join("notes.txt"), b"edited since").unwrap();
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let request = request(dir.path());
+        let asked = request_retrieval(&archiver, &mut ledger, &row, &request).await;
+        assert_eq!(asked, Ok(false));
+        let outcome = restore_one(&archiver, &mut ledger, &row, &request).await;
+        assert!(
+            matches!(outcome, Outcome::Restored { kept: 1, .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(archiver.requests.load(Ordering::SeqCst), 0);
+
+        let forced = RestoreRequest {
+            force: true,
+            ..request
+        };
+        let asked = request_retrieval(&archiver, &mut ledger, &row, &forced).await;
+        assert_eq!(asked, Ok(false), "asked for, not ready yet");
+        assert_eq!(archiver.requests.load(Ordering::SeqCst), 1);
+        assert!(ledger.retrieval(Some(&row.archive_id)).unwrap().is_some());
     }
 
     fn request(to: &Path) -> RestoreRequest {

@@ -76,7 +76,7 @@ fn show_plan(
     tracing::info!(
         "plan: {} archive(s), {total} bytes, into {into}; tier {}, expected wait {}",
         rows.len(),
-        format!("{:?}", args.tier).to_lowercase(),
+        request.options.tier.as_str(),
         expected_wait(archiver, args.tier)
     );
     for row in rows {
@@ -119,7 +119,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         return Err(Fatal::Config(anyhow::anyhow!(
             "the {} tier is not offered for this destination's storage class; use --tier \
              standard or --tier bulk",
-            format!("{:?}", args.tier).to_lowercase()
+            request.options.tier.as_str()
         )));
     }
     let mut ledger = open_ledger(config, archiver.as_ref(), cli.dryrun)?;

@@ -42,6 +42,13 @@ pub struct UploadRecord {
     pub uploaded_at: Option<OffsetDateTime>,
 }
 
+impl UploadRecord {
+    /// When the archive was stored, as well as the row knows (the seed recorded no start).
+    pub fn stored_at(&self) -> Option<OffsetDateTime> {
+        self.uploaded_at.or(self.started_at)
+    }
+}
+
 /// A multipart upload that was started and not finished, kept so a later run can continue it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingUpload {

@@ -141,6 +141,17 @@ pub enum RestoreTier {
     Bulk,
 }
 
+impl RestoreTier {
+    /// `expedited`, `standard` or `bulk`, as the command line spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreTier::Expedited => "expedited",
+            RestoreTier::Standard => "standard",
+            RestoreTier::Bulk => "bulk",
+        }
+    }
+}
+
 /// Options for [`Archiver::request_restore`](crate::Archiver::request_restore).
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
