@@ -551,3 +551,61 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
         "each byte fetched once"
     );
 }
+
+#[test]
+fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
+    let s = Setup::new();
+    let file = s.path("data/notes.txt");
+    write_sample(&file, 5000, 2);
+    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    assert_eq!(s.run(&config).status.code(), Some(0));
+    s.fake.set(|b| b.job_delay = Duration::from_secs(600));
+    let retrievals = || -> i64 {
+        s.ledger()
+            .query_row("SELECT count(*) FROM retrievals", [], |r| r.get(0))
+            .unwrap_or(0)
+    };
+    let child = s
+        .command(&config)
+        .args(["restore", "--wait", "--to"])
+        .arg(s.path("out"))
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while retrievals() == 0 {
+        assert!(Instant::now() < deadline, "no retrieval was recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains("interrupted"), "{}", text(&out));
+    assert_eq!(retrievals(), 1, "the request is still on record");
+
+    let again = s
+        .command(&config)
+        .args(["restore", "--to"])
+        .arg(s.path("out"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        text(&again).contains("still in progress"),
+        "{}",
+        text(&again)
+    );
+    assert!(
+        !text(&again).contains("retrieval requested"),
+        "{}",
+        text(&again)
+    );
+}

@@ -128,11 +128,47 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     if cli.dryrun {
         return Ok(Outcome::Success);
     }
+    let tally = tokio::select! {
+        tally = restore_all(archiver.as_ref(), &mut ledger, &rows, &request, args.tier) => tally,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::warn!(
+                "interrupted: what was downloaded is kept, and the same command continues from it"
+            );
+            return Ok(Outcome::Interrupted);
+        }
+    };
+    let Tally {
+        restored,
+        pending,
+        failed,
+    } = tally;
+    tracing::info!("restored {restored}, pending {pending}, failed {failed}");
+    Ok(if failed > 0 {
+        Outcome::Failed
+    } else {
+        Outcome::Success
+    })
+}
+
+/// How many archives were restored, are still being retrieved, or failed.
+struct Tally {
+    restored: usize,
+    pending: usize,
+    failed: usize,
+}
+
+async fn restore_all(
+    archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
+    rows: &[UploadRecord],
+    request: &RestoreRequest,
+    tier: Tier,
+) -> Tally {
     let (mut failed, mut pending, mut restored) = (0, 0, 0);
     // Every retrieval is asked for before waiting on any, so they are prepared side by side.
     let mut ready_to_try = Vec::new();
-    for row in &rows {
-        match request_retrieval(archiver.as_ref(), &mut ledger, row, &request).await {
+    for row in rows {
+        match request_retrieval(archiver, ledger, row, request).await {
             Ok(_) => ready_to_try.push(row),
             Err(message) => {
                 failed += 1;
@@ -141,7 +177,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         }
     }
     for row in ready_to_try {
-        match restore_one(archiver.as_ref(), &mut ledger, row, &request).await {
+        match restore_one(archiver, ledger, row, request).await {
             Restored::Restored {
                 path,
                 rejected,
@@ -169,7 +205,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
                     "{}: retrieval in progress, usually ready {} after the request; run the \
                      same command again then (or add --wait)",
                     row.path.display(),
-                    expected_wait(archiver.as_ref(), args.tier)
+                    expected_wait(archiver, tier)
                 );
             }
             Restored::Failed(message) => {
@@ -178,10 +214,9 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
             }
         }
     }
-    tracing::info!("restored {restored}, pending {pending}, failed {failed}");
-    Ok(if failed > 0 {
-        Outcome::Failed
-    } else {
-        Outcome::Success
-    })
+    Tally {
+        restored,
+        pending,
+        failed,
+    }
 }
