@@ -85,6 +85,9 @@ pub fn reconcile(rows: &[UploadRecord], listing: &Listing) -> Reconciliation {
 pub struct Rebuilt {
     /// Rows added, oldest first.
     pub added: Vec<UploadRecord>,
+    /// Rows the Python tool wrote, now with the size and tree hash the destination gave, so
+    /// their archives can be restored with a check.
+    pub completed: usize,
     /// Archives of ours not added because the ledger already has a newer upload of their path
     /// (adding them would make an old archive look like the latest).
     pub older: Vec<ListedArchive>,
@@ -94,13 +97,21 @@ pub struct Rebuilt {
 }
 
 /// Adds a ledger row for every archive of ours the ledger does not know, so a machine that lost
-/// its ledger neither uploads unchanged sources again nor loses track of what it can restore.
+/// its ledger neither uploads unchanged sources again nor loses track of what it can restore;
+/// and completes rows the Python tool wrote with the size and tree hash `listing` gives.
 pub fn rebuild(
     ledger: &mut dyn Ledger,
     backend: &str,
+    listing: &Listing,
     unrecorded: &[ListedArchive],
 ) -> Result<Rebuilt, LedgerError> {
     let mut report = Rebuilt::default();
+    for archive in &listing.archives {
+        if let Some(tree_hash) = archive.tree_hash {
+            report.completed +=
+                ledger.complete_upload(&archive.archive_id, archive.size, tree_hash)?;
+        }
+    }
     let mut ours: Vec<(OffsetDateTime, &ListedArchive)> = Vec::new();
     for archive in unrecorded {
         match &archive.origin {
@@ -188,7 +199,7 @@ mod tests {
                 ..ListedArchive::new("seed", 10)
             },
         ];
-        let report = rebuild(&mut ledger, "glacier", &listing).unwrap();
+        let report = rebuild(&mut ledger, "glacier", &Listing::default(), &listing).unwrap();
         assert_eq!(report.added.len(), 3);
         assert_eq!(report.foreign.len(), 1);
         let latest = ledger
@@ -207,7 +218,7 @@ mod tests {
             "/data/photos",
             datetime!(2025-01-01 10:00 UTC),
         )];
-        let report = rebuild(&mut ledger, "glacier", &older).unwrap();
+        let report = rebuild(&mut ledger, "glacier", &Listing::default(), &older).unwrap();
         assert!(report.added.is_empty());
         assert_eq!(report.older.len(), 1);
     }
@@ -221,7 +232,7 @@ mod tests {
             ours("c", "/c", datetime!(2026-01-03 0:00 UTC)),
             ours("d", "/d", datetime!(2026-03-01 0:00 UTC)),
         ];
-        rebuild(&mut ledger, "glacier", &archives).unwrap();
+        rebuild(&mut ledger, "glacier", &Listing::default(), &archives).unwrap();
         let rows = ledger.uploads().unwrap();
         let listing = Listing {
             archives: vec![

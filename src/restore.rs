@@ -158,9 +158,9 @@ fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, String> {
             description: row.description.clone(),
         }),
         _ => Err(format!(
-            "{}: the ledger row has no size or tree hash to check a download against (written \
-             by the Python tool, or rebuilt from a destination that did not say); restore it \
-             with that tool",
+            "{}: the ledger row has no size or tree hash to check a download against (it was \
+             written by the Python tool, or rebuilt from a destination that did not say); run \
+             `glacier-backup inventory --rebuild-ledger` to fill them in from the destination",
             row.path.display()
         )),
     }
@@ -374,10 +374,15 @@ fn record(
 }
 
 fn final_name(row: &UploadRecord) -> PathBuf {
-    row.path
-        .file_name()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(&row.name))
+    // A row of the Python tool does not say whether it holds a file or a tar of a directory:
+    // its archive name (`photos.tar`, `notes.txt`) is the honest name for the bytes.
+    // Only a last component, never `..`, is taken from either.
+    let archive_name = Path::new(&row.name).file_name();
+    let name = match row.kind {
+        None => archive_name.or(row.path.file_name()),
+        Some(_) => row.path.file_name().or(archive_name),
+    };
+    PathBuf::from(name.unwrap_or(std::ffi::OsStr::new("restored")))
 }
 
 /// The download in progress for an archive: a fixed name in the destination directory, so an

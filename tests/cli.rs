@@ -1029,3 +1029,55 @@ fn a_hostile_archive_in_the_destination_restores_nothing_outside_and_says_what_i
     }
     assert!(!Path::new("/tmp/absolute-escape.txt").exists());
 }
+
+#[test]
+fn rows_of_the_python_tool_get_their_size_and_tree_hash_from_the_destination_and_restore() {
+    let sb = Sandbox::new();
+    let data = sb.path("data");
+    fs::create_dir_all(data.join("photos")).unwrap();
+    fs::write(data.join("photos/beach.jpg"), b"sand").unwrap();
+    fs::write(data.join("notes.txt"), b"remember").unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
+        data.display()
+    ));
+    let config = config.to_str().unwrap();
+    assert_exit(&sb.run(&["-c", config]), 0);
+    // What the Python tool recorded: path, name, archive id, nothing else.
+    Connection::open(sb.ledger())
+        .unwrap()
+        .execute_batch(
+            "UPDATE uploads SET kind = NULL, size = NULL, tree_hash = NULL, fingerprint = NULL,
+             started_at = NULL, uploaded_at = NULL, description = NULL",
+        )
+        .unwrap();
+    let source = data.to_str().unwrap();
+    let refused = sb.run(&["-c", config, "restore", "--to", "out", source]);
+    assert_exit(&refused, 1);
+    assert!(
+        text(&refused).contains("run `glacier-backup inventory --rebuild-ledger`"),
+        "{}",
+        text(&refused)
+    );
+
+    let rebuilt = sb.run(&["-c", config, "inventory", "--rebuild-ledger"]);
+    assert_exit(&rebuilt, 0);
+    assert!(
+        text(&rebuilt).contains("ledger rows added: 0")
+            && text(&rebuilt).contains("completed with size and tree hash: 2"),
+        "{}",
+        text(&rebuilt)
+    );
+    let out = sb.run(&["-c", config, "restore", "--to", "out", source]);
+    assert_exit(&out, 0);
+    // The rows do not say what kind of source they were: the archives come back under their
+    // archive names, the directory as its tar.
+    assert_eq!(fs::read(sb.path("out/notes.txt")).unwrap(), b"remember");
+    let tar = fs::File::open(sb.path("out/photos.tar")).unwrap();
+    let names: Vec<String> = tar::Archive::new(tar)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"photos/beach.jpg".to_owned()), "{names:?}");
+}

@@ -92,7 +92,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     let report = reconcile(&rows, &listing);
     let rebuilt = if args.rebuild_ledger {
         Some(
-            rebuild(&mut ledger, archiver.name(), &report.unrecorded)
+            rebuild(&mut ledger, archiver.name(), &listing, &report.unrecorded)
                 .map_err(|e| Fatal::Failure(e.into()))?,
         )
     } else {
@@ -201,6 +201,13 @@ fn write_report(
     }
     if let Some(rebuilt) = rebuilt {
         writeln!(out, "ledger rows added: {}", rebuilt.added.len())?;
+        if rebuilt.completed > 0 {
+            writeln!(
+                out,
+                "rows of the Python tool completed with size and tree hash: {}",
+                rebuilt.completed
+            )?;
+        }
         if !rebuilt.older.is_empty() {
             writeln!(
                 out,
@@ -247,6 +254,7 @@ fn to_json(listing: &Listing, report: &Reconciliation, rebuilt: Option<&Rebuilt>
         "too_recent": report.too_recent.iter().map(row).collect::<Vec<_>>(),
         "unrecorded": report.unrecorded.iter().map(archive).collect::<Vec<_>>(),
         "added": rebuilt.map(|r| r.added.iter().map(row).collect::<Vec<_>>()),
+        "completed": rebuilt.map(|r| r.completed),
     });
     serde_json::to_string_pretty(&value).expect("JSON values serialize")
 }

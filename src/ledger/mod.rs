@@ -140,6 +140,15 @@ pub trait Ledger {
     /// Every upload, oldest first.
     fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError>;
 
+    /// Fills in the size and tree hash of rows of `archive_id` that lack them (rows the Python
+    /// tool wrote), from what the destination says; returns how many rows changed.
+    fn complete_upload(
+        &mut self,
+        archive_id: &str,
+        size: u64,
+        tree_hash: TreeHash,
+    ) -> Result<usize, LedgerError>;
+
     /// The retrieval recorded for an archive (`None`: for the inventory).
     fn retrieval(&self, archive_id: Option<&str>) -> Result<Option<Retrieval>, LedgerError>;
 

@@ -315,6 +315,21 @@ impl Ledger for SqliteLedger {
             .map_err(sqlite_error(&self.path, "cannot list uploads"))
     }
 
+    fn complete_upload(
+        &mut self,
+        archive_id: &str,
+        size: u64,
+        tree_hash: glacier_backup_archiver::TreeHash,
+    ) -> Result<usize, LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET size = ?2, tree_hash = ?3
+                 WHERE archive_id = ?1 AND (size IS NULL OR tree_hash IS NULL)",
+                params![archive_id, size as i64, tree_hash.to_hex()],
+            )
+            .map_err(sqlite_error(&self.path, "cannot complete an upload row"))
+    }
+
     fn retrieval(&self, archive_id: Option<&str>) -> Result<Option<Retrieval>, LedgerError> {
         self.conn
             .query_row(
