@@ -3,84 +3,92 @@
 
 use std::io::Write;
 
-use glacier_backup::archiver::{InventoryState, ListedArchive, Listing};
+use glacier_backup::archiver::{Archiver, InventoryState, ListedArchive, Listing};
 use glacier_backup::backends::open_archiver;
 use glacier_backup::config::Config;
 use glacier_backup::display_time;
 use glacier_backup::inventory::{rebuild, reconcile, Rebuilt, Reconciliation};
-use glacier_backup::ledger::{Ledger, Retrieval, UploadRecord};
+use glacier_backup::ledger::{Ledger, Retrieval, SqliteLedger, UploadRecord};
 
 use super::{lock_ledger, open_ledger, Fatal, Outcome};
 use crate::cli::{Cli, InventoryArgs};
 
-pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Result<Outcome, Fatal> {
-    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
-    let mut ledger = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
+/// The destination's inventory: at once from a listable backend, else through a job (recorded
+/// in the ledger, picked up by later runs, waited for with `--wait`). `None` while the job runs.
+async fn fetch(
+    cli: &Cli,
+    args: &InventoryArgs,
+    archiver: &dyn Archiver,
+    ledger: &mut SqliteLedger,
+) -> Result<Option<Listing>, Fatal> {
     let failure = |e: glacier_backup::archiver::Error| Fatal::Failure(e.into());
     let known = ledger
         .retrieval(None)
         .map_err(|e| Fatal::Failure(e.into()))?
         .and_then(|r| r.request_id);
-    let mut state = if cli.dryrun && !archiver.capabilities().listable {
+    if cli.dryrun && !archiver.capabilities().listable {
         // A dry run starts no job: it shows what the last fetched inventory says.
-        match ledger
+        return match ledger
             .last_inventory()
             .map_err(|e| Fatal::Failure(e.into()))?
         {
-            Some(listing) => InventoryState::Ready(listing),
-            None => {
-                return Err(Fatal::Failure(anyhow::anyhow!(
-                    "no inventory of this vault was fetched yet, and a dry run does not start \
-                     an inventory job: run `glacier-backup inventory` without -d"
-                )))
-            }
-        }
-    } else {
-        archiver
-            .inventory(known.as_deref())
-            .await
-            .map_err(failure)?
+            Some(listing) => Ok(Some(listing)),
+            None => Err(Fatal::Failure(anyhow::anyhow!(
+                "no inventory of this vault was fetched yet, and a dry run does not start \
+                 an inventory job: run `glacier-backup inventory` without -d"
+            ))),
+        };
+    }
+    let request_id = match archiver
+        .inventory(known.as_deref())
+        .await
+        .map_err(failure)?
+    {
+        InventoryState::Ready(listing) => return Ok(Some(listing)),
+        InventoryState::Pending { request_id } => request_id,
     };
-    if let InventoryState::Pending { request_id } = &state {
-        if known.as_deref() != Some(request_id.as_str()) && !cli.dryrun {
-            ledger
-                .record_retrieval(&Retrieval {
-                    archive_id: None,
-                    request_id: Some(request_id.clone()),
-                    tier: "standard".into(),
-                    requested_at: time::OffsetDateTime::now_utc(),
-                })
-                .map_err(|e| Fatal::Failure(e.into()))?;
-        }
-        tracing::info!(
-            "inventory job {request_id} is under way (a vault inventory takes about 4 hours)"
-        );
-        if args.wait {
-            let limit = std::time::Duration::from_secs(args.timeout);
-            let request = request_id.clone();
-            let ready = glacier_backup::poll::with_backoff(limit, || async {
-                match archiver.inventory(Some(&request)).await? {
-                    InventoryState::Ready(listing) => Ok(Some(listing)),
-                    InventoryState::Pending { .. } => Ok(None),
-                }
+    if known.as_deref() != Some(request_id.as_str()) && !cli.dryrun {
+        ledger
+            .record_retrieval(&Retrieval {
+                archive_id: None,
+                request_id: Some(request_id.clone()),
+                tier: "standard".into(),
+                requested_at: time::OffsetDateTime::now_utc(),
             })
-            .await
-            .map_err(failure)?;
-            if let Some(listing) = ready {
-                state = InventoryState::Ready(listing);
+            .map_err(|e| Fatal::Failure(e.into()))?;
+    }
+    tracing::info!(
+        "inventory job {request_id} is under way (a vault inventory takes about 4 hours)"
+    );
+    if args.wait {
+        let limit = std::time::Duration::from_secs(args.timeout);
+        let ready = glacier_backup::poll::with_backoff(limit, || async {
+            match archiver.inventory(Some(&request_id)).await? {
+                InventoryState::Ready(listing) => Ok(Some(listing)),
+                InventoryState::Pending { .. } => Ok(None),
             }
+        })
+        .await
+        .map_err(failure)?;
+        if ready.is_some() {
+            return Ok(ready);
         }
     }
-    let listing = match state {
-        InventoryState::Ready(listing) => listing,
-        InventoryState::Pending { request_id } => {
-            tracing::info!("run `glacier-backup inventory` again later (or add --wait)");
-            if args.json {
-                let pending = serde_json::json!({ "pending": true, "request_id": request_id });
-                println!("{pending}");
-            }
-            return Ok(Outcome::Success);
-        }
+    tracing::info!("run `glacier-backup inventory` again later (or add --wait)");
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "pending": true, "request_id": request_id })
+        );
+    }
+    Ok(None)
+}
+
+pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Result<Outcome, Fatal> {
+    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
+    let mut ledger = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
+    let Some(listing) = fetch(cli, args, archiver.as_ref(), &mut ledger).await? else {
+        return Ok(Outcome::Success);
     };
     // Taken only now: the wait above may be long, and rows are added only below.
     let _lock = if args.rebuild_ledger && !cli.dryrun {
