@@ -550,99 +550,41 @@ mod tests {
     };
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// A memory archiver whose reads break after `fail_after` bytes (once), and which counts
-    /// the bytes it serves.
-    #[derive(Debug, Default)]
-    struct Flaky {
+    /// A memory archiver whose reads break once after `fail_after` bytes, which counts the
+    /// bytes it serves, and which, when `cold`, makes archives wait for a retrieval (counted)
+    /// that never finishes.
+    #[derive(Debug)]
+    struct Staged {
         inner: MemoryArchiver,
         fail_after: AtomicU64,
         served: AtomicU64,
-    }
-
-    #[async_trait::async_trait]
-    impl Archiver for Flaky {
-        fn name(&self) -> &'static str {
-            "flaky"
-        }
-        fn target(&self) -> String {
-            "flaky".into()
-        }
-        fn capabilities(&self) -> Capabilities {
-            self.inner.capabilities()
-        }
-        async fn check(&self) -> glacier_backup_archiver::Result<()> {
-            Ok(())
-        }
-        async fn put(
-            &self,
-            meta: &glacier_backup_archiver::ArchiveMeta,
-            parts: PartStream,
-        ) -> glacier_backup_archiver::Result<ArchiveRef> {
-            self.inner.put(meta, parts).await
-        }
-        async fn restore_state(
-            &self,
-            archive: &ArchiveRef,
-        ) -> glacier_backup_archiver::Result<RestoreState> {
-            self.inner.restore_state(archive).await
-        }
-        async fn get(
-            &self,
-            archive: &ArchiveRef,
-            range: Option<ByteRange>,
-        ) -> glacier_backup_archiver::Result<ByteStream> {
-            let len = range.as_ref().map_or(archive.size, |r| r.end - r.start);
-            let budget = self.fail_after.load(Ordering::SeqCst);
-            if budget < len {
-                self.fail_after.store(u64::MAX, Ordering::SeqCst);
-                let data: Vec<u8> = self
-                    .inner
-                    .get(archive, range)
-                    .await?
-                    .next()
-                    .await
-                    .unwrap()?
-                    .to_vec();
-                self.served.fetch_add(budget, Ordering::SeqCst);
-                let first = bytes::Bytes::copy_from_slice(&data[..budget as usize]);
-                return Ok(futures::stream::iter([
-                    Ok(first),
-                    Err(glacier_backup_archiver::Error::Remote {
-                        backend: "flaky",
-                        message: "connection reset".into(),
-                        temporary: true,
-                        source: None,
-                    }),
-                ])
-                .boxed());
-            }
-            self.fail_after.fetch_sub(len.min(budget), Ordering::SeqCst);
-            self.served.fetch_add(len, Ordering::SeqCst);
-            self.inner.get(archive, range).await
-        }
-        async fn list(&self) -> glacier_backup_archiver::Result<Listing> {
-            self.inner.list().await
-        }
-    }
-
-    /// A memory archiver whose archives must be retrieved first; counts the requests.
-    #[derive(Debug, Default)]
-    struct Cold {
-        inner: MemoryArchiver,
+        cold: bool,
         requests: AtomicU64,
     }
 
+    impl Staged {
+        fn new(cold: bool) -> Self {
+            Staged {
+                inner: MemoryArchiver::new(),
+                fail_after: AtomicU64::new(u64::MAX),
+                served: AtomicU64::new(0),
+                cold,
+                requests: AtomicU64::new(0),
+            }
+        }
+    }
+
     #[async_trait::async_trait]
-    impl Archiver for Cold {
+    impl Archiver for Staged {
         fn name(&self) -> &'static str {
-            "cold"
+            "staged"
         }
         fn target(&self) -> String {
-            "cold".into()
+            "staged".into()
         }
         fn capabilities(&self) -> Capabilities {
             Capabilities {
-                needs_restore: true,
+                needs_restore: self.cold,
                 ..self.inner.capabilities()
             }
         }
@@ -666,8 +608,11 @@ mod tests {
         }
         async fn restore_state(
             &self,
-            _archive: &ArchiveRef,
+            archive: &ArchiveRef,
         ) -> glacier_backup_archiver::Result<RestoreState> {
+            if !self.cold {
+                return self.inner.restore_state(archive).await;
+            }
             Ok(match self.requests.load(Ordering::SeqCst) {
                 0 => RestoreState::NotRequested,
                 _ => RestoreState::InProgress { request_id: None },
@@ -678,6 +623,33 @@ mod tests {
             archive: &ArchiveRef,
             range: Option<ByteRange>,
         ) -> glacier_backup_archiver::Result<ByteStream> {
+            let len = range.as_ref().map_or(archive.size, |r| r.end - r.start);
+            let budget = self.fail_after.load(Ordering::SeqCst);
+            if budget < len {
+                self.fail_after.store(u64::MAX, Ordering::SeqCst);
+                let data: Vec<u8> = self
+                    .inner
+                    .get(archive, range)
+                    .await?
+                    .next()
+                    .await
+                    .unwrap()?
+                    .to_vec();
+                self.served.fetch_add(budget, Ordering::SeqCst);
+                let first = bytes::Bytes::copy_from_slice(&data[..budget as usize]);
+                return Ok(futures::stream::iter([
+                    Ok(first),
+                    Err(glacier_backup_archiver::Error::Remote {
+                        backend: "staged",
+                        message: "connection reset".into(),
+                        temporary: true,
+                        source: None,
+                    }),
+                ])
+                .boxed());
+            }
+            self.fail_after.fetch_sub(len.min(budget), Ordering::SeqCst);
+            self.served.fetch_add(len, Ordering::SeqCst);
             self.inner.get(archive, range).await
         }
         async fn list(&self) -> glacier_backup_archiver::Result<Listing> {
@@ -688,7 +660,7 @@ mod tests {
     #[tokio::test]
     async fn no_retrieval_is_asked_for_a_file_that_will_be_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let archiver = Cold::default();
+        let archiver = Staged::new(true);
         let data = sample(1000, 1);
         let meta = meta("notes.txt", 1000);
         let archive = archiver
@@ -700,7 +672,7 @@ mod tests {
             name: meta.name.clone(),
             archive_id: archive.archive_id,
             description: None,
-            backend: "cold".into(),
+            backend: "staged".into(),
             kind: Some(SourceKind::File),
             size: Some(archive.size),
             tree_hash: Some(archive.tree_hash),
@@ -743,7 +715,7 @@ mod tests {
         }
     }
 
-    async fn stored(archiver: &Flaky, data: &bytes::Bytes) -> UploadRecord {
+    async fn stored(archiver: &Staged, data: &bytes::Bytes) -> UploadRecord {
         let meta = meta("disk.img", data.len() as u64);
         let archive = archiver
             .put(&meta, parts_from_bytes(data.clone(), 1 << 20))
@@ -754,7 +726,7 @@ mod tests {
             name: meta.name.clone(),
             archive_id: archive.archive_id,
             description: None,
-            backend: "flaky".into(),
+            backend: "staged".into(),
             kind: Some(SourceKind::File),
             size: Some(archive.size),
             tree_hash: Some(archive.tree_hash),
@@ -767,7 +739,7 @@ mod tests {
     #[tokio::test]
     async fn an_interrupted_download_continues_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
-        let archiver = Flaky::default();
+        let archiver = Staged::new(false);
         let data = sample((3 << 20) + 12_345, 3);
         let row = stored(&archiver, &data).await;
         let mut ledger = SqliteLedger::in_memory().unwrap();
@@ -803,7 +775,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_partial_download_is_caught_and_thrown_away() {
         let dir = tempfile::tempdir().unwrap();
-        let archiver = Flaky::default();
+        let archiver = Staged::new(false);
         let data = sample(3 << 20, 4);
         let row = stored(&archiver, &data).await;
         let mut ledger = SqliteLedger::in_memory().unwrap();

@@ -334,7 +334,6 @@ impl GlacierArchiver {
     /// in progress. Looks at jobs this process knows (started, recorded in the ledger, or seen)
     /// first, then, once per run, at the vault's job list.
     async fn find_job(&self, archive_id: &str) -> Result<Option<(String, StatusCode)>> {
-        let client = self.client().await?;
         let known = self
             .jobs
             .lock()
@@ -342,24 +341,10 @@ impl GlacierArchiver {
             .get(archive_id)
             .cloned();
         if let Some(job_id) = known {
-            match client
-                .describe_job()
-                .account_id(self.account())
-                .vault_name(self.vault())
-                .job_id(&job_id)
-                .send()
-                .await
-            {
-                Ok(job) => {
-                    let status = job.status_code().cloned().unwrap_or(StatusCode::InProgress);
-                    if status != StatusCode::Failed {
-                        return Ok(Some((job_id, status)));
-                    }
-                }
-                Err(e) if errors::is_not_found(&e) => {}
-                Err(e) => return Err(errors::map("checking a retrieval job", e)),
-            }
-            self.jobs.lock().expect("jobs lock").remove(archive_id);
+            match self.job_status(&job_id).await? {
+                Some(status) if status != StatusCode::Failed => return Ok(Some((job_id, status))),
+                _ => self.jobs.lock().expect("jobs lock").remove(archive_id),
+            };
         }
         // The vault's job list is read once per run, for every archive at once: a restore of
         // many archives would otherwise page through it once per archive.
