@@ -661,26 +661,15 @@ mod tests {
     async fn no_retrieval_is_asked_for_a_file_that_will_be_kept() {
         let dir = tempfile::tempdir().unwrap();
         let archiver = Staged::new(true);
-        let data = sample(1000, 1);
-        let meta = meta("notes.txt", 1000);
-        let archive = archiver
-            .put(&meta, parts_from_bytes(data, 1 << 20))
-            .await
-            .unwrap();
+        let stored = stored(&archiver, &sample(1000, 1)).await;
+        // Uploaded an hour ago, edited since.
+        let an_hour_before = stored.started_at.map(|t| t - time::Duration::hours(1));
         let row = UploadRecord {
-            path: meta.source_path.clone(),
-            name: meta.name.clone(),
-            archive_id: archive.archive_id,
-            description: None,
-            backend: "staged".into(),
-            kind: Some(SourceKind::File),
-            size: Some(archive.size),
-            tree_hash: Some(archive.tree_hash),
-            fingerprint: None,
-            started_at: Some(meta.started_at - time::Duration::hours(1)),
-            uploaded_at: Some(meta.started_at - time::Duration::hours(1)),
+            started_at: an_hour_before,
+            uploaded_at: an_hour_before,
+            ..stored
         };
-        std::fs::write(dir.path().join("notes.txt"), b"edited since").unwrap();
+        std::fs::write(dir.path().join("disk.img"), b"edited since").unwrap();
         let mut ledger = SqliteLedger::in_memory().unwrap();
         let request = request(dir.path());
         let asked = request_retrieval(&archiver, &mut ledger, &row, &request).await;
