@@ -166,16 +166,32 @@ fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, String> {
     }
 }
 
-/// The directory a row restores into.
-fn destination_dir(row: &UploadRecord, destination: &Destination) -> Result<PathBuf, String> {
-    match destination {
-        Destination::Into(dir) => Ok(dir.clone()),
-        Destination::InPlace => row.path.parent().map(Path::to_path_buf).ok_or_else(|| {
-            format!(
-                "{}: has no parent directory to restore into; use --to",
-                row.path.display()
-            )
-        }),
+/// Where one upload goes: the archive to read, the directory it is restored into, and the
+/// path it ends up at there.
+struct Placement {
+    archive: ArchiveRef,
+    dir: PathBuf,
+    target: PathBuf,
+}
+
+impl Placement {
+    fn of(row: &UploadRecord, destination: &Destination) -> Result<Self, String> {
+        let archive = archive_ref(row)?;
+        let dir = match destination {
+            Destination::Into(dir) => dir.clone(),
+            Destination::InPlace => row.path.parent().map(Path::to_path_buf).ok_or_else(|| {
+                format!(
+                    "{}: has no parent directory to restore into; use --to",
+                    row.path.display()
+                )
+            })?,
+        };
+        let target = dir.join(final_name(row));
+        Ok(Placement {
+            archive,
+            dir,
+            target,
+        })
     }
 }
 
@@ -186,15 +202,14 @@ pub async fn restore_one(
     row: &UploadRecord,
     request: &RestoreRequest,
 ) -> Outcome {
-    let archive = match archive_ref(row) {
-        Ok(a) => a,
+    let Placement {
+        archive,
+        dir,
+        target,
+    } = match Placement::of(row, &request.destination) {
+        Ok(placement) => placement,
         Err(message) => return Outcome::Failed(message),
     };
-    let dir = match destination_dir(row, &request.destination) {
-        Ok(dir) => dir,
-        Err(message) => return Outcome::Failed(message),
-    };
-    let target = dir.join(final_name(row));
     if let Some(newer) = kept_file(row, &target, request) {
         tracing::warn!("{newer}; --force replaces it");
         return Outcome::Restored {
@@ -305,16 +320,15 @@ pub async fn request_retrieval(
     row: &UploadRecord,
     request: &RestoreRequest,
 ) -> Result<bool, String> {
-    let archive = archive_ref(row)?;
+    let placement = Placement::of(row, &request.destination)?;
     if !archiver.capabilities().needs_restore {
         return Ok(true);
     }
     // No retrieval (and its cost) for a file that will be kept anyway.
-    let target = destination_dir(row, &request.destination)?.join(final_name(row));
-    if kept_file(row, &target, request).is_some() {
+    if kept_file(row, &placement.target, request).is_some() {
         return Ok(false);
     }
-    let state = ask(archiver, ledger, &archive, &request.options).await?;
+    let state = ask(archiver, ledger, &placement.archive, &request.options).await?;
     Ok(state == RestoreState::Ready)
 }
 

@@ -10,8 +10,6 @@ use fake_glacier::FakeGlacier;
 
 mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_glacier-backup");
-
 struct Setup {
     dir: tempfile::TempDir,
     fake: FakeGlacier,
@@ -47,17 +45,8 @@ impl Setup {
     }
 
     fn command(&self, config: &Path) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("-c")
-            .arg(config)
-            .env("HOME", self.path("home"))
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL");
+        let mut cmd = support::moto::backup_command(config, &self.path("home"));
+        cmd.env_remove("AWS_PROFILE").env_remove("AWS_ENDPOINT_URL");
         cmd
     }
 
@@ -148,11 +137,9 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while s.fake.stats().parts_stored.len() < 3 {
-        assert!(Instant::now() < deadline, "the upload never got going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the upload never got going", || {
+        s.fake.stats().parts_stored.len() >= 3
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let stored_before: Vec<u64> = s.fake.stats().parts_stored.iter().map(|p| p.1).collect();
@@ -251,6 +238,26 @@ fn a_missing_vault_is_reported_before_anything_is_uploaded() {
     );
 }
 
+/// Waits (at most a minute) until `done` holds; `what` says what never happened.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` (`-INT`, `-TERM`...) to a running binary and collects what it printed.
+fn signal_child(child: std::process::Child, signal: &str) -> Output {
+    let kill = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    child.wait_with_output().unwrap()
+}
+
 /// Starts a slow upload of `file` and stops the binary with `signal` once three parts are in.
 fn interrupt_upload(s: &Setup, config: &Path, signal: &str) -> Output {
     s.fake.set(|b| b.part_delay = Duration::from_millis(150));
@@ -260,18 +267,10 @@ fn interrupt_upload(s: &Setup, config: &Path, signal: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while s.fake.stats().parts_stored.len() < 3 {
-        assert!(Instant::now() < deadline, "the upload never got going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let kill = Command::new("kill")
-        .arg(signal)
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
+    wait_until("the upload never got going", || {
+        s.fake.stats().parts_stored.len() >= 3
+    });
+    let out = signal_child(child, signal);
     s.fake.set(|b| b.part_delay = Duration::ZERO);
     out
 }
@@ -574,18 +573,8 @@ fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while retrievals() == 0 {
-        assert!(Instant::now() < deadline, "no retrieval was recorded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let kill = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
+    wait_until("no retrieval was recorded", || retrievals() > 0);
+    let out = signal_child(child, "-INT");
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("interrupted"), "{}", text(&out));
     assert_eq!(retrievals(), 1, "the request is still on record");

@@ -8,7 +8,7 @@ use std::fs;
 use glacier_backup::archiver::conformance::read_back;
 use glacier_backup::archiver::{ArchiveRef, Archiver, RestoreOptions, RestoreTier};
 use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
-use support::moto::{backup_command, set_test_env, shown, Moto};
+use support::moto::{backup_command, run_binary, set_test_env, shown, Moto};
 
 async fn create_vault(endpoint: &str, name: &str) {
     set_test_env();
@@ -124,13 +124,7 @@ async fn a_lost_ledger_comes_back_from_a_vault_inventory_and_restores_work() {
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let out = backup_command(&config, dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        (out.status.code(), shown(&out))
-    };
+    let run = |args: &[&str]| run_binary(&config, dir.path(), args);
     let (code, out) = run(&[]);
     assert_eq!(code, Some(0), "{out}");
     fs::remove_file(dir.path().join("glacier.lost.sqlite3")).unwrap();

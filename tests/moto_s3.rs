@@ -12,7 +12,7 @@ use glacier_backup::archiver::parts::parts_from_bytes;
 use glacier_backup::archiver::treehash::tree_hash;
 use glacier_backup::archiver::{Archiver, Error, RestoreState, UploadEvent};
 use glacier_backup_s3::{S3Archiver, S3Settings};
-use support::moto::{backup_command, set_test_env, shown, Moto};
+use support::moto::{backup_command, run_binary, set_test_env, shown, Moto};
 
 const MIB: usize = 1 << 20;
 
@@ -366,13 +366,7 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let out = backup_command(&config, dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        (out.status.code(), shown(&out))
-    };
+    let run = |args: &[&str]| run_binary(&config, dir.path(), args);
     let (code, out) = run(&[]);
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = run(&["verify", "--remote"]);

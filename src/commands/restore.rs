@@ -50,14 +50,14 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
     })
 }
 
-fn expected_wait(archiver: &dyn Archiver, tier: Tier) -> &'static str {
+fn expected_wait(archiver: &dyn Archiver, tier: RestoreTier) -> &'static str {
     if !archiver.capabilities().needs_restore {
         return "none";
     }
     match tier {
-        Tier::Expedited => "1-5 minutes",
-        Tier::Standard => "3-5 hours (up to 12 for DEEP_ARCHIVE)",
-        Tier::Bulk => "5-12 hours (up to 48 for DEEP_ARCHIVE)",
+        RestoreTier::Expedited => "1-5 minutes",
+        RestoreTier::Standard => "3-5 hours (up to 12 for DEEP_ARCHIVE)",
+        RestoreTier::Bulk => "5-12 hours (up to 48 for DEEP_ARCHIVE)",
     }
 }
 
@@ -66,7 +66,6 @@ fn show_plan(
     ledger: &dyn Ledger,
     rows: &[UploadRecord],
     request: &RestoreRequest,
-    args: &RestoreArgs,
 ) {
     let total: u64 = rows.iter().filter_map(|r| r.size).sum();
     let into = match &request.destination {
@@ -77,7 +76,7 @@ fn show_plan(
         "plan: {} archive(s), {total} bytes, into {into}; tier {}, expected wait {}",
         rows.len(),
         request.options.tier.as_str(),
-        expected_wait(archiver, args.tier)
+        expected_wait(archiver, request.options.tier)
     );
     for row in rows {
         let pending = ledger
@@ -124,12 +123,12 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     }
     let mut ledger = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
     let rows = select(&ledger, &request).map_err(|e| Fatal::Config(e.into()))?;
-    show_plan(archiver.as_ref(), &ledger, &rows, &request, args);
+    show_plan(archiver.as_ref(), &ledger, &rows, &request);
     if cli.dryrun {
         return Ok(Outcome::Success);
     }
     let tally = tokio::select! {
-        tally = restore_all(archiver.as_ref(), &mut ledger, &rows, &request, args.tier) => tally,
+        tally = restore_all(archiver.as_ref(), &mut ledger, &rows, &request) => tally,
         _ = tokio::signal::ctrl_c() => {
             tracing::warn!(
                 "interrupted: what was downloaded is kept, and the same command continues from it"
@@ -162,7 +161,6 @@ async fn restore_all(
     ledger: &mut dyn Ledger,
     rows: &[UploadRecord],
     request: &RestoreRequest,
-    tier: Tier,
 ) -> Tally {
     let (mut failed, mut pending, mut restored) = (0, 0, 0);
     // Every retrieval is asked for before waiting on any, so they are prepared side by side.
@@ -205,7 +203,7 @@ async fn restore_all(
                     "{}: retrieval in progress, usually ready {} after the request; run the \
                      same command again then (or add --wait)",
                     row.path.display(),
-                    expected_wait(archiver, tier)
+                    expected_wait(archiver, request.options.tier)
                 );
             }
             Restored::Failed(message) => {

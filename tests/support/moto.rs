@@ -115,6 +115,17 @@ pub fn backup_command(config: &std::path::Path, home: &std::path::Path) -> Comma
     cmd
 }
 
+/// Runs the binary with `config` in `home` and these arguments: its exit code and what it
+/// printed.
+pub fn run_binary(
+    config: &std::path::Path,
+    home: &std::path::Path,
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let out = backup_command(config, home).args(args).output().unwrap();
+    (out.status.code(), shown(&out))
+}
+
 /// Standard output and error of a finished run, for assertions and failure messages.
 pub fn shown(out: &std::process::Output) -> String {
     format!(
