@@ -7,6 +7,7 @@
 pub mod config;
 
 pub use glacier_backup_archiver as archiver;
+pub use glacier_backup_archiver::{shown, shown_bytes};
 pub mod backends;
 pub mod candidate;
 pub mod extract;

@@ -2,105 +2,16 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rusqlite::Connection;
 
 mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_glacier-backup");
+use support::sandbox::{assert_exit, copy_tree, fixtures, text, Sandbox};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// Writes a local-backend config whose paths section is `paths`, returns its path.
-    fn local_config(&self, paths: &str) -> PathBuf {
-        let config = self.path("config/backup.toml");
-        fs::create_dir_all(config.parent().unwrap()).unwrap();
-        fs::write(
-            &config,
-            format!(
-                "[main]\nbackend = \"local\"\nlogfile = \"\"\n\n[local]\ndirectory = \"{}\"\ncreate_directory = true\n\n{paths}",
-                self.path("archives").display()
-            ),
-        )
-        .unwrap();
-        config
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("HOME", self.path("home"))
-            .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-
-    fn ledger(&self) -> PathBuf {
-        let dir = self.path("config");
-        fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "sqlite3"))
-            .unwrap_or_else(|| panic!("no ledger in {}", dir.display()))
-    }
-
-    fn ledger_rows(&self) -> Vec<(String, String, String)> {
-        let conn = Connection::open(self.ledger()).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT path, name, archive_id FROM uploads ORDER BY rowid")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(output.status.code(), Some(code), "{}", text(output));
-    assert!(!text(output).contains("panicked"), "{}", text(output));
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+#[path = "cli/trust.rs"]
+mod trust;
 
 #[test]
 fn back_up_skip_unchanged_reupload_changed_and_extract_with_gnu_tar() {

@@ -37,18 +37,18 @@ pub async fn backup(
     };
 
     let (mut ledger, _lock) = if cli.dryrun {
-        let ledger = SqliteLedger::snapshot(&ledger_file).map_err(|e| Fatal::Failure(e.into()))?;
-        (ledger, None)
+        (SqliteLedger::snapshot(&ledger_file)?, None)
     } else {
         let lock = LedgerLock::acquire(&ledger_file).map_err(|e| match e {
             LockError::Busy(_) => Fatal::Failure(e.into()),
             LockError::Io { .. } => Fatal::Failure(e.into()),
         })?;
+        // Before the destination is touched: a ledger that cannot record stops the run here.
+        let ledger = SqliteLedger::open(&ledger_file)?;
         archiver.check().await.map_err(|e| match e {
             ArchiverError::Config { .. } => Fatal::Config(e.into()),
             other => Fatal::Failure(other.into()),
         })?;
-        let ledger = SqliteLedger::open(&ledger_file).map_err(|e| Fatal::Failure(e.into()))?;
         (ledger, Some(lock))
     };
     tracing::debug!("ledger: {}", ledger_file.display());

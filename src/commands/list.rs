@@ -24,8 +24,8 @@ fn ledger_for(config: &Config) -> Result<PathBuf, Fatal> {
 
 pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
     let path = ledger_for(config)?;
-    let ledger = SqliteLedger::snapshot(&path).map_err(|e| Fatal::Failure(e.into()))?;
-    let uploads = ledger.uploads().map_err(|e| Fatal::Failure(e.into()))?;
+    let ledger = SqliteLedger::snapshot(&path)?;
+    let uploads = ledger.uploads()?;
     let mut out = std::io::stdout().lock();
     let written = if json {
         let rows: Vec<_> = uploads.iter().map(upload_json).collect();

@@ -47,7 +47,19 @@ pub fn open_ledger(
     } else {
         SqliteLedger::open(&file)
     };
-    ledger.map_err(|e| Fatal::Failure(e.into()))
+    ledger.map_err(Fatal::from)
+}
+
+impl From<glacier_backup::ledger::LedgerError> for Fatal {
+    /// A ledger the user must fix (unwritable, empty, not a ledger) exits 2; a failure while
+    /// using it exits 1.
+    fn from(error: glacier_backup::ledger::LedgerError) -> Self {
+        if error.is_setup() {
+            Fatal::Config(error.into())
+        } else {
+            Fatal::Failure(error.into())
+        }
+    }
 }
 
 /// Keeps backup runs off the ledger while upload rows are written outside one.

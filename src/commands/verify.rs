@@ -13,7 +13,7 @@ pub async fn verify(config: &Config, remote: bool, paths: &[PathBuf]) -> Result<
     use glacier_backup::verify::{check_remote, check_sources, latest_uploads};
     let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
     let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
-    let ledger = SqliteLedger::snapshot(&ledger_file).map_err(|e| Fatal::Failure(e.into()))?;
+    let ledger = SqliteLedger::snapshot(&ledger_file)?;
     let filter: Vec<PathBuf> = paths
         .iter()
         .map(|p| command_line_path(p))

@@ -101,6 +101,18 @@ pub enum LedgerError {
         /// Why, and what to do.
         message: String,
     },
+    /// The ledger cannot be written: found before anything is uploaded.
+    #[error(
+        "ledger {path} cannot be written ({source}); nothing was uploaded. Make the file and \
+         its directory writable (SQLite writes a journal beside the file), or set [main] ledger \
+         to a writable place"
+    )]
+    Unwritable {
+        /// The ledger file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
     /// The ledger file or its directory could not be created.
     #[error("ledger {path}: {source}")]
     Io {
@@ -109,6 +121,24 @@ pub enum LedgerError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl LedgerError {
+    /// Whether the user must fix something about the ledger file itself (exit 2), rather than
+    /// a failure during the run.
+    pub fn is_setup(&self) -> bool {
+        match self {
+            LedgerError::Unwritable { .. } | LedgerError::Incompatible { .. } => true,
+            LedgerError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+                    | std::io::ErrorKind::NotADirectory
+                    | std::io::ErrorKind::IsADirectory
+            ),
+            LedgerError::Sqlite { .. } => false,
+        }
+    }
 }
 
 /// What was uploaded. Implementations must find a path's latest upload without scanning.

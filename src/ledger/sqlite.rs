@@ -4,12 +4,11 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use glacier_backup_archiver::{ListedArchive, Listing, SourceKind};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -56,30 +55,31 @@ pub struct SqliteLedger {
 }
 
 impl SqliteLedger {
-    /// Opens (creating with mode 0600 if needed) and migrates the ledger at `path`.
+    /// Opens and migrates the ledger at `path`, and checks it can be written, so a backup
+    /// never stores an archive it then cannot record. A missing file is created whole (mode
+    /// 0600, migrated under a temporary name, then linked into place), so no run ever finds a
+    /// half-made ledger; an existing one readable by others is made private.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| LedgerError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let io = |source| LedgerError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
         }
-        // Create the file ourselves so it is private from the first byte.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| LedgerError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        match std::fs::metadata(path) {
+            Ok(_) => refuse_empty_file(path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_new(path)?,
+            Err(e) => return Err(io(e)),
+        }
+        make_private(path);
         let conn = Connection::open(path).map_err(sqlite_error(path, "cannot open"))?;
         let mut ledger = SqliteLedger {
             conn,
             path: path.to_path_buf(),
         };
         ledger.migrate()?;
+        ledger.check_writable()?;
         Ok(ledger)
     }
 
@@ -92,6 +92,7 @@ impl SqliteLedger {
             path: path.to_path_buf(),
         };
         if path.exists() {
+            refuse_empty_file(path)?;
             let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(sqlite_error(path, "cannot open read-only"))?;
             ledger.conn = copy_into_memory(&source, path)?;
@@ -114,10 +115,15 @@ impl SqliteLedger {
         &self.path
     }
 
+    /// Brings the schema up to date in one exclusive transaction that re-reads the version
+    /// first: two runs that start together on an old or new ledger upgrade it once, not twice.
     fn migrate(&mut self) -> Result<(), LedgerError> {
         let path = self.path.clone();
-        let version: usize = self
+        let tx = self
             .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| write_error(&path, "cannot start a migration", source))?;
+        let version: usize = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sqlite_error(&path, "cannot read the schema version"))?;
         if version > MIGRATIONS.len() {
@@ -131,13 +137,8 @@ impl SqliteLedger {
             });
         }
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = self
-                .conn
-                .transaction()
-                .map_err(sqlite_error(&path, "cannot start a migration"))?;
             tx.execute_batch(migration)
                 .and_then(|()| tx.pragma_update(None, "user_version", i + 1))
-                .and_then(|()| tx.commit())
                 .map_err(|source| LedgerError::Incompatible {
                     path: path.clone(),
                     message: format!(
@@ -146,7 +147,109 @@ impl SqliteLedger {
                     ),
                 })?;
         }
-        Ok(())
+        tx.commit()
+            .map_err(|source| write_error(&path, "cannot save the schema upgrade", source))
+    }
+
+    /// Writes the schema version back unchanged: SQLite then needs its journal beside the
+    /// file and a writable file, exactly what recording an upload needs.
+    fn check_writable(&mut self) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| write_error(&path, "cannot write", source))?;
+        let version: usize = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sqlite_error(&path, "cannot read the schema version"))?;
+        tx.pragma_update(None, "user_version", version)
+            .and_then(|()| tx.commit())
+            .map_err(|source| write_error(&path, "cannot write", source))
+    }
+}
+
+/// A 0-byte file is what a truncated or clobbered ledger looks like; reading it as "nothing
+/// uploaded yet" would upload everything again, so it is refused.
+fn refuse_empty_file(path: &Path) -> Result<(), LedgerError> {
+    let meta = std::fs::metadata(path).map_err(|source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(LedgerError::Incompatible {
+            path: path.to_path_buf(),
+            message: "is a directory, not a ledger file; set [main] ledger to a file path".into(),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(LedgerError::Incompatible {
+            path: path.to_path_buf(),
+            message: "the file is empty (0 bytes), so it cannot say what was uploaded; restore it \
+                      from a copy, or delete it and run `inventory --rebuild-ledger`"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates a migrated ledger at `path` without a moment where `path` exists half-made. Another
+/// run creating it at the same time wins harmlessly: its file is used.
+fn create_new(path: &Path) -> Result<(), LedgerError> {
+    let io = |source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(
+        ".{}.",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    // tempfile creates with mode 0600: private from the first byte.
+    let temp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".new")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    {
+        let conn = Connection::open(temp.path()).map_err(sqlite_error(path, "cannot create"))?;
+        let mut fresh = SqliteLedger {
+            conn,
+            path: path.to_path_buf(),
+        };
+        fresh.migrate()?;
+    }
+    match temp.persist_noclobber(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(e.error)),
+    }
+}
+
+/// The Python tool left its ledger readable by everyone; ours are 0600. Said once, since the
+/// file stays private afterwards.
+fn make_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700)) {
+        Ok(()) => tracing::info!(
+            "ledger {}: made private (mode {:04o} -> {:04o}); it lists every path backed up",
+            crate::shown(path),
+            mode,
+            mode & 0o700
+        ),
+        Err(e) => tracing::warn!(
+            "ledger {} is readable by others (mode {mode:04o}) and cannot be made private: {e}",
+            crate::shown(path)
+        ),
     }
 }
 
@@ -505,6 +608,23 @@ impl ToSql for SqlPath<'_> {
     }
 }
 
+/// A failed write: the ledger (or the directory SQLite puts its journal in) is read-only or
+/// otherwise unwritable, which the user can fix; other SQLite errors stay as they are.
+fn write_error(path: &Path, context: &'static str, source: rusqlite::Error) -> LedgerError {
+    use rusqlite::ErrorCode::{CannotOpen, ReadOnly, SystemIoFailure};
+    match source.sqlite_error_code() {
+        Some(ReadOnly | CannotOpen | SystemIoFailure) => LedgerError::Unwritable {
+            path: path.to_path_buf(),
+            source,
+        },
+        _ => LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            context,
+            source,
+        },
+    }
+}
+
 fn sqlite_error(path: &Path, context: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError {
     let path = path.to_path_buf();
     move |source| LedgerError::Sqlite {
@@ -705,5 +825,91 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let snapshot = SqliteLedger::snapshot(&path).unwrap();
         assert_eq!(snapshot.uploads().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_empty_ledger_file_is_refused_not_read_as_nothing_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite3");
+        std::fs::write(&path, b"").unwrap();
+        for result in [SqliteLedger::open(&path), SqliteLedger::snapshot(&path)] {
+            let err = result.unwrap_err();
+            assert!(err.is_setup(), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("l.sqlite3") && text.contains("empty"),
+                "{text}"
+            );
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as found");
+    }
+
+    #[test]
+    fn a_directory_as_ledger_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SqliteLedger::open(dir.path()).unwrap_err();
+        assert!(err.is_setup(), "{err}");
+        assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_ledger_readable_by_others_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite3");
+        drop(SqliteLedger::open(&path).unwrap());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(SqliteLedger::open(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_ledger_that_cannot_be_written_is_found_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite3");
+        drop(SqliteLedger::open(&path).unwrap());
+        // SQLite cannot create its rollback journal where a directory takes the name: the
+        // same failure as a read-only directory, and one that holds for root too.
+        std::fs::create_dir(dir.path().join("l.sqlite3-journal")).unwrap();
+        let err = SqliteLedger::open(&path).unwrap_err();
+        assert!(matches!(err, LedgerError::Unwritable { .. }), "{err}");
+        assert!(err.is_setup());
+        assert!(err.to_string().contains("l.sqlite3"), "{err}");
+    }
+
+    #[test]
+    fn runs_starting_together_create_and_upgrade_a_ledger_once() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("l.sqlite3");
+            if round % 2 == 1 {
+                // The Python tool's schema, upgraded by both at once.
+                let conn = Connection::open(&path).unwrap();
+                conn.execute_batch(
+                    "CREATE TABLE uploads (path text, name text, archive_id text, uploaded_date integer);",
+                )
+                .unwrap();
+            }
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteLedger::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread
+                    .join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+            let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+            assert_eq!(leftovers, 1, "round {round}: temporary files left");
+        }
     }
 }

@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod sandbox;
 pub mod trees;

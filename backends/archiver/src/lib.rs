@@ -13,6 +13,7 @@ mod memory;
 pub mod origin;
 pub mod parts;
 pub mod settings;
+pub mod shown;
 pub mod treehash;
 mod types;
 
@@ -21,6 +22,7 @@ pub mod conformance;
 
 pub use error::{BoxError, Error, Result};
 pub use memory::MemoryArchiver;
+pub use shown::{shown, shown_bytes};
 pub use treehash::TreeHash;
 pub use types::*;
 

@@ -1,0 +1,105 @@
+//! Regression tests for what hostile testing found: backups that would not come back,
+//! restores that could harm, crash windows, and input that must fail cleanly.
+
+use std::fs;
+use std::path::Path;
+
+use super::support::sandbox::{assert_exit, text, Sandbox};
+
+/// Every file under `dir`, recursively, as paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            for inner in files_under(&path) {
+                found.push(format!("{}/{inner}", entry.file_name().to_string_lossy()));
+            }
+        } else {
+            found.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    found.sort();
+    found
+}
+
+fn one_file_config(sb: &Sandbox) -> String {
+    fs::create_dir_all(sb.path("data")).unwrap();
+    fs::write(sb.path("data/f.txt"), b"payload").unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        sb.path("data").display()
+    ));
+    config.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_ledger_that_cannot_be_written_stops_the_run_before_anything_is_uploaded() {
+    let sb = Sandbox::new();
+    let config = one_file_config(&sb);
+    // A first run makes the ledger; then SQLite's journal name is taken by a directory, which
+    // makes every write fail (for root too, unlike a read-only directory).
+    fs::write(sb.path("data/f.txt"), b"payload").unwrap();
+    assert_exit(&sb.run(&["-c", &config, "-p", "/nonexistent"]), 0);
+    let ledger = sb.ledger();
+    let mut journal = ledger.clone().into_os_string();
+    journal.push("-journal");
+    fs::create_dir(&journal).unwrap();
+    let out = sb.run(&["-c", &config]);
+    assert_exit(&out, 2);
+    assert!(
+        text(&out).contains(&*ledger.to_string_lossy()),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("cannot be written"), "{}", text(&out));
+    let stored: Vec<_> = files_under(&sb.path("archives"))
+        .into_iter()
+        .filter(|f| !f.starts_with(".incoming"))
+        .collect();
+    assert!(stored.is_empty(), "archives stored: {stored:?}");
+}
+
+#[test]
+fn an_empty_ledger_file_is_an_error_not_a_full_reupload() {
+    let sb = Sandbox::new();
+    let config = one_file_config(&sb);
+    assert_exit(&sb.run(&["-c", &config]), 0);
+    let ledger = sb.ledger();
+    fs::write(&ledger, b"").unwrap();
+    for args in [vec!["-c", &config], vec!["-c", &config, "list"]] {
+        let out = sb.run(&args);
+        assert_exit(&out, 2);
+        assert!(text(&out).contains("empty (0 bytes)"), "{}", text(&out));
+    }
+    assert_eq!(
+        files_under(&sb.path("archives")).len(),
+        1,
+        "nothing uploaded again"
+    );
+}
+
+#[test]
+fn a_ledger_of_the_python_tool_is_made_private_and_the_log_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let config = one_file_config(&sb);
+    assert_exit(&sb.run(&["-c", &config]), 0);
+    let ledger = sb.ledger();
+    fs::set_permissions(&ledger, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = sb.run(&["-c", &config]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("made private"), "{}", text(&out));
+    let mode = fs::metadata(&ledger).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = sb.run(&["-c", &config]);
+    assert!(
+        !text(&again).contains("made private"),
+        "said once: {}",
+        text(&again)
+    );
+}
