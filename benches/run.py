@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
-    python3 benches/run.py [treehash|backup|many|glacier|s3] ...   (default: all)
+    python3 benches/run.py [treehash|backup|many|config|glacier|s3] ...   (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
 backup    1 GiB directory of mixed file sizes to the local backend vs
           `tar cf - DIR | tee OUT.tar | openssl dgst -sha256`; peak RSS of our process.
 many      a directory with 10,000 children: candidate resolution + ledger checks.
+config    INI configs of 10,000 and 100,000 path sections: load time (`list` on an empty
+          ledger), with the TOML form of the 100,000 as the baseline.
 s3        the same 2 GiB directory to moto_server's S3 on loopback: throughput and peak RSS.
 glacier   2 GiB directory, multipart to the in-repo fake Glacier service on loopback, vs
           `tar cf - DIR | openssl dgst -sha256`; peak RSS; time the fake itself spent.
@@ -159,6 +161,30 @@ def bench_many():
           f"with upload_if_changed (fingerprint each): {checked:.3f}s (target < 1 s)")
 
 
+def bench_config():
+    """The README tells users to generate one section per path: loading must stay linear."""
+    def write(n, toml):
+        path = WORK / f"sections-{n}.{'toml' if toml else 'conf'}"
+        q = '"' if toml else ''
+        with open(path, "w") as f:
+            f.write(f"[main]\nbackend = {q}local{q}\nlogfile = {q}{q}\n"
+                    f"ledger = {q}{WORK / 'sections.sqlite3'}{q}\n"
+                    f"[local]\ndirectory = {q}{WORK / 'sections-archives'}{q}\n")
+            for i in range(n):
+                name = f'"/data/section-{i:06}"' if toml else f"/data/section-{i:06}"
+                f.write(f"[{name}]\nupload_files = true\nupload_if_changed = true\n\n")
+        return path
+
+    def load(path):
+        return best(3, lambda: timed([str(BIN), "-c", str(path), "list"]))[0][0]
+
+    small, large = load(write(10_000, False)), load(write(100_000, False))
+    toml = load(write(100_000, True))
+    print(f"config: INI 10,000 sections {small:.3f}s, 100,000 {large:.3f}s "
+          f"(x{large / small:.1f} for x10 sections; target < 1 s)  TOML 100,000 {toml:.3f}s  "
+          f"INI/TOML {large / toml:.2f}")
+
+
 def bench_glacier():
     """2 GiB directory, multipart, to the fake Glacier service on loopback."""
     tree = WORK / "mixed2g"
@@ -255,6 +281,7 @@ def main():
     build()
     WORK.mkdir(parents=True, exist_ok=True)
     benches = {"treehash": bench_treehash, "backup": bench_backup, "many": bench_many,
+               "config": bench_config,
                "glacier": bench_glacier, "s3": bench_s3}
     for name in sys.argv[1:] or list(benches):
         benches[name]()

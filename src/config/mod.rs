@@ -25,6 +25,12 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// Not a regular file (a directory, a FIFO, a device).
+    #[error("config file {0} is not a regular file; pass the path of a config file with -c")]
+    NotAFile(PathBuf),
+    /// Larger than any config needs to be.
+    #[error("config file {0} is larger than 16 MiB; is it really a config file?")]
+    TooLarge(PathBuf),
     /// The file is not UTF-8 text.
     #[error("{path}:{line}: config file is not valid UTF-8 text; save it as UTF-8")]
     NotUtf8 {
@@ -62,18 +68,7 @@ pub enum Format {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ConfigError::NotFound(path.to_path_buf()))
-        }
-        Err(source) => {
-            return Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
+    let bytes = read_config_file(path)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         ConfigError::NotUtf8 {
@@ -82,6 +77,41 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
     })?;
     parse(&text, Some(path), format_of(path, &text))
+}
+
+/// Longest config file read: a generous bound for 100,000 path sections, and a guard against
+/// `-c /dev/zero` reading until memory runs out.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Reads a config file, refusing anything that is not a regular file of sane size before
+/// reading it (a FIFO would block forever, a device would never end).
+fn read_config_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::NotFound(path.to_path_buf()))
+        }
+        Err(e) => return Err(read_error(e)),
+    };
+    if !meta.is_file() {
+        return Err(ConfigError::NotAFile(path.to_path_buf()));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge(path.to_path_buf()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge(path.to_path_buf()));
+    }
+    Ok(bytes)
 }
 
 /// Chooses the syntax: `.toml` files are TOML; anything else is TOML when it parses as TOML

@@ -107,7 +107,7 @@ impl Config {
     ) -> Result<Self, SettingsError> {
         let mut config = Config::empty();
         config.file = file.map(Path::to_path_buf);
-        let mut seen_paths: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let mut seen_paths: std::collections::HashMap<PathBuf, String> = Default::default();
         for section in sections {
             match section.name() {
                 "main" => config.read_main(&section)?,
@@ -140,6 +140,16 @@ impl Config {
             Some(_) => LogFile::Path(main.path("logfile")?.expect("present and non-empty")),
         };
         self.ledger = main.path("ledger")?;
+        if let Some(ledger) = self.ledger.as_ref().filter(|l| l.is_dir()) {
+            return Err(main.error(
+                Some("ledger"),
+                format!(
+                    "{} is a directory; name the ledger file, e.g. {}",
+                    glacier_backup_archiver::shown(ledger),
+                    glacier_backup_archiver::shown(ledger.join("backup.sqlite3"))
+                ),
+            ));
+        }
         if let Some(backend) = main.string("backend")? {
             let backend = backend.trim().to_ascii_lowercase();
             if !["local", "glacier", "s3"].contains(&backend.as_str()) {
@@ -156,6 +166,12 @@ impl Config {
 
 fn path_rule(section: &Section) -> Result<PathRule, SettingsError> {
     let name = section.name();
+    if name.contains('\0') {
+        return Err(section.error(
+            None,
+            "the section name holds a NUL character, which no path can; remove it",
+        ));
+    }
     if !name.starts_with('/') {
         let mut message = format!(
             "section [{name}] is not an absolute path; path sections name what to back up, \

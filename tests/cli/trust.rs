@@ -103,3 +103,52 @@ fn a_ledger_of_the_python_tool_is_made_private_and_the_log_says_so() {
         text(&again)
     );
 }
+
+#[test]
+fn a_config_that_is_not_a_regular_file_or_is_huge_is_refused_before_reading() {
+    let sb = Sandbox::new();
+    let fifo = sb.path("config.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Both would hang or eat memory if read; each must fail at once, naming the file.
+    for path in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let out = sb.run(&["-c", path]);
+        assert_exit(&out, 2);
+        assert!(
+            text(&out).contains(&format!("config file {path} is not a regular file")),
+            "{}",
+            text(&out)
+        );
+    }
+    let huge = sb.path("huge.conf");
+    let file = fs::File::create(&huge).unwrap();
+    file.set_len(17 << 20).unwrap();
+    let out = sb.run(&["-c", huge.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    assert!(text(&out).contains("larger than 16 MiB"), "{}", text(&out));
+}
+
+#[test]
+fn a_huge_value_gives_a_short_error_naming_the_key() {
+    let sb = Sandbox::new();
+    let config = sb.path("big.conf");
+    let vault = "x y".repeat(2 << 20);
+    fs::write(
+        &config,
+        format!("[main]\nvault_name = {vault}\n\n[/data]\nupload_files = true\n"),
+    )
+    .unwrap();
+    let out = sb.run(&["-c", config.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("big.conf"), "{stderr:.2000}");
+    assert!(stderr.contains("[main] vault_name"), "{stderr:.2000}");
+    assert!(
+        stderr.len() < 2000,
+        "{} bytes of error: {stderr:.2000}",
+        stderr.len()
+    );
+}

@@ -87,23 +87,26 @@ impl Section {
 
     /// An error located at this section (and `key`, when given).
     pub fn error(&self, key: Option<&str>, message: impl Into<String>) -> SettingsError {
-        let mut location = match &self.file {
-            Some(file) => format!("{}: ", file.display()),
+        let name = crate::shown(&self.name);
+        let file = self.file.as_deref().map(crate::shown);
+        let mut location = match &file {
+            Some(file) => format!("{file}: "),
             None => String::new(),
         };
-        location.push_str(&format!("[{}]", self.name));
+        location.push_str(&format!("[{name}]"));
         if let Some(key) = key {
             location.push_str(&format!(" {key}"));
             if let Some((_, Some(line))) = self.entries.get(key) {
-                location = match &self.file {
-                    Some(file) => format!("{}:{line}: [{}] {key}", file.display(), self.name),
-                    None => format!("line {line}: [{}] {key}", self.name),
+                location = match &file {
+                    Some(file) => format!("{file}:{line}: [{name}] {key}"),
+                    None => format!("line {line}: [{name}] {key}"),
                 };
             }
         }
+        // A value or section name can be megabytes long; the message names it, not all of it.
         SettingsError {
-            location,
-            message: message.into(),
+            location: crate::shown::shorten(location),
+            message: crate::shown::shorten(message.into()),
         }
     }
 
@@ -116,6 +119,10 @@ impl Section {
     pub fn string(&self, key: &str) -> Result<Option<String>, SettingsError> {
         match self.raw(key) {
             None => Ok(None),
+            Some(Value::String(s)) if s.contains('\0') => Err(self.error(
+                Some(key),
+                "contains a NUL character, which no name or path can hold; remove it",
+            )),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(self.error(
                 Some(key),

@@ -56,7 +56,8 @@ fn escape_char(c: char, out: &mut String) {
     }
 }
 
-fn shorten(text: String) -> String {
+/// `text` with its middle cut out when it is longer than [`MAX_SHOWN_CHARS`].
+pub fn shorten(text: String) -> String {
     let count = text.chars().count();
     if count <= MAX_SHOWN_CHARS {
         return text;

@@ -62,9 +62,19 @@ impl Connection {
                 n => Ok(Duration::from_secs(n)),
             }
         };
+        let endpoint_url = s.string("endpoint_url")?.filter(|e| !e.is_empty());
+        if let Some(url) = &endpoint_url {
+            if !is_endpoint_url(url) {
+                return Err(s.error(
+                    Some("endpoint_url"),
+                    "is not a URL; write it as http://host:port or https://host (or remove it \
+                     to use AWS)",
+                ));
+            }
+        }
         Ok(Connection {
             region: s.string("region")?.filter(|r| !r.is_empty()),
-            endpoint_url: s.string("endpoint_url")?.filter(|e| !e.is_empty()),
+            endpoint_url,
             profile: s.string("profile")?.filter(|p| !p.is_empty()),
             concurrency: concurrency as usize,
             max_attempts: max_attempts as u32,
@@ -154,5 +164,59 @@ where
         message,
         temporary,
         source: Some(Box::new(error)),
+    }
+}
+
+/// `http://` or `https://`, a host, an optional numeric port and path: what the SDK can connect
+/// to. Checked here, since the SDK reports a bad one only as a debug dump.
+fn is_endpoint_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    !host.is_empty()
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"<>\\`{}|^".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls_are_checked_before_the_sdk_sees_them() {
+        for good in [
+            "http://127.0.0.1:5000",
+            "https://s3.eu-west-1.amazonaws.com",
+            "http://[::1]:9000/",
+            "http://minio.local/path",
+        ] {
+            assert!(is_endpoint_url(good), "{good}");
+        }
+        for bad in [
+            "not a url",
+            "127.0.0.1:5000",
+            "http://",
+            "http://host:port",
+            "ftp://host",
+            "http://ho st",
+        ] {
+            assert!(!is_endpoint_url(bad), "{bad}");
+        }
+        let section = Section::from_strings("s3", &[("endpoint_url", "not a url")]);
+        let err = Connection::from_section(&section).unwrap_err();
+        assert!(
+            err.to_string().contains("[s3] endpoint_url: is not a URL"),
+            "{err}"
+        );
     }
 }

@@ -102,25 +102,31 @@ impl S3Settings {
             ));
         }
         let key_id = s.string("sse_kms_key_id")?.filter(|k| !k.is_empty());
-        let encryption = match s.string("sse")?.as_deref() {
-            None | Some("") => {
-                if key_id.is_some() {
-                    return Err(s.error(
-                        Some("sse_kms_key_id"),
-                        "set sse = \"aws:kms\" to use a KMS key",
-                    ));
+        let encryption =
+            match s.string("sse")?.as_deref() {
+                None | Some("") => {
+                    if key_id.is_some() {
+                        return Err(s.error(
+                            Some("sse_kms_key_id"),
+                            "set sse = \"aws:kms\" to use a KMS key",
+                        ));
+                    }
+                    None
                 }
-                None
-            }
-            Some("AES256") => Some(Encryption::Aes256),
-            Some("aws:kms") => Some(Encryption::Kms(key_id)),
-            Some(other) => {
-                return Err(s.error(
-                    Some("sse"),
-                    format!("{other:?} is not supported; use AES256 or aws:kms"),
-                ))
-            }
-        };
+                Some("AES256") if key_id.is_some() => return Err(s.error(
+                    Some("sse_kms_key_id"),
+                    "a KMS key needs sse = \"aws:kms\"; with sse = \"AES256\" S3 manages the key: \
+                     remove sse_kms_key_id or change sse",
+                )),
+                Some("AES256") => Some(Encryption::Aes256),
+                Some("aws:kms") => Some(Encryption::Kms(key_id)),
+                Some(other) => {
+                    return Err(s.error(
+                        Some("sse"),
+                        format!("{other:?} is not supported; use AES256 or aws:kms"),
+                    ))
+                }
+            };
         let part_size = match s.u64("part_size")? {
             None => None,
             Some(mib)
