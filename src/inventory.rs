@@ -244,6 +244,7 @@ mod tests {
                 ours("x", "/x", datetime!(2026-01-01 0:00 UTC)),
             ],
             taken_at: Some(datetime!(2026-02-01 0:00 UTC)),
+            incomplete: Vec::new(),
         };
         let report = reconcile(&rows, &listing);
         assert_eq!(report.matched, 1);

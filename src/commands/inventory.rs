@@ -10,6 +10,8 @@ use glacier_backup::display_time;
 use glacier_backup::inventory::{rebuild, reconcile, Rebuilt, Reconciliation};
 use glacier_backup::ledger::{Ledger, Retrieval, SqliteLedger, UploadRecord};
 
+use glacier_backup::shown;
+
 use super::{lock_ledger, open_ledger, Fatal, Outcome};
 use crate::cli::{Cli, InventoryArgs};
 
@@ -207,6 +209,21 @@ fn write_report(
             origin_text(archive)
         )?;
     }
+    if !listing.incomplete.is_empty() {
+        writeln!(
+            out,
+            "unfinished uploads left by interrupted runs (the next backup removes them): {}",
+            listing.incomplete.len()
+        )?;
+        for partial in &listing.incomplete {
+            writeln!(
+                out,
+                "  ~ {} {} bytes",
+                shown(&partial.archive_id),
+                partial.size
+            )?;
+        }
+    }
     if let Some(rebuilt) = rebuilt {
         writeln!(out, "ledger rows added: {}", rebuilt.added.len())?;
         if rebuilt.completed > 0 {
@@ -261,6 +278,10 @@ fn to_json(listing: &Listing, report: &Reconciliation, rebuilt: Option<&Rebuilt>
         }).collect::<Vec<_>>(),
         "too_recent": report.too_recent.iter().map(row).collect::<Vec<_>>(),
         "unrecorded": report.unrecorded.iter().map(archive).collect::<Vec<_>>(),
+        "incomplete": listing.incomplete.iter().map(|a| serde_json::json!({
+            "name": a.archive_id,
+            "size": a.size,
+        })).collect::<Vec<_>>(),
         "added": rebuilt.map(|r| r.added.iter().map(row).collect::<Vec<_>>()),
         "completed": rebuilt.map(|r| r.completed),
     });

@@ -540,6 +540,7 @@ impl Ledger for SqliteLedger {
             Ok(Some(Listing {
                 archives,
                 taken_at: parse_time(taken_at),
+                incomplete: Vec::new(),
             }))
         };
         read().map_err(sqlite_error(&self.path, "cannot read the inventory"))
@@ -766,6 +767,7 @@ mod tests {
         let mut listing = Listing {
             archives: vec![ListedArchive::new("archive-1", 10)],
             taken_at: Some(time::macros::datetime!(2026-11-25 06:00 UTC)),
+            incomplete: Vec::new(),
         };
         ledger.record_inventory(&listing).unwrap();
         drop(ledger);

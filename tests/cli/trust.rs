@@ -152,3 +152,38 @@ fn a_huge_value_gives_a_short_error_naming_the_key() {
         stderr.len()
     );
 }
+
+#[test]
+fn partial_files_of_killed_runs_are_reported_by_inventory_and_removed_by_the_next_backup() {
+    let sb = Sandbox::new();
+    let config = one_file_config(&sb);
+    assert_exit(&sb.run(&["-c", &config]), 0);
+    // What kill -9 during an upload leaves behind.
+    let partial = sb.path("archives/.incoming/upload-Kx81b.partial");
+    fs::write(&partial, vec![0u8; 4096]).unwrap();
+    let out = sb.run(&["-c", &config, "inventory"]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("unfinished uploads left by interrupted runs"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains(".incoming/upload-Kx81b.partial 4096 bytes"),
+        "{}",
+        text(&out)
+    );
+    assert!(partial.exists(), "inventory only reports");
+    let out = sb.run(&["-c", &config]);
+    assert_exit(&out, 0);
+    assert!(
+        !partial.exists(),
+        "the next backup removes it: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("removed 1 partial upload file(s) (4096 bytes)"),
+        "{}",
+        text(&out)
+    );
+}

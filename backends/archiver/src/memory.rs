@@ -120,6 +120,7 @@ impl Archiver for MemoryArchiver {
                 })
                 .collect(),
             taken_at: None,
+            incomplete: Vec::new(),
         })
     }
 }

@@ -219,6 +219,9 @@ pub struct Listing {
     /// When the listing was taken, if it is older than the call (a vault inventory lags by up
     /// to a day, so archives stored after it are missing from it for a reason).
     pub taken_at: Option<OffsetDateTime>,
+    /// Leftovers of uploads that never finished (a local destination's partial files), by
+    /// name and size: not archives, reported so the user knows where space went.
+    pub incomplete: Vec<ListedArchive>,
 }
 
 /// The answer to [`Archiver::inventory`](crate::Archiver::inventory).

@@ -47,6 +47,7 @@ pub fn parse(json: &[u8]) -> Result<Listing, serde_json::Error> {
     Ok(Listing {
         archives,
         taken_at: date(inventory.inventory_date.as_deref()),
+        incomplete: Vec::new(),
     })
 }
 

@@ -12,13 +12,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use glacier_backup_archiver::keys::archive_key;
 use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::settings::{Section, SettingsError};
+use glacier_backup_archiver::shown;
 use glacier_backup_archiver::treehash::TreeHasher;
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, InventoryState,
@@ -29,6 +32,8 @@ use tempfile::NamedTempFile;
 
 const NAME: &str = "local";
 const INCOMING: &str = ".incoming";
+const PARTIAL_PREFIX: &str = "upload-";
+const PARTIAL_SUFFIX: &str = ".partial";
 
 /// Settings of the `[local]` section.
 pub const SETTINGS: &[&str] = &["directory", "create_directory"];
@@ -38,6 +43,9 @@ pub const SETTINGS: &[&str] = &["directory", "create_directory"];
 pub struct LocalArchiver {
     root: PathBuf,
     create_directory: bool,
+    /// Device and inode of `root` when `check` found it: a root that is gone or replaced
+    /// (unmounted) later in the run fails the upload instead of being written to again.
+    identity: Arc<OnceLock<(u64, u64)>>,
 }
 
 impl LocalArchiver {
@@ -47,6 +55,7 @@ impl LocalArchiver {
         LocalArchiver {
             root: root.into(),
             create_directory,
+            identity: Arc::default(),
         }
     }
 
@@ -105,13 +114,83 @@ impl LocalArchiver {
         }
     }
 
+    /// Fails unless the root is the directory `check` found (or, before any `check`, exists):
+    /// the configured directory itself is only ever created by `check`, and only with
+    /// `create_directory`, so an unmounted or removed destination is never silently remade.
+    fn ensure_root(&self) -> Result<()> {
+        let vanished = |detail| self.vanished(detail);
+        match (fs::metadata(&self.root), self.identity.get()) {
+            (Ok(meta), Some(&(dev, ino)))
+                if meta.is_dir() && (meta.dev(), meta.ino()) != (dev, ino) =>
+            {
+                Err(vanished("was replaced by another directory"))
+            }
+            (Ok(meta), _) if meta.is_dir() => Ok(()),
+            (Ok(_), _) => Err(vanished("is no longer a directory")),
+            (Err(_), _) => Err(vanished("vanished")),
+        }
+    }
+
+    fn vanished(&self, detail: &str) -> Error {
+        Error::Io {
+            backend: NAME,
+            context: format!(
+                "the destination directory {} {detail} during the run; nothing more is written \
+                 there (is the disk still mounted?)",
+                shown(&self.root)
+            ),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        }
+    }
+
+    /// Creates `dir` and its missing parents below the root, never the root itself.
+    fn create_below_root(&self, dir: &Path) -> Result<()> {
+        self.ensure_root()?;
+        let relative = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        let mut current = self.root.clone();
+        for component in relative.components() {
+            current.push(component);
+            match fs::create_dir(&current) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(self.io_error("cannot create directory", &current, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Partial files in `.incoming` that no running upload holds: what a killed run left.
+    fn stale_partials(&self) -> Vec<(PathBuf, u64)> {
+        let Ok(entries) = fs::read_dir(self.root.join(INCOMING)) else {
+            return Vec::new();
+        };
+        let mut stale = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with(PARTIAL_PREFIX) && name.ends_with(PARTIAL_SUFFIX)) {
+                continue;
+            }
+            // Every upload holds a lock on its partial file while it writes; one we can lock
+            // belongs to nobody.
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_ok() {
+                stale.push((path, file.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+        stale.sort();
+        stale
+    }
+
     /// Moves a complete, synced temporary file to a fresh name derived from `key`, never
     /// replacing an existing archive, and makes the new name durable.
     fn publish(&self, mut temp: NamedTempFile, key: &str) -> Result<String> {
         let final_path = self.root.join(key);
         let parent = final_path.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&parent)
-            .map_err(|e| self.io_error("cannot create directory", &parent, e))?;
+        self.create_below_root(&parent)?;
         let mut id = key.to_owned();
         for attempt in 1.. {
             match temp.persist_noclobber(self.root.join(&id)) {
@@ -199,9 +278,25 @@ impl Archiver for LocalArchiver {
                 }
                 Err(e) => return Err(this.io_error("cannot access", &this.root, e)),
             }
-            let incoming = this.root.join(INCOMING);
-            fs::create_dir_all(&incoming)
-                .map_err(|e| this.io_error("cannot write to", &incoming, e))
+            let meta = fs::metadata(&this.root)
+                .map_err(|e| this.io_error("cannot access", &this.root, e))?;
+            let _ = this.identity.set((meta.dev(), meta.ino()));
+            this.create_below_root(&this.root.join(INCOMING))?;
+            // Runs hold the ledger lock while they check, so no other run of this ledger is
+            // writing; partial files of runs of other ledgers are locked and left alone.
+            let stale = this.stale_partials();
+            for (path, _) in &stale {
+                fs::remove_file(path).map_err(|e| this.io_error("cannot remove", path, e))?;
+            }
+            if !stale.is_empty() {
+                let bytes: u64 = stale.iter().map(|(_, size)| size).sum();
+                tracing::info!(
+                    "removed {} partial upload file(s) ({bytes} bytes) left in {} by interrupted runs",
+                    stale.len(),
+                    shown(this.root.join(INCOMING))
+                );
+            }
+            Ok(())
         })
         .await
     }
@@ -211,14 +306,28 @@ impl Archiver for LocalArchiver {
         let temp = {
             let this = self.clone();
             blocking(move || {
-                fs::create_dir_all(&incoming)
-                    .and_then(|_| {
-                        tempfile::Builder::new()
-                            .prefix("upload-")
-                            .suffix(".partial")
-                            .tempfile_in(&incoming)
-                    })
-                    .map_err(|e| this.io_error("cannot create a temporary file in", &incoming, e))
+                if this.identity.get().is_some() {
+                    // `check` made `.incoming`; without it this is not the directory checked
+                    // (an empty mount point looks like a directory too).
+                    this.ensure_root()?;
+                    if !incoming.is_dir() {
+                        return Err(this.vanished("lost its .incoming directory"));
+                    }
+                } else {
+                    this.create_below_root(&incoming)?;
+                }
+                let temp = tempfile::Builder::new()
+                    .prefix(PARTIAL_PREFIX)
+                    .suffix(PARTIAL_SUFFIX)
+                    .tempfile_in(&incoming)
+                    .map_err(|e| {
+                        this.io_error("cannot create a temporary file in", &incoming, e)
+                    })?;
+                // Held until the upload ends: tells `check` of a later run this file is live.
+                temp.as_file()
+                    .try_lock()
+                    .map_err(|e| this.io_error("cannot lock", temp.path(), e.into()))?;
+                Ok(temp)
             })
             .await?
         };
@@ -285,6 +394,14 @@ impl Archiver for LocalArchiver {
     /// then has what restores check against, and a reconciliation sees changed bytes.
     async fn inventory(&self, _request: Option<&str>) -> Result<InventoryState> {
         let mut listing = self.list().await?;
+        listing.incomplete = self
+            .stale_partials()
+            .into_iter()
+            .map(|(path, size)| {
+                let id = path.strip_prefix(&self.root).unwrap_or(&path);
+                ListedArchive::new(id.to_string_lossy(), size)
+            })
+            .collect();
         let this = self.clone();
         listing.archives = blocking(move || {
             let mut archives = listing.archives;
@@ -349,6 +466,7 @@ impl Archiver for LocalArchiver {
             Ok(Listing {
                 archives,
                 taken_at: None,
+                incomplete: Vec::new(),
             })
         })
         .await
@@ -391,6 +509,92 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
         assert!(!missing.exists());
+    }
+
+    fn one_part(data: &'static [u8]) -> PartStream {
+        let part = glacier_backup_archiver::Part {
+            index: 0,
+            offset: 0,
+            data: bytes::Bytes::from_static(data),
+            tree_hash: glacier_backup_archiver::treehash::tree_hash(data),
+        };
+        futures::stream::iter([Ok(part)]).boxed()
+    }
+
+    fn meta(path: &str) -> ArchiveMeta {
+        ArchiveMeta {
+            source_path: PathBuf::from(path),
+            name: "f".into(),
+            kind: SourceKind::File,
+            fingerprint: "v1".into(),
+            size_hint: 4,
+            started_at: time::OffsetDateTime::now_utc(),
+            resume: None,
+            resume_receipts: Vec::new(),
+            upload_events: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_vanishes_mid_run_is_not_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mounted");
+        fs::create_dir(&root).unwrap();
+        let archiver = LocalArchiver::new(&root, false);
+        archiver.check().await.unwrap();
+        archiver.put(&meta("/a"), one_part(b"data")).await.unwrap();
+        fs::remove_dir_all(&root).unwrap();
+        let err = archiver
+            .put(&meta("/b"), one_part(b"data"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("vanished during the run"), "{err}");
+        assert!(!root.exists(), "the destination was created again");
+        // An empty directory where the mount was (an unmounted disk) is not the one checked,
+        // even when the file system hands out the same inode number again.
+        fs::create_dir(&root).unwrap();
+        let err = archiver
+            .put(&meta("/b"), one_part(b"data"))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("replaced by another directory") || text.contains("lost its .incoming"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_dir(&root).unwrap().count(),
+            0,
+            "written to the mount point"
+        );
+    }
+
+    #[tokio::test]
+    async fn partial_files_of_killed_runs_are_reported_then_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("archives");
+        let archiver = LocalArchiver::new(&root, true);
+        archiver.check().await.unwrap();
+        let incoming = root.join(INCOMING);
+        let stale = incoming.join("upload-killed.partial");
+        fs::write(&stale, vec![7u8; 1000]).unwrap();
+        // An upload in progress (of another ledger's run) holds its lock.
+        let live = incoming.join("upload-live.partial");
+        let live_file = File::create(&live).unwrap();
+        live_file.lock().unwrap();
+        let InventoryState::Ready(listing) = archiver.inventory(None).await.unwrap() else {
+            panic!("a local inventory is ready at once");
+        };
+        let reported: Vec<_> = listing
+            .incomplete
+            .iter()
+            .map(|a| (a.archive_id.as_str(), a.size))
+            .collect();
+        assert_eq!(reported, [(".incoming/upload-killed.partial", 1000)]);
+        assert!(listing.archives.is_empty());
+        LocalArchiver::new(&root, true).check().await.unwrap();
+        assert!(!stale.exists(), "the stale partial is still there");
+        assert!(live.exists(), "a live upload's file was removed");
     }
 
     #[test]

@@ -818,6 +818,7 @@ impl Archiver for S3Archiver {
         Ok(Listing {
             archives,
             taken_at: None,
+            incomplete: Vec::new(),
         })
     }
 
@@ -836,6 +837,7 @@ impl Archiver for S3Archiver {
         Ok(InventoryState::Ready(Listing {
             archives,
             taken_at: listing.taken_at,
+            incomplete: Vec::new(),
         }))
     }
 }
