@@ -101,6 +101,10 @@ pub struct RestoreArgs {
     /// Replace existing files even when they are newer than the restored ones
     #[arg(long)]
     pub force: bool,
+    /// Make the device files found in directory archives (needs root); without it they are
+    /// skipped with a warning
+    #[arg(long)]
+    pub devices: bool,
     /// Restore the uploads current at this time (RFC 3339, `YYYY-MM-DD HH:MM[:SS]` or
     /// `YYYY-MM-DD` for the end of that day; UTC unless an offset is given)
     #[arg(long, value_name = "TIME", value_parser = parse_time)]

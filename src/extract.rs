@@ -1,17 +1,30 @@
 //! Safe extraction of tar archives for restores: nothing is written outside the destination.
 //!
-//! Entries with absolute names or `..` components, and links whose target would leave the
-//! destination, are refused and reported, not silently dropped. The tar crate's `unpack_in`
-//! then also refuses to write through a symlink that an earlier entry created, so a
-//! "symlink, then file under it" pair cannot escape either.
+//! Every entry must lie under the archive's own top directory (the backed-up directory's
+//! name); absolute names, `..`, links whose target would leave the destination, hard links to
+//! anything but a file of the same archive, and anything else are refused and reported, not
+//! silently dropped. Names are resolved one component at a time from a handle on the
+//! destination, never through a symbolic link ([`crate::fsat`]): neither a link planted by the
+//! archive nor one swapped in by whoever can write to the destination can redirect a write,
+//! and trees deeper than PATH_MAX restore like any other.
 
-use std::io::Read;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+
+use glacier_backup_archiver::shown_bytes;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use crate::fsat;
 
 /// An entry that was not extracted, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
-    /// The entry's name as stored in the archive.
+    /// The entry's name as stored in the archive, escaped for display.
     pub name: String,
     /// Why it was refused.
     pub reason: &'static str,
@@ -22,23 +35,25 @@ pub struct Rejected {
 pub struct Extracted {
     /// Entries written.
     pub written: u64,
-    /// Entries refused.
+    /// Entries refused as unsafe.
     pub rejected: Vec<Rejected>,
     /// Files already there with the archived size and mtime, left as they are.
     pub unchanged: u64,
     /// Entries not written because something newer (or, for anything but an older file,
     /// something different) is already there; `--force` replaces them.
     pub kept: Vec<String>,
+    /// Device files not made (only root may, and only when asked), with a warning.
+    pub skipped: Vec<Rejected>,
 }
 
 /// The archive could not be read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("extracting into {dest}: {source}")]
+#[error("extracting into {}: {source}", glacier_backup_archiver::shown(dest))]
 pub struct ExtractError {
     /// The destination directory.
     pub dest: PathBuf,
     /// What failed.
-    pub source: std::io::Error,
+    pub source: io::Error,
 }
 
 /// How an extraction treats what is already in the destination.
@@ -48,17 +63,21 @@ pub struct ExtractOptions {
     pub preserve_owners: bool,
     /// Replace existing entries even when they are newer than the archived ones.
     pub force: bool,
+    /// Make device files (character and block); needs root.
+    pub devices: bool,
 }
-/// Where a link target ends up, relative to the destination root, if it stays inside it.
-/// `base` is the directory (relative to the root) the target is resolved from.
-fn stays_inside(base: &Path, target: &Path) -> bool {
+
+const OUTSIDE_TOP: &str = "it is not under the archive's top directory";
+const THROUGH_LINK: &str = "its way goes through a symlink or a non-directory";
+const TOP_NOT_DIR: &str = "the archive's top entry must be a directory";
+
+/// Whether a link target, resolved from `base` (a directory given by its components below the
+/// destination), stays inside the destination.
+fn stays_inside(base_depth: usize, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
-    let mut depth: i64 = base
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .count() as i64;
+    let mut depth = base_depth as i64;
     for component in target.components() {
         match component {
             Component::ParentDir => depth -= 1,
@@ -73,39 +92,280 @@ fn stays_inside(base: &Path, target: &Path) -> bool {
     true
 }
 
-fn check(entry: &tar::Entry<'_, impl Read>, name: &Path) -> Option<&'static str> {
-    if name.is_absolute() {
-        return Some("absolute name");
+/// The components of an entry name, checked: relative, no `..`, and under `top`.
+fn components(name: &[u8], top: &OsStr) -> Result<Vec<OsString>, &'static str> {
+    if name.starts_with(b"/") {
+        return Err("absolute name");
     }
-    if name.components().any(|c| c == Component::ParentDir) {
-        return Some("name contains '..'");
-    }
-    let kind = entry.header().entry_type();
-    if kind.is_symlink() || kind.is_hard_link() {
-        let Ok(Some(target)) = entry.link_name() else {
-            return Some("link without a target");
-        };
-        // Symlinks resolve from their own directory; hard links from the archive root.
-        let base = if kind.is_symlink() {
-            name.parent().unwrap_or(Path::new(""))
-        } else {
-            Path::new("")
-        };
-        if !stays_inside(base, &target) {
-            return Some("link points outside the destination");
+    let mut parts = Vec::new();
+    for part in name.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err("name contains '..'"),
+            // NAME_MAX on Linux file systems; refused here rather than failing the restore.
+            part if part.len() > 255 => return Err("a name component is longer than 255 bytes"),
+            part => parts.push(OsStr::from_bytes(part).to_owned()),
         }
     }
-    None
+    match parts.first() {
+        None => Err("empty name"),
+        Some(first) if first != top => Err(OUTSIDE_TOP),
+        Some(_) => Ok(parts),
+    }
 }
 
-/// Extracts `archive` into `dest` (created if missing). Files are written under a temporary
-/// name and renamed into place, so a reader never sees half a file; modes and mtimes are
-/// restored (directories' at the end, once nothing more is written into them); owners only
-/// with `preserve_owners`. Unless `force`, an existing file is replaced only when older than
-/// the archived one, and left alone when it has the archived size and mtime.
+/// What an entry is, for extraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    HardLink,
+    Fifo,
+    Device(FileType),
+}
+
+fn kind_of(entry_type: tar::EntryType) -> Option<Kind> {
+    use tar::EntryType as T;
+    Some(match entry_type {
+        T::Directory => Kind::Dir,
+        T::Regular | T::Continuous | T::GNUSparse => Kind::File,
+        T::Symlink => Kind::Symlink,
+        T::Link => Kind::HardLink,
+        T::Fifo => Kind::Fifo,
+        T::Char => Kind::Device(FileType::CharacterDevice),
+        T::Block => Kind::Device(FileType::BlockDevice),
+        _ => return None,
+    })
+}
+
+/// What the archive says of an entry besides its name and bytes.
+#[derive(Debug, Clone, Copy)]
+struct Attributes {
+    mode: u32,
+    mtime: i64,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: u64,
+}
+
+impl Attributes {
+    fn of(header: &tar::Header) -> Self {
+        Attributes {
+            mode: header.mode().unwrap_or(0o644),
+            mtime: header.mtime().map_or(0, |t| t as i64),
+            uid: header.uid().ok().and_then(|u| u32::try_from(u).ok()),
+            gid: header.gid().ok().and_then(|g| u32::try_from(g).ok()),
+            size: header.size().unwrap_or(u64::MAX),
+        }
+    }
+
+    fn timestamps(&self) -> Timestamps {
+        Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: self.mtime,
+                tv_nsec: 0,
+            },
+        }
+    }
+}
+
+/// The destination, and the directories on the way to the entry being written: entries come
+/// mostly in tree order, so consecutive ones share most of their way.
+struct Tree {
+    root: OwnedFd,
+    /// Open handles of the directories c0/c1/.../ck below the root, by name.
+    open: Vec<(OsString, OwnedFd)>,
+    temp_counter: u64,
+}
+
+enum Way {
+    Open,
+    Blocked,
+}
+
+fn blocked(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == Errno::LOOP.raw_os_error() || code == Errno::NOTDIR.raw_os_error()
+    )
+}
+
+impl Tree {
+    fn current(&self) -> BorrowedFd<'_> {
+        self.open
+            .last()
+            .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd())
+    }
+
+    /// Opens (creating what is missing) the directories `dirs` below the root.
+    fn open_dirs(&mut self, dirs: &[OsString]) -> io::Result<Way> {
+        let common = self
+            .open
+            .iter()
+            .zip(dirs)
+            .take_while(|((name, _), dir)| name == *dir)
+            .count();
+        self.open.truncate(common);
+        for name in &dirs[common..] {
+            let parent = self.current();
+            let fd = match fsat::open_dir_at(parent, name) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match rustix::fs::mkdirat(parent, name.as_os_str(), Mode::from_raw_mode(0o700))
+                    {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    match fsat::open_dir_at(parent, name) {
+                        Ok(fd) => fd,
+                        Err(e) if blocked(&e) => return Ok(Way::Blocked),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) if blocked(&e) => return Ok(Way::Blocked),
+                Err(e) => return Err(e),
+            };
+            self.open.push((name.clone(), fd));
+        }
+        Ok(Way::Open)
+    }
+
+    /// Forgets open handles at and below `path`, which an entry may just have replaced.
+    fn forget(&mut self, path: &[OsString]) {
+        let matches = path.len() <= self.open.len()
+            && self
+                .open
+                .iter()
+                .zip(path)
+                .all(|((name, _), part)| name == part);
+        if matches {
+            self.open.truncate(path.len() - 1);
+        }
+    }
+
+    /// Opens existing directories `dirs` below the root, without creating or caching.
+    fn find_dir(&self, dirs: &[OsString]) -> io::Result<Option<OwnedFd>> {
+        let mut fd = rustix::io::dup(&self.root)?;
+        for name in dirs {
+            fd = match fsat::open_dir_at(fd.as_fd(), name) {
+                Ok(next) => next,
+                Err(e) if blocked(&e) || e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(Some(fd))
+    }
+
+    /// A fresh temporary name in the current directory, made by `create` (which fails with
+    /// `EEXIST` when the name is taken).
+    fn temp_name(
+        &mut self,
+        mut create: impl FnMut(BorrowedFd<'_>, &OsStr) -> rustix::io::Result<()>,
+    ) -> io::Result<OsString> {
+        loop {
+            self.temp_counter += 1;
+            let name = OsString::from(format!(
+                ".glacier-backup-restore-{}-{}",
+                std::process::id(),
+                self.temp_counter
+            ));
+            match create(self.current(), &name) {
+                Ok(()) => return Ok(name),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Moves the temporary `temp` over `name` in the current directory.
+    fn publish(&self, temp: &OsStr, name: &OsStr) -> io::Result<()> {
+        let dir = self.current();
+        let renamed = rustix::fs::renameat(dir, temp, dir, name);
+        // Renaming onto another link of the same file succeeds and leaves both names.
+        let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+        renamed.map_err(io::Error::from)
+    }
+}
+
+/// What to do about an entry, given what is at its name already.
+enum Verdict {
+    Write,
+    Unchanged,
+    Kept,
+}
+
+fn verdict(
+    tree: &Tree,
+    name: &OsStr,
+    kind: Kind,
+    attributes: &Attributes,
+    link: Option<&Path>,
+    force: bool,
+) -> io::Result<Verdict> {
+    let existing = match fsat::lstat_at(tree.current(), name) {
+        Ok(stat) => stat,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Verdict::Write),
+        Err(e) => return Err(e),
+    };
+    let existing_type = fsat::file_type(&existing);
+    let existing_mtime = fsat::mtime_secs(&existing);
+    Ok(match kind {
+        Kind::Dir if existing_type == FileType::Directory => Verdict::Write,
+        Kind::File
+            if existing_type == FileType::RegularFile
+                && existing_mtime == attributes.mtime
+                && fsat::size(&existing) == attributes.size =>
+        {
+            Verdict::Unchanged
+        }
+        Kind::Symlink
+            if existing_type == FileType::Symlink
+                && link.is_some_and(|l| {
+                    fsat::read_link_at(tree.current(), name).is_ok_and(|t| t == l.as_os_str())
+                }) =>
+        {
+            Verdict::Unchanged
+        }
+        _ if force => Verdict::Write,
+        Kind::File
+            if existing_type == FileType::RegularFile && existing_mtime < attributes.mtime =>
+        {
+            Verdict::Write
+        }
+        _ => Verdict::Kept,
+    })
+}
+
+/// Makes room for a non-directory at `name`: only an empty directory may be replaced (with
+/// `--force`); anything else is replaced by the rename that publishes the new entry.
+fn make_room(tree: &Tree, name: &OsStr) -> io::Result<bool> {
+    match fsat::lstat_at(tree.current(), name) {
+        Ok(stat) if fsat::file_type(&stat) == FileType::Directory => {
+            match rustix::fs::unlinkat(tree.current(), name, AtFlags::REMOVEDIR) {
+                Ok(()) => Ok(true),
+                Err(Errno::NOTEMPTY) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Extracts a directory archive into `dest` (created if missing): its entries must all lie
+/// under `top`, the backed-up directory's own name. Files are written under a temporary name
+/// and renamed into place, so a reader never sees half a file; modes and mtimes are restored
+/// (directories' at the end, once nothing more is written into them); owners only with
+/// `preserve_owners`. Unless `force`, an existing file is replaced only when older than the
+/// archived one, and left alone when it has the archived size and mtime.
 pub fn extract_tar(
     archive: impl Read,
     dest: &Path,
+    top: &OsStr,
     options: ExtractOptions,
 ) -> Result<Extracted, ExtractError> {
     let fail = |source| ExtractError {
@@ -113,179 +373,330 @@ pub fn extract_tar(
         source,
     };
     std::fs::create_dir_all(dest).map_err(fail)?;
-    let root = std::fs::canonicalize(dest).map_err(fail)?;
+    let mut tree = Tree {
+        root: fsat::open_dir(dest).map_err(fail)?,
+        open: Vec::new(),
+        temp_counter: 0,
+    };
     let mut archive = tar::Archive::new(archive);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(options.preserve_owners);
-    archive.set_overwrite(true);
     let mut report = Extracted::default();
-    let mut directories = Vec::new();
+    let mut directories: Vec<(Vec<OsString>, Attributes)> = Vec::new();
     for entry in archive.entries().map_err(fail)? {
         let mut entry = entry.map_err(fail)?;
-        let name = entry.path().map_err(fail)?.into_owned();
-        let shown = name.to_string_lossy().into_owned();
+        let entry_type = entry.header().entry_type();
+        if entry_type.is_pax_global_extensions() {
+            continue;
+        }
+        let shown = shown_bytes(&entry.path_bytes());
         let mut refuse = |reason: &'static str| {
-            tracing::warn!("not restoring archive entry {shown:?}: {reason}");
+            tracing::warn!("not restoring archive entry \"{shown}\": {reason}");
             report.rejected.push(Rejected {
                 name: shown.clone(),
                 reason,
             });
         };
-        if let Some(reason) = check(&entry, &name) {
-            refuse(reason);
-            continue;
-        }
-        let target = root.join(&name);
-        let parent = target.parent().unwrap_or(&root).to_path_buf();
-        if !make_parent_inside(&root, &parent).map_err(fail)? {
-            refuse(OUTSIDE);
-            continue;
-        }
-        let kind = entry.header().entry_type();
-        let existing = std::fs::symlink_metadata(&target).ok();
-        let archived_mtime = entry.header().mtime().unwrap_or(0);
-        if kind.is_dir() {
-            if existing.as_ref().is_some_and(|m| !m.is_dir()) && !options.force {
-                report.kept.push(shown);
+        let parts = match components(&entry.path_bytes(), top) {
+            Ok(parts) => parts,
+            Err(reason) => {
+                refuse(reason);
                 continue;
             }
-            if existing.as_ref().is_some_and(|m| !m.is_dir()) {
-                std::fs::remove_file(&target).map_err(fail)?;
-            }
-            std::fs::create_dir_all(&target).map_err(fail)?;
-            let mode = entry.header().mode().unwrap_or(0o755);
-            directories.push((target, mode, archived_mtime));
-            report.written += 1;
+        };
+        let Some(kind) = kind_of(entry_type) else {
+            refuse("unsupported entry type");
+            continue;
+        };
+        if parts.len() == 1 && kind != Kind::Dir {
+            refuse(TOP_NOT_DIR);
             continue;
         }
-        if let (Some(existing), false) = (&existing, options.force) {
-            let existing_mtime =
-                filetime::FileTime::from_last_modification_time(existing).unix_seconds();
-            let same_file = existing.is_file()
-                && kind.is_file()
-                && existing_mtime == archived_mtime as i64
-                && existing.len() == entry.header().size().unwrap_or(u64::MAX);
-            if same_file {
+        let attributes = Attributes::of(entry.header());
+        let link = match kind {
+            Kind::Symlink | Kind::HardLink => match entry.link_name() {
+                Ok(Some(link)) => Some(link.into_owned()),
+                _ => {
+                    refuse("link without a target");
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        if kind == Kind::Symlink
+            && !stays_inside(parts.len() - 1, link.as_deref().expect("read above"))
+        {
+            refuse("link points outside the destination");
+            continue;
+        }
+        let (name, dirs) = parts.split_last().expect("at least the top");
+        if let Way::Blocked = tree.open_dirs(dirs).map_err(fail)? {
+            refuse(THROUGH_LINK);
+            continue;
+        }
+        match verdict(
+            &tree,
+            name,
+            kind,
+            &attributes,
+            link.as_deref(),
+            options.force,
+        )
+        .map_err(fail)?
+        {
+            Verdict::Unchanged => {
                 report.unchanged += 1;
+                if kind == Kind::Dir {
+                    directories.push((parts, attributes));
+                }
                 continue;
             }
-            let replaceable =
-                existing.is_file() && kind.is_file() && existing_mtime < archived_mtime as i64;
-            if !replaceable {
+            Verdict::Kept => {
                 report.kept.push(shown);
                 continue;
             }
+            Verdict::Write => {}
         }
-        if kind.is_file() {
-            write_file(&mut entry, &parent, &target, options).map_err(fail)?;
-            report.written += 1;
-            continue;
-        }
-        if existing.as_ref().is_some_and(|m| m.is_dir()) {
-            // --force over a directory: only an empty one may be replaced by a link.
-            std::fs::remove_dir(&target).map_err(fail)?;
-        }
-        if kind.is_hard_link() {
-            // Linked to where the name really leads, which must be a file inside: a name that
-            // goes through a symlink out of the destination would link an outside file in.
-            let source = entry
-                .link_name()
-                .ok()
-                .flatten()
-                .and_then(|link| std::fs::canonicalize(root.join(link)).ok())
-                .filter(|real| real.starts_with(&root) && real.is_file());
-            let Some(source) = source else {
-                refuse("link points outside the destination, or to nothing");
-                continue;
-            };
-            if existing.is_some() && target.symlink_metadata().is_ok() {
-                std::fs::remove_file(&target).map_err(fail)?;
+        let written = match kind {
+            Kind::Dir => {
+                let made = make_dir(&tree, name).map_err(fail)?;
+                if made {
+                    directories.push((parts.clone(), attributes));
+                }
+                made
             }
-            std::fs::hard_link(&source, &target).map_err(fail)?;
+            _ if !make_room(&tree, name).map_err(fail)? => false,
+            Kind::File => {
+                write_file(&mut tree, name, &mut entry, &attributes, options).map_err(fail)?;
+                true
+            }
+            Kind::Symlink => {
+                let target = link.as_deref().expect("read above");
+                write_symlink(&mut tree, name, target, &attributes, options).map_err(fail)?;
+                true
+            }
+            Kind::HardLink => {
+                let target = link.as_deref().expect("read above");
+                match hard_link(&mut tree, name, target, top).map_err(fail)? {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        refuse(reason);
+                        continue;
+                    }
+                }
+            }
+            Kind::Fifo => {
+                let dev = 0;
+                write_node(&mut tree, name, FileType::Fifo, dev, &attributes, options)
+                    .map_err(fail)?;
+                true
+            }
+            Kind::Device(file_type) if options.devices => {
+                let header = entry.header();
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let dev = rustix::fs::makedev(major, minor);
+                write_node(&mut tree, name, file_type, dev, &attributes, options).map_err(fail)?;
+                true
+            }
+            Kind::Device(_) => {
+                let reason = "device files are made only by root with --devices";
+                tracing::warn!("not restoring device \"{shown}\": {reason}");
+                report.skipped.push(Rejected {
+                    name: shown,
+                    reason,
+                });
+                continue;
+            }
+        };
+        if written {
             report.written += 1;
-            continue;
+        } else {
+            report.kept.push(shown);
         }
-        match entry.unpack_in(&root) {
-            Ok(true) => report.written += 1,
-            Ok(false) => refuse(OUTSIDE),
-            // The tar crate has no typed error for this; it is the one refusal to report and
-            // go on from, rather than fail the whole restore.
-            Err(e) if e.to_string().contains("outside of destination") => refuse(OUTSIDE),
-            Err(e) => return Err(fail(e)),
-        }
+        tree.forget(&parts);
     }
     // Deepest first, so setting a parent's mtime comes after its children are done.
-    for (path, mode, mtime) in directories.into_iter().rev() {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
-            .and_then(|()| {
-                filetime::set_file_mtime(&path, filetime::FileTime::from_unix_time(mtime as i64, 0))
-            })
-            .map_err(fail)?;
+    directories.sort_by_key(|(parts, _)| std::cmp::Reverse(parts.len()));
+    for (parts, attributes) in directories {
+        let Some(fd) = tree.find_dir(&parts).map_err(fail)? else {
+            continue;
+        };
+        set_attributes(&fd, &attributes, options, 0o7777).map_err(fail)?;
     }
     Ok(report)
 }
 
-const OUTSIDE: &str = "it would be written outside the destination";
-
-/// Creates `dir` (below `root`, which is canonical) unless the way there leaves `root`: a
-/// symlink on the path, made by the archive or already there, that points elsewhere. Checked
-/// before anything is created, so not even an empty directory lands outside.
-fn make_parent_inside(root: &Path, dir: &Path) -> std::io::Result<bool> {
-    let mut existing = dir;
-    while std::fs::symlink_metadata(existing).is_err() {
-        match existing.parent() {
-            Some(parent) => existing = parent,
-            None => return Ok(false),
-        }
+/// Creates the directory `name` (or uses the one there); with `--force`, a file in its place
+/// is removed first.
+fn make_dir(tree: &Tree, name: &OsStr) -> io::Result<bool> {
+    let dir = tree.current();
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => Ok(true),
+        Err(Errno::EXIST) => match fsat::lstat_at(dir, name) {
+            Ok(stat) if fsat::file_type(&stat) == FileType::Directory => Ok(true),
+            // Reached only with --force (see `verdict`).
+            Ok(_) => {
+                rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+                rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.into()),
     }
-    match std::fs::canonicalize(existing) {
-        Ok(real) if real.starts_with(root) => {}
-        // Elsewhere, or a dangling link.
-        _ => return Ok(false),
-    }
-    std::fs::create_dir_all(dir)?;
-    Ok(std::fs::canonicalize(dir)?.starts_with(root))
 }
 
-/// Writes one regular file under a temporary name beside `target`, with its mode, mtime (and
-/// owner), then renames it into place.
-fn write_file(
-    entry: &mut tar::Entry<'_, impl Read>,
-    parent: &Path,
-    target: &Path,
+/// Owner (as root), permissions and mtime of an open file or directory.
+fn set_attributes(
+    fd: &impl AsFd,
+    attributes: &Attributes,
     options: ExtractOptions,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let header = entry.header();
-    let mode = header.mode().unwrap_or(0o644);
-    let mtime = header.mtime().unwrap_or(0) as i64;
-    let owner = (header.uid().ok(), header.gid().ok());
-    let mut temp = tempfile::Builder::new()
-        .prefix(".glacier-backup-restore-")
-        .tempfile_in(parent)?;
-    std::io::copy(entry, temp.as_file_mut())?;
+    mask: u32,
+) -> io::Result<()> {
     if options.preserve_owners {
-        if let (Some(uid), Some(gid)) = owner {
-            std::os::unix::fs::fchown(temp.as_file(), Some(uid as u32), Some(gid as u32))?;
-        }
+        rustix::fs::fchown(
+            fd,
+            attributes.uid.map(rustix::fs::Uid::from_raw),
+            attributes.gid.map(rustix::fs::Gid::from_raw),
+        )?;
     }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode((attributes.mode & mask) as _))?;
+    rustix::fs::futimens(fd, &attributes.timestamps())?;
+    Ok(())
+}
+
+/// Writes one regular file under a temporary name beside its final one, with its mode, mtime
+/// (and owner), then renames it into place.
+fn write_file(
+    tree: &mut Tree,
+    name: &OsStr,
+    data: &mut impl Read,
+    attributes: &Attributes,
+    options: ExtractOptions,
+) -> io::Result<()> {
+    let mut file = None;
+    let temp = tree.temp_name(|dir, temp| {
+        let fd = rustix::fs::openat(
+            dir,
+            temp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        file = Some(File::from(fd));
+        Ok(())
+    })?;
+    let mut file = file.expect("made by temp_name");
     // Without root, set-id bits would belong to the wrong owner: keep only the permissions.
     let mask = if options.preserve_owners {
         0o7777
     } else {
         0o777
     };
-    temp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode & mask))?;
-    filetime::set_file_handle_times(
-        temp.as_file(),
-        None,
-        Some(filetime::FileTime::from_unix_time(mtime, 0)),
-    )?;
-    temp.persist(target).map_err(|e| e.error)?;
-    Ok(())
+    let written = io::copy(data, &mut file)
+        .and_then(|_| set_attributes(&file, attributes, options, mask))
+        .and_then(|()| tree.publish(&temp, name));
+    if written.is_err() {
+        let _ = rustix::fs::unlinkat(tree.current(), temp.as_os_str(), AtFlags::empty());
+    }
+    written
+}
+
+fn write_symlink(
+    tree: &mut Tree,
+    name: &OsStr,
+    target: &Path,
+    attributes: &Attributes,
+    options: ExtractOptions,
+) -> io::Result<()> {
+    let temp = tree.temp_name(|dir, temp| rustix::fs::symlinkat(target, dir, temp))?;
+    finish_node(tree, name, &temp, attributes, options)
+}
+
+fn write_node(
+    tree: &mut Tree,
+    name: &OsStr,
+    file_type: FileType,
+    dev: rustix::fs::Dev,
+    attributes: &Attributes,
+    options: ExtractOptions,
+) -> io::Result<()> {
+    let mask = if options.preserve_owners {
+        0o7777
+    } else {
+        0o777
+    };
+    let mode = Mode::from_raw_mode((attributes.mode & mask) as _);
+    let temp = tree.temp_name(|dir, temp| rustix::fs::mknodat(dir, temp, file_type, mode, dev))?;
+    finish_node(tree, name, &temp, attributes, options)
+}
+
+/// Owner and mtime of a link or node made under `temp` (by name, not following links, since
+/// neither can be opened to set them), then the rename into place.
+fn finish_node(
+    tree: &mut Tree,
+    name: &OsStr,
+    temp: &OsStr,
+    attributes: &Attributes,
+    options: ExtractOptions,
+) -> io::Result<()> {
+    let dir = tree.current();
+    let result = (|| {
+        if options.preserve_owners {
+            rustix::fs::chownat(
+                dir,
+                temp,
+                attributes.uid.map(rustix::fs::Uid::from_raw),
+                attributes.gid.map(rustix::fs::Gid::from_raw),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        rustix::fs::utimensat(
+            dir,
+            temp,
+            &attributes.timestamps(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok::<(), io::Error>(())
+    })()
+    .and_then(|()| tree.publish(temp, name));
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+    }
+    result
+}
+
+/// Links `name` to a file this archive already restored: the target is named from the
+/// archive's top, must lie under it, and must be a regular file reached through no link.
+fn hard_link(
+    tree: &mut Tree,
+    name: &OsStr,
+    target: &Path,
+    top: &OsStr,
+) -> io::Result<Result<(), &'static str>> {
+    const BAD_TARGET: &str = "hard link to something that is not a file of this archive";
+    let Ok(parts) = components(target.as_os_str().as_bytes(), top) else {
+        return Ok(Err(BAD_TARGET));
+    };
+    let (target_name, dirs) = parts.split_last().expect("at least the top");
+    let Some(source_dir) = tree.find_dir(dirs)? else {
+        return Ok(Err(BAD_TARGET));
+    };
+    match fsat::lstat_at(source_dir.as_fd(), target_name) {
+        Ok(stat) if fsat::file_type(&stat) == FileType::RegularFile => {}
+        Ok(_) => return Ok(Err(BAD_TARGET)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Err(BAD_TARGET)),
+        Err(e) => return Err(e),
+    }
+    let temp = tree.temp_name(|dir, temp| {
+        rustix::fs::linkat(
+            source_dir.as_fd(),
+            target_name.as_os_str(),
+            dir,
+            temp,
+            AtFlags::empty(),
+        )
+    })?;
+    tree.publish(&temp, name)?;
+    Ok(Ok(()))
 }
 
 #[cfg(test)]
@@ -377,7 +788,13 @@ mod tests {
             Some("ok/file.txt"),
             b"",
         );
-        let report = extract_tar(&finish(tar)[..], &dest, ExtractOptions::default()).unwrap();
+        let report = extract_tar(
+            &finish(tar)[..],
+            &dest,
+            "ok".as_ref(),
+            ExtractOptions::default(),
+        )
+        .unwrap();
         assert_eq!(std::fs::read(dest.join("ok/file.txt")).unwrap(), b"fine");
         assert_eq!(std::fs::read(dest.join("ok/inner-hard")).unwrap(), b"fine");
         assert_eq!(
@@ -408,10 +825,18 @@ mod tests {
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::write(outside.join("secret"), b"not for the archive").unwrap();
         let mut tar = Vec::new();
-        // Each link looks harmless by name ("p" is the destination itself, "p/q" climbs one
-        // level from "p"), but together "p/q" is a link to a sibling of the destination; the
-        // file "under" it must not be written there.
-        raw_entry(&mut tar, "p", tar::EntryType::Symlink, Some("."), b"");
+        // Each link looks harmless by name ("p/l" is "p" itself, "p/l/q" climbs two levels
+        // from "p/l"), but together "p/l/q" would be a link to a sibling of the destination;
+        // nothing "under" a link may be written, and no link is followed to write.
+        raw_entry(&mut tar, "p/", tar::EntryType::Directory, None, b"");
+        raw_entry(&mut tar, "p/l", tar::EntryType::Symlink, Some("."), b"");
+        raw_entry(
+            &mut tar,
+            "p/l/q",
+            tar::EntryType::Symlink,
+            Some("../../outside"),
+            b"",
+        );
         raw_entry(
             &mut tar,
             "p/q",
@@ -435,19 +860,296 @@ mod tests {
             Some("p/q/secret"),
             b"",
         );
-        let report = extract_tar(&finish(tar)[..], &dest, ExtractOptions::default()).unwrap();
+        raw_entry(
+            &mut tar,
+            "p/hard",
+            tar::EntryType::Link,
+            Some("p/l/q/secret"),
+            b"",
+        );
+        let report = extract_tar(
+            &finish(tar)[..],
+            &dest,
+            "p".as_ref(),
+            ExtractOptions::default(),
+        )
+        .unwrap();
         let names: Vec<_> = std::fs::read_dir(&outside)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["secret"], "something was written outside");
-        assert!(!dest.join("hard").exists(), "an outside file was linked in");
-        let rejected: Vec<_> = report.rejected.iter().map(|r| r.name.as_str()).collect();
+        assert!(
+            !dest.join("p/hard").exists(),
+            "an outside file was linked in"
+        );
+        let rejected: Vec<_> = report
+            .rejected
+            .iter()
+            .map(|r| (r.name.as_str(), r.reason))
+            .collect();
         assert_eq!(
             rejected,
-            ["p/q/evil", "p/q/made/deeper/evil", "p/q/dir/", "hard"],
+            [
+                ("p/l/q", THROUGH_LINK),
+                ("p/q/evil", THROUGH_LINK),
+                ("p/q/made/deeper/evil", THROUGH_LINK),
+                ("p/q/dir/", THROUGH_LINK),
+                ("hard", OUTSIDE_TOP),
+                (
+                    "p/hard",
+                    "hard link to something that is not a file of this archive"
+                ),
+            ],
             "{report:?}"
         );
+    }
+
+    #[test]
+    fn entries_outside_the_top_directory_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let home = root.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join(".bashrc"), b"mine").unwrap();
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, "photos/", tar::EntryType::Directory, None, b"");
+        raw_entry(
+            &mut tar,
+            "photos/a.jpg",
+            tar::EntryType::Regular,
+            None,
+            b"jpg",
+        );
+        // An archive of /home/u/photos restored in place: this would be /home/u/.bashrc.
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4);
+        header.set_mode(0o644);
+        header.set_mtime(4_000_000_000);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_path(".bashrc").unwrap();
+        header.set_cksum();
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(b"evil");
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+        raw_entry(
+            &mut tar,
+            "photosX/b",
+            tar::EntryType::Regular,
+            None,
+            b"near miss",
+        );
+        raw_entry(
+            &mut tar,
+            "./photos/c",
+            tar::EntryType::Regular,
+            None,
+            b"dot",
+        );
+        let report = extract_tar(
+            &finish(tar)[..],
+            &home,
+            "photos".as_ref(),
+            ExtractOptions {
+                force: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(home.join(".bashrc")).unwrap(), b"mine");
+        assert!(!home.join("photosX").exists());
+        assert_eq!(std::fs::read(home.join("photos/a.jpg")).unwrap(), b"jpg");
+        assert_eq!(std::fs::read(home.join("photos/c")).unwrap(), b"dot");
+        let rejected: Vec<_> = report.rejected.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(rejected, [".bashrc", "photosX/b"]);
+        assert!(report.rejected.iter().all(|r| r.reason == OUTSIDE_TOP));
+    }
+
+    #[test]
+    fn the_top_entry_must_be_a_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, "top", tar::EntryType::Symlink, Some("."), b"");
+        raw_entry(&mut tar, "top/x", tar::EntryType::Regular, None, b"x");
+        let report = extract_tar(
+            &finish(tar)[..],
+            root.path(),
+            "top".as_ref(),
+            ExtractOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(report.rejected[0].reason, TOP_NOT_DIR);
+        // The entry below it lands in a real directory, not through the link.
+        assert!(root.path().join("top").is_dir());
+        assert_eq!(std::fs::read(root.path().join("top/x")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn fifos_are_made_devices_skipped_and_reported() {
+        use std::os::unix::fs::FileTypeExt;
+        let root = tempfile::tempdir().unwrap();
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, "t/", tar::EntryType::Directory, None, b"");
+        raw_entry(&mut tar, "t/pipe", tar::EntryType::Fifo, None, b"");
+        raw_entry(&mut tar, "t/null", tar::EntryType::Char, None, b"");
+        raw_entry(&mut tar, "t/disk", tar::EntryType::Block, None, b"");
+        let report = extract_tar(
+            &finish(tar)[..],
+            root.path(),
+            "t".as_ref(),
+            ExtractOptions::default(),
+        )
+        .unwrap();
+        let pipe = std::fs::symlink_metadata(root.path().join("t/pipe")).unwrap();
+        assert!(pipe.file_type().is_fifo(), "{pipe:?}");
+        assert!(!root.path().join("t/null").exists());
+        assert!(!root.path().join("t/disk").exists());
+        let skipped: Vec<_> = report.skipped.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(skipped, ["t/null", "t/disk"]);
+        assert!(report.rejected.is_empty());
+    }
+
+    #[test]
+    fn long_names_and_pax_paths_are_checked_like_any_other() {
+        use glacier_backup_archiver::shown;
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("dest");
+        let mut builder = tar::Builder::new(Vec::new());
+        let long = format!("top/{}/{}/file", "n".repeat(200), "m".repeat(200));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header.clone(), &long, &b"long"[..])
+            .unwrap();
+        // A PAX path overrides the header's harmless-looking name.
+        builder
+            .append_pax_extensions([("path", &b"../pax-escape"[..])])
+            .unwrap();
+        builder
+            .append_data(&mut header.clone(), "top/innocent", &b"evil"[..])
+            .unwrap();
+        builder
+            .append_pax_extensions([("path", &b"top/from-pax"[..])])
+            .unwrap();
+        builder
+            .append_data(&mut header.clone(), "top/short", &b"pax!"[..])
+            .unwrap();
+        let too_long = format!("top/{}", "x".repeat(300));
+        builder
+            .append_data(&mut header.clone(), &too_long, &b"?"[..])
+            .unwrap();
+        let tar = builder.into_inner().unwrap();
+        let report =
+            extract_tar(&tar[..], &dest, "top".as_ref(), ExtractOptions::default()).unwrap();
+        assert_eq!(std::fs::read(dest.join(&long)).unwrap(), b"long");
+        assert_eq!(std::fs::read(dest.join("top/from-pax")).unwrap(), b"pax!");
+        assert!(!dest.join("top/innocent").exists());
+        assert!(!root.path().join("pax-escape").exists());
+        let rejected: Vec<_> = report.rejected.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(rejected, ["../pax-escape".to_owned(), shown(&too_long)]);
+    }
+
+    #[test]
+    fn duplicate_entries_never_write_through_a_link_and_a_file_is_not_made_a_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, "t/", tar::EntryType::Directory, None, b"");
+        raw_entry(&mut tar, "t/a", tar::EntryType::Symlink, Some("b"), b"");
+        raw_entry(
+            &mut tar,
+            "t/a",
+            tar::EntryType::Regular,
+            None,
+            b"replaces the link",
+        );
+        raw_entry(&mut tar, "t/f", tar::EntryType::Regular, None, b"file");
+        raw_entry(&mut tar, "t/f/", tar::EntryType::Directory, None, b"");
+        raw_entry(&mut tar, "t/f/inner", tar::EntryType::Regular, None, b"x");
+        let force = ExtractOptions {
+            force: true,
+            ..Default::default()
+        };
+        let report = extract_tar(&finish(tar)[..], root.path(), "t".as_ref(), force).unwrap();
+        let t = root.path().join("t");
+        assert_eq!(std::fs::read(t.join("a")).unwrap(), b"replaces the link");
+        assert!(!t.join("b").exists(), "written through the link");
+        // With --force the directory entry replaces the file, and its child lands inside it.
+        assert!(t.join("f").is_dir(), "{report:?}");
+        assert_eq!(std::fs::read(t.join("f/inner")).unwrap(), b"x");
+
+        let root = tempfile::tempdir().unwrap();
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, "t/", tar::EntryType::Directory, None, b"");
+        raw_entry(&mut tar, "t/f", tar::EntryType::Regular, None, b"file");
+        raw_entry(&mut tar, "t/f/", tar::EntryType::Directory, None, b"");
+        raw_entry(&mut tar, "t/f/inner", tar::EntryType::Regular, None, b"x");
+        let report = extract_tar(
+            &finish(tar)[..],
+            root.path(),
+            "t".as_ref(),
+            ExtractOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(root.path().join("t/f")).unwrap(), b"file");
+        assert_eq!(report.kept, ["t/f/"]);
+        let rejected: Vec<_> = report
+            .rejected
+            .iter()
+            .map(|r| (r.name.as_str(), r.reason))
+            .collect();
+        assert_eq!(rejected, [("t/f/inner", THROUGH_LINK)]);
+    }
+
+    #[test]
+    fn a_tree_deeper_than_path_max_restores() {
+        let root = tempfile::tempdir().unwrap();
+        let level = "d".repeat(20);
+        let mut name = String::from("top");
+        let mut builder = tar::Builder::new(Vec::new());
+        for _ in 0..300 {
+            name.push('/');
+            name.push_str(&level);
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, format!("{name}/leaf"), &b"deep!"[..])
+            .unwrap();
+        let tar = builder.into_inner().unwrap();
+        assert!(name.len() > 6000);
+        let report = extract_tar(
+            &tar[..],
+            root.path(),
+            "top".as_ref(),
+            ExtractOptions::default(),
+        )
+        .unwrap();
+        assert!(report.rejected.is_empty(), "{report:?}");
+        let mut dir = fsat::open_dir(&root.path().join("top")).unwrap();
+        for _ in 0..300 {
+            dir = fsat::open_dir_at(dir.as_fd(), level.as_ref()).unwrap();
+        }
+        let mut data = Vec::new();
+        fsat::open_file_at(dir.as_fd(), "leaf".as_ref())
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        assert_eq!(data, b"deep!");
+        // The temporary directories tempfile removes by path would fail this deep.
+        remove_deep(root.path());
+    }
+
+    /// Removes a tree of any depth (std's remove_dir_all fails past PATH_MAX on some systems).
+    fn remove_deep(path: &Path) {
+        let status = std::process::Command::new("rm")
+            .arg("-rf")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     #[test]
@@ -473,7 +1175,8 @@ mod tests {
             .write_archive(&mut tar)
             .unwrap();
         let dest = root.path().join("restored");
-        let report = extract_tar(&tar[..], &dest, ExtractOptions::default()).unwrap();
+        let report =
+            extract_tar(&tar[..], &dest, "tree".as_ref(), ExtractOptions::default()).unwrap();
         assert!(report.rejected.is_empty(), "{report:?}");
         let restored = dest.join("tree");
         assert!(restored.join("empty dir").is_dir());

@@ -11,6 +11,7 @@ pub use glacier_backup_archiver::{shown, shown_bytes};
 pub mod backends;
 pub mod candidate;
 pub mod extract;
+pub mod fsat;
 pub mod inventory;
 pub mod ledger;
 pub mod poll;

@@ -42,6 +42,9 @@ pub struct RestoreRequest {
     pub at: Option<OffsetDateTime>,
     /// Replace existing files even when they are newer than the restored ones.
     pub force: bool,
+    /// Make device files found in directory archives (root only); otherwise they are skipped
+    /// with a warning.
+    pub devices: bool,
     /// Retrieval tier and how long restored copies stay readable.
     pub options: RestoreOptions,
     /// Poll until cold archives are readable (instead of returning after requesting), until
@@ -227,7 +230,7 @@ pub async fn restore_one(
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let downloaded = download(archiver, &archive, &dir, request.chunk_size).await?;
-        place(row, downloaded, &dir, &target, request.force).await
+        place(row, downloaded, &dir, &target, request).await
     }
     .await;
     match result {
@@ -394,7 +397,9 @@ fn final_name(row: &UploadRecord) -> PathBuf {
     let archive_name = Path::new(&row.name).file_name();
     let name = match row.kind {
         None => archive_name.or(row.path.file_name()),
-        Some(_) => row.path.file_name().or(archive_name),
+        Some(SourceKind::File) => row.path.file_name().or(archive_name),
+        // The tar's top directory, as the walk names it (`root` for `/`).
+        Some(SourceKind::Directory) => row.path.file_name().or(Some("root".as_ref())),
     };
     PathBuf::from(name.unwrap_or(std::ffi::OsStr::new("restored")))
 }
@@ -504,7 +509,7 @@ async fn place(
     downloaded: PathBuf,
     dir: &Path,
     target: &Path,
-    force: bool,
+    request: &RestoreRequest,
 ) -> Result<Outcome, String> {
     if row.kind != Some(SourceKind::Directory) {
         std::fs::rename(&downloaded, target).map_err(|e| {
@@ -524,11 +529,14 @@ async fn place(
         .map_err(|e| format!("cannot read {}: {e}", downloaded.display()))?;
     let options = ExtractOptions {
         preserve_owners: is_root(),
-        force,
+        force: request.force,
+        devices: request.devices && is_root(),
     };
     let dir_owned = dir.to_path_buf();
+    // Every entry must lie under the directory's own name, as our archives write it.
+    let top = final_name(row).into_os_string();
     let extracted = tokio::task::spawn_blocking(move || {
-        extract_tar(std::io::BufReader::new(file), &dir_owned, options)
+        extract_tar(std::io::BufReader::new(file), &dir_owned, &top, options)
     })
     .await
     .map_err(|e| e.to_string())?
@@ -547,10 +555,9 @@ async fn place(
     })
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to the effective user; only root may hand files to other owners.
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+/// Whether this process may hand files to other owners and make devices.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 #[cfg(test)]
@@ -712,6 +719,7 @@ mod tests {
             destination: Destination::Into(to.to_path_buf()),
             at: None,
             force: false,
+            devices: false,
             options: RestoreOptions::default(),
             deadline: None,
             chunk_size: 1 << 20,

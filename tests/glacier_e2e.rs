@@ -527,6 +527,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
         destination: Destination::Into(dir.path().to_path_buf()),
         at: None,
         force: false,
+        devices: false,
         options: RestoreOptions::default(),
         deadline: Some(Instant::now() + Duration::from_secs(30)),
         chunk_size: 1 << 20,

