@@ -3,7 +3,6 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -185,10 +184,7 @@ fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, ArchiveError> {
         }
         let name = entry.archive_path.as_os_str().as_bytes();
         let link = match kind {
-            EntryType::Symlink => std::fs::read_link(&entry.path)
-                .map_err(|e| ArchiveError::io(&entry.path, e))?
-                .into_os_string()
-                .into_vec(),
+            EntryType::Symlink => entry.read_link()?.into_vec(),
             _ => Vec::new(),
         };
         let size = if kind == EntryType::File {
@@ -204,7 +200,7 @@ fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, ArchiveError> {
         // leaving it out keeps unrelated activity (a SQLite journal coming and going) from
         // counting as a change.
         if kind != EntryType::Dir {
-            digest.update(mtime_ns(&entry.meta).to_le_bytes());
+            digest.update(entry.meta.mtime_ns().to_le_bytes());
         }
         digest.update(entry.meta.mode().to_le_bytes());
         digest.update(entry.meta.uid().to_le_bytes());
@@ -213,7 +209,7 @@ fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, ArchiveError> {
         digest.update(&link);
         entries += 1;
         bytes += size;
-        newest = newest.max(mtime_ns(&entry.meta));
+        newest = newest.max(entry.meta.mtime_ns());
         size_estimate += TAR_BLOCK + size.div_ceil(TAR_BLOCK) * TAR_BLOCK;
         let name_len = name.len() + usize::from(kind == EntryType::Dir && !name.ends_with(b"/"));
         for long in [name_len, link.len()] {
@@ -289,8 +285,7 @@ fn write_tar(root: &Path, skip: &[PathBuf], out: &mut dyn Write) -> Result<(), A
                     .map_err(fail)?;
             }
             EntryType::Symlink => {
-                let target = std::fs::read_link(&entry.path)
-                    .map_err(|e| ArchiveError::io(&entry.path, e))?;
+                let target = entry.read_link()?;
                 header.set_entry_type(tar::EntryType::Symlink);
                 builder
                     .append_link(&mut header, &entry.archive_path, target)
@@ -299,7 +294,7 @@ fn write_tar(root: &Path, skip: &[PathBuf], out: &mut dyn Write) -> Result<(), A
             EntryType::File => {
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(entry.meta.len());
-                let mut reader = ExactFileReader::open(&entry.path, &entry.meta)?;
+                let mut reader = entry.open_exact()?;
                 // The header (and any long-name record) goes through the builder with no data;
                 // the contents follow with large reads, then the padding to a whole block.
                 builder
@@ -315,7 +310,7 @@ fn write_tar(root: &Path, skip: &[PathBuf], out: &mut dyn Write) -> Result<(), A
             EntryType::Special => {
                 tracing::warn!(
                     "skipping {}: sockets, fifos and devices are not archived",
-                    entry.path.display()
+                    glacier_backup_archiver::shown(&entry.path)
                 );
             }
         }

@@ -85,7 +85,7 @@ pub fn sorted_names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
 
 /// What kind of file a `Stat` describes.
 pub fn file_type(stat: &Stat) -> FileType {
-    FileType::from_raw_mode(stat.st_mode as _)
+    FileType::from_raw_mode(mode(stat) as _)
 }
 
 // `struct stat`'s field types differ between architectures; these casts are no-ops on some.
@@ -100,6 +100,12 @@ pub fn mtime_secs(stat: &Stat) -> i64 {
 #[allow(clippy::unnecessary_cast)]
 pub fn mtime_ns(stat: &Stat) -> i128 {
     i128::from(mtime_secs(stat)) * 1_000_000_000 + i128::from(stat.st_mtime_nsec as i64)
+}
+
+/// `st_mode` of a `Stat`: type and permission bits.
+#[allow(clippy::unnecessary_cast)]
+pub fn mode(stat: &Stat) -> u32 {
+    stat.st_mode as u32
 }
 
 /// Size in bytes of a `Stat`.

@@ -283,3 +283,154 @@ fn an_entry_outside_the_archives_top_directory_is_refused_in_place_and_elsewhere
     assert!(!sb.path("elsewhere/.bashrc").exists());
     assert_eq!(fs::read(sb.path("elsewhere/photos/a.jpg")).unwrap(), b"jpg");
 }
+
+/// GNU tar's verdict on an archive: extracts it into `into` and fails the test if it cannot.
+fn gnu_tar_extracts(archive: &Path, into: &Path) {
+    fs::create_dir_all(into).unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(into)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "GNU tar refused {}: {}",
+        archive.display(),
+        text(&out)
+    );
+}
+
+/// The one archive file in the local destination of `sb` whose key starts with `prefix`.
+fn stored_archive(sb: &Sandbox, below: &str) -> std::path::PathBuf {
+    let found: Vec<_> = files_under(&sb.path("archives"))
+        .into_iter()
+        .filter(|f| f.contains(below) && !f.starts_with(".incoming"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    sb.path("archives").join(&found[0])
+}
+
+#[test]
+fn a_directory_candidate_that_is_a_symlink_archives_the_tree_it_leads_to() {
+    let sb = Sandbox::new();
+    let real = sb.path("real/project");
+    fs::create_dir_all(real.join("src")).unwrap();
+    fs::write(real.join("src/main.rs"), b"fn main() {}").unwrap();
+    fs::create_dir_all(sb.path("parent")).unwrap();
+    std::os::unix::fs::symlink(&real, sb.path("parent/linked")).unwrap();
+    std::os::unix::fs::symlink(&real, sb.path("single-link")).unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_dirs = true\n\n[\"{}\"]\nupload_single_dir = true\n",
+        sb.path("parent").display(),
+        sb.path("single-link").display()
+    ));
+    let config = config.to_str().unwrap();
+    let out = sb.run(&["-c", config]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("uploaded 2"), "{}", text(&out));
+    for (key, top) in [("parent/linked", "linked"), ("single-link", "single-link")] {
+        let archive = stored_archive(&sb, key);
+        let into = sb.path(&format!("gnu-{top}"));
+        gnu_tar_extracts(&archive, &into);
+        assert!(
+            fs::symlink_metadata(into.join(top)).unwrap().is_dir(),
+            "{top} is not a real directory"
+        );
+        assert_eq!(
+            fs::read(into.join(top).join("src/main.rs")).unwrap(),
+            b"fn main() {}"
+        );
+        let restored = sb.run(&[
+            "-c",
+            config,
+            "restore",
+            "--to",
+            &format!("ours-{top}"),
+            sb.path(key).to_str().unwrap(),
+        ]);
+        assert_exit(&restored, 0);
+        assert_eq!(
+            fs::read(sb.path(&format!("ours-{top}/{top}/src/main.rs"))).unwrap(),
+            b"fn main() {}"
+        );
+    }
+}
+
+/// Makes `levels` nested directories of `name` under `root` (deeper than PATH_MAX allows one
+/// path to name, so through the shell's relative `cd`), with a file `leaf` at the bottom.
+fn make_deep_tree(root: &Path, name: &str, levels: usize) {
+    fs::create_dir_all(root).unwrap();
+    let script = format!(
+        "cd \"$1\" && for i in $(seq {levels}); do mkdir {name} && cd {name} || exit 1; done && printf 'deep bytes' > leaf"
+    );
+    let status = std::process::Command::new("bash")
+        .args(["-c", &script, "bash"])
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The contents of `leaf` at the bottom of a tree made by [`make_deep_tree`].
+fn read_deep_leaf(root: &Path, name: &str, levels: usize) -> Vec<u8> {
+    let path = format!("{}/leaf", vec![name; levels].join("/"));
+    let out = std::process::Command::new("bash")
+        .args(["-c", "cd \"$1\" && while IFS= read -r -d / part; do cd \"$part\" || exit 1; done <<< \"$2\" && cat \"${2##*/}\"", "bash"])
+        .arg(root)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    out.stdout
+}
+
+#[test]
+fn a_tree_deeper_than_path_max_is_backed_up_and_restored() {
+    let sb = Sandbox::new();
+    let name = "twenty-char-name-xyz";
+    let tree = sb.path("deep");
+    make_deep_tree(&tree, name, 300);
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_single_dir = true\n",
+        tree.display()
+    ));
+    let config = config.to_str().unwrap();
+    let out = sb.run(&["-c", config]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("uploaded 1, up to date 0, failed 0"),
+        "{}",
+        text(&out)
+    );
+    let out = sb.run(&[
+        "-c",
+        config,
+        "restore",
+        "--to",
+        "back",
+        tree.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        read_deep_leaf(&sb.path("back/deep"), name, 300),
+        b"deep bytes"
+    );
+    // GNU tar reads the archive whole (it cannot extract past PATH_MAX itself).
+    let archive = stored_archive(&sb, "deep");
+    let listed = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let names = String::from_utf8(listed.stdout).unwrap();
+    let leaf = format!("deep/{}/leaf", vec![name; 300].join("/"));
+    assert!(
+        names.lines().any(|l| l == leaf),
+        "no {} bytes long leaf entry",
+        leaf.len()
+    );
+    assert_eq!(names.lines().count(), 302);
+}
