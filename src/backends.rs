@@ -1,5 +1,6 @@
 //! Backend name -> archiver, for the backends compiled into this build.
 
+use crate::shown;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,7 +45,7 @@ pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError>
     let file = config
         .file
         .as_deref()
-        .map(|f| f.display().to_string())
+        .map(|f| shown(&f).to_string())
         .unwrap_or_else(|| "no config file".into());
     match config.backend.as_str() {
         "local" => {

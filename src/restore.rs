@@ -3,6 +3,7 @@
 //! chunks that survive an interruption, check the tree hash, and put them back (files renamed
 //! into place, directories extracted safely).
 
+use crate::shown;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -141,7 +142,7 @@ pub fn select(
         let named: Vec<String> = request
             .paths
             .iter()
-            .map(|p| p.display().to_string())
+            .map(|p| shown(&p).to_string())
             .collect();
         let mut named = named.join(", ");
         if let Some(at) = request.at {
@@ -164,7 +165,7 @@ fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, String> {
             "{}: the ledger row has no size or tree hash to check a download against (it was \
              written by the Python tool, or rebuilt from a destination that did not say); run \
              `glacier-backup inventory --rebuild-ledger` to fill them in from the destination",
-            row.path.display()
+            shown(&row.path)
         )),
     }
 }
@@ -185,7 +186,7 @@ impl Placement {
             Destination::InPlace => row.path.parent().map(Path::to_path_buf).ok_or_else(|| {
                 format!(
                     "{}: has no parent directory to restore into; use --to",
-                    row.path.display()
+                    shown(&row.path)
                 )
             })?,
         };
@@ -227,8 +228,7 @@ pub async fn restore_one(
         Err(message) => return Outcome::Failed(message),
     }
     let result = async {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", shown(&dir)))?;
         let downloaded = download(archiver, &archive, &dir, request.chunk_size).await?;
         place(row, downloaded, &dir, &target, request).await
     }
@@ -259,7 +259,7 @@ fn kept_file(row: &UploadRecord, target: &Path, request: &RestoreRequest) -> Opt
     keep.then(|| {
         format!(
             "{} was modified at {}, after this upload: kept",
-            target.display(),
+            shown(&target),
             crate::display_time(modified)
         )
     })
@@ -425,7 +425,7 @@ async fn download(
 ) -> Result<PathBuf, String> {
     let chunk_size = chunk_size.max(1 << 20) & !((1 << 20) - 1);
     let path = partial_path(dir, &archive.archive_id);
-    let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
+    let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", shown(&path));
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -515,8 +515,8 @@ async fn place(
         std::fs::rename(&downloaded, target).map_err(|e| {
             format!(
                 "cannot put the file at {}: {e}; the download is kept as {}",
-                target.display(),
-                downloaded.display()
+                shown(&target),
+                shown(&downloaded)
             )
         })?;
         return Ok(Outcome::Restored {
@@ -526,7 +526,7 @@ async fn place(
         });
     }
     let file = std::fs::File::open(&downloaded)
-        .map_err(|e| format!("cannot read {}: {e}", downloaded.display()))?;
+        .map_err(|e| format!("cannot read {}: {e}", shown(&downloaded)))?;
     let options = ExtractOptions {
         preserve_owners: is_root(),
         force: request.force,
@@ -545,7 +545,7 @@ async fn place(
     for name in &extracted.kept {
         tracing::warn!(
             "{}: kept, newer than the archived one (--force replaces it)",
-            dir.join(name).display()
+            shown(&dir.join(name))
         );
     }
     Ok(Outcome::Restored {

@@ -1,6 +1,7 @@
 //! A backup run: for each candidate, decide whether it needs uploading, stream it to the
 //! archiver, and record it in the ledger once the archiver confirms it.
 
+use crate::shown;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -208,26 +209,26 @@ pub async fn run_backup(
             Ok(d) => d,
             Err(CandidateError::Ledger(e)) => return Err(e.into()),
             Err(e) => {
-                tracing::error!("{}: {e}", path.display());
+                tracing::error!("{}: {e}", shown(&path));
                 report.failed.push((path, e.to_string()));
                 continue;
             }
         };
         if let Decision::UpToDate { .. } = decision {
-            tracing::debug!("{}: {decision}", path.display());
+            tracing::debug!("{}: {decision}", shown(&path));
             report.up_to_date += 1;
             continue;
         }
         if options.dry_run {
             tracing::info!(
                 "would upload {} ({}): {decision}",
-                path.display(),
+                shown(&path),
                 item.candidate.kind().as_str()
             );
             report.uploaded.push((path, decision));
             continue;
         }
-        tracing::info!("uploading {} ({decision})", path.display());
+        tracing::info!("uploading {} ({decision})", shown(&path));
         let started = Instant::now();
         match upload(item.candidate.clone(), scan, archiver, ledger).await {
             Ok(record) => {
@@ -241,7 +242,7 @@ pub async fn run_backup(
                     })?;
                 tracing::info!(
                     "uploaded {} as {} ({} bytes in {seconds:.1}s, tree hash {})",
-                    path.display(),
+                    shown(&path),
                     record.archive_id,
                     record.size.unwrap_or(0),
                     record.tree_hash.map(|h| h.to_hex()).unwrap_or_default()
@@ -253,12 +254,12 @@ pub async fn run_backup(
                 tracing::warn!(
                     "skipping {}: it is empty, and the {backend} backend cannot store 0-byte \
                      archives (there is nothing in it to lose)",
-                    path.display()
+                    shown(&path)
                 );
                 report.empty_skipped += 1;
             }
             Err(e) => {
-                tracing::error!("failed to back up {}: {}", path.display(), error_chain(&e));
+                tracing::error!("failed to back up {}: {}", shown(&path), error_chain(&e));
                 report.failed.push((path, error_chain(&e)));
             }
         }
@@ -294,7 +295,7 @@ async fn resumable_upload(
     };
     tracing::info!(
         "{}: starting over instead of resuming upload {}: {reason}",
-        path.display(),
+        shown(&path),
         pending.token
     );
     if pending.backend == archiver.name() {

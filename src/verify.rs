@@ -1,6 +1,7 @@
 //! `verify`: do the sources still match their last upload, and (with `--remote`) does the
 //! destination still hold each archive as recorded?
 
+use crate::shown;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -86,7 +87,7 @@ pub fn check_remote(rows: &[UploadRecord], listing: &Listing) -> Vec<Finding> {
     for row in &report.too_recent {
         tracing::info!(
             "{}: uploaded after the inventory was taken; not checked",
-            row.path.display()
+            shown(&row.path)
         );
     }
     let missing = report.missing.iter().map(|row| Finding {

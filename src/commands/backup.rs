@@ -1,5 +1,6 @@
 //! The backup run (the default command).
 
+use glacier_backup::shown;
 use std::path::PathBuf;
 
 use glacier_backup::archiver::Error as ArchiverError;
@@ -24,7 +25,7 @@ pub async fn backup(
             config
                 .file
                 .as_deref()
-                .map(|f| f.display().to_string())
+                .map(|f| shown(&f).to_string())
                 .unwrap_or_else(|| "the config file".into())
         );
         return Ok(Outcome::Success);
@@ -51,7 +52,7 @@ pub async fn backup(
         })?;
         (ledger, Some(lock))
     };
-    tracing::debug!("ledger: {}", ledger_file.display());
+    tracing::debug!("ledger: {}", shown(&ledger_file));
 
     let mut own_files = vec![ledger_file.clone(), lock_path(&ledger_file)];
     for suffix in ["-journal", "-wal", "-shm"] {

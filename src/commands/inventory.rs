@@ -139,7 +139,7 @@ fn origin_text(archive: &ListedArchive) -> String {
     match &archive.origin {
         Some(origin) => format!(
             "{} ({}, stored {})",
-            origin.source_path.display(),
+            shown(&origin.source_path),
             origin.kind.as_str(),
             archive
                 .created_at
@@ -175,7 +175,7 @@ fn write_report(
         "recorded in the ledger and present: {}",
         report.matched
     )?;
-    let row_line = |row: &UploadRecord| format!("{} ({})", row.path.display(), row.archive_id);
+    let row_line = |row: &UploadRecord| format!("{} ({})", shown(&row.path), row.archive_id);
     writeln!(
         out,
         "recorded but missing from the destination: {}",
@@ -255,7 +255,7 @@ fn write_report(
 fn to_json(listing: &Listing, report: &Reconciliation, rebuilt: Option<&Rebuilt>) -> String {
     let time = |t: Option<time::OffsetDateTime>| t.map(display_time);
     let archive = |a: &ListedArchive| {
-        serde_json::json!({
+        let mut value = serde_json::json!({
             "archive_id": a.archive_id,
             "size": a.size,
             "tree_hash": a.tree_hash.map(|h| h.to_hex()),
@@ -263,9 +263,17 @@ fn to_json(listing: &Listing, report: &Reconciliation, rebuilt: Option<&Rebuilt>
             "description": a.description,
             "source_path": a.origin.as_ref().map(|o| o.source_path.to_string_lossy().into_owned()),
             "kind": a.origin.as_ref().map(|o| o.kind.as_str()),
-        })
+        });
+        if let Some(origin) = &a.origin {
+            super::set_path_json(&mut value, "source_path", &origin.source_path);
+        }
+        value
     };
-    let row = |r: &UploadRecord| serde_json::json!({"path": r.path.to_string_lossy(), "archive_id": r.archive_id});
+    let row = |r: &UploadRecord| {
+        let mut value = serde_json::json!({"archive_id": r.archive_id});
+        super::set_path_json(&mut value, "path", &r.path);
+        value
+    };
     let value = serde_json::json!({
         "taken_at": time(listing.taken_at),
         "archives": listing.archives.len(),

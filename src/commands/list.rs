@@ -1,5 +1,6 @@
 //! `list`: the ledger as a table or JSON.
 
+use glacier_backup::shown;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -35,7 +36,7 @@ pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
             serde_json::to_string_pretty(&rows).expect("JSON values serialize")
         )
     } else if uploads.is_empty() {
-        writeln!(out, "no uploads recorded in {}", path.display())
+        writeln!(out, "no uploads recorded in {}", shown(&path))
     } else {
         write_table(&mut out, &uploads)
     };
@@ -48,7 +49,7 @@ pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
 
 fn upload_json(u: &UploadRecord) -> serde_json::Value {
     let time = |t: Option<time::OffsetDateTime>| t.map(glacier_backup::display_time);
-    serde_json::json!({
+    let mut row = serde_json::json!({
         "path": u.path.to_string_lossy(),
         "name": u.name,
         "archive_id": u.archive_id,
@@ -60,7 +61,9 @@ fn upload_json(u: &UploadRecord) -> serde_json::Value {
         "fingerprint": u.fingerprint,
         "started_at": time(u.started_at),
         "uploaded_at": time(u.uploaded_at),
-    })
+    });
+    super::set_path_json(&mut row, "path", &u.path);
+    row
 }
 
 fn write_table(out: &mut dyn Write, uploads: &[UploadRecord]) -> std::io::Result<()> {
@@ -73,7 +76,7 @@ fn write_table(out: &mut dyn Write, uploads: &[UploadRecord]) -> std::io::Result
                     .unwrap_or_else(|| "-".into()),
                 u.backend.clone(),
                 u.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                u.path.to_string_lossy().into_owned(),
+                shown(&u.path),
                 u.archive_id.clone(),
             ]
         })

@@ -7,6 +7,7 @@ pub mod list;
 pub mod restore;
 pub mod verify;
 
+use glacier_backup::shown;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -41,7 +42,7 @@ pub fn open_ledger(
     dry_run: bool,
 ) -> Result<SqliteLedger, Fatal> {
     let file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
-    tracing::debug!("ledger: {}", file.display());
+    tracing::debug!("ledger: {}", shown(&file));
     let ledger = if dry_run {
         SqliteLedger::snapshot(&file)
     } else {
@@ -79,7 +80,7 @@ pub fn home_config_dir() -> Option<PathBuf> {
 pub fn command_line_path(path: &Path) -> Result<PathBuf, Fatal> {
     use std::os::unix::ffi::OsStrExt;
     let absolute = std::path::absolute(path)
-        .with_context(|| format!("-p {}: cannot make the path absolute", path.display()))
+        .with_context(|| format!("-p {}: cannot make the path absolute", shown(&path)))
         .map_err(Fatal::Config)?;
     let absolute = if absolute
         .components()
@@ -108,4 +109,17 @@ pub fn lexically_normal(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// Sets `key` to `path` in a JSON object: as text, and when the path is not UTF-8 (JSON text
+/// cannot hold its bytes) also as `<key>_base64`, the exact bytes.
+pub fn set_path_json(object: &mut serde_json::Value, key: &str, path: &Path) {
+    use base64::Engine;
+    use std::os::unix::ffi::OsStrExt;
+    object[key] = path.to_string_lossy().into();
+    if path.to_str().is_none() {
+        object[format!("{key}_base64")] = base64::engine::general_purpose::STANDARD
+            .encode(path.as_os_str().as_bytes())
+            .into();
+    }
 }

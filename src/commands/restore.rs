@@ -7,6 +7,7 @@ use glacier_backup::ledger::{Ledger, UploadRecord};
 use glacier_backup::restore::{
     request_retrieval, restore_one, select, Destination, Outcome as Restored, RestoreRequest,
 };
+use glacier_backup::shown;
 
 use super::{command_line_path, home_config_dir, open_ledger, Fatal, Outcome};
 use crate::cli::{Cli, RestoreArgs, Tier};
@@ -75,7 +76,7 @@ fn show_plan(
 ) {
     let total: u64 = rows.iter().filter_map(|r| r.size).sum();
     let into = match &request.destination {
-        Destination::Into(dir) => dir.display().to_string(),
+        Destination::Into(dir) => shown(&dir).to_string(),
         Destination::InPlace => "where they came from".into(),
     };
     tracing::info!(
@@ -102,7 +103,7 @@ fn show_plan(
             .unwrap_or_else(|| "at an unknown time".into());
         tracing::info!(
             "  {} (uploaded {uploaded}, {} bytes, {}{pending})",
-            row.path.display(),
+            shown(&row.path),
             row.size.map_or("?".into(), |s| s.to_string()),
             row.archive_id
         );
@@ -116,7 +117,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         return Err(Fatal::Config(anyhow::anyhow!(
             "no ledger at {}: nothing was backed up with this configuration (after losing it, \
              `glacier-backup inventory --rebuild-ledger` recreates it from the destination)",
-            ledger_file.display()
+            shown(&ledger_file)
         )));
     }
     let request = request(args)?;
@@ -176,7 +177,7 @@ async fn restore_all(
             Ok(_) => ready_to_try.push(row),
             Err(message) => {
                 failed += 1;
-                tracing::error!("{}: {message}", row.path.display());
+                tracing::error!("{}: {message}", shown(&row.path));
             }
         }
     }
@@ -189,7 +190,7 @@ async fn restore_all(
             } => {
                 if kept == 0 || row.kind == Some(glacier_backup::archiver::SourceKind::Directory) {
                     restored += 1;
-                    tracing::info!("restored {} to {}", row.path.display(), path.display());
+                    tracing::info!("restored {} to {}", shown(&row.path), shown(&path));
                 }
                 if rejected > 0 {
                     tracing::warn!(
@@ -208,13 +209,13 @@ async fn restore_all(
                 tracing::info!(
                     "{}: retrieval in progress, usually ready {} after the request; run the \
                      same command again then (or add --wait)",
-                    row.path.display(),
+                    shown(&row.path),
                     expected_wait(archiver, request.options.tier)
                 );
             }
             Restored::Failed(message) => {
                 failed += 1;
-                tracing::error!("{}: {message}", row.path.display());
+                tracing::error!("{}: {message}", shown(&row.path));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `verify`: sources and destination against the ledger.
 
+use glacier_backup::shown;
 use std::path::PathBuf;
 
 use glacier_backup::archiver::InventoryState;
@@ -52,7 +53,7 @@ pub async fn verify(config: &Config, remote: bool, paths: &[PathBuf]) -> Result<
         findings.extend(check_remote(&rows, &listing));
     }
     for finding in &findings {
-        tracing::warn!("{}: {}", finding.path.display(), finding.problem);
+        tracing::warn!("{}: {}", shown(&finding.path), finding.problem);
     }
     tracing::info!(
         "verified {} upload(s): {} problem(s)",

@@ -434,3 +434,67 @@ fn a_tree_deeper_than_path_max_is_backed_up_and_restored() {
     );
     assert_eq!(names.lines().count(), 302);
 }
+
+#[test]
+fn crafted_file_names_cannot_forge_log_lines_and_json_keeps_exact_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let data = sb.path("data");
+    fs::create_dir_all(&data).unwrap();
+    let forged = "x\nFORGED uploaded shadow as forged";
+    let names: [&OsStr; 3] = [
+        OsStr::new(forged),
+        OsStr::new("invoice\u{202e}fdp.exe"),
+        OsStr::from_bytes(b"latin1-\xe9t\xe9"),
+    ];
+    for name in names {
+        fs::write(data.join(name), b"content").unwrap();
+    }
+    let config = sb.local_config(&format!("[\"{}\"]\nupload_files = true\n", data.display()));
+    let config = config.to_str().unwrap();
+    let out = sb.run(&["-c", config]);
+    assert_exit(&out, 0);
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!log.lines().any(|l| l.starts_with("FORGED")), "{log}");
+    assert!(log.contains("x\\nFORGED uploaded"), "{log}");
+    assert!(
+        !log.contains('\u{202e}') && log.contains("invoice\\u{202e}fdp.exe"),
+        "{log}"
+    );
+    assert!(log.contains("latin1-\\xe9t\\xe9"), "{log}");
+
+    let table = sb.run(&["-c", config, "list"]);
+    assert_exit(&table, 0);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "one line per upload plus the header: {table}"
+    );
+    assert!(!table.contains('\u{202e}'));
+
+    let json = sb.run(&["-c", config, "list", "--json"]);
+    assert_exit(&json, 0);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let paths: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|row| match row.get("path_base64") {
+            Some(encoded) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.as_str().unwrap())
+                    .unwrap()
+            }
+            None => row["path"].as_str().unwrap().as_bytes().to_vec(),
+        })
+        .collect();
+    for name in names {
+        let full = data.join(name);
+        assert!(
+            paths.contains(&full.as_os_str().as_bytes().to_vec()),
+            "{full:?} not in {rows:?}"
+        );
+    }
+}

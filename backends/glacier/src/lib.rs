@@ -14,6 +14,7 @@ mod inventory;
 mod payload;
 mod settings;
 
+use glacier_backup_archiver::shown;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -147,7 +148,7 @@ impl GlacierArchiver {
                 Ok((size, stored)) if size == part_size => {
                     tracing::info!(
                         "{}: resuming upload {upload_id}: the vault already has {} part(s)",
-                        meta.source_path.display(),
+                        shown(&meta.source_path),
                         stored.len()
                     );
                     return Ok((upload_id.clone(), stored));
@@ -155,13 +156,13 @@ impl GlacierArchiver {
                 Ok((size, _)) => {
                     tracing::warn!(
                         "{}: earlier upload {upload_id} used {size}-byte parts, not {part_size}; starting over",
-                        meta.source_path.display()
+                        shown(&meta.source_path)
                     );
                     self.abort_upload(upload_id).await?;
                 }
                 Err(Error::NotFound { .. }) => tracing::warn!(
                     "{}: earlier upload {upload_id} no longer exists in the vault; starting over",
-                    meta.source_path.display()
+                    shown(&meta.source_path)
                 ),
                 Err(e) => return Err(e),
             }

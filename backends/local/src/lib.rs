@@ -79,7 +79,7 @@ impl LocalArchiver {
     }
 
     fn io_error(&self, what: impl std::fmt::Display, path: &Path, source: io::Error) -> Error {
-        Error::io(NAME, format!("{what} {}: {source}", path.display()), source)
+        Error::io(NAME, format!("{what} {}: {source}", shown(&path)), source)
     }
 
     /// Maps an archive id to its file, refusing ids that would leave the root.
@@ -258,7 +258,7 @@ impl Archiver for LocalArchiver {
                         backend: NAME,
                         message: format!(
                             "[local] directory {} is not a directory",
-                            this.root.display()
+                            shown(&this.root)
                         ),
                     })
                 }
@@ -272,7 +272,7 @@ impl Archiver for LocalArchiver {
                         message: format!(
                             "[local] directory {} does not exist; create it (or mount the disk), \
                              or set create_directory = true",
-                            this.root.display()
+                            shown(&this.root)
                         ),
                     })
                 }
@@ -385,7 +385,7 @@ impl Archiver for LocalArchiver {
         let reader =
             tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), range.end - range.start);
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map(move |r| {
-            r.map_err(|e| Error::io(NAME, format!("cannot read {}: {e}", path.display()), e))
+            r.map_err(|e| Error::io(NAME, format!("cannot read {}: {e}", shown(&path)), e))
         });
         Ok(stream.boxed())
     }

@@ -13,6 +13,7 @@
 mod errors;
 mod settings;
 
+use glacier_backup_archiver::shown;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -223,14 +224,14 @@ impl S3Archiver {
                 Ok(stored) => {
                     tracing::info!(
                         "{}: resuming upload {upload_id}: S3 already has {} part(s)",
-                        meta.source_path.display(),
+                        shown(&meta.source_path),
                         stored.len()
                     );
                     return Ok((upload_id.to_owned(), key.to_owned(), stored));
                 }
                 Err(Error::NotFound { .. }) => tracing::warn!(
                     "{}: earlier upload {upload_id} no longer exists; starting over",
-                    meta.source_path.display()
+                    shown(&meta.source_path)
                 ),
                 Err(e) if e.is_temporary() => return Err(e),
                 Err(e) if !meta.resume_receipts.is_empty() => {
@@ -239,7 +240,7 @@ impl S3Archiver {
                     tracing::warn!(
                         "{}: cannot list the parts of earlier upload {upload_id} ({e}); resuming \
                          from the {} part(s) recorded in the ledger",
-                        meta.source_path.display(),
+                        shown(&meta.source_path),
                         meta.resume_receipts.len()
                     );
                     return Ok((
@@ -251,7 +252,7 @@ impl S3Archiver {
                 Err(e) => {
                     tracing::warn!(
                         "{}: cannot list the parts of earlier upload {upload_id} ({e}); starting over",
-                        meta.source_path.display()
+                        shown(&meta.source_path)
                     );
                     let token = format!("{upload_id}\n{key}");
                     if let Err(abort) = self.abort_upload(&token).await {
