@@ -31,7 +31,7 @@ pub fn resolve(rules: &[PathRule], skip: &[PathBuf]) -> Vec<Planned> {
             if skip.iter().any(|s| s == path) {
                 tracing::debug!(
                     "{}: skipped, one of glacier-backup's own files",
-                    shown(&path)
+                    shown(path)
                 );
             } else {
                 found.push((path.to_path_buf(), kind, rule.upload_if_changed));
@@ -76,16 +76,16 @@ fn resolve_rule(rule: &PathRule, add: &mut dyn FnMut(&Path, SourceKind)) {
         Ok(None) => {
             tracing::warn!(
                 "skipping {}: not a file or directory (sockets, fifos and devices are not backed up)",
-                shown(&path)
+                shown(path)
             );
             return;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!("skipping {}: does not exist", shown(&path));
+            tracing::warn!("skipping {}: does not exist", shown(path));
             return;
         }
         Err(e) => {
-            tracing::warn!("skipping {}: {e}", shown(&path));
+            tracing::warn!("skipping {}: {e}", shown(path));
             return;
         }
     };
@@ -96,14 +96,14 @@ fn resolve_rule(rule: &PathRule, add: &mut dyn FnMut(&Path, SourceKind)) {
     if !rule.upload_dirs && !rule.upload_files {
         tracing::debug!(
             "{}: directory with none of upload_single_dir, upload_dirs, upload_files set: nothing to do",
-            shown(&path)
+            shown(path)
         );
         return;
     }
     let entries = match fs::read_dir(path) {
         Ok(entries) => entries,
         Err(e) => {
-            tracing::warn!("skipping {}: cannot list it: {e}", shown(&path));
+            tracing::warn!("skipping {}: cannot list it: {e}", shown(path));
             return;
         }
     };
@@ -112,7 +112,7 @@ fn resolve_rule(rule: &PathRule, add: &mut dyn FnMut(&Path, SourceKind)) {
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                tracing::warn!("{}: cannot list an entry: {e}", shown(&path));
+                tracing::warn!("{}: cannot list an entry: {e}", shown(path));
                 continue;
             }
         };

@@ -139,11 +139,7 @@ pub fn select(
         }
     }
     if chosen.is_empty() {
-        let named: Vec<String> = request
-            .paths
-            .iter()
-            .map(|p| shown(&p).to_string())
-            .collect();
+        let named: Vec<String> = request.paths.iter().map(|p| shown(p).to_string()).collect();
         let mut named = named.join(", ");
         if let Some(at) = request.at {
             named += &format!(" (uploaded at or before {})", crate::display_time(at));
@@ -259,7 +255,7 @@ fn kept_file(row: &UploadRecord, target: &Path, request: &RestoreRequest) -> Opt
     keep.then(|| {
         format!(
             "{} was modified at {}, after this upload: kept",
-            shown(&target),
+            shown(target),
             crate::display_time(modified)
         )
     })
@@ -515,7 +511,7 @@ async fn place(
         std::fs::rename(&downloaded, target).map_err(|e| {
             format!(
                 "cannot put the file at {}: {e}; the download is kept as {}",
-                shown(&target),
+                shown(target),
                 shown(&downloaded)
             )
         })?;
@@ -545,7 +541,7 @@ async fn place(
     for name in &extracted.kept {
         tracing::warn!(
             "{}: kept, newer than the archived one (--force replaces it)",
-            shown(&dir.join(name))
+            shown(dir.join(name))
         );
     }
     Ok(Outcome::Restored {

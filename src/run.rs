@@ -295,7 +295,7 @@ async fn resumable_upload(
     };
     tracing::info!(
         "{}: starting over instead of resuming upload {}: {reason}",
-        shown(&path),
+        shown(path),
         pending.token
     );
     if pending.backend == archiver.name() {

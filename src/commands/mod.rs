@@ -80,7 +80,7 @@ pub fn home_config_dir() -> Option<PathBuf> {
 pub fn command_line_path(path: &Path) -> Result<PathBuf, Fatal> {
     use std::os::unix::ffi::OsStrExt;
     let absolute = std::path::absolute(path)
-        .with_context(|| format!("-p {}: cannot make the path absolute", shown(&path)))
+        .with_context(|| format!("-p {}: cannot make the path absolute", shown(path)))
         .map_err(Fatal::Config)?;
     let absolute = if absolute
         .components()

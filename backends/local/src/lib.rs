@@ -79,7 +79,7 @@ impl LocalArchiver {
     }
 
     fn io_error(&self, what: impl std::fmt::Display, path: &Path, source: io::Error) -> Error {
-        Error::io(NAME, format!("{what} {}: {source}", shown(&path)), source)
+        Error::io(NAME, format!("{what} {}: {source}", shown(path)), source)
     }
 
     /// Maps an archive id to its file, refusing ids that would leave the root.
