@@ -157,12 +157,13 @@ fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, String> {
             tree_hash,
             description: row.description.clone(),
         }),
-        _ => Err(format!(
-            "{}: the ledger row has no size or tree hash to check a download against (it was \
-             written by the Python tool, or rebuilt from a destination that did not say); run \
-             `glacier-backup inventory --rebuild-ledger` to fill them in from the destination",
-            shown(&row.path)
-        )),
+        _ => Err(
+            "the ledger row has no size or tree hash to check a download against (it \
+                  was written by the Python tool, or rebuilt from a destination that did not \
+                  say); run `glacier-backup inventory --rebuild-ledger` to fill them in from \
+                  the destination"
+                .to_owned(),
+        ),
     }
 }
 
@@ -179,12 +180,11 @@ impl Placement {
         let archive = archive_ref(row)?;
         let dir = match destination {
             Destination::Into(dir) => dir.clone(),
-            Destination::InPlace => row.path.parent().map(Path::to_path_buf).ok_or_else(|| {
-                format!(
-                    "{}: has no parent directory to restore into; use --to",
-                    shown(&row.path)
-                )
-            })?,
+            Destination::InPlace => row
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .ok_or_else(|| "has no parent directory to restore into; use --to".to_owned())?,
         };
         let target = dir.join(final_name(row));
         Ok(Placement {

@@ -220,6 +220,25 @@ pub async fn run_backup(
             continue;
         }
         if options.dry_run {
+            // The real run skips empty files a backend cannot store; say the same here.
+            if item.candidate.kind() == glacier_backup_archiver::SourceKind::File
+                && !archiver.capabilities().stores_empty_archives
+            {
+                let size = match &scan {
+                    Some(scan) => Ok(scan.size_estimate),
+                    None => item.candidate.scan().map(|scan| scan.size_estimate),
+                };
+                if let Ok(0) = size {
+                    tracing::info!(
+                        "would skip {}: it is empty, and the {} backend cannot store 0-byte \
+                         archives",
+                        shown(&path),
+                        archiver.name()
+                    );
+                    report.empty_skipped += 1;
+                    continue;
+                }
+            }
             tracing::info!(
                 "would upload {} ({}): {decision}",
                 shown(&path),

@@ -498,3 +498,63 @@ fn crafted_file_names_cannot_forge_log_lines_and_json_keeps_exact_bytes() {
         );
     }
 }
+
+#[test]
+fn a_dry_run_for_glacier_says_empty_files_are_skipped_as_the_real_run_does() {
+    let sb = Sandbox::new();
+    let data = sb.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("empty"), b"").unwrap();
+    fs::write(data.join("full"), b"bytes").unwrap();
+    let config = sb.path("config/glacier.conf");
+    fs::create_dir_all(config.parent().unwrap()).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[main]\nvault_name = photos\nlogfile =\n\n[{}]\nupload_files = true\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = sb.run(&["-c", config.to_str().unwrap(), "-d"]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out)
+            .contains("dry run: would upload 1, up to date 0, failed 0, empty files skipped 1"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains(&format!("would upload {}", data.join("empty").display())),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_restore_error_names_the_path_once() {
+    let sb = Sandbox::new();
+    let config = one_file_config(&sb);
+    assert_exit(&sb.run(&["-c", &config]), 0);
+    // A row as the Python tool wrote it: no size, no tree hash.
+    let conn = rusqlite::Connection::open(sb.ledger()).unwrap();
+    conn.execute("UPDATE uploads SET size = NULL, tree_hash = NULL", [])
+        .unwrap();
+    drop(conn);
+    let path = sb.path("data/f.txt");
+    let out = sb.run(&[
+        "-c",
+        &config,
+        "restore",
+        "--to",
+        "back",
+        path.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 1);
+    let all = text(&out);
+    let line = all
+        .lines()
+        .find(|l| l.contains("no size or tree hash"))
+        .unwrap_or_else(|| panic!("{}", text(&out)));
+    assert_eq!(line.matches(path.to_str().unwrap()).count(), 1, "{line}");
+}
