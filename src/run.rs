@@ -120,14 +120,7 @@ pub fn decide(
         ));
     }
     let scan = candidate.scan()?;
-    let changed = match (&last.fingerprint, last.uploaded_at) {
-        (Some(recorded), _) => *recorded != scan.fingerprint.to_string(),
-        // A seed row: the seed compared the mtime with the upload time; we use the newest mtime
-        // anywhere in the tree, which also sees edits deep inside a directory.
-        (None, Some(at)) => scan.fingerprint.newest_mtime_ns > at.unix_timestamp_nanos(),
-        (None, None) => true,
-    };
-    let decision = if changed {
+    let decision = if changed_since(&last, &scan) {
         Decision::Changed {
             since: last.uploaded_at,
         }
@@ -138,6 +131,19 @@ pub fn decide(
         }
     };
     Ok((decision, Some(scan)))
+}
+
+/// Whether the source `scan` describes changed since the upload `last`: its fingerprint
+/// differs, or, for a row of the Python tool (no fingerprint), something in it is newer than
+/// the upload (the Python tool compared the mtime with the upload time; the newest mtime
+/// anywhere in the tree also sees edits deep inside a directory). `backup` and `verify` share
+/// this one rule, so a source one calls unchanged the other does too.
+pub fn changed_since(last: &UploadRecord, scan: &Scan) -> bool {
+    match (&last.fingerprint, last.uploaded_at) {
+        (Some(recorded), _) => *recorded != scan.fingerprint.to_string(),
+        (None, Some(at)) => scan.fingerprint.newest_mtime_ns > at.unix_timestamp_nanos(),
+        (None, None) => true,
+    }
 }
 
 /// One candidate could not be backed up.

@@ -59,14 +59,8 @@ pub fn check_sources(rows: &[UploadRecord]) -> Vec<Finding> {
         } else {
             SourceKind::File
         });
-        let Some(recorded) = &row.fingerprint else {
-            findings.push(finding(
-                "no fingerprint recorded (an upload by the Python tool): cannot compare".into(),
-            ));
-            continue;
-        };
         match PathCandidate::new(row.path.clone(), kind).scan() {
-            Ok(scan) if scan.fingerprint.to_string() == *recorded => {}
+            Ok(scan) if !crate::run::changed_since(row, &scan) => {}
             Ok(_) => findings.push(finding(format!(
                 "changed since its upload at {}",
                 row.uploaded_at

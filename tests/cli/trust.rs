@@ -558,3 +558,31 @@ fn a_restore_error_names_the_path_once() {
         .unwrap_or_else(|| panic!("{}", text(&out)));
     assert_eq!(line.matches(path.to_str().unwrap()).count(), 1, "{line}");
 }
+
+#[test]
+fn verify_judges_rows_of_the_python_tool_by_mtime_as_backup_does() {
+    let sb = Sandbox::new();
+    let config = one_file_config(&sb);
+    assert_exit(&sb.run(&["-c", &config]), 0);
+    // The Python tool recorded no fingerprint; its rows are compared by time.
+    let conn = rusqlite::Connection::open(sb.ledger()).unwrap();
+    conn.execute("UPDATE uploads SET fingerprint = NULL", [])
+        .unwrap();
+    drop(conn);
+    let out = sb.run(&["-c", &config, "verify", "--remote"]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("verified 1 upload(s): 0 problem(s)"),
+        "{}",
+        text(&out)
+    );
+    let later = filetime::FileTime::from_unix_time(4_000_000_000, 0);
+    filetime::set_file_mtime(sb.path("data/f.txt"), later).unwrap();
+    let out = sb.run(&["-c", &config, "verify"]);
+    assert_exit(&out, 1);
+    assert!(
+        text(&out).contains("changed since its upload"),
+        "{}",
+        text(&out)
+    );
+}
