@@ -599,3 +599,47 @@ fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
         text(&again)
     );
 }
+
+#[test]
+fn descriptions_keep_to_whole_characters_and_a_path_too_long_for_one_is_warned_about() {
+    let s = Setup::new();
+    let long_name = "é".repeat(120); // 240 bytes, 720 once percent-encoded
+    let deep = s.path(&format!("data/{}", "d".repeat(200)));
+    write_sample(&deep.join(&long_name), 10, 3);
+    let mut too_long = s.path("data");
+    for _ in 0..5 {
+        too_long.push("x".repeat(200));
+    }
+    write_sample(&too_long.join("f"), 10, 4);
+    let config = s.config(&format!(
+        "[\"{}\"]\nupload_files = true\n\n[\"{}\"]\nupload_files = true\n",
+        deep.display(),
+        too_long.display()
+    ));
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("a ledger rebuilt from the vault will not know where it came from"),
+        "{}",
+        text(&out)
+    );
+    let descriptions: Vec<String> = s
+        .fake
+        .archives("photos")
+        .into_iter()
+        .map(|(_, a)| a.description)
+        .collect();
+    assert_eq!(descriptions.len(), 2);
+    let ours = descriptions
+        .iter()
+        .find(|d| d.contains(" gb1:"))
+        .expect("the shorter path keeps its origin");
+    let (name, _) = ours.split_once(" gb1:").unwrap();
+    // Each é is %C3%A9: a cut inside one would leave a dangling %C3 or a partial escape.
+    assert_eq!(name.len() % 6, 0, "{name}");
+    assert!(
+        name.len() < long_name.len() * 3,
+        "the name was shortened: {name}"
+    );
+    assert!(descriptions.contains(&"f".to_owned()), "{descriptions:?}");
+}

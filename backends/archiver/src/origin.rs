@@ -56,17 +56,72 @@ fn escape(bytes: &[u8]) -> String {
     percent_encoding::percent_encode(bytes, FIELD).to_string()
 }
 
-/// The seed's description: just the archive name, made valid.
+/// The Python tool's description: just the archive name, made valid.
 pub fn plain(meta: &ArchiveMeta) -> String {
-    let mut name = printable(&meta.name);
-    name.truncate(MAX_LEN);
-    name
+    let name = printable(&meta.name);
+    cut_on_char(&name, MAX_LEN).to_owned()
+}
+
+/// The longest start of `name` (printable ASCII, other bytes as `%XX`) of at most `limit`
+/// bytes that ends on a whole character: never inside a `%XX` escape, nor between the escapes
+/// of one UTF-8 sequence (so a shortened `café` never ends in `%C3`).
+fn cut_on_char(name: &str, limit: usize) -> &str {
+    if name.len() <= limit {
+        return name;
+    }
+    let bytes = name.as_bytes();
+    let escaped = |i: usize| -> Option<u8> {
+        if bytes.get(i) != Some(&b'%') {
+            return None;
+        }
+        let hex = name.get(i + 1..i + 3)?;
+        u8::from_str_radix(hex, 16).ok()
+    };
+    let mut cut = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // One character: a literal byte, or an escaped UTF-8 lead byte and its continuations.
+        let end = match escaped(i) {
+            Some(lead) if lead >= 0xC0 => {
+                let mut end = i + 3;
+                while escaped(end).is_some_and(|b| (0x80..0xC0).contains(&b)) {
+                    end += 3;
+                }
+                end
+            }
+            Some(_) => i + 3,
+            None => i + 1,
+        };
+        if end > limit {
+            break;
+        }
+        cut = end;
+        i = end;
+    }
+    &name[..cut]
+}
+
+/// What [`encode`] had to leave out to stay within [`MAX_LEN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortfall {
+    /// Everything fitted.
+    None,
+    /// The fingerprint was left out: a ledger rebuilt from the backend compares this source
+    /// by time instead.
+    Fingerprint,
+    /// The name was shortened as well (the fingerprint was left out first).
+    Name,
+    /// The source path alone does not fit: only the name is stored, and the archive cannot be
+    /// put back in a ledger rebuilt from the backend.
+    Origin,
 }
 
 /// Name plus metadata, within [`MAX_LEN`]. When it would not fit, the fingerprint is dropped
-/// first, then the name is shortened; a source path too long to fit at all falls back to the
-/// plain name (the archive is still stored and recorded, only not rebuildable from the vault).
-pub fn encode(meta: &ArchiveMeta) -> String {
+/// first, then the name is shortened (on a whole character); a source path too long to fit at
+/// all falls back to the plain name: the archive is still stored and recorded, but a ledger
+/// rebuilt from the backend will not know it, which the [`Shortfall`] says so the caller can
+/// warn.
+pub fn encode(meta: &ArchiveMeta) -> (String, Shortfall) {
     let kind = match meta.kind {
         SourceKind::File => 'f',
         SourceKind::Directory => 'd',
@@ -75,16 +130,21 @@ pub fn encode(meta: &ArchiveMeta) -> String {
     let time = meta.started_at.unix_timestamp();
     let name = printable(&meta.name);
     let fingerprint = utf8_percent_encode(&meta.fingerprint, FIELD).to_string();
-    for fingerprint in [fingerprint.as_str(), ""] {
-        let tail = format!("{MARKER}{kind}:{time}:{fingerprint}:{path}");
-        // At least one name character: a description must not start with the marker's space.
-        let head_len = name.len().min(MAX_LEN.saturating_sub(tail.len()));
-        if head_len == 0 {
-            continue;
-        }
-        return format!("{}{tail}", &name[..head_len]);
+    let tail = |fingerprint: &str| format!("{MARKER}{kind}:{time}:{fingerprint}:{path}");
+    let whole = tail(&fingerprint);
+    if name.len() + whole.len() <= MAX_LEN && !name.is_empty() {
+        return (format!("{name}{whole}"), Shortfall::None);
     }
-    plain(meta)
+    let bare = tail("");
+    if name.len() + bare.len() <= MAX_LEN && !name.is_empty() {
+        return (format!("{name}{bare}"), Shortfall::Fingerprint);
+    }
+    // At least one name character: a description must not start with the marker's space.
+    let head = cut_on_char(&name, MAX_LEN.saturating_sub(bare.len()));
+    if !head.is_empty() {
+        return (format!("{head}{bare}"), Shortfall::Name);
+    }
+    (plain(meta), Shortfall::Origin)
 }
 
 /// Reads a description written by `encode`; `None` for anything else (the seed's plain names,
@@ -193,8 +253,9 @@ mod tests {
             "/home/zoë/Фото 2026/日本".as_bytes(),
             "%E6%97%A5%E6%9C%AC.tar",
         );
-        let d = encode(&m);
+        let (d, shortfall) = encode(&m);
         valid(&d);
+        assert_eq!(shortfall, Shortfall::None);
         assert!(d.starts_with("%E6%97%A5%E6%9C%AC.tar gb1:"), "{d}");
         let back = decode(&d).unwrap();
         assert_eq!(back.source_path, m.source_path);
@@ -206,7 +267,7 @@ mod tests {
     #[test]
     fn invalid_utf8_paths_round_trip() {
         let m = meta(b"/data/\xff\xfe", "%FF%FE.tar");
-        assert_eq!(decode(&encode(&m)).unwrap().source_path, m.source_path);
+        assert_eq!(decode(&encode(&m).0).unwrap().source_path, m.source_path);
     }
 
     #[test]
@@ -214,16 +275,50 @@ mod tests {
         let long_name = "n".repeat(255);
         let long_path = format!("/{}", "deep/".repeat(100)) + &long_name;
         let m = meta(long_path.as_bytes(), &long_name);
-        let d = encode(&m);
+        let (d, shortfall) = encode(&m);
         valid(&d);
+        assert_eq!(shortfall, Shortfall::Name, "the fingerprint goes first");
         let back = decode(&d).expect("still decodable after shortening");
         assert_eq!(back.source_path, m.source_path);
+        assert_eq!(back.fingerprint, None);
         assert!(d.starts_with("nnn"), "{d}");
 
         let huge_path = format!("/{}", "x".repeat(4000));
-        let d = encode(&meta(huge_path.as_bytes(), "x.tar"));
+        let (d, shortfall) = encode(&meta(huge_path.as_bytes(), "x.tar"));
         valid(&d);
-        assert_eq!(d, "x.tar");
+        assert_eq!((d.as_str(), shortfall), ("x.tar", Shortfall::Origin));
+    }
+
+    #[test]
+    fn the_fingerprint_is_dropped_before_the_name_is_shortened() {
+        // Fits whole without the fingerprint (~95 characters), not with it.
+        let path = format!("/{}", "p".repeat(900));
+        let m = meta(path.as_bytes(), "photos.tar");
+        let (d, shortfall) = encode(&m);
+        valid(&d);
+        assert_eq!(shortfall, Shortfall::Fingerprint);
+        assert!(d.starts_with("photos.tar gb1:"), "{d}");
+        assert_eq!(decode(&d).unwrap().fingerprint, None);
+    }
+
+    #[test]
+    fn a_shortened_name_ends_on_a_whole_character() {
+        // 200 "é" (each %C3%A9, 6 bytes) and a path leaving room for about 100 name bytes.
+        let name = "%C3%A9".repeat(200) + ".tar";
+        let path = format!("/{}", "p".repeat(900));
+        for room in 0..40 {
+            let m = meta(format!("{path}{}", "q".repeat(room)).as_bytes(), &name);
+            let (d, shortfall) = encode(&m);
+            valid(&d);
+            assert_eq!(shortfall, Shortfall::Name);
+            let head = decode(&d).unwrap().name;
+            assert_eq!(head.len() % 6, 0, "cut inside a character: {head}");
+            assert!(percent_decode_str(&head).decode_utf8().is_ok(), "{head}");
+        }
+        assert_eq!(cut_on_char("ab%C3%A9c", 5), "ab");
+        assert_eq!(cut_on_char("ab%C3%A9c", 8), "ab%C3%A9");
+        assert_eq!(cut_on_char("ab%2", 3), "ab%");
+        assert_eq!(cut_on_char("%41%42", 4), "%41");
     }
 
     #[test]

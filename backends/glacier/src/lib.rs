@@ -101,10 +101,23 @@ impl GlacierArchiver {
 
     fn description(&self, meta: &ArchiveMeta) -> String {
         if self.settings.plain_description {
-            origin::plain(meta)
-        } else {
-            origin::encode(meta)
+            return origin::plain(meta);
         }
+        let (description, shortfall) = origin::encode(meta);
+        match shortfall {
+            origin::Shortfall::Origin => tracing::warn!(
+                "{}: the source path is too long for a Glacier description, so the vault keeps \
+                 only the name {description:?}; this archive is in the ledger, but a ledger \
+                 rebuilt from the vault will not know where it came from",
+                shown(&meta.source_path)
+            ),
+            origin::Shortfall::Fingerprint | origin::Shortfall::Name => tracing::debug!(
+                "{}: description shortened to fit Glacier's 1,024 characters",
+                shown(&meta.source_path)
+            ),
+            origin::Shortfall::None => {}
+        }
+        description
     }
 
     async fn upload_single(&self, description: String, part: Part) -> Result<ArchiveRef> {
