@@ -296,14 +296,14 @@ pub async fn run_backup(
 /// uploads after about a day.
 const RESUME_WINDOW: time::Duration = time::Duration::hours(24);
 
-/// Decides what to do with an earlier unfinished upload of the same path: its token and part
-/// size when it can be continued, or `None` after giving it up.
+/// Decides what to do with an earlier unfinished upload of the same path: the upload to
+/// continue, or `None` after giving it up.
 async fn resumable_upload(
     path: &std::path::Path,
     fingerprint: &str,
     archiver: &dyn Archiver,
     ledger: &mut dyn Ledger,
-) -> Result<Option<(String, u64)>, CandidateError> {
+) -> Result<Option<PendingUpload>, CandidateError> {
     let Some(pending) = ledger.pending_upload(path)? else {
         return Ok(None);
     };
@@ -313,10 +313,12 @@ async fn resumable_upload(
         "it was made with another backend"
     } else if pending.fingerprint != fingerprint {
         "the source changed since"
-    } else if age >= RESUME_WINDOW {
+    } else if age >= RESUME_WINDOW && pending.completing.is_none() {
+        // An upload that was being completed may well be an archive by now: asking to complete
+        // it again is how to find out, however old it is.
         "it is more than a day old"
     } else {
-        return Ok(Some((pending.token, pending.part_size)));
+        return Ok(Some(pending));
     };
     tracing::info!(
         "{}: starting over instead of resuming upload {}: {reason}",
@@ -362,7 +364,7 @@ pub async fn upload(
     let fingerprint = scan.fingerprint.to_string();
     let resume = resumable_upload(&path, &fingerprint, archiver, ledger).await?;
     let part_size = match &resume {
-        Some((_, size)) => *size,
+        Some(pending) => pending.part_size,
         None => archiver.part_size(scan.size_estimate),
     };
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -378,7 +380,8 @@ pub async fn upload(
         fingerprint: fingerprint.clone(),
         size_hint: scan.size_estimate,
         started_at,
-        resume: resume.map(|(token, _)| token),
+        resume_completing: resume.as_ref().and_then(|pending| pending.completing),
+        resume: resume.map(|pending| pending.token),
         resume_receipts,
         upload_events: archiver
             .capabilities()
@@ -411,7 +414,12 @@ pub async fn upload(
                         part_size,
                         fingerprint: fingerprint.clone(),
                         started_at,
+                        completing: None,
                     })?,
+                    UploadEvent::Completing { size, tree_hash, recorded } => {
+                        ledger.record_completing(&path, size, tree_hash)?;
+                        recorded.done();
+                    }
                     UploadEvent::PartStored { number, receipt } => {
                         ledger.record_part(&path, number, &receipt)?
                     }

@@ -643,3 +643,68 @@ fn descriptions_keep_to_whole_characters_and_a_path_too_long_for_one_is_warned_a
     );
     assert!(descriptions.contains(&"f".to_owned()), "{descriptions:?}");
 }
+
+/// The Setup config with the SDK's retries off: a lost reply then ends the call, as a run
+/// killed while the request was answered would.
+fn config_without_retries(s: &Setup, paths: &str) -> PathBuf {
+    let config = s.config(paths);
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text.replace("max_attempts = 3", "max_attempts = 1"),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_time() {
+    let s = Setup::new();
+    let data = write_sample(&s.path("data/big.bin"), 3 * 1024 * 1024 + 5, 9);
+    let config = config_without_retries(
+        &s,
+        &format!("[\"{}\"]\nupload_files = true\n", s.path("data").display()),
+    );
+    s.fake
+        .set(|b| b.lose_reply = Some(fake_glacier::Call::Complete));
+    let first = s.run(&config);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    assert_eq!(
+        s.fake.archives("photos").len(),
+        1,
+        "Glacier made the archive"
+    );
+    let rows: i64 = s
+        .ledger()
+        .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "nothing recorded without an archive id");
+    let before = s.fake.stats();
+
+    let second = s.run(&config);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let after = s.fake.stats();
+    assert_eq!(
+        after.uploads_started, before.uploads_started,
+        "no new upload"
+    );
+    assert_eq!(
+        after.parts_stored.len(),
+        before.parts_stored.len(),
+        "no part sent again"
+    );
+    let archives = s.fake.archives("photos");
+    assert_eq!(archives.len(), 1, "no duplicate archive");
+    let (id, archive) = &archives[0];
+    assert_eq!(archive.data.as_deref(), Some(&data[..]));
+    let recorded: String = s
+        .ledger()
+        .query_row("SELECT archive_id FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(&recorded, id);
+    assert!(
+        text(&second).contains("nothing is sent again"),
+        "{}",
+        text(&second)
+    );
+}

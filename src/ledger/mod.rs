@@ -64,6 +64,8 @@ pub struct PendingUpload {
     pub fingerprint: String,
     /// When the upload started.
     pub started_at: OffsetDateTime,
+    /// Size and tree hash, once every part was stored and the upload was being completed.
+    pub completing: Option<(u64, TreeHash)>,
 }
 
 /// A retrieval asked of a cold backend and not yet known to be finished, kept so a later run
@@ -160,6 +162,15 @@ pub trait Ledger {
 
     /// Forgets the pending upload of `path`, and its parts.
     fn clear_pending(&mut self, path: &Path) -> Result<(), LedgerError>;
+
+    /// Notes that the pending upload of `path` is being completed as an archive of this size
+    /// and tree hash, so a run stopped before the answer can ask to complete it again.
+    fn record_completing(
+        &mut self,
+        path: &Path,
+        size: u64,
+        tree_hash: TreeHash,
+    ) -> Result<(), LedgerError>;
 
     /// Records a part of the pending upload of `path` as stored, with the backend's receipt.
     fn record_part(&mut self, path: &Path, number: u64, receipt: &str) -> Result<(), LedgerError>;

@@ -42,6 +42,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE inventories (taken_at TEXT, fetched_at TEXT NOT NULL);
      CREATE TABLE inventory_archives (archive_id TEXT NOT NULL PRIMARY KEY,
          size INTEGER NOT NULL, tree_hash TEXT, created_at TEXT);",
+    // 4: what a multipart upload was being completed as, so a run killed while Glacier
+    // answered asks again instead of uploading a duplicate.
+    "ALTER TABLE pending_uploads ADD COLUMN complete_size INTEGER;
+     ALTER TABLE pending_uploads ADD COLUMN complete_tree_hash TEXT;",
 ];
 
 const COLUMNS: &str = "path, name, archive_id, uploaded_date, backend, kind, size, tree_hash, \
@@ -315,8 +319,8 @@ impl Ledger for SqliteLedger {
     fn pending_upload(&self, path: &Path) -> Result<Option<PendingUpload>, LedgerError> {
         self.conn
             .prepare_cached(
-                "SELECT backend, token, part_size, fingerprint, started_at FROM pending_uploads \
-                 WHERE path = ?1",
+                "SELECT backend, token, part_size, fingerprint, started_at, complete_size, \
+                 complete_tree_hash FROM pending_uploads WHERE path = ?1",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(params![SqlPath(path)], |row| {
@@ -329,6 +333,10 @@ impl Ledger for SqliteLedger {
                         fingerprint: row.get(3)?,
                         started_at: OffsetDateTime::parse(&started, &Rfc3339)
                             .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                        completing: row
+                            .get::<_, Option<i64>>(5)?
+                            .zip(row.get::<_, Option<String>>(6)?)
+                            .and_then(|(size, hash)| Some((size as u64, hash.parse().ok()?))),
                     })
                 })
                 .optional()
@@ -384,6 +392,25 @@ impl Ledger for SqliteLedger {
         })
         .and_then(|_| tx.commit())
         .map_err(sqlite_error(&file, "cannot forget a pending upload"))
+    }
+
+    fn record_completing(
+        &mut self,
+        path: &Path,
+        size: u64,
+        tree_hash: glacier_backup_archiver::TreeHash,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "UPDATE pending_uploads SET complete_size = ?2, complete_tree_hash = ?3 \
+                 WHERE path = ?1",
+                params![SqlPath(path), size as i64, tree_hash.to_hex()],
+            )
+            .map(|_| ())
+            .map_err(sqlite_error(
+                &self.path,
+                "cannot record a completing upload",
+            ))
     }
 
     fn record_part(&mut self, path: &Path, number: u64, receipt: &str) -> Result<(), LedgerError> {
@@ -723,8 +750,19 @@ mod tests {
             part_size: 8 << 20,
             fingerprint: "v1:f".into(),
             started_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+            completing: None,
         };
         ledger.record_pending(&pending).unwrap();
+        let hash = glacier_backup_archiver::treehash::tree_hash(b"archive");
+        ledger.record_completing(Path::new("/x"), 7, hash).unwrap();
+        assert_eq!(
+            ledger
+                .pending_upload(Path::new("/x"))
+                .unwrap()
+                .unwrap()
+                .completing,
+            Some((7, hash))
+        );
         let replaced = PendingUpload {
             token: "upload-2".into(),
             ..pending.clone()
@@ -732,7 +770,8 @@ mod tests {
         ledger.record_pending(&replaced).unwrap();
         assert_eq!(
             ledger.pending_upload(Path::new("/x")).unwrap(),
-            Some(replaced)
+            Some(replaced),
+            "a new upload starts with nothing being completed"
         );
         ledger.record_upload(&record("/x", "done")).unwrap();
         assert_eq!(ledger.pending_upload(Path::new("/x")).unwrap(), None);

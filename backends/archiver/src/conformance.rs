@@ -47,6 +47,7 @@ pub fn meta(name: &str, size_hint: u64) -> ArchiveMeta {
         started_at: OffsetDateTime::now_utc(),
         resume: None,
         resume_receipts: Vec::new(),
+        resume_completing: None,
         upload_events: None,
     }
 }

@@ -230,6 +230,7 @@ mod tests {
             started_at: time::macros::datetime!(2026-11-26 02:19:07 UTC),
             resume: None,
             resume_receipts: Vec::new(),
+            resume_completing: None,
             upload_events: None,
         }
     }

@@ -63,12 +63,18 @@ pub struct ArchiveMeta {
     /// The [`UploadEvent::PartStored`] receipts recorded for `resume`: the backend's own notes
     /// of what it stored, for when the service cannot say.
     pub resume_receipts: Vec<(u64, String)>,
+    /// Size and tree hash recorded by an [`UploadEvent::Completing`] for `resume`: the earlier
+    /// run was completing that upload when it stopped, so the backend asks to complete it again
+    /// (Glacier answers a repeated Complete with the archive it made) before starting over.
+    pub resume_completing: Option<(u64, TreeHash)>,
     /// Where a resumable backend reports progress, so the caller can record it as it happens.
+    /// A caller that keeps the receiver must read it while `put` runs and answer each
+    /// [`UploadEvent::Completing`]: the backend waits for that answer.
     pub upload_events: Option<tokio::sync::mpsc::UnboundedSender<UploadEvent>>,
 }
 
 /// Progress of a resumable upload, reported while `put` runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum UploadEvent {
     /// A multipart upload started; the token names it to `resume` and `abort_upload`.
     Started(String),
@@ -79,6 +85,40 @@ pub enum UploadEvent {
         /// Backend-specific note (S3: ETag, checksum and size).
         receipt: String,
     },
+    /// Every part is stored and the upload is about to be completed as an archive of this size
+    /// and tree hash. The backend waits for `recorded` before asking, so that a run stopped
+    /// while the answer is on its way leaves a note to ask again with, not a duplicate.
+    Completing {
+        /// Archive size in bytes.
+        size: u64,
+        /// Tree hash of the whole archive.
+        tree_hash: TreeHash,
+        /// Signalled by the caller once the event is recorded.
+        recorded: Recorded,
+    },
+}
+
+/// The caller's answer to an event the backend must not act on before it is recorded.
+#[derive(Debug, Clone)]
+pub struct Recorded(std::sync::Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>);
+
+impl Recorded {
+    /// A signal and the receiver the backend awaits.
+    pub fn new() -> (Self, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Recorded(std::sync::Arc::new(std::sync::Mutex::new(Some(tx)))),
+            rx,
+        )
+    }
+
+    /// Tells the backend the event is recorded.
+    pub fn done(&self) {
+        if let Some(tx) = self.0.lock().expect("recorded lock").take() {
+            // The backend gave up waiting (its put was dropped): nothing to tell.
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// One piece of an archive, already tree-hashed.

@@ -29,8 +29,8 @@ use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::treehash::subtree_level;
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, InventoryState,
-    Listing, Part, PartStream, RestoreOptions, RestoreState, RestoreTier, Result, TreeHash,
-    UploadEvent,
+    Listing, Part, PartStream, Recorded, RestoreOptions, RestoreState, RestoreTier, Result,
+    TreeHash, UploadEvent,
 };
 
 pub use settings::{check_vault_name, GlacierSettings, SETTINGS};
@@ -270,8 +270,14 @@ impl GlacierArchiver {
         &self,
         meta: &ArchiveMeta,
         description: String,
-        parts: PartStream,
+        mut parts: PartStream,
     ) -> Result<ArchiveRef> {
+        if let Some(archive) = self
+            .completed_earlier(meta, &description, &mut parts)
+            .await?
+        {
+            return Ok(archive);
+        }
         let mut parts = parts.peekable();
         let part_size = match std::pin::Pin::new(&mut parts).peek().await {
             Some(Ok(first)) => first.data.len() as u64,
@@ -322,26 +328,88 @@ impl GlacierArchiver {
             tracing::info!("{skipped} part(s) were already in the vault and were not sent again");
         }
         let tree_hash = checker.tree_hash();
-        let out = self
-            .client()
-            .await?
-            .complete_multipart_upload()
-            .account_id(self.account())
-            .vault_name(self.vault())
-            .upload_id(&upload_id)
-            .archive_size(checker.size().to_string())
-            .checksum(tree_hash.to_hex())
-            .send()
-            .await
-            .map_err(|e| errors::map("completing the multipart upload", e))?;
-        let archive_id = out.archive_id().unwrap_or_default().to_owned();
-        check_reported_hash(&archive_id, out.checksum(), tree_hash)?;
+        if let Some(tx) = &meta.upload_events {
+            // Recorded before asking: a run stopped while Glacier answers then asks again
+            // (Complete is idempotent) instead of uploading the archive a second time.
+            let (recorded, done) = Recorded::new();
+            let event = UploadEvent::Completing {
+                size: checker.size(),
+                tree_hash,
+                recorded,
+            };
+            if tx.send(event).is_ok() {
+                // An error means the caller is gone, and this upload with it.
+                let _ = done.await;
+            }
+        }
+        let archive_id = self.complete(&upload_id, checker.size(), tree_hash).await?;
         Ok(ArchiveRef {
             archive_id,
             size: checker.size(),
             tree_hash,
             description: Some(description),
         })
+    }
+
+    /// CompleteMultipartUpload: the archive id. Repeated for an upload already completed with
+    /// the same size and tree hash, Glacier answers with the same archive.
+    async fn complete(&self, upload_id: &str, size: u64, tree_hash: TreeHash) -> Result<String> {
+        let out = self
+            .client()
+            .await?
+            .complete_multipart_upload()
+            .account_id(self.account())
+            .vault_name(self.vault())
+            .upload_id(upload_id)
+            .archive_size(size.to_string())
+            .checksum(tree_hash.to_hex())
+            .send()
+            .await
+            .map_err(|e| {
+                errors::map_missing(
+                    "completing the multipart upload",
+                    &format!("multipart upload {upload_id}"),
+                    e,
+                )
+            })?;
+        let archive_id = out.archive_id().unwrap_or_default().to_owned();
+        check_reported_hash(&archive_id, out.checksum(), tree_hash)?;
+        Ok(archive_id)
+    }
+
+    /// The archive an earlier run was completing when it stopped, if Glacier made it: the
+    /// part stream is then read through (not sent), so the caller can check it gives the same
+    /// bytes. `None`: the upload is gone (aborted, expired), and the stream is untouched.
+    async fn completed_earlier(
+        &self,
+        meta: &ArchiveMeta,
+        description: &str,
+        parts: &mut PartStream,
+    ) -> Result<Option<ArchiveRef>> {
+        let (Some(upload_id), Some((size, tree_hash))) = (&meta.resume, meta.resume_completing)
+        else {
+            return Ok(None);
+        };
+        let archive_id = match self.complete(upload_id, size, tree_hash).await {
+            Ok(archive_id) => archive_id,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        tracing::info!(
+            "{}: the earlier run had completed upload {upload_id} as archive {archive_id}; \
+             nothing is sent again",
+            shown(&meta.source_path)
+        );
+        let mut checker = PartChecker::new(NAME, false);
+        while let Some(part) = parts.next().await {
+            checker.accept(&part?)?;
+        }
+        Ok(Some(ArchiveRef {
+            archive_id,
+            size: checker.size(),
+            tree_hash: checker.tree_hash(),
+            description: Some(description.to_owned()),
+        }))
     }
 
     /// The retrieval job for `archive_id` that is most useful now: one that succeeded, else one

@@ -531,6 +531,7 @@ mod tests {
             started_at: time::OffsetDateTime::now_utc(),
             resume: None,
             resume_receipts: Vec::new(),
+            resume_completing: None,
             upload_events: None,
         }
     }

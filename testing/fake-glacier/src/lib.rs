@@ -52,6 +52,20 @@ pub struct Behaviour {
     pub drop_output_at: Option<u64>,
     /// Keep archive bytes (turn off for large benchmarks: only hashes are kept).
     pub keep_data: bool,
+    /// The next request of this kind is carried out, then its reply is lost (the connection
+    /// dropped): what a client killed mid-call, or cut off by the network, sees.
+    pub lose_reply: Option<Call>,
+}
+
+/// A call whose reply can be lost after it was carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// UploadArchive.
+    UploadArchive,
+    /// InitiateMultipartUpload.
+    Initiate,
+    /// CompleteMultipartUpload.
+    Complete,
 }
 
 impl Default for Behaviour {
@@ -65,6 +79,7 @@ impl Default for Behaviour {
             job_delay: Duration::ZERO,
             drop_output_at: None,
             keep_data: true,
+            lose_reply: None,
         }
     }
 }
@@ -99,6 +114,7 @@ pub struct StoredArchive {
 #[derive(Debug)]
 struct Upload {
     description: String,
+    created: String,
     part_size: u64,
     parts: BTreeMap<u64, (Bytes, TreeHash)>,
 }
@@ -117,6 +133,9 @@ struct Job {
 struct Vault {
     archives: HashMap<String, StoredArchive>,
     uploads: HashMap<String, Upload>,
+    /// Completed uploads: archive id, size and tree hash, so a repeated Complete answers
+    /// with the same archive (Glacier's Complete is idempotent).
+    completed: HashMap<String, (String, u64, TreeHash)>,
     jobs: BTreeMap<String, Job>,
 }
 
@@ -477,6 +496,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                     id.clone(),
                     Upload {
                         description,
+                        created: format!("2026-01-01T00:00:{:02}.000Z", v.uploads.len() % 60),
                         part_size,
                         parts: BTreeMap::new(),
                     },
@@ -546,12 +566,24 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             };
             let size: Option<u64> = get("x-amz-archive-size").and_then(|v| v.parse().ok());
             let claimed = get("x-amz-sha256-tree-hash");
-            match v.uploads.get(*upload) {
-                None => missing(&format!("upload {upload}")),
-                Some(u) => match assemble(u, size, claimed.as_deref()) {
+            let again = v.completed.get(*upload).cloned();
+            match (v.uploads.get(*upload), again) {
+                (None, Some((id, done_size, done_hash))) => {
+                    let same = size == Some(done_size)
+                        && claimed.as_deref() == Some(done_hash.to_hex().as_str());
+                    if same {
+                        created_archive(vault, &id, done_hash)
+                    } else {
+                        bad("the upload was completed with another size or tree hash")
+                    }
+                }
+                (None, None) => missing(&format!("upload {upload}")),
+                (Some(u), _) => match assemble(u, size, claimed.as_deref()) {
                     Err(message) => bad(&message),
                     Ok((data, hash, size)) => {
                         let u = v.uploads.remove(*upload).expect("present");
+                        v.completed
+                            .insert((*upload).to_owned(), (id.clone(), size, hash));
                         v.archives.insert(
                             id.clone(),
                             StoredArchive {
@@ -566,6 +598,33 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                 },
             }
         }
+        (&Method::GET, [_, "vaults", vault, "multipart-uploads"]) => match s.vaults.get(*vault) {
+            None => missing(&format!("vault {vault}")),
+            Some(v) => {
+                let mut list: Vec<_> = v
+                    .uploads
+                    .iter()
+                    .map(|(id, u)| {
+                        serde_json::json!({
+                            "MultipartUploadId": id,
+                            "ArchiveDescription": u.description,
+                            "PartSizeInBytes": u.part_size,
+                            "CreationDate": u.created,
+                            "VaultARN": format!("arn:aws:glacier:us-east-1:000000000000:vaults/{vault}"),
+                        })
+                    })
+                    .collect();
+                list.sort_by(|a, b| {
+                    a["MultipartUploadId"]
+                        .as_str()
+                        .cmp(&b["MultipartUploadId"].as_str())
+                });
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"UploadsList": list, "Marker": null}),
+                )
+            }
+        },
         (&Method::DELETE, [_, "vaults", vault, "multipart-uploads", upload]) => {
             match s
                 .vaults
@@ -684,7 +743,23 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             &format!("{method} {}", path.join("/")),
         ),
     };
+    let call = match (&method, segments.as_slice()) {
+        (&Method::POST, [_, "vaults", _, "archives"]) => Some(Call::UploadArchive),
+        (&Method::POST, [_, "vaults", _, "multipart-uploads"]) => Some(Call::Initiate),
+        (&Method::POST, [_, "vaults", _, "multipart-uploads", _]) => Some(Call::Complete),
+        _ => None,
+    };
+    let lost = call.is_some()
+        && s.behaviour.lose_reply == call
+        && reply.as_ref().is_ok_and(|r| r.status().is_success());
+    if lost {
+        s.behaviour.lose_reply = None;
+        s.stats.injected_faults += 1;
+    }
     drop(s);
+    if lost {
+        return fault(FaultKind::DropConnection);
+    }
     finish(&state, started, reply)
 }
 
