@@ -708,3 +708,45 @@ fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_ti
         text(&second)
     );
 }
+
+#[test]
+fn an_upload_whose_start_lost_its_reply_is_adopted_or_aborted_never_left_open() {
+    // Retried by the SDK: the first start's upload is left open and must be aborted.
+    let s = Setup::new();
+    write_sample(&s.path("data/a.bin"), 3 * 1024 * 1024, 5);
+    let paths = format!("[\"{}\"]\nupload_files = true\n", s.path("data").display());
+    s.fake
+        .set(|b| b.lose_reply = Some(fake_glacier::Call::Initiate));
+    let out = s.run(&s.config(&paths));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(s.fake.stats().uploads_started, 2, "the start was retried");
+    assert_eq!(s.fake.uploads_in_progress("photos"), 0, "{}", text(&out));
+    assert_eq!(s.fake.archives("photos").len(), 1);
+
+    // Not retried (a run that stopped there): the next run continues that upload.
+    let s = Setup::new();
+    let data = write_sample(&s.path("data/a.bin"), 3 * 1024 * 1024, 6);
+    let paths = format!("[\"{}\"]\nupload_files = true\n", s.path("data").display());
+    let config = config_without_retries(&s, &paths);
+    s.fake
+        .set(|b| b.lose_reply = Some(fake_glacier::Call::Initiate));
+    let first = s.run(&config);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    assert_eq!(s.fake.uploads_in_progress("photos"), 1);
+    let second = s.run(&config);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert!(
+        text(&second).contains("left by an earlier run"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(
+        s.fake.stats().uploads_started,
+        1,
+        "no second upload was started"
+    );
+    assert_eq!(s.fake.uploads_in_progress("photos"), 0);
+    let archives = s.fake.archives("photos");
+    assert_eq!(archives.len(), 1);
+    assert_eq!(archives[0].1.data.as_deref(), Some(&data[..]));
+}

@@ -180,6 +180,10 @@ impl GlacierArchiver {
                 Err(e) => return Err(e),
             }
         }
+        if let Some((upload_id, stored)) = self.adopt_or_abort_left_behind(meta, part_size).await? {
+            report_started(meta, &upload_id);
+            return Ok((upload_id, stored));
+        }
         let out = self
             .client()
             .await?
@@ -195,11 +199,95 @@ impl GlacierArchiver {
             .upload_id()
             .ok_or_else(|| remote("the vault returned no multipart upload id", false))?
             .to_owned();
-        if let Some(tx) = &meta.upload_events {
-            // A closed channel means nobody records resumable uploads; nothing to do about it.
-            let _ = tx.send(UploadEvent::Started(upload_id.clone()));
+        report_started(meta, &upload_id);
+        // A start the SDK retried after losing the first reply left another upload open.
+        for left in self.open_uploads_of(&meta.source_path).await? {
+            if left.id != upload_id {
+                self.abort_left_behind(meta, &left.id).await;
+            }
         }
         Ok((upload_id, StoredParts::new()))
+    }
+
+    /// Multipart uploads of `meta`'s source that earlier runs started and nobody records (a
+    /// start whose reply was lost, a run killed before recording it): the newest one made from
+    /// the same source state with the same part size is continued, the others are aborted.
+    async fn adopt_or_abort_left_behind(
+        &self,
+        meta: &ArchiveMeta,
+        part_size: u64,
+    ) -> Result<Option<(String, StoredParts)>> {
+        let mut adopted = None;
+        for left in self.open_uploads_of(&meta.source_path).await? {
+            let same_state = left.part_size == part_size
+                && left.fingerprint.as_deref() == Some(meta.fingerprint.as_str());
+            if adopted.is_none() && same_state {
+                match self.stored_parts(&left.id).await {
+                    Ok((_, stored)) => {
+                        tracing::info!(
+                            "{}: continuing upload {} left by an earlier run ({} part(s) stored)",
+                            shown(&meta.source_path),
+                            left.id,
+                            stored.len()
+                        );
+                        adopted = Some((left.id, stored));
+                        continue;
+                    }
+                    Err(Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.abort_left_behind(meta, &left.id).await;
+        }
+        Ok(adopted)
+    }
+
+    async fn abort_left_behind(&self, meta: &ArchiveMeta, upload_id: &str) {
+        tracing::info!(
+            "{}: aborting upload {upload_id} left open by an earlier run",
+            shown(&meta.source_path)
+        );
+        if let Err(e) = self.abort_upload(upload_id).await {
+            tracing::warn!("could not abort upload {upload_id}: {e}");
+        }
+    }
+
+    /// The vault's open multipart uploads that this tool started for `source` (by their
+    /// description), newest first.
+    async fn open_uploads_of(&self, source: &std::path::Path) -> Result<Vec<OpenUpload>> {
+        let client = self.client().await?;
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = client
+                .list_multipart_uploads()
+                .account_id(self.account())
+                .vault_name(self.vault())
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| errors::map("listing open multipart uploads", e))?;
+            for upload in out.uploads_list() {
+                let origin = upload.archive_description().and_then(origin::decode);
+                let (Some(id), Some(origin)) = (upload.multipart_upload_id(), origin) else {
+                    continue;
+                };
+                if origin.source_path == source {
+                    found.push(OpenUpload {
+                        id: id.to_owned(),
+                        part_size: upload.part_size_in_bytes() as u64,
+                        fingerprint: origin.fingerprint,
+                        created: upload.creation_date().unwrap_or_default().to_owned(),
+                    });
+                }
+            }
+            marker = out.marker().map(str::to_owned).filter(|m| !m.is_empty());
+            if marker.is_none() {
+                break;
+            }
+        }
+        found.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(found)
     }
 
     /// Part size and parts of an unfinished upload, from ListParts (all pages).
@@ -618,6 +706,23 @@ fn state_of(job: Option<(String, StatusCode)>) -> RestoreState {
             request_id: Some(id),
         },
         None => RestoreState::NotRequested,
+    }
+}
+
+/// An open multipart upload of one source, as ListMultipartUploads describes it.
+struct OpenUpload {
+    id: String,
+    part_size: u64,
+    fingerprint: Option<String>,
+    /// ISO 8601, so newer sorts later.
+    created: String,
+}
+
+/// Tells the caller which upload `put` is continuing or started, so a later run can resume it.
+fn report_started(meta: &ArchiveMeta, upload_id: &str) {
+    if let Some(tx) = &meta.upload_events {
+        // A closed channel means nobody records resumable uploads; nothing to do about it.
+        let _ = tx.send(UploadEvent::Started(upload_id.to_owned()));
     }
 }
 
