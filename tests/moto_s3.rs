@@ -295,10 +295,15 @@ async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledge
     .unwrap();
     let command = || backup_command(&config, dir.path());
     let ledger_path = dir.path().join("s3.killed.sqlite3");
+    // Read-only: opening read-write would create an empty ledger file before the run makes
+    // its own, and the run rightly refuses an empty ledger.
     let recorded_parts = || -> i64 {
-        rusqlite::Connection::open(&ledger_path)
-            .and_then(|c| c.query_row("SELECT count(*) FROM pending_parts", [], |r| r.get(0)))
-            .unwrap_or(0)
+        rusqlite::Connection::open_with_flags(
+            &ledger_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| c.query_row("SELECT count(*) FROM pending_parts", [], |r| r.get(0)))
+        .unwrap_or(0)
     };
     let mut child = command()
         .stdout(std::process::Stdio::null())

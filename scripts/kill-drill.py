@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Kill -9 drill: backups killed at random moments, then checked as a hostile tester would.
+
+    python3 scripts/kill-drill.py [local|glacier] [-n ITERATIONS] [--seed S]
+
+Each iteration changes the source (a region of a large file, a file inside a directory), starts
+a backup, kills it with SIGKILL at a random moment within the length of a whole run, runs the
+backup again to completion, then checks:
+
+  rerun     the run after the kill exits 0;
+  ledger    every ledger row names an archive the destination holds with the recorded size and
+            tree hash (`verify --remote`), and the sources match their last upload;
+  partial   nothing is left half-done: no `.incoming/*.partial` file (local), no open multipart
+            upload (Glacier);
+  duplicate the destination holds exactly one archive per ledger row;
+  bytes     `restore` brings back every byte of both candidates.
+
+Glacier runs against the in-repo fake on 127.0.0.1 (1 MiB parts, one at a time, so kills land
+mid-upload). Work goes under target/drill. Prints one line per iteration and a summary; exits 1
+if any check failed.
+"""
+
+import argparse
+import filecmp
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "target" / "drill"
+BIN = ROOT / "target" / "release" / "glacier-backup"
+FAKE = ROOT / "target" / "release" / "fake-glacier"
+MIB = 1 << 20
+ENV = dict(os.environ, AWS_ACCESS_KEY_ID="drill", AWS_SECRET_ACCESS_KEY="drill",
+           AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
+           AWS_SHARED_CREDENTIALS_FILE="/nonexistent", RUST_LOG="")
+
+
+def build():
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "glacier-backup"],
+                   cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "fake-glacier"],
+                   cwd=ROOT, check=True)
+
+
+def run(config, *args, timeout=600):
+    return subprocess.run([str(BIN), "-c", str(config), *args], env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class Local:
+    name = "local"
+
+    def __init__(self, work):
+        self.archives = work / "archives"
+
+    def section(self):
+        return f'[local]\ndirectory = "{self.archives}"\ncreate_directory = true\n'
+
+    def main(self):
+        return 'backend = "local"\n'
+
+    def leftovers(self):
+        incoming = self.archives / ".incoming"
+        return sorted(p.name for p in incoming.glob("*.partial")) if incoming.exists() else []
+
+    def archive_count(self):
+        return sum(1 for p in self.archives.rglob("*")
+                   if p.is_file() and ".incoming" not in p.parts)
+
+    def stop(self):
+        pass
+
+
+class Glacier:
+    name = "glacier"
+
+    def __init__(self, work):
+        self.fake = subprocess.Popen([str(FAKE), "drill", "--keep-data"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.endpoint = self.fake.stdout.readline().strip()
+        assert self.endpoint.startswith("http://127.0.0.1:"), self.endpoint
+
+    def section(self):
+        return (f'[glacier]\nregion = "us-east-1"\nendpoint_url = "{self.endpoint}"\n'
+                'part_size = 1\nconcurrency = 1\n')
+
+    def main(self):
+        return 'vault_name = "drill"\n'
+
+    def get(self, path):
+        with urllib.request.urlopen(f"{self.endpoint}/-/vaults/drill{path}") as reply:
+            return json.load(reply)
+
+    def leftovers(self):
+        return [u["MultipartUploadId"] for u in self.get("/multipart-uploads")["UploadsList"]]
+
+    def archive_count(self):
+        return self.get("")["NumberOfArchives"]
+
+    def stop(self):
+        self.fake.stdin.close()
+        self.fake.wait()
+
+
+def mutate(data, rng, step):
+    big = data / "big.bin"
+    with open(big, "r+b") as f:
+        f.seek(rng.randrange(0, big.stat().st_size - MIB))
+        f.write(rng.randbytes(MIB))
+    (data / "dir" / "notes.txt").write_text(f"step {step}\n")
+
+
+def ledger_rows(ledger):
+    with sqlite3.connect(ledger) as db:
+        return db.execute("SELECT count(*) FROM uploads").fetchone()[0]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("backend", nargs="?", default="local", choices=["local", "glacier"])
+    parser.add_argument("-n", "--iterations", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--size-mib", type=int, default=48)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    build()
+
+    work = WORK / args.backend
+    shutil.rmtree(work, ignore_errors=True)
+    data = work / "data"
+    (data / "dir" / "sub").mkdir(parents=True)
+    (data / "big.bin").write_bytes(rng.randbytes(args.size_mib * MIB))
+    (data / "dir" / "sub" / "photo.raw").write_bytes(rng.randbytes(8 * MIB))
+    backend = Local(work) if args.backend == "local" else Glacier(work)
+    ledger = work / "ledger.sqlite3"
+    config = work / "drill.toml"
+    config.write_text(
+        f'[main]\n{backend.main()}logfile = ""\nledger = "{ledger}"\n\n{backend.section()}\n'
+        f'["{data}"]\nupload_files = true\nupload_dirs = true\nupload_if_changed = true\n')
+
+    start = time.perf_counter()
+    first = run(config)
+    whole_run = time.perf_counter() - start
+    if first.returncode != 0:
+        sys.exit(f"the first backup failed:\n{first.stdout}{first.stderr}")
+
+    failures, landed = [], 0
+    for step in range(1, args.iterations + 1):
+        mutate(data, rng, step)
+        delay = rng.uniform(0, whole_run * 1.2)
+        proc = subprocess.Popen([str(BIN), "-c", str(config), "--quiet"], env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        alive = proc.poll() is None
+        if alive:
+            proc.send_signal(signal.SIGKILL)
+            landed += 1
+        proc.wait()
+
+        checks = {}
+        rerun = run(config)
+        checks["rerun"] = rerun.returncode == 0
+        verify = run(config, "verify", "--remote")
+        checks["ledger"] = verify.returncode == 0
+        left = backend.leftovers()
+        checks["partial"] = not left
+        rows, archives = ledger_rows(ledger), backend.archive_count()
+        checks["duplicate"] = rows == archives
+        restored = work / f"restored-{step}"
+        back = run(config, "restore", "--wait", "--to", str(restored), str(data))
+        checks["bytes"] = (
+            back.returncode == 0
+            and filecmp.cmp(data / "big.bin", restored / "big.bin", shallow=False)
+            and not filecmp.dircmp(data / "dir", restored / "dir").diff_files
+            and filecmp.cmp(data / "dir" / "sub" / "photo.raw",
+                            restored / "dir" / "sub" / "photo.raw", shallow=False))
+        shutil.rmtree(restored, ignore_errors=True)
+        failed = [name for name, ok in checks.items() if not ok]
+        state = "killed" if alive else "finished before the kill"
+        print(f"{step:3}: {state} at {delay:5.2f}s; ledger rows {rows}, archives {archives}, "
+              f"left open {len(left)}: {'ok' if not failed else 'FAILED ' + ', '.join(failed)}")
+        if failed:
+            failures.append((step, failed, rerun.stdout[-2000:] + verify.stdout[-2000:]))
+
+    backend.stop()
+    print(f"{args.backend}: {args.iterations} iterations, {landed} kills landed mid-run "
+          f"(a whole run takes {whole_run:.2f}s), {len(failures)} with a failed check")
+    for step, failed, output in failures:
+        print(f"--- iteration {step}: {', '.join(failed)}\n{output}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
