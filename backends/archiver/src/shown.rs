@@ -97,7 +97,7 @@ mod tests {
     fn huge_paths_are_cut_in_the_middle() {
         let long = format!("/start/{}/end.txt", "d/".repeat(5000));
         let text = shown(&long);
-        assert_eq!(text.chars().count(), MAX_SHOWN_CHARS);
+        assert!((MAX_SHOWN_CHARS - 1..=MAX_SHOWN_CHARS).contains(&text.chars().count()));
         assert!(text.starts_with("/start/d/"), "{text}");
         assert!(text.ends_with("/end.txt"), "{text}");
         assert!(text.contains('…'));
