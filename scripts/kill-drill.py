@@ -9,7 +9,8 @@ backup again to completion, then checks:
 
   rerun     the run after the kill exits 0;
   ledger    every ledger row names an archive the destination holds with the recorded size and
-            tree hash (`verify --remote`), and the sources match their last upload;
+            tree hash (local: `verify --remote`; Glacier: a fresh inventory of the fake), and the
+            sources match their last upload (`verify`);
   partial   nothing is left half-done: no `.incoming/*.partial` file (local), no open multipart
             upload (Glacier);
   duplicate the destination holds exactly one archive per ledger row;
@@ -76,6 +77,10 @@ class Local:
         return sum(1 for p in self.archives.rglob("*")
                    if p.is_file() and ".incoming" not in p.parts)
 
+    def ledger_holds(self, config, rows):
+        """Every row's archive, with its size and tree hash (re-computed from the disk)."""
+        return run(config, "verify", "--remote").returncode == 0
+
     def stop(self):
         pass
 
@@ -106,6 +111,18 @@ class Glacier:
     def archive_count(self):
         return self.get("")["NumberOfArchives"]
 
+    def ledger_holds(self, config, rows):
+        """Every row's archive, with its size and tree hash, per a fresh inventory of the fake
+        (its jobs finish at once; `verify --remote` would use the last inventory fetched)."""
+        request = urllib.request.Request(f"{self.endpoint}/-/vaults/drill/jobs", method="POST",
+                                         data=b'{"Type": "inventory-retrieval"}')
+        with urllib.request.urlopen(request) as reply:
+            job = reply.headers["x-amz-job-id"]
+        held = {a["ArchiveId"]: (a["Size"], a["SHA256TreeHash"])
+                for a in self.get(f"/jobs/{job}/output")["ArchiveList"]}
+        return all(held.get(archive_id) == (size, tree_hash)
+                   for archive_id, size, tree_hash in rows)
+
     def stop(self):
         self.fake.stdin.close()
         self.fake.wait()
@@ -120,8 +137,8 @@ def mutate(data, rng, step):
 
 
 def ledger_rows(ledger):
-    with sqlite3.connect(ledger) as db:
-        return db.execute("SELECT count(*) FROM uploads").fetchone()[0]
+    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
+        return db.execute("SELECT archive_id, size, tree_hash FROM uploads").fetchall()
 
 
 def main():
@@ -156,7 +173,7 @@ def main():
     failures, landed = [], 0
     for step in range(1, args.iterations + 1):
         mutate(data, rng, step)
-        delay = rng.uniform(0, whole_run * 1.2)
+        delay = rng.uniform(0, whole_run * 0.9)
         proc = subprocess.Popen([str(BIN), "-c", str(config), "--quiet"], env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -169,12 +186,13 @@ def main():
         checks = {}
         rerun = run(config)
         checks["rerun"] = rerun.returncode == 0
-        verify = run(config, "verify", "--remote")
-        checks["ledger"] = verify.returncode == 0
+        verify = run(config, "verify")
+        rows = ledger_rows(ledger)
+        checks["ledger"] = verify.returncode == 0 and backend.ledger_holds(config, rows)
         left = backend.leftovers()
         checks["partial"] = not left
-        rows, archives = ledger_rows(ledger), backend.archive_count()
-        checks["duplicate"] = rows == archives
+        archives = backend.archive_count()
+        checks["duplicate"] = len(rows) == archives
         restored = work / f"restored-{step}"
         back = run(config, "restore", "--wait", "--to", str(restored), str(data))
         checks["bytes"] = (
@@ -186,7 +204,7 @@ def main():
         shutil.rmtree(restored, ignore_errors=True)
         failed = [name for name, ok in checks.items() if not ok]
         state = "killed" if alive else "finished before the kill"
-        print(f"{step:3}: {state} at {delay:5.2f}s; ledger rows {rows}, archives {archives}, "
+        print(f"{step:3}: {state} at {delay:5.2f}s; ledger rows {len(rows)}, archives {archives}, "
               f"left open {len(left)}: {'ok' if not failed else 'FAILED ' + ', '.join(failed)}")
         if failed:
             failures.append((step, failed, rerun.stdout[-2000:] + verify.stdout[-2000:]))
