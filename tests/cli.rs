@@ -850,51 +850,36 @@ fn restore_at_a_time_picks_the_upload_current_then() {
 
 /// One tar entry with a raw name and link target, as a hostile archive would hold them (the tar
 /// crate's builder refuses such names).
-fn hostile_entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
-    let mut header = tar::Header::new_gnu();
-    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-    header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-    header.set_entry_type(kind);
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(1_600_000_000);
-    header.set_cksum();
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-}
-
 #[test]
 fn a_hostile_archive_in_the_destination_restores_nothing_outside_and_says_what_it_refused() {
     let sb = Sandbox::new();
     let config = sb.local_config("");
     let config = config.to_str().unwrap();
     // Someone with write access to the backup disk plants an archive named like ours.
-    let mut tar = Vec::new();
     let regular = tar::EntryType::Regular;
-    hostile_entry(&mut tar, "photos/ok.txt", regular, "", b"fine");
-    hostile_entry(&mut tar, "../../escaped.txt", regular, "", b"dots");
-    hostile_entry(&mut tar, "/tmp/absolute-escape.txt", regular, "", b"abs");
-    // Each link stays inside by its own name, but the second, made under the first, leads
-    // to the destination's parent.
-    hostile_entry(&mut tar, "photos/self", tar::EntryType::Symlink, ".", b"");
-    hostile_entry(
-        &mut tar,
-        "photos/self/out",
-        tar::EntryType::Symlink,
-        "../..",
-        b"",
-    );
-    hostile_entry(
-        &mut tar,
-        "photos/self/out/escaped-link.txt",
-        regular,
-        "",
-        b"link",
-    );
-    tar.extend_from_slice(&[0; 1024]);
+    let when = 1_600_000_000;
+    let tar = support::sandbox::raw_tar(&[
+        ("photos/ok.txt", regular, "", b"fine", when),
+        ("../../escaped.txt", regular, "", b"dots", when),
+        ("/tmp/absolute-escape.txt", regular, "", b"abs", when),
+        // Each link stays inside by its own name, but the second, made under the first, leads
+        // to the destination's parent.
+        ("photos/self", tar::EntryType::Symlink, ".", b"", when),
+        (
+            "photos/self/out",
+            tar::EntryType::Symlink,
+            "../..",
+            b"",
+            when,
+        ),
+        (
+            "photos/self/out/escaped-link.txt",
+            regular,
+            "",
+            b"link",
+            when,
+        ),
+    ]);
     let key = sb.path("archives/home/me/photos/20260101T000000.000Z.tar");
     fs::create_dir_all(key.parent().unwrap()).unwrap();
     fs::write(&key, &tar).unwrap();

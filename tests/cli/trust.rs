@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use super::support::sandbox::{assert_exit, text, Sandbox};
+use super::support::sandbox::{assert_exit, raw_tar, text, Sandbox};
 
 /// Every file under `dir`, recursively, as paths relative to it.
 fn files_under(dir: &Path) -> Vec<String> {
@@ -186,26 +186,6 @@ fn partial_files_of_killed_runs_are_reported_by_inventory_and_removed_by_the_nex
         "{}",
         text(&out)
     );
-}
-
-/// A tar archive of raw entries: (name, type, link target, data, mtime).
-fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8], u64)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, kind, link, data, mtime) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-        header.set_entry_type(*kind);
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(*mtime);
-        header.set_cksum();
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.extend_from_slice(&[0; 1024]);
-    out
 }
 
 /// Plants `tar` in the local destination as the archive of directory `source`, and has the

@@ -100,3 +100,24 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A tar archive of raw entries, as a hostile destination could hold: (name, type, link
+/// target, data, mtime), names written as given (the tar crate's builder refuses `..`).
+pub fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8], u64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, data, mtime) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(*kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(*mtime);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
