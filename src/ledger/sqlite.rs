@@ -228,7 +228,10 @@ fn create_new(path: &Path) -> Result<(), LedgerError> {
     match temp.persist_noclobber(path) {
         Ok(_) => Ok(()),
         Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io(e.error)),
+        // A file system that can neither rename without replacing nor hard-link: a plain
+        // rename, unless another run made the ledger meanwhile.
+        Err(e) if !path.exists() => e.file.persist(path).map(drop).map_err(|e| io(e.error)),
+        Err(_) => Ok(()),
     }
 }
 

@@ -602,3 +602,46 @@ fn verify_judges_rows_of_the_python_tool_by_mtime_as_backup_does() {
         text(&out)
     );
 }
+
+#[test]
+fn a_backup_and_an_inventory_started_together_on_a_fresh_ledger_both_succeed() {
+    for round in 0..10 {
+        let sb = Sandbox::new();
+        let config = one_file_config(&sb);
+        // The destination exists before both start, so only the ledger is contended.
+        fs::create_dir_all(sb.path("archives")).unwrap();
+        let spawn = |args: &[&str]| {
+            std::process::Command::new(super::support::sandbox::BIN)
+                .args(args)
+                .env("HOME", sb.path("home"))
+                .output()
+        };
+        let (backup, inventory) = std::thread::scope(|scope| {
+            let backup = scope.spawn(|| spawn(&["-c", &config]).unwrap());
+            let inventory = scope.spawn(|| spawn(&["-c", &config, "inventory"]).unwrap());
+            (backup.join().unwrap(), inventory.join().unwrap())
+        });
+        assert_eq!(
+            backup.status.code(),
+            Some(0),
+            "round {round}: {}",
+            text(&backup)
+        );
+        assert_eq!(
+            inventory.status.code(),
+            Some(0),
+            "round {round}: {}",
+            text(&inventory)
+        );
+        assert!(
+            !text(&inventory).contains("cannot upgrade"),
+            "round {round}: {}",
+            text(&inventory)
+        );
+        assert!(
+            !text(&backup).contains("cannot upgrade"),
+            "round {round}: {}",
+            text(&backup)
+        );
+    }
+}
