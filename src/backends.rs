@@ -45,7 +45,7 @@ pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError>
     let file = config
         .file
         .as_deref()
-        .map(|f| shown(f).to_string())
+        .map(shown)
         .unwrap_or_else(|| "no config file".into());
     match config.backend.as_str() {
         "local" => {

@@ -139,7 +139,7 @@ pub fn select(
         }
     }
     if chosen.is_empty() {
-        let named: Vec<String> = request.paths.iter().map(|p| shown(p).to_string()).collect();
+        let named: Vec<String> = request.paths.iter().map(shown).collect();
         let mut named = named.join(", ");
         if let Some(at) = request.at {
             named += &format!(" (uploaded at or before {})", crate::display_time(at));

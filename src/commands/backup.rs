@@ -25,7 +25,7 @@ pub async fn backup(
             config
                 .file
                 .as_deref()
-                .map(|f| shown(f).to_string())
+                .map(shown)
                 .unwrap_or_else(|| "the config file".into())
         );
         return Ok(Outcome::Success);

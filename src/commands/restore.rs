@@ -76,7 +76,7 @@ fn show_plan(
 ) {
     let total: u64 = rows.iter().filter_map(|r| r.size).sum();
     let into = match &request.destination {
-        Destination::Into(dir) => shown(dir).to_string(),
+        Destination::Into(dir) => shown(dir),
         Destination::InPlace => "where they came from".into(),
     };
     tracing::info!(
