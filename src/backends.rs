@@ -141,8 +141,8 @@ fn local(
 }
 
 /// The ledger file for this config and archiver: `[main] ledger` if set, else
-/// `<target>.sqlite3` beside the config file (the seed's `glacier.<vault>.sqlite3`). When that
-/// file does not exist but the seed's fixed location has one, that one is used, so seed users
+/// `<target>.sqlite3` beside the config file (the Python tool's `glacier.<vault>.sqlite3`). When that
+/// file does not exist but the Python tool's fixed location has one, that one is used, so users of the Python tool
 /// who passed `-c` keep their history.
 pub fn ledger_path(config: &Config, target: &str, home_config_dir: Option<&Path>) -> PathBuf {
     if let Some(explicit) = &config.ledger {
@@ -158,9 +158,9 @@ pub fn ledger_path(config: &Config, target: &str, home_config_dir: Option<&Path>
         .unwrap_or_else(|| PathBuf::from("."));
     let beside_config = dir.join(&name);
     if !beside_config.exists() {
-        if let Some(seed) = home_config_dir.map(|d| d.join(&name)) {
-            if seed.exists() {
-                return seed;
+        if let Some(old) = home_config_dir.map(|d| d.join(&name)) {
+            if old.exists() {
+                return old;
             }
         }
     }

@@ -23,7 +23,7 @@ pub trait Candidate: Send + Sync + fmt::Debug {
     /// File (stored as is) or directory (stored as tar).
     fn kind(&self) -> SourceKind;
 
-    /// Printable-ASCII archive name (the seed's naming).
+    /// Printable-ASCII archive name (the Python tool's naming).
     fn archive_name(&self) -> String {
         archive_name(self.source_path(), self.kind())
     }
@@ -74,7 +74,7 @@ impl fmt::Display for Fingerprint {
     }
 }
 
-/// The seed's archive naming, made printable ASCII: a directory is its name with spaces turned
+/// The Python tool's archive naming, made printable ASCII: a directory is its name with spaces turned
 /// into `_` plus `.tar`; a file is its name. Bytes outside printable ASCII, `%`, and a leading
 /// space (which Glacier would drop) are percent-encoded, so distinct names stay distinct.
 pub fn archive_name(path: &Path, kind: SourceKind) -> String {
@@ -327,7 +327,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn archive_names_follow_the_seed_and_stay_printable() {
+    fn archive_names_follow_the_python_tool_and_stay_printable() {
         let dir = SourceKind::Directory;
         let file = SourceKind::File;
         assert_eq!(

@@ -1,4 +1,4 @@
-//! Command-line interface: the seed's flags, plus subcommands and a few additions.
+//! Command-line interface: the Python tool's flags, plus subcommands and a few additions.
 
 use std::path::PathBuf;
 
@@ -40,7 +40,7 @@ pub struct Cli {
     #[arg(long, value_parser = ["local", "glacier", "s3"], global = true)]
     pub backend: Option<String>,
 
-    /// Stop after this many uploads (1 reproduces the seed); default: no limit
+    /// Stop after this many uploads (1 reproduces the Python tool); default: no limit
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub max_uploads: Option<u64>,
 

@@ -196,7 +196,7 @@ mod tests {
             ours("other", "/data/my docs", datetime!(2026-05-01 10:00 UTC)),
             ListedArchive {
                 description: Some("backup_20210320.tar".into()),
-                ..ListedArchive::new("seed", 10)
+                ..ListedArchive::new("python-tool", 10)
             },
         ];
         let report = rebuild(&mut ledger, "glacier", &Listing::default(), &listing).unwrap();

@@ -1,4 +1,4 @@
-//! The seed's rules for turning configured paths into backup candidates.
+//! The Python tool's rules for turning configured paths into backup candidates.
 
 use crate::shown;
 use std::fs;
@@ -58,7 +58,7 @@ pub fn resolve(rules: &[PathRule], skip: &[PathBuf]) -> Vec<Planned> {
 }
 
 fn classify(path: &Path) -> Result<Option<SourceKind>, std::io::Error> {
-    // Following symlinks, as the seed does: a link to a directory is a directory.
+    // Following symlinks, as the Python tool does: a link to a directory is a directory.
     let meta = fs::metadata(path)?;
     Ok(if meta.is_file() {
         Some(SourceKind::File)
@@ -140,8 +140,8 @@ fn resolve_rule(rule: &PathRule, add: &mut dyn FnMut(&Path, SourceKind)) {
 mod tests {
     use super::*;
 
-    /// The seed's own test tree: files file1..file3 and dirs dir1..dir3.
-    fn seed_tree() -> tempfile::TempDir {
+    /// The Python tool's own test tree: files file1..file3 and dirs dir1..dir3.
+    fn python_tool_tree() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for i in 1..=3 {
             fs::write(dir.path().join(format!("file{i}")), format!("content {i}")).unwrap();
@@ -173,8 +173,8 @@ mod tests {
     }
 
     #[test]
-    fn seed_scenarios() {
-        let tree = seed_tree();
+    fn python_tool_scenarios() {
+        let tree = python_tool_tree();
         let root = tree.path();
         let single = PathRule::single(root.to_path_buf());
         assert_eq!(resolve(std::slice::from_ref(&single), &[]).len(), 1);
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn files_are_candidates_whatever_the_options_and_missing_paths_are_skipped() {
-        let tree = seed_tree();
+        let tree = python_tool_tree();
         let file = tree.path().join("file1");
         let planned = resolve(&[rule(&file), rule(Path::new("/does/not/exist"))], &[]);
         assert_eq!(planned.len(), 1);
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn symlinks_are_classified_by_target_and_duplicates_merge() {
-        let tree = seed_tree();
+        let tree = python_tool_tree();
         let root = tree.path();
         std::os::unix::fs::symlink(root.join("dir1"), root.join("zlink")).unwrap();
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();

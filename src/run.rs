@@ -25,7 +25,7 @@ use crate::stream::archive_parts;
 pub struct RunOptions {
     /// Only report what would be uploaded.
     pub dry_run: bool,
-    /// Stop after this many successful uploads (the seed stopped after one).
+    /// Stop after this many successful uploads (the Python tool stopped after one).
     pub max_uploads: Option<usize>,
 }
 

@@ -98,7 +98,7 @@ fn back_up_skip_unchanged_reupload_changed_and_extract_with_gnu_tar() {
 #[test]
 fn without_upload_if_changed_a_changed_dir_is_not_uploaded_again() {
     let sb = Sandbox::new();
-    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    copy_tree(&fixtures().join("python-tool-tree"), &sb.path("tree"));
     let config = sb.local_config(&format!(
         "[\"{}\"]\nupload_single_dir = true\n",
         sb.path("tree").display()
@@ -116,10 +116,10 @@ fn without_upload_if_changed_a_changed_dir_is_not_uploaded_again() {
 }
 
 #[test]
-fn seed_scenarios_through_the_binary() {
+fn python_tool_scenarios_through_the_binary() {
     let sb = Sandbox::new();
     let tree = sb.path("tree");
-    copy_tree(&fixtures().join("seed-tree"), &tree);
+    copy_tree(&fixtures().join("python-tool-tree"), &tree);
     let cases = [
         ("upload_single_dir = true", 1),
         ("upload_files = true", 3),
@@ -149,7 +149,7 @@ fn seed_scenarios_through_the_binary() {
 #[test]
 fn dry_run_writes_nothing_at_all() {
     let sb = Sandbox::new();
-    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    copy_tree(&fixtures().join("python-tool-tree"), &sb.path("tree"));
     let config = sb.path("config/backup.conf");
     fs::create_dir_all(config.parent().unwrap()).unwrap();
     fs::write(
@@ -176,10 +176,10 @@ fn dry_run_writes_nothing_at_all() {
 }
 
 #[test]
-fn a_seed_ledger_is_honoured() {
+fn a_python_tool_ledger_is_honoured() {
     let sb = Sandbox::new();
     let tree = sb.path("tree");
-    copy_tree(&fixtures().join("seed-tree"), &tree);
+    copy_tree(&fixtures().join("python-tool-tree"), &tree);
     let ledger = sb.path("config/glacier.family.sqlite3");
     fs::create_dir_all(ledger.parent().unwrap()).unwrap();
     {
@@ -190,7 +190,7 @@ fn a_seed_ledger_is_honoured() {
         .unwrap();
         for name in ["file1", "dir2"] {
             conn.execute(
-                "INSERT INTO uploads VALUES (?1, ?2, 'SEED-ID', 1700000000)",
+                "INSERT INTO uploads VALUES (?1, ?2, 'PYTHON-TOOL-ID', 1700000000)",
                 (tree.join(name).to_str().unwrap(), name),
             )
             .unwrap();
@@ -218,7 +218,7 @@ fn a_seed_ledger_is_honoured() {
     let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 6);
-    assert_eq!(rows[0]["archive_id"], "SEED-ID");
+    assert_eq!(rows[0]["archive_id"], "PYTHON-TOOL-ID");
     assert_eq!(rows[0]["backend"], "glacier");
     assert_eq!(rows[0]["uploaded_at"], "2023-11-14T22:13:20Z");
     let new = &rows[5];
@@ -238,12 +238,12 @@ fn a_seed_ledger_is_honoured() {
 }
 
 #[test]
-fn the_seed_format_example_loads() {
+fn the_python_tool_format_example_loads() {
     let sb = Sandbox::new();
-    let config = fixtures().join("seed-format.conf");
+    let config = fixtures().join("python-tool-format.conf");
     let out = sb.run(&["-c", config.to_str().unwrap(), "list"]);
     assert_exit(&out, 0);
-    // The seed's ledger naming: glacier.<vault_name>.sqlite3 beside the config.
+    // The Python tool's ledger naming: glacier.<vault_name>.sqlite3 beside the config.
     assert!(
         text(&out).contains("glacier.family-archive.sqlite3"),
         "{}",
@@ -316,7 +316,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn a_second_run_on_the_same_ledger_exits_1() {
     let sb = Sandbox::new();
-    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    copy_tree(&fixtures().join("python-tool-tree"), &sb.path("tree"));
     let config = sb.local_config(&format!(
         "[\"{}\"]\nupload_files = true\n",
         sb.path("tree").display()
@@ -341,7 +341,7 @@ fn a_second_run_on_the_same_ledger_exits_1() {
 #[test]
 fn paths_on_the_command_line_replace_the_configs() {
     let sb = Sandbox::new();
-    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    copy_tree(&fixtures().join("python-tool-tree"), &sb.path("tree"));
     let config = sb.local_config(&format!(
         "[\"{}\"]\nupload_files = true\n",
         sb.path("tree").display()
@@ -364,9 +364,9 @@ fn paths_on_the_command_line_replace_the_configs() {
 }
 
 #[test]
-fn max_uploads_one_gives_the_seeds_one_per_run() {
+fn max_uploads_one_gives_the_python_tools_one_per_run() {
     let sb = Sandbox::new();
-    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    copy_tree(&fixtures().join("python-tool-tree"), &sb.path("tree"));
     let config = sb.local_config(&format!(
         "[\"{}\"]\nupload_files = true\n",
         sb.path("tree").display()
@@ -380,7 +380,7 @@ fn max_uploads_one_gives_the_seeds_one_per_run() {
 #[test]
 fn log_file_gets_the_run_and_can_be_disabled() {
     let sb = Sandbox::new();
-    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    copy_tree(&fixtures().join("python-tool-tree"), &sb.path("tree"));
     let config = sb.local_config(&format!(
         "[\"{}\"]\nupload_files = true\n",
         sb.path("tree").display()
@@ -574,7 +574,7 @@ fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
 #[test]
 fn verify_reports_changed_sources_and_missing_or_damaged_archives() {
     let sb = Sandbox::new();
-    copy_tree(&fixtures().join("seed-tree"), &sb.path("tree"));
+    copy_tree(&fixtures().join("python-tool-tree"), &sb.path("tree"));
     let config = sb.local_config(&format!(
         "[\"{}\"]\nupload_files = true\nupload_dirs = true\n",
         sb.path("tree").display()

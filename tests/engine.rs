@@ -195,9 +195,9 @@ async fn a_multi_part_file_round_trips_with_its_tree_hash() {
     assert!(back == data);
 }
 
-/// The seed's own needs-upload cases, through `decide`.
+/// The Python tool's own needs-upload cases, through `decide`.
 #[test]
-fn needs_upload_follows_the_seed() {
+fn needs_upload_follows_the_python_tool() {
     use glacier_backup::run::decide;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file1");

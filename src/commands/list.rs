@@ -13,7 +13,7 @@ use super::{home_config_dir, Fatal, Outcome};
 fn ledger_for(config: &Config) -> Result<PathBuf, Fatal> {
     let target = match open_archiver(config) {
         Ok(archiver) => archiver.target(),
-        // The seed's naming, known without the backend, so `list` works in any build.
+        // The Python tool's naming, known without the backend, so `list` works in any build.
         Err(BackendError::NotCompiled { .. }) if config.backend == "glacier" => format!(
             "glacier.{}",
             config.vault_name.as_deref().unwrap_or("default")

@@ -68,7 +68,7 @@ pub fn lock_ledger(ledger: &SqliteLedger) -> Result<LedgerLock, Fatal> {
     LedgerLock::acquire(ledger.path()).map_err(|e| Fatal::Failure(e.into()))
 }
 
-/// `$HOME/.config/glacier_backup`, where the seed kept its config, log and ledger.
+/// `$HOME/.config/glacier_backup`, where the Python tool kept its config, log and ledger.
 pub fn home_config_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())

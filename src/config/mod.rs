@@ -1,4 +1,4 @@
-//! Loading the config file (the seed's INI format or the equivalent TOML) into one validated
+//! Loading the config file (the Python tool's INI format or the equivalent TOML) into one validated
 //! [`Config`].
 
 mod ini;
@@ -60,7 +60,7 @@ pub enum ConfigError {
 /// Which syntax a config file is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// The seed's INI format.
+    /// The Python tool's INI format.
     Ini,
     /// TOML.
     Toml,
@@ -115,7 +115,7 @@ fn read_config_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
 }
 
 /// Chooses the syntax: `.toml` files are TOML; anything else is TOML when it parses as TOML
-/// (the seed's INI files with path sections never do) and INI otherwise.
+/// (the Python tool's INI files with path sections never do) and INI otherwise.
 pub fn format_of(path: &Path, text: &str) -> Format {
     if path
         .extension()

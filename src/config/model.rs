@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use glacier_backup_archiver::settings::{closest, Section, SettingsError};
 
-/// Backend used when `[main] backend` is not set: vaults, as the seed did.
+/// Backend used when `[main] backend` is not set: vaults, as the Python tool did.
 pub const DEFAULT_BACKEND: &str = "glacier";
 
 /// Section names that are not paths.

@@ -10,7 +10,7 @@ fn toml(text: &str) -> Result<Config, ConfigError> {
     parse(text, Some(Path::new("/etc/gb.toml")), Format::Toml)
 }
 
-const SEED_EXAMPLE: &str = "[main]
+const PYTHON_TOOL_EXAMPLE: &str = "[main]
 account_id='-'
 vault_name='myvault'
 logfile='/path/to/logfile.log'
@@ -28,8 +28,8 @@ upload_single_dir=true
 ";
 
 #[test]
-fn the_seed_example_loads_unchanged() {
-    let config = ini(SEED_EXAMPLE).unwrap();
+fn the_python_tool_example_loads_unchanged() {
+    let config = ini(PYTHON_TOOL_EXAMPLE).unwrap();
     assert_eq!(config.account_id.as_deref(), Some("-"));
     assert_eq!(config.vault_name.as_deref(), Some("myvault"));
     assert_eq!(config.logfile, LogFile::Path("/path/to/logfile.log".into()));
@@ -46,8 +46,11 @@ fn the_seed_example_loads_unchanged() {
 }
 
 #[test]
-fn the_seed_example_is_sniffed_as_ini() {
-    assert_eq!(format_of(Path::new("x.conf"), SEED_EXAMPLE), Format::Ini);
+fn the_python_tool_example_is_sniffed_as_ini() {
+    assert_eq!(
+        format_of(Path::new("x.conf"), PYTHON_TOOL_EXAMPLE),
+        Format::Ini
+    );
     assert_eq!(
         format_of(
             Path::new("x.conf"),
@@ -79,16 +82,16 @@ upload_single_dir = true
 "#,
     )
     .unwrap();
-    let seed = ini(SEED_EXAMPLE).unwrap();
+    let python_tool = ini(PYTHON_TOOL_EXAMPLE).unwrap();
     assert_eq!(config.paths.len(), 3);
-    for rule in &seed.paths {
+    for rule in &python_tool.paths {
         assert!(
             config.paths.contains(rule),
             "{rule:?} missing from the TOML form"
         );
     }
-    assert_eq!(config.vault_name, seed.vault_name);
-    assert_eq!(config.logfile, seed.logfile);
+    assert_eq!(config.vault_name, python_tool.vault_name);
+    assert_eq!(config.logfile, python_tool.logfile);
 }
 
 #[test]

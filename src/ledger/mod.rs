@@ -11,16 +11,16 @@ use time::OffsetDateTime;
 pub use lock::{lock_path, LedgerLock, LockError};
 pub use sqlite::SqliteLedger;
 
-/// Backend assumed for rows written by the seed, which only knew Glacier vaults.
-pub const SEED_BACKEND: &str = "glacier";
+/// Backend assumed for rows written by the Python tool, which only knew Glacier vaults.
+pub const PYTHON_TOOL_BACKEND: &str = "glacier";
 
 /// One upload as the ledger records it. Fields after `archive_id` may be missing on rows the
-/// seed wrote.
+/// Python tool wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRecord {
     /// Source path.
     pub path: PathBuf,
-    /// Archive name (Glacier description for the seed).
+    /// Archive name (Glacier description for the Python tool).
     pub name: String,
     /// Archive id or key in the backend.
     pub archive_id: String,
@@ -43,7 +43,7 @@ pub struct UploadRecord {
 }
 
 impl UploadRecord {
-    /// When the archive was stored, as well as the row knows (the seed recorded no start).
+    /// When the archive was stored, as well as the row knows (the Python tool recorded no start).
     pub fn stored_at(&self) -> Option<OffsetDateTime> {
         self.uploaded_at.or(self.started_at)
     }
@@ -146,7 +146,7 @@ impl LedgerError {
 /// What was uploaded. Implementations must find a path's latest upload without scanning.
 ///
 /// A ledger describes one destination (the default file name includes it), so lookups go by
-/// path alone, as the seed's did: a row written by the seed counts whatever backend reads it.
+/// path alone, as the Python tool's did: a row written by the Python tool counts whatever backend reads it.
 pub trait Ledger {
     /// The most recent upload of `path`.
     fn latest_upload(&self, path: &Path) -> Result<Option<UploadRecord>, LedgerError>;

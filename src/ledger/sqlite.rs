@@ -1,5 +1,5 @@
-//! The SQLite ledger, compatible with the seed's `uploads(path, name, archive_id, uploaded_date)`
-//! table: seed rows count as uploads, new columns are added by migration and the seed's columns
+//! The SQLite ledger, compatible with the Python tool's `uploads(path, name, archive_id, uploaded_date)`
+//! table: rows of the Python tool count as uploads, new columns are added by migration and the Python tool's columns
 //! are still filled, so nothing is ever dropped.
 
 use std::ffi::OsStr;
@@ -12,9 +12,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql, Tra
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{Ledger, LedgerError, PendingUpload, Retrieval, UploadRecord, SEED_BACKEND};
+use super::{Ledger, LedgerError, PendingUpload, Retrieval, UploadRecord, PYTHON_TOOL_BACKEND};
 
-/// Schema versions, kept in `PRAGMA user_version`; the seed's database is version 0.
+/// Schema versions, kept in `PRAGMA user_version`; the Python tool's database is version 0.
 const MIGRATIONS: &[&str] = &[
     // 1: everything needed to verify and restore an upload, and an index for lookups by path.
     "CREATE TABLE IF NOT EXISTS uploads (path text, name text, archive_id text, uploaded_date integer);
@@ -599,13 +599,13 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
         ValueRef::Text(t) | ValueRef::Blob(t) => PathBuf::from(OsStr::from_bytes(t)),
         _ => PathBuf::new(),
     };
-    let uploaded_at = parse_time(text(10)?).or_else(|| seed_date(row.get_ref(3).ok()?));
+    let uploaded_at = parse_time(text(10)?).or_else(|| python_tool_date(row.get_ref(3).ok()?));
     Ok(UploadRecord {
         path,
         name: text(1)?.unwrap_or_default(),
         archive_id: text(2)?.unwrap_or_default(),
         description: text(11)?,
-        backend: text(4)?.unwrap_or_else(|| SEED_BACKEND.to_owned()),
+        backend: text(4)?.unwrap_or_else(|| PYTHON_TOOL_BACKEND.to_owned()),
         kind: text(5)?.as_deref().and_then(SourceKind::parse),
         size: row.get::<_, Option<i64>>(6)?.map(|s| s as u64),
         tree_hash: text(7)?.and_then(|h| h.parse().ok()),
@@ -615,8 +615,8 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
     })
 }
 
-/// The seed stored `int(time.time())`, or nothing at all (a bug in its `mark_uploaded`).
-fn seed_date(value: ValueRef<'_>) -> Option<OffsetDateTime> {
+/// The Python tool stored `int(time.time())`, or nothing at all (a bug in its `mark_uploaded`).
+fn python_tool_date(value: ValueRef<'_>) -> Option<OffsetDateTime> {
     let seconds = match value {
         ValueRef::Integer(n) => n as f64,
         ValueRef::Real(f) => f,
@@ -626,7 +626,7 @@ fn seed_date(value: ValueRef<'_>) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(seconds as i64).ok()
 }
 
-/// Paths are stored as text, like the seed did; a path that is not UTF-8 is stored as its raw
+/// Paths are stored as text, like the Python tool did; a path that is not UTF-8 is stored as its raw
 /// bytes (a blob) so that two such paths never collide.
 struct SqlPath<'a>(&'a Path);
 
@@ -687,12 +687,12 @@ mod tests {
     }
 
     #[test]
-    fn seed_database_rows_are_honoured_and_kept() {
+    fn python_tool_database_rows_are_honoured_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("glacier.myvault.sqlite3");
         {
-            let seed = Connection::open(&path).unwrap();
-            seed.execute_batch(
+            let python_tool = Connection::open(&path).unwrap();
+            python_tool.execute_batch(
                 "CREATE TABLE \"uploads\" (path text, name text, archive_id text, uploaded_date integer);
                  INSERT INTO uploads VALUES ('/data/a', 'a', 'ID-A', 1700000000);
                  INSERT INTO uploads VALUES ('/data/b', 'b.tar', 'ID-B', NULL);",
@@ -714,9 +714,9 @@ mod tests {
 
         ledger.record_upload(&record("/data/a", "L1")).unwrap();
         drop(ledger);
-        // The seed's own query still works on the migrated file and sees every row.
-        let seed = Connection::open(&path).unwrap();
-        let count: i64 = seed
+        // The Python tool's own query still works on the migrated file and sees every row.
+        let python_tool = Connection::open(&path).unwrap();
+        let count: i64 = python_tool
             .query_row(
                 "SELECT count(*) FROM uploads WHERE uploaded_date IS NOT NULL",
                 [],

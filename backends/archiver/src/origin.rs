@@ -147,7 +147,7 @@ pub fn encode(meta: &ArchiveMeta) -> (String, Shortfall) {
     (plain(meta), Shortfall::Origin)
 }
 
-/// Reads a description written by `encode`; `None` for anything else (the seed's plain names,
+/// Reads a description written by `encode`; `None` for anything else (the Python tool's plain names,
 /// other tools' archives).
 pub fn decode(description: &str) -> Option<Origin> {
     let (name, fields) = description.rsplit_once(MARKER)?;
@@ -346,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seeds_plain_names_are_not_ours() {
+    fn the_python_tools_plain_names_are_not_ours() {
         assert_eq!(decode("backup_20210320.tar"), None);
         valid(&plain(&meta(b"/a", "  spaced\u{7f}name")));
         assert_eq!(plain(&meta(b"/a", "  spaced name")), "spaced name");

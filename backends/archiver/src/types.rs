@@ -46,7 +46,7 @@ impl SourceKind {
 pub struct ArchiveMeta {
     /// Absolute source path on the machine that made the backup.
     pub source_path: PathBuf,
-    /// Printable-ASCII archive name (the seed's naming: file name, or dir name + `.tar`).
+    /// Printable-ASCII archive name (the Python tool's naming: file name, or dir name + `.tar`).
     pub name: String,
     /// File or directory.
     pub kind: SourceKind,

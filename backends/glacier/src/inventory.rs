@@ -70,13 +70,13 @@ mod tests {
             listing.taken_at,
             Some(time::macros::datetime!(2026-11-25 06:00 UTC))
         );
-        let [seed, ours] = &listing.archives[..] else {
+        let [theirs, ours] = &listing.archives[..] else {
             panic!("{listing:?}")
         };
-        assert_eq!(seed.archive_id, "a");
-        assert_eq!(seed.origin, None);
-        assert_eq!(seed.tree_hash, None);
-        assert_eq!(seed.description.as_deref(), Some("backup_2021.tar"));
+        assert_eq!(theirs.archive_id, "a");
+        assert_eq!(theirs.origin, None);
+        assert_eq!(theirs.tree_hash, None);
+        assert_eq!(theirs.description.as_deref(), Some("backup_2021.tar"));
         let origin = ours.origin.as_ref().unwrap();
         assert_eq!(origin.source_path, std::path::Path::new("/home/me/photos"));
         assert_eq!(ours.size, 2048);

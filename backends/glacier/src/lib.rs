@@ -732,7 +732,7 @@ impl Archiver for GlacierArchiver {
         NAME
     }
 
-    /// `glacier.<vault>`, so the ledger is the seed's `glacier.<vault>.sqlite3`.
+    /// `glacier.<vault>`, so the ledger is the Python tool's `glacier.<vault>.sqlite3`.
     fn target(&self) -> String {
         format!("glacier.{}", self.vault())
     }

@@ -1,4 +1,4 @@
-//! The `[glacier]` section (plus `vault_name` / `account_id` from `[main]`, as the seed had them).
+//! The `[glacier]` section (plus `vault_name` / `account_id` from `[main]`, as the Python tool had them).
 
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_aws::{Connection, CONNECTION_SETTINGS};
@@ -21,7 +21,7 @@ pub struct GlacierSettings {
     pub connection: Connection,
     /// Part size in bytes, if fixed by the user; otherwise chosen per archive.
     pub part_size: Option<u64>,
-    /// Descriptions hold only the archive name, as the seed wrote them.
+    /// Descriptions hold only the archive name, as the Python tool wrote them.
     pub plain_description: bool,
     /// Parts allowed in one upload: Glacier's 10,000, lowered only by tests.
     #[doc(hidden)]
