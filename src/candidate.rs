@@ -9,7 +9,7 @@ use std::sync::Arc;
 use glacier_backup_archiver::SourceKind;
 use sha2::{Digest, Sha256};
 
-use crate::source::{mtime_ns, walk_tree, ArchiveError, EntryType, ExactFileReader};
+use crate::source::{mtime_ns, walk_tree, EntryType, ExactFileReader, SourceError};
 
 /// Bytes read from a file per system call while archiving.
 const READ_CHUNK: usize = 1 << 20;
@@ -30,10 +30,10 @@ pub trait Candidate: Send + Sync + fmt::Debug {
 
     /// Looks at the source without reading file contents: its change fingerprint and expected
     /// archive size. Taken before archiving, so a change during archiving shows up next run.
-    fn scan(&self) -> Result<Scan, ArchiveError>;
+    fn scan(&self) -> Result<Scan, SourceError>;
 
     /// Writes the archive bytes. Blocking. Fails if the source changes while being read.
-    fn write_archive(&self, out: &mut dyn Write) -> Result<(), ArchiveError>;
+    fn write_archive(&self, out: &mut dyn Write) -> Result<(), SourceError>;
 }
 
 /// What [`Candidate::scan`] found.
@@ -133,14 +133,14 @@ impl Candidate for PathCandidate {
         self.kind
     }
 
-    fn scan(&self) -> Result<Scan, ArchiveError> {
+    fn scan(&self) -> Result<Scan, SourceError> {
         match self.kind {
             SourceKind::File => scan_file(&self.path),
             SourceKind::Directory => scan_tree(&self.path, &self.skip),
         }
     }
 
-    fn write_archive(&self, out: &mut dyn Write) -> Result<(), ArchiveError> {
+    fn write_archive(&self, out: &mut dyn Write) -> Result<(), SourceError> {
         match self.kind {
             SourceKind::File => write_file(&self.path, out),
             SourceKind::Directory => write_tar(&self.path, &self.skip, out),
@@ -148,10 +148,10 @@ impl Candidate for PathCandidate {
     }
 }
 
-fn scan_file(path: &Path) -> Result<Scan, ArchiveError> {
-    let meta = std::fs::metadata(path).map_err(|e| ArchiveError::io(path, e))?;
+fn scan_file(path: &Path) -> Result<Scan, SourceError> {
+    let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
     if !meta.is_file() {
-        return Err(ArchiveError::Changed {
+        return Err(SourceError::Changed {
             path: path.to_path_buf(),
             what: "is no longer a regular file",
         });
@@ -171,7 +171,7 @@ fn scan_file(path: &Path) -> Result<Scan, ArchiveError> {
     })
 }
 
-fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, ArchiveError> {
+fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceError> {
     let mut digest = Sha256::new();
     let mut entries = 0u64;
     let mut bytes = 0u64;
@@ -230,8 +230,8 @@ fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, ArchiveError> {
     })
 }
 
-fn write_file(path: &Path, out: &mut dyn Write) -> Result<(), ArchiveError> {
-    let meta = std::fs::metadata(path).map_err(|e| ArchiveError::io(path, e))?;
+fn write_file(path: &Path, out: &mut dyn Write) -> Result<(), SourceError> {
+    let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
     let mut reader = ExactFileReader::open(path, &meta)?;
     copy_exact(&mut reader, out, path)?;
     reader.finish()
@@ -242,7 +242,7 @@ fn copy_exact(
     reader: &mut ExactFileReader,
     out: &mut dyn Write,
     path: &Path,
-) -> Result<u64, ArchiveError> {
+) -> Result<u64, SourceError> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut total = 0u64;
     loop {
@@ -250,10 +250,10 @@ fn copy_exact(
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ArchiveError::from_io(e, path)),
+            Err(e) => return Err(SourceError::from_io(e, path)),
         };
         out.write_all(&buf[..n])
-            .map_err(|e| ArchiveError::from_io(e, path))?;
+            .map_err(|e| SourceError::from_io(e, path))?;
         total += n as u64;
     }
 }
@@ -261,11 +261,11 @@ fn copy_exact(
 /// A deterministic GNU tar of `root`: entries named from the directory's own name down, sorted
 /// by name; modes, owners (numeric) and mtimes kept; symlinks stored as links; no access times
 /// or user names, so the same tree always gives the same bytes.
-fn write_tar(root: &Path, skip: &[PathBuf], out: &mut dyn Write) -> Result<(), ArchiveError> {
+fn write_tar(root: &Path, skip: &[PathBuf], out: &mut dyn Write) -> Result<(), SourceError> {
     let mut builder = tar::Builder::new(out);
     walk_tree(root, skip, |entry| {
         let kind = entry.entry_type();
-        let fail = |e: io::Error| ArchiveError::from_io(e, &entry.path);
+        let fail = |e: io::Error| SourceError::from_io(e, &entry.path);
         let mut header = tar::Header::new_gnu();
         header.set_mode(entry.meta.mode() & 0o7777);
         header.set_uid(u64::from(entry.meta.uid()));
@@ -318,7 +318,7 @@ fn write_tar(root: &Path, skip: &[PathBuf], out: &mut dyn Write) -> Result<(), A
     })?;
     builder
         .into_inner()
-        .map_err(|e| ArchiveError::from_io(e, root))?;
+        .map_err(|e| SourceError::from_io(e, root))?;
     Ok(())
 }
 

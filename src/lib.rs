@@ -1,5 +1,5 @@
 //! glacier-backup's engine: configuration, backup candidates, the ledger of uploads, archive
-//! streaming and the backup run. The storage backends implement
+//! streaming and the backup run (`backup`). The storage backends implement
 //! [`glacier_backup_archiver::Archiver`]; the binary in `main.rs` wires everything to the CLI.
 
 #![warn(missing_docs)]
@@ -9,6 +9,7 @@ pub mod config;
 pub use glacier_backup_archiver as archiver;
 pub use glacier_backup_archiver::{shown, shown_bytes};
 pub mod backends;
+pub mod backup;
 pub mod candidate;
 pub mod extract;
 pub mod fsat;
@@ -17,7 +18,6 @@ pub mod ledger;
 pub mod poll;
 pub mod resolve;
 pub mod restore;
-pub mod run;
 pub mod source;
 pub mod stream;
 pub mod verify;

@@ -271,7 +271,7 @@ async fn ask(
     options: &RestoreOptions,
 ) -> Result<RestoreState, String> {
     let id = archive.archive_id.as_str();
-    let failed = |e: &dyn std::error::Error| crate::run::error_chain(e);
+    let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
     let recorded = ledger.retrieval(Some(id)).map_err(|e| failed(&e))?;
     if let Some(request_id) = recorded.as_ref().and_then(|r| r.request_id.as_deref()) {
         archiver.known_retrieval(id, request_id);
@@ -342,7 +342,7 @@ async fn readable(
     if !archiver.capabilities().needs_restore {
         return Ok(true);
     }
-    let failed = |e: &dyn std::error::Error| crate::run::error_chain(e);
+    let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
     let mut state = archiver
         .restore_state(archive)
         .await
@@ -383,7 +383,7 @@ fn record(
             tier: tier.to_owned(),
             requested_at: OffsetDateTime::now_utc(),
         })
-        .map_err(|e| crate::run::error_chain(&e))
+        .map_err(|e| crate::backup::error_chain(&e))
 }
 
 fn final_name(row: &UploadRecord) -> PathBuf {
@@ -467,7 +467,7 @@ async fn download(
     let stopped = |e: glacier_backup_archiver::Error, have: u64| {
         format!(
             "{} (download stopped at {have} of {} bytes; run again to continue)",
-            crate::run::error_chain(&e),
+            crate::backup::error_chain(&e),
             archive.size
         )
     };
@@ -536,7 +536,7 @@ async fn place(
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| crate::run::error_chain(&e))?;
+    .map_err(|e| crate::backup::error_chain(&e))?;
     let _ = std::fs::remove_file(&downloaded);
     for name in &extracted.kept {
         tracing::warn!(

@@ -15,7 +15,7 @@ use crate::fsat;
 
 /// A source could not be archived as it was.
 #[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
+pub enum SourceError {
     /// A file changed while it was being read; the archive would not match any real state.
     #[error(
         "{}: {what} while being archived; it will be tried again on the next run",
@@ -49,32 +49,32 @@ pub enum ArchiveError {
     Stopped,
 }
 
-impl ArchiveError {
+impl SourceError {
     /// Wraps an I/O error on `path`, recognising a vanished file.
     pub fn io(path: &Path, source: io::Error) -> Self {
         if source.kind() == io::ErrorKind::NotFound {
-            ArchiveError::Vanished {
+            SourceError::Vanished {
                 path: path.to_path_buf(),
             }
         } else {
-            ArchiveError::Io {
+            SourceError::Io {
                 path: path.to_path_buf(),
                 source,
             }
         }
     }
 
-    /// Recovers an `ArchiveError` that travelled inside an `io::Error` (through the tar
+    /// Recovers a `SourceError` that travelled inside an `io::Error` (through the tar
     /// builder), or wraps a plain one as an error on `path`.
     pub fn from_io(error: io::Error, path: &Path) -> Self {
-        if error.get_ref().is_some_and(|e| e.is::<ArchiveError>()) {
+        if error.get_ref().is_some_and(|e| e.is::<SourceError>()) {
             let inner = error.into_inner().expect("checked above");
-            return *inner.downcast::<ArchiveError>().expect("checked above");
+            return *inner.downcast::<SourceError>().expect("checked above");
         }
         if error.kind() == io::ErrorKind::BrokenPipe {
-            return ArchiveError::Stopped;
+            return SourceError::Stopped;
         }
-        ArchiveError::io(path, error)
+        SourceError::io(path, error)
     }
 }
 
@@ -94,8 +94,8 @@ pub struct ExactFileReader {
 
 impl ExactFileReader {
     /// Opens `path` and checks it still has the size and mtime in `listed`.
-    pub fn open(path: &Path, listed: &Metadata) -> Result<Self, ArchiveError> {
-        let file = File::open(path).map_err(|e| ArchiveError::io(path, e))?;
+    pub fn open(path: &Path, listed: &Metadata) -> Result<Self, SourceError> {
+        let file = File::open(path).map_err(|e| SourceError::io(path, e))?;
         Self::checked(file, path, listed.len(), mtime_ns(listed))
     }
 
@@ -105,16 +105,16 @@ impl ExactFileReader {
         path: &Path,
         listed_len: u64,
         listed_mtime: i128,
-    ) -> Result<Self, ArchiveError> {
-        let now = file.metadata().map_err(|e| ArchiveError::io(path, e))?;
+    ) -> Result<Self, SourceError> {
+        let now = file.metadata().map_err(|e| SourceError::io(path, e))?;
         if !now.is_file() {
-            return Err(ArchiveError::Changed {
+            return Err(SourceError::Changed {
                 path: path.to_path_buf(),
                 what: "is no longer a regular file",
             });
         }
         if now.len() != listed_len || mtime_ns(&now) != listed_mtime {
-            return Err(ArchiveError::Changed {
+            return Err(SourceError::Changed {
                 path: path.to_path_buf(),
                 what: "changed between listing and reading",
             });
@@ -128,16 +128,16 @@ impl ExactFileReader {
     }
 
     /// Checks, after all bytes were read, that the file neither grew nor was modified.
-    pub fn finish(mut self) -> Result<(), ArchiveError> {
+    pub fn finish(mut self) -> Result<(), SourceError> {
         let mut probe = [0u8; 1];
         let extra = self
             .file
             .read(&mut probe)
-            .map_err(|e| ArchiveError::io(&self.path, e))?;
+            .map_err(|e| SourceError::io(&self.path, e))?;
         let meta = self
             .file
             .metadata()
-            .map_err(|e| ArchiveError::io(&self.path, e))?;
+            .map_err(|e| SourceError::io(&self.path, e))?;
         if extra > 0 {
             return Err(self.changed("grew"));
         }
@@ -147,8 +147,8 @@ impl ExactFileReader {
         Ok(())
     }
 
-    fn changed(&self, what: &'static str) -> ArchiveError {
-        ArchiveError::Changed {
+    fn changed(&self, what: &'static str) -> SourceError {
+        SourceError::Changed {
             path: self.path.clone(),
             what,
         }
@@ -166,7 +166,7 @@ impl Read for ExactFileReader {
         let n = self
             .file
             .read(&mut buf[..want])
-            .map_err(|e| io::Error::other(ArchiveError::io(&self.path, e)))?;
+            .map_err(|e| io::Error::other(SourceError::io(&self.path, e)))?;
         if n == 0 {
             return Err(io::Error::other(self.changed("shrank")));
         }
@@ -275,25 +275,25 @@ impl TreeEntry<'_> {
     }
 
     /// The target of a symlink entry.
-    pub fn read_link(&self) -> Result<OsString, ArchiveError> {
+    pub fn read_link(&self) -> Result<OsString, SourceError> {
         let (dir, name) = self.location.ok_or_else(|| {
-            ArchiveError::io(&self.path, io::Error::from(io::ErrorKind::InvalidInput))
+            SourceError::io(&self.path, io::Error::from(io::ErrorKind::InvalidInput))
         })?;
-        fsat::read_link_at(dir, name).map_err(|e| ArchiveError::io(&self.path, e))
+        fsat::read_link_at(dir, name).map_err(|e| SourceError::io(&self.path, e))
     }
 
     /// Opens a file entry for reading exactly the bytes it was listed with.
-    pub fn open_exact(&self) -> Result<ExactFileReader, ArchiveError> {
+    pub fn open_exact(&self) -> Result<ExactFileReader, SourceError> {
         let (dir, name) = self.location.ok_or_else(|| {
-            ArchiveError::io(&self.path, io::Error::from(io::ErrorKind::InvalidInput))
+            SourceError::io(&self.path, io::Error::from(io::ErrorKind::InvalidInput))
         })?;
         let file = fsat::open_file_at(dir, name).map_err(|e| match e.raw_os_error() {
             // Replaced by a link since it was listed.
-            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => ArchiveError::Changed {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => SourceError::Changed {
                 path: self.path.clone(),
                 what: "was replaced by a link",
             },
-            _ => ArchiveError::io(&self.path, e),
+            _ => SourceError::io(&self.path, e),
         })?;
         ExactFileReader::checked(file, &self.path, self.meta.len, self.meta.mtime_ns)
     }
@@ -308,8 +308,8 @@ struct Frame {
 }
 
 impl Frame {
-    fn open(fd: OwnedFd, path: PathBuf, archive_path: PathBuf) -> Result<Self, ArchiveError> {
-        let names = fsat::sorted_names(fd.as_fd()).map_err(|e| ArchiveError::io(&path, e))?;
+    fn open(fd: OwnedFd, path: PathBuf, archive_path: PathBuf) -> Result<Self, SourceError> {
+        let names = fsat::sorted_names(fd.as_fd()).map_err(|e| SourceError::io(&path, e))?;
         Ok(Frame {
             fd,
             path,
@@ -330,14 +330,14 @@ impl Frame {
 pub fn walk_tree(
     root: &Path,
     skip: &[PathBuf],
-    mut visit: impl FnMut(TreeEntry<'_>) -> Result<(), ArchiveError>,
-) -> Result<(), ArchiveError> {
+    mut visit: impl FnMut(TreeEntry<'_>) -> Result<(), SourceError>,
+) -> Result<(), SourceError> {
     let base = root
         .file_name()
         .map(PathBuf::from)
         .unwrap_or_else(|| "root".into());
-    let root_fd = fsat::open_dir(root).map_err(|e| ArchiveError::io(root, e))?;
-    let stat = fsat::fstat(&root_fd).map_err(|e| ArchiveError::io(root, e))?;
+    let root_fd = fsat::open_dir(root).map_err(|e| SourceError::io(root, e))?;
+    let stat = fsat::fstat(&root_fd).map_err(|e| SourceError::io(root, e))?;
     visit(TreeEntry {
         path: root.to_path_buf(),
         archive_path: base.clone(),
@@ -356,7 +356,7 @@ pub fn walk_tree(
         }
         let stat = match fsat::lstat_at(frame.fd.as_fd(), &name) {
             Ok(stat) => stat,
-            Err(e) => return Err(ArchiveError::io(&path, e)),
+            Err(e) => return Err(SourceError::io(&path, e)),
         };
         let meta = EntryMeta::from_stat(&stat);
         let archive_path = frame.archive_path.join(&name);
@@ -373,12 +373,12 @@ pub fn walk_tree(
                         if c == rustix::io::Errno::LOOP.raw_os_error()
                             || c == rustix::io::Errno::NOTDIR.raw_os_error() =>
                     {
-                        ArchiveError::Changed {
+                        SourceError::Changed {
                             path: path.clone(),
                             what: "was replaced by a link or a file",
                         }
                     }
-                    _ => ArchiveError::io(&path, e),
+                    _ => SourceError::io(&path, e),
                 })?;
             stack.push(Frame::open(fd, path, archive_path)?);
         }
@@ -412,7 +412,7 @@ mod tests {
         assert_eq!(sink.len(), 10_000, "reads exactly the listed size");
         let err = reader.finish().unwrap_err();
         assert!(
-            matches!(err, ArchiveError::Changed { what: "grew", .. }),
+            matches!(err, SourceError::Changed { what: "grew", .. }),
             "{err}"
         );
     }
@@ -430,9 +430,9 @@ mod tests {
             .set_len(10)
             .unwrap();
         let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
-        let err = ArchiveError::from_io(err, &path);
+        let err = SourceError::from_io(err, &path);
         assert!(
-            matches!(err, ArchiveError::Changed { what: "shrank", .. }),
+            matches!(err, SourceError::Changed { what: "shrank", .. }),
             "{err}"
         );
     }
@@ -449,7 +449,7 @@ mod tests {
         filetime::set_file_mtime(&path, later).unwrap();
         assert!(matches!(
             reader.finish(),
-            Err(ArchiveError::Changed {
+            Err(SourceError::Changed {
                 what: "was modified",
                 ..
             })
@@ -465,7 +465,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
             ExactFileReader::open(&path, &meta),
-            Err(ArchiveError::Vanished { .. })
+            Err(SourceError::Vanished { .. })
         ));
     }
 }

@@ -12,7 +12,7 @@ use glacier_backup_archiver::{Error, Part, PartStream};
 use tokio::sync::mpsc;
 
 use crate::candidate::Candidate;
-use crate::source::ArchiveError;
+use crate::source::SourceError;
 
 /// Parts hashed concurrently; with the part being filled, the one queued and the one the
 /// backend holds, at most about `HASHING + 3` parts are in memory.
@@ -21,7 +21,7 @@ const HASHING: usize = 1;
 /// Streams `candidate`'s archive as parts of `part_size` bytes (the last may be shorter; an
 /// empty archive is one empty part).
 pub fn archive_parts(candidate: Arc<dyn Candidate>, part_size: usize) -> PartStream {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, ArchiveError>>(1);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, SourceError>>(1);
     tokio::task::spawn_blocking(move || {
         let mut writer = PartWriter {
             part: BytesMut::with_capacity(part_size),
@@ -75,7 +75,7 @@ fn tokio_stream_from<T: Send + 'static>(
 struct PartWriter<'a> {
     part: BytesMut,
     part_size: usize,
-    tx: &'a mpsc::Sender<Result<Bytes, ArchiveError>>,
+    tx: &'a mpsc::Sender<Result<Bytes, SourceError>>,
     sent_any: bool,
 }
 
@@ -88,9 +88,9 @@ impl PartWriter<'_> {
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
     }
 
-    fn finish(mut self) -> Result<(), ArchiveError> {
+    fn finish(mut self) -> Result<(), SourceError> {
         if !self.part.is_empty() || !self.sent_any {
-            self.send().map_err(|_| ArchiveError::Stopped)?;
+            self.send().map_err(|_| SourceError::Stopped)?;
         }
         Ok(())
     }

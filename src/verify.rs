@@ -60,7 +60,7 @@ pub fn check_sources(rows: &[UploadRecord]) -> Vec<Finding> {
             SourceKind::File
         });
         match PathCandidate::new(row.path.clone(), kind).scan() {
-            Ok(scan) if !crate::run::changed_since(row, &scan) => {}
+            Ok(scan) if !crate::backup::changed_since(row, &scan) => {}
             Ok(_) => findings.push(finding(format!(
                 "changed since its upload at {}",
                 row.uploaded_at

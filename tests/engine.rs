@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use glacier_backup::archiver::{Archiver, MemoryArchiver, SourceKind};
+use glacier_backup::backup::{run_backup, Decision, RunOptions};
 use glacier_backup::candidate::{Candidate, Fingerprint, PathCandidate, Scan};
 use glacier_backup::ledger::{Ledger, SqliteLedger};
 use glacier_backup::resolve::Planned;
-use glacier_backup::run::{run_backup, Decision, RunOptions};
-use glacier_backup::source::ArchiveError;
+use glacier_backup::source::SourceError;
 
 fn planned(path: &Path, kind: SourceKind, upload_if_changed: bool) -> Planned {
     Planned {
@@ -29,7 +29,7 @@ impl Candidate for ChangesMidway {
     fn kind(&self) -> SourceKind {
         SourceKind::File
     }
-    fn scan(&self) -> Result<Scan, ArchiveError> {
+    fn scan(&self) -> Result<Scan, SourceError> {
         Ok(Scan {
             fingerprint: Fingerprint {
                 entries: 1,
@@ -40,9 +40,9 @@ impl Candidate for ChangesMidway {
             size_estimate: 20 << 20,
         })
     }
-    fn write_archive(&self, out: &mut dyn Write) -> Result<(), ArchiveError> {
+    fn write_archive(&self, out: &mut dyn Write) -> Result<(), SourceError> {
         out.write_all(&vec![7u8; 20 << 20]).expect("sink accepts");
-        Err(ArchiveError::Changed {
+        Err(SourceError::Changed {
             path: self.0.clone(),
             what: "grew",
         })
@@ -198,7 +198,7 @@ async fn a_multi_part_file_round_trips_with_its_tree_hash() {
 /// The Python tool's own needs-upload cases, through `decide`.
 #[test]
 fn needs_upload_follows_the_python_tool() {
-    use glacier_backup::run::decide;
+    use glacier_backup::backup::decide;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file1");
     std::fs::write(&file, b"one").unwrap();

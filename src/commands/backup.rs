@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use glacier_backup::archiver::Error as ArchiverError;
 use glacier_backup::backends::{ledger_path, open_archiver};
+use glacier_backup::backup::{run_backup, RunOptions};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{lock_path, Ledger, LedgerLock, LockError, SqliteLedger};
-use glacier_backup::run::{run_backup, RunOptions};
 
 use super::{home_config_dir, lexically_normal, Fatal, Outcome};
 use crate::cli::Cli;

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::candidate::{Candidate, Scan};
 use crate::ledger::{Ledger, LedgerError, PendingUpload, UploadRecord};
 use crate::resolve::Planned;
-use crate::source::ArchiveError;
+use crate::source::SourceError;
 use crate::stream::archive_parts;
 
 /// How a run behaves.
@@ -151,7 +151,7 @@ pub fn changed_since(last: &UploadRecord, scan: &Scan) -> bool {
 pub enum CandidateError {
     /// Reading the source failed.
     #[error(transparent)]
-    Source(#[from] ArchiveError),
+    Source(#[from] SourceError),
     /// The backend failed.
     #[error(transparent)]
     Backend(ArchiverError),
@@ -179,7 +179,7 @@ pub enum CandidateError {
 impl From<ArchiverError> for CandidateError {
     fn from(e: ArchiverError) -> Self {
         match e {
-            ArchiverError::Source(inner) => match inner.downcast::<ArchiveError>() {
+            ArchiverError::Source(inner) => match inner.downcast::<SourceError>() {
                 Ok(source) => CandidateError::Source(*source),
                 Err(other) => CandidateError::Backend(ArchiverError::Source(other)),
             },
