@@ -39,6 +39,92 @@ pub enum BackendError {
     Settings(#[from] SettingsError),
 }
 
+/// Builds a backend's archiver from the config.
+type Build = fn(&Config) -> Result<Arc<dyn Archiver>, BackendError>;
+
+/// One backend this program knows: the whole list is [`BACKENDS`]. Its name is also its config
+/// section, its `--backend` value and the Cargo feature that compiles it in.
+#[derive(Debug)]
+pub struct BackendEntry {
+    /// `[main] backend`, `--backend`, the section name and the Cargo feature.
+    pub name: &'static str,
+    /// One line for `--version` and error hints.
+    pub summary: &'static str,
+    /// What its section must hold, for the error when it is missing (`None`: no section
+    /// needed).
+    pub section_hint: Option<&'static str>,
+    /// Its constructor, when compiled into this build.
+    build: Option<Build>,
+}
+
+impl BackendEntry {
+    /// Whether this build can use it.
+    pub fn compiled(&self) -> bool {
+        self.build.is_some()
+    }
+}
+
+/// `Some(constructor)` when the backend's feature is on, else `None`.
+macro_rules! cfg_build {
+    ($feature:literal, $build:ident) => {{
+        #[cfg(feature = $feature)]
+        let build: Option<Build> = Some($build);
+        #[cfg(not(feature = $feature))]
+        let build: Option<Build> = None;
+        build
+    }};
+}
+
+/// Every backend, in the order help texts list them. Adding one: its crate, one entry here
+/// (and a Cargo feature of its name), and its README section.
+pub const BACKENDS: &[BackendEntry] = &[
+    BackendEntry {
+        name: "local",
+        summary: "archives as files in a local directory (a second disk, a NAS mount)",
+        section_hint: Some("add [local] with directory = /where/archives/go"),
+        build: cfg_build!("local", local),
+    },
+    BackendEntry {
+        name: "glacier",
+        summary: "an AWS S3 Glacier vault (the Python tool's destination)",
+        // Without a [glacier] section, vault_name and account_id come from [main].
+        section_hint: None,
+        build: cfg_build!("glacier", glacier),
+    },
+    BackendEntry {
+        name: "s3",
+        summary: "an S3 bucket in a cold storage class (GLACIER, DEEP_ARCHIVE, GLACIER_IR)",
+        section_hint: Some("add [s3] with bucket = \"your-bucket\""),
+        build: cfg_build!("s3", s3),
+    },
+];
+
+/// The registry entry named `name`.
+pub fn backend(name: &str) -> Option<&'static BackendEntry> {
+    BACKENDS.iter().find(|entry| entry.name == name)
+}
+
+/// Every backend name, for `--backend` and messages.
+pub fn backend_names() -> Vec<&'static str> {
+    BACKENDS.iter().map(|entry| entry.name).collect()
+}
+
+/// The backends as `--version` lists them: compiled in or not.
+pub fn backends_summary() -> String {
+    BACKENDS
+        .iter()
+        .map(|entry| {
+            let state = if entry.compiled() {
+                String::new()
+            } else {
+                format!(" (not in this build: enable feature {:?})", entry.name)
+            };
+            format!("  {:<8} {}{state}", entry.name, entry.summary)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Builds the archiver named by `config.backend`. Cheap and side-effect free: nothing is
 /// created or contacted until [`Archiver::check`].
 pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
@@ -47,58 +133,34 @@ pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError>
         .as_deref()
         .map(shown)
         .unwrap_or_else(|| "no config file".into());
-    match config.backend.as_str() {
-        "local" => {
-            let Some(section) = config.backend_sections.get("local") else {
-                return Err(BackendError::MissingSection {
-                    file,
-                    name: "local".into(),
-                    hint: "add [local] with directory = /where/archives/go",
-                });
-            };
-            local(section, file)
+    let not_compiled = || BackendError::NotCompiled {
+        file: file.clone(),
+        name: config.backend.clone(),
+    };
+    let entry = backend(&config.backend).ok_or_else(not_compiled)?;
+    let build = entry.build.ok_or_else(not_compiled)?;
+    if let Some(hint) = entry.section_hint {
+        if !config.backend_sections.contains_key(entry.name) {
+            return Err(BackendError::MissingSection {
+                file,
+                name: entry.name.into(),
+                hint,
+            });
         }
-        "glacier" => glacier(config, file),
-        "s3" => {
-            let Some(section) = config.backend_sections.get("s3") else {
-                return Err(BackendError::MissingSection {
-                    file,
-                    name: "s3".into(),
-                    hint: "add [s3] with bucket = \"your-bucket\"",
-                });
-            };
-            s3(section, file)
-        }
-        other => Err(BackendError::NotCompiled {
-            file,
-            name: other.into(),
-        }),
     }
+    build(config)
 }
 
-#[cfg(feature = "s3")]
-fn s3(
-    section: &glacier_backup_archiver::settings::Section,
-    _file: String,
-) -> Result<Arc<dyn Archiver>, BackendError> {
-    Ok(Arc::new(glacier_backup_s3::S3Archiver::from_section(
-        section,
-    )?))
-}
-
-#[cfg(not(feature = "s3"))]
-fn s3(
-    _: &glacier_backup_archiver::settings::Section,
-    file: String,
-) -> Result<Arc<dyn Archiver>, BackendError> {
-    Err(BackendError::NotCompiled {
-        file,
-        name: "s3".into(),
-    })
+#[cfg(feature = "local")]
+fn local(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
+    let section = &config.backend_sections["local"];
+    Ok(Arc::new(
+        glacier_backup_local::LocalArchiver::from_settings(section)?,
+    ))
 }
 
 #[cfg(feature = "glacier")]
-fn glacier(config: &Config, _file: String) -> Result<Arc<dyn Archiver>, BackendError> {
+fn glacier(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
     // Without a [glacier] section, problems are about [main]'s vault_name and account_id.
     let main = glacier_backup_archiver::settings::Section::new(config.file.as_deref(), "main");
     let section = config.backend_sections.get("glacier").unwrap_or(&main);
@@ -111,33 +173,12 @@ fn glacier(config: &Config, _file: String) -> Result<Arc<dyn Archiver>, BackendE
     ))
 }
 
-#[cfg(not(feature = "glacier"))]
-fn glacier(_: &Config, file: String) -> Result<Arc<dyn Archiver>, BackendError> {
-    Err(BackendError::NotCompiled {
-        file,
-        name: "glacier".into(),
-    })
-}
-
-#[cfg(feature = "local")]
-fn local(
-    section: &glacier_backup_archiver::settings::Section,
-    _file: String,
-) -> Result<Arc<dyn Archiver>, BackendError> {
-    Ok(Arc::new(
-        glacier_backup_local::LocalArchiver::from_settings(section)?,
-    ))
-}
-
-#[cfg(not(feature = "local"))]
-fn local(
-    _: &glacier_backup_archiver::settings::Section,
-    file: String,
-) -> Result<Arc<dyn Archiver>, BackendError> {
-    Err(BackendError::NotCompiled {
-        file,
-        name: "local".into(),
-    })
+#[cfg(feature = "s3")]
+fn s3(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
+    let section = &config.backend_sections["s3"];
+    Ok(Arc::new(glacier_backup_s3::S3Archiver::from_section(
+        section,
+    )?))
 }
 
 /// The ledger file for this config and archiver: `[main] ledger` if set, else

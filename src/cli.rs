@@ -4,10 +4,19 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `--version`: the version and the backends, with those not compiled into this build marked.
+fn long_version() -> String {
+    format!(
+        "{}\nbackends:\n{}",
+        env!("CARGO_PKG_VERSION"),
+        glacier_backup::backends::backends_summary()
+    )
+}
+
 /// Back up files and directories to cold storage (S3 Glacier vaults, S3 cold storage classes,
 /// or a local directory), each candidate once, or again when it changed.
 #[derive(Debug, Parser)]
-#[command(name = "glacier-backup", version, max_term_width = 100)]
+#[command(name = "glacier-backup", version, long_version = long_version(), max_term_width = 100)]
 pub struct Cli {
     /// Only show what would be done: writes nothing (backup and restore also contact nothing;
     /// inventory reports without changing the ledger)
@@ -37,7 +46,8 @@ pub struct Cli {
     pub paths: Vec<PathBuf>,
 
     /// Backend to use (overrides [main] backend)
-    #[arg(long, value_parser = ["local", "glacier", "s3"], global = true)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+              glacier_backup::backends::backend_names()), global = true)]
     pub backend: Option<String>,
 
     /// Stop after this many uploads (1 reproduces the Python tool); default: no limit

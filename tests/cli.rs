@@ -977,3 +977,24 @@ fn rows_of_the_python_tool_get_their_size_and_tree_hash_from_the_destination_and
         .collect();
     assert!(names.contains(&"photos/beach.jpg".to_owned()), "{names:?}");
 }
+
+#[test]
+fn version_lists_the_backends_from_the_registry() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["--version"]);
+    assert_exit(&out, 0);
+    let listed = String::from_utf8(out.stdout).unwrap();
+    for backend in glacier_backup::backends::BACKENDS {
+        assert!(
+            listed.contains(&format!("  {:<8} {}", backend.name, backend.summary)),
+            "{listed}"
+        );
+    }
+    let refused = sb.run(&["--backend", "tape"]);
+    assert_exit(&refused, 2);
+    assert!(
+        text(&refused).contains("[possible values: local, glacier, s3]"),
+        "{}",
+        text(&refused)
+    );
+}

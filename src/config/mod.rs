@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use glacier_backup_archiver::settings::{Section, SettingsError};
 
-pub use model::{Config, LogFile, PathRule, DEFAULT_BACKEND, RESERVED_SECTIONS};
+pub use model::{reserved_sections, Config, LogFile, PathRule, DEFAULT_BACKEND};
 
 /// A config file that cannot be used, and where the problem is.
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,12 @@ use glacier_backup_archiver::settings::{closest, Section, SettingsError};
 /// Backend used when `[main] backend` is not set: vaults, as the Python tool did.
 pub const DEFAULT_BACKEND: &str = "glacier";
 
-/// Section names that are not paths.
-pub const RESERVED_SECTIONS: &[&str] = &["main", "local", "glacier", "s3"];
+/// Section names that are not paths: `[main]` and one per backend.
+pub fn reserved_sections() -> Vec<&'static str> {
+    std::iter::once("main")
+        .chain(crate::backends::backend_names())
+        .collect()
+}
 
 const MAIN_SETTINGS: &[&str] = &["account_id", "vault_name", "logfile", "backend", "ledger"];
 
@@ -111,10 +115,8 @@ impl Config {
         for section in sections {
             match section.name() {
                 "main" => config.read_main(&section)?,
-                "local" | "glacier" | "s3" => {
-                    config
-                        .backend_sections
-                        .insert(section.name().to_owned(), section);
+                name if crate::backends::backend(name).is_some() => {
+                    config.backend_sections.insert(name.to_owned(), section);
                 }
                 name => {
                     let rule = path_rule(&section)?;
@@ -152,10 +154,13 @@ impl Config {
         }
         if let Some(backend) = main.string("backend")? {
             let backend = backend.trim().to_ascii_lowercase();
-            if !["local", "glacier", "s3"].contains(&backend.as_str()) {
+            if crate::backends::backend(&backend).is_none() {
                 return Err(main.error(
                     Some("backend"),
-                    format!("unknown backend {backend:?}; choose local, glacier or s3"),
+                    format!(
+                        "unknown backend {backend:?}; choose one of {}",
+                        crate::backends::backend_names().join(", ")
+                    ),
                 ));
             }
             self.backend = backend;
@@ -177,7 +182,7 @@ fn path_rule(section: &Section) -> Result<PathRule, SettingsError> {
             "section [{name}] is not an absolute path; path sections name what to back up, \
              e.g. [/home/me/documents]"
         );
-        if let Some(reserved) = closest(&name.to_ascii_lowercase(), RESERVED_SECTIONS) {
+        if let Some(reserved) = closest(&name.to_ascii_lowercase(), &reserved_sections()) {
             message.push_str(&format!(" (did you mean [{reserved}]?)"));
         }
         return Err(section.error(None, message));
