@@ -56,7 +56,7 @@ fn load_config(cli: &Cli) -> Result<Config, Fatal> {
     };
     let mut config = match path {
         Some(path) if cli.config.is_some() || path.exists() || cli.paths.is_empty() => {
-            config::load(&path).map_err(|e| Fatal::Config(e.into()))?
+            config::load(&path)?
         }
         Some(_) => Config::empty(),
         None if !cli.paths.is_empty() => Config::empty(),

@@ -3,13 +3,11 @@
 use glacier_backup::shown;
 use std::path::PathBuf;
 
-use glacier_backup::archiver::Error as ArchiverError;
-use glacier_backup::backends::{ledger_path, open_archiver};
 use glacier_backup::backup::{run_backup, RunOptions};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::{lock_path, Ledger, LedgerLock, LockError, SqliteLedger};
+use glacier_backup::ledger::{lock_path, Ledger};
 
-use super::{home_config_dir, lexically_normal, Fatal, Outcome};
+use super::{lexically_normal, Fatal, Outcome, Session};
 use crate::cli::Cli;
 
 pub async fn backup(
@@ -17,8 +15,9 @@ pub async fn backup(
     config: &Config,
     logfile: Option<PathBuf>,
 ) -> Result<Outcome, Fatal> {
-    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
-    let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
+    let session = Session::open(config)?;
+    let archiver = &session.archiver;
+    let ledger_file = session.ledger_file.clone();
     if config.paths.is_empty() {
         tracing::warn!(
             "no paths to back up: add path sections to {} or pass -p",
@@ -38,21 +37,14 @@ pub async fn backup(
     };
 
     let (mut ledger, _lock) = if cli.dryrun {
-        (SqliteLedger::snapshot(&ledger_file)?, None)
+        (session.ledger(true)?, None)
     } else {
-        let lock = LedgerLock::acquire(&ledger_file).map_err(|e| match e {
-            LockError::Busy(_) => Fatal::Failure(e.into()),
-            LockError::Io { .. } => Fatal::Failure(e.into()),
-        })?;
+        let lock = session.lock()?;
         // Before the destination is touched: a ledger that cannot record stops the run here.
-        let ledger = SqliteLedger::open(&ledger_file)?;
-        archiver.check().await.map_err(|e| match e {
-            ArchiverError::Config { .. } => Fatal::Config(e.into()),
-            other => Fatal::Failure(other.into()),
-        })?;
+        let ledger = session.ledger(false)?;
+        archiver.check().await?;
         (ledger, Some(lock))
     };
-    tracing::debug!("ledger: {}", shown(&ledger_file));
 
     let mut own_files = vec![ledger_file.clone(), lock_path(&ledger_file)];
     for suffix in ["-journal", "-wal", "-shm"] {
@@ -77,7 +69,7 @@ pub async fn backup(
         &options,
     );
     let report = tokio::select! {
-        report = run => report.map_err(|e| Fatal::Failure(e.into()))?,
+        report = run => report?,
         _ = tokio::signal::ctrl_c() => {
             tracing::warn!("interrupted: the upload in progress was abandoned and not recorded; run again to finish");
             return Ok(Outcome::Interrupted);

@@ -4,7 +4,6 @@
 use std::io::Write;
 
 use glacier_backup::archiver::{Archiver, InventoryState, ListedArchive, Listing};
-use glacier_backup::backends::open_archiver;
 use glacier_backup::config::Config;
 use glacier_backup::display_time;
 use glacier_backup::inventory::{rebuild, reconcile, Rebuilt, Reconciliation};
@@ -12,7 +11,7 @@ use glacier_backup::ledger::{Ledger, Retrieval, SqliteLedger, UploadRecord};
 
 use glacier_backup::shown;
 
-use super::{lock_ledger, open_ledger, Fatal, Outcome};
+use super::{Fatal, Outcome, Session};
 use crate::cli::{Cli, InventoryArgs};
 
 /// The destination's inventory: at once from a listable backend, else through a job (recorded
@@ -23,17 +22,10 @@ async fn fetch(
     archiver: &dyn Archiver,
     ledger: &mut SqliteLedger,
 ) -> Result<Option<Listing>, Fatal> {
-    let failure = |e: glacier_backup::archiver::Error| Fatal::Failure(e.into());
-    let known = ledger
-        .retrieval(None)
-        .map_err(|e| Fatal::Failure(e.into()))?
-        .and_then(|r| r.request_id);
+    let known = ledger.retrieval(None)?.and_then(|r| r.request_id);
     if cli.dryrun && !archiver.capabilities().listable {
         // A dry run starts no job: it shows what the last fetched inventory says.
-        return match ledger
-            .last_inventory()
-            .map_err(|e| Fatal::Failure(e.into()))?
-        {
+        return match ledger.last_inventory()? {
             Some(listing) => Ok(Some(listing)),
             None => Err(Fatal::Failure(anyhow::anyhow!(
                 "no inventory of this vault was fetched yet, and a dry run does not start \
@@ -41,23 +33,17 @@ async fn fetch(
             ))),
         };
     }
-    let request_id = match archiver
-        .inventory(known.as_deref())
-        .await
-        .map_err(failure)?
-    {
+    let request_id = match archiver.inventory(known.as_deref()).await? {
         InventoryState::Ready(listing) => return Ok(Some(listing)),
         InventoryState::Pending { request_id } => request_id,
     };
     if known.as_deref() != Some(request_id.as_str()) && !cli.dryrun {
-        ledger
-            .record_retrieval(&Retrieval {
-                archive_id: None,
-                request_id: Some(request_id.clone()),
-                tier: "standard".into(),
-                requested_at: time::OffsetDateTime::now_utc(),
-            })
-            .map_err(|e| Fatal::Failure(e.into()))?;
+        ledger.record_retrieval(&Retrieval {
+            archive_id: None,
+            request_id: Some(request_id.clone()),
+            tier: "standard".into(),
+            requested_at: time::OffsetDateTime::now_utc(),
+        })?;
     }
     tracing::info!(
         "inventory job {request_id} is under way (a vault inventory takes about 4 hours)"
@@ -66,12 +52,13 @@ async fn fetch(
         let limit = std::time::Duration::from_secs(args.timeout);
         let ready = glacier_backup::poll::with_backoff(limit, || async {
             match archiver.inventory(Some(&request_id)).await? {
-                InventoryState::Ready(listing) => Ok(Some(listing)),
+                InventoryState::Ready(listing) => {
+                    Ok::<_, glacier_backup::archiver::Error>(Some(listing))
+                }
                 InventoryState::Pending { .. } => Ok(None),
             }
         })
-        .await
-        .map_err(failure)?;
+        .await?;
         if ready.is_some() {
             return Ok(ready);
         }
@@ -87,24 +74,27 @@ async fn fetch(
 }
 
 pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Result<Outcome, Fatal> {
-    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
-    let mut ledger = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
+    let session = Session::open(config)?;
+    let archiver = &session.archiver;
+    let mut ledger = session.ledger(cli.dryrun)?;
     let Some(listing) = fetch(cli, args, archiver.as_ref(), &mut ledger).await? else {
         return Ok(Outcome::Success);
     };
     // Taken only now: the wait above may be long, and rows are added only below.
     let _lock = if args.rebuild_ledger && !cli.dryrun {
-        Some(lock_ledger(&ledger)?)
+        Some(session.lock()?)
     } else {
         None
     };
-    let rows = ledger.uploads().map_err(|e| Fatal::Failure(e.into()))?;
+    let rows = ledger.uploads()?;
     let report = reconcile(&rows, &listing);
     let rebuilt = if args.rebuild_ledger {
-        Some(
-            rebuild(&mut ledger, archiver.name(), &listing, &report.unrecorded)
-                .map_err(|e| Fatal::Failure(e.into()))?,
-        )
+        Some(rebuild(
+            &mut ledger,
+            archiver.name(),
+            &listing,
+            &report.unrecorded,
+        )?)
     } else {
         None
     };
@@ -112,7 +102,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
         let save = ledger
             .record_inventory(&listing)
             .and_then(|()| ledger.clear_retrieval(None));
-        save.map_err(|e| Fatal::Failure(e.into()))?;
+        save?;
     }
     let mut out = std::io::stdout().lock();
     let written = if args.json {

@@ -11,8 +11,12 @@ use glacier_backup::shown;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use glacier_backup::backends::ledger_path;
-use glacier_backup::ledger::{LedgerLock, SqliteLedger};
+use std::sync::Arc;
+
+use glacier_backup::archiver::{Archiver, Error as ArchiverError};
+use glacier_backup::backends::{ledger_path, open_archiver, BackendError};
+use glacier_backup::config::Config;
+use glacier_backup::ledger::{LedgerLock, LockError, SqliteLedger};
 
 /// How the process ends.
 pub enum Outcome {
@@ -32,23 +36,95 @@ pub enum Fatal {
     Failure(anyhow::Error),
 }
 
-/// The ledger of the configured destination, for a command that records what it does: created
-/// when missing (a machine that lost it). Not locked: restores and inventories may wait for
-/// hours and must not keep backups out meanwhile; what they write (retrievals) is theirs alone,
-/// and SQLite keeps each write whole. A dry run gets a private in-memory copy.
-pub fn open_ledger(
-    config: &glacier_backup::config::Config,
-    archiver: &dyn glacier_backup::archiver::Archiver,
-    dry_run: bool,
-) -> Result<SqliteLedger, Fatal> {
-    let file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
-    tracing::debug!("ledger: {}", shown(&file));
-    let ledger = if dry_run {
-        SqliteLedger::snapshot(&file)
-    } else {
-        SqliteLedger::open(&file)
-    };
-    ledger.map_err(Fatal::from)
+/// What every command opens first: the configured destination's archiver and its ledger
+/// file. Building it contacts nothing and creates nothing.
+pub struct Session {
+    /// The configured backend.
+    pub archiver: Arc<dyn Archiver>,
+    /// Its ledger file (which may not exist yet).
+    pub ledger_file: PathBuf,
+}
+
+impl Session {
+    /// The archiver named by the config, and the ledger file that goes with it.
+    pub fn open(config: &Config) -> Result<Self, Fatal> {
+        let archiver = open_archiver(config)?;
+        let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
+        tracing::debug!("ledger: {}", shown(&ledger_file));
+        Ok(Session {
+            archiver,
+            ledger_file,
+        })
+    }
+
+    /// The ledger, for a command that records what it does: created when missing (a machine
+    /// that lost it). Not locked: restores and inventories may wait for hours and must not
+    /// keep backups out meanwhile; what they write (retrievals) is theirs alone, and SQLite
+    /// keeps each write whole. A dry run gets a private in-memory copy.
+    pub fn ledger(&self, dry_run: bool) -> Result<SqliteLedger, Fatal> {
+        Ok(if dry_run {
+            SqliteLedger::snapshot(&self.ledger_file)?
+        } else {
+            SqliteLedger::open(&self.ledger_file)?
+        })
+    }
+
+    /// Keeps other runs off the ledger while this one writes upload rows.
+    pub fn lock(&self) -> Result<LedgerLock, Fatal> {
+        Ok(LedgerLock::acquire(&self.ledger_file)?)
+    }
+}
+
+impl From<BackendError> for Fatal {
+    /// The configured backend cannot be built: a configuration problem.
+    fn from(error: BackendError) -> Self {
+        Fatal::Config(error.into())
+    }
+}
+
+impl From<ArchiverError> for Fatal {
+    /// A backend's settings are wrong (exit 2), or it failed (exit 1).
+    fn from(error: ArchiverError) -> Self {
+        match error {
+            ArchiverError::Config { .. } => Fatal::Config(error.into()),
+            other => Fatal::Failure(other.into()),
+        }
+    }
+}
+
+impl From<glacier_backup::config::ConfigError> for Fatal {
+    /// The config file cannot be used.
+    fn from(error: glacier_backup::config::ConfigError) -> Self {
+        Fatal::Config(error.into())
+    }
+}
+
+impl From<glacier_backup::backup::RunError> for Fatal {
+    /// The ledger stopped the run: as [`LedgerError`](glacier_backup::ledger::LedgerError)
+    /// decides, or exit 1 for an archive stored but not recorded.
+    fn from(error: glacier_backup::backup::RunError) -> Self {
+        match error {
+            glacier_backup::backup::RunError::Ledger(e) => e.into(),
+            other => Fatal::Failure(other.into()),
+        }
+    }
+}
+
+impl From<glacier_backup::restore::RestoreError> for Fatal {
+    /// Nothing matches what was asked (exit 2), or the ledger cannot be read.
+    fn from(error: glacier_backup::restore::RestoreError) -> Self {
+        match error {
+            glacier_backup::restore::RestoreError::Ledger(e) => e.into(),
+            other => Fatal::Config(other.into()),
+        }
+    }
+}
+
+impl From<LockError> for Fatal {
+    /// Another run holds the ledger, or its lock file cannot be made.
+    fn from(error: LockError) -> Self {
+        Fatal::Failure(error.into())
+    }
 }
 
 impl From<glacier_backup::ledger::LedgerError> for Fatal {
@@ -61,11 +137,6 @@ impl From<glacier_backup::ledger::LedgerError> for Fatal {
             Fatal::Failure(error.into())
         }
     }
-}
-
-/// Keeps backup runs off the ledger while upload rows are written outside one.
-pub fn lock_ledger(ledger: &SqliteLedger) -> Result<LedgerLock, Fatal> {
-    LedgerLock::acquire(ledger.path()).map_err(|e| Fatal::Failure(e.into()))
 }
 
 /// `$HOME/.config/glacier_backup`, where the Python tool kept its config, log and ledger.

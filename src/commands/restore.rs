@@ -1,7 +1,6 @@
 //! `restore`: plan, request retrievals, download and put back.
 
 use glacier_backup::archiver::{Archiver, RestoreOptions, RestoreTier};
-use glacier_backup::backends::{ledger_path, open_archiver};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, UploadRecord};
 use glacier_backup::restore::{
@@ -9,7 +8,7 @@ use glacier_backup::restore::{
 };
 use glacier_backup::shown;
 
-use super::{command_line_path, home_config_dir, open_ledger, Fatal, Outcome};
+use super::{command_line_path, Fatal, Outcome, Session};
 use crate::cli::{Cli, RestoreArgs, Tier};
 
 fn tier(args: &RestoreArgs) -> RestoreTier {
@@ -111,13 +110,14 @@ fn show_plan(
 }
 
 pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<Outcome, Fatal> {
-    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
-    let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
+    let session = Session::open(config)?;
+    let archiver = &session.archiver;
+    let ledger_file = &session.ledger_file;
     if !ledger_file.exists() {
         return Err(Fatal::Config(anyhow::anyhow!(
             "no ledger at {}: nothing was backed up with this configuration (after losing it, \
              `glacier-backup inventory --rebuild-ledger` recreates it from the destination)",
-            shown(&ledger_file)
+            shown(ledger_file)
         )));
     }
     let request = request(args)?;
@@ -128,8 +128,8 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
             request.options.tier.as_str()
         )));
     }
-    let mut ledger = open_ledger(config, archiver.as_ref(), cli.dryrun)?;
-    let rows = select(&ledger, &request).map_err(|e| Fatal::Config(e.into()))?;
+    let mut ledger = session.ledger(cli.dryrun)?;
+    let rows = select(&ledger, &request)?;
     show_plan(archiver.as_ref(), &ledger, &rows, &request);
     if cli.dryrun {
         return Ok(Outcome::Success);

@@ -4,37 +4,30 @@ use glacier_backup::shown;
 use std::path::PathBuf;
 
 use glacier_backup::archiver::InventoryState;
-use glacier_backup::backends::{ledger_path, open_archiver};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::{Ledger, SqliteLedger};
+use glacier_backup::ledger::Ledger;
 
-use super::{command_line_path, home_config_dir, Fatal, Outcome};
+use super::{command_line_path, Fatal, Outcome, Session};
 
 pub async fn verify(config: &Config, remote: bool, paths: &[PathBuf]) -> Result<Outcome, Fatal> {
     use glacier_backup::verify::{check_remote, check_sources, latest_uploads};
-    let archiver = open_archiver(config).map_err(|e| Fatal::Config(e.into()))?;
-    let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
-    let ledger = SqliteLedger::snapshot(&ledger_file)?;
+    let session = Session::open(config)?;
+    let archiver = &session.archiver;
+    let ledger = session.ledger(true)?;
     let filter: Vec<PathBuf> = paths
         .iter()
         .map(|p| command_line_path(p))
         .collect::<Result<_, _>>()?;
-    let rows = latest_uploads(&ledger, &filter).map_err(|e| Fatal::Failure(e.into()))?;
+    let rows = latest_uploads(&ledger, &filter)?;
     let mut findings = check_sources(&rows);
     if remote {
         let listing = if archiver.capabilities().listable {
-            match archiver
-                .inventory(None)
-                .await
-                .map_err(|e| Fatal::Failure(e.into()))?
-            {
+            match archiver.inventory(None).await? {
                 InventoryState::Ready(listing) => Some(listing),
                 InventoryState::Pending { .. } => None,
             }
         } else {
-            ledger
-                .last_inventory()
-                .map_err(|e| Fatal::Failure(e.into()))?
+            ledger.last_inventory()?
         };
         let Some(listing) = listing else {
             return Err(Fatal::Failure(anyhow::anyhow!(
