@@ -143,7 +143,7 @@ fn bad_configs_say_where_and_what() {
         ),
         (
             "[main]\nbackend = tape\n",
-            &["backend", "local, glacier or s3"],
+            &["backend", "choose one of local, glacier, s3"],
         ),
         ("[/a]\nexclude=x\nexclude_prefix=y\n", &["keep one"]),
         ("[/a]\n[/a/]\n", &["same path"]),
