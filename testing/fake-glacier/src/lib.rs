@@ -8,13 +8,15 @@
 
 #![allow(missing_docs)]
 
+mod treehash;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glacier_backup_archiver::treehash::{subtree_level, tree_hash, TreeHash, TreeHashBuilder};
+use glacier_backup_archiver::treehash::TreeHash;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -116,7 +118,8 @@ struct Upload {
     description: String,
     created: String,
     part_size: u64,
-    parts: BTreeMap<u64, (Bytes, TreeHash)>,
+    /// By offset: bytes (empty unless kept), length and tree hash.
+    parts: BTreeMap<u64, (Bytes, u64, TreeHash)>,
 }
 
 #[derive(Debug)]
@@ -345,6 +348,14 @@ fn valid_description(d: &str) -> bool {
     d.len() <= 1024 && d.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
+/// 1 MiB times a power of two, up to 4 GiB.
+fn valid_part_size(size: u64) -> bool {
+    size.is_power_of_two() && (1 << 20..=4096 << 20).contains(&size)
+}
+
+/// Parts in one multipart upload, as Glacier allows.
+const MAX_PARTS: u64 = 10_000;
+
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
     let started = Instant::now();
     let injected = {
@@ -414,6 +425,15 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    // A header that is there but not visible ASCII is refused, not read as missing.
+    let description = match headers.get("x-amz-archive-description") {
+        None => Some(String::new()),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .map(str::to_owned)
+            .filter(|d| valid_description(d)),
+    };
     // Hashed once, before taking the lock, so parts arriving together are checked in parallel.
     let hashes = (!body.is_empty()).then(|| BodyHashes::of(&body));
     // The early `return`s below answer while this lock is held, so they must not go through
@@ -450,7 +470,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             let Some(v) = s.vaults.get_mut(*vault) else {
                 return missing(&format!("vault {vault}"));
             };
-            let description = get("x-amz-archive-description").unwrap_or_default();
+            let Some(description) = description.clone() else {
+                return bad("invalid archive description");
+            };
             if !valid_description(&description) {
                 bad("invalid archive description")
             } else if body.is_empty() {
@@ -483,13 +505,15 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             let Some(v) = s.vaults.get_mut(*vault) else {
                 return missing(&format!("vault {vault}"));
             };
-            let description = get("x-amz-archive-description").unwrap_or_default();
+            let Some(description) = description.clone() else {
+                return bad("invalid archive description");
+            };
             let part_size: u64 = get("x-amz-part-size")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
             if !valid_description(&description) {
                 bad("invalid archive description")
-            } else if subtree_level(part_size).is_none() || part_size > 4096 << 20 {
+            } else if !valid_part_size(part_size) {
                 bad("invalid part size: must be 1 MiB multiplied by a power of 2, up to 4 GiB")
             } else {
                 v.uploads.insert(
@@ -529,6 +553,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                     let len = end + 1 - start;
                     if start % u.part_size != 0 || len > u.part_size || len != body.len() as u64 {
                         bad("Content-Range does not match the part size or the body")
+                    } else if start / u.part_size >= MAX_PARTS {
+                        bad("a multipart upload holds at most 10,000 parts")
                     } else if refuse_from.is_some_and(|n| start / u.part_size >= n) {
                         bad("injected permanent refusal of this part")
                     } else {
@@ -540,7 +566,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
                             Err(message) => bad(message),
                             Ok(hash) => {
                                 let kept = if keep_data { body } else { Bytes::new() };
-                                u.parts.insert(start, (kept, hash));
+                                u.parts.insert(start, (kept, len, hash));
                                 s.stats.parts_stored.push(((*upload).to_owned(), start));
                                 respond(
                                     StatusCode::NO_CONTENT,
@@ -789,7 +815,7 @@ struct BodyHashes {
 impl BodyHashes {
     fn of(body: &[u8]) -> Self {
         BodyHashes {
-            tree: tree_hash(body),
+            tree: TreeHash(treehash::of(body)),
             linear: hex::encode(Sha256::digest(body)),
         }
     }
@@ -839,8 +865,7 @@ fn list_parts(u: &Upload, upload: &str, query: &str) -> Reply {
     let parts: Vec<_> = page
         .iter()
         .take(PAGE)
-        .map(|(start, (data, hash))| {
-            let len = if data.is_empty() { u.part_size } else { data.len() as u64 };
+        .map(|(start, (_, len, hash))| {
             serde_json::json!({"RangeInBytes": format!("{}-{}", start, *start + len - 1), "SHA256TreeHash": hash.to_hex()})
         })
         .collect();
@@ -864,23 +889,21 @@ fn assemble(
     claimed: Option<&str>,
 ) -> Result<(Bytes, TreeHash, u64), String> {
     let size = size.ok_or("missing x-amz-archive-size")?;
-    let mut builder = TreeHashBuilder::new();
+    if u.parts.is_empty() {
+        return Err("the upload has no parts".into());
+    }
+    let mut hashes = Vec::new();
     let mut data = Vec::new();
     let mut expected_offset = 0;
     let count = u.parts.len();
-    for (i, (offset, (bytes, hash))) in u.parts.iter().enumerate() {
+    for (i, (offset, (bytes, len, hash))) in u.parts.iter().enumerate() {
         if *offset != expected_offset {
             return Err(format!("part missing at offset {expected_offset}"));
         }
-        let len = if bytes.is_empty() {
-            u.part_size.min(size - offset)
-        } else {
-            bytes.len() as u64
-        };
-        if i + 1 < count && len != u.part_size {
+        if i + 1 < count && *len != u.part_size {
             return Err(format!("part at {offset} is shorter than the part size"));
         }
-        builder.push_part(len, *hash).map_err(|e| e.to_string())?;
+        hashes.push(hash.0);
         data.extend_from_slice(bytes);
         expected_offset += len;
     }
@@ -889,7 +912,7 @@ fn assemble(
             "parts cover {expected_offset} bytes, archive size says {size}"
         ));
     }
-    let hash = builder.finish();
+    let hash = TreeHash(treehash::of_parts(&hashes));
     if !claimed.is_some_and(|c| c.eq_ignore_ascii_case(&hash.to_hex())) {
         return Err("Checksum mismatch: the archive tree hash does not match its parts".into());
     }
@@ -943,6 +966,15 @@ fn describe(v: &Vault, id: &str, job: &Job) -> serde_json::Value {
     })
 }
 
+/// Whether Glacier sends a range's tree hash: the range must be one subtree of the archive's
+/// tree, a power-of-two number of MiB starting at a multiple of that size (or such a span cut
+/// short by the archive's end).
+fn tree_hash_aligned(start: u64, len: u64, archive_len: u64) -> bool {
+    const MIB: u64 = 1 << 20;
+    let span = len.div_ceil(MIB).next_power_of_two() * MIB;
+    start.is_multiple_of(span) && (len == span || start + len == archive_len)
+}
+
 fn job_output(archive: &StoredArchive, range: Option<&str>) -> Reply {
     let Some(data) = &archive.data else {
         return bad("this fake was told not to keep archive bytes");
@@ -966,9 +998,9 @@ fn job_output(archive: &StoredArchive, range: Option<&str>) -> Reply {
     };
     let slice = data.slice(start as usize..(end + 1) as usize);
     let mut headers = vec![("content-type", "application/octet-stream".to_owned())];
-    let aligned = start % (1 << 20) == 0 && ((end + 1) % (1 << 20) == 0 || end + 1 == len);
+    let aligned = tree_hash_aligned(start, end + 1 - start, len);
     if aligned {
-        headers.push(("x-amz-sha256-tree-hash", tree_hash(&slice).to_hex()));
+        headers.push(("x-amz-sha256-tree-hash", hex::encode(treehash::of(&slice))));
     }
     let status = if range.is_some() {
         headers.push(("content-range", format!("bytes {start}-{end}/{len}")));
