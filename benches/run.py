@@ -198,7 +198,7 @@ def bench_glacier():
     baseline_cmd = ["bash", "-c", f"tar cf - -C {tree.parent} {tree.name} | openssl dgst -sha256"]
     (base, _, _, _), _ = best(3, lambda: timed(baseline_cmd))
 
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
                AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
     concurrency, part_mib = 4, 8
@@ -256,7 +256,7 @@ def bench_s3():
                         "import boto3; boto3.client('s3', endpoint_url='%s', region_name='us-east-1', "
                         "aws_access_key_id='bench', aws_secret_access_key='bench').create_bucket(Bucket='bench')"
                         % endpoint], check=True)
-        env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                    AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
                    AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
         concurrency, part_mib = 4, 8

@@ -40,7 +40,7 @@ WORK = ROOT / "target" / "drill"
 BIN = ROOT / "target" / "release" / "glacier-backup"
 FAKE = ROOT / "target" / "release" / "fake-glacier"
 MIB = 1 << 20
-ENV = dict(os.environ, AWS_ACCESS_KEY_ID="drill", AWS_SECRET_ACCESS_KEY="drill",
+ENV = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
            AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
            AWS_SHARED_CREDENTIALS_FILE="/nonexistent", RUST_LOG="")
 
@@ -89,7 +89,7 @@ class Glacier:
     name = "glacier"
 
     def __init__(self, work):
-        self.fake = subprocess.Popen([str(FAKE), "drill", "--keep-data"], stdin=subprocess.PIPE,
+        self.fake = subprocess.Popen([str(FAKE), "drill", "--keep-data", "--unsigned"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         self.endpoint = self.fake.stdout.readline().strip()
         assert self.endpoint.startswith("http://127.0.0.1:"), self.endpoint

@@ -959,4 +959,57 @@ mod tests {
         assert_eq!(parse_range("9-3"), None);
         assert_eq!(parse_range("x-3"), None);
     }
+
+    /// An upload whose signature covers a payload hash that is not its body's is refused by a
+    /// vault that checks signatures, as Glacier does; with the body's own hash it goes through.
+    /// (The fake recomputes every request's SigV4 signature; see `fake_glacier::sigv4`.)
+    #[tokio::test(flavor = "multi_thread")]
+    async fn uploads_are_signed_over_their_own_sha256() {
+        for (name, value) in [
+            ("AWS_ACCESS_KEY_ID", fake_glacier::sigv4::ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", fake_glacier::sigv4::SECRET_KEY),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent/aws-config"),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/aws-credentials",
+            ),
+        ] {
+            std::env::set_var(name, value);
+        }
+        let fake = fake_glacier::FakeGlacier::start();
+        fake.create_vault("v");
+        let mut settings = GlacierSettings::from_config(None, Some("v"), None).unwrap();
+        settings.connection.region = Some("us-east-1".into());
+        settings.connection.endpoint_url = Some(fake.endpoint.clone());
+        settings.connection.max_attempts = 1;
+        let archiver = GlacierArchiver::new(settings);
+        let client = archiver.client().await.unwrap();
+        let body = bytes::Bytes::from_static(b"the archive's bytes");
+        let tree_hash = glacier_backup_archiver::treehash::tree_hash(&body);
+        let upload = |signed_sha256: String| {
+            client
+                .upload_archive()
+                .account_id("-")
+                .vault_name("v")
+                .checksum(tree_hash.to_hex())
+                .body(SdkByteStream::from(body.clone()))
+                .customize()
+                .interceptor(payload::OwnPayloadSha256::new(signed_sha256))
+                .send()
+        };
+        let other = bytes::Bytes::from_static(b"other bytes");
+        let wrong = upload(payload_sha256(other).await.unwrap()).await;
+        let error = wrong.expect_err("signed over another payload hash");
+        assert_eq!(
+            glacier_backup_aws::error_code(&error),
+            Some("InvalidSignatureException"),
+            "{error:?}"
+        );
+        assert!(fake.archives("v").is_empty());
+        upload(payload_sha256(body.clone()).await.unwrap())
+            .await
+            .expect("signed over its own SHA-256");
+        assert_eq!(fake.archives("v").len(), 1);
+    }
 }

@@ -8,6 +8,7 @@
 
 #![allow(missing_docs)]
 
+pub mod sigv4;
 mod treehash;
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,6 +55,9 @@ pub struct Behaviour {
     pub drop_output_at: Option<u64>,
     /// Keep archive bytes (turn off for large benchmarks: only hashes are kept).
     pub keep_data: bool,
+    /// Refuse requests not signed (SigV4) with [`sigv4::ACCESS_KEY`] over exactly what was
+    /// sent, as AWS does. Off only for tests that send raw requests.
+    pub check_signatures: bool,
     /// The next request of this kind is carried out, then its reply is lost (the connection
     /// dropped): what a client killed mid-call, or cut off by the network, sees.
     pub lose_reply: Option<Call>,
@@ -81,6 +85,7 @@ impl Default for Behaviour {
             job_delay: Duration::ZERO,
             drop_output_at: None,
             keep_data: true,
+            check_signatures: true,
             lose_reply: None,
         }
     }
@@ -415,10 +420,20 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         }
     }
     let range_header = header(&req, "range").map(str::to_owned);
+    let raw_path = req.uri().path().to_owned();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return Err(std::io::Error::other(e)),
     };
+    // Hashed once, before taking the lock, so parts arriving together are checked in parallel.
+    let hashes = BodyHashes::of(&body);
+    if state.lock().unwrap().behaviour.check_signatures {
+        let checked = sigv4::verify(method.as_str(), &raw_path, &query, &headers, &hashes.linear);
+        if let Err((code, message)) = checked {
+            return error(StatusCode::FORBIDDEN, code, &message);
+        }
+    }
+    let hashes = (!body.is_empty()).then_some(hashes);
     let get = |name: &str| {
         headers
             .get(name)
@@ -434,8 +449,6 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             .map(str::to_owned)
             .filter(|d| valid_description(d)),
     };
-    // Hashed once, before taking the lock, so parts arriving together are checked in parallel.
-    let hashes = (!body.is_empty()).then(|| BodyHashes::of(&body));
     // The early `return`s below answer while this lock is held, so they must not go through
     // `finish` (which locks again).
     let mut s = state.lock().unwrap();

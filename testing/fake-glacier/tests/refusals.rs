@@ -117,10 +117,58 @@ fn complete(fake: &FakeGlacier, upload: &str, size: usize, tree: &str) -> Reply 
     )
 }
 
+/// A fake that takes these unsigned requests: the rules tested here are not about signatures.
 fn fake() -> FakeGlacier {
     let fake = FakeGlacier::start();
     fake.create_vault("v");
+    fake.set(|b| b.check_signatures = false);
     fake
+}
+
+#[test]
+fn unsigned_and_wrongly_signed_requests_are_refused() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    let reply = send(&fake, "GET", "/-/vaults/v", &[], b"");
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        reply.body.contains("MissingAuthenticationTokenException"),
+        "{}",
+        reply.body
+    );
+    let forged = b"AWS4-HMAC-SHA256 Credential=testing/20261129/us-east-1/glacier/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+    let reply = send(
+        &fake,
+        "GET",
+        "/-/vaults/v",
+        &[
+            ("authorization", forged),
+            ("x-amz-date", b"20261129T000000Z"),
+        ],
+        b"",
+    );
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(
+        reply.body.contains("InvalidSignatureException"),
+        "{}",
+        reply.body
+    );
+    let stranger = b"AWS4-HMAC-SHA256 Credential=AKIDSTRANGER/20261129/us-east-1/glacier/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+    let reply = send(
+        &fake,
+        "GET",
+        "/-/vaults/v",
+        &[
+            ("authorization", stranger),
+            ("x-amz-date", b"20261129T000000Z"),
+        ],
+        b"",
+    );
+    assert!(
+        reply.body.contains("UnrecognizedClientException"),
+        "{}",
+        reply.body
+    );
 }
 
 #[test]

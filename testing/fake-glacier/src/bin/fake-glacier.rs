@@ -1,16 +1,23 @@
-//! Runs the fake Glacier service for benchmarks: `fake-glacier VAULT [--keep-data]`. Prints the
-//! endpoint on the first line; on end of standard input, prints the time its handlers spent
-//! (`busy_seconds=...`) and exits.
+//! Runs the fake Glacier service for benchmarks and drills:
+//! `fake-glacier VAULT [--keep-data] [--unsigned]`. Prints the endpoint on the first line; on end
+//! of standard input, prints the time its handlers spent (`busy_seconds=...`) and exits.
+//! Requests must be signed with the test credentials (`testing`/`testing`) unless `--unsigned`
+//! (for scripts that inspect the fake with plain HTTP).
 
 use std::io::BufRead;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let vault = args.next().unwrap_or_else(|| "bench".into());
-    let keep_data = args.any(|a| a == "--keep-data");
+    let flags: Vec<String> = args.collect();
+    let keep_data = flags.iter().any(|a| a == "--keep-data");
+    let check_signatures = !flags.iter().any(|a| a == "--unsigned");
     let fake = fake_glacier::FakeGlacier::start();
     fake.create_vault(&vault);
-    fake.set(|b| b.keep_data = keep_data);
+    fake.set(|b| {
+        b.keep_data = keep_data;
+        b.check_signatures = check_signatures;
+    });
     println!("{}", fake.endpoint);
     for _ in std::io::stdin().lock().lines() {}
     let stats = fake.stats();
