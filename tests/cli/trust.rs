@@ -188,23 +188,6 @@ fn partial_files_of_killed_runs_are_reported_by_inventory_and_removed_by_the_nex
     );
 }
 
-/// Plants `tar` in the local destination as the archive of directory `source`, and has the
-/// ledger learn it from the destination, as after a lost ledger.
-fn plant_directory_archive(sb: &Sandbox, config: &str, source: &Path, tar: &[u8]) {
-    let started = time::macros::datetime!(2026-01-01 0:00 UTC);
-    let key = glacier_backup::archiver::keys::archive_key(source, started, true);
-    let file = sb.path("archives").join(key);
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    fs::write(&file, tar).unwrap();
-    let rebuilt = sb.run(&["-c", config, "inventory", "--rebuild-ledger"]);
-    assert_exit(&rebuilt, 0);
-    assert!(
-        text(&rebuilt).contains("ledger rows added: 1"),
-        "{}",
-        text(&rebuilt)
-    );
-}
-
 #[test]
 fn an_entry_outside_the_archives_top_directory_is_refused_in_place_and_elsewhere() {
     let sb = Sandbox::new();
@@ -231,7 +214,7 @@ fn an_entry_outside_the_archives_top_directory_is_refused_in_place_and_elsewhere
             future,
         ),
     ]);
-    plant_directory_archive(&sb, config, &home.join("photos"), &tar);
+    sb.plant_directory_archive(config, &home.join("photos"), &tar);
 
     let out = sb.run(&[
         "-c",

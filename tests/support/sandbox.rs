@@ -53,6 +53,23 @@ impl Sandbox {
             .unwrap()
     }
 
+    /// Plants `tar` in the local destination as the archive of directory `source`, and has the
+    /// ledger learn it from the destination, as after a lost ledger.
+    pub fn plant_directory_archive(&self, config: &str, source: &Path, tar: &[u8]) {
+        let started = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let key = glacier_backup::archiver::keys::archive_key(source, started, true);
+        let file = self.path("archives").join(key);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, tar).unwrap();
+        let rebuilt = self.run(&["-c", config, "inventory", "--rebuild-ledger"]);
+        assert_exit(&rebuilt, 0);
+        assert!(
+            text(&rebuilt).contains("ledger rows added: 1"),
+            "{}",
+            text(&rebuilt)
+        );
+    }
+
     pub fn ledger(&self) -> PathBuf {
         let dir = self.path("config");
         fs::read_dir(&dir)
