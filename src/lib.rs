@@ -11,7 +11,6 @@ pub use glacier_backup_archiver::{shown, shown_bytes};
 pub mod backends;
 pub mod backup;
 pub mod candidate;
-pub mod extract;
 pub mod fsat;
 pub mod inventory;
 pub mod ledger;

@@ -3,18 +3,14 @@
 //! chunks that survive an interruption, check the tree hash, and put them back (files renamed
 //! into place, directories extracted safely).
 
-use crate::shown;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use futures::StreamExt;
-use glacier_backup_archiver::treehash::TreeHasher;
 use glacier_backup_archiver::{ArchiveRef, Archiver, RestoreOptions, RestoreState, SourceKind};
-use sha2::Digest;
 use time::OffsetDateTime;
 
-use crate::extract::{extract_tar, ExtractOptions};
+use crate::shown;
+
 use crate::ledger::{Ledger, LedgerError, Retrieval, UploadRecord};
 
 /// Bytes asked for per ranged request: small enough that an interruption loses little, large
@@ -85,69 +81,17 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Reads a `--at` time: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` (UTC), or `YYYY-MM-DD` (the end of
-/// that day, UTC, so "as of the 20th" includes everything uploaded on the 20th).
-pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    use time::format_description::well_known::Rfc3339;
-    use time::macros::format_description;
-    let text = text.trim();
-    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Some(t);
-    }
-    let with_seconds = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    let with_minutes = format_description!("[year]-[month]-[day] [hour]:[minute]");
-    for format in [with_seconds, with_minutes] {
-        if let Ok(t) = time::PrimitiveDateTime::parse(&text.replacen('T', " ", 1), format) {
-            return Some(t.assume_utc());
-        }
-    }
-    let day = time::Date::parse(text, format_description!("[year]-[month]-[day]")).ok()?;
-    Some(
-        day.with_hms_nano(23, 59, 59, 999_999_999)
-            .ok()?
-            .assume_utc(),
-    )
-}
+mod download;
+pub mod extract;
+mod place;
+mod retrieval;
+mod select;
 
-/// The latest upload (or the one current at `request.at`) of each selected source path, plus
-/// the uploads named by id.
-pub fn select(
-    ledger: &dyn Ledger,
-    request: &RestoreRequest,
-) -> Result<Vec<UploadRecord>, RestoreError> {
-    let all = ledger.uploads()?;
-    let mut latest: std::collections::BTreeMap<PathBuf, UploadRecord> = Default::default();
-    for row in &all {
-        let wanted = request
-            .paths
-            .iter()
-            .any(|p| row.path == *p || row.path.starts_with(p));
-        let current = match request.at {
-            Some(at) => row.stored_at().is_some_and(|t| t <= at),
-            None => true,
-        };
-        if wanted && current {
-            latest.insert(row.path.clone(), row.clone());
-        }
-    }
-    let mut chosen: Vec<UploadRecord> = latest.into_values().collect();
-    for id in &request.archive_ids {
-        match all.iter().find(|r| &r.archive_id == id) {
-            Some(row) if !chosen.contains(row) => chosen.push(row.clone()),
-            Some(_) => {}
-            None => return Err(RestoreError::NothingMatches(format!("archive id {id:?}"))),
-        }
-    }
-    if chosen.is_empty() {
-        let named: Vec<String> = request.paths.iter().map(shown).collect();
-        let mut named = named.join(", ");
-        if let Some(at) = request.at {
-            named += &format!(" (uploaded at or before {})", crate::display_time(at));
-        }
-        return Err(RestoreError::NothingMatches(named));
-    }
-    Ok(chosen)
-}
+use download::download;
+pub use place::is_root;
+use place::{final_name, place};
+use retrieval::{ask, readable};
+pub use select::{parse_time, select};
 
 fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, String> {
     match (row.size, row.tree_hash) {
@@ -261,55 +205,6 @@ fn kept_file(row: &UploadRecord, target: &Path, request: &RestoreRequest) -> Opt
     })
 }
 
-/// Asks for a cold archive to be made readable, unless a retrieval is already under way: checks
-/// on a retrieval recorded in the ledger by an earlier run first, and records a new one.
-/// Returns the archive's state.
-async fn ask(
-    archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
-    archive: &ArchiveRef,
-    options: &RestoreOptions,
-) -> Result<RestoreState, String> {
-    let id = archive.archive_id.as_str();
-    let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
-    let recorded = ledger.retrieval(Some(id)).map_err(|e| failed(&e))?;
-    if let Some(request_id) = recorded.as_ref().and_then(|r| r.request_id.as_deref()) {
-        archiver.known_retrieval(id, request_id);
-    }
-    let state = archiver
-        .restore_state(archive)
-        .await
-        .map_err(|e| failed(&e))?;
-    match (&state, &recorded) {
-        (RestoreState::NotRequested, earlier) => {
-            if let Some(earlier) = earlier {
-                tracing::info!(
-                    "{id}: the retrieval asked for at {} is no longer available; asking again",
-                    crate::display_time(earlier.requested_at)
-                );
-            }
-            let state = archiver
-                .request_restore(archive, options)
-                .await
-                .map_err(|e| failed(&e))?;
-            tracing::info!("{id}: retrieval requested ({} tier)", options.tier.as_str());
-            record(ledger, id, &state, options.tier.as_str())?;
-            return Ok(state);
-        }
-        (RestoreState::InProgress { .. }, Some(earlier)) => tracing::info!(
-            "{id}: the retrieval asked for at {} ({} tier) is still in progress",
-            crate::display_time(earlier.requested_at),
-            earlier.tier
-        ),
-        (RestoreState::InProgress { .. }, None) => {
-            tracing::info!("{id}: a retrieval is already in progress");
-            record(ledger, id, &state, "unknown")?;
-        }
-        (RestoreState::Ready, _) => {}
-    }
-    Ok(state)
-}
-
 /// Asks for the retrieval of one upload's archive when it is cold, without waiting: a caller
 /// restoring many archives asks for all of them first, so they are prepared side by side.
 /// Returns whether the archive can be read now.
@@ -331,235 +226,12 @@ pub async fn request_retrieval(
     Ok(state == RestoreState::Ready)
 }
 
-/// Makes the archive readable: asks for a retrieval if none is under way, and with a deadline
-/// polls (with backoff) until it is done or the time is up.
-async fn readable(
-    archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
-    archive: &ArchiveRef,
-    request: &RestoreRequest,
-) -> Result<bool, String> {
-    if !archiver.capabilities().needs_restore {
-        return Ok(true);
-    }
-    let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
-    let mut state = archiver
-        .restore_state(archive)
-        .await
-        .map_err(|e| failed(&e))?;
-    if state == RestoreState::NotRequested {
-        state = ask(archiver, ledger, archive, &request.options).await?;
-    }
-    if state == RestoreState::Ready {
-        return Ok(true);
-    }
-    let Some(deadline) = request.deadline else {
-        return Ok(false);
-    };
-    let limit = deadline.saturating_duration_since(std::time::Instant::now());
-    let ready = crate::poll::with_backoff(limit, || async {
-        let state = archiver.restore_state(archive).await?;
-        Ok::<_, glacier_backup_archiver::Error>((state == RestoreState::Ready).then_some(()))
-    })
-    .await
-    .map_err(|e| failed(&e))?;
-    Ok(ready.is_some())
-}
-
-fn record(
-    ledger: &mut dyn Ledger,
-    archive_id: &str,
-    state: &RestoreState,
-    tier: &str,
-) -> Result<(), String> {
-    let request_id = match state {
-        RestoreState::InProgress { request_id } => request_id.clone(),
-        _ => None,
-    };
-    ledger
-        .record_retrieval(&Retrieval {
-            archive_id: Some(archive_id.to_owned()),
-            request_id,
-            tier: tier.to_owned(),
-            requested_at: OffsetDateTime::now_utc(),
-        })
-        .map_err(|e| crate::backup::error_chain(&e))
-}
-
-fn final_name(row: &UploadRecord) -> PathBuf {
-    // A row of the Python tool does not say whether it holds a file or a tar of a directory:
-    // its archive name (`photos.tar`, `notes.txt`) is the honest name for the bytes.
-    // Only a last component, never `..`, is taken from either.
-    let archive_name = Path::new(&row.name).file_name();
-    let name = match row.kind {
-        None => archive_name.or(row.path.file_name()),
-        Some(SourceKind::File) => row.path.file_name().or(archive_name),
-        // The tar's top directory, as the walk names it (`root` for `/`).
-        Some(SourceKind::Directory) => row.path.file_name().or(Some("root".as_ref())),
-    };
-    PathBuf::from(name.unwrap_or(std::ffi::OsStr::new("restored")))
-}
-
-/// The download in progress for an archive: a fixed name in the destination directory, so an
-/// interrupted restore continues where it stopped.
-fn partial_path(dir: &Path, archive_id: &str) -> PathBuf {
-    let digest = sha2::Sha256::digest(archive_id.as_bytes());
-    dir.join(format!(
-        ".glacier-backup-restore-{}.partial",
-        hex::encode(&digest[..12])
-    ))
-}
-
-/// Downloads the archive into its partial file, continuing from what an earlier run left,
-/// and checks size and tree hash. On a mismatch the partial file is deleted; on any other
-/// failure it is kept for the next run.
-async fn download(
-    archiver: &dyn Archiver,
-    archive: &ArchiveRef,
-    dir: &Path,
-    chunk_size: u64,
-) -> Result<PathBuf, String> {
-    let chunk_size = chunk_size.max(1 << 20) & !((1 << 20) - 1);
-    let path = partial_path(dir, &archive.archive_id);
-    let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", shown(&path));
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| io("open", e))?;
-    let ranged = archiver.capabilities().ranged_reads;
-    let kept = file.metadata().map_err(|e| io("read", e))?.len();
-    // Whole MiBs only, so ranged requests stay tree-hash aligned.
-    let mut have = if ranged && kept <= archive.size {
-        kept - kept % (1 << 20)
-    } else {
-        0
-    };
-    file.set_len(have).map_err(|e| io("truncate", e))?;
-    let mut hasher = TreeHasher::new();
-    if have > 0 {
-        tracing::info!(
-            "{}: continuing an interrupted download at {have} of {} bytes",
-            archive.archive_id,
-            archive.size
-        );
-        let mut buffer = vec![0; 1 << 20];
-        let mut reader = (&file).take(have);
-        loop {
-            match reader.read(&mut buffer).map_err(|e| io("read", e))? {
-                0 => break,
-                n => hasher.update(&buffer[..n]),
-            }
-        }
-    }
-    file.seek(SeekFrom::Start(have))
-        .map_err(|e| io("seek in", e))?;
-    let ranges: Vec<Option<std::ops::Range<u64>>> = if ranged && archive.size > 0 {
-        (have..archive.size)
-            .step_by(chunk_size as usize)
-            .map(|start| Some(start..archive.size.min(start + chunk_size)))
-            .collect()
-    } else {
-        vec![None]
-    };
-    let stopped = |e: glacier_backup_archiver::Error, have: u64| {
-        format!(
-            "{} (download stopped at {have} of {} bytes; run again to continue)",
-            crate::backup::error_chain(&e),
-            archive.size
-        )
-    };
-    for range in ranges {
-        let mut stream = archiver
-            .get(archive, range)
-            .await
-            .map_err(|e| stopped(e, have))?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| stopped(e, have))?;
-            hasher.update(&chunk);
-            file.write_all(&chunk).map_err(|e| io("write", e))?;
-            have += chunk.len() as u64;
-        }
-    }
-    let size = hasher.len();
-    let hash = hasher.finish();
-    if size != archive.size || hash != archive.tree_hash {
-        drop(file);
-        let _ = std::fs::remove_file(&path);
-        return Err(format!(
-            "{}: the download does not match the ledger (size {size} vs {}, tree hash {hash} vs \
-             {}); nothing was restored",
-            archive.archive_id, archive.size, archive.tree_hash
-        ));
-    }
-    file.sync_all().map_err(|e| io("sync", e))?;
-    Ok(path)
-}
-
-/// Puts a checked download in place: a file renamed over `target` (an existing older file is
-/// replaced atomically), a directory archive extracted.
-async fn place(
-    row: &UploadRecord,
-    downloaded: PathBuf,
-    dir: &Path,
-    target: &Path,
-    request: &RestoreRequest,
-) -> Result<Outcome, String> {
-    if row.kind != Some(SourceKind::Directory) {
-        std::fs::rename(&downloaded, target).map_err(|e| {
-            format!(
-                "cannot put the file at {}: {e}; the download is kept as {}",
-                shown(target),
-                shown(&downloaded)
-            )
-        })?;
-        return Ok(Outcome::Restored {
-            path: target.to_path_buf(),
-            rejected: 0,
-            kept: 0,
-        });
-    }
-    let file = std::fs::File::open(&downloaded)
-        .map_err(|e| format!("cannot read {}: {e}", shown(&downloaded)))?;
-    let options = ExtractOptions {
-        preserve_owners: is_root(),
-        force: request.force,
-        devices: request.devices && is_root(),
-    };
-    let dir_owned = dir.to_path_buf();
-    // Every entry must lie under the directory's own name, as our archives write it.
-    let top = final_name(row).into_os_string();
-    let extracted = tokio::task::spawn_blocking(move || {
-        extract_tar(std::io::BufReader::new(file), &dir_owned, &top, options)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| crate::backup::error_chain(&e))?;
-    let _ = std::fs::remove_file(&downloaded);
-    for name in &extracted.kept {
-        tracing::warn!(
-            "{}: kept, newer than the archived one (--force replaces it)",
-            shown(dir.join(name))
-        );
-    }
-    Ok(Outcome::Restored {
-        path: target.to_path_buf(),
-        rejected: extracted.rejected.len(),
-        kept: extracted.kept.len(),
-    })
-}
-
-/// Whether this process may hand files to other owners and make devices.
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::download::partial_path;
     use super::*;
     use crate::ledger::SqliteLedger;
+    use futures::StreamExt;
     use glacier_backup_archiver::conformance::{meta, sample};
     use glacier_backup_archiver::parts::parts_from_bytes;
     use glacier_backup_archiver::{

@@ -1,0 +1,108 @@
+//! Downloads in ranged chunks into a partial file that survives an interruption, checked
+//! against the recorded size and tree hash.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use futures::StreamExt;
+use glacier_backup_archiver::treehash::TreeHasher;
+use sha2::Digest;
+
+use super::*;
+
+/// The download in progress for an archive: a fixed name in the destination directory, so an
+/// interrupted restore continues where it stopped.
+pub(super) fn partial_path(dir: &Path, archive_id: &str) -> PathBuf {
+    let digest = sha2::Sha256::digest(archive_id.as_bytes());
+    dir.join(format!(
+        ".glacier-backup-restore-{}.partial",
+        hex::encode(&digest[..12])
+    ))
+}
+
+/// Downloads the archive into its partial file, continuing from what an earlier run left,
+/// and checks size and tree hash. On a mismatch the partial file is deleted; on any other
+/// failure it is kept for the next run.
+pub(super) async fn download(
+    archiver: &dyn Archiver,
+    archive: &ArchiveRef,
+    dir: &Path,
+    chunk_size: u64,
+) -> Result<PathBuf, String> {
+    let chunk_size = chunk_size.max(1 << 20) & !((1 << 20) - 1);
+    let path = partial_path(dir, &archive.archive_id);
+    let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", shown(&path));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io("open", e))?;
+    let ranged = archiver.capabilities().ranged_reads;
+    let kept = file.metadata().map_err(|e| io("read", e))?.len();
+    // Whole MiBs only, so ranged requests stay tree-hash aligned.
+    let mut have = if ranged && kept <= archive.size {
+        kept - kept % (1 << 20)
+    } else {
+        0
+    };
+    file.set_len(have).map_err(|e| io("truncate", e))?;
+    let mut hasher = TreeHasher::new();
+    if have > 0 {
+        tracing::info!(
+            "{}: continuing an interrupted download at {have} of {} bytes",
+            archive.archive_id,
+            archive.size
+        );
+        let mut buffer = vec![0; 1 << 20];
+        let mut reader = (&file).take(have);
+        loop {
+            match reader.read(&mut buffer).map_err(|e| io("read", e))? {
+                0 => break,
+                n => hasher.update(&buffer[..n]),
+            }
+        }
+    }
+    file.seek(SeekFrom::Start(have))
+        .map_err(|e| io("seek in", e))?;
+    let ranges: Vec<Option<std::ops::Range<u64>>> = if ranged && archive.size > 0 {
+        (have..archive.size)
+            .step_by(chunk_size as usize)
+            .map(|start| Some(start..archive.size.min(start + chunk_size)))
+            .collect()
+    } else {
+        vec![None]
+    };
+    let stopped = |e: glacier_backup_archiver::Error, have: u64| {
+        format!(
+            "{} (download stopped at {have} of {} bytes; run again to continue)",
+            crate::backup::error_chain(&e),
+            archive.size
+        )
+    };
+    for range in ranges {
+        let mut stream = archiver
+            .get(archive, range)
+            .await
+            .map_err(|e| stopped(e, have))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| stopped(e, have))?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).map_err(|e| io("write", e))?;
+            have += chunk.len() as u64;
+        }
+    }
+    let size = hasher.len();
+    let hash = hasher.finish();
+    if size != archive.size || hash != archive.tree_hash {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(format!(
+            "{}: the download does not match the ledger (size {size} vs {}, tree hash {hash} vs \
+             {}); nothing was restored",
+            archive.archive_id, archive.size, archive.tree_hash
+        ));
+    }
+    file.sync_all().map_err(|e| io("sync", e))?;
+    Ok(path)
+}

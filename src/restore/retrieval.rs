@@ -1,0 +1,108 @@
+//! Making cold archives readable: asking for a retrieval once (recorded in the ledger, so a
+//! later run checks on it), and waiting for it.
+
+use super::*;
+
+/// Asks for a cold archive to be made readable, unless a retrieval is already under way: checks
+/// on a retrieval recorded in the ledger by an earlier run first, and records a new one.
+/// Returns the archive's state.
+pub(super) async fn ask(
+    archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
+    archive: &ArchiveRef,
+    options: &RestoreOptions,
+) -> Result<RestoreState, String> {
+    let id = archive.archive_id.as_str();
+    let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
+    let recorded = ledger.retrieval(Some(id)).map_err(|e| failed(&e))?;
+    if let Some(request_id) = recorded.as_ref().and_then(|r| r.request_id.as_deref()) {
+        archiver.known_retrieval(id, request_id);
+    }
+    let state = archiver
+        .restore_state(archive)
+        .await
+        .map_err(|e| failed(&e))?;
+    match (&state, &recorded) {
+        (RestoreState::NotRequested, earlier) => {
+            if let Some(earlier) = earlier {
+                tracing::info!(
+                    "{id}: the retrieval asked for at {} is no longer available; asking again",
+                    crate::display_time(earlier.requested_at)
+                );
+            }
+            let state = archiver
+                .request_restore(archive, options)
+                .await
+                .map_err(|e| failed(&e))?;
+            tracing::info!("{id}: retrieval requested ({} tier)", options.tier.as_str());
+            record(ledger, id, &state, options.tier.as_str())?;
+            return Ok(state);
+        }
+        (RestoreState::InProgress { .. }, Some(earlier)) => tracing::info!(
+            "{id}: the retrieval asked for at {} ({} tier) is still in progress",
+            crate::display_time(earlier.requested_at),
+            earlier.tier
+        ),
+        (RestoreState::InProgress { .. }, None) => {
+            tracing::info!("{id}: a retrieval is already in progress");
+            record(ledger, id, &state, "unknown")?;
+        }
+        (RestoreState::Ready, _) => {}
+    }
+    Ok(state)
+}
+
+/// Makes the archive readable: asks for a retrieval if none is under way, and with a deadline
+/// polls (with backoff) until it is done or the time is up.
+pub(super) async fn readable(
+    archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
+    archive: &ArchiveRef,
+    request: &RestoreRequest,
+) -> Result<bool, String> {
+    if !archiver.capabilities().needs_restore {
+        return Ok(true);
+    }
+    let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
+    let mut state = archiver
+        .restore_state(archive)
+        .await
+        .map_err(|e| failed(&e))?;
+    if state == RestoreState::NotRequested {
+        state = ask(archiver, ledger, archive, &request.options).await?;
+    }
+    if state == RestoreState::Ready {
+        return Ok(true);
+    }
+    let Some(deadline) = request.deadline else {
+        return Ok(false);
+    };
+    let limit = deadline.saturating_duration_since(std::time::Instant::now());
+    let ready = crate::poll::with_backoff(limit, || async {
+        let state = archiver.restore_state(archive).await?;
+        Ok::<_, glacier_backup_archiver::Error>((state == RestoreState::Ready).then_some(()))
+    })
+    .await
+    .map_err(|e| failed(&e))?;
+    Ok(ready.is_some())
+}
+
+pub(super) fn record(
+    ledger: &mut dyn Ledger,
+    archive_id: &str,
+    state: &RestoreState,
+    tier: &str,
+) -> Result<(), String> {
+    let request_id = match state {
+        RestoreState::InProgress { request_id } => request_id.clone(),
+        _ => None,
+    };
+    ledger
+        .record_retrieval(&Retrieval {
+            archive_id: Some(archive_id.to_owned()),
+            request_id,
+            tier: tier.to_owned(),
+            requested_at: OffsetDateTime::now_utc(),
+        })
+        .map_err(|e| crate::backup::error_chain(&e))
+}

@@ -1,0 +1,68 @@
+//! Which uploads a restore brings back: each path's latest (or the one current at a time), and
+//! those named by archive id.
+
+use super::*;
+
+/// Reads a `--at` time: RFC 3339, `YYYY-MM-DD HH:MM[:SS]` (UTC), or `YYYY-MM-DD` (the end of
+/// that day, UTC, so "as of the 20th" includes everything uploaded on the 20th).
+pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    let text = text.trim();
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(t);
+    }
+    let with_seconds = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let with_minutes = format_description!("[year]-[month]-[day] [hour]:[minute]");
+    for format in [with_seconds, with_minutes] {
+        if let Ok(t) = time::PrimitiveDateTime::parse(&text.replacen('T', " ", 1), format) {
+            return Some(t.assume_utc());
+        }
+    }
+    let day = time::Date::parse(text, format_description!("[year]-[month]-[day]")).ok()?;
+    Some(
+        day.with_hms_nano(23, 59, 59, 999_999_999)
+            .ok()?
+            .assume_utc(),
+    )
+}
+
+/// The latest upload (or the one current at `request.at`) of each selected source path, plus
+/// the uploads named by id.
+pub fn select(
+    ledger: &dyn Ledger,
+    request: &RestoreRequest,
+) -> Result<Vec<UploadRecord>, RestoreError> {
+    let all = ledger.uploads()?;
+    let mut latest: std::collections::BTreeMap<PathBuf, UploadRecord> = Default::default();
+    for row in &all {
+        let wanted = request
+            .paths
+            .iter()
+            .any(|p| row.path == *p || row.path.starts_with(p));
+        let current = match request.at {
+            Some(at) => row.stored_at().is_some_and(|t| t <= at),
+            None => true,
+        };
+        if wanted && current {
+            latest.insert(row.path.clone(), row.clone());
+        }
+    }
+    let mut chosen: Vec<UploadRecord> = latest.into_values().collect();
+    for id in &request.archive_ids {
+        match all.iter().find(|r| &r.archive_id == id) {
+            Some(row) if !chosen.contains(row) => chosen.push(row.clone()),
+            Some(_) => {}
+            None => return Err(RestoreError::NothingMatches(format!("archive id {id:?}"))),
+        }
+    }
+    if chosen.is_empty() {
+        let named: Vec<String> = request.paths.iter().map(shown).collect();
+        let mut named = named.join(", ");
+        if let Some(at) = request.at {
+            named += &format!(" (uploaded at or before {})", crate::display_time(at));
+        }
+        return Err(RestoreError::NothingMatches(named));
+    }
+    Ok(chosen)
+}
