@@ -14,10 +14,10 @@ use glacier_backup_archiver::{
 };
 use time::OffsetDateTime;
 
+use crate::candidate::SourceError;
 use crate::candidate::{Candidate, Scan};
 use crate::ledger::{Ledger, LedgerError, PendingUpload, UploadRecord};
 use crate::resolve::Planned;
-use crate::source::SourceError;
 use crate::stream::archive_parts;
 
 /// How a run behaves.

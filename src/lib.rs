@@ -17,7 +17,6 @@ pub mod ledger;
 pub mod poll;
 pub mod resolve;
 pub mod restore;
-pub mod source;
 pub mod stream;
 pub mod verify;
 

@@ -12,7 +12,7 @@ use glacier_backup_archiver::{Error, Part, PartStream};
 use tokio::sync::mpsc;
 
 use crate::candidate::Candidate;
-use crate::source::SourceError;
+use crate::candidate::SourceError;
 
 /// Parts hashed concurrently; with the part being filled, the one queued and the one the
 /// backend holds, at most about `HASHING + 3` parts are in memory.

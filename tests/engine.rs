@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use glacier_backup::archiver::{Archiver, MemoryArchiver, SourceKind};
 use glacier_backup::backup::{run_backup, Decision, RunOptions};
+use glacier_backup::candidate::SourceError;
 use glacier_backup::candidate::{Candidate, Fingerprint, PathCandidate, Scan};
 use glacier_backup::ledger::{Ledger, SqliteLedger};
 use glacier_backup::resolve::Planned;
-use glacier_backup::source::SourceError;
 
 fn planned(path: &Path, kind: SourceKind, upload_if_changed: bool) -> Planned {
     Planned {

@@ -1,0 +1,223 @@
+//! Walking a source tree through directory handles: the one walk order shared by fingerprints
+//! and tar archives.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FileType, Stat};
+
+use super::{ExactFileReader, SourceError};
+use crate::fsat;
+
+/// What the walk knows of an entry: its `lstat` (for the root, the `stat` of what it leads
+/// to, since a configured directory may be a link to one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMeta {
+    kind: EntryType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    len: u64,
+    mtime: i64,
+    mtime_ns: i128,
+}
+
+impl EntryMeta {
+    fn from_stat(stat: &Stat) -> Self {
+        let kind = match fsat::file_type(stat) {
+            FileType::RegularFile => EntryType::File,
+            FileType::Directory => EntryType::Dir,
+            FileType::Symlink => EntryType::Symlink,
+            _ => EntryType::Special,
+        };
+        EntryMeta {
+            kind,
+            mode: fsat::mode(stat),
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            len: fsat::size(stat),
+            mtime: fsat::mtime_secs(stat),
+            mtime_ns: fsat::mtime_ns(stat),
+        }
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the size is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `st_mode`: type and permission bits.
+    pub fn mode(&self) -> u32 {
+        self.mode
+    }
+
+    /// Owner.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// Group.
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+
+    /// Modification time, whole seconds since the epoch.
+    pub fn mtime(&self) -> i64 {
+        self.mtime
+    }
+
+    /// Modification time in nanoseconds since the epoch.
+    pub fn mtime_ns(&self) -> i128 {
+        self.mtime_ns
+    }
+}
+
+/// One entry of a directory tree, in archive order.
+pub struct TreeEntry<'a> {
+    /// Path on disk, for messages only: it may be longer than the system accepts in a call.
+    pub path: PathBuf,
+    /// Path inside the archive: starts with the directory's own name.
+    pub archive_path: PathBuf,
+    /// Metadata, not following symlinks (except for the root, which may be a link to a dir).
+    pub meta: EntryMeta,
+    /// The directory holding the entry, and its name there (`None` for the root).
+    location: Option<(BorrowedFd<'a>, &'a OsStr)>,
+}
+
+/// What kind of tree entry, for archiving purposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryType {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (kept as a link).
+    Symlink,
+    /// Socket, fifo or device: not archived.
+    Special,
+}
+
+impl TreeEntry<'_> {
+    /// The entry's type.
+    pub fn entry_type(&self) -> EntryType {
+        self.meta.kind
+    }
+
+    /// The target of a symlink entry.
+    pub fn read_link(&self) -> Result<OsString, SourceError> {
+        let (dir, name) = self.location.ok_or_else(|| {
+            SourceError::io(&self.path, io::Error::from(io::ErrorKind::InvalidInput))
+        })?;
+        fsat::read_link_at(dir, name).map_err(|e| SourceError::io(&self.path, e))
+    }
+
+    /// Opens a file entry for reading exactly the bytes it was listed with.
+    pub fn open_exact(&self) -> Result<ExactFileReader, SourceError> {
+        let (dir, name) = self.location.ok_or_else(|| {
+            SourceError::io(&self.path, io::Error::from(io::ErrorKind::InvalidInput))
+        })?;
+        let file = fsat::open_file_at(dir, name).map_err(|e| match e.raw_os_error() {
+            // Replaced by a link since it was listed.
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => SourceError::Changed {
+                path: self.path.clone(),
+                what: "was replaced by a link",
+            },
+            _ => SourceError::io(&self.path, e),
+        })?;
+        ExactFileReader::checked(file, &self.path, self.meta.len, self.meta.mtime_ns)
+    }
+}
+
+/// A directory being walked: its handle and the names in it not yet visited.
+struct Frame {
+    fd: OwnedFd,
+    path: PathBuf,
+    archive_path: PathBuf,
+    names: std::vec::IntoIter<OsString>,
+}
+
+impl Frame {
+    fn open(fd: OwnedFd, path: PathBuf, archive_path: PathBuf) -> Result<Self, SourceError> {
+        let names = fsat::sorted_names(fd.as_fd()).map_err(|e| SourceError::io(&path, e))?;
+        Ok(Frame {
+            fd,
+            path,
+            archive_path,
+            names: names.into_iter(),
+        })
+    }
+}
+
+/// Walks `root` depth-first in byte order of names, calling `visit` for each entry (the root
+/// first) except those in `skip` (and what is below them). Special files are passed too; the
+/// caller decides what to do with them.
+///
+/// Every directory is read through a handle opened from its parent's, by name, not following
+/// links: a tree of any depth is walked (paths longer than PATH_MAX included), and a directory
+/// swapped for a link during the walk is not followed. `root` itself may be a link to a
+/// directory; it counts as the directory it leads to.
+pub fn walk_tree(
+    root: &Path,
+    skip: &[PathBuf],
+    mut visit: impl FnMut(TreeEntry<'_>) -> Result<(), SourceError>,
+) -> Result<(), SourceError> {
+    let base = root
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "root".into());
+    let root_fd = fsat::open_dir(root).map_err(|e| SourceError::io(root, e))?;
+    let stat = fsat::fstat(&root_fd).map_err(|e| SourceError::io(root, e))?;
+    visit(TreeEntry {
+        path: root.to_path_buf(),
+        archive_path: base.clone(),
+        meta: EntryMeta::from_stat(&stat),
+        location: None,
+    })?;
+    let mut stack = vec![Frame::open(root_fd, root.to_path_buf(), base)?];
+    while let Some(frame) = stack.last_mut() {
+        let Some(name) = frame.names.next() else {
+            stack.pop();
+            continue;
+        };
+        let path = frame.path.join(&name);
+        if skip.contains(&path) {
+            continue;
+        }
+        let stat = match fsat::lstat_at(frame.fd.as_fd(), &name) {
+            Ok(stat) => stat,
+            Err(e) => return Err(SourceError::io(&path, e)),
+        };
+        let meta = EntryMeta::from_stat(&stat);
+        let archive_path = frame.archive_path.join(&name);
+        visit(TreeEntry {
+            path: path.clone(),
+            archive_path: archive_path.clone(),
+            meta,
+            location: Some((frame.fd.as_fd(), &name)),
+        })?;
+        if meta.kind == EntryType::Dir {
+            let fd =
+                fsat::open_dir_at(frame.fd.as_fd(), &name).map_err(|e| match e.raw_os_error() {
+                    Some(c)
+                        if c == rustix::io::Errno::LOOP.raw_os_error()
+                            || c == rustix::io::Errno::NOTDIR.raw_os_error() =>
+                    {
+                        SourceError::Changed {
+                            path: path.clone(),
+                            what: "was replaced by a link or a file",
+                        }
+                    }
+                    _ => SourceError::io(&path, e),
+                })?;
+            stack.push(Frame::open(fd, path, archive_path)?);
+        }
+    }
+    Ok(())
+}
