@@ -114,7 +114,7 @@ async fn objects_land_with_class_metadata_tag_and_key_scheme_and_need_restore() 
         .expect("refused before restore");
     assert!(matches!(err, Error::NeedsRestore { .. }), "{err}");
     assert_eq!(
-        s3.restore_state(&stored).await.unwrap(),
+        s3.restore_state(&stored, None).await.unwrap(),
         RestoreState::NotRequested
     );
     let expedited = glacier_backup::archiver::RestoreOptions {

@@ -298,9 +298,10 @@ mod tests {
         async fn restore_state(
             &self,
             archive: &ArchiveRef,
+            request: Option<&str>,
         ) -> glacier_backup_archiver::Result<RestoreState> {
             if !self.cold {
-                return self.inner.restore_state(archive).await;
+                return self.inner.restore_state(archive, request).await;
             }
             Ok(match self.requests.load(Ordering::SeqCst) {
                 0 => RestoreState::NotRequested,

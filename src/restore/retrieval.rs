@@ -15,11 +15,9 @@ pub(super) async fn ask(
     let id = archive.archive_id.as_str();
     let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
     let recorded = ledger.retrieval(Some(id)).map_err(|e| failed(&e))?;
-    if let Some(request_id) = recorded.as_ref().and_then(|r| r.request_id.as_deref()) {
-        archiver.known_retrieval(id, request_id);
-    }
+    let earlier = recorded.as_ref().and_then(|r| r.request_id.as_deref());
     let state = archiver
-        .restore_state(archive)
+        .restore_state(archive, earlier)
         .await
         .map_err(|e| failed(&e))?;
     match (&state, &recorded) {
@@ -64,8 +62,12 @@ pub(super) async fn readable(
         return Ok(true);
     }
     let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
+    let earlier = ledger
+        .retrieval(Some(&archive.archive_id))
+        .map_err(|e| failed(&e))?
+        .and_then(|r| r.request_id);
     let mut state = archiver
-        .restore_state(archive)
+        .restore_state(archive, earlier.as_deref())
         .await
         .map_err(|e| failed(&e))?;
     if state == RestoreState::NotRequested {
@@ -79,7 +81,11 @@ pub(super) async fn readable(
     };
     let limit = deadline.saturating_duration_since(std::time::Instant::now());
     let ready = crate::poll::with_backoff(limit, || async {
-        let state = archiver.restore_state(archive).await?;
+        let request = match &state {
+            RestoreState::InProgress { request_id } => request_id.as_deref(),
+            _ => None,
+        };
+        let state = archiver.restore_state(archive, request).await?;
         Ok::<_, glacier_backup_archiver::Error>((state == RestoreState::Ready).then_some(()))
     })
     .await

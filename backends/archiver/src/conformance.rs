@@ -90,7 +90,7 @@ async fn wait_until_readable(archiver: &dyn Archiver, archive: &ArchiveRef) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         state = archiver
-            .restore_state(archive)
+            .restore_state(archive, None)
             .await
             .expect("restore_state");
     }

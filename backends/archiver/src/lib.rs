@@ -89,7 +89,7 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         options: &RestoreOptions,
     ) -> Result<RestoreState> {
         let _ = options;
-        self.restore_state(archive).await
+        self.restore_state(archive, None).await
     }
 
     /// Whether cold archives here can be retrieved at this tier (S3 DEEP_ARCHIVE has no
@@ -99,8 +99,14 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         true
     }
 
-    /// Whether an archive can be read now.
-    async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState>;
+    /// Whether an archive can be read now. `request` is the id of a retrieval an earlier run
+    /// asked for (from [`RestoreState::InProgress`], kept by the caller): it is checked first,
+    /// so nothing is asked twice.
+    async fn restore_state(
+        &self,
+        archive: &ArchiveRef,
+        request: Option<&str>,
+    ) -> Result<RestoreState>;
 
     /// Reads an archive back, whole or the given byte range.
     async fn get(&self, archive: &ArchiveRef, range: Option<ByteRange>) -> Result<ByteStream>;
@@ -116,11 +122,5 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
     async fn inventory(&self, request: Option<&str>) -> Result<InventoryState> {
         let _ = request;
         self.list().await.map(InventoryState::Ready)
-    }
-
-    /// Tells the backend about a retrieval an earlier run requested (a request id from
-    /// [`RestoreState::InProgress`]), so it is checked before anything new is asked for.
-    fn known_retrieval(&self, archive_id: &str, request_id: &str) {
-        let _ = (archive_id, request_id);
     }
 }

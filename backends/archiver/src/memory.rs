@@ -95,7 +95,11 @@ impl Archiver for MemoryArchiver {
         })
     }
 
-    async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState> {
+    async fn restore_state(
+        &self,
+        archive: &ArchiveRef,
+        _request: Option<&str>,
+    ) -> Result<RestoreState> {
         self.lookup(&archive.archive_id)?;
         Ok(RestoreState::Ready)
     }

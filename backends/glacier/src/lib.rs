@@ -847,7 +847,24 @@ impl Archiver for GlacierArchiver {
         })
     }
 
-    async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState> {
+    async fn restore_state(
+        &self,
+        archive: &ArchiveRef,
+        request: Option<&str>,
+    ) -> Result<RestoreState> {
+        if let Some(job_id) = request {
+            // The job an earlier run started: if it has not failed, it is the one to use (and
+            // `get` will find it here without listing the vault's jobs).
+            if let Some(status) = self.job_status(job_id).await? {
+                if status != StatusCode::Failed {
+                    self.jobs
+                        .lock()
+                        .expect("jobs lock")
+                        .insert(archive.archive_id.clone(), job_id.to_owned());
+                    return Ok(state_of(Some((job_id.to_owned(), status))));
+                }
+            }
+        }
         Ok(state_of(self.find_job(&archive.archive_id).await?))
     }
 
@@ -938,14 +955,6 @@ impl Archiver for GlacierArchiver {
                 Ok(InventoryState::Pending { request_id })
             }
         }
-    }
-
-    fn known_retrieval(&self, archive_id: &str, request_id: &str) {
-        self.jobs
-            .lock()
-            .expect("jobs lock")
-            .entry(archive_id.to_owned())
-            .or_insert_with(|| request_id.to_owned());
     }
 }
 

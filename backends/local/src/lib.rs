@@ -367,7 +367,11 @@ impl Archiver for LocalArchiver {
         })
     }
 
-    async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState> {
+    async fn restore_state(
+        &self,
+        archive: &ArchiveRef,
+        _request: Option<&str>,
+    ) -> Result<RestoreState> {
         self.open_archive(&archive.archive_id)?;
         Ok(RestoreState::Ready)
     }

@@ -740,7 +740,11 @@ impl Archiver for S3Archiver {
         !(tier == RestoreTier::Expedited && self.settings.storage_class == "DEEP_ARCHIVE")
     }
 
-    async fn restore_state(&self, archive: &ArchiveRef) -> Result<RestoreState> {
+    async fn restore_state(
+        &self,
+        archive: &ArchiveRef,
+        _request: Option<&str>,
+    ) -> Result<RestoreState> {
         self.head_state(&archive.archive_id).await
     }
 
