@@ -539,7 +539,10 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
     let Outcome::Failed(message) = first else {
         panic!("{first:?}")
     };
-    assert!(message.contains("run again to continue"), "{message}");
+    assert!(
+        message.to_string().contains("run again to continue"),
+        "{message}"
+    );
     assert_eq!(fake.stats().output_bytes, 2 << 20);
 
     let second = restore_one(&glacier, &mut ledger, &row, &request).await;

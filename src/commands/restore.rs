@@ -4,7 +4,8 @@ use glacier_backup::archiver::{Archiver, RestoreOptions, RestoreTier};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, UploadRecord};
 use glacier_backup::restore::{
-    request_retrieval, restore_one, select, Destination, Outcome as Restored, RestoreRequest,
+    request_retrieval, restore_one, select, Destination, Outcome as Restored, RestoreFailure,
+    RestoreRequest,
 };
 use glacier_backup::shown;
 
@@ -135,7 +136,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         return Ok(Outcome::Success);
     }
     let tally = tokio::select! {
-        tally = restore_all(archiver.as_ref(), &mut ledger, &rows, &request) => tally,
+        tally = restore_all(archiver.as_ref(), &mut ledger, &rows, &request) => tally?,
         _ = tokio::signal::ctrl_c() => {
             tracing::warn!(
                 "interrupted: what was downloaded is kept, and the same command continues from it"
@@ -168,13 +169,15 @@ async fn restore_all(
     ledger: &mut dyn Ledger,
     rows: &[UploadRecord],
     request: &RestoreRequest,
-) -> Tally {
+) -> Result<Tally, Fatal> {
     let (mut failed, mut pending, mut restored) = (0, 0, 0);
     // Every retrieval is asked for before waiting on any, so they are prepared side by side.
     let mut ready_to_try = Vec::new();
     for row in rows {
         match request_retrieval(archiver, ledger, row, request).await {
             Ok(_) => ready_to_try.push(row),
+            // A ledger that fails stops the restore, as it stops a backup.
+            Err(RestoreFailure::Ledger(e)) => return Err(e.into()),
             Err(message) => {
                 failed += 1;
                 tracing::error!("{}: {message}", shown(&row.path));
@@ -213,15 +216,16 @@ async fn restore_all(
                     expected_wait(archiver, request.options.tier)
                 );
             }
+            Restored::Failed(RestoreFailure::Ledger(e)) => return Err(e.into()),
             Restored::Failed(message) => {
                 failed += 1;
                 tracing::error!("{}: {message}", shown(&row.path));
             }
         }
     }
-    Tally {
+    Ok(Tally {
         restored,
         pending,
         failed,
-    }
+    })
 }

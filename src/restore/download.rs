@@ -27,26 +27,26 @@ pub(super) async fn download(
     archive: &ArchiveRef,
     dir: &Path,
     chunk_size: u64,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, RestoreFailure> {
     let chunk_size = chunk_size.max(1 << 20) & !((1 << 20) - 1);
     let path = partial_path(dir, &archive.archive_id);
-    let io = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", shown(&path));
+    let io = |what: &'static str| RestoreFailure::io(what, &path);
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| io("open", e))?;
+        .map_err(io("open"))?;
     let ranged = archiver.capabilities().ranged_reads;
-    let kept = file.metadata().map_err(|e| io("read", e))?.len();
+    let kept = file.metadata().map_err(io("read"))?.len();
     // Whole MiBs only, so ranged requests stay tree-hash aligned.
     let mut have = if ranged && kept <= archive.size {
         kept - kept % (1 << 20)
     } else {
         0
     };
-    file.set_len(have).map_err(|e| io("truncate", e))?;
+    file.set_len(have).map_err(io("truncate"))?;
     let mut hasher = TreeHasher::new();
     if have > 0 {
         tracing::info!(
@@ -57,14 +57,13 @@ pub(super) async fn download(
         let mut buffer = vec![0; 1 << 20];
         let mut reader = (&file).take(have);
         loop {
-            match reader.read(&mut buffer).map_err(|e| io("read", e))? {
+            match reader.read(&mut buffer).map_err(io("read"))? {
                 0 => break,
                 n => hasher.update(&buffer[..n]),
             }
         }
     }
-    file.seek(SeekFrom::Start(have))
-        .map_err(|e| io("seek in", e))?;
+    file.seek(SeekFrom::Start(have)).map_err(io("seek in"))?;
     let ranges: Vec<Option<std::ops::Range<u64>>> = if ranged && archive.size > 0 {
         (have..archive.size)
             .step_by(chunk_size as usize)
@@ -73,12 +72,10 @@ pub(super) async fn download(
     } else {
         vec![None]
     };
-    let stopped = |e: glacier_backup_archiver::Error, have: u64| {
-        format!(
-            "{} (download stopped at {have} of {} bytes; run again to continue)",
-            crate::backup::error_chain(&e),
-            archive.size
-        )
+    let stopped = |source, have| RestoreFailure::Interrupted {
+        have,
+        size: archive.size,
+        source,
     };
     for range in ranges {
         let mut stream = archiver
@@ -88,7 +85,7 @@ pub(super) async fn download(
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| stopped(e, have))?;
             hasher.update(&chunk);
-            file.write_all(&chunk).map_err(|e| io("write", e))?;
+            file.write_all(&chunk).map_err(io("write"))?;
             have += chunk.len() as u64;
         }
     }
@@ -97,12 +94,14 @@ pub(super) async fn download(
     if size != archive.size || hash != archive.tree_hash {
         drop(file);
         let _ = std::fs::remove_file(&path);
-        return Err(format!(
-            "{}: the download does not match the ledger (size {size} vs {}, tree hash {hash} vs \
-             {}); nothing was restored",
-            archive.archive_id, archive.size, archive.tree_hash
-        ));
+        return Err(RestoreFailure::Mismatch {
+            archive_id: archive.archive_id.clone(),
+            size,
+            expected_size: archive.size,
+            tree_hash: hash,
+            expected_tree_hash: archive.tree_hash,
+        });
     }
-    file.sync_all().map_err(|e| io("sync", e))?;
+    file.sync_all().map_err(io("sync"))?;
     Ok(path)
 }

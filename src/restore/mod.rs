@@ -63,7 +63,7 @@ pub enum RestoreError {
 }
 
 /// What happened to one archive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     /// Restored to this path; `rejected` archive entries were refused as unsafe, `kept`
     /// existing entries were left alone because they are newer.
@@ -77,23 +77,25 @@ pub enum Outcome {
     },
     /// A retrieval is under way; run again later.
     Pending,
-    /// It failed; the message says why.
-    Failed(String),
+    /// It failed, and why.
+    Failed(RestoreFailure),
 }
 
 mod download;
 pub mod extract;
+mod failure;
 mod place;
 mod retrieval;
 mod select;
 
 use download::download;
+pub use failure::RestoreFailure;
 pub use place::is_root;
 use place::{final_name, place};
 use retrieval::{ask, readable};
 pub use select::{parse_time, select};
 
-fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, String> {
+fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, RestoreFailure> {
     match (row.size, row.tree_hash) {
         (Some(size), Some(tree_hash)) => Ok(ArchiveRef {
             archive_id: row.archive_id.clone(),
@@ -101,13 +103,7 @@ fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, String> {
             tree_hash,
             description: row.description.clone(),
         }),
-        _ => Err(
-            "the ledger row has no size or tree hash to check a download against (it \
-                  was written by the Python tool, or rebuilt from a destination that did not \
-                  say); run `glacier-backup inventory --rebuild-ledger` to fill them in from \
-                  the destination"
-                .to_owned(),
-        ),
+        _ => Err(RestoreFailure::Unverifiable),
     }
 }
 
@@ -120,7 +116,7 @@ struct Placement {
 }
 
 impl Placement {
-    fn of(row: &UploadRecord, destination: &Destination) -> Result<Self, String> {
+    fn of(row: &UploadRecord, destination: &Destination) -> Result<Self, RestoreFailure> {
         let archive = archive_ref(row)?;
         let dir = match destination {
             Destination::Into(dir) => dir.clone(),
@@ -128,7 +124,7 @@ impl Placement {
                 .path
                 .parent()
                 .map(Path::to_path_buf)
-                .ok_or_else(|| "has no parent directory to restore into; use --to".to_owned())?,
+                .ok_or(RestoreFailure::NoParent)?,
         };
         let target = dir.join(final_name(row));
         Ok(Placement {
@@ -168,18 +164,16 @@ pub async fn restore_one(
         Err(message) => return Outcome::Failed(message),
     }
     let result = async {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", shown(&dir)))?;
+        std::fs::create_dir_all(&dir).map_err(RestoreFailure::io("create", &dir))?;
         let downloaded = download(archiver, &archive, &dir, request.chunk_size).await?;
         place(row, downloaded, &dir, &target, request).await
     }
     .await;
     match result {
-        Ok(outcome) => {
-            if let Err(e) = ledger.clear_retrieval(Some(&archive.archive_id)) {
-                tracing::warn!("{e}");
-            }
-            outcome
-        }
+        Ok(outcome) => match ledger.clear_retrieval(Some(&archive.archive_id)) {
+            Ok(()) => outcome,
+            Err(e) => Outcome::Failed(e.into()),
+        },
         Err(message) => Outcome::Failed(message),
     }
 }
@@ -213,7 +207,7 @@ pub async fn request_retrieval(
     ledger: &mut dyn Ledger,
     row: &UploadRecord,
     request: &RestoreRequest,
-) -> Result<bool, String> {
+) -> Result<bool, RestoreFailure> {
     let placement = Placement::of(row, &request.destination)?;
     if !archiver.capabilities().needs_restore {
         return Ok(true);
@@ -363,7 +357,7 @@ mod tests {
         let mut ledger = SqliteLedger::in_memory().unwrap();
         let request = request(dir.path());
         let asked = request_retrieval(&archiver, &mut ledger, &row, &request).await;
-        assert_eq!(asked, Ok(false));
+        assert!(matches!(asked, Ok(false)), "{asked:?}");
         let outcome = restore_one(&archiver, &mut ledger, &row, &request).await;
         assert!(
             matches!(outcome, Outcome::Restored { kept: 1, .. }),
@@ -376,7 +370,10 @@ mod tests {
             ..request
         };
         let asked = request_retrieval(&archiver, &mut ledger, &row, &forced).await;
-        assert_eq!(asked, Ok(false), "asked for, not ready yet");
+        assert!(
+            matches!(asked, Ok(false)),
+            "asked for, not ready yet: {asked:?}"
+        );
         assert_eq!(archiver.requests.load(Ordering::SeqCst), 1);
         assert!(ledger.retrieval(Some(&row.archive_id)).unwrap().is_some());
     }
@@ -431,7 +428,10 @@ mod tests {
         let Outcome::Failed(message) = first else {
             panic!("{first:?}")
         };
-        assert!(message.contains("run again to continue"), "{message}");
+        assert!(
+            message.to_string().contains("run again to continue"),
+            "{message}"
+        );
         let target = dir.path().join("disk.img");
         assert!(!target.exists(), "nothing under the final name");
 
@@ -471,7 +471,14 @@ mod tests {
         let Outcome::Failed(message) = second else {
             panic!("{second:?}")
         };
-        assert!(message.contains("does not match the ledger"), "{message}");
+        assert!(
+            matches!(message, RestoreFailure::Mismatch { .. }),
+            "{message}"
+        );
+        assert!(
+            message.to_string().contains("does not match the ledger"),
+            "{message}"
+        );
         assert!(!partial.exists() && !dir.path().join("disk.img").exists());
         let third = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
         assert!(matches!(third, Outcome::Restored { .. }), "{third:?}");

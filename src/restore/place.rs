@@ -26,14 +26,12 @@ pub(super) async fn place(
     dir: &Path,
     target: &Path,
     request: &RestoreRequest,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, RestoreFailure> {
     if row.kind != Some(SourceKind::Directory) {
-        std::fs::rename(&downloaded, target).map_err(|e| {
-            format!(
-                "cannot put the file at {}: {e}; the download is kept as {}",
-                shown(target),
-                shown(&downloaded)
-            )
+        std::fs::rename(&downloaded, target).map_err(|source| RestoreFailure::Placing {
+            target: target.to_path_buf(),
+            kept: downloaded.clone(),
+            source,
         })?;
         return Ok(Outcome::Restored {
             path: target.to_path_buf(),
@@ -41,8 +39,7 @@ pub(super) async fn place(
             kept: 0,
         });
     }
-    let file = std::fs::File::open(&downloaded)
-        .map_err(|e| format!("cannot read {}: {e}", shown(&downloaded)))?;
+    let file = std::fs::File::open(&downloaded).map_err(RestoreFailure::io("read", &downloaded))?;
     let options = ExtractOptions {
         preserve_owners: is_root(),
         force: request.force,
@@ -55,8 +52,12 @@ pub(super) async fn place(
         extract_tar(std::io::BufReader::new(file), &dir_owned, &top, options)
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| crate::backup::error_chain(&e))?;
+    .map_err(|e| RestoreFailure::Io {
+        what: "extract into",
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?
+    .map_err(RestoreFailure::Extract)?;
     let _ = std::fs::remove_file(&downloaded);
     for name in &extracted.kept {
         tracing::warn!(

@@ -11,15 +11,11 @@ pub(super) async fn ask(
     ledger: &mut dyn Ledger,
     archive: &ArchiveRef,
     options: &RestoreOptions,
-) -> Result<RestoreState, String> {
+) -> Result<RestoreState, RestoreFailure> {
     let id = archive.archive_id.as_str();
-    let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
-    let recorded = ledger.retrieval(Some(id)).map_err(|e| failed(&e))?;
+    let recorded = ledger.retrieval(Some(id))?;
     let earlier = recorded.as_ref().and_then(|r| r.request_id.as_deref());
-    let state = archiver
-        .restore_state(archive, earlier)
-        .await
-        .map_err(|e| failed(&e))?;
+    let state = archiver.restore_state(archive, earlier).await?;
     match (&state, &recorded) {
         (RestoreState::NotRequested, earlier) => {
             if let Some(earlier) = earlier {
@@ -28,10 +24,7 @@ pub(super) async fn ask(
                     crate::display_time(earlier.requested_at)
                 );
             }
-            let state = archiver
-                .request_restore(archive, options)
-                .await
-                .map_err(|e| failed(&e))?;
+            let state = archiver.request_restore(archive, options).await?;
             tracing::info!("{id}: retrieval requested ({} tier)", options.tier.as_str());
             record(ledger, id, &state, options.tier.as_str())?;
             return Ok(state);
@@ -57,19 +50,14 @@ pub(super) async fn readable(
     ledger: &mut dyn Ledger,
     archive: &ArchiveRef,
     request: &RestoreRequest,
-) -> Result<bool, String> {
+) -> Result<bool, RestoreFailure> {
     if !archiver.capabilities().needs_restore {
         return Ok(true);
     }
-    let failed = |e: &dyn std::error::Error| crate::backup::error_chain(e);
     let earlier = ledger
-        .retrieval(Some(&archive.archive_id))
-        .map_err(|e| failed(&e))?
+        .retrieval(Some(&archive.archive_id))?
         .and_then(|r| r.request_id);
-    let mut state = archiver
-        .restore_state(archive, earlier.as_deref())
-        .await
-        .map_err(|e| failed(&e))?;
+    let mut state = archiver.restore_state(archive, earlier.as_deref()).await?;
     if state == RestoreState::NotRequested {
         state = ask(archiver, ledger, archive, &request.options).await?;
     }
@@ -88,8 +76,7 @@ pub(super) async fn readable(
         let state = archiver.restore_state(archive, request).await?;
         Ok::<_, glacier_backup_archiver::Error>((state == RestoreState::Ready).then_some(()))
     })
-    .await
-    .map_err(|e| failed(&e))?;
+    .await?;
     Ok(ready.is_some())
 }
 
@@ -98,7 +85,7 @@ pub(super) fn record(
     archive_id: &str,
     state: &RestoreState,
     tier: &str,
-) -> Result<(), String> {
+) -> Result<(), RestoreFailure> {
     let request_id = match state {
         RestoreState::InProgress { request_id } => request_id.clone(),
         _ => None,
@@ -110,5 +97,5 @@ pub(super) fn record(
             tier: tier.to_owned(),
             requested_at: OffsetDateTime::now_utc(),
         })
-        .map_err(|e| crate::backup::error_chain(&e))
+        .map_err(RestoreFailure::from)
 }

@@ -628,3 +628,28 @@ fn a_backup_and_an_inventory_started_together_on_a_fresh_ledger_both_succeed() {
         );
     }
 }
+
+#[test]
+fn a_ledger_that_cannot_be_written_stops_a_restore_as_it_stops_a_backup() {
+    let sb = Sandbox::new();
+    let config = one_file_config(&sb);
+    assert_exit(&sb.run(&["-c", &config]), 0);
+    let mut journal = sb.ledger().into_os_string();
+    journal.push("-journal");
+    fs::create_dir(&journal).unwrap();
+    let path = sb.path("data/f.txt");
+    let out = sb.run(&[
+        "-c",
+        &config,
+        "restore",
+        "--to",
+        "back",
+        path.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 2);
+    assert!(text(&out).contains("cannot be written"), "{}", text(&out));
+    assert!(
+        !sb.path("back/f.txt").exists(),
+        "restored with a ledger it cannot record in"
+    );
+}
