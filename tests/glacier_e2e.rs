@@ -535,7 +535,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
     let mut ledger = SqliteLedger::in_memory().unwrap();
     fake.set(|b| b.drop_output_at = Some(2 << 20));
 
-    let first = restore_one(&glacier, &mut ledger, &row, &request).await;
+    let first = restore_one(&glacier, &mut ledger, &row, &request, None).await;
     let Outcome::Failed(message) = first else {
         panic!("{first:?}")
     };
@@ -545,7 +545,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
     );
     assert_eq!(fake.stats().output_bytes, 2 << 20);
 
-    let second = restore_one(&glacier, &mut ledger, &row, &request).await;
+    let second = restore_one(&glacier, &mut ledger, &row, &request, None).await;
     assert!(matches!(second, Outcome::Restored { .. }), "{second:?}");
     assert!(fs::read(dir.path().join("disk.img")).unwrap() == data);
     assert_eq!(

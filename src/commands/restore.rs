@@ -175,7 +175,7 @@ async fn restore_all(
     let mut ready_to_try = Vec::new();
     for row in rows {
         match request_retrieval(archiver, ledger, row, request).await {
-            Ok(_) => ready_to_try.push(row),
+            Ok(state) => ready_to_try.push((row, state)),
             // A ledger that fails stops the restore, as it stops a backup.
             Err(RestoreFailure::Ledger(e)) => return Err(e.into()),
             Err(message) => {
@@ -184,8 +184,8 @@ async fn restore_all(
             }
         }
     }
-    for row in ready_to_try {
-        match restore_one(archiver, ledger, row, request).await {
+    for (row, state) in ready_to_try {
+        match restore_one(archiver, ledger, row, request, Some(state)).await {
             Restored::Restored {
                 path,
                 rejected,

@@ -135,12 +135,15 @@ impl Placement {
     }
 }
 
-/// Restores one upload, requesting a retrieval first when the archive is cold.
+/// Restores one upload. `known` is the archive's state from [`request_retrieval`] earlier in
+/// this run, carried forward so nothing is asked twice; without it, a retrieval is requested
+/// first when the archive is cold.
 pub async fn restore_one(
     archiver: &dyn Archiver,
     ledger: &mut dyn Ledger,
     row: &UploadRecord,
     request: &RestoreRequest,
+    known: Option<RestoreState>,
 ) -> Outcome {
     let Placement {
         archive,
@@ -158,7 +161,7 @@ pub async fn restore_one(
             kept: 1,
         };
     }
-    match readable(archiver, ledger, &archive, request).await {
+    match readable(archiver, ledger, &archive, request, known).await {
         Ok(true) => {}
         Ok(false) => return Outcome::Pending,
         Err(message) => return Outcome::Failed(message),
@@ -201,23 +204,23 @@ fn kept_file(row: &UploadRecord, target: &Path, request: &RestoreRequest) -> Opt
 
 /// Asks for the retrieval of one upload's archive when it is cold, without waiting: a caller
 /// restoring many archives asks for all of them first, so they are prepared side by side.
-/// Returns whether the archive can be read now.
+/// Returns the archive's state, to hand to [`restore_one`] (`NotRequested` when nothing was
+/// asked because the file will be kept).
 pub async fn request_retrieval(
     archiver: &dyn Archiver,
     ledger: &mut dyn Ledger,
     row: &UploadRecord,
     request: &RestoreRequest,
-) -> Result<bool, RestoreFailure> {
+) -> Result<RestoreState, RestoreFailure> {
     let placement = Placement::of(row, &request.destination)?;
     if !archiver.capabilities().needs_restore {
-        return Ok(true);
+        return Ok(RestoreState::Ready);
     }
     // No retrieval (and its cost) for a file that will be kept anyway.
     if kept_file(row, &placement.target, request).is_some() {
-        return Ok(false);
+        return Ok(RestoreState::NotRequested);
     }
-    let state = ask(archiver, ledger, &placement.archive, &request.options).await?;
-    Ok(state == RestoreState::Ready)
+    ask(archiver, ledger, &placement.archive, &request.options).await
 }
 
 #[cfg(test)]
@@ -243,6 +246,8 @@ mod tests {
         served: AtomicU64,
         cold: bool,
         requests: AtomicU64,
+        /// restore_state calls.
+        states: AtomicU64,
     }
 
     impl Staged {
@@ -253,6 +258,7 @@ mod tests {
                 served: AtomicU64::new(0),
                 cold,
                 requests: AtomicU64::new(0),
+                states: AtomicU64::new(0),
             }
         }
     }
@@ -294,6 +300,7 @@ mod tests {
             archive: &ArchiveRef,
             request: Option<&str>,
         ) -> glacier_backup_archiver::Result<RestoreState> {
+            self.states.fetch_add(1, Ordering::SeqCst);
             if !self.cold {
                 return self.inner.restore_state(archive, request).await;
             }
@@ -342,6 +349,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_state_asked_for_in_the_request_step_is_carried_into_the_restore() {
+        let archiver = Staged::new(true);
+        let data = sample(3000, 4);
+        let row = stored(&archiver, &data).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let request = request(dir.path());
+        let state = request_retrieval(&archiver, &mut ledger, &row, &request)
+            .await
+            .unwrap();
+        let outcome = restore_one(&archiver, &mut ledger, &row, &request, Some(state)).await;
+        assert!(matches!(outcome, Outcome::Pending), "{outcome:?}");
+        assert_eq!(
+            archiver.states.load(Ordering::SeqCst),
+            1,
+            "state asked once"
+        );
+        assert_eq!(
+            archiver.requests.load(Ordering::SeqCst),
+            1,
+            "retrieval asked once"
+        );
+    }
+
+    #[tokio::test]
     async fn no_retrieval_is_asked_for_a_file_that_will_be_kept() {
         let dir = tempfile::tempdir().unwrap();
         let archiver = Staged::new(true);
@@ -357,8 +389,11 @@ mod tests {
         let mut ledger = SqliteLedger::in_memory().unwrap();
         let request = request(dir.path());
         let asked = request_retrieval(&archiver, &mut ledger, &row, &request).await;
-        assert!(matches!(asked, Ok(false)), "{asked:?}");
-        let outcome = restore_one(&archiver, &mut ledger, &row, &request).await;
+        assert!(
+            matches!(asked, Ok(RestoreState::NotRequested)),
+            "nothing asked for a file that will be kept: {asked:?}"
+        );
+        let outcome = restore_one(&archiver, &mut ledger, &row, &request, None).await;
         assert!(
             matches!(outcome, Outcome::Restored { kept: 1, .. }),
             "{outcome:?}"
@@ -371,7 +406,7 @@ mod tests {
         };
         let asked = request_retrieval(&archiver, &mut ledger, &row, &forced).await;
         assert!(
-            matches!(asked, Ok(false)),
+            matches!(asked, Ok(RestoreState::InProgress { .. })),
             "asked for, not ready yet: {asked:?}"
         );
         assert_eq!(archiver.requests.load(Ordering::SeqCst), 1);
@@ -424,7 +459,7 @@ mod tests {
             .fail_after
             .store((1 << 20) + 500_000, Ordering::SeqCst);
 
-        let first = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        let first = restore_one(&archiver, &mut ledger, &row, &request(dir.path()), None).await;
         let Outcome::Failed(message) = first else {
             panic!("{first:?}")
         };
@@ -436,7 +471,7 @@ mod tests {
         assert!(!target.exists(), "nothing under the final name");
 
         let before = archiver.served.load(Ordering::SeqCst);
-        let second = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        let second = restore_one(&archiver, &mut ledger, &row, &request(dir.path()), None).await;
         assert!(matches!(second, Outcome::Restored { .. }), "{second:?}");
         assert!(std::fs::read(&target).unwrap() == data);
         let fetched_again = archiver.served.load(Ordering::SeqCst) - before;
@@ -460,14 +495,14 @@ mod tests {
         let row = stored(&archiver, &data).await;
         let mut ledger = SqliteLedger::in_memory().unwrap();
         archiver.fail_after.store(2 << 20, Ordering::SeqCst);
-        let first = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        let first = restore_one(&archiver, &mut ledger, &row, &request(dir.path()), None).await;
         assert!(matches!(first, Outcome::Failed(_)), "{first:?}");
         let partial = partial_path(dir.path(), &row.archive_id);
         let mut bytes = std::fs::read(&partial).unwrap();
         bytes[100] ^= 0xff;
         std::fs::write(&partial, bytes).unwrap();
 
-        let second = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        let second = restore_one(&archiver, &mut ledger, &row, &request(dir.path()), None).await;
         let Outcome::Failed(message) = second else {
             panic!("{second:?}")
         };
@@ -480,7 +515,7 @@ mod tests {
             "{message}"
         );
         assert!(!partial.exists() && !dir.path().join("disk.img").exists());
-        let third = restore_one(&archiver, &mut ledger, &row, &request(dir.path())).await;
+        let third = restore_one(&archiver, &mut ledger, &row, &request(dir.path()), None).await;
         assert!(matches!(third, Outcome::Restored { .. }), "{third:?}");
         assert!(std::fs::read(dir.path().join("disk.img")).unwrap() == data);
     }

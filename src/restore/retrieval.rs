@@ -43,37 +43,38 @@ pub(super) async fn ask(
     Ok(state)
 }
 
-/// Makes the archive readable: asks for a retrieval if none is under way, and with a deadline
-/// polls (with backoff) until it is done or the time is up.
+/// Makes the archive readable: `known` is its state from this run's request step (then nothing
+/// is asked again); without it, a retrieval is asked for if none is under way. With a
+/// deadline, polls (with backoff) until it is done or the time is up.
 pub(super) async fn readable(
     archiver: &dyn Archiver,
     ledger: &mut dyn Ledger,
     archive: &ArchiveRef,
     request: &RestoreRequest,
+    known: Option<RestoreState>,
 ) -> Result<bool, RestoreFailure> {
     if !archiver.capabilities().needs_restore {
         return Ok(true);
     }
-    let earlier = ledger
-        .retrieval(Some(&archive.archive_id))?
-        .and_then(|r| r.request_id);
-    let mut state = archiver.restore_state(archive, earlier.as_deref()).await?;
-    if state == RestoreState::NotRequested {
-        state = ask(archiver, ledger, archive, &request.options).await?;
-    }
+    let state = match known {
+        Some(state) => state,
+        None => ask(archiver, ledger, archive, &request.options).await?,
+    };
     if state == RestoreState::Ready {
         return Ok(true);
     }
     let Some(deadline) = request.deadline else {
         return Ok(false);
     };
+    let request_id = match &state {
+        RestoreState::InProgress { request_id } => request_id.clone(),
+        _ => None,
+    };
     let limit = deadline.saturating_duration_since(std::time::Instant::now());
     let ready = crate::poll::with_backoff(limit, || async {
-        let request = match &state {
-            RestoreState::InProgress { request_id } => request_id.as_deref(),
-            _ => None,
-        };
-        let state = archiver.restore_state(archive, request).await?;
+        let state = archiver
+            .restore_state(archive, request_id.as_deref())
+            .await?;
         Ok::<_, glacier_backup_archiver::Error>((state == RestoreState::Ready).then_some(()))
     })
     .await?;
