@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use glacier_backup_archiver::settings::{Section, SettingsError};
@@ -114,6 +115,58 @@ impl Connection {
             });
         }
         Ok(config)
+    }
+}
+
+/// How one AWS service's errors become the archiver's: which codes mean "try again later" and
+/// which mean "does not exist". Each AWS backend has one, and maps every SDK error through it.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceErrors {
+    /// Backend name, for messages.
+    pub backend: &'static str,
+    /// Service error codes worth retrying later.
+    pub temporary_codes: &'static [&'static str],
+    /// Service error codes for a container, object, upload or job that does not exist.
+    pub not_found_codes: &'static [&'static str],
+}
+
+impl ServiceErrors {
+    /// Maps an SDK error met while doing `action` (see [`map_error`]).
+    pub fn map<E>(&self, action: &str, error: SdkError<E, HttpResponse>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        map_error(self.backend, action, self.temporary_codes, error)
+    }
+
+    /// Whether the error says the thing asked about does not exist (by code, or a bare 404 as
+    /// HEAD requests answer).
+    pub fn is_not_found<E: ProvideErrorMetadata>(&self, error: &SdkError<E, HttpResponse>) -> bool {
+        error_code(error).is_some_and(|code| self.not_found_codes.contains(&code))
+            || error
+                .raw_response()
+                .is_some_and(|r| r.status().as_u16() == 404)
+    }
+
+    /// Like [`ServiceErrors::map`], but "does not exist" becomes [`Error::NotFound`] for
+    /// `missing`.
+    pub fn map_missing<E>(
+        &self,
+        action: &str,
+        missing: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if self.is_not_found(&error) {
+            Error::NotFound {
+                backend: self.backend,
+                archive_id: missing.to_owned(),
+            }
+        } else {
+            self.map(action, error)
+        }
     }
 }
 

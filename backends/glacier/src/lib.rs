@@ -14,6 +14,7 @@ mod inventory;
 mod payload;
 mod settings;
 
+use errors::ERRORS;
 use glacier_backup_archiver::shown;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -137,7 +138,7 @@ impl GlacierArchiver {
             .interceptor(payload::OwnPayloadSha256::new(sha256))
             .send()
             .await
-            .map_err(|e| errors::map("uploading the archive", e))?;
+            .map_err(|e| ERRORS.map("uploading the archive", e))?;
         let archive_id = out.archive_id().unwrap_or_default().to_owned();
         check_reported_hash(&archive_id, out.checksum(), part.tree_hash)?;
         Ok(ArchiveRef {
@@ -194,7 +195,7 @@ impl GlacierArchiver {
             .part_size(part_size.to_string())
             .send()
             .await
-            .map_err(|e| errors::map("starting a multipart upload", e))?;
+            .map_err(|e| ERRORS.map("starting a multipart upload", e))?;
         let upload_id = out
             .upload_id()
             .ok_or_else(|| remote("the vault returned no multipart upload id", false))?
@@ -266,7 +267,7 @@ impl GlacierArchiver {
                 .set_marker(marker.clone())
                 .send()
                 .await
-                .map_err(|e| errors::map("listing open multipart uploads", e))?;
+                .map_err(|e| ERRORS.map("listing open multipart uploads", e))?;
             for upload in out.uploads_list() {
                 let origin = upload.archive_description().and_then(origin::decode);
                 let (Some(id), Some(origin)) = (upload.multipart_upload_id(), origin) else {
@@ -306,7 +307,7 @@ impl GlacierArchiver {
                 .send()
                 .await
                 .map_err(|e| {
-                    errors::map_missing(
+                    ERRORS.map_missing(
                         "listing the parts of an earlier upload",
                         &format!("multipart upload {upload_id}"),
                         e,
@@ -346,7 +347,7 @@ impl GlacierArchiver {
             .interceptor(payload::OwnPayloadSha256::new(sha256))
             .send()
             .await
-            .map_err(|e| errors::map(&format!("uploading part {}", part.index), e))?;
+            .map_err(|e| ERRORS.map(&format!("uploading part {}", part.index), e))?;
         check_reported_hash(
             &format!("part {}", part.index),
             out.checksum(),
@@ -454,7 +455,7 @@ impl GlacierArchiver {
             .send()
             .await
             .map_err(|e| {
-                errors::map_missing(
+                ERRORS.map_missing(
                     "completing the multipart upload",
                     &format!("multipart upload {upload_id}"),
                     e,
@@ -565,7 +566,7 @@ impl GlacierArchiver {
                 .set_marker(marker.clone())
                 .send()
                 .await
-                .map_err(|e| errors::map("listing retrieval jobs", e))?;
+                .map_err(|e| ERRORS.map("listing retrieval jobs", e))?;
             for job in out.job_list() {
                 let (Some(key), Some(id)) = (key_of(job), job.job_id()) else {
                     continue;
@@ -627,8 +628,8 @@ impl GlacierArchiver {
             Ok(job) => Ok(Some(
                 job.status_code().cloned().unwrap_or(StatusCode::InProgress),
             )),
-            Err(e) if errors::is_not_found(&e) => Ok(None),
-            Err(e) => Err(errors::map("checking a job", e)),
+            Err(e) if ERRORS.is_not_found(&e) => Ok(None),
+            Err(e) => Err(ERRORS.map("checking a job", e)),
         }
     }
 
@@ -643,7 +644,7 @@ impl GlacierArchiver {
             .job_id(job_id)
             .send()
             .await
-            .map_err(|e| errors::map("downloading the vault inventory", e))?;
+            .map_err(|e| ERRORS.map("downloading the vault inventory", e))?;
         let body = out
             .body
             .collect()
@@ -762,7 +763,7 @@ impl Archiver for GlacierArchiver {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if errors::is_not_found(&e) => Err(Error::Config {
+            Err(e) if ERRORS.is_not_found(&e) => Err(Error::Config {
                 backend: NAME,
                 message: format!(
                     "vault {:?} does not exist for account {} in this region; create it (AWS \
@@ -773,10 +774,7 @@ impl Archiver for GlacierArchiver {
                     self.vault()
                 ),
             }),
-            Err(e) => Err(errors::map(
-                &format!("checking vault {:?}", self.vault()),
-                e,
-            )),
+            Err(e) => Err(ERRORS.map(&format!("checking vault {:?}", self.vault()), e)),
         }
     }
 
@@ -810,8 +808,8 @@ impl Archiver for GlacierArchiver {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if errors::is_not_found(&e) => Ok(()),
-            Err(e) => Err(errors::map(&format!("aborting upload {token}"), e)),
+            Err(e) if ERRORS.is_not_found(&e) => Ok(()),
+            Err(e) => Err(ERRORS.map(&format!("aborting upload {token}"), e)),
         }
     }
 
@@ -835,7 +833,7 @@ impl Archiver for GlacierArchiver {
             .build();
         let job_id = self
             .start_job(params, |e| {
-                errors::map_missing("requesting a retrieval job", &archive.archive_id, e)
+                ERRORS.map_missing("requesting a retrieval job", &archive.archive_id, e)
             })
             .await?;
         self.jobs
@@ -893,7 +891,7 @@ impl Archiver for GlacierArchiver {
             .range(format!("bytes={}-{}", range.start, range.end - 1))
             .send()
             .await
-            .map_err(|e| errors::map("downloading the archive", e))?;
+            .map_err(|e| ERRORS.map("downloading the archive", e))?;
         // The vault sends a tree hash for tree-aligned ranges: check the bytes against ours for
         // the whole archive, against the vault's for a piece.
         let expected = if whole {
@@ -950,7 +948,7 @@ impl Archiver for GlacierArchiver {
                     .format("JSON")
                     .build();
                 let request_id = self
-                    .start_job(params, |e| errors::map("requesting a vault inventory", e))
+                    .start_job(params, |e| ERRORS.map("requesting a vault inventory", e))
                     .await?;
                 Ok(InventoryState::Pending { request_id })
             }

@@ -13,6 +13,7 @@
 mod errors;
 mod settings;
 
+use errors::ERRORS;
 use glacier_backup_archiver::shown;
 use std::collections::HashMap;
 
@@ -173,8 +174,8 @@ impl S3Archiver {
                 .await
             {
                 Ok(_) => key = format!("{base}.{n}"),
-                Err(e) if errors::is_not_found(&e) => return Ok(key),
-                Err(e) => return Err(errors::map(&format!("checking key {key}"), e)),
+                Err(e) if ERRORS.is_not_found(&e) => return Ok(key),
+                Err(e) => return Err(ERRORS.map(&format!("checking key {key}"), e)),
             }
         }
         Err(remote(format!("no free key near {base}"), false))
@@ -204,7 +205,7 @@ impl S3Archiver {
             .body(SdkByteStream::from(part.data))
             .send()
             .await
-            .map_err(|e| errors::map(&format!("uploading {key}"), e))?;
+            .map_err(|e| ERRORS.map(&format!("uploading {key}"), e))?;
         check_crc(&key, out.checksum_crc64_nvme(), &checksum)?;
         Ok(ArchiveRef {
             archive_id: key,
@@ -277,7 +278,7 @@ impl S3Archiver {
             .checksum_type(ChecksumType::FullObject)
             .send()
             .await
-            .map_err(|e| errors::map(&format!("starting a multipart upload of {key}"), e))?;
+            .map_err(|e| ERRORS.map(&format!("starting a multipart upload of {key}"), e))?;
         let upload_id = out
             .upload_id()
             .ok_or_else(|| remote("S3 returned no upload id".into(), false))?
@@ -303,7 +304,7 @@ impl S3Archiver {
                 .send()
                 .await
                 .map_err(|e| {
-                    errors::map_missing(
+                    ERRORS.map_missing(
                         "listing the parts of an earlier upload",
                         &format!("multipart upload {upload_id}"),
                         e,
@@ -352,7 +353,7 @@ impl S3Archiver {
             .body(SdkByteStream::from(part.data))
             .send()
             .await
-            .map_err(|e| errors::map(&format!("uploading part {number} of {key}"), e))?;
+            .map_err(|e| ERRORS.map(&format!("uploading part {number} of {key}"), e))?;
         check_crc(
             &format!("part {number}"),
             out.checksum_crc64_nvme(),
@@ -440,7 +441,7 @@ impl S3Archiver {
             .checksum_crc64_nvme(&checksum)
             .send()
             .await
-            .map_err(|e| errors::map(&format!("completing the upload of {key}"), e))?;
+            .map_err(|e| ERRORS.map(&format!("completing the upload of {key}"), e))?;
         check_crc(&key, out.checksum_crc64_nvme(), &checksum)?;
         let tree_hash = checker.tree_hash();
         let tagging = aws_sdk_s3::types::Tagging::builder()
@@ -460,7 +461,7 @@ impl S3Archiver {
             .tagging(tagging)
             .send()
             .await
-            .map_err(|e| errors::map(&format!("tagging {key} with its tree hash"), e))?;
+            .map_err(|e| ERRORS.map(&format!("tagging {key} with its tree hash"), e))?;
         Ok(ArchiveRef {
             archive_id: key,
             size: checker.size(),
@@ -479,7 +480,7 @@ impl S3Archiver {
             .key(&key)
             .send()
             .await
-            .map_err(|e| errors::map(&format!("reading the metadata of {key}"), e))?;
+            .map_err(|e| ERRORS.map(&format!("reading the metadata of {key}"), e))?;
         let metadata = head.metadata().cloned().unwrap_or_default();
         archive.origin = origin_from_metadata(&metadata);
         let mut tree_hash = metadata.get(TREE_HASH_TAG).cloned();
@@ -514,7 +515,7 @@ impl S3Archiver {
             .key(key)
             .send()
             .await
-            .map_err(|e| errors::map_missing(&format!("checking {key}"), key, e))?;
+            .map_err(|e| ERRORS.map_missing(&format!("checking {key}"), key, e))?;
         Ok(match head.restore() {
             Some(r) if r.contains("ongoing-request=\"true\"") => {
                 RestoreState::InProgress { request_id: None }
@@ -635,7 +636,7 @@ impl Archiver for S3Archiver {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if errors::is_not_found(&e) => Err(Error::Config {
+            Err(e) if ERRORS.is_not_found(&e) => Err(Error::Config {
                 backend: NAME,
                 message: format!(
                     "bucket {:?} does not exist (or is in another region); create it or fix \
@@ -643,10 +644,7 @@ impl Archiver for S3Archiver {
                     self.bucket()
                 ),
             }),
-            Err(e) => Err(errors::map(
-                &format!("checking bucket {:?}", self.bucket()),
-                e,
-            )),
+            Err(e) => Err(ERRORS.map(&format!("checking bucket {:?}", self.bucket()), e)),
         }
     }
 
@@ -676,8 +674,8 @@ impl Archiver for S3Archiver {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if errors::is_not_found(&e) => Ok(()),
-            Err(e) => Err(errors::map(&format!("aborting upload {upload_id}"), e)),
+            Err(e) if ERRORS.is_not_found(&e) => Ok(()),
+            Err(e) => Err(ERRORS.map(&format!("aborting upload {upload_id}"), e)),
         }
     }
 
@@ -725,10 +723,10 @@ impl Archiver for S3Archiver {
             .await;
         match result {
             Ok(_) => self.head_state(&archive.archive_id).await,
-            Err(e) if errors::code(&e) == Some("RestoreAlreadyInProgress") => {
+            Err(e) if glacier_backup_aws::error_code(&e) == Some("RestoreAlreadyInProgress") => {
                 Ok(RestoreState::InProgress { request_id: None })
             }
-            Err(e) => Err(errors::map_missing(
+            Err(e) => Err(ERRORS.map_missing(
                 &format!("requesting a restore of {}", archive.archive_id),
                 &archive.archive_id,
                 e,
@@ -763,12 +761,12 @@ impl Archiver for S3Archiver {
             .range(format!("bytes={}-{}", range.start, range.end - 1))
             .send()
             .await
-            .map_err(|e| match errors::code(&e) {
+            .map_err(|e| match glacier_backup_aws::error_code(&e) {
                 Some("InvalidObjectState") => Error::NeedsRestore {
                     backend: NAME,
                     archive_id: archive.archive_id.clone(),
                 },
-                _ => errors::map_missing(
+                _ => ERRORS.map_missing(
                     &format!("downloading {}", archive.archive_id),
                     &archive.archive_id,
                     e,
@@ -803,7 +801,7 @@ impl Archiver for S3Archiver {
                 .set_continuation_token(token.clone())
                 .send()
                 .await
-                .map_err(|e| errors::map("listing the bucket", e))?;
+                .map_err(|e| ERRORS.map("listing the bucket", e))?;
             for object in out.contents() {
                 if let Some(key) = object.key() {
                     archives.push(ListedArchive {
