@@ -8,6 +8,7 @@
 
 #![allow(missing_docs)]
 
+mod routes;
 pub mod sigv4;
 mod treehash;
 
@@ -361,6 +362,31 @@ fn valid_part_size(size: u64) -> bool {
 /// Parts in one multipart upload, as Glacier allows.
 const MAX_PARTS: u64 = 10_000;
 
+/// A request as the route handlers see it.
+struct Received<'a> {
+    headers: &'a hyper::HeaderMap,
+    body: Bytes,
+    /// The body's tree hash and SHA-256 (none for an empty body).
+    hashes: Option<BodyHashes>,
+    /// `x-amz-archive-description`: empty when absent, `None` when not visible ASCII.
+    description: Option<String>,
+    query: &'a str,
+    range: Option<&'a str>,
+    keep_data: bool,
+    refuse_from: Option<u64>,
+    job_delay: Duration,
+}
+
+impl Received<'_> {
+    /// A header's text value.
+    fn get(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
     let started = Instant::now();
     let injected = {
@@ -434,12 +460,6 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         }
     }
     let hashes = (!body.is_empty()).then_some(hashes);
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
     // A header that is there but not visible ASCII is refused, not read as missing.
     let description = match headers.get("x-amz-archive-description") {
         None => Some(String::new()),
@@ -449,332 +469,48 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             .map(str::to_owned)
             .filter(|d| valid_description(d)),
     };
-    // The early `return`s below answer while this lock is held, so they must not go through
-    // `finish` (which locks again).
-    let mut s = state.lock().unwrap();
-    let keep_data = s.behaviour.keep_data;
-    let refuse_from = s.behaviour.refuse_parts_from;
-    let job_delay = s.behaviour.job_delay;
+    let mut guard = state.lock().unwrap();
+    let s = &mut *guard;
+    let received = Received {
+        headers: &headers,
+        body,
+        hashes,
+        description,
+        query: &query,
+        range: range_header.as_deref(),
+        keep_data: s.behaviour.keep_data,
+        refuse_from: s.behaviour.refuse_parts_from,
+        job_delay: s.behaviour.job_delay,
+    };
+    let r = &received;
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     let reply = match (&method, segments.as_slice()) {
-        (&Method::PUT, [_, "vaults", vault]) => {
-            s.vaults.entry((*vault).to_owned()).or_default();
-            respond(
-                StatusCode::CREATED,
-                &[("location", format!("/-/vaults/{vault}"))],
-                Bytes::new(),
-            )
-        }
-        (&Method::GET, [_, "vaults", vault]) => match s.vaults.get(*vault) {
-            Some(v) => json(
-                StatusCode::OK,
-                serde_json::json!({
-                    "VaultARN": format!("arn:aws:glacier:us-east-1:000000000000:vaults/{vault}"),
-                    "VaultName": vault,
-                    "CreationDate": "2026-01-01T00:00:00.000Z",
-                    "NumberOfArchives": v.archives.len(),
-                    "SizeInBytes": v.archives.values().map(|a| a.size).sum::<u64>(),
-                }),
-            ),
-            None => missing(&format!("vault {vault}")),
-        },
-        (&Method::POST, [_, "vaults", vault, "archives"]) => {
-            let id = s.id("archive-");
-            let Some(v) = s.vaults.get_mut(*vault) else {
-                return missing(&format!("vault {vault}"));
-            };
-            let Some(description) = description.clone() else {
-                return bad("invalid archive description");
-            };
-            if !valid_description(&description) {
-                bad("invalid archive description")
-            } else if body.is_empty() {
-                bad("Invalid Content-Length: 0")
-            } else {
-                match check_hashes(
-                    hashes.as_ref(),
-                    get("x-amz-sha256-tree-hash"),
-                    get("x-amz-content-sha256"),
-                ) {
-                    Err(message) => bad(message),
-                    Ok(hash) => {
-                        v.archives.insert(
-                            id.clone(),
-                            StoredArchive {
-                                description,
-                                size: body.len() as u64,
-                                tree_hash: hash,
-                                data: keep_data.then_some(body),
-                            },
-                        );
-                        created_archive(vault, &id, hash)
-                    }
-                }
-            }
-        }
+        (&Method::PUT, [_, "vaults", vault]) => routes::create_vault(s, r, vault),
+        (&Method::GET, [_, "vaults", vault]) => routes::describe_vault(s, r, vault),
+        (&Method::POST, [_, "vaults", vault, "archives"]) => routes::upload_archive(s, r, vault),
         (&Method::POST, [_, "vaults", vault, "multipart-uploads"]) => {
-            let id = s.id("upload-");
-            s.stats.uploads_started += 1;
-            let Some(v) = s.vaults.get_mut(*vault) else {
-                return missing(&format!("vault {vault}"));
-            };
-            let Some(description) = description.clone() else {
-                return bad("invalid archive description");
-            };
-            let part_size: u64 = get("x-amz-part-size")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            if !valid_description(&description) {
-                bad("invalid archive description")
-            } else if !valid_part_size(part_size) {
-                bad("invalid part size: must be 1 MiB multiplied by a power of 2, up to 4 GiB")
-            } else {
-                v.uploads.insert(
-                    id.clone(),
-                    Upload {
-                        description,
-                        created: format!("2026-01-01T00:00:{:02}.000Z", v.uploads.len() % 60),
-                        part_size,
-                        parts: BTreeMap::new(),
-                    },
-                );
-                respond(
-                    StatusCode::CREATED,
-                    &[
-                        (
-                            "location",
-                            format!("/-/vaults/{vault}/multipart-uploads/{id}"),
-                        ),
-                        ("x-amz-multipart-upload-id", id),
-                    ],
-                    Bytes::new(),
-                )
-            }
+            routes::initiate_upload(s, r, vault)
         }
         (&Method::PUT, [_, "vaults", vault, "multipart-uploads", upload]) => {
-            let parsed = get("content-range").and_then(|r| parse_content_range(&r));
-            let Some(u) = s
-                .vaults
-                .get_mut(*vault)
-                .and_then(|v| v.uploads.get_mut(*upload))
-            else {
-                return missing(&format!("upload {upload}"));
-            };
-            match parsed {
-                None => bad("missing or malformed Content-Range"),
-                Some((start, end)) => {
-                    let len = end + 1 - start;
-                    if start % u.part_size != 0 || len > u.part_size || len != body.len() as u64 {
-                        bad("Content-Range does not match the part size or the body")
-                    } else if start / u.part_size >= MAX_PARTS {
-                        bad("a multipart upload holds at most 10,000 parts")
-                    } else if refuse_from.is_some_and(|n| start / u.part_size >= n) {
-                        bad("injected permanent refusal of this part")
-                    } else {
-                        match check_hashes(
-                            hashes.as_ref(),
-                            get("x-amz-sha256-tree-hash"),
-                            get("x-amz-content-sha256"),
-                        ) {
-                            Err(message) => bad(message),
-                            Ok(hash) => {
-                                let kept = if keep_data { body } else { Bytes::new() };
-                                u.parts.insert(start, (kept, len, hash));
-                                s.stats.parts_stored.push(((*upload).to_owned(), start));
-                                respond(
-                                    StatusCode::NO_CONTENT,
-                                    &[("x-amz-sha256-tree-hash", hash.to_hex())],
-                                    Bytes::new(),
-                                )
-                            }
-                        }
-                    }
-                }
-            }
+            routes::upload_part(s, r, vault, upload)
         }
         (&Method::GET, [_, "vaults", vault, "multipart-uploads", upload]) => {
-            match s.vaults.get(*vault).and_then(|v| v.uploads.get(*upload)) {
-                None => missing(&format!("upload {upload}")),
-                Some(u) => list_parts(u, upload, &query),
-            }
+            routes::list_parts_of(s, r, vault, upload)
         }
         (&Method::POST, [_, "vaults", vault, "multipart-uploads", upload]) => {
-            let id = s.id("archive-");
-            let Some(v) = s.vaults.get_mut(*vault) else {
-                return missing(&format!("vault {vault}"));
-            };
-            let size: Option<u64> = get("x-amz-archive-size").and_then(|v| v.parse().ok());
-            let claimed = get("x-amz-sha256-tree-hash");
-            let again = v.completed.get(*upload).cloned();
-            match (v.uploads.get(*upload), again) {
-                (None, Some((id, done_size, done_hash))) => {
-                    let same = size == Some(done_size)
-                        && claimed.as_deref() == Some(done_hash.to_hex().as_str());
-                    if same {
-                        created_archive(vault, &id, done_hash)
-                    } else {
-                        bad("the upload was completed with another size or tree hash")
-                    }
-                }
-                (None, None) => missing(&format!("upload {upload}")),
-                (Some(u), _) => match assemble(u, size, claimed.as_deref()) {
-                    Err(message) => bad(&message),
-                    Ok((data, hash, size)) => {
-                        let u = v.uploads.remove(*upload).expect("present");
-                        v.completed
-                            .insert((*upload).to_owned(), (id.clone(), size, hash));
-                        v.archives.insert(
-                            id.clone(),
-                            StoredArchive {
-                                description: u.description,
-                                size,
-                                tree_hash: hash,
-                                data: keep_data.then_some(data),
-                            },
-                        );
-                        created_archive(vault, &id, hash)
-                    }
-                },
-            }
+            routes::complete_upload(s, r, vault, upload)
         }
-        (&Method::GET, [_, "vaults", vault, "multipart-uploads"]) => match s.vaults.get(*vault) {
-            None => missing(&format!("vault {vault}")),
-            Some(v) => {
-                let mut list: Vec<_> = v
-                    .uploads
-                    .iter()
-                    .map(|(id, u)| {
-                        serde_json::json!({
-                            "MultipartUploadId": id,
-                            "ArchiveDescription": u.description,
-                            "PartSizeInBytes": u.part_size,
-                            "CreationDate": u.created,
-                            "VaultARN": format!("arn:aws:glacier:us-east-1:000000000000:vaults/{vault}"),
-                        })
-                    })
-                    .collect();
-                list.sort_by(|a, b| {
-                    a["MultipartUploadId"]
-                        .as_str()
-                        .cmp(&b["MultipartUploadId"].as_str())
-                });
-                json(
-                    StatusCode::OK,
-                    serde_json::json!({"UploadsList": list, "Marker": null}),
-                )
-            }
-        },
+        (&Method::GET, [_, "vaults", vault, "multipart-uploads"]) => {
+            routes::list_uploads(s, r, vault)
+        }
         (&Method::DELETE, [_, "vaults", vault, "multipart-uploads", upload]) => {
-            match s
-                .vaults
-                .get_mut(*vault)
-                .and_then(|v| v.uploads.remove(*upload))
-            {
-                Some(_) => respond(StatusCode::NO_CONTENT, &[], Bytes::new()),
-                None => missing(&format!("upload {upload}")),
-            }
+            routes::abort_upload(s, r, vault, upload)
         }
-        (&Method::POST, [_, "vaults", vault, "jobs"]) => {
-            let id = s.id("job-");
-            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let Some(v) = s.vaults.get_mut(*vault) else {
-                return missing(&format!("vault {vault}"));
-            };
-            let archive_id = request["ArchiveId"].as_str().unwrap_or_default().to_owned();
-            if request["Type"] == "inventory-retrieval" {
-                v.jobs.insert(
-                    id.clone(),
-                    Job {
-                        archive_id: String::new(),
-                        inventory: Some(inventory(vault, v)),
-                        tier: "Standard".into(),
-                        ready_at: Instant::now() + job_delay,
-                    },
-                );
-                respond(StatusCode::ACCEPTED, &[("x-amz-job-id", id)], Bytes::new())
-            } else if request["Type"] != "archive-retrieval" {
-                bad("this fake runs archive-retrieval and inventory-retrieval jobs only")
-            } else if !v.archives.contains_key(&archive_id) {
-                missing(&format!("archive {archive_id}"))
-            } else {
-                let tier = request["Tier"].as_str().unwrap_or("Standard").to_owned();
-                v.jobs.insert(
-                    id.clone(),
-                    Job {
-                        archive_id,
-                        inventory: None,
-                        tier,
-                        ready_at: Instant::now() + job_delay,
-                    },
-                );
-                respond(
-                    StatusCode::ACCEPTED,
-                    &[
-                        ("location", format!("/-/vaults/{vault}/jobs/{id}")),
-                        ("x-amz-job-id", id),
-                    ],
-                    Bytes::new(),
-                )
-            }
-        }
-        (&Method::GET, [_, "vaults", vault, "jobs"]) => match s.vaults.get(*vault) {
-            None => missing(&format!("vault {vault}")),
-            Some(v) => {
-                let listed = {
-                    let list: Vec<_> = v
-                        .jobs
-                        .iter()
-                        .map(|(id, job)| describe(v, id, job))
-                        .collect();
-                    serde_json::json!({"JobList": list, "Marker": null})
-                };
-                s.stats.job_lists += 1;
-                json(StatusCode::OK, listed)
-            }
-        },
-        (&Method::GET, [_, "vaults", vault, "jobs", job]) => {
-            match s
-                .vaults
-                .get(*vault)
-                .and_then(|v| v.jobs.get(*job).map(|j| describe(v, job, j)))
-            {
-                Some(description) => json(StatusCode::OK, description),
-                None => missing(&format!("job {job}")),
-            }
-        }
+        (&Method::POST, [_, "vaults", vault, "jobs"]) => routes::start_job(s, r, vault),
+        (&Method::GET, [_, "vaults", vault, "jobs"]) => routes::list_jobs(s, r, vault),
+        (&Method::GET, [_, "vaults", vault, "jobs", job]) => routes::describe_job(s, r, vault, job),
         (&Method::GET, [_, "vaults", vault, "jobs", job, "output"]) => {
-            let found = s.vaults.get(*vault).and_then(|v| {
-                v.jobs.get(*job).map(|j| {
-                    (
-                        j.ready_at,
-                        j.inventory.clone(),
-                        v.archives.get(&j.archive_id).cloned(),
-                    )
-                })
-            });
-            match found {
-                None => missing(&format!("job {job}")),
-                Some((ready_at, _, _)) if ready_at > Instant::now() => {
-                    bad("the job is not finished yet")
-                }
-                Some((_, Some(inventory), _)) => respond(
-                    StatusCode::OK,
-                    &[("content-type", "application/json".to_owned())],
-                    inventory,
-                ),
-                Some((_, None, None)) => missing("archive"),
-                Some((_, None, Some(archive))) => {
-                    let reply = job_output(&archive, range_header.as_deref());
-                    if let Ok(response) = &reply {
-                        if response.status().is_success() {
-                            s.stats.output_bytes += hyper::body::Body::size_hint(response.body())
-                                .exact()
-                                .unwrap_or(0);
-                        }
-                    }
-                    reply
-                }
-            }
+            routes::job_output_of(s, r, vault, job)
         }
         _ => error(
             StatusCode::NOT_FOUND,
@@ -795,7 +531,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         s.behaviour.lose_reply = None;
         s.stats.injected_faults += 1;
     }
-    drop(s);
+    drop(guard);
     if lost {
         return fault(FaultKind::DropConnection);
     }
