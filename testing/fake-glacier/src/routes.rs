@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) fn create_vault(s: &mut State, _: &Received<'_>, vault: &str) -> Reply {
-    s.vaults.entry((vault).to_owned()).or_default();
+    s.vaults.entry(vault.to_owned()).or_default();
     respond(
         StatusCode::CREATED,
         &[("location", format!("/-/vaults/{vault}"))],
@@ -138,7 +138,7 @@ pub(super) fn upload_part(s: &mut State, r: &Received<'_>, vault: &str, upload: 
                             Bytes::new()
                         };
                         u.parts.insert(start, (kept, len, hash));
-                        s.stats.parts_stored.push(((upload).to_owned(), start));
+                        s.stats.parts_stored.push((upload.to_owned(), start));
                         respond(
                             StatusCode::NO_CONTENT,
                             &[("x-amz-sha256-tree-hash", hash.to_hex())],
@@ -182,7 +182,7 @@ pub(super) fn complete_upload(s: &mut State, r: &Received<'_>, vault: &str, uplo
             Ok((data, hash, size)) => {
                 let u = v.uploads.remove(upload).expect("present");
                 v.completed
-                    .insert((upload).to_owned(), (id.clone(), size, hash));
+                    .insert(upload.to_owned(), (id.clone(), size, hash));
                 v.archives.insert(
                     id.clone(),
                     StoredArchive {
