@@ -1,0 +1,478 @@
+//! Uploads: one part with UploadArchive, more as a resumable multipart upload (continued,
+//! adopted or aborted after a crash, completed again when a run stopped while Glacier answered).
+
+use crate::*;
+
+impl GlacierArchiver {
+    pub(crate) fn description(&self, meta: &ArchiveMeta) -> String {
+        if self.settings.plain_description {
+            return origin::plain(meta);
+        }
+        let (description, shortfall) = origin::encode(meta);
+        match shortfall {
+            origin::Shortfall::Origin => tracing::warn!(
+                "{}: the source path is too long for a Glacier description, so the vault keeps \
+                 only the name {description:?}; this archive is in the ledger, but a ledger \
+                 rebuilt from the vault will not know where it came from",
+                shown(&meta.source_path)
+            ),
+            origin::Shortfall::Fingerprint | origin::Shortfall::Name => tracing::debug!(
+                "{}: description shortened to fit Glacier's 1,024 characters",
+                shown(&meta.source_path)
+            ),
+            origin::Shortfall::None => {}
+        }
+        description
+    }
+
+    pub(crate) async fn upload_single(
+        &self,
+        description: String,
+        part: Part,
+    ) -> Result<ArchiveRef> {
+        let recorded = description.clone();
+        let size = part.data.len() as u64;
+        let sha256 = payload_sha256(part.data.clone()).await?;
+        let out = self
+            .client()
+            .await?
+            .upload_archive()
+            .account_id(self.account())
+            .vault_name(self.vault())
+            .archive_description(description)
+            .checksum(part.tree_hash.to_hex())
+            .body(SdkByteStream::from(part.data))
+            .customize()
+            .interceptor(payload::OwnPayloadSha256::new(sha256))
+            .send()
+            .await
+            .map_err(|e| ERRORS.map("uploading the archive", e))?;
+        let archive_id = out.archive_id().unwrap_or_default().to_owned();
+        check_reported_hash(&archive_id, out.checksum(), part.tree_hash)?;
+        Ok(ArchiveRef {
+            archive_id,
+            size,
+            tree_hash: part.tree_hash,
+            description: Some(recorded),
+        })
+    }
+
+    /// Continues the upload named by `meta.resume` if the vault still has it with the same part
+    /// size, or starts a new one (reporting its id on `meta.upload_events`).
+    pub(crate) async fn start_or_resume(
+        &self,
+        meta: &ArchiveMeta,
+        part_size: u64,
+        description: &str,
+    ) -> Result<(String, StoredParts)> {
+        if let Some(upload_id) = &meta.resume {
+            match self.stored_parts(upload_id).await {
+                Ok((size, stored)) if size == part_size => {
+                    tracing::info!(
+                        "{}: resuming upload {upload_id}: the vault already has {} part(s)",
+                        shown(&meta.source_path),
+                        stored.len()
+                    );
+                    return Ok((upload_id.clone(), stored));
+                }
+                Ok((size, _)) => {
+                    tracing::warn!(
+                        "{}: earlier upload {upload_id} used {size}-byte parts, not {part_size}; starting over",
+                        shown(&meta.source_path)
+                    );
+                    self.abort_upload(upload_id).await?;
+                }
+                Err(Error::NotFound { .. }) => tracing::warn!(
+                    "{}: earlier upload {upload_id} no longer exists in the vault; starting over",
+                    shown(&meta.source_path)
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some((upload_id, stored)) = self.adopt_or_abort_left_behind(meta, part_size).await? {
+            report_started(meta, &upload_id);
+            return Ok((upload_id, stored));
+        }
+        let out = self
+            .client()
+            .await?
+            .initiate_multipart_upload()
+            .account_id(self.account())
+            .vault_name(self.vault())
+            .archive_description(description)
+            .part_size(part_size.to_string())
+            .send()
+            .await
+            .map_err(|e| ERRORS.map("starting a multipart upload", e))?;
+        let upload_id = out
+            .upload_id()
+            .ok_or_else(|| remote("the vault returned no multipart upload id", false))?
+            .to_owned();
+        report_started(meta, &upload_id);
+        // A start the SDK retried after losing the first reply left another upload open.
+        for left in self.open_uploads_of(&meta.source_path).await? {
+            if left.id != upload_id {
+                self.abort_left_behind(meta, &left.id).await;
+            }
+        }
+        Ok((upload_id, StoredParts::new()))
+    }
+
+    /// Multipart uploads of `meta`'s source that earlier runs started and nobody records (a
+    /// start whose reply was lost, a run killed before recording it): the newest one made from
+    /// the same source state with the same part size is continued, the others are aborted.
+    pub(crate) async fn adopt_or_abort_left_behind(
+        &self,
+        meta: &ArchiveMeta,
+        part_size: u64,
+    ) -> Result<Option<(String, StoredParts)>> {
+        let mut adopted = None;
+        for left in self.open_uploads_of(&meta.source_path).await? {
+            let same_state = left.part_size == part_size
+                && left.fingerprint.as_deref() == Some(meta.fingerprint.as_str());
+            if adopted.is_none() && same_state {
+                match self.stored_parts(&left.id).await {
+                    Ok((_, stored)) => {
+                        tracing::info!(
+                            "{}: continuing upload {} left by an earlier run ({} part(s) stored)",
+                            shown(&meta.source_path),
+                            left.id,
+                            stored.len()
+                        );
+                        adopted = Some((left.id, stored));
+                        continue;
+                    }
+                    Err(Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.abort_left_behind(meta, &left.id).await;
+        }
+        Ok(adopted)
+    }
+
+    pub(crate) async fn abort_left_behind(&self, meta: &ArchiveMeta, upload_id: &str) {
+        tracing::info!(
+            "{}: aborting upload {upload_id} left open by an earlier run",
+            shown(&meta.source_path)
+        );
+        if let Err(e) = self.abort_upload(upload_id).await {
+            tracing::warn!("could not abort upload {upload_id}: {e}");
+        }
+    }
+
+    /// The vault's open multipart uploads that this tool started for `source` (by their
+    /// description), newest first.
+    pub(crate) async fn open_uploads_of(
+        &self,
+        source: &std::path::Path,
+    ) -> Result<Vec<OpenUpload>> {
+        let client = self.client().await?;
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = client
+                .list_multipart_uploads()
+                .account_id(self.account())
+                .vault_name(self.vault())
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| ERRORS.map("listing open multipart uploads", e))?;
+            for upload in out.uploads_list() {
+                let origin = upload.archive_description().and_then(origin::decode);
+                let (Some(id), Some(origin)) = (upload.multipart_upload_id(), origin) else {
+                    continue;
+                };
+                if origin.source_path == source {
+                    found.push(OpenUpload {
+                        id: id.to_owned(),
+                        part_size: upload.part_size_in_bytes() as u64,
+                        fingerprint: origin.fingerprint,
+                        created: upload.creation_date().unwrap_or_default().to_owned(),
+                    });
+                }
+            }
+            marker = out.marker().map(str::to_owned).filter(|m| !m.is_empty());
+            if marker.is_none() {
+                break;
+            }
+        }
+        found.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(found)
+    }
+
+    /// Part size and parts of an unfinished upload, from ListParts (all pages).
+    pub(crate) async fn stored_parts(&self, upload_id: &str) -> Result<(u64, StoredParts)> {
+        let client = self.client().await?;
+        let mut stored = StoredParts::new();
+        let mut marker: Option<String> = None;
+        let mut part_size;
+        loop {
+            let out = client
+                .list_parts()
+                .account_id(self.account())
+                .vault_name(self.vault())
+                .upload_id(upload_id)
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    ERRORS.map_missing(
+                        "listing the parts of an earlier upload",
+                        &format!("multipart upload {upload_id}"),
+                        e,
+                    )
+                })?;
+            part_size = out.part_size_in_bytes() as u64;
+            for part in out.parts() {
+                let parsed = part.range_in_bytes().and_then(parse_range).zip(
+                    part.sha256_tree_hash()
+                        .and_then(|h| h.parse::<TreeHash>().ok()),
+                );
+                if let Some(((start, end), hash)) = parsed {
+                    stored.insert(start, (end + 1 - start, hash));
+                }
+            }
+            marker = out.marker().map(str::to_owned).filter(|m| !m.is_empty());
+            if marker.is_none() {
+                return Ok((part_size, stored));
+            }
+        }
+    }
+
+    pub(crate) async fn upload_part(&self, upload_id: &str, part: Part) -> Result<()> {
+        let end = part.offset + part.data.len() as u64 - 1;
+        let sha256 = payload_sha256(part.data.clone()).await?;
+        let out = self
+            .client()
+            .await?
+            .upload_multipart_part()
+            .account_id(self.account())
+            .vault_name(self.vault())
+            .upload_id(upload_id)
+            .range(format!("bytes {}-{end}/*", part.offset))
+            .checksum(part.tree_hash.to_hex())
+            .body(SdkByteStream::from(part.data))
+            .customize()
+            .interceptor(payload::OwnPayloadSha256::new(sha256))
+            .send()
+            .await
+            .map_err(|e| ERRORS.map(&format!("uploading part {}", part.index), e))?;
+        check_reported_hash(
+            &format!("part {}", part.index),
+            out.checksum(),
+            part.tree_hash,
+        )
+    }
+
+    pub(crate) async fn upload_multipart(
+        &self,
+        meta: &ArchiveMeta,
+        description: String,
+        mut parts: PartStream,
+    ) -> Result<ArchiveRef> {
+        if let Some(archive) = self
+            .completed_earlier(meta, &description, &mut parts)
+            .await?
+        {
+            return Ok(archive);
+        }
+        let mut parts = parts.peekable();
+        let part_size = match std::pin::Pin::new(&mut parts).peek().await {
+            Some(Ok(first)) => first.data.len() as u64,
+            _ => 0,
+        };
+        if subtree_level(part_size).is_none() || part_size > settings::MAX_PART_SIZE {
+            return Err(remote(
+                &format!("part size {part_size} is not a power-of-two number of MiB up to 4 GiB"),
+                false,
+            ));
+        }
+        let (upload_id, stored) = self.start_or_resume(meta, part_size, &description).await?;
+        let mut checker = PartChecker::new(NAME, false);
+        let mut skipped = 0u64;
+        let max_parts = self.settings.max_parts;
+        let outcome = upload_concurrently(
+            parts.boxed(),
+            self.settings.connection.concurrency,
+            |part| {
+                checker.accept(&part)?;
+                if part.index >= max_parts {
+                    return Err(remote(
+                        &format!(
+                            "the archive outgrew {max_parts} parts of {part_size} bytes; set a \
+                         larger [glacier] part_size"
+                        ),
+                        false,
+                    ));
+                }
+                if stored.get(&part.offset) == Some(&(part.data.len() as u64, part.tree_hash)) {
+                    skipped += 1;
+                    return Ok(None);
+                }
+                Ok(Some(self.upload_part(&upload_id, part)))
+            },
+        )
+        .await;
+        if let Err(e) = outcome {
+            if meta.upload_events.is_none() {
+                // Nobody recorded the upload for a later resume: do not leave it behind.
+                if let Err(abort) = self.abort_upload(&upload_id).await {
+                    tracing::warn!("could not abort upload {upload_id}: {abort}");
+                }
+            }
+            return Err(e);
+        }
+        if skipped > 0 {
+            tracing::info!("{skipped} part(s) were already in the vault and were not sent again");
+        }
+        let tree_hash = checker.tree_hash();
+        if let Some(tx) = &meta.upload_events {
+            // Recorded before asking: a run stopped while Glacier answers then asks again
+            // (Complete is idempotent) instead of uploading the archive a second time.
+            let (recorded, done) = Recorded::new();
+            let event = UploadEvent::Completing {
+                size: checker.size(),
+                tree_hash,
+                recorded,
+            };
+            if tx.send(event).is_ok() {
+                // An error means the caller is gone, and this upload with it.
+                let _ = done.await;
+            }
+        }
+        let archive_id = self.complete(&upload_id, checker.size(), tree_hash).await?;
+        Ok(ArchiveRef {
+            archive_id,
+            size: checker.size(),
+            tree_hash,
+            description: Some(description),
+        })
+    }
+
+    /// CompleteMultipartUpload: the archive id. Repeated for an upload already completed with
+    /// the same size and tree hash, Glacier answers with the same archive.
+    pub(crate) async fn complete(
+        &self,
+        upload_id: &str,
+        size: u64,
+        tree_hash: TreeHash,
+    ) -> Result<String> {
+        let out = self
+            .client()
+            .await?
+            .complete_multipart_upload()
+            .account_id(self.account())
+            .vault_name(self.vault())
+            .upload_id(upload_id)
+            .archive_size(size.to_string())
+            .checksum(tree_hash.to_hex())
+            .send()
+            .await
+            .map_err(|e| {
+                ERRORS.map_missing(
+                    "completing the multipart upload",
+                    &format!("multipart upload {upload_id}"),
+                    e,
+                )
+            })?;
+        let archive_id = out.archive_id().unwrap_or_default().to_owned();
+        check_reported_hash(&archive_id, out.checksum(), tree_hash)?;
+        Ok(archive_id)
+    }
+
+    /// The archive an earlier run was completing when it stopped, if Glacier made it: the
+    /// part stream is then read through (not sent), so the caller can check it gives the same
+    /// bytes. `None`: the upload is gone (aborted, expired), and the stream is untouched.
+    pub(crate) async fn completed_earlier(
+        &self,
+        meta: &ArchiveMeta,
+        description: &str,
+        parts: &mut PartStream,
+    ) -> Result<Option<ArchiveRef>> {
+        let (Some(upload_id), Some((size, tree_hash))) = (&meta.resume, meta.resume_completing)
+        else {
+            return Ok(None);
+        };
+        let archive_id = match self.complete(upload_id, size, tree_hash).await {
+            Ok(archive_id) => archive_id,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        tracing::info!(
+            "{}: the earlier run had completed upload {upload_id} as archive {archive_id}; \
+             nothing is sent again",
+            shown(&meta.source_path)
+        );
+        let mut checker = PartChecker::new(NAME, false);
+        while let Some(part) = parts.next().await {
+            checker.accept(&part?)?;
+        }
+        Ok(Some(ArchiveRef {
+            archive_id,
+            size: checker.size(),
+            tree_hash: checker.tree_hash(),
+            description: Some(description.to_owned()),
+        }))
+    }
+}
+
+/// The body's SHA-256, computed off the async threads.
+pub(crate) async fn payload_sha256(body: bytes::Bytes) -> Result<String> {
+    tokio::task::spawn_blocking(move || payload::payload_sha256(&body))
+        .await
+        .map_err(|e| remote(&format!("hashing a part: {e}"), false))
+}
+
+pub(crate) fn check_reported_hash(
+    what: &str,
+    reported: Option<&str>,
+    ours: TreeHash,
+) -> Result<()> {
+    match reported {
+        Some(hash) if !hash.eq_ignore_ascii_case(&ours.to_hex()) => Err(Error::Integrity {
+            backend: NAME,
+            archive_id: what.to_owned(),
+            expected: ours.to_hex(),
+            actual: hash.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `"a-b"` (inclusive) -> (a, b).
+pub(crate) fn parse_range(text: &str) -> Option<(u64, u64)> {
+    let (a, b) = text.split_once('-')?;
+    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+/// An open multipart upload of one source, as ListMultipartUploads describes it.
+pub(crate) struct OpenUpload {
+    pub(crate) id: String,
+    pub(crate) part_size: u64,
+    pub(crate) fingerprint: Option<String>,
+    /// ISO 8601, so newer sorts later.
+    pub(crate) created: String,
+}
+
+/// Tells the caller which upload `put` is continuing or started, so a later run can resume it.
+pub(crate) fn report_started(meta: &ArchiveMeta, upload_id: &str) {
+    if let Some(tx) = &meta.upload_events {
+        // A closed channel means nobody records resumable uploads; nothing to do about it.
+        let _ = tx.send(UploadEvent::Started(upload_id.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse() {
+        assert_eq!(parse_range("0-8388607"), Some((0, 8_388_607)));
+        assert_eq!(parse_range("9-3"), None);
+        assert_eq!(parse_range("x-3"), None);
+    }
+}
