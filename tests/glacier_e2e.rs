@@ -753,3 +753,46 @@ fn an_upload_whose_start_lost_its_reply_is_adopted_or_aborted_never_left_open() 
     assert_eq!(archives.len(), 1);
     assert_eq!(archives[0].1.data.as_deref(), Some(&data[..]));
 }
+
+#[test]
+fn open_uploads_of_the_same_path_are_aborted_only_once_no_run_can_resume_them() {
+    use glacier_backup::archiver::{origin, ArchiveMeta, SourceKind};
+    let s = Setup::new();
+    let file = s.path("data/a.bin");
+    let data = write_sample(&file, 3 * 1024 * 1024, 7);
+    let left_by = |started_at: time::OffsetDateTime| {
+        let meta = ArchiveMeta {
+            source_path: file.clone(),
+            name: "a.bin".into(),
+            kind: SourceKind::File,
+            fingerprint: "v1:another-machine's-state".into(),
+            size_hint: 0,
+            started_at,
+            resume: None,
+            resume_receipts: Vec::new(),
+            resume_completing: None,
+            upload_events: None,
+        };
+        s.fake
+            .open_upload("photos", &origin::encode(&meta).0, 1 << 20)
+    };
+    let now = time::OffsetDateTime::now_utc();
+    // Another machine backing up the same path to this vault, right now.
+    let live = left_by(now - time::Duration::minutes(5));
+    // An upload abandoned two days ago: no run resumes it any more.
+    let abandoned = left_by(now - time::Duration::days(2));
+    let config = s.config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        s.path("data").display()
+    ));
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        s.fake.upload_open("photos", &live),
+        "another machine's upload was aborted"
+    );
+    assert!(!s.fake.upload_open("photos", &abandoned), "{}", text(&out));
+    let archives = s.fake.archives("photos");
+    assert_eq!(archives.len(), 1);
+    assert_eq!(archives[0].1.data.as_deref(), Some(&data[..]));
+}

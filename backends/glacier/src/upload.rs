@@ -3,6 +3,9 @@
 
 use crate::*;
 
+/// An open upload nobody resumes after a day (the engine's resume window): safe to abort.
+const ABANDONED_AFTER: time::Duration = time::Duration::hours(24);
+
 impl GlacierArchiver {
     pub(crate) fn description(&self, meta: &ArchiveMeta) -> String {
         if self.settings.plain_description {
@@ -109,9 +112,10 @@ impl GlacierArchiver {
             .ok_or_else(|| remote("the vault returned no multipart upload id", false))?
             .to_owned();
         report_started(meta, &upload_id);
-        // A start the SDK retried after losing the first reply left another upload open.
+        // A start the SDK retried after losing the first reply left another upload open with
+        // this very description (same source, state and start time): nobody else's.
         for left in self.open_uploads_of(&meta.source_path).await? {
-            if left.id != upload_id {
+            if left.id != upload_id && left.description == description {
                 self.abort_left_behind(meta, &left.id).await;
             }
         }
@@ -120,7 +124,9 @@ impl GlacierArchiver {
 
     /// Multipart uploads of `meta`'s source that earlier runs started and nobody records (a
     /// start whose reply was lost, a run killed before recording it): the newest one made from
-    /// the same source state with the same part size is continued, the others are aborted.
+    /// the same source state with the same part size is continued; others are aborted once
+    /// more than a day old, when no run resumes them any more. A younger one may be another
+    /// machine's upload of the same path to this vault, in progress: it is left alone.
     pub(crate) async fn adopt_or_abort_left_behind(
         &self,
         meta: &ArchiveMeta,
@@ -146,7 +152,12 @@ impl GlacierArchiver {
                     Err(e) => return Err(e),
                 }
             }
-            self.abort_left_behind(meta, &left.id).await;
+            let stale = left
+                .started_at
+                .is_some_and(|t| time::OffsetDateTime::now_utc() - t > ABANDONED_AFTER);
+            if stale {
+                self.abort_left_behind(meta, &left.id).await;
+            }
         }
         Ok(adopted)
     }
@@ -187,6 +198,8 @@ impl GlacierArchiver {
                 if origin.source_path == source {
                     found.push(OpenUpload {
                         id: id.to_owned(),
+                        description: upload.archive_description().unwrap_or_default().to_owned(),
+                        started_at: origin.started_at,
                         part_size: upload.part_size_in_bytes() as u64,
                         fingerprint: origin.fingerprint,
                         created: upload.creation_date().unwrap_or_default().to_owned(),
@@ -451,6 +464,10 @@ pub(crate) fn parse_range(text: &str) -> Option<(u64, u64)> {
 /// An open multipart upload of one source, as ListMultipartUploads describes it.
 pub(crate) struct OpenUpload {
     pub(crate) id: String,
+    /// As sent when it was started.
+    pub(crate) description: String,
+    /// When its run started it (from the description).
+    pub(crate) started_at: Option<time::OffsetDateTime>,
     pub(crate) part_size: u64,
     pub(crate) fingerprint: Option<String>,
     /// ISO 8601, so newer sorts later.

@@ -273,6 +273,34 @@ impl FakeGlacier {
         let state = self.state.lock().unwrap();
         state.vaults.get(vault).map_or(0, |v| v.uploads.len())
     }
+
+    /// Opens a multipart upload as another client would have (another machine, an earlier
+    /// version), and gives its id.
+    pub fn open_upload(&self, vault: &str, description: &str, part_size: u64) -> String {
+        let mut state = self.state.lock().unwrap();
+        let id = state.id("upload-");
+        let v = state.vaults.get_mut(vault).expect("the vault exists");
+        let created = format!("2026-01-01T00:00:{:02}.000Z", v.uploads.len() % 60);
+        v.uploads.insert(
+            id.clone(),
+            Upload {
+                description: description.to_owned(),
+                created,
+                part_size,
+                parts: BTreeMap::new(),
+            },
+        );
+        id
+    }
+
+    /// Whether this multipart upload is still open.
+    pub fn upload_open(&self, vault: &str, upload: &str) -> bool {
+        let state = self.state.lock().unwrap();
+        state
+            .vaults
+            .get(vault)
+            .is_some_and(|v| v.uploads.contains_key(upload))
+    }
 }
 
 impl Drop for FakeGlacier {
