@@ -463,6 +463,16 @@ pub fn extract_tar(
                 }
                 made
             }
+            // Before anything is made room for: a skipped device replaces nothing.
+            Kind::Device(_) if !options.devices => {
+                let reason = "device files are made only by root with --devices";
+                tracing::warn!("not restoring device \"{shown}\": {reason}");
+                report.skipped.push(Rejected {
+                    name: shown,
+                    reason,
+                });
+                continue;
+            }
             _ if !make_room(&tree, name).map_err(fail)? => false,
             Kind::File => {
                 write_file(&mut tree, name, &mut entry, &attributes, options).map_err(fail)?;
@@ -489,22 +499,13 @@ pub fn extract_tar(
                     .map_err(fail)?;
                 true
             }
-            Kind::Device(file_type) if options.devices => {
+            Kind::Device(file_type) => {
                 let header = entry.header();
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
                 let dev = rustix::fs::makedev(major, minor);
                 write_node(&mut tree, name, file_type, dev, &attributes, options).map_err(fail)?;
                 true
-            }
-            Kind::Device(_) => {
-                let reason = "device files are made only by root with --devices";
-                tracing::warn!("not restoring device \"{shown}\": {reason}");
-                report.skipped.push(Rejected {
-                    name: shown,
-                    reason,
-                });
-                continue;
             }
         };
         if written {
