@@ -241,8 +241,17 @@ fn a_python_tool_ledger_is_honoured() {
 fn the_python_tool_format_example_loads() {
     let sb = Sandbox::new();
     let config = fixtures().join("python-tool-format.conf");
-    let out = sb.run(&["-c", config.to_str().unwrap(), "list"]);
+    // The file names a log in /var/log; the test writes its own, in the sandbox, whoever runs it.
+    let log = sb.path("run.log");
+    let out = sb.run(&[
+        "-c",
+        config.to_str().unwrap(),
+        "-l",
+        log.to_str().unwrap(),
+        "list",
+    ]);
     assert_exit(&out, 0);
+    assert!(log.exists(), "the log goes where -l says");
     // The Python tool's ledger naming: glacier.<vault_name>.sqlite3 beside the config.
     assert!(
         text(&out).contains("glacier.family-archive.sqlite3"),
