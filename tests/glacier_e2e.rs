@@ -238,6 +238,23 @@ fn a_missing_vault_is_reported_before_anything_is_uploaded() {
     );
 }
 
+/// Runs `command` while the fake holds its jobs, and finishes them once the run has made a few
+/// requests (it has found its job in progress and is waiting on it): the test, not a timer,
+/// decides when the job is done.
+fn finish_jobs_while_waiting(s: &Setup, command: &mut Command) -> Output {
+    let before = s.fake.stats().requests;
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the run never asked about its job", || {
+        s.fake.stats().requests >= before + 3
+    });
+    s.fake.release_jobs();
+    child.wait_with_output().unwrap()
+}
+
 /// Waits (at most a minute) until `done` holds; `what` says what never happened.
 fn wait_until(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -349,7 +366,7 @@ fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
         tree.display()
     ));
     assert_eq!(s.run(&config).status.code(), Some(0));
-    s.fake.set(|b| b.job_delay = Duration::from_secs(3));
+    s.fake.set(|b| b.hold_jobs = true);
 
     // Without --wait: the retrieval is requested, and nothing is downloaded yet.
     let out = s
@@ -376,13 +393,14 @@ fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
         text(&again)
     );
 
-    let out = s
-        .command(&config)
-        .args(["restore", "--wait", "--timeout", "60", "--to"])
-        .arg(s.path("out"))
-        .arg(&tree)
-        .output()
-        .unwrap();
+    // With --wait it polls the job; the test finishes the job once the run is waiting on it.
+    let out = finish_jobs_while_waiting(
+        &s,
+        s.command(&config)
+            .args(["restore", "--wait", "--timeout", "60", "--to"])
+            .arg(s.path("out"))
+            .arg(&tree),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(fs::read(s.path("out/album/big.bin")).unwrap(), big);
 }
@@ -410,7 +428,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     assert!(out.contains("run `glacier-backup inventory`"), "{out}");
 
     fs::remove_file(s.path("config/glacier.photos.sqlite3")).unwrap();
-    s.fake.set(|b| b.job_delay = Duration::from_secs(2));
+    s.fake.set(|b| b.hold_jobs = true);
     let (code, out) = run(&["-d", "inventory"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
@@ -428,7 +446,12 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
             |r| r.get(0),
         )
         .unwrap();
-    let (code, out) = run(&["inventory", "--rebuild-ledger", "--wait", "--timeout", "60"]);
+    let waited = finish_jobs_while_waiting(
+        &s,
+        s.command(&config)
+            .args(["inventory", "--rebuild-ledger", "--wait", "--timeout", "60"]),
+    );
+    let (code, out) = (waited.status.code(), text(&waited));
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains(&format!("inventory job {job}")),
@@ -562,7 +585,7 @@ fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
     write_sample(&file, 5000, 2);
     let config = s.config(&format!("[\"{}\"]\n", file.display()));
     assert_eq!(s.run(&config).status.code(), Some(0));
-    s.fake.set(|b| b.job_delay = Duration::from_secs(600));
+    s.fake.set(|b| b.hold_jobs = true);
     let retrievals = || -> i64 {
         s.ledger()
             .query_row("SELECT count(*) FROM retrievals", [], |r| r.get(0))

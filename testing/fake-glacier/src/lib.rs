@@ -52,6 +52,9 @@ pub struct Behaviour {
     pub fail_request: Option<(u64, FaultKind)>,
     /// Retrieval jobs complete this long after being started.
     pub job_delay: Duration,
+    /// Jobs started while this is set stay in progress until [`FakeGlacier::release_jobs`]:
+    /// the test, not the clock, decides when a job is done.
+    pub hold_jobs: bool,
     /// The next job output request whose range starts at this offset drops the connection.
     pub drop_output_at: Option<u64>,
     /// Keep archive bytes (turn off for large benchmarks: only hashes are kept).
@@ -84,6 +87,7 @@ impl Default for Behaviour {
             part_delay: Duration::ZERO,
             fail_request: None,
             job_delay: Duration::ZERO,
+            hold_jobs: false,
             drop_output_at: None,
             keep_data: true,
             check_signatures: true,
@@ -291,6 +295,18 @@ impl FakeGlacier {
             },
         );
         id
+    }
+
+    /// Finishes every job now (those held by `hold_jobs` included) and holds no more.
+    pub fn release_jobs(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.behaviour.hold_jobs = false;
+        let now = Instant::now();
+        for vault in state.vaults.values_mut() {
+            for job in vault.jobs.values_mut() {
+                job.ready_at = job.ready_at.min(now);
+            }
+        }
     }
 
     /// Whether this multipart upload is still open.
@@ -508,7 +524,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         range: range_header.as_deref(),
         keep_data: s.behaviour.keep_data,
         refuse_from: s.behaviour.refuse_parts_from,
-        job_delay: s.behaviour.job_delay,
+        job_delay: if s.behaviour.hold_jobs {
+            // Until released: far beyond any test's patience.
+            Duration::from_secs(24 * 3600)
+        } else {
+            s.behaviour.job_delay
+        },
     };
     let r = &received;
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
