@@ -129,7 +129,9 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
     let file = s.path("data/video.bin");
     let data = write_sample(&file, 8 * 1024 * 1024 + 5, 3);
     let config = s.config(&format!("[\"{}\"]\n", file.display()));
-    s.fake.set(|b| b.part_delay = Duration::from_millis(150));
+    // Parts from the fourth on wait until the test lets them through: the run is killed with
+    // exactly three stored, however fast the machine.
+    s.fake.set(|b| b.hold_parts_from = Some(3));
 
     let mut child = s
         .command(&config)
@@ -143,13 +145,17 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
     child.kill().unwrap();
     child.wait().unwrap();
     let stored_before: Vec<u64> = s.fake.stats().parts_stored.iter().map(|p| p.1).collect();
-    assert!(stored_before.len() < 9, "killed before the end");
+    assert_eq!(
+        stored_before.len(),
+        3,
+        "killed with exactly the released parts stored"
+    );
     let pending: String = s
         .ledger()
         .query_row("SELECT token FROM pending_uploads", [], |r| r.get(0))
         .expect("the unfinished upload is recorded");
 
-    s.fake.set(|b| b.part_delay = Duration::ZERO);
+    s.fake.set(|b| b.hold_parts_from = None);
     let out = s.run(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
@@ -275,9 +281,10 @@ fn signal_child(child: std::process::Child, signal: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Starts a slow upload of `file` and stops the binary with `signal` once three parts are in.
+/// Starts an upload of `file` and stops the binary with `signal` once three parts are in (the
+/// fourth is held by the fake until then).
 fn interrupt_upload(s: &Setup, config: &Path, signal: &str) -> Output {
-    s.fake.set(|b| b.part_delay = Duration::from_millis(150));
+    s.fake.set(|b| b.hold_parts_from = Some(3));
     let child = s
         .command(config)
         .stdout(Stdio::piped())
@@ -288,7 +295,7 @@ fn interrupt_upload(s: &Setup, config: &Path, signal: &str) -> Output {
         s.fake.stats().parts_stored.len() >= 3
     });
     let out = signal_child(child, signal);
-    s.fake.set(|b| b.part_delay = Duration::ZERO);
+    s.fake.set(|b| b.hold_parts_from = None);
     out
 }
 

@@ -46,8 +46,11 @@ pub struct Behaviour {
     pub part_fault: FaultKind,
     /// Parts at this index or later are refused for good (400 InvalidParameterValueException).
     pub refuse_parts_from: Option<u64>,
-    /// Wait before answering each part upload (to let a test interrupt a run).
+    /// Wait before answering each part upload.
     pub part_delay: Duration,
+    /// Part uploads from this index on wait, unanswered, until it is cleared or raised: a
+    /// test can stop a run at a known part, whatever the machine's speed.
+    pub hold_parts_from: Option<u64>,
     /// The n-th request (1-based, counted from now on) fails this way.
     pub fail_request: Option<(u64, FaultKind)>,
     /// Retrieval jobs complete this long after being started.
@@ -85,6 +88,7 @@ impl Default for Behaviour {
             part_fault: FaultKind::Unavailable,
             refuse_parts_from: None,
             part_delay: Duration::ZERO,
+            hold_parts_from: None,
             fail_request: None,
             job_delay: Duration::ZERO,
             hold_jobs: false,
@@ -487,6 +491,28 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         }
         if let Some(kind) = fail {
             return fault(kind);
+        }
+        // Held parts wait, unanswered, until the test lets them through.
+        let start = header(&req, "content-range")
+            .and_then(parse_content_range)
+            .map(|(start, _)| start);
+        loop {
+            let held = {
+                let s = state.lock().unwrap();
+                let part_size = s
+                    .vaults
+                    .get(&path[2])
+                    .and_then(|v| v.uploads.get(&path[4]))
+                    .map(|u| u.part_size);
+                match (s.behaviour.hold_parts_from, start, part_size) {
+                    (Some(from), Some(start), Some(size)) => start / size >= from,
+                    _ => false,
+                }
+            };
+            if !held {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     let range_header = header(&req, "range").map(str::to_owned);
