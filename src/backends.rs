@@ -182,9 +182,9 @@ fn s3(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
 }
 
 /// The ledger file for this config and archiver: `[main] ledger` if set, else
-/// `<target>.sqlite3` beside the config file (the Python tool's `glacier.<vault>.sqlite3`). When that
-/// file does not exist but the Python tool's fixed location has one, that one is used, so users of the Python tool
-/// who passed `-c` keep their history.
+/// `<target>.sqlite3` beside the config file (the Python tool's `glacier.<vault>.sqlite3`). When
+/// that file does not exist but the Python tool's fixed location has one, that one is used, so
+/// users of the Python tool who passed `-c` keep their history.
 pub fn ledger_path(config: &Config, target: &str, home_config_dir: Option<&Path>) -> PathBuf {
     if let Some(explicit) = &config.ledger {
         return explicit.clone();

@@ -83,9 +83,9 @@ impl fmt::Display for Fingerprint {
     }
 }
 
-/// The Python tool's archive naming, made printable ASCII: a directory is its name with spaces turned
-/// into `_` plus `.tar`; a file is its name. Bytes outside printable ASCII, `%`, and a leading
-/// space (which Glacier would drop) are percent-encoded, so distinct names stay distinct.
+/// The Python tool's archive naming, made printable ASCII: a directory is its name with spaces
+/// turned into `_` plus `.tar`; a file is its name. Bytes outside printable ASCII, `%`, and a
+/// leading space (which Glacier would drop) are percent-encoded, so distinct names stay distinct.
 pub fn archive_name(path: &Path, kind: SourceKind) -> String {
     let raw = path
         .file_name()

@@ -146,7 +146,8 @@ impl LedgerError {
 /// What was uploaded. Implementations must find a path's latest upload without scanning.
 ///
 /// A ledger describes one destination (the default file name includes it), so lookups go by
-/// path alone, as the Python tool's did: a row written by the Python tool counts whatever backend reads it.
+/// path alone, as the Python tool's did: a row written by the Python tool counts whatever backend
+/// reads it.
 pub trait Ledger {
     /// The most recent upload of `path`.
     fn latest_upload(&self, path: &Path) -> Result<Option<UploadRecord>, LedgerError>;

@@ -1,6 +1,6 @@
-//! The SQLite ledger, compatible with the Python tool's `uploads(path, name, archive_id, uploaded_date)`
-//! table: rows of the Python tool count as uploads, new columns are added by migration and the Python tool's columns
-//! are still filled, so nothing is ever dropped.
+//! The SQLite ledger, compatible with the Python tool's `uploads(path, name, archive_id,
+//! uploaded_date)` table: rows of the Python tool count as uploads, new columns are added by
+//! migration and the Python tool's columns are still filled, so nothing is ever dropped.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -626,8 +626,8 @@ fn python_tool_date(value: ValueRef<'_>) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(seconds as i64).ok()
 }
 
-/// Paths are stored as text, like the Python tool did; a path that is not UTF-8 is stored as its raw
-/// bytes (a blob) so that two such paths never collide.
+/// Paths are stored as text, like the Python tool did; a path that is not UTF-8 is stored as its
+/// raw bytes (a blob) so that two such paths never collide.
 struct SqlPath<'a>(&'a Path);
 
 impl ToSql for SqlPath<'_> {

@@ -147,8 +147,8 @@ pub fn encode(meta: &ArchiveMeta) -> (String, Shortfall) {
     (plain(meta), Shortfall::Origin)
 }
 
-/// Reads a description written by `encode`; `None` for anything else (the Python tool's plain names,
-/// other tools' archives).
+/// Reads a description written by `encode`; `None` for anything else (the Python tool's plain
+/// names, other tools' archives).
 pub fn decode(description: &str) -> Option<Origin> {
     let (name, fields) = description.rsplit_once(MARKER)?;
     let mut fields = fields.splitn(4, ':');

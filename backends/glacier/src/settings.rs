@@ -1,4 +1,5 @@
-//! The `[glacier]` section (plus `vault_name` / `account_id` from `[main]`, as the Python tool had them).
+//! The `[glacier]` section (plus `vault_name` / `account_id` from `[main]`, as the Python tool had
+//! them).
 
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_aws::{Connection, CONNECTION_SETTINGS};
