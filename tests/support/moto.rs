@@ -1,7 +1,7 @@
-//! A `moto_server` on a free port of 127.0.0.1, stopped when dropped. `scripts/test` installs
+//! A `moto_server` on a port of 127.0.0.1 it chose itself, stopped when dropped. `scripts/test` installs
 //! moto into `.venv`; set MOTO_SERVER to use another installation.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,19 +25,33 @@ impl Moto {
             "{} not found: run scripts/test, which installs moto[server] into .venv",
             exe.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&exe)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // Port 0: moto_server binds a free port itself and says which, so no other process
+        // can take the port between our choosing it and moto binding it.
+        let mut child = Command::new(&exe)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let (found, port) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            // Read to the end, so moto's request log never fills the pipe and stalls it.
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(address) = line.split("Running on http://").nth(1) {
+                    let _ = found.send(address.trim().to_owned());
+                }
+            }
+        });
+        let address = port
+            .recv_timeout(Duration::from_secs(60))
+            .expect("moto_server did not say where it listens");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(&address).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "moto_server did not start listening"
@@ -45,7 +59,7 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(100));
         }
         Moto {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://{address}"),
             child,
         }
     }
