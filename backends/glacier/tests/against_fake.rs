@@ -278,3 +278,44 @@ async fn a_missing_vault_is_a_config_error_and_empty_archives_are_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
 }
+
+/// What the conformance suite cannot see for a vault (it cannot list at once): a put given a
+/// corrupt part, or whose source fails midway, leaves no archive and no open upload in the
+/// vault, per the fake's own state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_or_corrupt_put_leaves_nothing_in_the_vault() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    let glacier = archiver(&fake, "v", 1);
+    let data = sample(4 * MIB, 5);
+
+    let corrupt = parts_from_bytes(data.clone(), 1 << 20)
+        .map(|part| {
+            part.map(|mut part| {
+                if part.index == 2 {
+                    part.tree_hash = tree_hash(b"not these bytes");
+                }
+                part
+            })
+        })
+        .boxed();
+    let err = glacier
+        .put(&meta("corrupt", data.len() as u64), corrupt)
+        .await
+        .unwrap_err();
+    assert!(!err.is_temporary(), "{err}");
+
+    let failing = parts_from_bytes(data.clone(), 1 << 20)
+        .take(2)
+        .chain(futures::stream::iter([Err(Error::Source(
+            "the source changed while being read".into(),
+        ))]))
+        .boxed();
+    glacier
+        .put(&meta("failing", data.len() as u64), failing)
+        .await
+        .unwrap_err();
+
+    assert!(fake.archives("v").is_empty(), "an archive was stored");
+    assert_eq!(fake.uploads_in_progress("v"), 0, "an upload was left open");
+}
