@@ -385,10 +385,19 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
             .unwrap()
     };
 
-    // moto counts a restore's time from the object's last state change: objects older than
-    // the transition stay "in progress" for that long after the request.
-    std::thread::sleep(std::time::Duration::from_millis(4500));
-    moto.set_transition("s3::keyrestore", r#"{"progression": "time", "seconds": 4}"#);
+    // The test, not a clock, moves each restore along. moto's "manual" progression takes an
+    // object one step (requested -> in progress -> restored) when it is read after `times`
+    // reads since its last step: one step per read while `times` is 1, none while it is huge.
+    let step_on_each_read =
+        || moto.set_transition("s3::keyrestore", r#"{"progression": "manual", "times": 1}"#);
+    let hold = || {
+        moto.set_transition(
+            "s3::keyrestore",
+            r#"{"progression": "manual", "times": 1000000}"#,
+        )
+    };
+    // The first run's read after its request takes each object to "in progress".
+    step_on_each_read();
     let out_dir = dir.path().join("out");
     let to = out_dir.to_str().unwrap();
     let source = data.to_str().unwrap();
@@ -398,12 +407,15 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
     assert!(out.contains("restored 0, pending 3, failed 0"), "{out}");
     assert_eq!(retrievals(), 3, "each request is recorded");
     assert!(!out_dir.exists() || fs::read_dir(&out_dir).unwrap().next().is_none());
+    hold();
 
     let (code, out) = run(&["restore", "--to", to, source]);
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains("retrieval requested"), "asked twice: {out}");
     assert!(out.contains("is still in progress"), "{out}");
 
+    // Released: the next read of each object finds it restored.
+    step_on_each_read();
     let (code, out) = run(&["restore", "--wait", "--timeout", "120", "--to", to, source]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("restored 3, pending 0, failed 0"), "{out}");
