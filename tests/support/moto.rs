@@ -67,7 +67,7 @@ impl Moto {
 
 impl Moto {
     /// Sets how one of moto's models moves between states (its state manager), e.g.
-    /// `s3::keyrestore` with `{"progression": "time", "seconds": 4}`.
+    /// `s3::keyrestore` with `{"progression": "manual", "times": 1}`.
     pub fn set_transition(&self, model: &str, transition: &str) {
         use std::io::{Read, Write};
         let address = self.endpoint.trim_start_matches("http://");
