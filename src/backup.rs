@@ -227,9 +227,7 @@ pub async fn run_backup(
         }
         if options.dry_run {
             // The real run skips empty files a backend cannot store; say the same here.
-            if item.candidate.kind() == glacier_backup_archiver::SourceKind::File
-                && !archiver.capabilities().stores_empty_archives
-            {
+            if may_be_unstorable(item.candidate.as_ref(), archiver) {
                 let size = match &scan {
                     Some(scan) => Ok(scan.size_estimate),
                     None => item.candidate.scan().map(|scan| scan.size_estimate),
@@ -292,6 +290,13 @@ pub async fn run_backup(
     Ok(report)
 }
 
+/// Whether `candidate`, when empty, is an archive `archiver` cannot store (a file to a Glacier
+/// vault; a directory's tar is never empty). One rule for the run and its dry run.
+fn may_be_unstorable(candidate: &dyn Candidate, archiver: &dyn Archiver) -> bool {
+    candidate.kind() == glacier_backup_archiver::SourceKind::File
+        && !archiver.capabilities().stores_empty_archives
+}
+
 /// How long an unfinished Glacier-style upload is worth resuming; the service may drop idle
 /// uploads after about a day.
 const RESUME_WINDOW: time::Duration = time::Duration::hours(24);
@@ -352,10 +357,7 @@ pub async fn upload(
                 .expect("scan does not panic")?
         }
     };
-    if scan.size_estimate == 0
-        && candidate.kind() == glacier_backup_archiver::SourceKind::File
-        && !archiver.capabilities().stores_empty_archives
-    {
+    if scan.size_estimate == 0 && may_be_unstorable(candidate.as_ref(), archiver) {
         return Err(CandidateError::Empty {
             backend: archiver.name(),
         });

@@ -29,7 +29,7 @@ pub enum ConfigError {
     #[error("config file {0} is not a regular file; pass the path of a config file with -c")]
     NotAFile(PathBuf),
     /// Larger than any config needs to be.
-    #[error("config file {0} is larger than 16 MiB; is it really a config file?")]
+    #[error("config file {0} is larger than 16 MiB, more than any config needs; pass the right file with -c")]
     TooLarge(PathBuf),
     /// The file is not UTF-8 text.
     #[error("{path}:{line}: config file is not valid UTF-8 text; save it as UTF-8")]

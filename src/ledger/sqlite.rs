@@ -72,11 +72,14 @@ impl SqliteLedger {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
         match std::fs::metadata(path) {
-            Ok(_) => refuse_empty_file(path)?,
+            Ok(meta) => {
+                refuse_empty_file(path, &meta)?;
+                make_private(path, &meta);
+            }
+            // Created private (0600).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_new(path)?,
             Err(e) => return Err(io(e)),
         }
-        make_private(path);
         let conn = Connection::open(path).map_err(sqlite_error(path, "cannot open"))?;
         let mut ledger = SqliteLedger {
             conn,
@@ -95,8 +98,8 @@ impl SqliteLedger {
             conn,
             path: path.to_path_buf(),
         };
-        if path.exists() {
-            refuse_empty_file(path)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            refuse_empty_file(path, &meta)?;
             let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(sqlite_error(path, "cannot open read-only"))?;
             ledger.conn = copy_into_memory(&source, path)?;
@@ -174,11 +177,7 @@ impl SqliteLedger {
 
 /// A 0-byte file is what a truncated or clobbered ledger looks like; reading it as "nothing
 /// uploaded yet" would upload everything again, so it is refused.
-fn refuse_empty_file(path: &Path) -> Result<(), LedgerError> {
-    let meta = std::fs::metadata(path).map_err(|source| LedgerError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+fn refuse_empty_file(path: &Path, meta: &std::fs::Metadata) -> Result<(), LedgerError> {
     if meta.is_dir() {
         return Err(LedgerError::Incompatible {
             path: path.to_path_buf(),
@@ -237,11 +236,8 @@ fn create_new(path: &Path) -> Result<(), LedgerError> {
 
 /// The Python tool left its ledger readable by everyone; ours are 0600. Said once, since the
 /// file stays private afterwards.
-fn make_private(path: &Path) {
+fn make_private(path: &Path, meta: &std::fs::Metadata) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 == 0 {
         return;

@@ -6,7 +6,7 @@
 //! in the middle so one name cannot fill a screen. Machine output (JSON) stays exact instead.
 
 use std::ffi::OsStr;
-use std::fmt::{self, Write};
+use std::fmt::Write;
 use std::os::unix::ffi::OsStrExt;
 
 /// Longest text [`shown`] prints for one path before cutting out its middle.
@@ -66,15 +66,6 @@ pub fn shorten(text: String) -> String {
     let head: String = text.chars().take(keep).collect();
     let tail: String = text.chars().skip(count - keep).collect();
     format!("{head}…{tail}")
-}
-
-/// A path shown with [`shown`], for `format!` arguments.
-pub struct Shown<'a>(pub &'a OsStr);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&shown(self.0))
-    }
 }
 
 #[cfg(test)]

@@ -135,8 +135,8 @@ impl LocalArchiver {
         Error::Io {
             backend: NAME,
             context: format!(
-                "the destination directory {} {detail} during the run; nothing more is written \
-                 there (is the disk still mounted?)",
+                "the destination directory {} {detail} during the run, so nothing more is \
+                 written there; mount the disk again (or restore the directory) and run again",
                 shown(&self.root)
             ),
             source: io::Error::from(io::ErrorKind::NotFound),
