@@ -10,7 +10,8 @@ use std::time::Instant;
 use futures::StreamExt;
 use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::{
-    ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError, UploadEvent,
+    ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError, OnFailure, PutOptions, Resume,
+    UploadEvent,
 };
 use time::OffsetDateTime;
 
@@ -370,9 +371,25 @@ pub async fn upload(
         None => archiver.part_size(scan.size_estimate),
     };
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let resume_receipts = match &resume {
-        Some(_) => ledger.pending_parts(&path)?,
-        None => Vec::new(),
+    let resume = match resume {
+        Some(pending) => Some(Resume {
+            receipts: ledger.pending_parts(&path)?,
+            token: pending.token,
+            completing: pending.completing,
+        }),
+        None => None,
+    };
+    // A resumable backend's uploads are recorded as they go, so a failed one is kept for the
+    // next run to continue; any other failed upload is aborted.
+    let resumable = archiver.capabilities().resumable_uploads;
+    let options = PutOptions {
+        resume,
+        events: resumable.then_some(events_tx),
+        on_failure: if resumable {
+            OnFailure::Keep
+        } else {
+            OnFailure::Abort
+        },
     };
     let started_at = OffsetDateTime::now_utc();
     let meta = ArchiveMeta {
@@ -382,13 +399,6 @@ pub async fn upload(
         fingerprint: fingerprint.clone(),
         size_hint: scan.size_estimate,
         started_at,
-        resume_completing: resume.as_ref().and_then(|pending| pending.completing),
-        resume: resume.map(|pending| pending.token),
-        resume_receipts,
-        upload_events: archiver
-            .capabilities()
-            .resumable_uploads
-            .then_some(events_tx),
     };
     let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
     // The engine keeps its own account of what it sent, to check the backend's answer.
@@ -403,7 +413,7 @@ pub async fn upload(
         })
         .boxed();
     let stored: ArchiveRef = {
-        let put = archiver.put(&meta, parts);
+        let put = archiver.put(&meta, &options, parts);
         tokio::pin!(put);
         loop {
             tokio::select! {

@@ -516,7 +516,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
 async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
     use glacier_backup::archiver::conformance::{meta, sample};
     use glacier_backup::archiver::parts::parts_from_bytes;
-    use glacier_backup::archiver::{Archiver, RestoreOptions, SourceKind};
+    use glacier_backup::archiver::{Archiver, PutOptions, RestoreOptions, SourceKind};
     use glacier_backup::ledger::{SqliteLedger, UploadRecord};
     use glacier_backup::restore::{restore_one, Destination, Outcome, RestoreRequest};
     use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
@@ -534,7 +534,11 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
     let data = sample((3 << 20) + 4321, 8);
     let m = meta("disk.img", data.len() as u64);
     let stored = glacier
-        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .put(
+            &m,
+            &PutOptions::default(),
+            parts_from_bytes(data.clone(), 1 << 20),
+        )
         .await
         .unwrap();
     let row = UploadRecord {
@@ -798,10 +802,6 @@ fn open_uploads_of_the_same_path_are_aborted_only_once_no_run_can_resume_them() 
             fingerprint: "v1:another-machine's-state".into(),
             size_hint: 0,
             started_at,
-            resume: None,
-            resume_receipts: Vec::new(),
-            resume_completing: None,
-            upload_events: None,
         };
         s.fake
             .open_upload("photos", &origin::encode(&meta).0, 1 << 20)

@@ -10,7 +10,9 @@ use futures::StreamExt;
 use glacier_backup::archiver::conformance::{self, meta, read_back, sample};
 use glacier_backup::archiver::parts::parts_from_bytes;
 use glacier_backup::archiver::treehash::tree_hash;
-use glacier_backup::archiver::{Archiver, Error, RestoreState, UploadEvent};
+use glacier_backup::archiver::{
+    Archiver, Error, OnFailure, PutOptions, RestoreState, Resume, UploadEvent,
+};
 use glacier_backup_s3::{S3Archiver, S3Settings};
 use support::moto::{backup_command, run_binary, set_test_env, shown, Moto};
 
@@ -76,7 +78,11 @@ async fn objects_land_with_class_metadata_tag_and_key_scheme_and_need_restore() 
     m.source_path = "/home/zoë/photos".into();
     m.kind = glacier_backup::archiver::SourceKind::Directory;
     let stored = s3
-        .put(&m, parts_from_bytes(data.clone(), 8 * MIB as u64))
+        .put(
+            &m,
+            &PutOptions::default(),
+            parts_from_bytes(data.clone(), 8 * MIB as u64),
+        )
         .await
         .unwrap();
     assert!(
@@ -141,8 +147,12 @@ async fn an_interrupted_multipart_upload_is_resumed() {
     )));
     let data = sample(33 * MIB, 8);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut m = meta("big", data.len() as u64);
-    m.upload_events = Some(tx);
+    let m = meta("big", data.len() as u64);
+    let keep = PutOptions {
+        events: Some(tx),
+        on_failure: OnFailure::Keep,
+        ..PutOptions::default()
+    };
     // The source fails after three parts.
     let good: Vec<_> = parts_from_bytes(data.clone(), 8 * MIB as u64)
         .collect()
@@ -159,7 +169,7 @@ async fn an_interrupted_multipart_upload_is_resumed() {
     let failing = futures::stream::iter(good.into_iter().take(3))
         .chain(failure)
         .boxed();
-    assert!(s3.put(&m, failing).await.is_err());
+    assert!(s3.put(&m, &keep, failing).await.is_err());
     let Ok(UploadEvent::Started(token)) = rx.try_recv() else {
         panic!("the upload token comes first");
     };
@@ -171,10 +181,16 @@ async fn an_interrupted_multipart_upload_is_resumed() {
     assert_eq!(sent_first, 3, "the three parts went up before the failure");
     assert_eq!(receipts.len(), 3);
 
-    m.resume = Some(token);
-    m.resume_receipts = receipts;
+    let resume = PutOptions {
+        resume: Some(Resume {
+            token,
+            receipts,
+            completing: None,
+        }),
+        ..PutOptions::default()
+    };
     let stored = s3
-        .put(&m, parts_from_bytes(data.clone(), 8 * MIB as u64))
+        .put(&m, &resume, parts_from_bytes(data.clone(), 8 * MIB as u64))
         .await
         .unwrap();
     assert_eq!(
@@ -326,7 +342,7 @@ async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledge
     assert_eq!(out.status.code(), Some(0), "{shown}");
     assert!(shown.contains("recorded in the ledger"), "{shown}");
     assert!(
-        shown.contains("were already in S3 and were not sent again"),
+        shown.contains("part(s) were already stored and were not sent again"),
         "{shown}"
     );
     let listed = client

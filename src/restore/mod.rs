@@ -232,7 +232,7 @@ mod tests {
     use glacier_backup_archiver::conformance::{meta, sample};
     use glacier_backup_archiver::parts::parts_from_bytes;
     use glacier_backup_archiver::{
-        ByteRange, ByteStream, Capabilities, Listing, MemoryArchiver, PartStream,
+        ByteRange, ByteStream, Capabilities, Listing, MemoryArchiver, PartStream, PutOptions,
     };
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -283,9 +283,10 @@ mod tests {
         async fn put(
             &self,
             meta: &glacier_backup_archiver::ArchiveMeta,
+            options: &PutOptions,
             parts: PartStream,
         ) -> glacier_backup_archiver::Result<ArchiveRef> {
-            self.inner.put(meta, parts).await
+            self.inner.put(meta, options, parts).await
         }
         async fn request_restore(
             &self,
@@ -430,7 +431,11 @@ mod tests {
     async fn stored(archiver: &Staged, data: &bytes::Bytes) -> UploadRecord {
         let meta = meta("disk.img", data.len() as u64);
         let archive = archiver
-            .put(&meta, parts_from_bytes(data.clone(), 1 << 20))
+            .put(
+                &meta,
+                &PutOptions::default(),
+                parts_from_bytes(data.clone(), 1 << 20),
+            )
             .await
             .unwrap();
         UploadRecord {

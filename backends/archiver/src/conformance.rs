@@ -13,7 +13,8 @@ use time::OffsetDateTime;
 use crate::parts::parts_from_bytes;
 use crate::treehash::{tree_hash, LEAF_SIZE};
 use crate::{
-    ArchiveMeta, ArchiveRef, Archiver, Error, Part, RestoreOptions, RestoreState, SourceKind,
+    ArchiveMeta, ArchiveRef, Archiver, Error, Part, PutOptions, RestoreOptions, RestoreState,
+    SourceKind,
 };
 
 /// Runs every check in this module.
@@ -45,10 +46,6 @@ pub fn meta(name: &str, size_hint: u64) -> ArchiveMeta {
         fingerprint: "conformance".into(),
         size_hint,
         started_at: OffsetDateTime::now_utc(),
-        resume: None,
-        resume_receipts: Vec::new(),
-        resume_completing: None,
-        upload_events: None,
     }
 }
 
@@ -105,6 +102,7 @@ async fn put_bytes(archiver: &dyn Archiver, name: &str, data: Bytes) -> ArchiveR
     archiver
         .put(
             &meta(name, data.len() as u64),
+            &PutOptions::default(),
             parts_from_bytes(data, part_size),
         )
         .await
@@ -127,7 +125,11 @@ pub async fn round_trips_sizes(archiver: &dyn Archiver) {
     let capabilities = archiver.capabilities();
     if !capabilities.stores_empty_archives {
         let result = archiver
-            .put(&meta("empty", 0), parts_from_bytes(Bytes::new(), 1 << 20))
+            .put(
+                &meta("empty", 0),
+                &PutOptions::default(),
+                parts_from_bytes(Bytes::new(), 1 << 20),
+            )
             .await;
         // Refused as what it is (not, say, a network error the caller would retry forever).
         assert!(
@@ -240,7 +242,13 @@ pub async fn failed_stream_stores_nothing(archiver: &dyn Archiver) {
         "source changed while being archived".into(),
     ))]))
     .boxed();
-    let result = archiver.put(&meta("failing", 3 * part_size), failing).await;
+    let result = archiver
+        .put(
+            &meta("failing", 3 * part_size),
+            &PutOptions::default(),
+            failing,
+        )
+        .await;
     assert!(
         matches!(result, Err(Error::Source(_))),
         "{}: a failing source must fail put with Error::Source, got {result:?}",
@@ -269,6 +277,7 @@ pub async fn corrupt_part_is_rejected(archiver: &dyn Archiver) {
     let result = archiver
         .put(
             &meta("corrupt", 1000),
+            &PutOptions::default(),
             futures::stream::iter([Ok(bad)]).boxed(),
         )
         .await;
@@ -325,7 +334,10 @@ pub async fn inventory_tells_where_archives_came_from(archiver: &dyn Archiver) {
     directory.kind = SourceKind::Directory;
     directory.fingerprint = "v1:entries=2:bytes=3000:sha256=0a1b".into();
     let parts = parts_from_bytes(sample(3000, 9), archiver.part_size(3000));
-    let stored = archiver.put(&directory, parts).await.expect("put");
+    let stored = archiver
+        .put(&directory, &PutOptions::default(), parts)
+        .await
+        .expect("put");
     // A job-based inventory must finish: polled on the same request (never a second job)
     // for up to two minutes.
     let mut state = archiver.inventory(None).await.expect("inventory");

@@ -10,6 +10,7 @@
 mod error;
 pub mod keys;
 mod memory;
+pub mod multipart;
 pub mod origin;
 pub mod parts;
 pub mod settings;
@@ -22,6 +23,7 @@ pub mod conformance;
 
 pub use error::{BoxError, Error, Result};
 pub use memory::MemoryArchiver;
+pub use multipart::{OnFailure, PutOptions, Resume};
 pub use shown::{shown, shown_bytes};
 pub use treehash::TreeHash;
 pub use types::*;
@@ -71,8 +73,15 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
     /// fix.
     async fn check(&self) -> Result<()>;
 
-    /// Stores one archive from its parts and returns where it went.
-    async fn put(&self, meta: &ArchiveMeta, parts: PartStream) -> Result<ArchiveRef>;
+    /// Stores one archive from its parts and returns where it went. `options` say how: an
+    /// upload to resume, where progress goes, and whether a failed upload is kept. Multipart
+    /// backends hand all of it to [`multipart::put`].
+    async fn put(
+        &self,
+        meta: &ArchiveMeta,
+        options: &PutOptions,
+        parts: PartStream,
+    ) -> Result<ArchiveRef>;
 
     /// Gives up an interrupted upload (a token from [`UploadEvent::Started`]), freeing what
     /// it holds. An upload that no longer exists is not an error.

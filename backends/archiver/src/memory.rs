@@ -65,7 +65,12 @@ impl Archiver for MemoryArchiver {
         Ok(())
     }
 
-    async fn put(&self, meta: &ArchiveMeta, mut parts: PartStream) -> Result<ArchiveRef> {
+    async fn put(
+        &self,
+        meta: &ArchiveMeta,
+        _options: &crate::PutOptions,
+        mut parts: PartStream,
+    ) -> Result<ArchiveRef> {
         let mut checker = PartChecker::new(NAME, true);
         let mut data = BytesMut::new();
         while let Some(part) = parts.next().await {

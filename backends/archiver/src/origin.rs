@@ -228,10 +228,6 @@ mod tests {
             fingerprint: "v1:entries=3:bytes=10:sha256=".to_owned() + &"ab".repeat(32),
             size_hint: 0,
             started_at: time::macros::datetime!(2026-11-26 02:19:07 UTC),
-            resume: None,
-            resume_receipts: Vec::new(),
-            resume_completing: None,
-            upload_events: None,
         }
     }
 

@@ -56,24 +56,10 @@ pub struct ArchiveMeta {
     pub size_hint: u64,
     /// When the upload started.
     pub started_at: OffsetDateTime,
-    /// Token of an earlier, interrupted upload of the same unchanged source to continue, as
-    /// sent in [`UploadEvent::Started`] by a previous `put`. Backends that cannot resume ignore
-    /// it; backends that can fall back to a fresh upload when it is no longer valid.
-    pub resume: Option<String>,
-    /// The [`UploadEvent::PartStored`] receipts recorded for `resume`: the backend's own notes
-    /// of what it stored, for when the service cannot say.
-    pub resume_receipts: Vec<(u64, String)>,
-    /// Size and tree hash recorded by an [`UploadEvent::Completing`] for `resume`: the earlier
-    /// run was completing that upload when it stopped, so the backend asks to complete it again
-    /// (Glacier answers a repeated Complete with the archive it made) before starting over.
-    pub resume_completing: Option<(u64, TreeHash)>,
-    /// Where a resumable backend reports progress, so the caller can record it as it happens.
-    /// A caller that keeps the receiver must read it while `put` runs and answer each
-    /// [`UploadEvent::Completing`]: the backend waits for that answer.
-    pub upload_events: Option<tokio::sync::mpsc::UnboundedSender<UploadEvent>>,
 }
 
-/// Progress of a resumable upload, reported while `put` runs.
+/// Progress of a resumable upload, reported while `put` runs (see
+/// [`PutOptions::events`](crate::multipart::PutOptions::events)).
 #[derive(Debug, Clone)]
 pub enum UploadEvent {
     /// A multipart upload started; the token names it to `resume` and `abort_upload`.

@@ -27,14 +27,14 @@ use aws_sdk_glacier::primitives::ByteStream as SdkByteStream;
 use aws_sdk_glacier::types::{ActionCode, GlacierJobDescription, JobParameters, StatusCode};
 use aws_sdk_glacier::Client;
 use futures::StreamExt;
+use glacier_backup_archiver::multipart;
 use glacier_backup_archiver::origin;
-use glacier_backup_archiver::parts::{shape, upload_concurrently, PartChecker, Shape};
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::treehash::subtree_level;
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, InventoryState,
-    Listing, Part, PartStream, Recorded, RestoreOptions, RestoreState, RestoreTier, Result,
-    TreeHash, UploadEvent,
+    Listing, Part, PartStream, PutOptions, RestoreOptions, RestoreState, RestoreTier, Result,
+    TreeHash,
 };
 
 pub use settings::{check_vault_name, GlacierSettings, SETTINGS};
@@ -164,22 +164,13 @@ impl Archiver for GlacierArchiver {
         }
     }
 
-    async fn put(&self, meta: &ArchiveMeta, parts: PartStream) -> Result<ArchiveRef> {
-        let description = self.description(meta);
-        match shape(NAME, parts).await? {
-            Shape::Single(part) if part.data.is_empty() => Err(Error::Unsupported {
-                backend: NAME,
-                operation: "storing a 0-byte archive (Glacier requires at least 1 byte)",
-            }),
-            Shape::Single(part) if meta.resume.is_none() => {
-                self.upload_single(description, part).await
-            }
-            Shape::Single(part) => {
-                let one = futures::stream::iter([Ok(part)]).boxed();
-                self.upload_multipart(meta, description, one).await
-            }
-            Shape::Multipart(all) => self.upload_multipart(meta, description, all).await,
-        }
+    async fn put(
+        &self,
+        meta: &ArchiveMeta,
+        options: &PutOptions,
+        parts: PartStream,
+    ) -> Result<ArchiveRef> {
+        multipart::put(self, meta, options, parts).await
     }
 
     async fn abort_upload(&self, token: &str) -> Result<()> {

@@ -1,7 +1,11 @@
-//! Uploads: one part with UploadArchive, more as a resumable multipart upload (continued,
-//! adopted or aborted after a crash, completed again when a run stopped while Glacier answered).
+//! Glacier's upload primitives for the archiver crate's one upload driver: one part with
+//! UploadArchive, more as a resumable multipart upload (continued, adopted or aborted after a
+//! crash, completed again when a run stopped while Glacier answered).
 
 use crate::*;
+use glacier_backup_archiver::multipart::{
+    MultipartStore, Opened, Resume, StoredPart, UploadLimits,
+};
 
 /// An open upload nobody resumes after a day (the engine's resume window): safe to abort.
 const ABANDONED_AFTER: time::Duration = time::Duration::hours(24);
@@ -60,15 +64,24 @@ impl GlacierArchiver {
         })
     }
 
-    /// Continues the upload named by `meta.resume` if the vault still has it with the same part
-    /// size, or starts a new one (reporting its id on `meta.upload_events`).
+    /// Continues `resume` if the vault still has it with the same part size, or an upload an
+    /// earlier run left unrecorded, or starts a new one.
     pub(crate) async fn start_or_resume(
         &self,
         meta: &ArchiveMeta,
         part_size: u64,
+        resume: Option<&Resume>,
         description: &str,
-    ) -> Result<(String, StoredParts)> {
-        if let Some(upload_id) = &meta.resume {
+    ) -> Result<Opened<OpenedUpload>> {
+        let opened = |id: String, stored: StoredParts, newly_known: bool| Opened {
+            upload: OpenedUpload {
+                id: id.clone(),
+                stored,
+                description: description.to_owned(),
+            },
+            newly_known: newly_known.then_some(id),
+        };
+        if let Some(upload_id) = resume.map(|r| &r.token) {
             match self.stored_parts(upload_id).await {
                 Ok((size, stored)) if size == part_size => {
                     tracing::info!(
@@ -76,7 +89,7 @@ impl GlacierArchiver {
                         shown(&meta.source_path),
                         stored.len()
                     );
-                    return Ok((upload_id.clone(), stored));
+                    return Ok(opened(upload_id.clone(), stored, false));
                 }
                 Ok((size, _)) => {
                     tracing::warn!(
@@ -93,8 +106,7 @@ impl GlacierArchiver {
             }
         }
         if let Some((upload_id, stored)) = self.adopt_or_abort_left_behind(meta, part_size).await? {
-            report_started(meta, &upload_id);
-            return Ok((upload_id, stored));
+            return Ok(opened(upload_id, stored, true));
         }
         let out = self
             .client()
@@ -111,7 +123,6 @@ impl GlacierArchiver {
             .upload_id()
             .ok_or_else(|| remote("the vault returned no multipart upload id", false))?
             .to_owned();
-        report_started(meta, &upload_id);
         // A start the SDK retried after losing the first reply left another upload open with
         // this very description (same source, state and start time): nobody else's.
         for left in self.open_uploads_of(&meta.source_path).await? {
@@ -119,7 +130,7 @@ impl GlacierArchiver {
                 self.abort_left_behind(meta, &left.id).await;
             }
         }
-        Ok((upload_id, StoredParts::new()))
+        Ok(opened(upload_id, StoredParts::new(), true))
     }
 
     /// Multipart uploads of `meta`'s source that earlier runs started and nobody records (a
@@ -279,94 +290,9 @@ impl GlacierArchiver {
         )
     }
 
-    pub(crate) async fn upload_multipart(
-        &self,
-        meta: &ArchiveMeta,
-        description: String,
-        mut parts: PartStream,
-    ) -> Result<ArchiveRef> {
-        if let Some(archive) = self
-            .completed_earlier(meta, &description, &mut parts)
-            .await?
-        {
-            return Ok(archive);
-        }
-        let mut parts = parts.peekable();
-        let part_size = match std::pin::Pin::new(&mut parts).peek().await {
-            Some(Ok(first)) => first.data.len() as u64,
-            _ => 0,
-        };
-        if subtree_level(part_size).is_none() || part_size > settings::MAX_PART_SIZE {
-            return Err(remote(
-                &format!("part size {part_size} is not a power-of-two number of MiB up to 4 GiB"),
-                false,
-            ));
-        }
-        let (upload_id, stored) = self.start_or_resume(meta, part_size, &description).await?;
-        let mut checker = PartChecker::new(NAME, false);
-        let mut skipped = 0u64;
-        let max_parts = self.settings.max_parts;
-        let outcome = upload_concurrently(
-            parts.boxed(),
-            self.settings.connection.concurrency,
-            |part| {
-                checker.accept(&part)?;
-                if part.index >= max_parts {
-                    return Err(remote(
-                        &format!(
-                            "the archive outgrew {max_parts} parts of {part_size} bytes; set a \
-                         larger [glacier] part_size"
-                        ),
-                        false,
-                    ));
-                }
-                if stored.get(&part.offset) == Some(&(part.data.len() as u64, part.tree_hash)) {
-                    skipped += 1;
-                    return Ok(None);
-                }
-                Ok(Some(self.upload_part(&upload_id, part)))
-            },
-        )
-        .await;
-        if let Err(e) = outcome {
-            if meta.upload_events.is_none() {
-                // Nobody recorded the upload for a later resume: do not leave it behind.
-                if let Err(abort) = self.abort_upload(&upload_id).await {
-                    tracing::warn!("could not abort upload {upload_id}: {abort}");
-                }
-            }
-            return Err(e);
-        }
-        if skipped > 0 {
-            tracing::info!("{skipped} part(s) were already in the vault and were not sent again");
-        }
-        let tree_hash = checker.tree_hash();
-        if let Some(tx) = &meta.upload_events {
-            // Recorded before asking: a run stopped while Glacier answers then asks again
-            // (Complete is idempotent) instead of uploading the archive a second time.
-            let (recorded, done) = Recorded::new();
-            let event = UploadEvent::Completing {
-                size: checker.size(),
-                tree_hash,
-                recorded,
-            };
-            if tx.send(event).is_ok() {
-                // An error means the caller is gone, and this upload with it.
-                let _ = done.await;
-            }
-        }
-        let archive_id = self.complete(&upload_id, checker.size(), tree_hash).await?;
-        Ok(ArchiveRef {
-            archive_id,
-            size: checker.size(),
-            tree_hash,
-            description: Some(description),
-        })
-    }
-
     /// CompleteMultipartUpload: the archive id. Repeated for an upload already completed with
     /// the same size and tree hash, Glacier answers with the same archive.
-    pub(crate) async fn complete(
+    pub(crate) async fn complete_upload(
         &self,
         upload_id: &str,
         size: u64,
@@ -394,40 +320,115 @@ impl GlacierArchiver {
         check_reported_hash(&archive_id, out.checksum(), tree_hash)?;
         Ok(archive_id)
     }
+}
 
-    /// The archive an earlier run was completing when it stopped, if Glacier made it: the
-    /// part stream is then read through (not sent), so the caller can check it gives the same
-    /// bytes. `None`: the upload is gone (aborted, expired), and the stream is untouched.
-    pub(crate) async fn completed_earlier(
+/// An open multipart upload of this run.
+pub struct OpenedUpload {
+    id: String,
+    /// What the vault already holds of it.
+    stored: StoredParts,
+    /// As sent when it was started.
+    description: String,
+}
+
+#[async_trait]
+impl MultipartStore for GlacierArchiver {
+    type Upload = OpenedUpload;
+    type Receipt = ();
+
+    fn backend(&self) -> &'static str {
+        NAME
+    }
+
+    fn limits(&self) -> UploadLimits {
+        UploadLimits {
+            max_parts: self.settings.max_parts,
+            concurrency: self.settings.connection.concurrency,
+            // The vault checks each part's tree hash (sent with it) and refuses a mismatch.
+            verify_part_hashes: false,
+        }
+    }
+
+    async fn put_whole(&self, meta: &ArchiveMeta, part: Part) -> Result<ArchiveRef> {
+        if part.data.is_empty() {
+            return Err(Error::Unsupported {
+                backend: NAME,
+                operation: "storing a 0-byte archive (Glacier requires at least 1 byte)",
+            });
+        }
+        self.upload_single(self.description(meta), part).await
+    }
+
+    async fn open(
         &self,
         meta: &ArchiveMeta,
-        description: &str,
-        parts: &mut PartStream,
-    ) -> Result<Option<ArchiveRef>> {
-        let (Some(upload_id), Some((size, tree_hash))) = (&meta.resume, meta.resume_completing)
-        else {
-            return Ok(None);
-        };
-        let archive_id = match self.complete(upload_id, size, tree_hash).await {
-            Ok(archive_id) => archive_id,
-            Err(Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        tracing::info!(
-            "{}: the earlier run had completed upload {upload_id} as archive {archive_id}; \
-             nothing is sent again",
-            shown(&meta.source_path)
-        );
-        let mut checker = PartChecker::new(NAME, false);
-        while let Some(part) = parts.next().await {
-            checker.accept(&part?)?;
+        part_size: u64,
+        resume: Option<&Resume>,
+    ) -> Result<Opened<OpenedUpload>> {
+        if subtree_level(part_size).is_none() || part_size > settings::MAX_PART_SIZE {
+            return Err(remote(
+                &format!("part size {part_size} is not a power-of-two number of MiB up to 4 GiB"),
+                false,
+            ));
         }
-        Ok(Some(ArchiveRef {
+        let description = self.description(meta);
+        self.start_or_resume(meta, part_size, resume, &description)
+            .await
+    }
+
+    fn already_stored(&self, upload: &OpenedUpload, part: &Part) -> Option<()> {
+        let this_part = (part.data.len() as u64, part.tree_hash);
+        (upload.stored.get(&part.offset) == Some(&this_part)).then_some(())
+    }
+
+    async fn put_part(&self, upload: &OpenedUpload, part: Part) -> Result<StoredPart<()>> {
+        self.upload_part(&upload.id, part).await?;
+        // ListParts says what the vault holds: nothing to note.
+        Ok(StoredPart {
+            receipt: (),
+            note: None,
+        })
+    }
+
+    async fn complete(
+        &self,
+        upload: &OpenedUpload,
+        _receipts: Vec<()>,
+        size: u64,
+        tree_hash: TreeHash,
+    ) -> Result<ArchiveRef> {
+        let archive_id = self.complete_upload(&upload.id, size, tree_hash).await?;
+        Ok(ArchiveRef {
             archive_id,
-            size: checker.size(),
-            tree_hash: checker.tree_hash(),
-            description: Some(description.to_owned()),
-        }))
+            size,
+            tree_hash,
+            description: Some(upload.description.clone()),
+        })
+    }
+
+    /// Glacier answers a repeated Complete of the same size and tree hash with the archive it
+    /// made the first time.
+    async fn complete_again(
+        &self,
+        meta: &ArchiveMeta,
+        resume: &Resume,
+        size: u64,
+        tree_hash: TreeHash,
+    ) -> Result<Option<ArchiveRef>> {
+        match self.complete_upload(&resume.token, size, tree_hash).await {
+            Ok(archive_id) => Ok(Some(ArchiveRef {
+                archive_id,
+                size,
+                tree_hash,
+                description: Some(self.description(meta)),
+            })),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn abort(&self, upload: &OpenedUpload) -> Result<()> {
+        self.abort_upload(&upload.id).await
     }
 }
 
@@ -472,14 +473,6 @@ pub(crate) struct OpenUpload {
     pub(crate) fingerprint: Option<String>,
     /// ISO 8601, so newer sorts later.
     pub(crate) created: String,
-}
-
-/// Tells the caller which upload `put` is continuing or started, so a later run can resume it.
-pub(crate) fn report_started(meta: &ArchiveMeta, upload_id: &str) {
-    if let Some(tx) = &meta.upload_events {
-        // A closed channel means nobody records resumable uploads; nothing to do about it.
-        let _ = tx.send(UploadEvent::Started(upload_id.to_owned()));
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use glacier_backup_archiver::conformance::{self, meta, sample};
 use glacier_backup_archiver::parts::parts_from_bytes;
 use glacier_backup_archiver::treehash::tree_hash;
-use glacier_backup_archiver::{Archiver, Error, UploadEvent};
+use glacier_backup_archiver::{Archiver, Error, OnFailure, PutOptions, Resume, UploadEvent};
 use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
 
 const MIB: usize = 1 << 20;
@@ -60,7 +60,11 @@ async fn multipart_round_trip_with_descriptions_the_vault_accepts() {
     m.source_path = "/home/zoë/Документы/ünïcødé name".into();
     m.name = "%C3%BCn%C3%AFc%C3%B8d%C3%A9_name.tar".into();
     let stored = glacier
-        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .put(
+            &m,
+            &PutOptions::default(),
+            parts_from_bytes(data.clone(), 1 << 20),
+        )
         .await
         .unwrap();
     assert_eq!(stored.tree_hash, tree_hash(&data));
@@ -99,6 +103,7 @@ async fn thirty_percent_of_part_uploads_failing_still_succeeds() {
         let stored = glacier
             .put(
                 &meta("flaky", data.len() as u64),
+                &PutOptions::default(),
                 parts_from_bytes(data.clone(), 1 << 20),
             )
             .await
@@ -122,6 +127,7 @@ async fn a_permanently_refused_part_fails_the_upload_and_leaves_nothing() {
     let err = glacier
         .put(
             &meta("refused", data.len() as u64),
+            &PutOptions::default(),
             parts_from_bytes(data, 1 << 20),
         )
         .await
@@ -147,10 +153,14 @@ async fn an_interrupted_upload_resumes_without_resending_stored_parts() {
     let data = sample(6 * MIB + 10, 3);
     fake.set(|b| b.refuse_parts_from = Some(4));
     let (tx, events) = recording_events();
-    let mut m = meta("resumable", data.len() as u64);
-    m.upload_events = Some(tx.clone());
+    let m = meta("resumable", data.len() as u64);
+    let mut options = PutOptions {
+        events: Some(tx.clone()),
+        on_failure: OnFailure::Keep,
+        ..PutOptions::default()
+    };
     let first = glacier
-        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .put(&m, &options, parts_from_bytes(data.clone(), 1 << 20))
         .await;
     assert!(first.is_err());
     let Some(UploadEvent::Started(token)) = events.lock().unwrap().first().cloned() else {
@@ -161,9 +171,13 @@ async fn an_interrupted_upload_resumes_without_resending_stored_parts() {
     assert_eq!(sent_before, 4);
 
     fake.set(|b| b.refuse_parts_from = None);
-    m.resume = Some(token.clone());
+    options.resume = Some(Resume {
+        token: token.clone(),
+        receipts: Vec::new(),
+        completing: None,
+    });
     let stored = glacier
-        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .put(&m, &options, parts_from_bytes(data.clone(), 1 << 20))
         .await
         .unwrap();
     let stats = fake.stats();
@@ -214,10 +228,17 @@ async fn a_stale_resume_token_starts_over() {
     fake.create_vault("v");
     let glacier = archiver(&fake, "v", 1);
     let data = sample(3 * MIB, 3);
-    let mut m = meta("stale", data.len() as u64);
-    m.resume = Some("upload-that-expired".into());
+    let m = meta("stale", data.len() as u64);
+    let stale = PutOptions {
+        resume: Some(Resume {
+            token: "upload-that-expired".into(),
+            receipts: Vec::new(),
+            completing: None,
+        }),
+        ..PutOptions::default()
+    };
     let stored = glacier
-        .put(&m, parts_from_bytes(data.clone(), 1 << 20))
+        .put(&m, &stale, parts_from_bytes(data.clone(), 1 << 20))
         .await
         .unwrap();
     assert_eq!(stored.size, data.len() as u64);
@@ -244,7 +265,10 @@ async fn a_stream_that_outgrows_the_part_limit_fails_before_sending_one_too_many
         })
     }))
     .boxed();
-    let err = glacier.put(&meta("huge", 1), parts).await.unwrap_err();
+    let err = glacier
+        .put(&meta("huge", 1), &PutOptions::default(), parts)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("outgrew 5 parts"), "{err}");
     let sent = fake.stats().parts_stored;
     assert!(
@@ -273,7 +297,11 @@ async fn a_missing_vault_is_a_config_error_and_empty_archives_are_refused() {
     fake.create_vault("nope");
     glacier.check().await.unwrap();
     let err = glacier
-        .put(&meta("empty", 0), parts_from_bytes(Bytes::new(), 1 << 20))
+        .put(
+            &meta("empty", 0),
+            &PutOptions::default(),
+            parts_from_bytes(Bytes::new(), 1 << 20),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
@@ -300,7 +328,11 @@ async fn a_failed_or_corrupt_put_leaves_nothing_in_the_vault() {
         })
         .boxed();
     let err = glacier
-        .put(&meta("corrupt", data.len() as u64), corrupt)
+        .put(
+            &meta("corrupt", data.len() as u64),
+            &PutOptions::default(),
+            corrupt,
+        )
         .await
         .unwrap_err();
     assert!(!err.is_temporary(), "{err}");
@@ -312,7 +344,11 @@ async fn a_failed_or_corrupt_put_leaves_nothing_in_the_vault() {
         ))]))
         .boxed();
     glacier
-        .put(&meta("failing", data.len() as u64), failing)
+        .put(
+            &meta("failing", data.len() as u64),
+            &PutOptions::default(),
+            failing,
+        )
         .await
         .unwrap_err();
 

@@ -25,7 +25,7 @@ use glacier_backup_archiver::shown;
 use glacier_backup_archiver::treehash::TreeHasher;
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, InventoryState,
-    ListedArchive, Listing, PartStream, RestoreState, Result, SourceKind,
+    ListedArchive, Listing, PartStream, PutOptions, RestoreState, Result, SourceKind,
 };
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
@@ -301,7 +301,14 @@ impl Archiver for LocalArchiver {
         .await
     }
 
-    async fn put(&self, meta: &ArchiveMeta, mut parts: PartStream) -> Result<ArchiveRef> {
+    /// Nothing to resume or abort: an unfinished local upload is a temporary file, deleted when
+    /// it fails and ignored when a crash leaves it.
+    async fn put(
+        &self,
+        meta: &ArchiveMeta,
+        _options: &PutOptions,
+        mut parts: PartStream,
+    ) -> Result<ArchiveRef> {
         let incoming = self.root.join(INCOMING);
         let temp = {
             let this = self.clone();
@@ -533,10 +540,6 @@ mod tests {
             fingerprint: "v1".into(),
             size_hint: 4,
             started_at: time::OffsetDateTime::now_utc(),
-            resume: None,
-            resume_receipts: Vec::new(),
-            resume_completing: None,
-            upload_events: None,
         }
     }
 
@@ -547,10 +550,13 @@ mod tests {
         fs::create_dir(&root).unwrap();
         let archiver = LocalArchiver::new(&root, false);
         archiver.check().await.unwrap();
-        archiver.put(&meta("/a"), one_part(b"data")).await.unwrap();
+        archiver
+            .put(&meta("/a"), &PutOptions::default(), one_part(b"data"))
+            .await
+            .unwrap();
         fs::remove_dir_all(&root).unwrap();
         let err = archiver
-            .put(&meta("/b"), one_part(b"data"))
+            .put(&meta("/b"), &PutOptions::default(), one_part(b"data"))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("vanished during the run"), "{err}");
@@ -559,7 +565,7 @@ mod tests {
         // even when the file system hands out the same inode number again.
         fs::create_dir(&root).unwrap();
         let err = archiver
-            .put(&meta("/b"), one_part(b"data"))
+            .put(&meta("/b"), &PutOptions::default(), one_part(b"data"))
             .await
             .unwrap_err();
         let text = err.to_string();

@@ -30,15 +30,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures::StreamExt;
 use glacier_backup_archiver::keys::archive_key;
+use glacier_backup_archiver::multipart;
 use glacier_backup_archiver::origin::Origin;
-use glacier_backup_archiver::parts::{
-    shape, upload_concurrently, verified_download, PartChecker, Shape,
-};
+use glacier_backup_archiver::parts::verified_download;
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, InventoryState,
-    ListedArchive, Listing, Part, PartStream, RestoreOptions, RestoreState, RestoreTier, Result,
-    SourceKind, UploadEvent,
+    ListedArchive, Listing, Part, PartStream, PutOptions, RestoreOptions, RestoreState,
+    RestoreTier, Result, SourceKind,
 };
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
@@ -212,15 +211,13 @@ impl Archiver for S3Archiver {
         }
     }
 
-    async fn put(&self, meta: &ArchiveMeta, parts: PartStream) -> Result<ArchiveRef> {
-        match shape(NAME, parts).await? {
-            Shape::Single(part) if meta.resume.is_none() => self.put_single(meta, part).await,
-            Shape::Single(part) => {
-                let one = futures::stream::iter([Ok(part)]).boxed();
-                self.put_multipart(meta, one).await
-            }
-            Shape::Multipart(all) => self.put_multipart(meta, all).await,
-        }
+    async fn put(
+        &self,
+        meta: &ArchiveMeta,
+        options: &PutOptions,
+        parts: PartStream,
+    ) -> Result<ArchiveRef> {
+        multipart::put(self, meta, options, parts).await
     }
 
     async fn abort_upload(&self, token: &str) -> Result<()> {

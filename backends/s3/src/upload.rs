@@ -1,7 +1,14 @@
-//! Uploads: one part with PutObject, more as a resumable multipart upload with a CRC64NVME
-//! checksum on every part and the whole, and part receipts recorded for a later run.
+//! S3's upload primitives for the archiver crate's one upload driver: one part with PutObject,
+//! more as a resumable multipart upload with a CRC64NVME checksum on every part and the whole,
+//! and part receipts recorded for a later run.
+
+use std::sync::Mutex;
 
 use crate::*;
+use glacier_backup_archiver::multipart::{
+    MultipartStore, Opened, Resume, StoredPart, UploadLimits,
+};
+use glacier_backup_archiver::TreeHash;
 
 impl S3Archiver {
     /// A key for a new archive that no object has yet (`.1`, `.2`... appended if needed).
@@ -34,7 +41,6 @@ impl S3Archiver {
     }
 
     pub(crate) async fn put_single(&self, meta: &ArchiveMeta, part: Part) -> Result<ArchiveRef> {
-        PartChecker::new(NAME, true).accept(&part)?;
         let key = self.fresh_key(meta).await?;
         let (sse, kms_key) = self.encryption();
         let mut metadata = Self::metadata(meta);
@@ -67,15 +73,25 @@ impl S3Archiver {
         })
     }
 
-    /// Continues the upload named by `meta.resume` (`<upload id>\n<key>`) if S3 still has it,
-    /// or starts a new one and reports its token on `meta.upload_events`. What S3 holds comes
-    /// from ListParts, or, when S3's answer cannot be read, from the receipts recorded by the
-    /// earlier run.
+    /// Continues `resume` (token `<upload id>\n<key>`) if S3 still has it, or starts a new
+    /// upload. What S3 holds comes from ListParts, or, when S3's answer cannot be read, from the
+    /// receipts recorded by the earlier run.
     pub(crate) async fn start_or_resume(
         &self,
         meta: &ArchiveMeta,
-    ) -> Result<(String, String, StoredParts)> {
-        if let Some((upload_id, key)) = meta.resume.as_deref().and_then(|t| t.split_once('\n')) {
+        resume: Option<&Resume>,
+    ) -> Result<Opened<OpenedUpload>> {
+        let opened = |upload_id: &str, key: &str, stored: StoredParts, newly_known: bool| Opened {
+            upload: OpenedUpload {
+                upload_id: upload_id.to_owned(),
+                key: key.to_owned(),
+                stored,
+                whole: Mutex::new(crc64fast_nvme::Digest::new()),
+            },
+            newly_known: newly_known.then(|| format!("{upload_id}\n{key}")),
+        };
+        let receipts = resume.map(|r| r.receipts.as_slice()).unwrap_or_default();
+        if let Some((upload_id, key)) = resume.and_then(|r| r.token.split_once('\n')) {
             match self.stored_parts(key, upload_id).await {
                 Ok(stored) => {
                     tracing::info!(
@@ -83,27 +99,23 @@ impl S3Archiver {
                         shown(&meta.source_path),
                         stored.len()
                     );
-                    return Ok((upload_id.to_owned(), key.to_owned(), stored));
+                    return Ok(opened(upload_id, key, stored, false));
                 }
                 Err(Error::NotFound { .. }) => tracing::warn!(
                     "{}: earlier upload {upload_id} no longer exists; starting over",
                     shown(&meta.source_path)
                 ),
                 Err(e) if e.is_temporary() => return Err(e),
-                Err(e) if !meta.resume_receipts.is_empty() => {
+                Err(e) if !receipts.is_empty() => {
                     // Some S3 stand-ins answer ListParts in a form the SDK cannot read; the
                     // receipts recorded part by part say the same.
                     tracing::warn!(
                         "{}: cannot list the parts of earlier upload {upload_id} ({e}); resuming \
                          from the {} part(s) recorded in the ledger",
                         shown(&meta.source_path),
-                        meta.resume_receipts.len()
+                        receipts.len()
                     );
-                    return Ok((
-                        upload_id.to_owned(),
-                        key.to_owned(),
-                        parse_receipts(&meta.resume_receipts),
-                    ));
+                    return Ok(opened(upload_id, key, parse_receipts(receipts), false));
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -138,11 +150,7 @@ impl S3Archiver {
             .upload_id()
             .ok_or_else(|| remote("S3 returned no upload id".into(), false))?
             .to_owned();
-        if let Some(tx) = &meta.upload_events {
-            // A closed channel means nobody records resumable uploads; nothing to do about it.
-            let _ = tx.send(UploadEvent::Started(format!("{upload_id}\n{key}")));
-        }
-        Ok((upload_id, key, StoredParts::new()))
+        Ok(opened(&upload_id, &key, StoredParts::new(), true))
     }
 
     pub(crate) async fn stored_parts(&self, key: &str, upload_id: &str) -> Result<StoredParts> {
@@ -184,24 +192,86 @@ impl S3Archiver {
             marker = out.next_part_number_marker().map(str::to_owned);
         }
     }
+}
 
-    pub(crate) async fn upload_part(
+/// An open multipart upload of this run.
+pub struct OpenedUpload {
+    upload_id: String,
+    key: String,
+    /// What S3 already holds of it.
+    stored: StoredParts,
+    /// The whole object's CRC64NVME, fed every part in order.
+    whole: Mutex<crc64fast_nvme::Digest>,
+}
+
+impl OpenedUpload {
+    fn token(&self) -> String {
+        format!("{}\n{}", self.upload_id, self.key)
+    }
+}
+
+#[async_trait]
+impl MultipartStore for S3Archiver {
+    type Upload = OpenedUpload;
+    type Receipt = CompletedPart;
+
+    fn backend(&self) -> &'static str {
+        NAME
+    }
+
+    fn limits(&self) -> UploadLimits {
+        UploadLimits {
+            max_parts: self.settings.max_parts,
+            concurrency: self.settings.connection.concurrency,
+            // S3 knows nothing of tree hashes, so the parts' hashes are checked here.
+            verify_part_hashes: true,
+        }
+    }
+
+    async fn put_whole(&self, meta: &ArchiveMeta, part: Part) -> Result<ArchiveRef> {
+        self.put_single(meta, part).await
+    }
+
+    async fn open(
         &self,
-        key: &str,
-        upload_id: &str,
+        meta: &ArchiveMeta,
+        _part_size: u64,
+        resume: Option<&Resume>,
+    ) -> Result<Opened<OpenedUpload>> {
+        self.start_or_resume(meta, resume).await
+    }
+
+    /// Also folds every part, in order, into the whole object's checksum.
+    fn already_stored(&self, upload: &OpenedUpload, part: &Part) -> Option<CompletedPart> {
+        upload.whole.lock().expect("crc lock").write(&part.data);
+        let number = part_number(part);
+        let (size, etag, stored_crc) = upload.stored.get(&number)?;
+        let checksum = crc64(&part.data);
+        (*size == part.data.len() as u64 && stored_crc.as_deref() == Some(checksum.as_str())).then(
+            || {
+                CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(etag)
+                    .checksum_crc64_nvme(checksum)
+                    .build()
+            },
+        )
+    }
+
+    async fn put_part(
+        &self,
+        upload: &OpenedUpload,
         part: Part,
-        checksum: String,
-        events: Option<&tokio::sync::mpsc::UnboundedSender<UploadEvent>>,
-    ) -> Result<CompletedPart> {
-        let size = part.data.len();
-        let number = i32::try_from(part.index + 1).expect("at most 10,000 parts");
+    ) -> Result<StoredPart<CompletedPart>> {
+        let (key, size, number) = (&upload.key, part.data.len(), part_number(&part));
+        let checksum = crc64(&part.data);
         let out = self
             .client()
             .await?
             .upload_part()
             .bucket(self.bucket())
             .key(key)
-            .upload_id(upload_id)
+            .upload_id(&upload.upload_id)
             .part_number(number)
             .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
             .checksum_crc64_nvme(&checksum)
@@ -216,84 +286,39 @@ impl S3Archiver {
         )?;
         self.parts_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let (Some(tx), Some(etag)) = (events, out.e_tag()) {
-            let _ = tx.send(UploadEvent::PartStored {
-                number: number as u64,
-                receipt: format!("{etag}\t{checksum}\t{size}"),
-            });
-        }
-        Ok(CompletedPart::builder()
-            .part_number(number)
-            .set_e_tag(out.e_tag().map(str::to_owned))
-            .checksum_crc64_nvme(checksum)
-            .build())
+        Ok(StoredPart {
+            // Some S3 stand-ins answer ListParts in a form the SDK cannot read: the receipts
+            // let a later run resume anyway.
+            note: out
+                .e_tag()
+                .map(|etag| format!("{etag}\t{checksum}\t{size}")),
+            receipt: CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .checksum_crc64_nvme(checksum)
+                .build(),
+        })
     }
 
-    pub(crate) async fn put_multipart(
+    async fn complete(
         &self,
-        meta: &ArchiveMeta,
-        parts: PartStream,
+        upload: &OpenedUpload,
+        receipts: Vec<CompletedPart>,
+        size: u64,
+        tree_hash: TreeHash,
     ) -> Result<ArchiveRef> {
-        let (upload_id, key, stored) = self.start_or_resume(meta).await?;
-        // S3 knows nothing of tree hashes, so the parts' hashes are checked here.
-        let mut checker = PartChecker::new(NAME, true);
-        let mut whole = crc64fast_nvme::Digest::new();
-        let mut completed: Vec<CompletedPart> = Vec::new();
-        let mut skipped = 0u64;
-        let max_parts = self.settings.max_parts;
-        let outcome = upload_concurrently(parts, self.settings.connection.concurrency, |part| {
-            checker.accept(&part)?;
-            if part.index >= max_parts {
-                return Err(remote(
-                    format!(
-                        "the archive outgrew {max_parts} parts of {} bytes; set a larger [s3] part_size",
-                        part.data.len()
-                    ),
-                    false,
-                ));
-            }
-            whole.write(&part.data);
-            let checksum = crc64(&part.data);
-            let number = i32::try_from(part.index + 1).expect("part count is limited above");
-            if let Some((size, etag, stored_crc)) = stored.get(&number) {
-                if *size == part.data.len() as u64 && stored_crc.as_deref() == Some(checksum.as_str()) {
-                    completed.push(
-                        CompletedPart::builder()
-                            .part_number(number)
-                            .e_tag(etag)
-                            .checksum_crc64_nvme(checksum)
-                            .build(),
-                    );
-                    skipped += 1;
-                    return Ok(None);
-                }
-            }
-            Ok(Some(self.upload_part(&key, &upload_id, part, checksum, meta.upload_events.as_ref())))
-        })
-        .await;
-        let outcome = outcome.map(|uploaded| completed.extend(uploaded));
-        if let Err(e) = outcome {
-            if meta.upload_events.is_none() {
-                if let Err(abort) = self.abort_upload(&format!("{upload_id}\n{key}")).await {
-                    tracing::warn!("could not abort upload {upload_id}: {abort}");
-                }
-            }
-            return Err(e);
-        }
-        if skipped > 0 {
-            tracing::info!("{skipped} part(s) were already in S3 and were not sent again");
-        }
-        completed.sort_by_key(|p| p.part_number());
-        let checksum = BASE64.encode(whole.sum64().to_be_bytes());
+        let key = &upload.key;
+        let whole = upload.whole.lock().expect("crc lock").sum64();
+        let checksum = BASE64.encode(whole.to_be_bytes());
         let client = self.client().await?;
         let out = client
             .complete_multipart_upload()
             .bucket(self.bucket())
-            .key(&key)
-            .upload_id(&upload_id)
+            .key(key)
+            .upload_id(&upload.upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
+                    .set_parts(Some(receipts))
                     .build(),
             )
             .checksum_type(ChecksumType::FullObject)
@@ -301,8 +326,7 @@ impl S3Archiver {
             .send()
             .await
             .map_err(|e| ERRORS.map(&format!("completing the upload of {key}"), e))?;
-        check_crc(&key, out.checksum_crc64_nvme(), &checksum)?;
-        let tree_hash = checker.tree_hash();
+        check_crc(key, out.checksum_crc64_nvme(), &checksum)?;
         let tagging = aws_sdk_s3::types::Tagging::builder()
             .tag_set(
                 aws_sdk_s3::types::Tag::builder()
@@ -316,18 +340,27 @@ impl S3Archiver {
         client
             .put_object_tagging()
             .bucket(self.bucket())
-            .key(&key)
+            .key(key)
             .tagging(tagging)
             .send()
             .await
             .map_err(|e| ERRORS.map(&format!("tagging {key} with its tree hash"), e))?;
         Ok(ArchiveRef {
-            archive_id: key,
-            size: checker.size(),
+            archive_id: key.clone(),
+            size,
             tree_hash,
             description: None,
         })
     }
+
+    async fn abort(&self, upload: &OpenedUpload) -> Result<()> {
+        self.abort_upload(&upload.token()).await
+    }
+}
+
+/// S3 numbers parts from 1.
+fn part_number(part: &Part) -> i32 {
+    i32::try_from(part.index + 1).expect("the driver keeps part counts within max_parts")
 }
 
 /// Receipts written by `upload_part` (`ETag \t CRC64 \t size`) back into stored parts.
