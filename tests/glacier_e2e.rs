@@ -523,8 +523,8 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
 
     let fake = FakeGlacier::start();
     fake.create_vault("ranged");
-    support::moto::set_test_env();
     let mut settings = GlacierSettings::from_config(None, Some("ranged"), None).unwrap();
+    settings.connection.credentials = Some(support::moto::test_credentials());
     settings.connection.endpoint_url = Some(fake.endpoint.clone());
     settings.connection.region = Some("us-east-1".into());
     settings.part_size = Some(1 << 20);

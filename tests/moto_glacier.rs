@@ -8,15 +8,10 @@ use std::fs;
 use glacier_backup::archiver::conformance::read_back;
 use glacier_backup::archiver::{ArchiveRef, Archiver, RestoreOptions, RestoreTier};
 use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
-use support::moto::{backup_command, run_binary, set_test_env, shown, Moto};
+use support::moto::{backup_command, run_binary, sdk_config, shown, test_credentials, Moto};
 
 async fn create_vault(endpoint: &str, name: &str) {
-    set_test_env();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
+    let config = sdk_config(endpoint).await;
     aws_sdk_glacier::Client::new(&config)
         .create_vault()
         .account_id("-")
@@ -67,6 +62,7 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
     assert!(rows[0].0.ends_with("letters") && rows[1].0.ends_with("notes.txt"));
 
     let mut settings = GlacierSettings::from_config(None, Some("family"), None).unwrap();
+    settings.connection.credentials = Some(test_credentials());
     settings.connection.endpoint_url = Some(moto.endpoint.clone());
     settings.connection.region = Some("us-east-1".into());
     let glacier = GlacierArchiver::new(settings);
@@ -92,8 +88,9 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_vault_is_a_clear_config_error() {
     let moto = Moto::start();
-    set_test_env();
     let mut settings = GlacierSettings::from_config(None, Some("absent"), None).unwrap();
+    settings.connection.credentials = Some(test_credentials());
+    settings.connection.region = Some("us-east-1".into());
     settings.connection.endpoint_url = Some(moto.endpoint.clone());
     let err = GlacierArchiver::new(settings).check().await.unwrap_err();
     assert!(

@@ -14,17 +14,12 @@ use glacier_backup::archiver::{
     Archiver, Error, OnFailure, PutOptions, RestoreState, Resume, UploadEvent,
 };
 use glacier_backup_s3::{S3Archiver, S3Settings};
-use support::moto::{backup_command, run_binary, set_test_env, shown, Moto};
+use support::moto::{backup_command, run_binary, sdk_config, shown, test_credentials, Moto};
 
 const MIB: usize = 1 << 20;
 
 async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    set_test_env();
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
+    let shared = sdk_config(endpoint).await;
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(true)
@@ -54,7 +49,9 @@ fn settings(endpoint: &str, bucket: &str, class: &str) -> S3Settings {
             ("force_path_style", "true"),
         ],
     );
-    S3Settings::from_section(&section).unwrap()
+    let mut settings = S3Settings::from_section(&section).unwrap();
+    settings.connection.credentials = Some(test_credentials());
+    settings
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,12 +231,7 @@ async fn an_interrupted_multipart_upload_is_resumed() {
 async fn the_same_config_works_with_local_s3_and_glacier_by_switching_the_backend_only() {
     let moto = Moto::start();
     bucket(&moto.endpoint, "switch").await;
-    set_test_env();
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
+    let shared = sdk_config(&moto.endpoint).await;
     aws_sdk_glacier::Client::new(&shared)
         .create_vault()
         .account_id("-")

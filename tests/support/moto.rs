@@ -110,13 +110,26 @@ pub const AWS_TEST_ENV: &[(&str, &str)] = &[
     ("AWS_REGION", "us-east-1"),
 ];
 
-pub fn set_test_env() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        for (k, v) in AWS_TEST_ENV {
-            std::env::set_var(k, v);
-        }
-    });
+/// The static keys local stand-ins accept (the fake Glacier checks every signature with them),
+/// handed to in-process clients directly: the test process's environment is never changed.
+pub fn test_credentials() -> aws_credential_types::Credentials {
+    aws_credential_types::Credentials::new(
+        fake_glacier::sigv4::ACCESS_KEY,
+        fake_glacier::sigv4::SECRET_KEY,
+        None,
+        None,
+        "tests",
+    )
+}
+
+/// SDK configuration for a stand-in at `endpoint`, with the test keys and region.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(test_credentials())
+        .load()
+        .await
 }
 
 /// The binary under test, run with `config` in `home`, in the test AWS environment.

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use aws_config::SdkConfig;
+pub use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -41,6 +42,9 @@ pub struct Connection {
     pub connect_timeout: Duration,
     /// Longest wait for response bytes.
     pub read_timeout: Duration,
+    /// Credentials handed over in code (tests against a local stand-in, programs embedding a
+    /// backend), used instead of the standard chain. Never read from a config file.
+    pub credentials: Option<Credentials>,
 }
 
 impl Connection {
@@ -81,6 +85,7 @@ impl Connection {
             max_attempts: max_attempts as u32,
             connect_timeout: seconds("connect_timeout", 10)?,
             read_timeout: seconds("read_timeout", 120)?,
+            credentials: None,
         })
     }
 
@@ -103,6 +108,9 @@ impl Connection {
         }
         if let Some(endpoint) = &self.endpoint_url {
             loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(credentials) = &self.credentials {
+            loader = loader.credentials_provider(credentials.clone());
         }
         let config = loader.load().await;
         if config.region().is_none() {

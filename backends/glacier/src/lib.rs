@@ -37,6 +37,7 @@ use glacier_backup_archiver::{
     TreeHash,
 };
 
+pub use glacier_backup_aws::{Connection, Credentials};
 pub use settings::{check_vault_name, GlacierSettings, SETTINGS};
 
 /// Backend name.
@@ -343,24 +344,19 @@ mod tests {
     /// (The fake recomputes every request's SigV4 signature; see `fake_glacier::sigv4`.)
     #[tokio::test(flavor = "multi_thread")]
     async fn uploads_are_signed_over_their_own_sha256() {
-        for (name, value) in [
-            ("AWS_ACCESS_KEY_ID", fake_glacier::sigv4::ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", fake_glacier::sigv4::SECRET_KEY),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", "/nonexistent/aws-config"),
-            (
-                "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent/aws-credentials",
-            ),
-        ] {
-            std::env::set_var(name, value);
-        }
         let fake = fake_glacier::FakeGlacier::start();
         fake.create_vault("v");
         let mut settings = GlacierSettings::from_config(None, Some("v"), None).unwrap();
         settings.connection.region = Some("us-east-1".into());
         settings.connection.endpoint_url = Some(fake.endpoint.clone());
         settings.connection.max_attempts = 1;
+        settings.connection.credentials = Some(Credentials::new(
+            fake_glacier::sigv4::ACCESS_KEY,
+            fake_glacier::sigv4::SECRET_KEY,
+            None,
+            None,
+            "tests",
+        ));
         let archiver = GlacierArchiver::new(settings);
         let client = archiver.client().await.unwrap();
         let body = bytes::Bytes::from_static(b"the archive's bytes");

@@ -1,7 +1,5 @@
 //! The Glacier backend against the in-repo fake vault service on 127.0.0.1.
 
-use std::sync::Once;
-
 use bytes::Bytes;
 use fake_glacier::{FakeGlacier, FaultKind};
 use futures::StreamExt;
@@ -9,28 +7,20 @@ use glacier_backup_archiver::conformance::{self, meta, sample};
 use glacier_backup_archiver::parts::parts_from_bytes;
 use glacier_backup_archiver::treehash::tree_hash;
 use glacier_backup_archiver::{Archiver, Error, OnFailure, PutOptions, Resume, UploadEvent};
-use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
+use glacier_backup_glacier::{Credentials, GlacierArchiver, GlacierSettings};
 
 const MIB: usize = 1 << 20;
 
-/// Static test credentials; no metadata service, no profile files: nothing but 127.0.0.1.
-fn test_credentials() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        std::env::set_var("AWS_CONFIG_FILE", "/nonexistent/aws-config");
-        std::env::set_var(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/aws-credentials",
-        );
-    });
-}
-
 fn archiver(fake: &FakeGlacier, vault: &str, part_mib: u64) -> GlacierArchiver {
-    test_credentials();
     let mut settings = GlacierSettings::from_config(None, Some(vault), None).unwrap();
+    // The fake checks every signature against its test keys.
+    settings.connection.credentials = Some(Credentials::new(
+        fake_glacier::sigv4::ACCESS_KEY,
+        fake_glacier::sigv4::SECRET_KEY,
+        None,
+        None,
+        "tests",
+    ));
     settings.connection.region = Some("us-east-1".into());
     settings.connection.endpoint_url = Some(fake.endpoint.clone());
     settings.part_size = Some(part_mib << 20);

@@ -41,6 +41,7 @@ use glacier_backup_archiver::{
 };
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
+pub use glacier_backup_aws::{Connection, Credentials};
 pub use settings::{is_cold, Encryption, S3Settings, SETTINGS, STORAGE_CLASSES};
 
 /// Backend name.
