@@ -8,11 +8,20 @@ use std::time::{Duration, Instant};
 
 use fake_glacier::FakeGlacier;
 
-mod support;
+use crate::support;
+use crate::support::sandbox::{text, Sandbox};
 
+/// A sandbox with a fake vault `photos` and a config builder for it.
 struct Setup {
-    dir: tempfile::TempDir,
+    sb: Sandbox,
     fake: FakeGlacier,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
 }
 
 impl Setup {
@@ -20,13 +29,9 @@ impl Setup {
         let fake = FakeGlacier::start();
         fake.create_vault("photos");
         Setup {
-            dir: tempfile::tempdir().unwrap(),
+            sb: Sandbox::new(),
             fake,
         }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
     }
 
     fn config(&self, paths: &str) -> PathBuf {
@@ -44,28 +49,13 @@ impl Setup {
         config
     }
 
-    fn command(&self, config: &Path) -> Command {
-        let mut cmd = support::moto::backup_command(config, &self.path("home"));
-        cmd.env_remove("AWS_PROFILE").env_remove("AWS_ENDPOINT_URL");
-        cmd
+    fn run_config(&self, config: &Path) -> Output {
+        self.with_config(config, &[]).output().unwrap()
     }
 
-    fn run(&self, config: &Path) -> Output {
-        self.command(config).output().unwrap()
-    }
-
-    fn ledger(&self) -> rusqlite::Connection {
+    fn ledger_db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.path("config/glacier.photos.sqlite3")).unwrap()
     }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn write_sample(path: &Path, len: usize, seed: u8) -> Vec<u8> {
@@ -87,7 +77,7 @@ fn a_directory_goes_up_in_parts_and_gnu_tar_extracts_what_the_vault_holds() {
         "[\"{}\"]\nupload_single_dir = true\n",
         tree.display()
     ));
-    let out = s.run(&config);
+    let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     let archives = s.fake.archives("photos");
@@ -100,7 +90,7 @@ fn a_directory_goes_up_in_parts_and_gnu_tar_extracts_what_the_vault_holds() {
         archive.description
     );
     let (recorded_id, tree_hash): (String, String) = s
-        .ledger()
+        .ledger_db()
         .query_row("SELECT archive_id, tree_hash FROM uploads", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
@@ -134,7 +124,7 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
     s.fake.set(|b| b.hold_parts_from = Some(3));
 
     let mut child = s
-        .command(&config)
+        .with_config(&config, &[])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -151,12 +141,12 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
         "killed with exactly the released parts stored"
     );
     let pending: String = s
-        .ledger()
+        .ledger_db()
         .query_row("SELECT token FROM pending_uploads", [], |r| r.get(0))
         .expect("the unfinished upload is recorded");
 
     s.fake.set(|b| b.hold_parts_from = None);
-    let out = s.run(&config);
+    let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("resuming upload {pending}")),
@@ -185,7 +175,7 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
     let archives = s.fake.archives("photos");
     assert_eq!(archives[0].1.data.as_deref(), Some(&data[..]));
     let left: i64 = s
-        .ledger()
+        .ledger_db()
         .query_row("SELECT count(*) FROM pending_uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0);
@@ -203,7 +193,7 @@ fn a_failing_candidate_does_not_stop_the_others() {
         s.path("data").display()
     ));
     s.fake.set(|b| b.refuse_parts_from = Some(1));
-    let out = s.run(&config);
+    let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = text(&out);
     assert!(
@@ -215,7 +205,7 @@ fn a_failing_candidate_does_not_stop_the_others() {
         "{all}"
     );
     let paths: Vec<String> = s
-        .ledger()
+        .ledger_db()
         .prepare("SELECT path FROM uploads ORDER BY path")
         .unwrap()
         .query_map([], |r| r.get(0))
@@ -235,7 +225,7 @@ fn a_missing_vault_is_reported_before_anything_is_uploaded() {
         .unwrap()
         .replace("vault_name = \"photos\"", "vault_name = \"nope\"");
     fs::write(&config, text_config).unwrap();
-    let out = s.run(&config);
+    let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("vault \"nope\" does not exist"),
@@ -286,7 +276,7 @@ fn signal_child(child: std::process::Child, signal: &str) -> Output {
 fn interrupt_upload(s: &Setup, config: &Path, signal: &str) -> Output {
     s.fake.set(|b| b.hold_parts_from = Some(3));
     let child = s
-        .command(config)
+        .with_config(config, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -309,17 +299,17 @@ fn ctrl_c_stops_cleanly_and_leaves_the_upload_resumable() {
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("interrupted"), "{}", text(&out));
     let uploads: i64 = s
-        .ledger()
+        .ledger_db()
         .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(uploads, 0, "nothing recorded as uploaded");
     let pending: i64 = s
-        .ledger()
+        .ledger_db()
         .query_row("SELECT count(*) FROM pending_uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(pending, 1);
 
-    let out = s.run(&config);
+    let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("resuming upload"), "{}", text(&out));
     assert_eq!(s.fake.stats().uploads_started, 1);
@@ -328,7 +318,7 @@ fn ctrl_c_stops_cleanly_and_leaves_the_upload_resumable() {
         Some(&data[..])
     );
     let description: String = s
-        .ledger()
+        .ledger_db()
         .query_row("SELECT description FROM uploads", [], |r| r.get(0))
         .unwrap();
     assert!(description.starts_with("video.bin gb1:f:"), "{description}");
@@ -344,7 +334,7 @@ fn a_source_changed_since_the_interruption_starts_over_and_aborts_the_old_upload
     assert_eq!(s.fake.uploads_in_progress("photos"), 1);
 
     let data = write_sample(&file, 5 * 1024 * 1024, 9);
-    let out = s.run(&config);
+    let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         text(&out).contains("the source changed since"),
@@ -372,12 +362,12 @@ fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
         "[\"{}\"]\nupload_single_dir = true\n",
         tree.display()
     ));
-    assert_eq!(s.run(&config).status.code(), Some(0));
+    assert_eq!(s.run_config(&config).status.code(), Some(0));
     s.fake.set(|b| b.hold_jobs = true);
 
     // Without --wait: the retrieval is requested, and nothing is downloaded yet.
     let out = s
-        .command(&config)
+        .with_config(&config, &[])
         .args(["restore", "--to"])
         .arg(s.path("out"))
         .arg(&tree)
@@ -388,7 +378,7 @@ fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
     assert!(text(&out).contains("pending 1"), "{}", text(&out));
     // Asking again finds the job under way instead of requesting another.
     let again = s
-        .command(&config)
+        .with_config(&config, &[])
         .args(["restore", "--to"])
         .arg(s.path("out"))
         .arg(&tree)
@@ -403,7 +393,7 @@ fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
     // With --wait it polls the job; the test finishes the job once the run is waiting on it.
     let out = finish_jobs_while_waiting(
         &s,
-        s.command(&config)
+        s.with_config(&config, &[])
             .args(["restore", "--wait", "--timeout", "60", "--to"])
             .arg(s.path("out"))
             .arg(&tree),
@@ -424,7 +414,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
         data.display()
     ));
     let run = |args: &[&str]| {
-        let out = s.command(&config).args(args).output().unwrap();
+        let out = s.with_config(&config, &[]).args(args).output().unwrap();
         let shown = text(&out);
         (out.status.code(), shown)
     };
@@ -446,7 +436,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("is under way"), "{out}");
     let job: String = s
-        .ledger()
+        .ledger_db()
         .query_row(
             "SELECT request_id FROM retrievals WHERE archive_id = ''",
             [],
@@ -455,8 +445,13 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
         .unwrap();
     let waited = finish_jobs_while_waiting(
         &s,
-        s.command(&config)
-            .args(["inventory", "--rebuild-ledger", "--wait", "--timeout", "60"]),
+        s.with_config(&config, &[]).args([
+            "inventory",
+            "--rebuild-ledger",
+            "--wait",
+            "--timeout",
+            "60",
+        ]),
     );
     let (code, out) = (waited.status.code(), text(&waited));
     assert_eq!(code, Some(0), "{out}");
@@ -554,11 +549,11 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
         started_at: Some(m.started_at),
         uploaded_at: Some(m.started_at),
     };
-    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
     let request = RestoreRequest {
         paths: vec![],
         archive_ids: vec![],
-        destination: Destination::Into(dir.path().to_path_buf()),
+        destination: Destination::Into(sb.dir.path().to_path_buf()),
         at: None,
         force: false,
         devices: false,
@@ -581,7 +576,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
 
     let second = restore_one(&glacier, &mut ledger, &row, &request, None).await;
     assert!(matches!(second, Outcome::Restored { .. }), "{second:?}");
-    assert!(fs::read(dir.path().join("disk.img")).unwrap() == data);
+    assert!(fs::read(sb.path("disk.img")).unwrap() == data);
     assert_eq!(
         fake.stats().output_bytes,
         data.len() as u64,
@@ -595,15 +590,15 @@ fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
     let file = s.path("data/notes.txt");
     write_sample(&file, 5000, 2);
     let config = s.config(&format!("[\"{}\"]\n", file.display()));
-    assert_eq!(s.run(&config).status.code(), Some(0));
+    assert_eq!(s.run_config(&config).status.code(), Some(0));
     s.fake.set(|b| b.hold_jobs = true);
     let retrievals = || -> i64 {
-        s.ledger()
+        s.ledger_db()
             .query_row("SELECT count(*) FROM retrievals", [], |r| r.get(0))
             .unwrap_or(0)
     };
     let child = s
-        .command(&config)
+        .with_config(&config, &[])
         .args(["restore", "--wait", "--to"])
         .arg(s.path("out"))
         .arg(&file)
@@ -618,7 +613,7 @@ fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
     assert_eq!(retrievals(), 1, "the request is still on record");
 
     let again = s
-        .command(&config)
+        .with_config(&config, &[])
         .args(["restore", "--to"])
         .arg(s.path("out"))
         .arg(&file)
@@ -653,7 +648,7 @@ fn descriptions_keep_to_whole_characters_and_a_path_too_long_for_one_is_warned_a
         deep.display(),
         too_long.display()
     ));
-    let out = s.run(&config);
+    let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         text(&out).contains("a ledger rebuilt from the vault will not know where it came from"),
@@ -704,7 +699,7 @@ fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_ti
     );
     s.fake
         .set(|b| b.lose_reply = Some(fake_glacier::Call::Complete));
-    let first = s.run(&config);
+    let first = s.run_config(&config);
     assert_eq!(first.status.code(), Some(1), "{}", text(&first));
     assert_eq!(
         s.fake.archives("photos").len(),
@@ -712,13 +707,13 @@ fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_ti
         "Glacier made the archive"
     );
     let rows: i64 = s
-        .ledger()
+        .ledger_db()
         .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 0, "nothing recorded without an archive id");
     let before = s.fake.stats();
 
-    let second = s.run(&config);
+    let second = s.run_config(&config);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     let after = s.fake.stats();
     assert_eq!(
@@ -735,7 +730,7 @@ fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_ti
     let (id, archive) = &archives[0];
     assert_eq!(archive.data.as_deref(), Some(&data[..]));
     let recorded: String = s
-        .ledger()
+        .ledger_db()
         .query_row("SELECT archive_id FROM uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(&recorded, id);
@@ -754,7 +749,7 @@ fn an_upload_whose_start_lost_its_reply_is_adopted_or_aborted_never_left_open() 
     let paths = format!("[\"{}\"]\nupload_files = true\n", s.path("data").display());
     s.fake
         .set(|b| b.lose_reply = Some(fake_glacier::Call::Initiate));
-    let out = s.run(&s.config(&paths));
+    let out = s.run_config(&s.config(&paths));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(s.fake.stats().uploads_started, 2, "the start was retried");
     assert_eq!(s.fake.uploads_in_progress("photos"), 0, "{}", text(&out));
@@ -767,10 +762,10 @@ fn an_upload_whose_start_lost_its_reply_is_adopted_or_aborted_never_left_open() 
     let config = config_without_retries(&s, &paths);
     s.fake
         .set(|b| b.lose_reply = Some(fake_glacier::Call::Initiate));
-    let first = s.run(&config);
+    let first = s.run_config(&config);
     assert_eq!(first.status.code(), Some(1), "{}", text(&first));
     assert_eq!(s.fake.uploads_in_progress("photos"), 1);
-    let second = s.run(&config);
+    let second = s.run_config(&config);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     assert!(
         text(&second).contains("left by an earlier run"),
@@ -815,7 +810,7 @@ fn open_uploads_of_the_same_path_are_aborted_only_once_no_run_can_resume_them() 
         "[\"{}\"]\nupload_files = true\n",
         s.path("data").display()
     ));
-    let out = s.run(&config);
+    let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         s.fake.upload_open("photos", &live),

@@ -1,7 +1,7 @@
 //! The S3 backend and the binary against moto_server on 127.0.0.1 (path-style, static test
 //! credentials).
 
-mod support;
+use crate::support;
 
 use std::fs;
 
@@ -14,7 +14,8 @@ use glacier_backup::archiver::{
     Archiver, Error, OnFailure, PutOptions, RestoreState, Resume, UploadEvent,
 };
 use glacier_backup_s3::{S3Archiver, S3Settings};
-use support::moto::{backup_command, run_binary, sdk_config, shown, test_credentials, Moto};
+use support::moto::{sdk_config, test_credentials, Moto};
+use support::sandbox::{output_text as shown, Sandbox};
 
 const MIB: usize = 1 << 20;
 
@@ -239,8 +240,8 @@ async fn the_same_config_works_with_local_s3_and_glacier_by_switching_the_backen
         .send()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let sb = Sandbox::new();
+    let data = sb.path("data");
     fs::create_dir_all(data.join("album")).unwrap();
     fs::write(data.join("album/pic.jpg"), sample(3000, 1)).unwrap();
     fs::write(data.join("notes.txt"), b"notes").unwrap();
@@ -250,14 +251,14 @@ async fn the_same_config_works_with_local_s3_and_glacier_by_switching_the_backen
          [glacier]\nendpoint_url = {endpoint}\nregion = us-east-1\n\n\
          [s3]\nbucket = switch\nendpoint_url = {endpoint}\nregion = us-east-1\nforce_path_style = yes\n\n\
          [{data}]\nupload_dirs = yes\nupload_files = yes\n",
-        archives = dir.path().join("archives").display(),
+        archives = sb.path("archives").display(),
         endpoint = moto.endpoint,
         data = data.display()
     );
     for backend in ["local", "s3", "glacier"] {
-        let config = dir.path().join("backup.conf");
+        let config = sb.path("backup.conf");
         fs::write(&config, sections.replace("BACKEND", backend)).unwrap();
-        let mut cmd = backup_command(&config, dir.path());
+        let mut cmd = sb.with_config(&config, &[]);
         let out = cmd.output().unwrap();
         let shown = shown(&out);
         assert_eq!(out.status.code(), Some(0), "{backend}: {shown}");
@@ -285,11 +286,11 @@ async fn the_same_config_works_with_local_s3_and_glacier_by_switching_the_backen
 async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledger() {
     let moto = Moto::start();
     let client = bucket(&moto.endpoint, "killed").await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("disk.img");
+    let sb = Sandbox::new();
+    let file = sb.path("disk.img");
     let data = sample(40 * MIB + 1, 6);
     fs::write(&file, &data).unwrap();
-    let config = dir.path().join("backup.toml");
+    let config = sb.path("backup.toml");
     fs::write(
         &config,
         format!(
@@ -301,8 +302,8 @@ async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledge
         ),
     )
     .unwrap();
-    let command = || backup_command(&config, dir.path());
-    let ledger_path = dir.path().join("s3.killed.sqlite3");
+    let command = || sb.with_config(&config, &[]);
+    let ledger_path = sb.path("s3.killed.sqlite3");
     // Read-only: opening read-write would create an empty ledger file before the run makes
     // its own, and the run rightly refuses an empty ledger.
     let recorded_parts = || -> i64 {
@@ -364,10 +365,10 @@ async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledge
 async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() {
     let moto = Moto::start();
     bucket(&moto.endpoint, "cold").await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let sb = Sandbox::new();
+    let data = sb.path("data");
     support::trees::awkward_tree(&data);
-    let config = dir.path().join("backup.toml");
+    let config = sb.path("backup.toml");
     fs::write(
         &config,
         format!(
@@ -379,13 +380,13 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| run_binary(&config, dir.path(), args);
+    let run = |args: &[&str]| sb.outcome(&config, args);
     let (code, out) = run(&[]);
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = run(&["verify", "--remote"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("verified 3 upload(s): 0 problem(s)"), "{out}");
-    let ledger = dir.path().join("s3.cold.sqlite3");
+    let ledger = sb.path("s3.cold.sqlite3");
     let retrievals = || -> i64 {
         rusqlite::Connection::open(&ledger)
             .unwrap()
@@ -406,7 +407,7 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
     };
     // The first run's read after its request takes each object to "in progress".
     step_on_each_read();
-    let out_dir = dir.path().join("out");
+    let out_dir = sb.path("out");
     let to = out_dir.to_str().unwrap();
     let source = data.to_str().unwrap();
     let (code, out) = run(&["restore", "--to", to, source]);
@@ -434,9 +435,10 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
     let deep = fs::read_to_string(&config)
         .unwrap()
         .replace("\"GLACIER\"", "\"DEEP_ARCHIVE\"");
-    let deep_config = dir.path().join("deep.toml");
+    let deep_config = sb.path("deep.toml");
     fs::write(&deep_config, deep).unwrap();
-    let out = backup_command(&deep_config, dir.path())
+    let out = sb
+        .with_config(&deep_config, &[])
         .args(["restore", "--tier", "expedited", "--to", to, source])
         .output()
         .unwrap();
@@ -454,7 +456,7 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
     let (code, out) = run(&[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("uploaded 0, up to date 3, failed 0"), "{out}");
-    let again = dir.path().join("again");
+    let again = sb.path("again");
     let (code, out) = run(&["restore", "--to", again.to_str().unwrap(), source]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("restored 3, pending 0, failed 0"), "{out}");

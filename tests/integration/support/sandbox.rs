@@ -43,14 +43,39 @@ impl Sandbox {
         config
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+    /// The binary with `args`, confined to this sandbox: its own HOME and working directory,
+    /// no RUST_LOG, and the AWS test environment (static keys, no profile files, no metadata
+    /// service), so a run touches nothing outside the sandbox but 127.0.0.1.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .env("HOME", self.path("home"))
             .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .current_dir(self.dir.path());
+        for (key, value) in super::moto::AWS_TEST_ENV {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// The binary with `-c config` and `args`.
+    pub fn with_config(&self, config: &Path, args: &[&str]) -> Command {
+        let mut command = self.command(&["-c"]);
+        command.arg(config).args(args);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs with `-c config` and `args`: the exit code, and stdout then stderr as text.
+    pub fn outcome(&self, config: &Path, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.with_config(config, args).output().unwrap();
+        (out.status.code(), output_text(&out))
     }
 
     /// Plants `tar` in the local destination as the archive of directory `source`, and has the
@@ -97,6 +122,15 @@ pub fn text(output: &Output) -> String {
         output.status.code(),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Standard output then standard error of a finished run.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     )
 }
 

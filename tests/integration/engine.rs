@@ -11,6 +11,8 @@ use glacier_backup::candidate::{Candidate, Fingerprint, PathCandidate, Scan};
 use glacier_backup::ledger::{Ledger, SqliteLedger};
 use glacier_backup::resolve::Planned;
 
+use crate::support::sandbox::Sandbox;
+
 fn planned(path: &Path, kind: SourceKind, upload_if_changed: bool) -> Planned {
     Planned {
         candidate: Arc::new(PathCandidate::new(path.to_path_buf(), kind)),
@@ -51,10 +53,10 @@ impl Candidate for ChangesMidway {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_candidate_is_reported_and_the_others_still_go_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.txt");
+    let sb = Sandbox::new();
+    let good = sb.path("good.txt");
     std::fs::write(&good, b"keep me").unwrap();
-    let bad = dir.path().join("bad.bin");
+    let bad = sb.path("bad.bin");
     let items = vec![
         Planned {
             candidate: Arc::new(ChangesMidway(bad.clone())),
@@ -83,8 +85,8 @@ async fn a_failing_candidate_is_reported_and_the_others_still_go_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upload_once_then_again_only_when_changed_and_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
     std::fs::create_dir_all(tree.join("a/b/c")).unwrap();
     std::fs::write(tree.join("a/b/c/deep.txt"), b"v1").unwrap();
     let archiver = MemoryArchiver::new();
@@ -126,10 +128,10 @@ async fn upload_once_then_again_only_when_changed_and_asked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn max_uploads_stops_early_and_dry_run_records_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new();
     let items: Vec<_> = (0..3)
         .map(|i| {
-            let p = dir.path().join(format!("f{i}"));
+            let p = sb.dir.path().join(format!("f{i}"));
             std::fs::write(&p, format!("{i}")).unwrap();
             planned(&p, SourceKind::File, false)
         })
@@ -163,8 +165,8 @@ async fn max_uploads_stops_early_and_dry_run_records_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_multi_part_file_round_trips_with_its_tree_hash() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("big.bin");
+    let sb = Sandbox::new();
+    let file = sb.path("big.bin");
     let data: Vec<u8> = (0..(19u32 << 20) + 12345)
         .map(|i| (i % 251) as u8)
         .collect();
@@ -199,8 +201,8 @@ async fn a_multi_part_file_round_trips_with_its_tree_hash() {
 #[test]
 fn needs_upload_follows_the_python_tool() {
     use glacier_backup::backup::decide;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("file1");
+    let sb = Sandbox::new();
+    let file = sb.path("file1");
     std::fs::write(&file, b"one").unwrap();
     let mut ledger = SqliteLedger::in_memory().unwrap();
     let once = planned(&file, SourceKind::File, false);

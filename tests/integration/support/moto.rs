@@ -131,33 +131,3 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .load()
         .await
 }
-
-/// The binary under test, run with `config` in `home`, in the test AWS environment.
-pub fn backup_command(config: &std::path::Path, home: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glacier-backup"));
-    cmd.arg("-c").arg(config).env("HOME", home);
-    for (k, v) in AWS_TEST_ENV {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Runs the binary with `config` in `home` and these arguments: its exit code and what it
-/// printed.
-pub fn run_binary(
-    config: &std::path::Path,
-    home: &std::path::Path,
-    args: &[&str],
-) -> (Option<i32>, String) {
-    let out = backup_command(config, home).args(args).output().unwrap();
-    (out.status.code(), shown(&out))
-}
-
-/// Standard output and error of a finished run, for assertions and failure messages.
-pub fn shown(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}

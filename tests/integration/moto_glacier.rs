@@ -1,14 +1,15 @@
 //! The Glacier backend and the binary against moto_server on 127.0.0.1: UploadArchive, vault
 //! checks, retrieval jobs (moto has no multipart; those paths are tested against the fake).
 
-mod support;
+use crate::support;
 
 use std::fs;
 
 use glacier_backup::archiver::conformance::read_back;
 use glacier_backup::archiver::{ArchiveRef, Archiver, RestoreOptions, RestoreTier};
 use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
-use support::moto::{backup_command, run_binary, sdk_config, shown, test_credentials, Moto};
+use support::moto::{sdk_config, test_credentials, Moto};
+use support::sandbox::{output_text as shown, Sandbox};
 
 async fn create_vault(endpoint: &str, name: &str) {
     let config = sdk_config(endpoint).await;
@@ -25,12 +26,12 @@ async fn create_vault(endpoint: &str, name: &str) {
 async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
     let moto = Moto::start();
     create_vault(&moto.endpoint, "family").await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let sb = Sandbox::new();
+    let data = sb.path("data");
     fs::create_dir_all(data.join("letters")).unwrap();
     fs::write(data.join("notes.txt"), b"remember the milk").unwrap();
     fs::write(data.join("letters/one.txt"), b"dear moto").unwrap();
-    let config = dir.path().join("backup.conf");
+    let config = sb.path("backup.conf");
     fs::write(
         &config,
         format!(
@@ -41,7 +42,7 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
         ),
     )
     .unwrap();
-    let mut cmd = backup_command(&config, dir.path());
+    let mut cmd = sb.with_config(&config, &[]);
     let out = cmd.output().unwrap();
     let shown = shown(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
@@ -50,7 +51,7 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
         "{shown}"
     );
 
-    let ledger = rusqlite::Connection::open(dir.path().join("glacier.family.sqlite3")).unwrap();
+    let ledger = rusqlite::Connection::open(sb.path("glacier.family.sqlite3")).unwrap();
     let rows: Vec<(String, String, i64, String)> = ledger
         .prepare("SELECT path, archive_id, size, tree_hash FROM uploads ORDER BY path")
         .unwrap()
@@ -103,14 +104,14 @@ async fn a_missing_vault_is_a_clear_config_error() {
 async fn a_lost_ledger_comes_back_from_a_vault_inventory_and_restores_work() {
     let moto = Moto::start();
     create_vault(&moto.endpoint, "lost").await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let sb = Sandbox::new();
+    let data = sb.path("data");
     let album = data.join("Фото (2026)");
     fs::create_dir_all(album.join("empty dir")).unwrap();
     fs::write(album.join("café.txt"), "unicode ✓").unwrap();
     std::os::unix::fs::symlink("café.txt", album.join("link")).unwrap();
     fs::write(data.join("notes .txt"), b"remember the milk").unwrap();
-    let config = dir.path().join("backup.conf");
+    let config = sb.path("backup.conf");
     fs::write(
         &config,
         format!(
@@ -121,10 +122,10 @@ async fn a_lost_ledger_comes_back_from_a_vault_inventory_and_restores_work() {
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| run_binary(&config, dir.path(), args);
+    let run = |args: &[&str]| sb.outcome(&config, args);
     let (code, out) = run(&[]);
     assert_eq!(code, Some(0), "{out}");
-    fs::remove_file(dir.path().join("glacier.lost.sqlite3")).unwrap();
+    fs::remove_file(sb.path("glacier.lost.sqlite3")).unwrap();
 
     let (code, out) = run(&[
         "inventory",
@@ -141,7 +142,7 @@ async fn a_lost_ledger_comes_back_from_a_vault_inventory_and_restores_work() {
     let (code, out) = run(&["verify", "--remote"]);
     assert_eq!(code, Some(0), "{out}");
 
-    let to = dir.path().join("out");
+    let to = sb.path("out");
     let (code, out) = run(&[
         "restore",
         "--tier",

@@ -593,12 +593,7 @@ fn a_backup_and_an_inventory_started_together_on_a_fresh_ledger_both_succeed() {
         let config = one_file_config(&sb);
         // The destination exists before both start, so only the ledger is contended.
         fs::create_dir_all(sb.path("archives")).unwrap();
-        let spawn = |args: &[&str]| {
-            std::process::Command::new(super::support::sandbox::BIN)
-                .args(args)
-                .env("HOME", sb.path("home"))
-                .output()
-        };
+        let spawn = |args: &[&str]| sb.command(args).output();
         let (backup, inventory) = std::thread::scope(|scope| {
             let backup = scope.spawn(|| spawn(&["-c", &config]).unwrap());
             let inventory = scope.spawn(|| spawn(&["-c", &config, "inventory"]).unwrap());

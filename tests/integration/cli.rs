@@ -6,11 +6,10 @@ use std::process::Command;
 
 use rusqlite::Connection;
 
-mod support;
+use crate::support;
 
 use support::sandbox::{assert_exit, copy_tree, fixtures, text, Sandbox};
 
-#[path = "cli/trust.rs"]
 mod trust;
 
 #[test]

@@ -1,0 +1,14 @@
+//! The integration tests, one binary: the real `glacier-backup` binary and the library's public
+//! API against a sandbox per test, a local destination, the fake Glacier and moto_server (AWS
+//! stand-ins on 127.0.0.1 only). Modules by topic; AWS ones only in builds with their backend.
+
+mod support;
+
+mod cli;
+mod engine;
+#[cfg(feature = "glacier")]
+mod glacier_fake;
+#[cfg(feature = "glacier")]
+mod moto_glacier;
+#[cfg(all(feature = "s3", feature = "glacier", feature = "local"))]
+mod moto_s3;
