@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
-    python3 benches/run.py [treehash|backup|many|config|glacier|s3] ...   (default: all)
+    python3 benches/run.py [treehash|backup|many|config|glacier|glacier-cpu|s3] ...   (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
 backup    1 GiB directory of mixed file sizes to the local backend vs
@@ -9,6 +9,9 @@ backup    1 GiB directory of mixed file sizes to the local backend vs
 many      a directory with 10,000 children: candidate resolution + ledger checks.
 config    INI configs of 10,000 and 100,000 path sections: load time (`list` on an empty
           ledger), with the TOML form of the 100,000 as the baseline.
+glacier-cpu  1 GiB file to the fake Glacier on loopback: the CPU seconds our process spends,
+          vs the floor from the same run: Glacier needs two SHA-256 passes (tree hash and
+          payload hash) and one read of the file, so 2 x user + sys of `openssl dgst -sha256`.
 s3        the same 2 GiB directory to moto_server's S3 on loopback: throughput and peak RSS.
 glacier   2 GiB directory, multipart to the in-repo fake Glacier service on loopback, vs
           `tar cf - DIR | openssl dgst -sha256`; peak RSS; time the fake itself spent.
@@ -230,6 +233,63 @@ def bench_glacier():
           f"peak RSS {peak:.1f} MiB (budget {budget})")
 
 
+def fake_glacier_config(name, concurrency, part_mib):
+    """Starts the fake Glacier in benchmark mode; returns (process, config path)."""
+    fake = subprocess.Popen([str(ROOT / "target" / "release" / "fake-glacier"), "bench"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    endpoint = fake.stdout.readline().strip()
+    config = WORK / f"{name}.toml"
+    ledger = WORK / f"{name}.sqlite3"
+    ledger.unlink(missing_ok=True)
+    config.write_text(
+        f'[main]\nvault_name = "bench"\nlogfile = ""\nledger = "{ledger}"\n'
+        f'[glacier]\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
+        f'concurrency = {concurrency}\npart_size = {part_mib}\n')
+    return fake, config
+
+
+AWS_TEST_ENV = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                    AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
+                    AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
+
+
+def bench_glacier_cpu():
+    """1 GiB file to the fake Glacier: our CPU seconds against the two-SHA-256 floor."""
+    data = WORK / "one-gib.bin"
+    if not data.exists() or data.stat().st_size != 1024 * MIB:
+        write_random(data, 1024 * MIB)
+    with open(data, "rb") as f:
+        while f.read(8 * MIB):
+            pass
+
+    def openssl():
+        start = time.perf_counter()
+        proc = subprocess.Popen(["openssl", "dgst", "-sha256", str(data)],
+                                stdout=subprocess.DEVNULL)
+        _, _, usage = os.wait4(proc.pid, 0)
+        return time.perf_counter() - start, usage.ru_utime, usage.ru_stime
+
+    _, runs = best(3, openssl)
+    user = min(r[1] for r in runs)
+    sys_ = min(r[2] for r in runs)
+    floor = 2 * user + sys_
+    env = dict(os.environ, **AWS_TEST_ENV)
+
+    def ours():
+        fake, config = fake_glacier_config("glacier-cpu", 4, 8)
+        result = timed([str(BIN), "-c", str(config), "-p", str(data)], env=env)
+        fake.stdin.close()
+        fake.stdout.read()
+        fake.wait()
+        return result
+
+    runs = [ours() for _ in range(3)]
+    cpu = min(r[3] for r in runs)
+    print(f"glacier-cpu: 1 GiB file  openssl dgst -sha256: user {user:.2f}s sys {sys_:.2f}s  "
+          f"floor (2 x user + sys) {floor:.2f} CPU-s  ours {cpu:.2f} CPU-s  "
+          f"ratio {cpu / floor:.2f} (target <= 1.3)")
+
+
 def bench_s3():
     """The same 2 GiB directory to moto_server's S3 (from .venv, see scripts/test) on loopback."""
     import socket
@@ -282,7 +342,7 @@ def main():
     WORK.mkdir(parents=True, exist_ok=True)
     benches = {"treehash": bench_treehash, "backup": bench_backup, "many": bench_many,
                "config": bench_config,
-               "glacier": bench_glacier, "s3": bench_s3}
+               "glacier": bench_glacier, "glacier-cpu": bench_glacier_cpu, "s3": bench_s3}
     for name in sys.argv[1:] or list(benches):
         benches[name]()
 

@@ -42,7 +42,25 @@ pub trait Candidate: Send + Sync + fmt::Debug {
     fn scan(&self) -> Result<Scan, SourceError>;
 
     /// Writes the archive bytes. Blocking. Fails if the source changes while being read.
-    fn write_archive(&self, out: &mut dyn Write) -> Result<(), SourceError>;
+    fn write_archive(&self, out: &mut dyn ArchiveSink) -> Result<(), SourceError>;
+}
+
+/// Where an archive's bytes go. Besides being written to, a sink takes file contents straight
+/// from a reader into its own buffer: every byte of a backup passes through here, and a copy
+/// through an intermediate buffer costs as much CPU as reading the file.
+pub trait ArchiveSink: Write {
+    /// Reads once from `reader` into the sink: the number of bytes taken, 0 at the end.
+    fn read_from(&mut self, reader: &mut dyn Read) -> io::Result<usize>;
+}
+
+impl ArchiveSink for Vec<u8> {
+    fn read_from(&mut self, reader: &mut dyn Read) -> io::Result<usize> {
+        let start = self.len();
+        self.resize(start + READ_CHUNK, 0);
+        let result = reader.read(&mut self[start..]);
+        self.truncate(start + *result.as_ref().unwrap_or(&0));
+        result
+    }
 }
 
 /// What [`Candidate::scan`] found.
@@ -149,7 +167,7 @@ impl Candidate for PathCandidate {
         }
     }
 
-    fn write_archive(&self, out: &mut dyn Write) -> Result<(), SourceError> {
+    fn write_archive(&self, out: &mut dyn ArchiveSink) -> Result<(), SourceError> {
         match self.kind {
             SourceKind::File => write_file(&self.path, out),
             SourceKind::Directory => write_tar(&self.path, &self.skip, out),
@@ -180,31 +198,28 @@ fn scan_file(path: &Path) -> Result<Scan, SourceError> {
     })
 }
 
-fn write_file(path: &Path, out: &mut dyn Write) -> Result<(), SourceError> {
+fn write_file(path: &Path, out: &mut dyn ArchiveSink) -> Result<(), SourceError> {
     let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
     let mut reader = ExactFileReader::open(path, &meta)?;
     copy_exact(&mut reader, out, path)?;
     reader.finish()
 }
 
-/// Copies with large reads (the tar crate's own copy reads 8 KiB at a time).
+/// Copies a file's contents into the sink, read straight into its buffers (the tar crate's
+/// own copy reads 8 KiB at a time, through a buffer of its own).
 fn copy_exact(
     reader: &mut ExactFileReader,
-    out: &mut dyn Write,
+    out: &mut dyn ArchiveSink,
     path: &Path,
 ) -> Result<u64, SourceError> {
-    let mut buf = vec![0u8; READ_CHUNK];
     let mut total = 0u64;
     loop {
-        let n = match reader.read(&mut buf) {
+        match out.read_from(reader) {
             Ok(0) => return Ok(total),
-            Ok(n) => n,
+            Ok(n) => total += n as u64,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(SourceError::from_io(e, path)),
-        };
-        out.write_all(&buf[..n])
-            .map_err(|e| SourceError::from_io(e, path))?;
-        total += n as u64;
+        }
     }
 }
 

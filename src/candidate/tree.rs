@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{copy_exact, walk_tree, EntryType, Fingerprint, Scan, SourceError, TAR_BLOCK};
+use super::{
+    copy_exact, walk_tree, ArchiveSink, EntryType, Fingerprint, Scan, SourceError, TAR_BLOCK,
+};
 
 pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceError> {
     let mut digest = Sha256::new();
@@ -73,7 +75,7 @@ pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceErr
 pub(super) fn write_tar(
     root: &Path,
     skip: &[PathBuf],
-    out: &mut dyn Write,
+    out: &mut dyn ArchiveSink,
 ) -> Result<(), SourceError> {
     let mut builder = tar::Builder::new(out);
     walk_tree(root, skip, |entry| {
@@ -114,7 +116,7 @@ pub(super) fn write_tar(
                     .append_data(&mut header, &entry.archive_path, io::empty())
                     .map_err(fail)?;
                 let out = builder.get_mut();
-                let written = copy_exact(&mut reader, out, &entry.path)?;
+                let written = copy_exact(&mut reader, &mut **out, &entry.path)?;
                 let padding = (TAR_BLOCK - written % TAR_BLOCK) % TAR_BLOCK;
                 out.write_all(&[0u8; TAR_BLOCK as usize][..padding as usize])
                     .map_err(fail)?;

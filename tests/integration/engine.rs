@@ -1,13 +1,12 @@
 //! The run engine through the library: decisions, failure isolation, ledger rows.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use glacier_backup::archiver::{Archiver, MemoryArchiver, SourceKind};
 use glacier_backup::backup::{run_backup, Decision, RunOptions};
 use glacier_backup::candidate::SourceError;
-use glacier_backup::candidate::{Candidate, Fingerprint, PathCandidate, Scan};
+use glacier_backup::candidate::{ArchiveSink, Candidate, Fingerprint, PathCandidate, Scan};
 use glacier_backup::ledger::{Ledger, SqliteLedger};
 use glacier_backup::resolve::Planned;
 
@@ -42,7 +41,7 @@ impl Candidate for ChangesMidway {
             size_estimate: 20 << 20,
         })
     }
-    fn write_archive(&self, out: &mut dyn Write) -> Result<(), SourceError> {
+    fn write_archive(&self, out: &mut dyn ArchiveSink) -> Result<(), SourceError> {
         out.write_all(&vec![7u8; 20 << 20]).expect("sink accepts");
         Err(SourceError::Changed {
             path: self.0.clone(),
