@@ -46,6 +46,17 @@ pub struct Resume {
     pub completing: Option<(u64, TreeHash)>,
 }
 
+impl Resume {
+    /// The upload named by `token`, with nothing else recorded of it.
+    pub fn new(token: impl Into<String>) -> Self {
+        Resume {
+            token: token.into(),
+            receipts: Vec::new(),
+            completing: None,
+        }
+    }
+}
+
 /// What becomes of a multipart upload that fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum OnFailure {
@@ -436,6 +447,13 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    fn resuming(resume: Resume) -> PutOptions {
+        PutOptions {
+            resume: Some(resume),
+            ..PutOptions::default()
+        }
+    }
+
     fn data(len: usize) -> Bytes {
         Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>())
     }
@@ -539,14 +557,7 @@ mod tests {
             held: vec![0, 2],
             ..recorder()
         };
-        let options = PutOptions {
-            resume: Some(Resume {
-                token: "earlier".into(),
-                receipts: Vec::new(),
-                completing: None,
-            }),
-            ..PutOptions::default()
-        };
+        let options = resuming(Resume::new("earlier"));
         put(
             &store,
             &meta(),
@@ -571,14 +582,7 @@ mod tests {
             held: vec![0],
             ..recorder()
         };
-        let options = PutOptions {
-            resume: Some(Resume {
-                token: "earlier".into(),
-                receipts: Vec::new(),
-                completing: None,
-            }),
-            ..PutOptions::default()
-        };
+        let options = resuming(Resume::new("earlier"));
         put(
             &store,
             &meta(),
@@ -674,14 +678,10 @@ mod tests {
             completed_before: Some(earlier.clone()),
             ..recorder()
         };
-        let options = PutOptions {
-            resume: Some(Resume {
-                token: "earlier".into(),
-                receipts: Vec::new(),
-                completing: Some((bytes.len() as u64, tree_hash(&bytes))),
-            }),
-            ..PutOptions::default()
-        };
+        let options = resuming(Resume {
+            completing: Some((bytes.len() as u64, tree_hash(&bytes))),
+            ..Resume::new("earlier")
+        });
         let stored = put(&store, &meta(), &options, parts_from_bytes(bytes, 1 << 20))
             .await
             .unwrap();

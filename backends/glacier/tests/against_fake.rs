@@ -161,11 +161,7 @@ async fn an_interrupted_upload_resumes_without_resending_stored_parts() {
     assert_eq!(sent_before, 4);
 
     fake.set(|b| b.refuse_parts_from = None);
-    options.resume = Some(Resume {
-        token: token.clone(),
-        receipts: Vec::new(),
-        completing: None,
-    });
+    options.resume = Some(Resume::new(token.clone()));
     let stored = glacier
         .put(&m, &options, parts_from_bytes(data.clone(), 1 << 20))
         .await
@@ -220,11 +216,7 @@ async fn a_stale_resume_token_starts_over() {
     let data = sample(3 * MIB, 3);
     let m = meta("stale", data.len() as u64);
     let stale = PutOptions {
-        resume: Some(Resume {
-            token: "upload-that-expired".into(),
-            receipts: Vec::new(),
-            completing: None,
-        }),
+        resume: Some(Resume::new("upload-that-expired")),
         ..PutOptions::default()
     };
     let stored = glacier
