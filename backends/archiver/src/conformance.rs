@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use crate::parts::parts_from_bytes;
 use crate::treehash::{tree_hash, LEAF_SIZE};
 use crate::{
-    ArchiveMeta, ArchiveRef, Archiver, Error, Part, PutOptions, RestoreOptions, RestoreState,
-    SourceKind,
+    ArchiveMeta, ArchiveRef, Archiver, Error, OnFailure, Part, PutOptions, RestoreOptions,
+    RestoreState, Resume, SourceKind, UploadEvent,
 };
 
 /// Runs every check in this module.
@@ -27,6 +27,7 @@ pub async fn run_all(archiver: &dyn Archiver) {
     corrupt_part_is_rejected(archiver).await;
     unknown_archive_is_not_found(archiver).await;
     inventory_tells_where_archives_came_from(archiver).await;
+    interrupted_upload_resumes(archiver).await;
 }
 
 /// Deterministic test bytes that differ at every offset.
@@ -403,5 +404,155 @@ pub async fn inventory_tells_where_archives_came_from(archiver: &dyn Archiver) {
         Some(directory.started_at.unix_timestamp()),
         "{}: upload time",
         archiver.name()
+    );
+}
+
+/// What a caller recorded of one `put`'s events (answering `Completing` as a caller must).
+#[derive(Debug, Default)]
+struct Recorded {
+    started: Vec<String>,
+    receipts: Vec<(u64, String)>,
+}
+
+/// Runs `put` with options that report events, answering them as a caller must: its result
+/// and every event it reported.
+async fn put_recorded(
+    archiver: &dyn Archiver,
+    meta: &ArchiveMeta,
+    on_failure: OnFailure,
+    resume: Option<Resume>,
+    parts: crate::PartStream,
+) -> (crate::Result<ArchiveRef>, Recorded) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let collector = tokio::spawn(async move {
+        let mut log = Recorded::default();
+        while let Some(event) = rx.recv().await {
+            match event {
+                UploadEvent::Started(token) => log.started.push(token),
+                UploadEvent::PartStored { number, receipt } => log.receipts.push((number, receipt)),
+                UploadEvent::Completing { recorded, .. } => recorded.done(),
+            }
+        }
+        log
+    });
+    let options = PutOptions {
+        resume,
+        events: Some(tx),
+        on_failure,
+    };
+    let result = archiver.put(meta, &options, parts).await;
+    // The last sender goes with the options: the collector has seen everything when it ends.
+    drop(options);
+    (result, collector.await.expect("event collector"))
+}
+
+/// A stream of `data`'s first `good` parts, then a source failure.
+async fn failing_after(data: Bytes, part_size: u64, good: usize) -> crate::PartStream {
+    let parts: Vec<_> = parts_from_bytes(data, part_size).collect().await;
+    futures::stream::iter(
+        parts
+            .into_iter()
+            .take(good)
+            .chain([Err(Error::Source("the source went away".into()))]),
+    )
+    .boxed()
+}
+
+/// For a backend that resumes uploads: a multipart upload reports its token as it starts; a
+/// failed one kept for resuming is not an archive; a later `put` given the token and the
+/// receipts continues it (no new upload) and stores the whole archive once, byte-exact; a
+/// token given up with `abort_upload` cannot be continued (the next `put` starts over).
+pub async fn interrupted_upload_resumes(archiver: &dyn Archiver) {
+    if !archiver.capabilities().resumable_uploads {
+        return;
+    }
+    let name = archiver.name();
+    let part_size = archiver.part_size(4 * LEAF_SIZE as u64);
+    let data = sample(3 * part_size as usize + 100, 21);
+    let m = meta("resumed", data.len() as u64);
+    let before = listing(archiver).await;
+
+    let (failed, first) = put_recorded(
+        archiver,
+        &m,
+        OnFailure::Keep,
+        None,
+        failing_after(data.clone(), part_size, 2).await,
+    )
+    .await;
+    assert!(
+        matches!(failed, Err(Error::Source(_))),
+        "{name}: a failing source must fail put, got {failed:?}"
+    );
+    let token = first.started.first().cloned().unwrap_or_else(|| {
+        panic!("{name}: a multipart upload must report its token (UploadEvent::Started)")
+    });
+    assert_eq!(
+        listing(archiver).await,
+        before,
+        "{name}: an upload kept for resuming must not be listed as an archive"
+    );
+
+    let resume = Resume {
+        receipts: first.receipts,
+        ..Resume::new(token.clone())
+    };
+    let (stored, second) = put_recorded(
+        archiver,
+        &m,
+        OnFailure::Abort,
+        Some(resume),
+        parts_from_bytes(data.clone(), part_size),
+    )
+    .await;
+    let stored = stored.unwrap_or_else(|e| panic!("{name}: resuming upload {token}: {e}"));
+    assert!(
+        second.started.is_empty(),
+        "{name}: a resumable upload must be continued, not started over"
+    );
+    assert_eq!(
+        (stored.size, stored.tree_hash),
+        (data.len() as u64, tree_hash(&data)),
+        "{name}: the resumed archive's size or tree hash"
+    );
+    assert!(
+        read_back(archiver, &stored).await == data,
+        "{name}: the resumed archive's bytes differ"
+    );
+    if let (Some(before), Some(after)) = (&before, listing(archiver).await) {
+        assert_eq!(
+            after.len(),
+            before.len() + 1,
+            "{name}: the resumed upload must make exactly one archive"
+        );
+    }
+
+    let (_, third) = put_recorded(
+        archiver,
+        &m,
+        OnFailure::Keep,
+        None,
+        failing_after(data.clone(), part_size, 1).await,
+    )
+    .await;
+    let token = third.started.first().cloned();
+    let token = token.unwrap_or_else(|| panic!("{name}: no token for the third upload"));
+    archiver
+        .abort_upload(&token)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: abort_upload {token}: {e}"));
+    let (after_abort, fourth) = put_recorded(
+        archiver,
+        &m,
+        OnFailure::Abort,
+        Some(Resume::new(token.clone())),
+        parts_from_bytes(data.clone(), part_size),
+    )
+    .await;
+    after_abort.unwrap_or_else(|e| panic!("{name}: a put resuming an aborted upload: {e}"));
+    assert!(
+        !fourth.started.is_empty() && !fourth.started.contains(&token),
+        "{name}: an aborted upload must not be continued: {:?}",
+        fourth.started
     );
 }

@@ -238,37 +238,44 @@ async fn upload_parts<S: MultipartStore>(
     }
     let upload = opened.upload;
     let mut already_stored = Vec::new();
-    let outcome = upload_concurrently(parts.boxed(), limits.concurrency, |part| {
-        checker.accept(&part)?;
-        if part.index >= limits.max_parts {
-            return Err(Error::Remote {
-                backend,
-                message: format!(
+    // An upload kept for resuming keeps the parts already on their way too.
+    let finish_in_flight = options.on_failure == OnFailure::Keep;
+    let outcome = upload_concurrently(
+        parts.boxed(),
+        limits.concurrency,
+        finish_in_flight,
+        |part| {
+            checker.accept(&part)?;
+            if part.index >= limits.max_parts {
+                return Err(Error::Remote {
+                    backend,
+                    message: format!(
                     "the archive outgrew {} parts of {part_size} bytes; set a larger [{backend}] \
                      part_size",
                     limits.max_parts
                 ),
-                temporary: false,
-                source: None,
-            });
-        }
-        if let Some(receipt) = store.already_stored(&upload, &part) {
-            already_stored.push((part.index, receipt));
-            return Ok(None);
-        }
-        let upload = &upload;
-        Ok(Some(async move {
-            let index = part.index;
-            let stored = store.put_part(upload, part).await?;
-            if let (Some(note), Some(events)) = (stored.note, &options.events) {
-                let _ = events.send(UploadEvent::PartStored {
-                    number: index + 1,
-                    receipt: note,
+                    temporary: false,
+                    source: None,
                 });
             }
-            Ok((index, stored.receipt))
-        }))
-    })
+            if let Some(receipt) = store.already_stored(&upload, &part) {
+                already_stored.push((part.index, receipt));
+                return Ok(None);
+            }
+            let upload = &upload;
+            Ok(Some(async move {
+                let index = part.index;
+                let stored = store.put_part(upload, part).await?;
+                if let (Some(note), Some(events)) = (stored.note, &options.events) {
+                    let _ = events.send(UploadEvent::PartStored {
+                        number: index + 1,
+                        receipt: note,
+                    });
+                }
+                Ok((index, stored.receipt))
+            }))
+        },
+    )
     .await;
     let mut receipts = match outcome {
         Ok(sent) => sent,
@@ -331,6 +338,10 @@ mod tests {
         /// What `complete_again` finds.
         completed_before: Option<ArchiveRef>,
         max_parts: u64,
+        /// Parts in flight at once (1 unless a test says otherwise).
+        concurrency: usize,
+        /// How long storing a part takes.
+        part_delay: std::time::Duration,
     }
 
     impl Recorder {
@@ -353,7 +364,7 @@ mod tests {
         fn limits(&self) -> UploadLimits {
             UploadLimits {
                 max_parts: self.max_parts,
-                concurrency: 1,
+                concurrency: self.concurrency.max(1),
                 verify_part_hashes: true,
             }
         }
@@ -383,6 +394,7 @@ mod tests {
             self.held.contains(&part.index).then_some(part.index)
         }
         async fn put_part(&self, upload: &String, part: Part) -> Result<StoredPart<u64>> {
+            tokio::time::sleep(self.part_delay).await;
             if self.refuse == Some(part.index) {
                 return Err(Error::Source("refused".into()));
             }
@@ -622,6 +634,35 @@ mod tests {
                 !calls.iter().any(|c| c.starts_with("complete")),
                 "{calls:?}"
             );
+        }
+    }
+
+    /// Parts already on their way when the source fails are stored when the upload is kept for
+    /// resuming (the next run need not send them), and cancelled when it is aborted anyway.
+    #[tokio::test]
+    async fn parts_in_flight_finish_only_for_an_upload_kept_for_resuming() {
+        for (on_failure, finished) in [(OnFailure::Keep, true), (OnFailure::Abort, false)] {
+            let store = Recorder {
+                concurrency: 4,
+                part_delay: std::time::Duration::from_millis(200),
+                ..recorder()
+            };
+            let two: Vec<_> = parts_from_bytes(data(3 * MIB), 1 << 20)
+                .take(2)
+                .collect()
+                .await;
+            let parts = futures::stream::iter(two)
+                .chain(futures::stream::iter([Err(Error::Source("gone".into()))]))
+                .boxed();
+            let options = PutOptions {
+                on_failure,
+                ..PutOptions::default()
+            };
+            let result = put(&store, &meta(), &options, parts).await;
+            assert!(matches!(result, Err(Error::Source(_))), "{result:?}");
+            let calls = store.calls();
+            let stored = calls.iter().filter(|c| c.starts_with("part ")).count();
+            assert_eq!(stored, if finished { 2 } else { 0 }, "{calls:?}");
         }
     }
 

@@ -175,11 +175,13 @@ pub fn verified_download(
 /// Drives a backend's part uploads: takes parts from `parts` while fewer than `concurrency` are
 /// in flight, and keeps those in flight moving while the next part is being produced. `start`
 /// checks a part and returns its upload, or `None` when it need not be sent. Returns the uploads'
-/// results in completion order; the first error stops everything (in-flight uploads are
-/// dropped, which cancels them).
+/// results in completion order. The first error stops taking parts; the uploads in flight are
+/// then dropped (which cancels them), or, with `finish_in_flight`, allowed to finish first, so
+/// that an upload kept for resuming holds every part that was on its way.
 pub async fn upload_concurrently<T, Fut>(
     mut parts: PartStream,
     concurrency: usize,
+    finish_in_flight: bool,
     mut start: impl FnMut(Part) -> Result<Option<Fut>, Error>,
 ) -> Result<Vec<T>, Error>
 where
@@ -188,23 +190,29 @@ where
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut results = Vec::new();
     let mut source_done = false;
-    loop {
+    let outcome = loop {
         tokio::select! {
             next = parts.next(), if !source_done && in_flight.len() < concurrency.max(1) => {
                 match next {
                     None => source_done = true,
-                    Some(part) => {
-                        if let Some(upload) = start(part?)? {
-                            in_flight.push(upload);
-                        }
-                    }
+                    Some(part) => match part.and_then(&mut start) {
+                        Ok(Some(upload)) => in_flight.push(upload),
+                        Ok(None) => {}
+                        Err(e) => break Err(e),
+                    },
                 }
             }
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => results.push(done?),
-            else => break,
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
+                Ok(result) => results.push(result),
+                Err(e) => break Err(e),
+            },
+            else => break Ok(results),
         }
+    };
+    if outcome.is_err() && finish_in_flight {
+        while in_flight.next().await.is_some() {}
     }
-    Ok(results)
+    outcome
 }
 
 /// The smallest power-of-two part size, at least `min`, that keeps an archive of about
