@@ -325,7 +325,7 @@ mod tests {
     use super::*;
     use crate::parts::parts_from_bytes;
     use crate::treehash::tree_hash;
-    use crate::{MemoryArchiver, SourceKind};
+    use crate::SourceKind;
 
     /// A store that keeps parts in memory and writes down every call.
     #[derive(Default)]

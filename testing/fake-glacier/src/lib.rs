@@ -3,14 +3,23 @@
 //!
 //! It checks what the real service checks: part sizes (1 MiB x 2^n), range alignment, each part's
 //! tree hash and SHA-256, the whole archive's size and tree hash at completion, and the
-//! description's length and characters. It ignores signatures. Retrieval jobs finish after a
+//! description's length and characters, and each request's SigV4 signature (see [`sigv4`]). Retrieval jobs finish after a
 //! configurable delay (none by default).
 
 #![allow(missing_docs)]
 
+mod checks;
+mod output;
+mod reply;
 mod routes;
 pub mod sigv4;
+mod state;
 mod treehash;
+
+use checks::*;
+use output::*;
+use reply::*;
+use state::*;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -125,64 +134,6 @@ pub struct StoredArchive {
     pub size: u64,
     pub tree_hash: TreeHash,
     pub data: Option<Bytes>,
-}
-
-#[derive(Debug)]
-struct Upload {
-    description: String,
-    created: String,
-    part_size: u64,
-    /// By offset: bytes (empty unless kept), length and tree hash.
-    parts: BTreeMap<u64, (Bytes, u64, TreeHash)>,
-}
-
-#[derive(Debug)]
-struct Job {
-    /// Empty for an inventory job.
-    archive_id: String,
-    /// An inventory job's output, taken when the job starts (a real inventory lags too).
-    inventory: Option<Bytes>,
-    tier: String,
-    ready_at: Instant,
-}
-
-#[derive(Debug, Default)]
-struct Vault {
-    archives: HashMap<String, StoredArchive>,
-    uploads: HashMap<String, Upload>,
-    /// Completed uploads: archive id, size and tree hash, so a repeated Complete answers
-    /// with the same archive (Glacier's Complete is idempotent).
-    completed: HashMap<String, (String, u64, TreeHash)>,
-    jobs: BTreeMap<String, Job>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    vaults: HashMap<String, Vault>,
-    behaviour: Behaviour,
-    stats: Stats,
-    next_id: u64,
-    rng: u64,
-    requests_since_fault_set: u64,
-}
-
-impl State {
-    fn id(&mut self, prefix: &str) -> String {
-        self.next_id += 1;
-        let digest = Sha256::digest(format!("{prefix}{}", self.next_id));
-        format!("{prefix}{}", hex::encode(&digest[..24]))
-    }
-
-    /// A deterministic coin (xorshift), so failing tests fail the same way every time.
-    fn chance(&mut self, rate: f64) -> bool {
-        if rate <= 0.0 {
-            return false;
-        }
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng % 10_000) as f64 / 10_000.0 < rate
-    }
 }
 
 /// A running fake; stops when dropped.
@@ -333,82 +284,6 @@ impl Drop for FakeGlacier {
         }
     }
 }
-
-fn respond(status: StatusCode, headers: &[(&str, String)], body: Bytes) -> Reply {
-    let mut builder = Response::builder().status(status);
-    for (name, value) in headers {
-        builder = builder.header(*name, value);
-    }
-    Ok(builder.body(Full::new(body)).expect("valid response"))
-}
-
-fn json(status: StatusCode, value: serde_json::Value) -> Reply {
-    respond(
-        status,
-        &[("content-type", "application/json".into())],
-        Bytes::from(value.to_string()),
-    )
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Reply {
-    let body = serde_json::json!({"code": code, "message": message, "type": "Client"});
-    respond(
-        status,
-        &[
-            ("content-type", "application/json".into()),
-            ("x-amzn-errortype", code.to_owned()),
-        ],
-        Bytes::from(body.to_string()),
-    )
-}
-
-fn fault(kind: FaultKind) -> Reply {
-    match kind {
-        FaultKind::Unavailable => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ServiceUnavailableException",
-            "injected fault",
-        ),
-        FaultKind::Throttling => error(
-            StatusCode::BAD_REQUEST,
-            "ThrottlingException",
-            "injected fault",
-        ),
-        FaultKind::DropConnection => Err(std::io::Error::other("injected dropped connection")),
-    }
-}
-
-fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-fn bad(message: &str) -> Reply {
-    error(
-        StatusCode::BAD_REQUEST,
-        "InvalidParameterValueException",
-        message,
-    )
-}
-
-fn missing(what: &str) -> Reply {
-    error(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFoundException",
-        &format!("{what} not found"),
-    )
-}
-
-fn valid_description(d: &str) -> bool {
-    d.len() <= 1024 && d.bytes().all(|b| (0x20..=0x7e).contains(&b))
-}
-
-/// 1 MiB times a power of two, up to 4 GiB.
-fn valid_part_size(size: u64) -> bool {
-    size.is_power_of_two() && (1 << 20..=4096 << 20).contains(&size)
-}
-
-/// Parts in one multipart upload, as Glacier allows.
-const MAX_PARTS: u64 = 10_000;
 
 /// A request as the route handlers see it.
 struct Received<'a> {
@@ -616,221 +491,4 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
 fn finish(state: &Arc<Mutex<State>>, started: Instant, reply: Reply) -> Reply {
     state.lock().unwrap().stats.busy += started.elapsed();
     reply
-}
-
-fn created_archive(vault: &str, id: &str, hash: TreeHash) -> Reply {
-    respond(
-        StatusCode::CREATED,
-        &[
-            ("location", format!("/-/vaults/{vault}/archives/{id}")),
-            ("x-amz-archive-id", id.to_owned()),
-            ("x-amz-sha256-tree-hash", hash.to_hex()),
-        ],
-        Bytes::new(),
-    )
-}
-
-/// What an uploaded body hashes to, both ways Glacier checks it.
-struct BodyHashes {
-    tree: TreeHash,
-    linear: String,
-}
-
-impl BodyHashes {
-    fn of(body: &[u8]) -> Self {
-        BodyHashes {
-            tree: TreeHash(treehash::of(body)),
-            linear: hex::encode(Sha256::digest(body)),
-        }
-    }
-}
-
-/// The body's tree hash, when the claimed tree hash and payload SHA-256 (both required, as
-/// Glacier requires them of uploads) match it.
-fn check_hashes(
-    hashes: Option<&BodyHashes>,
-    tree: Option<String>,
-    content: Option<String>,
-) -> Result<TreeHash, &'static str> {
-    let hashes = hashes.ok_or("Invalid Content-Length: 0")?;
-    let Some(tree) = tree else {
-        return Err("missing x-amz-sha256-tree-hash");
-    };
-    if !tree.eq_ignore_ascii_case(&hashes.tree.to_hex()) {
-        return Err("Checksum mismatch: the tree hash does not match the body");
-    }
-    match content {
-        None => Err("missing x-amz-content-sha256"),
-        Some(content) if !content.eq_ignore_ascii_case(&hashes.linear) => {
-            Err("x-amz-content-sha256 does not match the body")
-        }
-        Some(_) => Ok(hashes.tree),
-    }
-}
-
-/// `bytes a-b/*` -> (a, b).
-fn parse_content_range(text: &str) -> Option<(u64, u64)> {
-    let rest = text.strip_prefix("bytes ")?.strip_suffix("/*")?;
-    let (a, b) = rest.split_once('-')?;
-    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
-    (a <= b).then_some((a, b))
-}
-
-fn list_parts(u: &Upload, upload: &str, query: &str) -> Reply {
-    // Small pages, so that callers must follow the marker.
-    const PAGE: usize = 3;
-    let marker: u64 = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("marker="))
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    let page: Vec<_> = u.parts.range(marker..).take(PAGE + 1).collect();
-    let next = (page.len() > PAGE).then(|| page[PAGE].0.to_string());
-    let parts: Vec<_> = page
-        .iter()
-        .take(PAGE)
-        .map(|(start, (_, len, hash))| {
-            serde_json::json!({"RangeInBytes": format!("{}-{}", start, *start + len - 1), "SHA256TreeHash": hash.to_hex()})
-        })
-        .collect();
-    json(
-        StatusCode::OK,
-        serde_json::json!({
-            "ArchiveDescription": u.description,
-            "MultipartUploadId": upload,
-            "PartSizeInBytes": u.part_size,
-            "Parts": parts,
-            "Marker": next,
-        }),
-    )
-}
-
-/// Checks completion the way Glacier does: parts contiguous from 0, all full but the last,
-/// covering exactly the claimed size, with the claimed tree hash.
-fn assemble(
-    u: &Upload,
-    size: Option<u64>,
-    claimed: Option<&str>,
-) -> Result<(Bytes, TreeHash, u64), String> {
-    let size = size.ok_or("missing x-amz-archive-size")?;
-    if u.parts.is_empty() {
-        return Err("the upload has no parts".into());
-    }
-    let mut hashes = Vec::new();
-    let mut data = Vec::new();
-    let mut expected_offset = 0;
-    let count = u.parts.len();
-    for (i, (offset, (bytes, len, hash))) in u.parts.iter().enumerate() {
-        if *offset != expected_offset {
-            return Err(format!("part missing at offset {expected_offset}"));
-        }
-        if i + 1 < count && *len != u.part_size {
-            return Err(format!("part at {offset} is shorter than the part size"));
-        }
-        hashes.push(hash.0);
-        data.extend_from_slice(bytes);
-        expected_offset += len;
-    }
-    if expected_offset != size {
-        return Err(format!(
-            "parts cover {expected_offset} bytes, archive size says {size}"
-        ));
-    }
-    let hash = TreeHash(treehash::of_parts(&hashes));
-    if !claimed.is_some_and(|c| c.eq_ignore_ascii_case(&hash.to_hex())) {
-        return Err("Checksum mismatch: the archive tree hash does not match its parts".into());
-    }
-    Ok((Bytes::from(data), hash, size))
-}
-
-fn inventory(vault: &str, v: &Vault) -> Bytes {
-    let list: Vec<_> = v
-        .archives
-        .iter()
-        .map(|(id, a)| {
-            serde_json::json!({
-                "ArchiveId": id,
-                "ArchiveDescription": a.description,
-                "CreationDate": "2026-01-01T00:00:00Z",
-                "Size": a.size,
-                "SHA256TreeHash": a.tree_hash.to_hex(),
-            })
-        })
-        .collect();
-    let body = serde_json::json!({
-        "VaultARN": format!("arn:aws:glacier:us-east-1:012345678901:vaults/{vault}"),
-        "InventoryDate": "2026-01-01T00:00:00Z",
-        "ArchiveList": list,
-    });
-    Bytes::from(body.to_string())
-}
-
-fn describe(v: &Vault, id: &str, job: &Job) -> serde_json::Value {
-    let done = job.ready_at <= Instant::now();
-    if job.inventory.is_some() {
-        return serde_json::json!({
-            "JobId": id,
-            "Action": "InventoryRetrieval",
-            "Completed": done,
-            "StatusCode": if done { "Succeeded" } else { "InProgress" },
-            "CreationDate": "2026-01-01T00:00:00.000Z",
-        });
-    }
-    let archive = v.archives.get(&job.archive_id);
-    serde_json::json!({
-        "JobId": id,
-        "Action": "ArchiveRetrieval",
-        "ArchiveId": job.archive_id,
-        "Completed": done,
-        "StatusCode": if done { "Succeeded" } else { "InProgress" },
-        "Tier": job.tier,
-        "ArchiveSizeInBytes": archive.map(|a| a.size),
-        "ArchiveSHA256TreeHash": archive.map(|a| a.tree_hash.to_hex()),
-        "CreationDate": "2026-01-01T00:00:00.000Z",
-    })
-}
-
-/// Whether Glacier sends a range's tree hash: the range must be one subtree of the archive's
-/// tree, a power-of-two number of MiB starting at a multiple of that size (or such a span cut
-/// short by the archive's end).
-fn tree_hash_aligned(start: u64, len: u64, archive_len: u64) -> bool {
-    const MIB: u64 = 1 << 20;
-    let span = len.div_ceil(MIB).next_power_of_two() * MIB;
-    start.is_multiple_of(span) && (len == span || start + len == archive_len)
-}
-
-fn job_output(archive: &StoredArchive, range: Option<&str>) -> Reply {
-    let Some(data) = &archive.data else {
-        return bad("this fake was told not to keep archive bytes");
-    };
-    let len = data.len() as u64;
-    let (start, end) = match range
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.split_once('-'))
-    {
-        None => (0, len.saturating_sub(1)),
-        Some((a, b)) => match (a.parse::<u64>(), b.parse::<u64>()) {
-            (Ok(a), Ok(b)) if a <= b && b < len => (a, b),
-            _ => {
-                return error(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "InvalidParameterValueException",
-                    "bad range",
-                )
-            }
-        },
-    };
-    let slice = data.slice(start as usize..(end + 1) as usize);
-    let mut headers = vec![("content-type", "application/octet-stream".to_owned())];
-    let aligned = tree_hash_aligned(start, end + 1 - start, len);
-    if aligned {
-        headers.push(("x-amz-sha256-tree-hash", hex::encode(treehash::of(&slice))));
-    }
-    let status = if range.is_some() {
-        headers.push(("content-range", format!("bytes {start}-{end}/{len}")));
-        StatusCode::PARTIAL_CONTENT
-    } else {
-        StatusCode::OK
-    };
-    respond(status, &headers, slice)
 }
