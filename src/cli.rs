@@ -4,6 +4,15 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The exit codes, as `--help` and the README list them.
+const EXIT_CODES: &str = "Exit codes:
+  0    done
+  1    something failed (each failure was reported)
+  2    usage or configuration error
+  3    nothing failed, but work is pending (a retrieval or inventory job): run again later
+  11   another run holds the ledger's lock
+  129  stopped by SIGHUP, 130 by Ctrl-C (SIGINT), 143 by SIGTERM; the next run continues";
+
 /// `--version`: the version and the backends, with those not compiled into this build marked.
 fn long_version() -> String {
     format!(
@@ -16,18 +25,20 @@ fn long_version() -> String {
 /// Back up files and directories to cold storage (S3 Glacier vaults, S3 cold storage classes,
 /// or a local directory), each candidate once, or again when it changed.
 #[derive(Debug, Parser)]
-#[command(name = "glacier-backup", version, long_version = long_version(), max_term_width = 100)]
+#[command(name = "glacier-backup", version, long_version = long_version(), max_term_width = 100,
+          subcommand_precedence_over_arg = true, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Only show what would be done: writes nothing (backup and restore also contact nothing;
     /// inventory reports without changing the ledger)
     #[arg(short = 'd', long = "dryrun", visible_alias = "dry-run", global = true)]
     pub dryrun: bool,
 
-    /// Config file [default: $HOME/.config/glacier_backup/glacier_backup.conf]
+    /// Config file [default: glacier_backup.conf in $XDG_CONFIG_HOME/glacier_backup, or in
+    /// $HOME/.config/glacier_backup]
     #[arg(short = 'c', long, value_name = "CONFIG", global = true)]
     pub config: Option<PathBuf>,
 
-    /// Log file; '' disables it [default: $HOME/.config/glacier_backup/glacier_backup.log]
+    /// Log file; '' disables it [default: glacier_backup.log beside the default config]
     // An OsString parser, because the PathBuf one refuses the empty value that means "off".
     #[arg(short = 'l', long, value_name = "LOGFILE", global = true,
           value_parser = clap::builder::OsStringValueParser::new())]
@@ -41,8 +52,9 @@ pub struct Cli {
     #[arg(short = 'a', long, value_name = "ACCOUNT", global = true)]
     pub account: Option<String>,
 
-    /// File or directory to back up, each as one candidate; replaces the config's paths
-    #[arg(short = 'p', long = "path", value_name = "PATHS", num_args = 0.., global = true)]
+    /// Files or directories to back up, each as one candidate; replaces the config's paths.
+    /// A subcommand name after them ends the list (write ./list for a path named list)
+    #[arg(short = 'p', long = "path", value_name = "PATHS", num_args = 1.., global = true)]
     pub paths: Vec<PathBuf>,
 
     /// Backend to use (overrides [main] backend)

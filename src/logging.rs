@@ -1,5 +1,5 @@
-//! Log output: plain messages on stdout for people, timestamped lines in the log file for
-//! later reading.
+//! Log output: plain messages on stderr for people (stdout is for what scripts read: tables,
+//! reports, JSON), timestamped lines in the log file for later reading.
 
 use std::fs::OpenOptions;
 use std::path::Path;
@@ -11,7 +11,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{filter::LevelFilter, Layer};
+use tracing_subscriber::{filter::LevelFilter, EnvFilter, Layer};
 
 /// `warning: ...` / `error: ...` / plain message, as command-line tools print.
 struct Plain;
@@ -38,14 +38,26 @@ where
     }
 }
 
-/// Installs logging. `logfile` is appended to (created with its directories).
-pub fn init(level: LevelFilter, logfile: Option<&Path>) -> Result<(), std::io::Error> {
+/// Installs logging. The terminal shows `terminal` and above from our own crates, unless
+/// `RUST_LOG` is set: then its directives decide, the AWS SDK's own logs included. The log file
+/// (appended to, created with its directories) always records INFO and above, whatever
+/// `--quiet` or `--verbose` do to the terminal, so a cron job leaves a record.
+pub fn init(terminal: LevelFilter, logfile: Option<&Path>) -> Result<(), std::io::Error> {
     let own_crates = |meta: &tracing::Metadata<'_>| meta.target().starts_with("glacier_backup");
-    let stdout = tracing_subscriber::fmt::layer()
+    let stderr = tracing_subscriber::fmt::layer()
         .event_format(Plain)
-        .with_writer(std::io::stdout)
-        .with_filter(level)
-        .with_filter(tracing_subscriber::filter::filter_fn(own_crates));
+        .with_writer(std::io::stderr);
+    let from_environment = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|directives| !directives.trim().is_empty())
+        .and_then(|directives| EnvFilter::try_new(directives).ok());
+    let stderr = match from_environment {
+        Some(filter) => stderr.with_filter(filter).boxed(),
+        None => stderr
+            .with_filter(terminal)
+            .with_filter(tracing_subscriber::filter::filter_fn(own_crates))
+            .boxed(),
+    };
     let file = match logfile {
         Some(path) => {
             if let Some(parent) = path.parent() {
@@ -57,14 +69,14 @@ pub fn init(level: LevelFilter, logfile: Option<&Path>) -> Result<(), std::io::E
                     .with_ansi(false)
                     .with_target(false)
                     .with_writer(Mutex::new(file))
-                    .with_filter(level)
+                    .with_filter(LevelFilter::INFO)
                     .with_filter(tracing_subscriber::filter::filter_fn(own_crates)),
             )
         }
         None => None,
     };
     tracing_subscriber::registry()
-        .with(stdout)
+        .with(stderr)
         .with(file)
         .init();
     Ok(())

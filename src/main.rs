@@ -1,5 +1,6 @@
 //! The `glacier-backup` command: parses arguments, loads the config, runs, and maps outcomes to
-//! exit codes (0 all good, 1 something failed or another run is in progress, 2 usage or config).
+//! exit codes (listed in `--help`: 0 done, 1 failed, 2 usage or config, 3 pending, 11 locked,
+//! 129/130/143 stopped by a signal).
 
 mod cli;
 mod commands;
@@ -29,10 +30,15 @@ fn main() -> ExitCode {
     match outcome {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::from(1),
-        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::Pending) => ExitCode::from(3),
+        Ok(Outcome::Interrupted(stop)) => ExitCode::from(stop.exit_code()),
         Err(Fatal::Config(e)) => {
             report(&e);
             ExitCode::from(2)
+        }
+        Err(Fatal::Busy(e)) => {
+            report(&e);
+            ExitCode::from(11)
         }
         Err(Fatal::Failure(e)) => {
             report(&e);
@@ -51,7 +57,7 @@ fn load_config(cli: &Cli) -> Result<Config, Fatal> {
     let home = home_config_dir();
     let path = match (&cli.config, &home) {
         (Some(path), _) => Some(path.clone()),
-        (None, Some(dir)) => Some(dir.join("glacier_backup.conf")),
+        (None, Some(dir)) => Some(dir.join(commands::CONFIG_FILE)),
         (None, None) => None,
     };
     let mut config = match path {

@@ -70,9 +70,13 @@ pub async fn backup(
     );
     let report = tokio::select! {
         report = run => report?,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::warn!("interrupted: the upload in progress was abandoned and not recorded; run again to finish");
-            return Ok(Outcome::Interrupted);
+        stop = super::stop_requested() => {
+            tracing::warn!(
+                "stopped by {}: the upload in progress was not recorded as done; the next run \
+                 continues it",
+                stop.name()
+            );
+            return Ok(Outcome::Interrupted(stop));
         }
     };
 

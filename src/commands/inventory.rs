@@ -78,7 +78,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     let archiver = &session.archiver;
     let mut ledger = session.ledger(cli.dryrun)?;
     let Some(listing) = fetch(cli, args, archiver.as_ref(), &mut ledger).await? else {
-        return Ok(Outcome::Success);
+        return Ok(Outcome::Pending);
     };
     // Taken only now: the wait above may be long, and rows are added only below.
     let _lock = if args.rebuild_ledger && !cli.dryrun {

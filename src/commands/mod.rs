@@ -24,14 +24,73 @@ pub enum Outcome {
     Success,
     /// Exit 1: something failed and was reported.
     Failed,
-    /// Exit 130: stopped by Ctrl-C.
-    Interrupted,
+    /// Exit 3: nothing failed, but work waits on cold storage (a retrieval or an inventory
+    /// job); the same command finishes it later.
+    Pending,
+    /// Exit 129, 130 or 143: stopped by a signal, cleanly.
+    Interrupted(Stop),
+}
+
+/// A request to stop: the signals a user, a terminal or a service manager sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGHUP: the terminal went away.
+    Hangup,
+    /// SIGINT: Ctrl-C.
+    Interrupt,
+    /// SIGTERM: `kill`, `timeout`, systemd.
+    Terminate,
+}
+
+impl Stop {
+    /// 128 + the signal's number, as shells report a process a signal ended.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Stop::Hangup => 129,
+            Stop::Interrupt => 130,
+            Stop::Terminate => 143,
+        }
+    }
+
+    /// How the warning names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Hangup => "SIGHUP",
+            Stop::Interrupt => "Ctrl-C",
+            Stop::Terminate => "SIGTERM",
+        }
+    }
+}
+
+/// Resolves when this run is asked to stop (Ctrl-C, SIGTERM, SIGHUP). Only the commands that
+/// can stop cleanly wait on it: while one does, these signals no longer end the process
+/// abruptly, so the command drops what is in flight and returns.
+pub async fn stop_requested() -> Stop {
+    use tokio::signal::unix::{signal, SignalKind};
+    async fn next(stream: Option<&mut tokio::signal::unix::Signal>) {
+        match stream {
+            Some(stream) => {
+                stream.recv().await;
+            }
+            // Not installed: wait on the others.
+            None => std::future::pending().await,
+        }
+    }
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+        _ = next(terminate.as_mut()) => Stop::Terminate,
+        _ = next(hangup.as_mut()) => Stop::Hangup,
+    }
 }
 
 /// An error that decides the exit code.
 pub enum Fatal {
     /// Usage or configuration: exit 2.
     Config(anyhow::Error),
+    /// Another run holds the ledger's lock: exit 11.
+    Busy(anyhow::Error),
     /// Anything else: exit 1.
     Failure(anyhow::Error),
 }
@@ -121,9 +180,12 @@ impl From<glacier_backup::restore::RestoreError> for Fatal {
 }
 
 impl From<LockError> for Fatal {
-    /// Another run holds the ledger, or its lock file cannot be made.
+    /// Another run holds the ledger (exit 11), or its lock file cannot be made.
     fn from(error: LockError) -> Self {
-        Fatal::Failure(error.into())
+        match error {
+            LockError::Busy(_) => Fatal::Busy(error.into()),
+            other => Fatal::Failure(other.into()),
+        }
     }
 }
 
@@ -139,12 +201,33 @@ impl From<glacier_backup::ledger::LedgerError> for Fatal {
     }
 }
 
-/// `$HOME/.config/glacier_backup`, where the Python tool kept its config, log and ledger.
+/// Where the config, the default log file and ledgers live: `$XDG_CONFIG_HOME/glacier_backup`,
+/// else `$HOME/.config/glacier_backup`, where the Python tool kept them.
 pub fn home_config_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
+    let python_tool = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
-        .map(|home| Path::new(&home).join(".config").join("glacier_backup"))
+        .map(|home| Path::new(&home).join(".config").join(CONFIG_DIR));
+    // The XDG base directory rules: only an absolute XDG_CONFIG_HOME counts.
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(CONFIG_DIR));
+    match (xdg, python_tool) {
+        // The Python tool's files are still found when the XDG place holds no config.
+        (Some(xdg), Some(old))
+            if !xdg.join(CONFIG_FILE).exists() && old.join(CONFIG_FILE).exists() =>
+        {
+            Some(old)
+        }
+        (Some(xdg), _) => Some(xdg),
+        (None, old) => old,
+    }
 }
+
+/// The directory of the config, the default log file and ledgers, under the config home.
+const CONFIG_DIR: &str = "glacier_backup";
+/// The default config file's name in it.
+pub const CONFIG_FILE: &str = "glacier_backup.conf";
 
 /// An absolute form of a `-p` path, as config sections write paths: no trailing slash, and
 /// `..` resolved (through the file system, as the shell would have).

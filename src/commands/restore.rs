@@ -137,11 +137,13 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     }
     let tally = tokio::select! {
         tally = restore_all(archiver.as_ref(), &mut ledger, &rows, &request) => tally?,
-        _ = tokio::signal::ctrl_c() => {
+        stop = super::stop_requested() => {
             tracing::warn!(
-                "interrupted: what was downloaded is kept, and the same command continues from it"
+                "stopped by {}: what was downloaded is kept, and the same command continues \
+                 from it",
+                stop.name()
             );
-            return Ok(Outcome::Interrupted);
+            return Ok(Outcome::Interrupted(stop));
         }
     };
     let Tally {
@@ -152,6 +154,8 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     tracing::info!("restored {restored}, pending {pending}, failed {failed}");
     Ok(if failed > 0 {
         Outcome::Failed
+    } else if pending > 0 {
+        Outcome::Pending
     } else {
         Outcome::Success
     })

@@ -322,7 +322,7 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn a_second_run_on_the_same_ledger_exits_1() {
+fn a_second_run_on_the_same_ledger_exits_11() {
     let sb = Sandbox::new();
     copy_tree(&fixtures().join("python-tool-tree"), &sb.path("tree"));
     let config = sb.local_config(&format!(
@@ -334,7 +334,7 @@ fn a_second_run_on_the_same_ledger_exits_1() {
     let holder = fs::OpenOptions::new().write(true).open(&lock_path).unwrap();
     holder.lock().unwrap();
     let out = sb.run(&["-c", config.to_str().unwrap()]);
-    assert_exit(&out, 1);
+    assert_exit(&out, 11);
     assert!(
         text(&out).contains("backup already in progress"),
         "{}",
@@ -742,7 +742,7 @@ fn restore_in_place_replaces_older_files_keeps_newer_ones_and_force_replaces_all
     // A backup holding the ledger (as a long one would) does not keep a restore out.
     let lock = fs::File::create(format!("{}.lock", sb.ledger().display())).unwrap();
     lock.try_lock().unwrap();
-    assert_exit(&sb.run(&["-c", config]), 1);
+    assert_exit(&sb.run(&["-c", config]), 11);
     let in_place = sb.run(&[
         "-c",
         config,

@@ -12,3 +12,4 @@ mod glacier_fake;
 mod moto_glacier;
 #[cfg(all(feature = "s3", feature = "glacier", feature = "local"))]
 mod moto_s3;
+mod operator;

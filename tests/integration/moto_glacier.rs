@@ -83,7 +83,7 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
 
     // A second run finds everything uploaded.
     let out = cmd.output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("uploaded 0, up to date 2"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("uploaded 0, up to date 2"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

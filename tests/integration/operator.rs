@@ -1,0 +1,189 @@
+//! Living with the tool by hand and from cron: what goes to stdout and stderr, `-p` and
+//! subcommands, the log file, RUST_LOG, XDG_CONFIG_HOME.
+
+use std::fs;
+
+use crate::support::sandbox::{assert_exit, text, Sandbox};
+
+/// A sandbox with one file and a local config backing it up.
+fn one_file(sb: &Sandbox) -> String {
+    fs::create_dir_all(sb.path("data")).unwrap();
+    fs::write(sb.path("data/notes.txt"), b"remember the milk").unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        sb.path("data").display()
+    ));
+    config.to_str().unwrap().to_owned()
+}
+
+fn archives_in(sb: &Sandbox) -> usize {
+    walk(&sb.path("archives"))
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != ".incoming")
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn paths_after_p_end_at_a_subcommand_and_a_bare_p_is_a_usage_error() {
+    let sb = Sandbox::new();
+    let config = one_file(&sb);
+    let file = sb.path("data/notes.txt");
+    let file = file.to_str().unwrap();
+    // `list` after the paths is the subcommand, not one more path to back up.
+    let listed = sb.run(&["-c", &config, "-p", file, file, "list"]);
+    assert_exit(&listed, 0);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("no uploads recorded"),
+        "{}",
+        text(&listed)
+    );
+    assert_eq!(archives_in(&sb), 0, "list backed something up");
+
+    let bare = sb.run(&["-c", &config, "-p"]);
+    assert_exit(&bare, 2);
+    assert!(text(&bare).contains("--path"), "{}", text(&bare));
+    assert_eq!(archives_in(&sb), 0);
+
+    // A path named like a subcommand is still reachable.
+    fs::write(sb.path("list"), b"a file named list").unwrap();
+    assert_exit(&sb.run(&["-c", &config, "-p", "./list"]), 0);
+    assert_eq!(archives_in(&sb), 1);
+}
+
+#[test]
+fn stdout_carries_only_what_scripts_read_and_logs_go_to_stderr() {
+    let sb = Sandbox::new();
+    let config = one_file(&sb);
+    let backup = sb.run(&["-c", &config, "--verbose"]);
+    assert_exit(&backup, 0);
+    assert!(backup.stdout.is_empty(), "{}", text(&backup));
+    assert!(
+        String::from_utf8_lossy(&backup.stderr).contains("uploaded 1, up to date 0, failed 0"),
+        "{}",
+        text(&backup)
+    );
+    let listed = sb.run(&["-c", &config, "--verbose", "list", "--json"]);
+    assert_exit(&listed, 0);
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", text(&listed)));
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+}
+
+#[test]
+fn the_log_file_records_uploads_even_when_the_terminal_is_quiet() {
+    let sb = Sandbox::new();
+    let config = one_file(&sb);
+    let log = sb.path("logs/backup.log");
+    let quiet = sb.run(&["-c", &config, "--quiet", "-l", log.to_str().unwrap()]);
+    assert_exit(&quiet, 0);
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("uploaded"),
+        "--quiet shows no INFO lines: {}",
+        text(&quiet)
+    );
+    let written = fs::read_to_string(&log).unwrap();
+    assert!(written.contains("uploaded 1, up to date 0"), "{written}");
+    assert!(written.contains("notes.txt"), "{written}");
+}
+
+#[test]
+fn rust_log_decides_what_the_terminal_shows() {
+    let sb = Sandbox::new();
+    let config = one_file(&sb);
+    let warn_only = sb
+        .command(&["-c", &config, "--verbose"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_exit(&warn_only, 0);
+    assert!(
+        !String::from_utf8_lossy(&warn_only.stderr).contains("uploaded"),
+        "RUST_LOG=warn overrides --verbose: {}",
+        text(&warn_only)
+    );
+    fs::write(
+        sb.path("data/notes.txt"),
+        b"changed, and longer than before",
+    )
+    .unwrap();
+    let debug = sb
+        .command(&["-c", &config])
+        .env("RUST_LOG", "glacier_backup=debug")
+        .output()
+        .unwrap();
+    assert_exit(&debug, 0);
+    assert!(
+        String::from_utf8_lossy(&debug.stderr).contains("debug: "),
+        "{}",
+        text(&debug)
+    );
+}
+
+/// The default config is looked up under XDG_CONFIG_HOME, and the Python tool's place
+/// (~/.config/glacier_backup) is still found when XDG_CONFIG_HOME holds none.
+#[test]
+fn the_default_config_follows_xdg_config_home_and_still_finds_the_python_tools() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.path("data")).unwrap();
+    fs::write(sb.path("data/a.txt"), b"a").unwrap();
+    let write_config = |dir: &std::path::Path, archives: &str| {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(
+            dir.join("glacier_backup.conf"),
+            format!(
+                "[main]\nbackend = local\nlogfile = ''\n[local]\ndirectory = {}\n\
+                 create_directory = yes\n[{}]\nupload_files = yes\n",
+                sb.path(archives).display(),
+                sb.path("data").display()
+            ),
+        )
+        .unwrap();
+    };
+    let xdg = sb.path("xdg");
+    fs::create_dir_all(&xdg).unwrap();
+    write_config(
+        &sb.path("home/.config/glacier_backup"),
+        "python-tool-archives",
+    );
+    let found_old = sb
+        .command(&[])
+        .env("XDG_CONFIG_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert_exit(&found_old, 0);
+    assert!(
+        sb.path("python-tool-archives").is_dir(),
+        "{}",
+        text(&found_old)
+    );
+
+    write_config(&xdg.join("glacier_backup"), "xdg-archives");
+    let found_xdg = sb
+        .command(&[])
+        .env("XDG_CONFIG_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert_exit(&found_xdg, 0);
+    assert!(sb.path("xdg-archives").is_dir(), "{}", text(&found_xdg));
+    // Its ledger goes beside it.
+    let ledgers: Vec<_> = fs::read_dir(xdg.join("glacier_backup"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sqlite3"))
+        .collect();
+    assert_eq!(ledgers.len(), 1, "{ledgers:?}");
+}
