@@ -105,6 +105,15 @@ pub enum Command {
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Print a shell completion script on stdout (e.g. `glacier-backup completions bash >
+    /// ~/.local/share/bash-completion/completions/glacier-backup`)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout (e.g. `glacier-backup man | man -l -`)
+    Man,
 }
 
 /// Arguments of `restore`.

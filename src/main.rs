@@ -21,6 +21,17 @@ use commands::{command_line_path, home_config_dir, Fatal, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(text) = documentation(&cli) {
+        // Neither needs a config: they describe the command line itself.
+        return match std::io::stdout().lock().write_all(&text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                report(&anyhow::Error::from(e));
+                ExitCode::from(1)
+            }
+        };
+    }
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,6 +56,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The completion script or the manual page, when that is what was asked for.
+fn documentation(cli: &Cli) -> Option<Vec<u8>> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut out = Vec::new();
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut command, "glacier-backup", &mut out);
+        }
+        Some(Command::Man) => clap_mangen::Man::new(command)
+            .render(&mut out)
+            .expect("rendering into memory does not fail"),
+        _ => return None,
+    }
+    Some(out)
 }
 
 fn report(error: &anyhow::Error) {
@@ -135,5 +163,7 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
         Some(Command::Backup) | None => {
             commands::backup::backup(&cli, &config, configured_log).await
         }
+        // Answered in `main` before any config is read.
+        Some(Command::Completions { .. } | Command::Man) => Ok(Outcome::Success),
     }
 }

@@ -187,3 +187,46 @@ fn the_default_config_follows_xdg_config_home_and_still_finds_the_python_tools()
         .collect();
     assert_eq!(ledgers.len(), 1, "{ledgers:?}");
 }
+
+#[test]
+fn completions_for_each_shell_name_every_subcommand_and_bash_parses_them() {
+    let sb = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sb.run(&["completions", shell]);
+        assert_exit(&out, 0);
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in ["restore", "inventory", "verify", "dryrun", "path"] {
+            assert!(script.contains(word), "{shell}: no {word} in\n{script}");
+        }
+        if shell == "bash" {
+            fs::write(sb.path("completion.bash"), &script).unwrap();
+            let parsed = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(sb.path("completion.bash"))
+                .output()
+                .unwrap();
+            assert!(parsed.status.success(), "{}", text(&parsed));
+        }
+    }
+    assert_exit(&sb.run(&["completions", "tcsh"]), 2);
+}
+
+#[test]
+fn the_man_page_is_roff_with_the_options_and_exit_codes() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["man"]);
+    assert_exit(&out, 0);
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH glacier-backup 1"), "{page}");
+    assert!(page.contains("\\-\\-dryrun"), "{page}");
+    assert!(page.contains("Exit codes"), "{page}");
+    // groff reads it without complaint and renders the options.
+    fs::write(sb.path("glacier-backup.1"), &page).unwrap();
+    let rendered = std::process::Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(sb.path("glacier-backup.1"))
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    assert!(rendered.stderr.is_empty(), "{}", text(&rendered));
+}
