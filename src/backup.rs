@@ -265,10 +265,10 @@ pub async fn run_backup(
                         source,
                     })?;
                 tracing::info!(
-                    "uploaded {} as {} ({} bytes in {seconds:.1}s, tree hash {})",
+                    "uploaded {} as {} ({} in {seconds:.1}s, tree hash {})",
                     shown(&path),
                     record.archive_id,
-                    record.size.unwrap_or(0),
+                    crate::display_size(record.size.unwrap_or(0)),
                     record.tree_hash.map(|h| h.to_hex()).unwrap_or_default()
                 );
                 report.uploaded.push((path, decision));

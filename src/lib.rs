@@ -20,6 +20,12 @@ pub mod restore;
 pub mod stream;
 pub mod verify;
 
+/// A size as shown to people: `512 B`, `1.5 KiB`, `3.0 GiB` (powers of 1024). Exact byte
+/// counts stay in JSON output and the ledger.
+pub fn display_size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
+
 /// A time as shown to people: UTC, to the second, RFC 3339.
 pub fn display_time(t: time::OffsetDateTime) -> String {
     let t = t
@@ -28,4 +34,17 @@ pub fn display_time(t: time::OffsetDateTime) -> String {
         .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::display_size;
+
+    #[test]
+    fn sizes_read_in_powers_of_1024() {
+        assert_eq!(display_size(0), "0 B");
+        assert_eq!(display_size(1023), "1023 B");
+        assert_eq!(display_size(1536), "1.5 KiB");
+        assert_eq!(display_size(3 << 30), "3.0 GiB");
+    }
 }

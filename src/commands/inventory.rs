@@ -5,7 +5,7 @@ use std::io::Write;
 
 use glacier_backup::archiver::{Archiver, InventoryState, ListedArchive, Listing};
 use glacier_backup::config::Config;
-use glacier_backup::display_time;
+use glacier_backup::{display_size, display_time};
 use glacier_backup::inventory::{rebuild, reconcile, Rebuilt, Reconciliation};
 use glacier_backup::ledger::{Ledger, Retrieval, SqliteLedger, UploadRecord};
 
@@ -157,8 +157,9 @@ fn write_report(
         .unwrap_or_default();
     writeln!(
         out,
-        "{} archive(s), {total} bytes{taken}",
-        listing.archives.len()
+        "{} archive(s), {}{taken}",
+        listing.archives.len(),
+        display_size(total)
     )?;
     writeln!(
         out,
@@ -193,9 +194,9 @@ fn write_report(
     for archive in &report.unrecorded {
         writeln!(
             out,
-            "  + {} {} bytes: {}",
+            "  + {} {}: {}",
             archive.archive_id,
-            archive.size,
+            display_size(archive.size),
             origin_text(archive)
         )?;
     }
@@ -208,9 +209,9 @@ fn write_report(
         for partial in &listing.incomplete {
             writeln!(
                 out,
-                "  ~ {} {} bytes",
+                "  ~ {} {}",
                 shown(&partial.archive_id),
-                partial.size
+                display_size(partial.size)
             )?;
         }
     }

@@ -75,7 +75,9 @@ fn write_table(out: &mut dyn Write, uploads: &[UploadRecord]) -> std::io::Result
                     .map(glacier_backup::display_time)
                     .unwrap_or_else(|| "-".into()),
                 u.backend.clone(),
-                u.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                u.size
+                    .map(glacier_backup::display_size)
+                    .unwrap_or_else(|| "-".into()),
                 shown(&u.path),
                 u.archive_id.clone(),
             ]

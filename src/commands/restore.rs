@@ -80,8 +80,9 @@ fn show_plan(
         Destination::InPlace => "where they came from".into(),
     };
     tracing::info!(
-        "plan: {} archive(s), {total} bytes, into {into}; tier {}, expected wait {}",
+        "plan: {} archive(s), {}, into {into}; tier {}, expected wait {}",
         rows.len(),
+        glacier_backup::display_size(total),
         request.options.tier.as_str(),
         expected_wait(archiver, request.options.tier)
     );
@@ -102,9 +103,9 @@ fn show_plan(
             .map(glacier_backup::display_time)
             .unwrap_or_else(|| "at an unknown time".into());
         tracing::info!(
-            "  {} (uploaded {uploaded}, {} bytes, {}{pending})",
+            "  {} (uploaded {uploaded}, {}, {}{pending})",
             shown(&row.path),
-            row.size.map_or("?".into(), |s| s.to_string()),
+            row.size.map_or("size unknown".into(), glacier_backup::display_size),
             row.archive_id
         );
     }

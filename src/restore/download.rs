@@ -50,9 +50,10 @@ pub(super) async fn download(
     let mut hasher = TreeHasher::new();
     if have > 0 {
         tracing::info!(
-            "{}: continuing an interrupted download at {have} of {} bytes",
+            "{}: continuing an interrupted download at {} of {}",
             archive.archive_id,
-            archive.size
+            crate::display_size(have),
+            crate::display_size(archive.size)
         );
         let mut buffer = vec![0; 1 << 20];
         let mut reader = (&file).take(have);

@@ -31,8 +31,10 @@ pub enum RestoreFailure {
     Archiver(ArchiverError),
     /// The backend failed during the download; what arrived is kept for the next run.
     #[error(
-        "{} (download stopped at {have} of {size} bytes; run again to continue)",
-        error_chain(source)
+        "{} (download stopped at {} of {}; run again to continue)",
+        error_chain(source),
+        crate::display_size(*have),
+        crate::display_size(*size)
     )]
     Interrupted {
         /// Bytes downloaded so far.

@@ -656,7 +656,7 @@ fn a_lost_ledger_is_rebuilt_from_the_archives_then_nothing_is_uploaded_again() {
         "not in the ledger: 4",
         "Фото 2026 (copy) (directory, stored",
         "zero.bin (file, stored",
-        "stray.bin 8 bytes: not written by glacier-backup",
+        "stray.bin 8 B: not written by glacier-backup",
     ] {
         assert!(
             text(&report).contains(expected),

@@ -81,6 +81,14 @@ fn stdout_carries_only_what_scripts_read_and_logs_go_to_stderr() {
     let rows: serde_json::Value = serde_json::from_slice(&listed.stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", text(&listed)));
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    // People read sizes in units; scripts get exact bytes.
+    assert_eq!(rows[0]["size"], 17, "{rows}");
+    let table = sb.run(&["-c", &config, "list"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains(" 17 B "),
+        "{}",
+        text(&table)
+    );
 }
 
 #[test]

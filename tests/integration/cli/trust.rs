@@ -169,7 +169,7 @@ fn partial_files_of_killed_runs_are_reported_by_inventory_and_removed_by_the_nex
         text(&out)
     );
     assert!(
-        text(&out).contains(".incoming/upload-Kx81b.partial 4096 bytes"),
+        text(&out).contains(".incoming/upload-Kx81b.partial 4.0 KiB"),
         "{}",
         text(&out)
     );
