@@ -71,16 +71,17 @@ impl fmt::Display for Decision {
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct RunReport {
-    /// Uploaded (or, in a dry run, would upload): path and why.
-    pub uploaded: Vec<(PathBuf, Decision)>,
-    /// Skipped as already uploaded.
-    pub up_to_date: usize,
+    /// Uploaded (or, in a dry run, would upload): path, why, and the ledger row written (none
+    /// in a dry run).
+    pub uploaded: Vec<(PathBuf, Decision, Option<UploadRecord>)>,
+    /// Skipped as already uploaded: path and since when.
+    pub up_to_date: Vec<(PathBuf, Decision)>,
     /// Failed: path and the error, as shown to the user.
     pub failed: Vec<(PathBuf, String)>,
     /// Candidates not looked at because `max_uploads` was reached.
-    pub deferred: usize,
+    pub deferred: Vec<PathBuf>,
     /// Empty files the backend cannot store.
-    pub empty_skipped: usize,
+    pub empty_skipped: Vec<PathBuf>,
 }
 
 /// Something that stops the whole run, not just one candidate.
@@ -203,11 +204,14 @@ pub async fn run_backup(
             .max_uploads
             .is_some_and(|max| report.uploaded.len() >= max)
         {
-            report.deferred = planned.len() - i;
+            report.deferred = planned[i..]
+                .iter()
+                .map(|p| p.candidate.source_path().to_path_buf())
+                .collect();
             tracing::info!(
                 "stopping after {} upload(s) (--max-uploads); {} candidate(s) left for the next run",
                 report.uploaded.len(),
-                report.deferred
+                report.deferred.len()
             );
             break;
         }
@@ -223,7 +227,7 @@ pub async fn run_backup(
         };
         if let Decision::UpToDate { .. } = decision {
             tracing::debug!("{}: {decision}", shown(&path));
-            report.up_to_date += 1;
+            report.up_to_date.push((path, decision));
             continue;
         }
         if options.dry_run {
@@ -240,7 +244,7 @@ pub async fn run_backup(
                         shown(&path),
                         archiver.name()
                     );
-                    report.empty_skipped += 1;
+                    report.empty_skipped.push(path);
                     continue;
                 }
             }
@@ -249,7 +253,7 @@ pub async fn run_backup(
                 shown(&path),
                 item.candidate.kind().as_str()
             );
-            report.uploaded.push((path, decision));
+            report.uploaded.push((path, decision, None));
             continue;
         }
         tracing::info!("uploading {} ({decision})", shown(&path));
@@ -271,7 +275,7 @@ pub async fn run_backup(
                     crate::display_size(record.size.unwrap_or(0)),
                     record.tree_hash.map(|h| h.to_hex()).unwrap_or_default()
                 );
-                report.uploaded.push((path, decision));
+                report.uploaded.push((path, decision, Some(record)));
             }
             Err(CandidateError::Ledger(e)) => return Err(e.into()),
             Err(CandidateError::Empty { backend }) => {
@@ -280,7 +284,7 @@ pub async fn run_backup(
                      archives (there is nothing in it to lose)",
                     shown(&path)
                 );
-                report.empty_skipped += 1;
+                report.empty_skipped.push(path);
             }
             Err(e) => {
                 tracing::error!("failed to back up {}: {}", shown(&path), error_chain(&e));

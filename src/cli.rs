@@ -74,6 +74,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub quiet: bool,
 
+    /// Print one JSON document on stdout when the command ends (backup, list, restore,
+    /// inventory, verify), whatever the verbosity; logs stay on stderr
+    #[arg(long, global = true)]
+    pub json: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -83,12 +88,8 @@ pub struct Cli {
 pub enum Command {
     /// Back up the configured paths (the default)
     Backup,
-    /// Show the ledger: every upload recorded
-    List {
-        /// Print a JSON array instead of a table
-        #[arg(long)]
-        json: bool,
-    },
+    /// Show the ledger: every upload recorded (--json: an array of rows)
+    List,
     /// Restore uploads: each PATH's latest upload and everything uploaded below it
     Restore(RestoreArgs),
     /// Compare what the destination holds with the ledger (a Glacier vault answers through an
@@ -170,9 +171,6 @@ pub struct InventoryArgs {
     /// With --wait, give up after this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 12 * 3600)]
     pub timeout: u64,
-    /// Print JSON instead of a report
-    #[arg(long)]
-    pub json: bool,
 }
 
 fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {

@@ -21,6 +21,7 @@ use commands::{command_line_path, home_config_dir, Fatal, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     if let Some(text) = documentation(&cli) {
         // Neither needs a config: they describe the command line itself.
         return match std::io::stdout().lock().write_all(&text) {
@@ -43,18 +44,9 @@ fn main() -> ExitCode {
         Ok(Outcome::Failed) => ExitCode::from(1),
         Ok(Outcome::Pending) => ExitCode::from(3),
         Ok(Outcome::Interrupted(stop)) => ExitCode::from(stop.exit_code()),
-        Err(Fatal::Config(e)) => {
-            report(&e);
-            ExitCode::from(2)
-        }
-        Err(Fatal::Busy(e)) => {
-            report(&e);
-            ExitCode::from(11)
-        }
-        Err(Fatal::Failure(e)) => {
-            report(&e);
-            ExitCode::from(1)
-        }
+        Err(Fatal::Config(e)) => fail(&e, 2, json),
+        Err(Fatal::Busy(e)) => fail(&e, 11, json),
+        Err(Fatal::Failure(e)) => fail(&e, 1, json),
     }
 }
 
@@ -73,6 +65,20 @@ fn documentation(cli: &Cli) -> Option<Vec<u8>> {
         _ => return None,
     }
     Some(out)
+}
+
+/// Reports an error that ended the run; with `--json`, stdout still gets its one document.
+fn fail(error: &anyhow::Error, code: u8, json: bool) -> ExitCode {
+    report(error);
+    if json {
+        let document = serde_json::json!({
+            "error": error_chain(error.as_ref()),
+            "exit_code": code,
+        });
+        // Nobody reading stdout any more is no reason to fail differently.
+        let _ = writeln!(std::io::stdout().lock(), "{document}");
+    }
+    ExitCode::from(code)
 }
 
 fn report(error: &anyhow::Error) {
@@ -152,13 +158,13 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
         .map_err(Fatal::Config)?;
 
     match cli.command {
-        Some(Command::List { json }) => commands::list::list(&config, json),
+        Some(Command::List) => commands::list::list(&config, cli.json),
         Some(Command::Restore(ref args)) => commands::restore::restore(&cli, &config, args).await,
         Some(Command::Inventory(ref args)) => {
             commands::inventory::inventory(&cli, &config, args).await
         }
         Some(Command::Verify { remote, ref paths }) => {
-            commands::verify::verify(&config, remote, paths).await
+            commands::verify::verify(&config, remote, paths, cli.json).await
         }
         Some(Command::Backup) | None => {
             commands::backup::backup(&cli, &config, configured_log).await

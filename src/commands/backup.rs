@@ -3,11 +3,11 @@
 use glacier_backup::shown;
 use std::path::PathBuf;
 
-use glacier_backup::backup::{run_backup, RunOptions};
+use glacier_backup::backup::{run_backup, RunOptions, RunReport};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{lock_path, Ledger};
 
-use super::{lexically_normal, Fatal, Outcome, Session};
+use super::{lexically_normal, print_json, with_path, Fatal, Outcome, Session};
 use crate::cli::Cli;
 
 pub async fn backup(
@@ -27,6 +27,9 @@ pub async fn backup(
                 .map(shown)
                 .unwrap_or_else(|| "the config file".into())
         );
+        if cli.json {
+            print_json(&to_json(cli.dryrun, &RunReport::default()))?;
+        }
         return Ok(Outcome::Success);
     }
     let options = RunOptions {
@@ -76,6 +79,12 @@ pub async fn backup(
                  continues it",
                 stop.name()
             );
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "command": "backup",
+                    "interrupted": stop.name(),
+                }))?;
+            }
             return Ok(Outcome::Interrupted(stop));
         }
     };
@@ -89,19 +98,82 @@ pub async fn backup(
         "{}{verb} {}, up to date {}, failed {}",
         if cli.dryrun { "dry run: " } else { "" },
         report.uploaded.len(),
-        report.up_to_date,
+        report.up_to_date.len(),
         report.failed.len()
     );
-    if report.empty_skipped > 0 {
-        summary.push_str(&format!(", empty files skipped {}", report.empty_skipped));
+    if !report.empty_skipped.is_empty() {
+        summary.push_str(&format!(
+            ", empty files skipped {}",
+            report.empty_skipped.len()
+        ));
     }
-    if report.deferred > 0 {
-        summary.push_str(&format!(", deferred {} (--max-uploads)", report.deferred));
+    if !report.deferred.is_empty() {
+        summary.push_str(&format!(
+            ", deferred {} (--max-uploads)",
+            report.deferred.len()
+        ));
     }
     tracing::info!("{summary}");
+    if cli.json {
+        print_json(&to_json(cli.dryrun, &report))?;
+    }
     Ok(if report.failed.is_empty() {
         Outcome::Success
     } else {
         Outcome::Failed
+    })
+}
+
+/// The `--json` document of a backup run: one entry per candidate looked at (or deferred), with
+/// its outcome, and the totals.
+fn to_json(dry_run: bool, report: &RunReport) -> serde_json::Value {
+    let mut candidates = Vec::new();
+    let mut bytes = 0u64;
+    for (path, decision, record) in &report.uploaded {
+        let mut entry = serde_json::json!({
+            "outcome": if dry_run { "would_upload" } else { "uploaded" },
+            "reason": decision.to_string(),
+        });
+        if let Some(record) = record {
+            bytes += record.size.unwrap_or(0);
+            entry["archive_id"] = record.archive_id.clone().into();
+            entry["size"] = record.size.into();
+            entry["tree_hash"] = record.tree_hash.map(|h| h.to_hex()).into();
+        }
+        candidates.push(with_path(path, entry));
+    }
+    for (path, decision) in &report.up_to_date {
+        candidates.push(with_path(
+            path,
+            serde_json::json!({"outcome": "up_to_date", "reason": decision.to_string()}),
+        ));
+    }
+    for (path, error) in &report.failed {
+        candidates.push(with_path(
+            path,
+            serde_json::json!({"outcome": "failed", "error": error}),
+        ));
+    }
+    for path in &report.empty_skipped {
+        candidates.push(with_path(
+            path,
+            serde_json::json!({"outcome": "skipped_empty"}),
+        ));
+    }
+    for path in &report.deferred {
+        candidates.push(with_path(path, serde_json::json!({"outcome": "deferred"})));
+    }
+    serde_json::json!({
+        "command": "backup",
+        "dry_run": dry_run,
+        "candidates": candidates,
+        "totals": {
+            "uploaded": report.uploaded.len(),
+            "up_to_date": report.up_to_date.len(),
+            "failed": report.failed.len(),
+            "skipped_empty": report.empty_skipped.len(),
+            "deferred": report.deferred.len(),
+            "bytes_uploaded": bytes,
+        },
     })
 }

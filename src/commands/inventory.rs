@@ -5,9 +5,9 @@ use std::io::Write;
 
 use glacier_backup::archiver::{Archiver, InventoryState, ListedArchive, Listing};
 use glacier_backup::config::Config;
-use glacier_backup::{display_size, display_time};
 use glacier_backup::inventory::{rebuild, reconcile, Rebuilt, Reconciliation};
 use glacier_backup::ledger::{Ledger, Retrieval, SqliteLedger, UploadRecord};
+use glacier_backup::{display_size, display_time};
 
 use glacier_backup::shown;
 
@@ -64,7 +64,7 @@ async fn fetch(
         }
     }
     tracing::info!("run `glacier-backup inventory` again later (or add --wait)");
-    if args.json {
+    if cli.json {
         println!(
             "{}",
             serde_json::json!({ "pending": true, "request_id": request_id })
@@ -105,7 +105,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
         save?;
     }
     let mut out = std::io::stdout().lock();
-    let written = if args.json {
+    let written = if cli.json {
         writeln!(out, "{}", to_json(&listing, &report, rebuilt.as_ref()))
     } else {
         write_report(&mut out, &listing, &report, rebuilt.as_ref())

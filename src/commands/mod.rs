@@ -265,6 +265,23 @@ pub fn lexically_normal(path: &Path) -> PathBuf {
     out
 }
 
+/// Prints `document` on stdout, the one JSON document of a `--json` run. A reader that went
+/// away (`| head`) is not an error.
+pub fn print_json(document: &serde_json::Value) -> Result<(), Fatal> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(document).expect("JSON values serialize");
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Fatal::Failure(e.into())),
+        _ => Ok(()),
+    }
+}
+
+/// A JSON object with `path` (and `path_base64` when needed) set.
+pub fn with_path(path: &Path, mut object: serde_json::Value) -> serde_json::Value {
+    set_path_json(&mut object, "path", path);
+    object
+}
+
 /// Sets `key` to `path` in a JSON object: as text, and when the path is not UTF-8 (JSON text
 /// cannot hold its bytes) also as `<key>_base64`, the exact bytes.
 pub fn set_path_json(object: &mut serde_json::Value, key: &str, path: &Path) {

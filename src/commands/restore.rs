@@ -9,7 +9,7 @@ use glacier_backup::restore::{
 };
 use glacier_backup::shown;
 
-use super::{command_line_path, Fatal, Outcome, Session};
+use super::{command_line_path, print_json, with_path, Fatal, Outcome, Session};
 use crate::cli::{Cli, RestoreArgs, Tier};
 
 fn tier(args: &RestoreArgs) -> RestoreTier {
@@ -105,7 +105,8 @@ fn show_plan(
         tracing::info!(
             "  {} (uploaded {uploaded}, {}, {}{pending})",
             shown(&row.path),
-            row.size.map_or("size unknown".into(), glacier_backup::display_size),
+            row.size
+                .map_or("size unknown".into(), glacier_backup::display_size),
             row.archive_id
         );
     }
@@ -134,6 +135,17 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     let rows = select(&ledger, &request)?;
     show_plan(archiver.as_ref(), &ledger, &rows, &request);
     if cli.dryrun {
+        if cli.json {
+            let planned: Vec<_> = rows
+                .iter()
+                .map(|row| archive_json(row, "planned", serde_json::json!({})))
+                .collect();
+            print_json(&serde_json::json!({
+                "command": "restore",
+                "dry_run": true,
+                "archives": planned,
+            }))?;
+        }
         return Ok(Outcome::Success);
     }
     let tally = tokio::select! {
@@ -144,6 +156,12 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
                  from it",
                 stop.name()
             );
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "command": "restore",
+                    "interrupted": stop.name(),
+                }))?;
+            }
             return Ok(Outcome::Interrupted(stop));
         }
     };
@@ -151,8 +169,17 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         restored,
         pending,
         failed,
+        archives,
     } = tally;
     tracing::info!("restored {restored}, pending {pending}, failed {failed}");
+    if cli.json {
+        print_json(&serde_json::json!({
+            "command": "restore",
+            "dry_run": false,
+            "archives": archives,
+            "totals": { "restored": restored, "pending": pending, "failed": failed },
+        }))?;
+    }
     Ok(if failed > 0 {
         Outcome::Failed
     } else if pending > 0 {
@@ -162,11 +189,33 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     })
 }
 
-/// How many archives were restored, are still being retrieved, or failed.
+/// How many archives were restored, are still being retrieved, or failed, and each one's
+/// outcome for `--json`.
 struct Tally {
     restored: usize,
     pending: usize,
     failed: usize,
+    archives: Vec<serde_json::Value>,
+}
+
+/// One archive's entry in the `--json` document.
+fn archive_json(
+    row: &UploadRecord,
+    outcome: &str,
+    details: serde_json::Value,
+) -> serde_json::Value {
+    let mut entry = with_path(
+        &row.path,
+        serde_json::json!({
+            "archive_id": row.archive_id,
+            "size": row.size,
+            "outcome": outcome,
+        }),
+    );
+    if let (Some(entry), serde_json::Value::Object(details)) = (entry.as_object_mut(), details) {
+        entry.extend(details);
+    }
+    entry
 }
 
 async fn restore_all(
@@ -176,6 +225,7 @@ async fn restore_all(
     request: &RestoreRequest,
 ) -> Result<Tally, Fatal> {
     let (mut failed, mut pending, mut restored) = (0, 0, 0);
+    let mut archives = Vec::new();
     // Every retrieval is asked for before waiting on any, so they are prepared side by side.
     let mut ready_to_try = Vec::new();
     for row in rows {
@@ -186,6 +236,8 @@ async fn restore_all(
             Err(message) => {
                 failed += 1;
                 tracing::error!("{}: {message}", shown(&row.path));
+                let error = serde_json::json!({ "error": message.to_string() });
+                archives.push(archive_json(row, "failed", error));
             }
         }
     }
@@ -196,10 +248,23 @@ async fn restore_all(
                 rejected,
                 kept,
             } => {
-                if kept == 0 || row.kind == Some(glacier_backup::archiver::SourceKind::Directory) {
+                let whole =
+                    kept == 0 || row.kind == Some(glacier_backup::archiver::SourceKind::Directory);
+                if whole {
                     restored += 1;
                     tracing::info!("restored {} to {}", shown(&row.path), shown(&path));
                 }
+                let mut details = serde_json::json!({
+                    "rejected_entries": rejected,
+                    "kept_newer": kept,
+                });
+                super::set_path_json(&mut details, "to", &path);
+                let outcome = match (rejected > 0, whole) {
+                    (true, _) => "failed",
+                    (false, true) => "restored",
+                    (false, false) => "kept_newer",
+                };
+                archives.push(archive_json(row, outcome, details));
                 if rejected > 0 {
                     tracing::warn!(
                         "{rejected} unsafe archive entries were not restored (see above)"
@@ -214,6 +279,7 @@ async fn restore_all(
             }
             Restored::Pending => {
                 pending += 1;
+                archives.push(archive_json(row, "pending", serde_json::json!({})));
                 tracing::info!(
                     "{}: retrieval in progress, usually ready {} after the request; run the \
                      same command again then (or add --wait)",
@@ -225,6 +291,8 @@ async fn restore_all(
             Restored::Failed(message) => {
                 failed += 1;
                 tracing::error!("{}: {message}", shown(&row.path));
+                let error = serde_json::json!({ "error": message.to_string() });
+                archives.push(archive_json(row, "failed", error));
             }
         }
     }
@@ -232,5 +300,6 @@ async fn restore_all(
         restored,
         pending,
         failed,
+        archives,
     })
 }

@@ -7,9 +7,14 @@ use glacier_backup::archiver::InventoryState;
 use glacier_backup::config::Config;
 use glacier_backup::ledger::Ledger;
 
-use super::{command_line_path, Fatal, Outcome, Session};
+use super::{command_line_path, print_json, with_path, Fatal, Outcome, Session};
 
-pub async fn verify(config: &Config, remote: bool, paths: &[PathBuf]) -> Result<Outcome, Fatal> {
+pub async fn verify(
+    config: &Config,
+    remote: bool,
+    paths: &[PathBuf],
+    json: bool,
+) -> Result<Outcome, Fatal> {
     use glacier_backup::verify::{check_remote, check_sources, latest_uploads};
     let session = Session::open(config)?;
     let archiver = &session.archiver;
@@ -53,6 +58,18 @@ pub async fn verify(config: &Config, remote: bool, paths: &[PathBuf]) -> Result<
         rows.len(),
         findings.len()
     );
+    if json {
+        let problems: Vec<_> = findings
+            .iter()
+            .map(|f| with_path(&f.path, serde_json::json!({ "problem": f.problem })))
+            .collect();
+        print_json(&serde_json::json!({
+            "command": "verify",
+            "remote": remote,
+            "verified": rows.len(),
+            "problems": problems,
+        }))?;
+    }
     Ok(if findings.is_empty() {
         Outcome::Success
     } else {

@@ -101,7 +101,7 @@ async fn upload_once_then_again_only_when_changed_and_asked() {
     let again = run_backup(&tracked, &mut ledger, &archiver, &options)
         .await
         .unwrap();
-    assert_eq!((again.uploaded.len(), again.up_to_date), (0, 1));
+    assert_eq!((again.uploaded.len(), again.up_to_date.len()), (0, 1));
 
     // An edit deep inside the tree; the top directory's own mtime does not change.
     let top_mtime = std::fs::metadata(&tree).unwrap().modified().unwrap();
@@ -114,7 +114,7 @@ async fn upload_once_then_again_only_when_changed_and_asked() {
     let without = run_backup(&once, &mut ledger, &archiver, &options)
         .await
         .unwrap();
-    assert_eq!((without.uploaded.len(), without.up_to_date), (0, 1));
+    assert_eq!((without.uploaded.len(), without.up_to_date.len()), (0, 1));
     let with = run_backup(&tracked, &mut ledger, &archiver, &options)
         .await
         .unwrap();
@@ -155,11 +155,11 @@ async fn max_uploads_stops_early_and_dry_run_records_nothing() {
     let report = run_backup(&items, &mut ledger, &archiver, &one)
         .await
         .unwrap();
-    assert_eq!((report.uploaded.len(), report.deferred), (1, 2));
+    assert_eq!((report.uploaded.len(), report.deferred.len()), (1, 2));
     let report = run_backup(&items, &mut ledger, &archiver, &one)
         .await
         .unwrap();
-    assert_eq!((report.uploaded.len(), report.up_to_date), (1, 1));
+    assert_eq!((report.uploaded.len(), report.up_to_date.len()), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]

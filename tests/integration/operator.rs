@@ -238,3 +238,79 @@ fn the_man_page_is_roff_with_the_options_and_exit_codes() {
     assert!(rendered.status.success(), "{}", text(&rendered));
     assert!(rendered.stderr.is_empty(), "{}", text(&rendered));
 }
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", text(out)))
+}
+
+/// `--json` gives one document on stdout for each command, at any verbosity: what happened to
+/// each candidate or archive, with ids, bytes and errors, and the totals.
+#[test]
+fn json_documents_report_each_candidate_and_archive() {
+    let sb = Sandbox::new();
+    let config = one_file(&sb);
+    let source = sb.path("data/notes.txt");
+
+    let first = sb.run(&["-c", &config, "--verbose", "--json"]);
+    assert_exit(&first, 0);
+    let doc = json_of(&first);
+    assert_eq!(doc["command"], "backup");
+    assert_eq!(doc["totals"]["uploaded"], 1, "{doc}");
+    assert_eq!(doc["totals"]["bytes_uploaded"], 17, "{doc}");
+    let candidate = &doc["candidates"][0];
+    assert_eq!(candidate["outcome"], "uploaded", "{doc}");
+    assert_eq!(candidate["path"], source.to_str().unwrap(), "{doc}");
+    assert_eq!(candidate["size"], 17, "{doc}");
+    assert_eq!(candidate["reason"], "new", "{doc}");
+    let archive_id = candidate["archive_id"].as_str().unwrap().to_owned();
+
+    let second = json_of(&sb.run(&["-c", &config, "--json"]));
+    assert_eq!(second["candidates"][0]["outcome"], "up_to_date", "{second}");
+    assert_eq!(second["totals"]["uploaded"], 0, "{second}");
+
+    let to = sb.path("restored");
+    let restored = sb.run(&[
+        "-c",
+        &config,
+        "--json",
+        "restore",
+        "--to",
+        to.to_str().unwrap(),
+        source.to_str().unwrap(),
+    ]);
+    assert_exit(&restored, 0);
+    let doc = json_of(&restored);
+    assert_eq!(doc["archives"][0]["outcome"], "restored", "{doc}");
+    assert_eq!(
+        doc["archives"][0]["archive_id"],
+        archive_id.as_str(),
+        "{doc}"
+    );
+    assert_eq!(doc["totals"]["restored"], 1, "{doc}");
+    let placed = doc["archives"][0]["to"].as_str().unwrap();
+    assert_eq!(fs::read(placed).unwrap(), b"remember the milk");
+
+    let verified = json_of(&sb.run(&["-c", &config, "--json", "verify"]));
+    assert_eq!(verified["verified"], 1, "{verified}");
+    assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
+    fs::write(&source, b"changed since").unwrap();
+    let changed = sb.run(&["-c", &config, "--json", "verify"]);
+    assert_exit(&changed, 1);
+    let doc = json_of(&changed);
+    assert_eq!(
+        doc["problems"][0]["path"],
+        source.to_str().unwrap(),
+        "{doc}"
+    );
+
+    // An error that ends the run still leaves one document, with the exit code.
+    let missing = sb.run(&["-c", "nowhere.toml", "--json"]);
+    assert_exit(&missing, 2);
+    let doc = json_of(&missing);
+    assert_eq!(doc["exit_code"], 2, "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("nowhere.toml"),
+        "{doc}"
+    );
+}
