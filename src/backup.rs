@@ -28,6 +28,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Stop after this many successful uploads (the Python tool stopped after one).
     pub max_uploads: Option<usize>,
+    /// Where progress goes (nowhere when `None`).
+    pub progress: Option<crate::progress::SharedProgress>,
 }
 
 /// Why a candidate is (or is not) uploaded.
@@ -199,7 +201,14 @@ pub async fn run_backup(
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
     let mut report = RunReport::default();
+    let progress = options
+        .progress
+        .clone()
+        .unwrap_or_else(crate::progress::none);
+    progress.batch(planned.len());
     for (i, item) in planned.iter().enumerate() {
+        // Whatever happens to this candidate below, it is done with when the loop moves on.
+        let _done = ItemDone(progress.as_ref());
         if options
             .max_uploads
             .is_some_and(|max| report.uploaded.len() >= max)
@@ -258,7 +267,15 @@ pub async fn run_backup(
         }
         tracing::info!("uploading {} ({decision})", shown(&path));
         let started = Instant::now();
-        match upload(item.candidate.clone(), scan, archiver, ledger).await {
+        match upload(
+            item.candidate.clone(),
+            scan,
+            archiver,
+            ledger,
+            progress.as_ref(),
+        )
+        .await
+        {
             Ok(record) => {
                 let seconds = started.elapsed().as_secs_f64();
                 ledger
@@ -293,6 +310,16 @@ pub async fn run_backup(
         }
     }
     Ok(report)
+}
+
+/// Tells the progress display an item is finished when dropped: on every path out of a loop
+/// iteration.
+struct ItemDone<'a>(&'a dyn crate::progress::Progress);
+
+impl Drop for ItemDone<'_> {
+    fn drop(&mut self) {
+        self.0.item_done();
+    }
 }
 
 /// Whether `candidate`, when empty, is an archive `archiver` cannot store (a file to a Glacier
@@ -352,6 +379,7 @@ pub async fn upload(
     scan: Option<Scan>,
     archiver: &dyn Archiver,
     ledger: &mut dyn Ledger,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<UploadRecord, CandidateError> {
     let scan = match scan {
         Some(scan) => scan,
@@ -368,6 +396,7 @@ pub async fn upload(
         });
     }
     let path = candidate.source_path().to_path_buf();
+    progress.item(&shown(&path), scan.size_estimate);
     let fingerprint = scan.fingerprint.to_string();
     let resume = resumable_upload(&path, &fingerprint, archiver, ledger).await?;
     let part_size = match &resume {
@@ -408,11 +437,15 @@ pub async fn upload(
     // The engine keeps its own account of what it sent, to check the backend's answer.
     let sent = Arc::new(Mutex::new(PartChecker::new("engine", false)));
     let tally = sent.clone();
+    let (advanced_tx, mut advanced) = tokio::sync::mpsc::unbounded_channel();
     let parts = archive_parts(candidate.clone(), part_bytes)
         .inspect(move |part| {
             if let Ok(part) = part {
                 // The stream is built in order by construction, so this cannot fail.
                 let _ = tally.lock().expect("tally lock").accept(part);
+                // Parts are taken as the backend sends them: the bytes taken are (within the
+                // few parts in flight) the bytes sent.
+                let _ = advanced_tx.send(part.data.len() as u64);
             }
         })
         .boxed();
@@ -440,9 +473,14 @@ pub async fn upload(
                         ledger.record_part(&path, number, &receipt)?
                     }
                 },
+                Some(bytes) = advanced.recv() => progress.advance(bytes),
             }
         }
     };
+    // What the backend took just before it answered.
+    while let Ok(bytes) = advanced.try_recv() {
+        progress.advance(bytes);
+    }
     let sent = sent.lock().expect("tally lock");
     if stored.size != sent.size() {
         return Err(CandidateError::Mismatch {

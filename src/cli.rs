@@ -74,6 +74,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub quiet: bool,
 
+    /// Progress display on stderr: bars on a terminal, a line every 30 s in a log (auto);
+    /// bars whatever stderr is (always); none (never). --quiet shows none
+    #[arg(long, value_enum, default_value_t = crate::progress_view::Choice::Auto, global = true)]
+    pub progress: crate::progress_view::Choice,
+
     /// Print one JSON document on stdout when the command ends (backup, list, restore,
     /// inventory, verify), whatever the verbosity; logs stay on stderr
     #[arg(long, global = true)]

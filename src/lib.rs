@@ -15,6 +15,7 @@ pub mod fsat;
 pub mod inventory;
 pub mod ledger;
 pub mod poll;
+pub mod progress;
 pub mod resolve;
 pub mod restore;
 pub mod stream;

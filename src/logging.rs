@@ -46,7 +46,7 @@ pub fn init(terminal: LevelFilter, logfile: Option<&Path>) -> Result<(), std::io
     let own_crates = |meta: &tracing::Metadata<'_>| meta.target().starts_with("glacier_backup");
     let stderr = tracing_subscriber::fmt::layer()
         .event_format(Plain)
-        .with_writer(std::io::stderr);
+        .with_writer(|| crate::progress_view::StderrAboveBars);
     let from_environment = std::env::var("RUST_LOG")
         .ok()
         .filter(|directives| !directives.trim().is_empty())

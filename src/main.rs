@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod logging;
+mod progress_view;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 
 use glacier_backup::shown;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use glacier_backup::backup::{run_backup, RunOptions, RunReport};
 use glacier_backup::config::Config;
@@ -37,6 +38,8 @@ pub async fn backup(
         max_uploads: cli
             .max_uploads
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        progress: crate::progress_view::view(cli.progress, cli.quiet)
+            .map(|view| Arc::new(view) as glacier_backup::progress::SharedProgress),
     };
 
     let (mut ledger, _lock) = if cli.dryrun {

@@ -54,6 +54,7 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
             .wait
             .then(|| std::time::Instant::now() + std::time::Duration::from_secs(args.timeout)),
         chunk_size: glacier_backup::restore::DOWNLOAD_CHUNK,
+        progress: None,
     })
 }
 
@@ -123,7 +124,9 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
             shown(ledger_file)
         )));
     }
-    let request = request(args)?;
+    let mut request = request(args)?;
+    request.progress = crate::progress_view::view(cli.progress, cli.quiet)
+        .map(|view| std::sync::Arc::new(view) as glacier_backup::progress::SharedProgress);
     if archiver.capabilities().needs_restore && !archiver.offers_tier(request.options.tier) {
         return Err(Fatal::Config(anyhow::anyhow!(
             "the {} tier is not offered for this destination's storage class; use --tier \
@@ -241,8 +244,15 @@ async fn restore_all(
             }
         }
     }
+    let progress = request
+        .progress
+        .clone()
+        .unwrap_or_else(glacier_backup::progress::none);
+    progress.batch(ready_to_try.len());
     for (row, state) in ready_to_try {
-        match restore_one(archiver, ledger, row, request, Some(state)).await {
+        let outcome = restore_one(archiver, ledger, row, request, Some(state)).await;
+        progress.item_done();
+        match outcome {
             Restored::Restored {
                 path,
                 rejected,

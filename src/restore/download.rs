@@ -27,6 +27,7 @@ pub(super) async fn download(
     archive: &ArchiveRef,
     dir: &Path,
     chunk_size: u64,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<PathBuf, RestoreFailure> {
     let chunk_size = chunk_size.max(1 << 20) & !((1 << 20) - 1);
     let path = partial_path(dir, &archive.archive_id);
@@ -65,6 +66,7 @@ pub(super) async fn download(
         }
     }
     file.seek(SeekFrom::Start(have)).map_err(io("seek in"))?;
+    progress.advance(have);
     let ranges: Vec<Option<std::ops::Range<u64>>> = if ranged && archive.size > 0 {
         (have..archive.size)
             .step_by(chunk_size as usize)
@@ -88,6 +90,7 @@ pub(super) async fn download(
             hasher.update(&chunk);
             file.write_all(&chunk).map_err(io("write"))?;
             have += chunk.len() as u64;
+            progress.advance(chunk.len() as u64);
         }
     }
     let size = hasher.len();

@@ -49,6 +49,8 @@ pub struct RestoreRequest {
     pub deadline: Option<Instant>,
     /// Bytes per ranged request ([`DOWNLOAD_CHUNK`]; a multiple of 1 MiB).
     pub chunk_size: u64,
+    /// Where download progress goes (nowhere when `None`).
+    pub progress: Option<crate::progress::SharedProgress>,
 }
 
 /// A restore that cannot go on.
@@ -168,7 +170,12 @@ pub async fn restore_one(
     }
     let result = async {
         std::fs::create_dir_all(&dir).map_err(RestoreFailure::io("create", &dir))?;
-        let downloaded = download(archiver, &archive, &dir, request.chunk_size).await?;
+        let progress = request
+            .progress
+            .clone()
+            .unwrap_or_else(crate::progress::none);
+        progress.item(&shown(&row.path), archive.size);
+        let downloaded = download(archiver, &archive, &dir, request.chunk_size, &*progress).await?;
         place(row, downloaded, &dir, &target, request).await
     }
     .await;
@@ -425,6 +432,7 @@ mod tests {
             options: RestoreOptions::default(),
             deadline: None,
             chunk_size: 1 << 20,
+            progress: None,
         }
     }
 

@@ -139,7 +139,7 @@ async fn max_uploads_stops_early_and_dry_run_records_nothing() {
     let mut ledger = SqliteLedger::in_memory().unwrap();
     let dry = RunOptions {
         dry_run: true,
-        max_uploads: None,
+        ..RunOptions::default()
     };
     let report = run_backup(&items, &mut ledger, &archiver, &dry)
         .await
@@ -149,8 +149,8 @@ async fn max_uploads_stops_early_and_dry_run_records_nothing() {
     assert!(archiver.list().await.unwrap().archives.is_empty());
 
     let one = RunOptions {
-        dry_run: false,
         max_uploads: Some(1),
+        ..RunOptions::default()
     };
     let report = run_backup(&items, &mut ledger, &archiver, &one)
         .await
@@ -248,4 +248,70 @@ fn needs_upload_follows_the_python_tool() {
         decide(&tracked, &ledger).unwrap().0,
         Decision::Changed { .. }
     ));
+}
+
+/// Records what a run reports to its progress display.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>, std::sync::atomic::AtomicU64);
+
+impl glacier_backup::progress::Progress for Recorder {
+    fn batch(&self, items: usize) {
+        self.0.lock().unwrap().push(format!("batch {items}"));
+    }
+    fn item(&self, label: &str, bytes: u64) {
+        let name = label.rsplit('/').next().unwrap_or(label);
+        self.0.lock().unwrap().push(format!("item {name} {bytes}"));
+    }
+    fn advance(&self, bytes: u64) {
+        self.1.fetch_add(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn item_done(&self) {
+        self.0.lock().unwrap().push("done".into());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_reports_each_candidate_and_every_byte_to_its_progress_display() {
+    let sb = Sandbox::new();
+    let mut items = Vec::new();
+    for (name, len) in [("a", 3_000_000usize), ("b", 10), ("c", 0)] {
+        let path = sb.path(name);
+        std::fs::write(&path, vec![7u8; len]).unwrap();
+        items.push(planned(&path, SourceKind::File, true));
+    }
+    let recorder = Arc::new(Recorder::default());
+    let options = RunOptions {
+        progress: Some(recorder.clone()),
+        ..RunOptions::default()
+    };
+    let archiver = MemoryArchiver::new();
+    let mut ledger = SqliteLedger::in_memory().unwrap();
+    run_backup(&items, &mut ledger, &archiver, &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [
+            "batch 3",
+            "item a 3000000",
+            "done",
+            "item b 10",
+            "done",
+            "item c 0",
+            "done"
+        ]
+    );
+    assert_eq!(
+        recorder.1.load(std::sync::atomic::Ordering::SeqCst),
+        3_000_010
+    );
+    // An unchanged candidate is done without an item of work.
+    recorder.0.lock().unwrap().clear();
+    run_backup(&items, &mut ledger, &archiver, &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        ["batch 3", "done", "done", "done"]
+    );
 }

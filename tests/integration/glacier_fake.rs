@@ -577,6 +577,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
         options: RestoreOptions::default(),
         deadline: Some(Instant::now() + Duration::from_secs(30)),
         chunk_size: 1 << 20,
+        progress: None,
     };
     let mut ledger = SqliteLedger::in_memory().unwrap();
     fake.set(|b| b.drop_output_at = Some(2 << 20));

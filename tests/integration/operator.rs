@@ -314,3 +314,73 @@ fn json_documents_report_each_candidate_and_archive() {
         "{doc}"
     );
 }
+
+/// Runs the binary under a pseudo-terminal (util-linux `script`): what the terminal showed.
+fn on_a_terminal(sb: &Sandbox, args: &[&str]) -> String {
+    let command = std::iter::once(crate::support::sandbox::BIN)
+        .chain(args.iter().copied())
+        .map(|word| format!("'{}'", word.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("HOME", sb.path("home"))
+        .env_remove("RUST_LOG")
+        .current_dir(sb.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn progress_shows_as_bars_on_a_terminal_and_as_lines_in_a_log() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.path("data")).unwrap();
+    fs::write(sb.path("data/big.bin"), vec![5u8; 20 << 20]).unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\nupload_if_changed = true\n",
+        sb.path("data").display()
+    ));
+    let config = config.to_str().unwrap();
+
+    let never = on_a_terminal(&sb, &["-c", config, "--progress", "never"]);
+    assert!(never.contains("uploaded 1"), "{never}");
+    assert!(
+        !never.contains("ETA"),
+        "--progress never drew a bar: {never}"
+    );
+
+    fs::write(sb.path("data/big.bin"), vec![6u8; 20 << 20]).unwrap();
+    let bars = on_a_terminal(&sb, &["-c", config]);
+    assert!(bars.contains("uploaded 1"), "{bars}");
+    assert!(
+        bars.contains("/20.00 MiB") && bars.contains("ETA"),
+        "{bars}"
+    );
+    assert!(bars.contains("1/1 done"), "{bars}");
+
+    // Not a terminal: no bar, and (every 30 s; here at every part) a plain line.
+    fs::write(sb.path("data/big.bin"), vec![7u8; 20 << 20]).unwrap();
+    let piped = sb
+        .command(&["-c", config])
+        .env("GLACIER_BACKUP_PROGRESS_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert_exit(&piped, 0);
+    let log = String::from_utf8_lossy(&piped.stderr);
+    assert!(!log.contains("ETA") && !log.contains('\r'), "{log}");
+    assert!(
+        log.contains("big.bin: ") && log.contains(" of 20.0 MiB ("),
+        "{log}"
+    );
+
+    fs::write(sb.path("data/big.bin"), vec![8u8; 20 << 20]).unwrap();
+    let quiet = sb
+        .command(&["-c", config, "--quiet"])
+        .env("GLACIER_BACKUP_PROGRESS_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert_exit(&quiet, 0);
+    assert!(quiet.stderr.is_empty(), "{}", text(&quiet));
+}

@@ -1,0 +1,41 @@
+//! What long operations report as they go, for a progress display. The engine and the restore
+//! call these; the binary draws them (bars on a terminal, a line now and then in a log). Every
+//! method does nothing by default.
+
+use std::sync::Arc;
+
+/// Receives a backup's or a restore's progress.
+pub trait Progress: Send + Sync + std::fmt::Debug {
+    /// A batch of `items` starts: the candidates of a backup, the archives of a restore.
+    fn batch(&self, items: usize) {
+        let _ = items;
+    }
+
+    /// Work on one item starts: what it is, and about how many bytes it takes (a directory's
+    /// size is estimated by its scan).
+    fn item(&self, label: &str, bytes: u64) {
+        let _ = (label, bytes);
+    }
+
+    /// `bytes` more of the current item are done.
+    fn advance(&self, bytes: u64) {
+        let _ = bytes;
+    }
+
+    /// An item of the batch is finished, whatever its outcome.
+    fn item_done(&self) {}
+}
+
+/// Shows nothing.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// The progress sink of a run: shared by the engine and whoever draws it.
+pub type SharedProgress = Arc<dyn Progress>;
+
+/// Nothing to show: the default of runs and restores.
+pub fn none() -> SharedProgress {
+    Arc::new(NoProgress)
+}

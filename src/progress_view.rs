@@ -1,0 +1,184 @@
+//! Draws a run's progress: bars on a terminal (bytes of the current candidate or download,
+//! rate, ETA, and items done of the total), a plain line every `LINE_INTERVAL` when stderr is a
+//! log, nothing with `--quiet` or `--progress never`.
+
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use glacier_backup::progress::Progress;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How often a plain progress line is written when stderr is not a terminal.
+const LINE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where the bars live: log lines are written above them through it (see [`StderrAboveBars`]).
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Choice {
+    /// Bars on a terminal, a line every 30 s otherwise.
+    Auto,
+    /// Bars even when stderr does not look like a terminal.
+    Always,
+    /// None.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Bars,
+    Lines,
+}
+
+/// The display; `None` when nothing is to be shown.
+pub fn view(choice: Choice, quiet: bool) -> Option<View> {
+    use std::io::IsTerminal;
+    let mode = match choice {
+        _ if quiet => return None,
+        Choice::Never => return None,
+        Choice::Always => Mode::Bars,
+        Choice::Auto if std::io::stderr().is_terminal() => Mode::Bars,
+        Choice::Auto => Mode::Lines,
+    };
+    if mode == Mode::Bars {
+        let target = ProgressDrawTarget::term(console::Term::stderr(), 10);
+        let _ = BARS.set(MultiProgress::with_draw_target(target));
+    }
+    let interval = std::env::var("GLACIER_BACKUP_PROGRESS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(LINE_INTERVAL, Duration::from_secs_f64);
+    Some(View {
+        mode,
+        interval,
+        overall: Mutex::new(None),
+        current: Mutex::new(None),
+    })
+}
+
+/// A progress display (see [`view`]).
+#[derive(Debug)]
+pub struct View {
+    mode: Mode,
+    interval: Duration,
+    /// Items done of the batch (bars only).
+    overall: Mutex<Option<ProgressBar>>,
+    current: Mutex<Option<Current>>,
+}
+
+/// The item being worked on.
+#[derive(Debug)]
+struct Current {
+    label: String,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress for View {
+    fn batch(&self, items: usize) {
+        let (Mode::Bars, Some(bars)) = (self.mode, BARS.get()) else {
+            return;
+        };
+        let bar = bars.add(ProgressBar::new(items as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{pos}/{len} done  [{elapsed_precise}]")
+                .expect("valid template"),
+        );
+        *self.overall.lock().expect("progress lock") = Some(bar);
+    }
+
+    fn item(&self, label: &str, bytes: u64) {
+        let bar = match (self.mode, BARS.get()) {
+            (Mode::Bars, Some(bars)) => {
+                let bar = bars.insert_from_back(1, ProgressBar::new(bytes));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{wide_msg} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    )
+                    .expect("valid template"),
+                );
+                bar.set_message(label.to_owned());
+                Some(bar)
+            }
+            _ => None,
+        };
+        let now = Instant::now();
+        let replaced = self
+            .current
+            .lock()
+            .expect("progress lock")
+            .replace(Current {
+                label: label.to_owned(),
+                total: bytes,
+                done: 0,
+                started: now,
+                last_line: now,
+                bar,
+            });
+        if let Some(Current { bar: Some(bar), .. }) = replaced {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        let mut current = self.current.lock().expect("progress lock");
+        let Some(current) = current.as_mut() else {
+            return;
+        };
+        current.done += bytes;
+        if let Some(bar) = &current.bar {
+            bar.inc(bytes);
+        } else if current.last_line.elapsed() >= self.interval {
+            current.last_line = Instant::now();
+            let seconds = current.started.elapsed().as_secs_f64().max(0.001);
+            tracing::info!(
+                "{}: {} of {} ({}/s)",
+                current.label,
+                glacier_backup::display_size(current.done),
+                glacier_backup::display_size(current.total.max(current.done)),
+                glacier_backup::display_size((current.done as f64 / seconds) as u64)
+            );
+        }
+    }
+
+    fn item_done(&self) {
+        if let Some(Current { bar: Some(bar), .. }) =
+            self.current.lock().expect("progress lock").take()
+        {
+            bar.finish_and_clear();
+        }
+        if let Some(overall) = self.overall.lock().expect("progress lock").as_ref() {
+            overall.inc(1);
+        }
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if let Some(bar) = self.overall.get_mut().expect("progress lock").take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Stderr for log lines, written above the progress bars (which are redrawn below them).
+pub struct StderrAboveBars;
+
+impl Write for StderrAboveBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match BARS.get() {
+            Some(bars) => bars.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
