@@ -24,6 +24,11 @@ pub trait Progress: Send + Sync + std::fmt::Debug {
 
     /// An item of the batch is finished, whatever its outcome.
     fn item_done(&self) {}
+
+    /// Waiting on cold storage: what is awaited, and when the next check is.
+    fn waiting(&self, what: &str, next_check: std::time::Duration) {
+        let _ = (what, next_check);
+    }
 }
 
 /// Shows nothing.

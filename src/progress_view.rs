@@ -55,6 +55,7 @@ pub fn view(choice: Choice, quiet: bool) -> Option<View> {
         interval,
         overall: Mutex::new(None),
         current: Mutex::new(None),
+        waiting: Mutex::new(None),
     })
 }
 
@@ -66,6 +67,14 @@ pub struct View {
     /// Items done of the batch (bars only).
     overall: Mutex<Option<ProgressBar>>,
     current: Mutex<Option<Current>>,
+    /// What is awaited on cold storage: a spinner, or when its last line was written.
+    waiting: Mutex<Option<Waiting>>,
+}
+
+#[derive(Debug)]
+enum Waiting {
+    Spinner(ProgressBar),
+    Line { what: String, written: Instant },
 }
 
 /// The item being worked on.
@@ -93,6 +102,11 @@ impl Progress for View {
     }
 
     fn item(&self, label: &str, bytes: u64) {
+        // Whatever was awaited is here.
+        if let Some(Waiting::Spinner(spinner)) = self.waiting.lock().expect("progress lock").take()
+        {
+            spinner.finish_and_clear();
+        }
         let bar = match (self.mode, BARS.get()) {
             (Mode::Bars, Some(bars)) => {
                 let bar = bars.insert_from_back(1, ProgressBar::new(bytes));
@@ -146,7 +160,40 @@ impl Progress for View {
         }
     }
 
+    fn waiting(&self, what: &str, next_check: Duration) {
+        let next = if next_check < Duration::from_secs(60) {
+            format!("{} s", next_check.as_secs())
+        } else {
+            format!("{} min", next_check.as_secs().div_ceil(60))
+        };
+        let message = format!("{what}; next check in {next}");
+        let mut waiting = self.waiting.lock().expect("progress lock");
+        match (self.mode, BARS.get(), waiting.as_ref()) {
+            (Mode::Bars, _, Some(Waiting::Spinner(spinner))) => spinner.set_message(message),
+            (Mode::Bars, Some(bars), _) => {
+                let spinner = bars.add(ProgressBar::new_spinner());
+                spinner.enable_steady_tick(Duration::from_millis(200));
+                spinner.set_message(message);
+                *waiting = Some(Waiting::Spinner(spinner));
+            }
+            // A line for each new wait, then one per interval at most.
+            (_, _, Some(Waiting::Line { what: was, written }))
+                if was == what && written.elapsed() < self.interval => {}
+            _ => {
+                tracing::info!("{message}");
+                *waiting = Some(Waiting::Line {
+                    what: what.to_owned(),
+                    written: Instant::now(),
+                });
+            }
+        }
+    }
+
     fn item_done(&self) {
+        if let Some(Waiting::Spinner(spinner)) = self.waiting.lock().expect("progress lock").take()
+        {
+            spinner.finish_and_clear();
+        }
         if let Some(Current { bar: Some(bar), .. }) =
             self.current.lock().expect("progress lock").take()
         {
@@ -162,6 +209,11 @@ impl Drop for View {
     fn drop(&mut self) {
         if let Some(bar) = self.overall.get_mut().expect("progress lock").take() {
             bar.finish_and_clear();
+        }
+        if let Some(Waiting::Spinner(spinner)) =
+            self.waiting.get_mut().expect("progress lock").take()
+        {
+            spinner.finish_and_clear();
         }
     }
 }

@@ -50,7 +50,14 @@ async fn fetch(
     );
     if args.wait {
         let limit = std::time::Duration::from_secs(args.timeout);
-        let ready = glacier_backup::poll::with_backoff(limit, || async {
+        let view = crate::progress_view::view(cli.progress, cli.quiet);
+        let what = format!("inventory job {request_id} under way");
+        let report = |pause| {
+            if let Some(view) = &view {
+                glacier_backup::progress::Progress::waiting(view, &what, pause);
+            }
+        };
+        let ready = glacier_backup::poll::with_backoff(limit, report, || async {
             match archiver.inventory(Some(&request_id)).await? {
                 InventoryState::Ready(listing) => {
                     Ok::<_, glacier_backup::archiver::Error>(Some(listing))

@@ -71,7 +71,13 @@ pub(super) async fn readable(
         _ => None,
     };
     let limit = deadline.saturating_duration_since(std::time::Instant::now());
-    let ready = crate::poll::with_backoff(limit, || async {
+    let progress = request
+        .progress
+        .clone()
+        .unwrap_or_else(crate::progress::none);
+    let what = format!("{}: retrieval in progress", archive.archive_id);
+    let report = |pause| progress.waiting(&what, pause);
+    let ready = crate::poll::with_backoff(limit, report, || async {
         let state = archiver
             .restore_state(archive, request_id.as_deref())
             .await?;

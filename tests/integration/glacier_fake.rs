@@ -625,9 +625,17 @@ fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
         .spawn()
         .unwrap();
     wait_until("no retrieval was recorded", || retrievals() > 0);
+    // Let the first checks go by.
+    std::thread::sleep(Duration::from_millis(1500));
     let out = signal_child(child, "-INT");
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("stopped by Ctrl-C"), "{}", text(&out));
+    // While it waited, the log said on what, and when it would look again.
+    assert!(
+        text(&out).contains("retrieval in progress; next check in 1 s"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(retrievals(), 1, "the request is still on record");
 
     let again = s
