@@ -84,6 +84,8 @@ pub struct RunReport {
     pub deferred: Vec<PathBuf>,
     /// Empty files the backend cannot store.
     pub empty_skipped: Vec<PathBuf>,
+    /// In a dry run, the estimated size of each archive in `uploaded`, in the same order.
+    pub planned_sizes: Vec<u64>,
 }
 
 /// Something that stops the whole run, not just one candidate.
@@ -240,12 +242,13 @@ pub async fn run_backup(
             continue;
         }
         if options.dry_run {
+            // A scan reads no contents: sizes for the cost estimate, and the empty check.
+            let size = match &scan {
+                Some(scan) => Ok(scan.size_estimate),
+                None => item.candidate.scan().map(|scan| scan.size_estimate),
+            };
             // The real run skips empty files a backend cannot store; say the same here.
             if may_be_unstorable(item.candidate.as_ref(), archiver) {
-                let size = match &scan {
-                    Some(scan) => Ok(scan.size_estimate),
-                    None => item.candidate.scan().map(|scan| scan.size_estimate),
-                };
                 if let Ok(0) = size {
                     tracing::info!(
                         "would skip {}: it is empty, and the {} backend cannot store 0-byte \
@@ -262,6 +265,7 @@ pub async fn run_backup(
                 shown(&path),
                 item.candidate.kind().as_str()
             );
+            report.planned_sizes.push(size.unwrap_or(0));
             report.uploaded.push((path, decision, None));
             continue;
         }

@@ -161,6 +161,20 @@ pub struct RestoreArgs {
     /// Days a restored S3 copy stays readable
     #[arg(long, value_name = "N", default_value_t = 7)]
     pub days: u32,
+    /// Refuse to start when the plan's estimated cost is above this many US dollars
+    #[arg(long, value_name = "USD", value_parser = parse_dollars)]
+    pub max_cost: Option<f64>,
+    /// Do not ask before a costly plan (on a terminal, plans above $1 ask first)
+    #[arg(long)]
+    pub yes: bool,
+}
+
+fn parse_dollars(text: &str) -> Result<f64, String> {
+    text.trim_start_matches('$')
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{text:?} is not an amount of US dollars: use e.g. 5 or 0.50"))
 }
 
 /// Arguments of `inventory`.

@@ -117,6 +117,9 @@ pub async fn backup(
         ));
     }
     tracing::info!("{summary}");
+    if cli.dryrun {
+        storage_estimate(archiver.as_ref(), config, &report);
+    }
     if cli.json {
         print_json(&to_json(cli.dryrun, &report))?;
     }
@@ -125,6 +128,71 @@ pub async fn backup(
     } else {
         Outcome::Failed
     })
+}
+
+/// What a dry run's pending uploads add to the bill: storage per month and the upload
+/// requests, with warnings for archives billed above their size or replacing an upload younger
+/// than the class's minimum duration.
+fn storage_estimate(
+    archiver: &dyn glacier_backup::archiver::Archiver,
+    config: &Config,
+    report: &RunReport,
+) {
+    use glacier_backup::backup::Decision;
+    use glacier_backup::costs::{dollars, PriceClass};
+    let Some(class) = archiver.storage_class().and_then(|c| PriceClass::of(&c)) else {
+        return;
+    };
+    if report.planned_sizes.is_empty() {
+        return;
+    }
+    let sizes = &report.planned_sizes;
+    // One request for an archive in one part; a multipart one starts, sends each part, ends.
+    let requests: u64 = sizes
+        .iter()
+        .map(|&size| {
+            let part = archiver.part_size(size).max(1);
+            if size <= part {
+                1
+            } else {
+                size.div_ceil(part) + 2
+            }
+        })
+        .sum();
+    let cost = config.prices.storage(class, sizes, requests);
+    tracing::info!(
+        "estimated cost: {} a month more for storage, and {} once for {requests} upload \
+         request(s) (us-east-1 list prices of {}; see [prices])",
+        dollars(cost.monthly),
+        dollars(cost.requests),
+        glacier_backup::costs::PRICES_AS_OF
+    );
+    // Below this, what an archive is billed for is mostly overhead or the class's minimum.
+    let threshold = class.minimum_billable().max(40 * 1024);
+    let small = sizes.iter().filter(|&&size| size < threshold).count();
+    if small > 0 {
+        tracing::warn!(
+            "{small} archive(s) are smaller than {}: each is billed for at least 128 KiB \
+             (GLACIER_IR) or carries 32-40 KiB of overhead; bundle small files into a directory \
+             candidate (upload_single_dir) to pay for bytes, not overhead",
+            glacier_backup::display_size(threshold)
+        );
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let minimum = time::Duration::days(class.minimum_days().into());
+    for (path, decision, _) in &report.uploaded {
+        if let Decision::Changed { since: Some(since) } = decision {
+            if now - *since < minimum {
+                tracing::warn!(
+                    "{}: its previous upload ({}) is younger than the {} days every archive of \
+                     this class is billed for; both stay stored",
+                    shown(path),
+                    glacier_backup::display_time(*since),
+                    class.minimum_days()
+                );
+            }
+        }
+    }
 }
 
 /// The `--json` document of a backup run: one entry per candidate looked at (or deferred), with

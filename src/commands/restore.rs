@@ -113,6 +113,92 @@ fn show_plan(
     }
 }
 
+/// A plan above this asks before starting, on a terminal, unless `--yes`.
+const CONFIRM_ABOVE_USD: f64 = 1.0;
+
+/// The estimated cost of retrieving the plan's cold archives that were not asked for yet, shown
+/// for the chosen tier beside the others; `None` when reading costs nothing (a local directory,
+/// a warm S3 class).
+fn estimate(
+    archiver: &dyn Archiver,
+    config: &Config,
+    ledger: &dyn Ledger,
+    rows: &[UploadRecord],
+    request: &RestoreRequest,
+) -> Option<f64> {
+    use glacier_backup::costs::{dollars, PriceClass, Prices};
+    let class = PriceClass::of(&archiver.storage_class()?)?;
+    let to_ask: Vec<&UploadRecord> = rows
+        .iter()
+        .filter(|row| !matches!(ledger.retrieval(Some(&row.archive_id)), Ok(Some(_))))
+        .collect();
+    let bytes: u64 = to_ask.iter().filter_map(|r| r.size).sum();
+    let count = to_ask.len() as u64;
+    let prices = &config.prices;
+    let tier = request.options.tier;
+    let chosen = prices.retrieval(class, tier, count, bytes)?;
+    let others: Vec<String> = Prices::tiers()
+        .iter()
+        .filter(|&&other| other != tier)
+        .filter_map(|&other| {
+            let cost = prices.retrieval(class, other, count, bytes)?;
+            Some(format!("{} {}", other.as_str(), dollars(cost.total())))
+        })
+        .collect();
+    tracing::info!(
+        "estimated cost: {} for {count} archive(s) at the {} tier (retrieval {}, requests {}, \
+         transfer out {}); other tiers: {} (us-east-1 list prices of {}; see [prices])",
+        dollars(chosen.total()),
+        tier.as_str(),
+        dollars(chosen.retrieval),
+        dollars(chosen.requests),
+        dollars(chosen.transfer),
+        if others.is_empty() {
+            "none".into()
+        } else {
+            others.join(", ")
+        },
+        glacier_backup::costs::PRICES_AS_OF,
+    );
+    Some(chosen.total())
+}
+
+/// Refuses a plan dearer than `--max-cost`; on a terminal, asks before a plan above
+/// [`CONFIRM_ABOVE_USD`] unless `--yes`.
+fn check_cost(cli: &Cli, args: &RestoreArgs, estimate: &f64) -> Result<(), Fatal> {
+    use std::io::IsTerminal;
+    let dollars = glacier_backup::costs::dollars;
+    if let Some(max) = args.max_cost {
+        if *estimate > max {
+            return Err(Fatal::Config(anyhow::anyhow!(
+                "the plan's estimated cost {} is above --max-cost {}: restore fewer paths, \
+                 choose a cheaper --tier, or raise --max-cost",
+                dollars(*estimate),
+                dollars(max)
+            )));
+        }
+    }
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if cli.dryrun || args.yes || !interactive || *estimate <= CONFIRM_ABOVE_USD {
+        return Ok(());
+    }
+    eprint!(
+        "This restore will cost about {}. Go ahead? [y/N] ",
+        dollars(*estimate)
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Fatal::Failure(e.into()))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+        Ok(())
+    } else {
+        Err(Fatal::Config(anyhow::anyhow!(
+            "not started: nothing was asked for (run with --yes to skip the question)"
+        )))
+    }
+}
+
 pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<Outcome, Fatal> {
     let session = Session::open(config)?;
     let archiver = &session.archiver;
@@ -137,6 +223,9 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     let mut ledger = session.ledger(cli.dryrun)?;
     let rows = select(&ledger, &request)?;
     show_plan(archiver.as_ref(), &ledger, &rows, &request);
+    if let Some(estimate) = estimate(archiver.as_ref(), config, &ledger, &rows, &request) {
+        check_cost(cli, args, &estimate)?;
+    }
     if cli.dryrun {
         if cli.json {
             let planned: Vec<_> = rows

@@ -8,9 +8,10 @@ use glacier_backup_archiver::settings::{closest, Section, SettingsError};
 /// Backend used when `[main] backend` is not set: vaults, as the Python tool did.
 pub const DEFAULT_BACKEND: &str = "glacier";
 
-/// Section names that are not paths: `[main]` and one per backend.
+/// Section names that are not paths: `[main]`, `[prices]` and one per backend.
 pub fn reserved_sections() -> Vec<&'static str> {
-    std::iter::once("main")
+    ["main", "prices"]
+        .into_iter()
         .chain(crate::backends::backend_names())
         .collect()
 }
@@ -87,6 +88,8 @@ pub struct Config {
     pub backend_sections: BTreeMap<String, Section>,
     /// Path sections, in file order.
     pub paths: Vec<PathRule>,
+    /// Prices for cost estimates: the built-in table, with `[prices]` on top.
+    pub prices: crate::costs::Prices,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             ledger: None,
             backend_sections: BTreeMap::new(),
             paths: Vec::new(),
+            prices: crate::costs::Prices::builtin(),
         }
     }
 
@@ -115,6 +119,7 @@ impl Config {
         for section in sections {
             match section.name() {
                 "main" => config.read_main(&section)?,
+                "prices" => config.prices = crate::costs::Prices::with_overrides(Some(&section))?,
                 name if crate::backends::backend(name).is_some() => {
                     config.backend_sections.insert(name.to_owned(), section);
                 }

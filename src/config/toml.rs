@@ -49,7 +49,7 @@ fn convert(value: toml::Value) -> Value {
         toml::Value::String(s) => Value::String(s),
         toml::Value::Boolean(b) => Value::Bool(b),
         toml::Value::Integer(i) => Value::Integer(i),
-        toml::Value::Float(_) => Value::Other("a decimal number"),
+        toml::Value::Float(f) => Value::Float(f),
         toml::Value::Datetime(_) => Value::Other("a date"),
         toml::Value::Array(_) => Value::Other("an array"),
         toml::Value::Table(_) => Value::Other("a table"),

@@ -847,3 +847,58 @@ fn open_uploads_of_the_same_path_are_aborted_only_once_no_run_can_resume_them() 
     assert_eq!(archives.len(), 1);
     assert_eq!(archives[0].1.data.as_deref(), Some(&data[..]));
 }
+
+/// Costs before paying: a restore plan's estimate at the chosen tier is the hand computation
+/// from the prices in force (here `[prices]` overrides with round numbers), `--max-cost`
+/// refuses a dearer plan, and a dry-run backup says what its uploads add to the bill.
+#[test]
+fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() {
+    let s = Setup::new();
+    let file = s.path("data/three.bin");
+    write_sample(&file, 3 << 20, 9);
+    // $1,024 per GB retrieved is $3.00 for 3 MiB; $1 per retrieval request; nothing to send
+    // out. Storage: $1,024 per GB-month, $1 per upload request.
+    let prices = "[prices]\nretrieval_vault_standard = 1024\n\
+                  retrieval_requests_vault_standard = 1000\ntransfer_out = 0\n\
+                  storage_vault = 1024\nupload_requests_vault = 1000.0\n";
+    let config = s.config(&format!("{prices}\n[\"{}\"]\n", file.display()));
+
+    let planned = s.with_config(&config, &["-d"]).output().unwrap();
+    assert_eq!(planned.status.code(), Some(0), "{}", text(&planned));
+    // (3 MiB + 32 KiB of per-archive overhead) x $1,024 per GiB = $3.03 a month; three 1 MiB
+    // parts, plus starting and completing the upload: 5 requests.
+    assert!(
+        text(&planned).contains(
+            "estimated cost: $3.03 a month more for storage, and $5.00 once for 5 upload request(s)"
+        ),
+        "{}",
+        text(&planned)
+    );
+    assert_eq!(s.run_config(&config).status.code(), Some(0));
+
+    let to = s.path("out");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["-d", "restore", "--to", to.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(file.to_str().unwrap());
+        s.with_config(&config, &args).output().unwrap()
+    };
+    let plan = restore(&[]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    assert!(
+        text(&plan).contains(
+            "estimated cost: $4.00 for 1 archive(s) at the standard tier (retrieval $3.00, \
+             requests $1.00, transfer out $0.00); other tiers: expedited $0.01, bulk"
+        ),
+        "{}",
+        text(&plan)
+    );
+    let refused = restore(&["--max-cost", "3.99"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("estimated cost $4.00 is above --max-cost $3.99"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(restore(&["--max-cost", "4"]).status.code(), Some(0));
+}

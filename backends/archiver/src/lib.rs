@@ -56,6 +56,13 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
 
+    /// The storage class archives go to, as prices tell them apart: `vault` for a Glacier
+    /// vault, an S3 storage class (`GLACIER`, `DEEP_ARCHIVE`...), `None` where storage has no
+    /// class (a local directory).
+    fn storage_class(&self) -> Option<String> {
+        None
+    }
+
     /// The part size to use for an archive of about `size_hint` bytes: a power-of-two number of
     /// MiB, so that part tree hashes combine into the archive's.
     fn part_size(&self, size_hint: u64) -> u64 {

@@ -16,6 +16,8 @@ pub enum Value {
     Bool(bool),
     /// A TOML integer.
     Integer(i64),
+    /// A TOML float.
+    Float(f64),
     /// Any other TOML type, by its name (`float`, `array`, `table`, `datetime`).
     Other(&'static str),
 }
@@ -188,6 +190,21 @@ impl Section {
         }
     }
 
+    /// A number of 0 or more, whole or decimal: a TOML number or a string of one.
+    pub fn non_negative(&self, key: &str) -> Result<Option<f64>, SettingsError> {
+        let value = match self.raw(key) {
+            None => return Ok(None),
+            Some(Value::Integer(i)) => Some(*i as f64),
+            Some(Value::Float(f)) => Some(*f),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(_) => None,
+        };
+        value
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(Some)
+            .ok_or_else(|| self.error(Some(key), "is not a number of 0 or more, e.g. 0.0036"))
+    }
+
     /// Fails on the first key that no getter asked for, suggesting the nearest known key.
     pub fn reject_unknown(&self, known: &[&str]) -> Result<(), SettingsError> {
         let used = self.used.borrow();
@@ -231,6 +248,7 @@ fn type_name(v: &Value) -> &'static str {
         Value::String(_) => "text",
         Value::Bool(_) => "a boolean",
         Value::Integer(_) => "a number",
+        Value::Float(_) => "a decimal number",
         Value::Other(name) => name,
     }
 }
@@ -241,6 +259,7 @@ impl fmt::Display for Value {
             Value::String(s) => write!(f, "{s:?}"),
             Value::Bool(b) => write!(f, "{b}"),
             Value::Integer(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
             Value::Other(name) => f.write_str(name),
         }
     }

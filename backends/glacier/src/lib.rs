@@ -139,6 +139,10 @@ impl Archiver for GlacierArchiver {
         self.settings.part_size_for(size_hint)
     }
 
+    fn storage_class(&self) -> Option<String> {
+        Some("vault".into())
+    }
+
     async fn check(&self) -> Result<()> {
         let result = self
             .client()

@@ -190,6 +190,10 @@ impl Archiver for S3Archiver {
         self.settings.part_size_for(size_hint)
     }
 
+    fn storage_class(&self) -> Option<String> {
+        Some(self.settings.storage_class.clone())
+    }
+
     async fn check(&self) -> Result<()> {
         let result = self
             .client()
