@@ -901,4 +901,29 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
         text(&refused)
     );
     assert_eq!(restore(&["--max-cost", "4"]).status.code(), Some(0));
+
+    // On a terminal, a plan above $1 asks first: "n" starts nothing.
+    s.fake.set(|b| b.hold_jobs = true);
+    let real = |extra: &[&str], input: &str| {
+        let mut args = vec!["-c", config.to_str().unwrap(), "restore"];
+        args.extend_from_slice(&["--to", to.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        args.push(file.to_str().unwrap());
+        s.on_a_terminal(&args, input)
+    };
+    let (code, shown) = real(&[], "n\n");
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("Go ahead? [y/N]"), "{shown}");
+    assert!(shown.contains("not started"), "{shown}");
+    let retrievals = || -> i64 {
+        s.ledger_db()
+            .query_row("SELECT count(*) FROM retrievals", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(retrievals(), 0, "a retrieval was requested: {shown}");
+    // --yes does not ask; the retrieval is requested and pending.
+    let (code, shown) = real(&["--yes"], "");
+    assert_eq!(code, Some(3), "{shown}");
+    assert!(!shown.contains("Go ahead?"), "{shown}");
+    assert_eq!(retrievals(), 1, "{shown}");
 }

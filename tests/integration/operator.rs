@@ -315,24 +315,6 @@ fn json_documents_report_each_candidate_and_archive() {
     );
 }
 
-/// Runs the binary under a pseudo-terminal (util-linux `script`): what the terminal showed.
-fn on_a_terminal(sb: &Sandbox, args: &[&str]) -> String {
-    let command = std::iter::once(crate::support::sandbox::BIN)
-        .chain(args.iter().copied())
-        .map(|word| format!("'{}'", word.replace('\'', r"'\''")))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let out = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("HOME", sb.path("home"))
-        .env_remove("RUST_LOG")
-        .current_dir(sb.dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn progress_shows_as_bars_on_a_terminal_and_as_lines_in_a_log() {
     let sb = Sandbox::new();
@@ -344,7 +326,8 @@ fn progress_shows_as_bars_on_a_terminal_and_as_lines_in_a_log() {
     ));
     let config = config.to_str().unwrap();
 
-    let never = on_a_terminal(&sb, &["-c", config, "--progress", "never"]);
+    let (code, never) = sb.on_a_terminal(&["-c", config, "--progress", "never"], "");
+    assert_eq!(code, Some(0), "{never}");
     assert!(never.contains("uploaded 1"), "{never}");
     assert!(
         !never.contains("ETA"),
@@ -352,7 +335,8 @@ fn progress_shows_as_bars_on_a_terminal_and_as_lines_in_a_log() {
     );
 
     fs::write(sb.path("data/big.bin"), vec![6u8; 20 << 20]).unwrap();
-    let bars = on_a_terminal(&sb, &["-c", config]);
+    let (code, bars) = sb.on_a_terminal(&["-c", config], "");
+    assert_eq!(code, Some(0), "{bars}");
     assert!(bars.contains("uploaded 1"), "{bars}");
     assert!(
         bars.contains("/20.00 MiB") && bars.contains("ETA"),
@@ -383,4 +367,46 @@ fn progress_shows_as_bars_on_a_terminal_and_as_lines_in_a_log() {
         .unwrap();
     assert_exit(&quiet, 0);
     assert!(quiet.stderr.is_empty(), "{}", text(&quiet));
+}
+
+/// SIGTERM (systemd's stop, `timeout`) mid-upload to a local directory: the run stops cleanly,
+/// exit 143, and leaves no partial file behind (it used to die at once and leave one).
+#[test]
+fn sigterm_mid_upload_leaves_no_partial_file_in_a_local_destination() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.path("data")).unwrap();
+    fs::write(sb.path("data/big.bin"), vec![3u8; 256 << 20]).unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        sb.path("data").display()
+    ));
+    let child = sb
+        .command(&["-c", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let incoming = sb.path("archives/.incoming");
+    let partials = || {
+        fs::read_dir(&incoming)
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while partials() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 143);
+    assert!(text(&out).contains("stopped by SIGTERM"), "{}", text(&out));
+    assert_eq!(partials(), 0, "a partial upload file was left behind");
 }

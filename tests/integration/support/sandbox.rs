@@ -68,6 +68,41 @@ impl Sandbox {
         command
     }
 
+    /// Runs the binary with `args` under a pseudo-terminal (util-linux `script`), typing
+    /// `input`: its exit code and what the terminal showed.
+    pub fn on_a_terminal(&self, args: &[&str], input: &str) -> (Option<i32>, String) {
+        use std::io::Write;
+        let command = std::iter::once(BIN)
+            .chain(args.iter().copied())
+            .map(|word| format!("'{}'", word.replace('\'', r"'\''")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut terminal = Command::new("script");
+        terminal
+            .args(["-qec", &command, "/dev/null"])
+            .env("HOME", self.path("home"))
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (key, value) in super::moto::AWS_TEST_ENV {
+            terminal.env(key, value);
+        }
+        let mut child = terminal.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
