@@ -188,51 +188,6 @@ def bench_config():
           f"INI/TOML {large / toml:.2f}")
 
 
-def bench_glacier():
-    """2 GiB directory, multipart, to the fake Glacier service on loopback."""
-    tree = WORK / "mixed2g"
-    if not (tree / ".complete").exists():
-        shutil.rmtree(tree, ignore_errors=True)
-        make_mixed_tree(tree / "a")
-        shutil.copytree(tree / "a", tree / "b")
-        (tree / ".complete").write_text("")
-    total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
-    warm(tree)
-    baseline_cmd = ["bash", "-c", f"tar cf - -C {tree.parent} {tree.name} | openssl dgst -sha256"]
-    (base, _, _, _), _ = best(3, lambda: timed(baseline_cmd))
-
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
-               AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
-    concurrency, part_mib = 4, 8
-
-    def ours():
-        fake = subprocess.Popen([str(ROOT / "target" / "release" / "fake-glacier"), "bench"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        endpoint = fake.stdout.readline().strip()
-        config = WORK / "glacier-bench.toml"
-        ledger = WORK / "glacier-bench.sqlite3"
-        ledger.unlink(missing_ok=True)
-        config.write_text(
-            f'[main]\nvault_name = "bench"\nlogfile = ""\nledger = "{ledger}"\n'
-            f'[glacier]\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
-            f'concurrency = {concurrency}\npart_size = {part_mib}\n')
-        result = timed([str(BIN), "-c", str(config), "-p", str(tree)], env=env)
-        fake.stdin.close()
-        fake.stdout.read()
-        _, _, usage = os.wait4(fake.pid, 0)
-        return result + (usage.ru_utime + usage.ru_stime,)
-
-    runs = [ours() for _ in range(3)]
-    mine, _, out, cpu, fake_cpu = min(runs, key=lambda r: r[0])
-    peak = max(r[1] for r in runs)
-    budget = 64 + concurrency * part_mib
-    print(f"glacier: {total / MIB:.0f} MiB tree, {part_mib} MiB parts x {concurrency}  "
-          f"tar|openssl {base:.2f}s  ours {mine:.2f}s  time ratio {mine / base:.2f} (target <= 1.5)  "
-          f"CPU: ours {cpu:.2f}s, fake server {fake_cpu:.2f}s (same 2 cores)  "
-          f"peak RSS {peak:.1f} MiB (budget {budget})")
-
-
 def fake_glacier_config(name, concurrency, part_mib):
     """Starts the fake Glacier in benchmark mode; returns (process, config path)."""
     fake = subprocess.Popen([str(ROOT / "target" / "release" / "fake-glacier"), "bench"],
@@ -251,6 +206,40 @@ def fake_glacier_config(name, concurrency, part_mib):
 AWS_TEST_ENV = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                     AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
                     AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
+
+
+def bench_glacier():
+    """2 GiB directory, multipart, to the fake Glacier service on loopback."""
+    tree = WORK / "mixed2g"
+    if not (tree / ".complete").exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        make_mixed_tree(tree / "a")
+        shutil.copytree(tree / "a", tree / "b")
+        (tree / ".complete").write_text("")
+    total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    warm(tree)
+    baseline_cmd = ["bash", "-c", f"tar cf - -C {tree.parent} {tree.name} | openssl dgst -sha256"]
+    (base, _, _, _), _ = best(3, lambda: timed(baseline_cmd))
+
+    env = dict(os.environ, **AWS_TEST_ENV)
+    concurrency, part_mib = 4, 8
+
+    def ours():
+        fake, config = fake_glacier_config("glacier-bench", concurrency, part_mib)
+        result = timed([str(BIN), "-c", str(config), "-p", str(tree)], env=env)
+        fake.stdin.close()
+        fake.stdout.read()
+        _, _, usage = os.wait4(fake.pid, 0)
+        return result + (usage.ru_utime + usage.ru_stime,)
+
+    runs = [ours() for _ in range(3)]
+    mine, _, out, cpu, fake_cpu = min(runs, key=lambda r: r[0])
+    peak = max(r[1] for r in runs)
+    budget = 64 + concurrency * part_mib
+    print(f"glacier: {total / MIB:.0f} MiB tree, {part_mib} MiB parts x {concurrency}  "
+          f"tar|openssl {base:.2f}s  ours {mine:.2f}s  time ratio {mine / base:.2f} (target <= 1.5)  "
+          f"CPU: ours {cpu:.2f}s, fake server {fake_cpu:.2f}s (same 2 cores)  "
+          f"peak RSS {peak:.1f} MiB (budget {budget})")
 
 
 def bench_glacier_cpu():
