@@ -343,6 +343,25 @@ fn progress_shows_as_bars_on_a_terminal_and_as_lines_in_a_log() {
         "{bars}"
     );
     assert!(bars.contains("1/1 done"), "{bars}");
+    // A restore's download shows the same way.
+    let to = sb.path("restored");
+    let source = sb.path("data/big.bin");
+    let (code, restored) = sb.on_a_terminal(
+        &[
+            "-c",
+            config,
+            "restore",
+            "--to",
+            to.to_str().unwrap(),
+            source.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(code, Some(0), "{restored}");
+    assert!(
+        restored.contains("/20.00 MiB") && restored.contains("ETA"),
+        "{restored}"
+    );
 
     // Not a terminal: no bar, and (every 30 s; here at every part) a plain line.
     fs::write(sb.path("data/big.bin"), vec![7u8; 20 << 20]).unwrap();
