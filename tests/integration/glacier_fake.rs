@@ -876,6 +876,36 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
     );
     assert_eq!(s.run_config(&config).status.code(), Some(0));
 
+    // What is billed above its size, and what replaces a too-young upload, is said first.
+    let tiny = s.path("data/tiny.txt");
+    write_sample(&tiny, 100, 1);
+    let both = s.config(&format!(
+        "{prices}\n[\"{}\"]\nupload_files = true\nupload_if_changed = true\n",
+        s.path("data").display()
+    ));
+    let warned = s.with_config(&both, &["-d"]).output().unwrap();
+    assert_eq!(warned.status.code(), Some(0), "{}", text(&warned));
+    assert!(
+        text(&warned).contains("1 archive(s) are smaller than 40.0 KiB"),
+        "{}",
+        text(&warned)
+    );
+    assert!(
+        !text(&warned).contains("younger than"),
+        "three.bin did not change: {}",
+        text(&warned)
+    );
+    write_sample(&file, 3 << 20, 10);
+    let replaced = s.with_config(&both, &["-d"]).output().unwrap();
+    assert!(
+        text(&replaced).contains("three.bin: its previous upload (")
+            && text(&replaced).contains("is younger than the 90 days"),
+        "{}",
+        text(&replaced)
+    );
+    write_sample(&file, 3 << 20, 9);
+    std::fs::remove_file(&tiny).unwrap();
+
     let to = s.path("out");
     let restore = |extra: &[&str]| {
         let mut args = vec!["-d", "restore", "--to", to.to_str().unwrap()];
