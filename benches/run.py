@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
-    python3 benches/run.py [treehash|backup|many|config|glacier|glacier-cpu|s3] ...   (default: all)
+    python3 benches/run.py [treehash|backup|many|config|list|glacier|glacier-cpu|s3] ...   (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
 backup    1 GiB directory of mixed file sizes to the local backend vs
@@ -9,6 +9,8 @@ backup    1 GiB directory of mixed file sizes to the local backend vs
 many      a directory with 10,000 children: candidate resolution + ledger checks.
 config    INI configs of 10,000 and 100,000 path sections: load time (`list` on an empty
           ledger), with the TOML form of the 100,000 as the baseline.
+list      `list --json` and the `list` table over a 200,000-row ledger: time and peak RSS (target
+          < 64 MiB and < 1 s), against the same over a 1-row ledger (the process's own floor).
 glacier-cpu  1 GiB file to the fake Glacier on loopback: the CPU seconds our process spends,
           vs the floor from the same run: Glacier needs two SHA-256 passes (tree hash and
           payload hash) and one read of the file, so 2 x user + sys of `openssl dgst -sha256`.
@@ -186,6 +188,59 @@ def bench_config():
     print(f"config: INI 10,000 sections {small:.3f}s, 100,000 {large:.3f}s "
           f"(x{large / small:.1f} for x10 sections; target < 1 s)  TOML 100,000 {toml:.3f}s  "
           f"INI/TOML {large / toml:.2f}")
+
+
+def own_rss():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_list():
+    """`list` over a 200,000-row ledger: memory stays flat in the ledger's size."""
+    def ledger_of(rows):
+        root = WORK / f"list-{rows}"
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "data").mkdir(parents=True)
+        (root / "data" / "one.txt").write_text("one")
+        config = root / "list.toml"
+        config.write_text(f'[main]\nbackend = "local"\nlogfile = ""\nledger = "{root}/ledger.sqlite3"\n'
+                          f'[local]\ndirectory = "{root}/archives"\ncreate_directory = true\n'
+                          f'["{root}/data"]\nupload_files = true\n')
+        timed([str(BIN), "-c", str(config), "--quiet"])
+        db = sqlite3.connect(root / "ledger.sqlite3")
+        columns = [r[1] for r in db.execute("PRAGMA table_info(uploads)")]
+        # Generated inside SQLite: this process stays small, and a child's peak RSS (which Linux
+        # carries over from the parent at fork) stays the child's own.
+        select = ", ".join(f"{c} || '-' || printf('%06d', n)" if c in ("path", "archive_id") else c
+                           for c in columns)
+        db.execute(f"""WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq
+                                                 WHERE n < {rows - 1})
+                       INSERT INTO uploads ({', '.join(columns)})
+                       SELECT {select} FROM seq, (SELECT * FROM uploads LIMIT 1)""")
+        db.commit()
+        db.close()
+        return config
+
+    def run(config, args):
+        # Output to /dev/null: read into this process, it would grow it, and Linux reports a
+        # child's peak RSS as at least its parent's at fork.
+        start = time.perf_counter()
+        proc = subprocess.Popen([str(BIN), "-c", str(config)] + args, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"list failed on {config}")
+        return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+    small, large = ledger_of(1), ledger_of(200_000)
+    results = {}
+    for name, args in [("json", ["list", "--json"]), ("table", ["list"])]:
+        for size, config in [("1 row", small), ("200,000 rows", large)]:
+            results[(name, size)] = min((run(config, args) for _ in range(3)), key=lambda r: r[0])
+    for name in ["json", "table"]:
+        (s1, r1), (s2, r2) = results[(name, "1 row")], results[(name, "200,000 rows")]
+        print(f"list {name}: 200,000 rows {s2:.2f}s, peak RSS {r2:.1f} MiB (target < 1 s, < 64 MiB); "
+              f"1 row {s1:.2f}s, {r1:.1f} MiB; RSS ratio {r2 / r1:.2f} (a child's peak reads at "
+              f"least this script's own {own_rss():.1f} MiB)")
 
 
 def fake_glacier_config(name, concurrency, part_mib):
@@ -368,7 +423,7 @@ def main():
     build()
     WORK.mkdir(parents=True, exist_ok=True)
     benches = {"treehash": bench_treehash, "backup": bench_backup, "many": bench_many,
-               "config": bench_config,
+               "config": bench_config, "list": bench_list,
                "glacier": bench_glacier, "glacier-cpu": bench_glacier_cpu, "s3": bench_s3}
     for name in sys.argv[1:] or list(benches):
         benches[name]()

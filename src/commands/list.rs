@@ -23,28 +23,37 @@ fn ledger_for(config: &Config) -> Result<PathBuf, Fatal> {
     Ok(ledger_path(config, &target, home_config_dir().as_deref()))
 }
 
+/// Prints the ledger, streaming its rows: memory stays flat whatever the ledger's size (the
+/// table reads the rows twice, first for the column widths).
 pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
     let path = ledger_for(config)?;
-    let ledger = SqliteLedger::snapshot(&path)?;
-    let uploads = ledger.uploads()?;
-    let mut out = std::io::stdout().lock();
+    let ledger = SqliteLedger::reader(&path)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if json {
-        let rows: Vec<_> = uploads.iter().map(upload_json).collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&rows).expect("JSON values serialize")
-        )
-    } else if uploads.is_empty() {
-        writeln!(out, "no uploads recorded in {}", shown(&path))
+        write_json(&mut out, &ledger)?
     } else {
-        write_table(&mut out, &uploads)
+        write_table(&mut out, &ledger, &path)?
     };
-    match written {
+    match written.and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Outcome::Success),
         Err(e) => Err(Fatal::Failure(e.into())),
         Ok(()) => Ok(Outcome::Success),
     }
+}
+
+/// A JSON array, one row at a time. The outer error is the ledger's, the inner one stdout's.
+fn write_json(out: &mut dyn Write, ledger: &dyn Ledger) -> Result<std::io::Result<()>, Fatal> {
+    let mut written = out.write_all(b"[");
+    let mut first = true;
+    ledger.each_upload(&mut |upload| {
+        let separator: &[u8] = if first { b"\n  " } else { b",\n  " };
+        first = false;
+        written = out.write_all(separator).and_then(|()| {
+            serde_json::to_writer(&mut *out, &upload_json(&upload)).map_err(std::io::Error::from)
+        });
+        written.is_ok()
+    })?;
+    Ok(written.and_then(|()| out.write_all(if first { b"]\n" } else { b"\n]\n" })))
 }
 
 fn upload_json(u: &UploadRecord) -> serde_json::Value {
@@ -66,32 +75,41 @@ fn upload_json(u: &UploadRecord) -> serde_json::Value {
     row
 }
 
-fn write_table(out: &mut dyn Write, uploads: &[UploadRecord]) -> std::io::Result<()> {
-    let rows: Vec<[String; 5]> = uploads
-        .iter()
-        .map(|u| {
-            [
-                u.uploaded_at
-                    .map(glacier_backup::display_time)
-                    .unwrap_or_else(|| "-".into()),
-                u.backend.clone(),
-                u.size
-                    .map(glacier_backup::display_size)
-                    .unwrap_or_else(|| "-".into()),
-                shown(&u.path),
-                u.archive_id.clone(),
-            ]
-        })
-        .collect();
+/// The table's cells of one row.
+fn cells(u: &UploadRecord) -> [String; 5] {
+    [
+        u.uploaded_at
+            .map(glacier_backup::display_time)
+            .unwrap_or_else(|| "-".into()),
+        u.backend.clone(),
+        u.size
+            .map(glacier_backup::display_size)
+            .unwrap_or_else(|| "-".into()),
+        shown(&u.path),
+        u.archive_id.clone(),
+    ]
+}
+
+fn write_table(
+    out: &mut dyn Write,
+    ledger: &dyn Ledger,
+    path: &std::path::Path,
+) -> Result<std::io::Result<()>, Fatal> {
     let header = ["UPLOADED", "BACKEND", "SIZE", "PATH", "ARCHIVE ID"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+    let mut rows = 0usize;
+    ledger.each_upload(&mut |upload| {
+        rows += 1;
+        for (w, cell) in widths.iter_mut().zip(cells(&upload)) {
             *w = (*w).max(cell.chars().count());
         }
+        true
+    })?;
+    if rows == 0 {
+        return Ok(writeln!(out, "no uploads recorded in {}", shown(path)));
     }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line = format!(
+    let line = |row: &[String; 5]| {
+        let text = format!(
             "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}",
             row[0],
             row[1],
@@ -103,7 +121,12 @@ fn write_table(out: &mut dyn Write, uploads: &[UploadRecord]) -> std::io::Result
             w2 = widths[2],
             w3 = widths[3]
         );
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
+        text.trim_end().to_owned()
+    };
+    let mut written = writeln!(out, "{}", line(&header));
+    ledger.each_upload(&mut |upload| {
+        written = writeln!(out, "{}", line(&cells(&upload)));
+        written.is_ok()
+    })?;
+    Ok(written)
 }

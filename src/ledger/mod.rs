@@ -182,6 +182,17 @@ pub trait Ledger {
     /// Every upload, oldest first.
     fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError>;
 
+    /// Every upload, oldest first, handed to `each` one at a time, so memory stays flat in the
+    /// ledger's size; `each` returns `false` to stop early.
+    fn each_upload(&self, each: &mut dyn FnMut(UploadRecord) -> bool) -> Result<(), LedgerError> {
+        for upload in self.uploads()? {
+            if !each(upload) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Fills in the size and tree hash of rows of `archive_id` that lack them (rows the Python
     /// tool wrote), from what the destination says; returns how many rows changed.
     fn complete_upload(

@@ -90,8 +90,31 @@ impl SqliteLedger {
         Ok(ledger)
     }
 
+    /// The ledger at `path` read in place, without a copy, for listings whose memory must stay
+    /// flat in the ledger's size: a connection that cannot write. A ledger of an older schema
+    /// (or none) is read as [`SqliteLedger::snapshot`] reads it.
+    pub fn reader(path: &Path) -> Result<Self, LedgerError> {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Self::snapshot(path);
+        };
+        refuse_empty_file(path, &meta)?;
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sqlite_error(path, "cannot open read-only"))?;
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sqlite_error(path, "cannot read the schema version"))?;
+        if version != MIGRATIONS.len() {
+            return Self::snapshot(path);
+        }
+        Ok(SqliteLedger {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// A read-only snapshot of the ledger at `path` (empty if the file does not exist), for dry
-    /// runs: the file is never created, migrated or locked.
+    /// runs: the file is never created, migrated or locked, and what a dry run records goes
+    /// to the copy in memory.
     pub fn snapshot(path: &Path) -> Result<Self, LedgerError> {
         let conn = Connection::open_in_memory().map_err(sqlite_error(path, "cannot open"))?;
         let mut ledger = SqliteLedger {
@@ -442,6 +465,40 @@ impl Ledger for SqliteLedger {
             .prepare(&sql)
             .and_then(|mut stmt| stmt.query_map([], read_row)?.collect())
             .map_err(sqlite_error(&self.path, "cannot list uploads"))
+    }
+
+    /// Reads a page of rows at a time, each page its own short read: a slow reader (`list` into
+    /// a pager) never holds the ledger's read lock, which would stop a running backup from
+    /// recording its uploads.
+    fn each_upload(&self, each: &mut dyn FnMut(UploadRecord) -> bool) -> Result<(), LedgerError> {
+        const PAGE: i64 = 1000;
+        let sql = format!(
+            "SELECT {COLUMNS}, rowid FROM uploads WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE}"
+        );
+        let failed = sqlite_error(&self.path, "cannot list uploads");
+        let rowid_column = COLUMNS.split(',').count();
+        let mut after = i64::MIN;
+        loop {
+            let page: Vec<(UploadRecord, i64)> = self
+                .conn
+                .prepare_cached(&sql)
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![after], |row| {
+                        Ok((read_row(row)?, row.get(rowid_column)?))
+                    })?
+                    .collect()
+                })
+                .map_err(&failed)?;
+            let Some(&(_, last)) = page.last() else {
+                return Ok(());
+            };
+            after = last;
+            for (upload, _) in page {
+                if !each(upload) {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     fn complete_upload(
@@ -865,6 +922,44 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let snapshot = SqliteLedger::snapshot(&path).unwrap();
         assert_eq!(snapshot.uploads().unwrap().len(), 1);
+    }
+
+    /// Rows come a page at a time, in order, all of them, and a reader can stop early; a
+    /// reader of a current ledger reads it in place and cannot write to it.
+    #[test]
+    fn each_upload_pages_through_every_row_and_a_snapshot_reads_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite3");
+        let mut ledger = SqliteLedger::open(&path).unwrap();
+        for n in 0..2500 {
+            ledger
+                .record_upload(&record(&format!("/p{n}"), &format!("id{n}")))
+                .unwrap();
+        }
+        let snapshot = SqliteLedger::reader(&path).unwrap();
+        let mut seen = Vec::new();
+        snapshot
+            .each_upload(&mut |u| {
+                seen.push(u.archive_id);
+                true
+            })
+            .unwrap();
+        let expected: Vec<String> = (0..2500).map(|n| format!("id{n}")).collect();
+        assert_eq!(seen, expected);
+        let mut first_three = Vec::new();
+        snapshot
+            .each_upload(&mut |u| {
+                first_three.push(u.archive_id);
+                first_three.len() < 3
+            })
+            .unwrap();
+        assert_eq!(first_three, ["id0", "id1", "id2"]);
+        // Read in place: what the file gets after the snapshot was taken shows, and nothing
+        // can be written through it.
+        ledger.record_upload(&record("/late", "late")).unwrap();
+        assert_eq!(snapshot.uploads().unwrap().len(), 2501);
+        let mut snapshot = snapshot;
+        assert!(snapshot.record_upload(&record("/x", "nope")).is_err());
     }
 
     #[test]
