@@ -84,7 +84,8 @@ pub struct RunReport {
     pub deferred: Vec<PathBuf>,
     /// Empty files the backend cannot store.
     pub empty_skipped: Vec<PathBuf>,
-    /// In a dry run, the estimated size of each archive in `uploaded`, in the same order.
+    /// In a dry run, the estimated size of each archive in `uploaded`, in the same order (0
+    /// where the destination does not price storage, so nothing was scanned for it).
     pub planned_sizes: Vec<u64>,
 }
 
@@ -242,13 +243,18 @@ pub async fn run_backup(
             continue;
         }
         if options.dry_run {
-            // A scan reads no contents: sizes for the cost estimate, and the empty check.
+            // A scan reads no contents: sizes for the cost estimate (where storage is priced)
+            // and for the empty check.
+            let unstorable = may_be_unstorable(item.candidate.as_ref(), archiver);
             let size = match &scan {
                 Some(scan) => Ok(scan.size_estimate),
-                None => item.candidate.scan().map(|scan| scan.size_estimate),
+                None if unstorable || archiver.storage_class().is_some() => {
+                    item.candidate.scan().map(|scan| scan.size_estimate)
+                }
+                None => Ok(0),
             };
             // The real run skips empty files a backend cannot store; say the same here.
-            if may_be_unstorable(item.candidate.as_ref(), archiver) {
+            if unstorable {
                 if let Ok(0) = size {
                     tracing::info!(
                         "would skip {}: it is empty, and the {} backend cannot store 0-byte \

@@ -72,10 +72,7 @@ async fn fetch(
     }
     tracing::info!("run `glacier-backup inventory` again later (or add --wait)");
     if cli.json {
-        println!(
-            "{}",
-            serde_json::json!({ "pending": true, "request_id": request_id })
-        );
+        super::print_json(&serde_json::json!({ "pending": true, "request_id": request_id }))?;
     }
     Ok(None)
 }

@@ -137,9 +137,10 @@ fn estimate(
     let prices = &config.prices;
     let tier = request.options.tier;
     let chosen = prices.retrieval(class, tier, count, bytes)?;
+    // GLACIER_IR is read directly, at one price whatever the tier.
     let others: Vec<String> = Prices::tiers()
         .iter()
-        .filter(|&&other| other != tier)
+        .filter(|&&other| other != tier && class != PriceClass::GlacierIr)
         .filter_map(|&other| {
             let cost = prices.retrieval(class, other, count, bytes)?;
             Some(format!("{} {}", other.as_str(), dollars(cost.total())))
