@@ -68,6 +68,8 @@ pub fn archive_parts(candidate: Arc<dyn Candidate>, part_size: usize) -> PartStr
                     offset,
                     data,
                     tree_hash,
+                    // Hashed just above, from these very bytes.
+                    hash_from_data: true,
                 })
             }
         })

@@ -274,6 +274,7 @@ pub async fn corrupt_part_is_rejected(archiver: &dyn Archiver) {
         offset: 0,
         tree_hash: tree_hash(b"something else"),
         data,
+        hash_from_data: false,
     };
     let result = archiver
         .put(

@@ -40,8 +40,9 @@ pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
 /// - `put` is atomic: when it returns an error, or the part stream yields one, no archive is
 ///   visible to `get` or `list` under a final id. A later `put` of the same name never replaces an
 ///   earlier archive.
-/// - `put` verifies that the part hashes it was given match the bytes, and returns the tree hash
-///   of the whole archive, which the caller compares with its own.
+/// - `put` verifies that the part hashes it was given match the bytes (all but those their maker
+///   hashed from the bytes themselves, [`Part::hash_from_data`]: one hash pass per byte), and
+///   returns the tree hash of the whole archive, which the caller compares with its own.
 /// - `get` returns exactly the stored bytes (or the requested range of them), or
 ///   [`Error::NeedsRestore`] when the archive must be restored first.
 #[async_trait]

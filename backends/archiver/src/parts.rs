@@ -14,12 +14,7 @@ pub fn parts_from_bytes(data: Bytes, part_size: u64) -> PartStream {
     loop {
         let end = (offset + part_size).min(data.len());
         let chunk = data.slice(offset..end);
-        parts.push(Ok(Part {
-            index: parts.len() as u64,
-            offset: offset as u64,
-            tree_hash: tree_hash(&chunk),
-            data: chunk,
-        }));
+        parts.push(Ok(Part::hashed(parts.len() as u64, offset as u64, chunk)));
         offset = end;
         if offset >= data.len() {
             break;
@@ -85,7 +80,8 @@ impl PartChecker {
             }
             Some(_) => {}
         }
-        if self.verify_hashes {
+        // A part hashed from its own bytes by its maker is not hashed again: one pass per byte.
+        if self.verify_hashes && !part.hash_from_data {
             let actual = tree_hash(&part.data);
             if actual != part.tree_hash {
                 return Err(Error::Integrity {
@@ -258,4 +254,35 @@ pub async fn shape(backend: &'static str, parts: PartStream) -> Result<Shape, Er
     Ok(Shape::Multipart(
         futures::stream::iter([Ok(first)]).chain(parts).boxed(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checker that verifies hashes trusts a part hashed from its own bytes by its maker (the
+    /// engine's: the second pass would only repeat the first) and re-hashes any other.
+    #[test]
+    fn only_parts_not_hashed_from_their_bytes_are_hashed_again() {
+        let data = Bytes::from_static(b"some bytes");
+        let hashed = Part::hashed(0, 0, data.clone());
+        assert!(PartChecker::new("test", true).accept(&hashed).is_ok());
+        let claimed = Part {
+            hash_from_data: false,
+            ..hashed.clone()
+        };
+        assert!(PartChecker::new("test", true).accept(&claimed).is_ok());
+        let wrong = Part {
+            tree_hash: tree_hash(b"other bytes"),
+            ..claimed
+        };
+        let err = PartChecker::new("test", true).accept(&wrong).unwrap_err();
+        assert!(matches!(err, Error::Integrity { .. }), "{err}");
+        // The provenance is what decides: the maker vouches for it.
+        let vouched = Part {
+            hash_from_data: true,
+            ..wrong
+        };
+        assert!(PartChecker::new("test", true).accept(&vouched).is_ok());
+    }
 }

@@ -118,6 +118,23 @@ pub struct Part {
     pub data: Bytes,
     /// Tree hash of `data` alone.
     pub tree_hash: TreeHash,
+    /// Whether `tree_hash` was computed from `data` by the code that made this part (the
+    /// engine's stream, [`Part::hashed`]): a backend that checks part hashes then need not hash
+    /// the bytes a second time. A part from anywhere else says `false` and is checked.
+    pub hash_from_data: bool,
+}
+
+impl Part {
+    /// A part of `data`, its tree hash computed here.
+    pub fn hashed(index: u64, offset: u64, data: Bytes) -> Self {
+        Part {
+            index,
+            offset,
+            tree_hash: crate::treehash::tree_hash(&data),
+            data,
+            hash_from_data: true,
+        }
+    }
 }
 
 /// The archive's bytes, in order, as parts of the size the backend asked for. At least one part

@@ -244,6 +244,7 @@ async fn a_stream_that_outgrows_the_part_limit_fails_before_sending_one_too_many
             offset: i * MIB as u64,
             data: zeros.clone(),
             tree_hash: hash,
+            hash_from_data: true,
         })
     }))
     .boxed();
@@ -304,6 +305,7 @@ async fn a_failed_or_corrupt_put_leaves_nothing_in_the_vault() {
             part.map(|mut part| {
                 if part.index == 2 {
                     part.tree_hash = tree_hash(b"not these bytes");
+                    part.hash_from_data = false;
                 }
                 part
             })

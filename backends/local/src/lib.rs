@@ -523,12 +523,7 @@ mod tests {
     }
 
     fn one_part(data: &'static [u8]) -> PartStream {
-        let part = glacier_backup_archiver::Part {
-            index: 0,
-            offset: 0,
-            data: bytes::Bytes::from_static(data),
-            tree_hash: glacier_backup_archiver::treehash::tree_hash(data),
-        };
+        let part = glacier_backup_archiver::Part::hashed(0, 0, bytes::Bytes::from_static(data));
         futures::stream::iter([Ok(part)]).boxed()
     }
 
