@@ -404,9 +404,7 @@ def bench_s3():
                         "import boto3; boto3.client('s3', endpoint_url='%s', region_name='us-east-1', "
                         "aws_access_key_id='bench', aws_secret_access_key='bench').create_bucket(Bucket='bench')"
                         % endpoint], check=True)
-        env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                   AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
-                   AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
+        env = dict(os.environ, **AWS_TEST_ENV)
         concurrency, part_mib = 4, 8
         config = WORK / "s3-bench.toml"
         ledger = WORK / "s3-bench.sqlite3"

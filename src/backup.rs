@@ -73,9 +73,8 @@ impl fmt::Display for Decision {
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct RunReport {
-    /// Uploaded (or, in a dry run, would upload): path, why, and the ledger row written (none
-    /// in a dry run).
-    pub uploaded: Vec<(PathBuf, Decision, Option<UploadRecord>)>,
+    /// Uploaded (or, in a dry run, would upload).
+    pub uploaded: Vec<Uploaded>,
     /// Skipped as already uploaded: path and since when.
     pub up_to_date: Vec<(PathBuf, Decision)>,
     /// Failed: path and the error, as shown to the user.
@@ -84,9 +83,20 @@ pub struct RunReport {
     pub deferred: Vec<PathBuf>,
     /// Empty files the backend cannot store.
     pub empty_skipped: Vec<PathBuf>,
-    /// In a dry run, the estimated size of each archive in `uploaded`, in the same order (0
-    /// where the destination does not price storage, so nothing was scanned for it).
-    pub planned_sizes: Vec<u64>,
+}
+
+/// A candidate uploaded by a run, or that a dry run would upload.
+#[derive(Debug)]
+pub struct Uploaded {
+    /// The source.
+    pub path: PathBuf,
+    /// Why it was uploaded.
+    pub decision: Decision,
+    /// The ledger row written (none in a dry run).
+    pub record: Option<UploadRecord>,
+    /// In a dry run, the archive's estimated size (0 where the destination does not price
+    /// storage, so nothing was scanned for it).
+    pub estimated_size: u64,
 }
 
 /// Something that stops the whole run, not just one candidate.
@@ -204,10 +214,7 @@ pub async fn run_backup(
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
     let mut report = RunReport::default();
-    let progress = options
-        .progress
-        .clone()
-        .unwrap_or_else(crate::progress::none);
+    let progress = crate::progress::or_none(&options.progress);
     progress.batch(planned.len());
     for (i, item) in planned.iter().enumerate() {
         // Whatever happens to this candidate below, it is done with when the loop moves on.
@@ -271,21 +278,17 @@ pub async fn run_backup(
                 shown(&path),
                 item.candidate.kind().as_str()
             );
-            report.planned_sizes.push(size.unwrap_or(0));
-            report.uploaded.push((path, decision, None));
+            report.uploaded.push(Uploaded {
+                path,
+                decision,
+                record: None,
+                estimated_size: size.unwrap_or(0),
+            });
             continue;
         }
         tracing::info!("uploading {} ({decision})", shown(&path));
         let started = Instant::now();
-        match upload(
-            item.candidate.clone(),
-            scan,
-            archiver,
-            ledger,
-            progress.as_ref(),
-        )
-        .await
-        {
+        match upload(item.candidate.clone(), scan, archiver, ledger, &progress).await {
             Ok(record) => {
                 let seconds = started.elapsed().as_secs_f64();
                 ledger
@@ -302,7 +305,12 @@ pub async fn run_backup(
                     crate::display_size(record.size.unwrap_or(0)),
                     record.tree_hash.map(|h| h.to_hex()).unwrap_or_default()
                 );
-                report.uploaded.push((path, decision, Some(record)));
+                report.uploaded.push(Uploaded {
+                    path,
+                    decision,
+                    record: Some(record),
+                    estimated_size: 0,
+                });
             }
             Err(CandidateError::Ledger(e)) => return Err(e.into()),
             Err(CandidateError::Empty { backend }) => {
@@ -389,7 +397,7 @@ pub async fn upload(
     scan: Option<Scan>,
     archiver: &dyn Archiver,
     ledger: &mut dyn Ledger,
-    progress: &dyn crate::progress::Progress,
+    progress: &crate::progress::SharedProgress,
 ) -> Result<UploadRecord, CandidateError> {
     let scan = match scan {
         Some(scan) => scan,
@@ -447,7 +455,7 @@ pub async fn upload(
     // The engine keeps its own account of what it sent, to check the backend's answer.
     let sent = Arc::new(Mutex::new(PartChecker::new("engine", false)));
     let tally = sent.clone();
-    let (advanced_tx, mut advanced) = tokio::sync::mpsc::unbounded_channel();
+    let shown_progress = progress.clone();
     let parts = archive_parts(candidate.clone(), part_bytes)
         .inspect(move |part| {
             if let Ok(part) = part {
@@ -455,7 +463,7 @@ pub async fn upload(
                 let _ = tally.lock().expect("tally lock").accept(part);
                 // Parts are taken as the backend sends them: the bytes taken are (within the
                 // few parts in flight) the bytes sent.
-                let _ = advanced_tx.send(part.data.len() as u64);
+                shown_progress.advance(part.data.len() as u64);
             }
         })
         .boxed();
@@ -483,14 +491,9 @@ pub async fn upload(
                         ledger.record_part(&path, number, &receipt)?
                     }
                 },
-                Some(bytes) = advanced.recv() => progress.advance(bytes),
             }
         }
     };
-    // What the backend took just before it answered.
-    while let Ok(bytes) = advanced.try_recv() {
-        progress.advance(bytes);
-    }
     let sent = sent.lock().expect("tally lock");
     if stored.size != sent.size() {
         return Err(CandidateError::Mismatch {

@@ -44,3 +44,8 @@ pub type SharedProgress = Arc<dyn Progress>;
 pub fn none() -> SharedProgress {
     Arc::new(NoProgress)
 }
+
+/// The sink a run or restore was given, or one that shows nothing.
+pub fn or_none(progress: &Option<SharedProgress>) -> SharedProgress {
+    progress.clone().unwrap_or_else(none)
+}

@@ -32,8 +32,12 @@ enum Mode {
     Lines,
 }
 
-/// The display; `None` when nothing is to be shown.
-pub fn view(choice: Choice, quiet: bool) -> Option<View> {
+/// The display for `--progress` and `--quiet`; `None` when nothing is to be shown.
+pub fn shared(choice: Choice, quiet: bool) -> Option<glacier_backup::progress::SharedProgress> {
+    view(choice, quiet).map(|view| std::sync::Arc::new(view) as _)
+}
+
+fn view(choice: Choice, quiet: bool) -> Option<View> {
     use std::io::IsTerminal;
     let mode = match choice {
         _ if quiet => return None,

@@ -2,9 +2,8 @@
 
 use glacier_backup::shown;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use glacier_backup::backup::{run_backup, RunOptions, RunReport};
+use glacier_backup::backup::{run_backup, RunOptions, RunReport, Uploaded};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{lock_path, Ledger};
 
@@ -38,8 +37,7 @@ pub async fn backup(
         max_uploads: cli
             .max_uploads
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        progress: crate::progress_view::view(cli.progress, cli.quiet)
-            .map(|view| Arc::new(view) as glacier_backup::progress::SharedProgress),
+        progress: crate::progress_view::shared(cli.progress, cli.quiet),
     };
 
     let (mut ledger, _lock) = if cli.dryrun {
@@ -143,10 +141,10 @@ fn storage_estimate(
     let Some(class) = archiver.storage_class().and_then(|c| PriceClass::of(&c)) else {
         return;
     };
-    if report.planned_sizes.is_empty() {
+    if report.uploaded.is_empty() {
         return;
     }
-    let sizes = &report.planned_sizes;
+    let sizes: Vec<u64> = report.uploaded.iter().map(|u| u.estimated_size).collect();
     // One request for an archive in one part; a multipart one starts, sends each part, ends.
     let requests: u64 = sizes
         .iter()
@@ -159,7 +157,7 @@ fn storage_estimate(
             }
         })
         .sum();
-    let cost = config.prices.storage(class, sizes, requests);
+    let cost = config.prices.storage(class, &sizes, requests);
     tracing::info!(
         "estimated cost: {} a month more for storage, and {} once for {requests} upload \
          request(s) (us-east-1 list prices of {}; see [prices])",
@@ -180,7 +178,7 @@ fn storage_estimate(
     }
     let now = time::OffsetDateTime::now_utc();
     let minimum = time::Duration::days(class.minimum_days().into());
-    for (path, decision, _) in &report.uploaded {
+    for Uploaded { path, decision, .. } in &report.uploaded {
         if let Decision::Changed { since: Some(since) } = decision {
             if now - *since < minimum {
                 tracing::warn!(
@@ -200,7 +198,13 @@ fn storage_estimate(
 fn to_json(dry_run: bool, report: &RunReport) -> serde_json::Value {
     let mut candidates = Vec::new();
     let mut bytes = 0u64;
-    for (path, decision, record) in &report.uploaded {
+    for Uploaded {
+        path,
+        decision,
+        record,
+        ..
+    } in &report.uploaded
+    {
         let mut entry = serde_json::json!({
             "outcome": if dry_run { "would_upload" } else { "uploaded" },
             "reason": decision.to_string(),

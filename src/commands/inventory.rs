@@ -50,13 +50,12 @@ async fn fetch(
     );
     if args.wait {
         let limit = std::time::Duration::from_secs(args.timeout);
-        let view = crate::progress_view::view(cli.progress, cli.quiet);
+        let progress = glacier_backup::progress::or_none(&crate::progress_view::shared(
+            cli.progress,
+            cli.quiet,
+        ));
         let what = format!("inventory job {request_id} under way");
-        let report = |pause| {
-            if let Some(view) = &view {
-                glacier_backup::progress::Progress::waiting(view, &what, pause);
-            }
-        };
+        let report = |pause| progress.waiting(&what, pause);
         let ready = glacier_backup::poll::with_backoff(limit, report, || async {
             match archiver.inventory(Some(&request_id)).await? {
                 InventoryState::Ready(listing) => {

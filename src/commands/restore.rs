@@ -2,7 +2,7 @@
 
 use glacier_backup::archiver::{Archiver, RestoreOptions, RestoreTier};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::{Ledger, UploadRecord};
+use glacier_backup::ledger::{Ledger, Retrieval, UploadRecord};
 use glacier_backup::restore::{
     request_retrieval, restore_one, select, Destination, Outcome as Restored, RestoreFailure,
     RestoreRequest,
@@ -69,10 +69,17 @@ fn expected_wait(archiver: &dyn Archiver, tier: RestoreTier) -> &'static str {
     }
 }
 
+/// Each row's retrieval recorded by an earlier run, if any.
+fn earlier_retrievals(ledger: &dyn Ledger, rows: &[UploadRecord]) -> Vec<Option<Retrieval>> {
+    rows.iter()
+        .map(|row| ledger.retrieval(Some(&row.archive_id)).ok().flatten())
+        .collect()
+}
+
 fn show_plan(
     archiver: &dyn Archiver,
-    ledger: &dyn Ledger,
     rows: &[UploadRecord],
+    earlier: &[Option<Retrieval>],
     request: &RestoreRequest,
 ) {
     let total: u64 = rows.iter().filter_map(|r| r.size).sum();
@@ -87,11 +94,9 @@ fn show_plan(
         request.options.tier.as_str(),
         expected_wait(archiver, request.options.tier)
     );
-    for row in rows {
-        let pending = ledger
-            .retrieval(Some(&row.archive_id))
-            .ok()
-            .flatten()
+    for (row, earlier) in rows.iter().zip(earlier) {
+        let pending = earlier
+            .as_ref()
             .map(|r| {
                 format!(
                     "; retrieval pending since {}",
@@ -122,15 +127,17 @@ const CONFIRM_ABOVE_USD: f64 = 1.0;
 fn estimate(
     archiver: &dyn Archiver,
     config: &Config,
-    ledger: &dyn Ledger,
     rows: &[UploadRecord],
+    earlier: &[Option<Retrieval>],
     request: &RestoreRequest,
 ) -> Option<f64> {
     use glacier_backup::costs::{dollars, PriceClass, Prices};
     let class = PriceClass::of(&archiver.storage_class()?)?;
     let to_ask: Vec<&UploadRecord> = rows
         .iter()
-        .filter(|row| !matches!(ledger.retrieval(Some(&row.archive_id)), Ok(Some(_))))
+        .zip(earlier)
+        .filter(|(_, earlier)| earlier.is_none())
+        .map(|(row, _)| row)
         .collect();
     let bytes: u64 = to_ask.iter().filter_map(|r| r.size).sum();
     let count = to_ask.len() as u64;
@@ -212,8 +219,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         )));
     }
     let mut request = request(args)?;
-    request.progress = crate::progress_view::view(cli.progress, cli.quiet)
-        .map(|view| std::sync::Arc::new(view) as glacier_backup::progress::SharedProgress);
+    request.progress = crate::progress_view::shared(cli.progress, cli.quiet);
     if archiver.capabilities().needs_restore && !archiver.offers_tier(request.options.tier) {
         return Err(Fatal::Config(anyhow::anyhow!(
             "the {} tier is not offered for this destination's storage class; use --tier \
@@ -223,8 +229,9 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     }
     let mut ledger = session.ledger(cli.dryrun)?;
     let rows = select(&ledger, &request)?;
-    show_plan(archiver.as_ref(), &ledger, &rows, &request);
-    if let Some(estimate) = estimate(archiver.as_ref(), config, &ledger, &rows, &request) {
+    let earlier = earlier_retrievals(&ledger, &rows);
+    show_plan(archiver.as_ref(), &rows, &earlier, &request);
+    if let Some(estimate) = estimate(archiver.as_ref(), config, &rows, &earlier, &request) {
         check_cost(cli, args, &estimate)?;
     }
     if cli.dryrun {
@@ -334,10 +341,7 @@ async fn restore_all(
             }
         }
     }
-    let progress = request
-        .progress
-        .clone()
-        .unwrap_or_else(glacier_backup::progress::none);
+    let progress = glacier_backup::progress::or_none(&request.progress);
     progress.batch(ready_to_try.len());
     for (row, state) in ready_to_try {
         let outcome = restore_one(archiver, ledger, row, request, Some(state)).await;

@@ -170,10 +170,7 @@ pub async fn restore_one(
     }
     let result = async {
         std::fs::create_dir_all(&dir).map_err(RestoreFailure::io("create", &dir))?;
-        let progress = request
-            .progress
-            .clone()
-            .unwrap_or_else(crate::progress::none);
+        let progress = crate::progress::or_none(&request.progress);
         progress.item(&shown(&row.path), archive.size);
         let downloaded = download(archiver, &archive, &dir, request.chunk_size, &*progress).await?;
         place(row, downloaded, &dir, &target, request).await

@@ -71,10 +71,7 @@ pub(super) async fn readable(
         _ => None,
     };
     let limit = deadline.saturating_duration_since(std::time::Instant::now());
-    let progress = request
-        .progress
-        .clone()
-        .unwrap_or_else(crate::progress::none);
+    let progress = crate::progress::or_none(&request.progress);
     let what = format!("{}: retrieval in progress", archive.archive_id);
     let report = |pause| progress.waiting(&what, pause);
     let ready = crate::poll::with_backoff(limit, report, || async {

@@ -97,7 +97,7 @@ async fn upload_once_then_again_only_when_changed_and_asked() {
     let first = run_backup(&once, &mut ledger, &archiver, &options)
         .await
         .unwrap();
-    assert_eq!(first.uploaded[0].1, Decision::New);
+    assert_eq!(first.uploaded[0].decision, Decision::New);
     let again = run_backup(&tracked, &mut ledger, &archiver, &options)
         .await
         .unwrap();
@@ -119,7 +119,7 @@ async fn upload_once_then_again_only_when_changed_and_asked() {
         .await
         .unwrap();
     assert!(
-        matches!(with.uploaded[0].1, Decision::Changed { .. }),
+        matches!(with.uploaded[0].decision, Decision::Changed { .. }),
         "{with:?}"
     );
     assert_eq!(ledger.uploads().unwrap().len(), 2);

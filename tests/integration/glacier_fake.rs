@@ -957,3 +957,21 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
     assert!(!shown.contains("Go ahead?"), "{shown}");
     assert_eq!(retrievals(), 1, "{shown}");
 }
+
+/// A script that stops reading (`| head`, a closed pipe) does not make a pending inventory
+/// panic: it still exits 3.
+#[test]
+fn a_pending_inventory_whose_reader_went_away_still_exits_3() {
+    let s = Setup::new();
+    s.fake.set(|b| b.hold_jobs = true);
+    let config = s.config("");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = s
+        .with_config(&config, &["--json", "inventory"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+}

@@ -460,6 +460,11 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    /// `data` put through `store` in 1 MiB parts.
+    async fn put_data(store: &Recorder, options: &PutOptions, data: Bytes) -> Result<ArchiveRef> {
+        put(store, &meta(), options, parts_from_bytes(data, 1 << 20)).await
+    }
+
     fn resuming(resume: Resume) -> PutOptions {
         PutOptions {
             resume: Some(resume),
@@ -545,14 +550,7 @@ mod tests {
             events: Some(tx),
             ..PutOptions::default()
         };
-        put(
-            &store,
-            &meta(),
-            &options,
-            parts_from_bytes(data(2 * MIB), 1 << 20),
-        )
-        .await
-        .unwrap();
+        put_data(&store, &options, data(2 * MIB)).await.unwrap();
         assert_eq!(
             *seen.lock().unwrap(),
             [
@@ -571,14 +569,7 @@ mod tests {
             ..recorder()
         };
         let options = resuming(Resume::new("earlier"));
-        put(
-            &store,
-            &meta(),
-            &options,
-            parts_from_bytes(data(3 * MIB), 1 << 20),
-        )
-        .await
-        .unwrap();
+        put_data(&store, &options, data(3 * MIB)).await.unwrap();
         assert_eq!(
             store.calls(),
             [
@@ -596,14 +587,7 @@ mod tests {
             ..recorder()
         };
         let options = resuming(Resume::new("earlier"));
-        put(
-            &store,
-            &meta(),
-            &options,
-            parts_from_bytes(data(MIB), 1 << 20),
-        )
-        .await
-        .unwrap();
+        put_data(&store, &options, data(MIB)).await.unwrap();
         assert_eq!(
             store.calls(),
             ["open 1048576", "complete earlier [0] 1048576"]
@@ -621,13 +605,7 @@ mod tests {
                 on_failure,
                 ..PutOptions::default()
             };
-            let result = put(
-                &store,
-                &meta(),
-                &options,
-                parts_from_bytes(data(3 * MIB), 1 << 20),
-            )
-            .await;
+            let result = put_data(&store, &options, data(3 * MIB)).await;
             assert!(result.is_err());
             let calls = store.calls();
             assert_eq!(calls.contains(&"abort u1".to_owned()), aborted, "{calls:?}");
@@ -726,22 +704,13 @@ mod tests {
             completing: Some((bytes.len() as u64, tree_hash(&bytes))),
             ..Resume::new("earlier")
         });
-        let stored = put(&store, &meta(), &options, parts_from_bytes(bytes, 1 << 20))
-            .await
-            .unwrap();
+        let stored = put_data(&store, &options, bytes).await.unwrap();
         assert_eq!(stored, earlier);
         assert_eq!(store.calls(), ["complete again earlier"]);
 
         // Gone (aborted, expired): the upload starts over from the resumed one.
         let store = recorder();
-        put(
-            &store,
-            &meta(),
-            &options,
-            parts_from_bytes(data(2 * MIB), 1 << 20),
-        )
-        .await
-        .unwrap();
+        put_data(&store, &options, data(2 * MIB)).await.unwrap();
         assert_eq!(store.calls()[0], "complete again earlier");
         assert_eq!(store.calls()[1], "open 1048576");
     }

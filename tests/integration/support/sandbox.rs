@@ -48,8 +48,14 @@ impl Sandbox {
     /// service), so a run touches nothing outside the sandbox but 127.0.0.1.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
+        command.args(args);
+        self.confine(&mut command);
         command
-            .args(args)
+    }
+
+    /// Confines `command` to this sandbox (see [`Sandbox::command`]).
+    fn confine(&self, command: &mut Command) {
+        command
             .env("HOME", self.path("home"))
             .env_remove("RUST_LOG")
             .env_remove("AWS_PROFILE")
@@ -58,7 +64,6 @@ impl Sandbox {
         for (key, value) in super::moto::AWS_TEST_ENV {
             command.env(key, value);
         }
-        command
     }
 
     /// The binary with `-c config` and `args`.
@@ -80,15 +85,10 @@ impl Sandbox {
         let mut terminal = Command::new("script");
         terminal
             .args(["-qec", &command, "/dev/null"])
-            .env("HOME", self.path("home"))
-            .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        for (key, value) in super::moto::AWS_TEST_ENV {
-            terminal.env(key, value);
-        }
+        self.confine(&mut terminal);
         let mut child = terminal.spawn().unwrap();
         child
             .stdin
