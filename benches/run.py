@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
-    python3 benches/run.py [treehash|backup|many|config|list|glacier|glacier-cpu|s3] ...   (default: all)
+    python3 benches/run.py [treehash|backup|many|config|list|glacier|glacier-cpu|s3|
+                            small-glacier|small-local] ...   (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
 backup    1 GiB directory of mixed file sizes to the local backend vs
@@ -15,6 +16,10 @@ glacier-cpu  1 GiB file to the fake Glacier on loopback: the CPU seconds our pro
           vs the floor from the same run: Glacier needs two SHA-256 passes (tree hash and
           payload hash) and one read of the file, so 2 x user + sys of `openssl dgst -sha256`.
 s3        the same 2 GiB directory to moto_server's S3 on loopback: throughput and peak RSS.
+small-glacier  300 files of 2 KB to the fake Glacier answering after 100 ms per request
+          (a home uplink's round trip): default settings vs one candidate at a time.
+small-local  50,000 files of 100 bytes to the local backend: candidates per second, vs one
+          candidate at a time.
 glacier   2 GiB directory, multipart to the in-repo fake Glacier service on loopback, vs
           `tar cf - DIR | openssl dgst -sha256`; peak RSS; time the fake itself spent.
 
@@ -249,9 +254,10 @@ def bench_list():
               f"least this script's own {own_rss():.1f} MiB)")
 
 
-def fake_glacier_config(name, concurrency, part_mib):
+def fake_glacier_config(name, concurrency, part_mib, latency_ms=0, extra=""):
     """Starts the fake Glacier in benchmark mode; returns (process, config path)."""
-    fake = subprocess.Popen([str(ROOT / "target" / "release" / "fake-glacier"), "bench"],
+    fake = subprocess.Popen([str(ROOT / "target" / "release" / "fake-glacier"), "bench",
+                             "--latency-ms", str(latency_ms)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     endpoint = fake.stdout.readline().strip()
     config = WORK / f"{name}.toml"
@@ -260,8 +266,74 @@ def fake_glacier_config(name, concurrency, part_mib):
     config.write_text(
         f'[main]\nvault_name = "bench"\nlogfile = ""\nledger = "{ledger}"\n'
         f'[glacier]\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
-        f'concurrency = {concurrency}\npart_size = {part_mib}\n')
+        f'concurrency = {concurrency}\npart_size = {part_mib}\n' + extra)
     return fake, config
+
+
+def stop_fake(fake):
+    fake.stdin.close()
+    fake.stdout.read()
+    fake.wait()
+
+
+def small_files(name, count, size):
+    """A directory of `count` files of `size` bytes, made once."""
+    parent = WORK / name
+    if not (parent / ".complete").exists():
+        shutil.rmtree(parent, ignore_errors=True)
+        parent.mkdir(parents=True)
+        for i in range(count):
+            (parent / f"file{i:06}.bin").write_bytes(os.urandom(size))
+        (parent / ".complete").write_text("")
+    return parent
+
+
+def bench_small_glacier():
+    """300 files of 2 KB to the fake Glacier answering each request after 100 ms: the
+    candidates overlap their round trips (target <= 3 s), against one at a time."""
+    parent = small_files("small300", 300, 2048)
+    env = dict(os.environ, **AWS_TEST_ENV)
+    results = {}
+    for parallel in (1, None):
+        setting = "" if parallel is None else f"parallel_uploads = {parallel}\n"
+        fake, config = fake_glacier_config(
+            f"small-glacier-{parallel}", 4, 8, latency_ms=100,
+            extra=f'["{parent}"]\nupload_files = true\n')
+        text = config.read_text().replace("[main]\n", "[main]\n" + setting, 1)
+        config.write_text(text)
+        seconds, _, out, cpu = timed([str(BIN), "-c", str(config), "--quiet"], env=env)
+        stop_fake(fake)
+        results[parallel] = seconds
+    print(f"small-glacier: 300 files of 2 KB, 100 ms per request: default {results[None]:.2f}s "
+          f"(target <= 3 s), one at a time {results[1]:.2f}s, ratio {results[None] / results[1]:.3f}")
+
+
+def bench_small_local():
+    """50,000 small files as candidates to the local backend (target >= 5,000 per second),
+    against one at a time."""
+    count = 50_000
+    parent = small_files("small50k", count, 100)
+    results = {}
+    for parallel in (None, 1):
+        root = WORK / f"small-local-{parallel}"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        setting = "" if parallel is None else f"parallel_uploads = {parallel}\n"
+        config = root / "config.toml"
+        config.write_text(
+            f'[main]\nbackend = "local"\nlogfile = ""\nledger = "{root}/ledger.sqlite3"\n'
+            f'{setting}[local]\ndirectory = "{root}/archives"\ncreate_directory = true\n'
+            f'["{parent}"]\nupload_files = true\n')
+        seconds, rss, out, cpu = timed([str(BIN), "-c", str(config), "--quiet"])
+        with sqlite3.connect(root / "ledger.sqlite3") as db:
+            rows = db.execute("SELECT count(*) FROM uploads").fetchone()[0]
+        assert rows >= count, rows
+        results[parallel] = (seconds, rss, cpu)
+        shutil.rmtree(root, ignore_errors=True)
+    (ours, rss, cpu), (one, _, _) = results[None], results[1]
+    print(f"small-local: {count} files of 100 bytes: {count / ours:,.0f} candidates/s "
+          f"(target >= 5,000; {ours:.1f}s, CPU {cpu:.1f}s, peak RSS {rss:.0f} MiB); "
+          f"one at a time {count / one:,.0f}/s; ratio {ours / one:.2f}")
 
 
 AWS_TEST_ENV = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
@@ -438,7 +510,8 @@ def main():
     WORK.mkdir(parents=True, exist_ok=True)
     benches = {"treehash": bench_treehash, "backup": bench_backup, "many": bench_many,
                "config": bench_config, "list": bench_list,
-               "glacier": bench_glacier, "glacier-cpu": bench_glacier_cpu, "s3": bench_s3}
+               "glacier": bench_glacier, "glacier-cpu": bench_glacier_cpu, "s3": bench_s3,
+               "small-glacier": bench_small_glacier, "small-local": bench_small_local}
     for name in sys.argv[1:] or list(benches):
         benches[name]()
 

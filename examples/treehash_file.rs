@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use glacier_backup::archiver::parts::PartChecker;
 use glacier_backup::archiver::SourceKind;
-use glacier_backup::candidate::PathCandidate;
+use glacier_backup::candidate::{Candidate, PathCandidate};
 use glacier_backup::stream::archive_parts;
 
 #[tokio::main]
@@ -21,7 +21,8 @@ async fn main() {
         .unwrap_or(8);
     let start = Instant::now();
     let candidate = Arc::new(PathCandidate::new(path.into(), SourceKind::File));
-    let mut parts = archive_parts(candidate, part_mib << 20);
+    let size = std::fs::metadata(candidate.source_path()).map_or(0, |m| m.len());
+    let mut parts = archive_parts(candidate, part_mib << 20, size);
     let mut checker = PartChecker::new("bench", false);
     while let Some(part) = parts.next().await {
         checker

@@ -2,27 +2,45 @@
 //! archiver, and record it in the ledger once the archiver confirms it.
 
 use crate::shown;
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::future::LocalBoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError, OnFailure, PutOptions, Resume,
     UploadEvent,
 };
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 use crate::candidate::SourceError;
 use crate::candidate::{Candidate, Scan};
 use crate::ledger::{Ledger, LedgerError, PendingUpload, UploadRecord};
+use crate::progress::ItemProgress;
 use crate::resolve::Planned;
 use crate::stream::archive_parts;
 
+/// Candidates sent at once when the configuration does not say (`[main] parallel_uploads`).
+/// The count matters for small files, whose time is round trips (16 hide a 100 ms one for a
+/// few hundred files a second); larger ones are held to the backend's memory budget, which is
+/// what its uplink carries anyway.
+pub const DEFAULT_PARALLEL_UPLOADS: usize = 16;
+
+/// A backend that defers durability to [`Archiver::sync`] gets its rows committed after this
+/// many archives or this long, whichever comes first: what a crash can cost is a batch of
+/// uploads done again, never a row without its archive.
+const BATCH_ROWS: usize = 100;
+const BATCH_AGE: Duration = Duration::from_secs(1);
+
 /// How a run behaves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Only report what would be uploaded.
     pub dry_run: bool,
@@ -30,6 +48,25 @@ pub struct RunOptions {
     pub max_uploads: Option<usize>,
     /// Where progress goes (nowhere when `None`).
     pub progress: Option<crate::progress::SharedProgress>,
+    /// Candidates uploaded at once (at least 1). Archives of one part go up side by side within
+    /// the backend's memory budget; a multipart archive, which fills that budget itself, goes
+    /// alone.
+    pub parallel_uploads: usize,
+    /// Cancelled to stop the run: uploads under way are dropped (a resumable one is continued
+    /// by the next run), what finished is recorded, and the report says it stopped.
+    pub stop: CancellationToken,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            dry_run: false,
+            max_uploads: None,
+            progress: None,
+            parallel_uploads: DEFAULT_PARALLEL_UPLOADS,
+            stop: CancellationToken::new(),
+        }
+    }
 }
 
 /// Why a candidate is (or is not) uploaded.
@@ -83,6 +120,8 @@ pub struct RunReport {
     pub deferred: Vec<PathBuf>,
     /// Empty files the backend cannot store.
     pub empty_skipped: Vec<PathBuf>,
+    /// The run was stopped ([`RunOptions::stop`]) before it looked at every candidate.
+    pub stopped: bool,
 }
 
 /// A candidate uploaded by a run, or that a dry run would upload.
@@ -105,16 +144,22 @@ pub enum RunError {
     /// The ledger cannot be read or written.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// The archive was stored but could not be recorded: the user must know its id.
-    #[error("{path} was stored as {archive_id:?} but the ledger could not record it: {source}")]
+    /// Archives were stored but could not be recorded: the user must know their ids.
+    #[error("{} but the ledger could not record {}: {source}", stored_as(.stored), if .stored.len() == 1 { "it" } else { "them" })]
     Unrecorded {
-        /// The source.
-        path: PathBuf,
-        /// Where it went.
-        archive_id: String,
+        /// Each source and where it went.
+        stored: Vec<(PathBuf, String)>,
         /// Why recording failed.
         source: LedgerError,
     },
+}
+
+fn stored_as(stored: &[(PathBuf, String)]) -> String {
+    let each: Vec<String> = stored
+        .iter()
+        .map(|(path, id)| format!("{} was stored as {id:?}", shown(path)))
+        .collect();
+    each.join("; ")
 }
 
 /// Decides whether `planned` needs uploading. Returns the scan when one was taken, so it is
@@ -123,31 +168,39 @@ pub fn decide(
     planned: &Planned,
     ledger: &dyn Ledger,
 ) -> Result<(Decision, Option<Scan>), CandidateError> {
-    let candidate = &planned.candidate;
-    let Some(last) = ledger.latest_upload(candidate.source_path())? else {
-        return Ok((Decision::New, None));
+    let last = ledger.latest_upload(planned.candidate.source_path())?;
+    let scan = match &last {
+        Some(_) if planned.upload_if_changed => Some(planned.candidate.scan()?),
+        _ => None,
     };
-    if !planned.upload_if_changed {
-        return Ok((
-            Decision::UpToDate {
-                at: last.uploaded_at,
-                checked: false,
-            },
-            None,
-        ));
-    }
-    let scan = candidate.scan()?;
-    let decision = if changed_since(&last, &scan) {
-        Decision::Changed {
-            since: last.uploaded_at,
+    Ok((
+        decision(last.as_ref(), planned.upload_if_changed, scan.as_ref()),
+        scan,
+    ))
+}
+
+/// The decision for a candidate whose latest upload is `last`: `scan` is needed only when
+/// there is one and `upload_if_changed` is set.
+fn decision(last: Option<&UploadRecord>, upload_if_changed: bool, scan: Option<&Scan>) -> Decision {
+    match (last, scan) {
+        (None, _) => Decision::New,
+        (Some(last), Some(scan)) if upload_if_changed => {
+            if changed_since(last, scan) {
+                Decision::Changed {
+                    since: last.uploaded_at,
+                }
+            } else {
+                Decision::UpToDate {
+                    at: last.uploaded_at,
+                    checked: true,
+                }
+            }
         }
-    } else {
-        Decision::UpToDate {
+        (Some(last), _) => Decision::UpToDate {
             at: last.uploaded_at,
-            checked: true,
-        }
-    };
-    Ok((decision, Some(scan)))
+            checked: false,
+        },
+    }
 }
 
 /// Whether the source `scan` describes changed since the upload `last`: its fingerprint
@@ -175,12 +228,6 @@ pub enum CandidateError {
     /// The ledger could not be read.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// The archive is empty and the backend cannot store empty archives.
-    #[error("the {backend} backend cannot store 0-byte archives")]
-    Empty {
-        /// Backend name.
-        backend: &'static str,
-    },
     /// The backend's account of the archive differs from what was sent.
     #[error("the backend reports {what} {reported} but {sent} was sent; nothing was recorded")]
     Mismatch {
@@ -205,99 +252,268 @@ impl From<ArchiverError> for CandidateError {
     }
 }
 
-/// Backs up every planned candidate. Candidate failures are reported and the run goes on;
-/// ledger failures stop it.
+/// Backs up every planned candidate, several at once ([`RunOptions::parallel_uploads`]).
+/// Candidate failures are reported and the run goes on; ledger failures stop it.
+///
+/// Everything runs in this one task: the uploads under way share the ledger through a
+/// `RefCell` that is only ever borrowed between awaits, so rows are written in one place.
 pub async fn run_backup(
     planned: &[Planned],
     ledger: &mut dyn Ledger,
     archiver: &dyn Archiver,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
-    let mut report = RunReport::default();
     let progress = crate::progress::or_none(&options.progress);
     progress.batch(planned.len());
-    for (i, item) in planned.iter().enumerate() {
-        // Whatever happens to this candidate below, it is done with when the loop moves on.
-        let _done = ItemDone(progress.as_ref());
-        if options
-            .max_uploads
-            .is_some_and(|max| report.uploaded.len() >= max)
-        {
-            report.deferred = planned[i..]
-                .iter()
-                .map(|p| p.candidate.source_path().to_path_buf())
-                .collect();
-            tracing::info!(
-                "stopping after {} upload(s) (--max-uploads); {} candidate(s) left for the next run",
-                report.uploaded.len(),
-                report.deferred.len()
-            );
-            break;
-        }
-        let path = item.candidate.source_path().to_path_buf();
-        let (decision, scan) = match decide(item, ledger) {
-            Ok(d) => d,
-            Err(CandidateError::Ledger(e)) => return Err(e.into()),
-            Err(e) => {
-                tracing::error!("{}: {e}", shown(&path));
-                report.failed.push((path, e.to_string()));
+    let shared = SharedLedger::new(ledger);
+    let mut run = Run {
+        archiver,
+        budget: archiver.upload_concurrency().max(1) as u64 * archiver.part_size(0),
+        parallel: options.parallel_uploads.max(1),
+        reserved: 0,
+        running_paths: HashSet::new(),
+        batch: Vec::new(),
+        batch_started: Instant::now(),
+        outcomes: Vec::new(),
+        report: RunReport::default(),
+    };
+    let mut running = FuturesUnordered::new();
+    let stop = &options.stop;
+    let result = async {
+        for (index, item) in planned.iter().enumerate() {
+            let done = ItemDone(progress.clone());
+            if let Some(max) = options.max_uploads {
+                while run.uploaded() + running.len() >= max && !running.is_empty() {
+                    run.wait_for_one(&mut running, &shared, stop).await?;
+                }
+                if run.uploaded() >= max {
+                    run.defer(&planned[index..]);
+                    break;
+                }
+            }
+            let candidate = item.candidate.clone();
+            let path = candidate.source_path().to_path_buf();
+            // One upload of a path at a time, and its row in the ledger before the path is
+            // looked at again (a library caller may list a path twice).
+            while run.running_paths.contains(&path) {
+                run.wait_for_one(&mut running, &shared, stop).await?;
+            }
+            if run.batch.iter().any(|(_, record)| record.path == path) {
+                run.commit_batch(&shared).await?;
+            }
+            let last = shared.with(|l| l.latest_upload(&path))?;
+            if last.is_some() && !item.upload_if_changed {
+                let decision = decision(last.as_ref(), false, None);
+                tracing::debug!("{}: {decision}", shown(&path));
+                run.report.up_to_date.push((path, decision));
                 continue;
             }
-        };
-        if let Decision::UpToDate { .. } = decision {
-            tracing::debug!("{}: {decision}", shown(&path));
-            report.up_to_date.push((path, decision));
-            continue;
-        }
-        if options.dry_run {
-            // A scan reads no contents: sizes for the cost estimate (where storage is priced)
-            // and for the empty check.
-            let unstorable = may_be_unstorable(item.candidate.as_ref(), archiver);
-            let size = match &scan {
-                Some(scan) => Ok(scan.size_estimate),
-                None if unstorable || archiver.storage_class().is_some() => {
-                    item.candidate.scan().map(|scan| scan.size_estimate)
+            let unstorable = may_be_unstorable(candidate.as_ref(), archiver);
+            // A dry run scans (reads no contents) only for what it reports: a change, the
+            // size where storage is priced, an empty file the backend cannot store.
+            let needs_scan = !options.dry_run
+                || last.is_some()
+                || unstorable
+                || archiver.storage_class().is_some();
+            let scan = if needs_scan {
+                let scanning = scan_of(candidate.clone());
+                match run.meanwhile(&mut running, &shared, stop, scanning).await? {
+                    Ok(scan) => Some(scan),
+                    Err(e) => {
+                        run.failed(path, &CandidateError::from(e));
+                        continue;
+                    }
                 }
-                None => Ok(0),
+            } else {
+                None
             };
-            // The real run skips empty files a backend cannot store; say the same here.
-            if unstorable {
-                if let Ok(0) = size {
-                    tracing::info!(
-                        "would skip {}: it is empty, and the {} backend cannot store 0-byte \
-                         archives",
-                        shown(&path),
-                        archiver.name()
-                    );
-                    report.empty_skipped.push(path);
-                    continue;
+            let decision = decision(last.as_ref(), item.upload_if_changed, scan.as_ref());
+            if let Decision::UpToDate { .. } = decision {
+                tracing::debug!("{}: {decision}", shown(&path));
+                run.report.up_to_date.push((path, decision));
+                continue;
+            }
+            let size = scan.as_ref().map_or(0, |scan| scan.size_estimate);
+            if size == 0 && unstorable && scan.is_some() {
+                run.empty(path, options.dry_run);
+                continue;
+            }
+            if options.dry_run {
+                tracing::info!(
+                    "would upload {} ({}): {decision}",
+                    shown(&path),
+                    candidate.kind().as_str()
+                );
+                run.outcomes.push(index);
+                run.report.uploaded.push(Uploaded {
+                    path,
+                    decision,
+                    record: None,
+                    estimated_size: size,
+                });
+                continue;
+            }
+            let scan = scan.expect("a real run always scans");
+            let cost = run.memory_cost(size);
+            while !running.is_empty()
+                && (running.len() >= run.parallel || run.reserved + cost > run.budget)
+            {
+                run.wait_for_one(&mut running, &shared, stop).await?;
+            }
+            run.reserved += cost;
+            run.running_paths.insert(path.clone());
+            tracing::info!("uploading {} ({decision})", shown(&path));
+            let progress = progress.clone();
+            let shared = &shared;
+            running.push(
+                async move {
+                    let _done = done;
+                    let started = Instant::now();
+                    let result = upload(candidate, scan, archiver, shared, &progress).await;
+                    Finished {
+                        index,
+                        path,
+                        decision,
+                        cost,
+                        seconds: started.elapsed().as_secs_f64(),
+                        result,
+                    }
+                }
+                .boxed_local(),
+            );
+        }
+        while !running.is_empty() {
+            run.wait_for_one(&mut running, &shared, stop).await?;
+        }
+        Ok::<(), Halt>(())
+    }
+    .await;
+    // Stopped or failed: uploads under way are dropped, and what finished before is committed.
+    drop(running);
+    let committed = run.commit_batch(&shared).await;
+    match result {
+        Err(Halt::Stopped) => run.report.stopped = true,
+        Err(Halt::Failed(e)) => return Err(e),
+        Ok(()) => {}
+    }
+    committed?;
+    Ok(run.into_report())
+}
+
+/// Why the run's loop ended early.
+enum Halt {
+    /// [`RunOptions::stop`] was cancelled.
+    Stopped,
+    /// Something that stops the whole run.
+    Failed(RunError),
+}
+
+impl<E: Into<RunError>> From<E> for Halt {
+    fn from(e: E) -> Self {
+        Halt::Failed(e.into())
+    }
+}
+
+/// A candidate's upload that ended, well or not.
+struct Finished {
+    index: usize,
+    path: PathBuf,
+    decision: Decision,
+    /// Bytes of the memory budget it held.
+    cost: u64,
+    seconds: f64,
+    result: Result<UploadRecord, CandidateError>,
+}
+
+type Running<'a> = FuturesUnordered<LocalBoxFuture<'a, Finished>>;
+
+/// The state of a run: what is under way and what was done.
+struct Run<'a> {
+    archiver: &'a dyn Archiver,
+    /// Bytes in flight allowed at once: the backend's parts in flight times its part size.
+    budget: u64,
+    parallel: usize,
+    /// Bytes of the budget held by the uploads under way.
+    reserved: u64,
+    running_paths: HashSet<PathBuf>,
+    /// Stored archives whose rows wait for the backend's `sync` (see [`BATCH_ROWS`]), with
+    /// their planned positions.
+    batch: Vec<(usize, UploadRecord)>,
+    batch_started: Instant,
+    /// The planned position of each entry of `report.uploaded`, to list them in plan order.
+    outcomes: Vec<usize>,
+    report: RunReport,
+}
+
+impl Run<'_> {
+    fn uploaded(&self) -> usize {
+        self.report.uploaded.len()
+    }
+
+    /// What an archive of `size` bytes holds of the budget: its size when it fits in one part,
+    /// the whole budget when it goes in several (the upload driver fills it).
+    fn memory_cost(&self, size: u64) -> u64 {
+        if size > self.archiver.part_size(size) {
+            self.budget
+        } else {
+            size.max(4096).min(self.budget)
+        }
+    }
+
+    /// Awaits `work` while the uploads under way go on, recording those that end.
+    async fn meanwhile<T>(
+        &mut self,
+        running: &mut Running<'_>,
+        ledger: &SharedLedger<'_>,
+        stop: &CancellationToken,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Halt> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Err(Halt::Stopped),
+                out = &mut work => return Ok(out),
+                Some(finished) = running.next(), if !running.is_empty() => {
+                    self.finish(finished, ledger).await?;
                 }
             }
-            tracing::info!(
-                "would upload {} ({}): {decision}",
-                shown(&path),
-                item.candidate.kind().as_str()
-            );
-            report.uploaded.push(Uploaded {
-                path,
-                decision,
-                record: None,
-                estimated_size: size.unwrap_or(0),
-            });
-            continue;
         }
-        tracing::info!("uploading {} ({decision})", shown(&path));
-        let started = Instant::now();
-        match upload(item.candidate.clone(), scan, archiver, ledger, &progress).await {
+    }
+
+    /// Waits until one upload under way ends, and records it.
+    async fn wait_for_one(
+        &mut self,
+        running: &mut Running<'_>,
+        ledger: &SharedLedger<'_>,
+        stop: &CancellationToken,
+    ) -> Result<(), Halt> {
+        let finished = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Err(Halt::Stopped),
+            Some(finished) = running.next() => finished,
+        };
+        Ok(self.finish(finished, ledger).await?)
+    }
+
+    /// Records an upload that ended: its row (now, or with its batch), or its failure.
+    async fn finish(
+        &mut self,
+        finished: Finished,
+        ledger: &SharedLedger<'_>,
+    ) -> Result<(), RunError> {
+        let Finished {
+            index,
+            path,
+            decision,
+            cost,
+            seconds,
+            result,
+        } = finished;
+        self.reserved -= cost;
+        self.running_paths.remove(&path);
+        match result {
             Ok(record) => {
-                let seconds = started.elapsed().as_secs_f64();
-                ledger
-                    .record_upload(&record)
-                    .map_err(|source| RunError::Unrecorded {
-                        path: path.clone(),
-                        archive_id: record.archive_id.clone(),
-                        source,
-                    })?;
                 tracing::info!(
                     "uploaded {} as {} ({} in {seconds:.1}s, tree hash {})",
                     shown(&path),
@@ -305,36 +521,148 @@ pub async fn run_backup(
                     crate::display_size(record.size.unwrap_or(0)),
                     record.tree_hash.map(|h| h.to_hex()).unwrap_or_default()
                 );
-                report.uploaded.push(Uploaded {
+                let batched = self.archiver.capabilities().batched_durability;
+                if batched {
+                    if self.batch.is_empty() {
+                        self.batch_started = Instant::now();
+                    }
+                    self.batch.push((index, record.clone()));
+                } else {
+                    ledger
+                        .with(|l| l.record_upload(&record))
+                        .map_err(|source| RunError::Unrecorded {
+                            stored: vec![(path.clone(), record.archive_id.clone())],
+                            source,
+                        })?;
+                }
+                self.outcomes.push(index);
+                self.report.uploaded.push(Uploaded {
                     path,
                     decision,
                     record: Some(record),
                     estimated_size: 0,
                 });
+                if batched
+                    && (self.batch.len() >= BATCH_ROWS || self.batch_started.elapsed() >= BATCH_AGE)
+                {
+                    self.commit_batch(ledger).await?;
+                }
             }
             Err(CandidateError::Ledger(e)) => return Err(e.into()),
-            Err(CandidateError::Empty { backend }) => {
-                tracing::warn!(
-                    "skipping {}: it is empty, and the {backend} backend cannot store 0-byte \
-                     archives (there is nothing in it to lose)",
-                    shown(&path)
-                );
-                report.empty_skipped.push(path);
-            }
-            Err(e) => {
-                tracing::error!("failed to back up {}: {}", shown(&path), error_chain(&e));
-                report.failed.push((path, error_chain(&e)));
-            }
+            Err(e) => self.failed(path, &e),
         }
+        Ok(())
     }
-    Ok(report)
+
+    /// Makes the batch's archives durable, then commits their rows in one transaction. An
+    /// archive the backend cannot make durable is reported failed, and nothing of it recorded.
+    async fn commit_batch(&mut self, ledger: &SharedLedger<'_>) -> Result<(), RunError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        // In plan order: a ledger that reads the same from run to run.
+        batch.sort_by_key(|(index, _)| *index);
+        let batch: Vec<UploadRecord> = batch.into_iter().map(|(_, record)| record).collect();
+        if let Err(e) = self.archiver.sync().await {
+            let message = error_chain(&e);
+            tracing::error!(
+                "{} archive(s) could not be made durable, so they are not recorded: {message}",
+                batch.len()
+            );
+            let paths: HashSet<&Path> = batch.iter().map(|r| r.path.as_path()).collect();
+            let mut kept = Vec::new();
+            for (index, uploaded) in self.outcomes.drain(..).zip(self.report.uploaded.drain(..)) {
+                if paths.contains(uploaded.path.as_path()) {
+                    self.report.failed.push((uploaded.path, message.clone()));
+                } else {
+                    kept.push((index, uploaded));
+                }
+            }
+            (self.outcomes, self.report.uploaded) = kept.into_iter().unzip();
+            return Ok(());
+        }
+        ledger
+            .with(|l| l.record_uploads(&batch))
+            .map_err(|source| RunError::Unrecorded {
+                stored: batch.into_iter().map(|r| (r.path, r.archive_id)).collect(),
+                source,
+            })
+    }
+
+    fn failed(&mut self, path: PathBuf, error: &CandidateError) {
+        tracing::error!("failed to back up {}: {}", shown(&path), error_chain(error));
+        self.report.failed.push((path, error_chain(error)));
+    }
+
+    fn empty(&mut self, path: PathBuf, dry_run: bool) {
+        let backend = self.archiver.name();
+        if dry_run {
+            tracing::info!(
+                "would skip {}: it is empty, and the {backend} backend cannot store 0-byte \
+                 archives",
+                shown(&path)
+            );
+        } else {
+            tracing::warn!(
+                "skipping {}: it is empty, and the {backend} backend cannot store 0-byte \
+                 archives (there is nothing in it to lose)",
+                shown(&path)
+            );
+        }
+        self.report.empty_skipped.push(path);
+    }
+
+    fn defer(&mut self, rest: &[Planned]) {
+        self.report.deferred = rest
+            .iter()
+            .map(|p| p.candidate.source_path().to_path_buf())
+            .collect();
+        tracing::info!(
+            "stopping after {} upload(s) (--max-uploads); {} candidate(s) left for the next run",
+            self.uploaded(),
+            self.report.deferred.len()
+        );
+    }
+
+    /// The report, uploads listed in plan order whatever order they finished in.
+    fn into_report(self) -> RunReport {
+        let mut report = self.report;
+        let mut uploaded: Vec<(usize, Uploaded)> =
+            self.outcomes.into_iter().zip(report.uploaded).collect();
+        uploaded.sort_by_key(|(index, _)| *index);
+        report.uploaded = uploaded.into_iter().map(|(_, u)| u).collect();
+        report
+    }
+}
+
+/// The run's ledger, shared by the uploads under way in the run's one task. Every use is a
+/// synchronous call inside [`SharedLedger::with`], so no borrow is ever held across an await.
+pub struct SharedLedger<'a>(RefCell<&'a mut dyn Ledger>);
+
+impl<'a> SharedLedger<'a> {
+    /// Shares `ledger` for the length of a run.
+    pub fn new(ledger: &'a mut dyn Ledger) -> Self {
+        SharedLedger(RefCell::new(ledger))
+    }
+
+    /// Calls `f` with the ledger.
+    pub fn with<R>(&self, f: impl FnOnce(&mut dyn Ledger) -> R) -> R {
+        f(&mut **self.0.borrow_mut())
+    }
+}
+
+async fn scan_of(candidate: Arc<dyn Candidate>) -> Result<Scan, SourceError> {
+    tokio::task::spawn_blocking(move || candidate.scan())
+        .await
+        .expect("scan does not panic")
 }
 
 /// Tells the progress display an item is finished when dropped: on every path out of a loop
-/// iteration.
-struct ItemDone<'a>(&'a dyn crate::progress::Progress);
+/// iteration, and when an upload under way ends or is dropped.
+struct ItemDone(crate::progress::SharedProgress);
 
-impl Drop for ItemDone<'_> {
+impl Drop for ItemDone {
     fn drop(&mut self) {
         self.0.item_done();
     }
@@ -357,9 +685,9 @@ async fn resumable_upload(
     path: &std::path::Path,
     fingerprint: &str,
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &SharedLedger<'_>,
 ) -> Result<Option<PendingUpload>, CandidateError> {
-    let Some(pending) = ledger.pending_upload(path)? else {
+    let Some(pending) = ledger.with(|l| l.pending_upload(path))? else {
         return Ok(None);
     };
     let age = OffsetDateTime::now_utc() - pending.started_at;
@@ -385,36 +713,22 @@ async fn resumable_upload(
             tracing::warn!("could not abort the earlier upload {}: {e}", pending.token);
         }
     }
-    ledger.clear_pending(path)?;
+    ledger.with(|l| l.clear_pending(path))?;
     Ok(None)
 }
 
 /// Streams one candidate to the archiver and returns the ledger row to write. Multipart uploads
 /// are recorded in `ledger` as soon as they start, so that an interrupted one is resumed by the
 /// next run of the unchanged source.
-pub async fn upload(
+async fn upload(
     candidate: Arc<dyn Candidate>,
-    scan: Option<Scan>,
+    scan: Scan,
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &SharedLedger<'_>,
     progress: &crate::progress::SharedProgress,
 ) -> Result<UploadRecord, CandidateError> {
-    let scan = match scan {
-        Some(scan) => scan,
-        None => {
-            let c = candidate.clone();
-            tokio::task::spawn_blocking(move || c.scan())
-                .await
-                .expect("scan does not panic")?
-        }
-    };
-    if scan.size_estimate == 0 && may_be_unstorable(candidate.as_ref(), archiver) {
-        return Err(CandidateError::Empty {
-            backend: archiver.name(),
-        });
-    }
     let path = candidate.source_path().to_path_buf();
-    progress.item(&shown(&path), scan.size_estimate);
+    let item: Arc<dyn ItemProgress> = progress.item(&shown(&path), scan.size_estimate).into();
     let fingerprint = scan.fingerprint.to_string();
     let resume = resumable_upload(&path, &fingerprint, archiver, ledger).await?;
     let part_size = match &resume {
@@ -424,7 +738,7 @@ pub async fn upload(
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
     let resume = match resume {
         Some(pending) => Some(Resume {
-            receipts: ledger.pending_parts(&path)?,
+            receipts: ledger.with(|l| l.pending_parts(&path))?,
             token: pending.token,
             completing: pending.completing,
         }),
@@ -455,15 +769,14 @@ pub async fn upload(
     // The engine keeps its own account of what it sent, to check the backend's answer.
     let sent = Arc::new(Mutex::new(PartChecker::new("engine", false)));
     let tally = sent.clone();
-    let shown_progress = progress.clone();
-    let parts = archive_parts(candidate.clone(), part_bytes)
+    let parts = archive_parts(candidate.clone(), part_bytes, scan.size_estimate)
         .inspect(move |part| {
             if let Ok(part) = part {
                 // The stream is built in order by construction, so this cannot fail.
                 let _ = tally.lock().expect("tally lock").accept(part);
                 // Parts are taken as the backend sends them: the bytes taken are (within the
                 // few parts in flight) the bytes sent.
-                shown_progress.advance(part.data.len() as u64);
+                item.advance(part.data.len() as u64);
             }
         })
         .boxed();
@@ -474,7 +787,7 @@ pub async fn upload(
             tokio::select! {
                 result = &mut put => break result?,
                 Some(event) = events_rx.recv() => match event {
-                    UploadEvent::Started(token) => ledger.record_pending(&PendingUpload {
+                    UploadEvent::Started(token) => ledger.with(|l| l.record_pending(&PendingUpload {
                         path: path.clone(),
                         backend: archiver.name().to_owned(),
                         token,
@@ -482,13 +795,13 @@ pub async fn upload(
                         fingerprint: fingerprint.clone(),
                         started_at,
                         completing: None,
-                    })?,
+                    }))?,
                     UploadEvent::Completing { size, tree_hash, recorded } => {
-                        ledger.record_completing(&path, size, tree_hash)?;
+                        ledger.with(|l| l.record_completing(&path, size, tree_hash))?;
                         recorded.done();
                     }
                     UploadEvent::PartStored { number, receipt } => {
-                        ledger.record_part(&path, number, &receipt)?
+                        ledger.with(|l| l.record_part(&path, number, &receipt))?
                     }
                 },
             }

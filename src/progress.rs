@@ -12,17 +12,15 @@ pub trait Progress: Send + Sync + std::fmt::Debug {
     }
 
     /// Work on one item starts: what it is, and about how many bytes it takes (a directory's
-    /// size is estimated by its scan).
-    fn item(&self, label: &str, bytes: u64) {
+    /// size is estimated by its scan). Several items may be under way at once (a backup sends
+    /// small candidates in parallel): each reports its bytes through its own handle, and its
+    /// work ends when the handle is dropped.
+    fn item(&self, label: &str, bytes: u64) -> Box<dyn ItemProgress> {
         let _ = (label, bytes);
+        Box::new(NoProgress)
     }
 
-    /// `bytes` more of the current item are done.
-    fn advance(&self, bytes: u64) {
-        let _ = bytes;
-    }
-
-    /// An item of the batch is finished, whatever its outcome.
+    /// An item of the batch is finished, whatever its outcome (also one that needed no work).
     fn item_done(&self) {}
 
     /// Waiting on cold storage: what is awaited, and when the next check is.
@@ -31,11 +29,21 @@ pub trait Progress: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The bytes of one item under way (see [`Progress::item`]).
+pub trait ItemProgress: Send + Sync {
+    /// `bytes` more of this item are done.
+    fn advance(&self, bytes: u64) {
+        let _ = bytes;
+    }
+}
+
 /// Shows nothing.
 #[derive(Debug, Default)]
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
+
+impl ItemProgress for NoProgress {}
 
 /// The progress sink of a run: shared by the engine and whoever draws it.
 pub type SharedProgress = Arc<dyn Progress>;

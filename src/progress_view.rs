@@ -1,4 +1,4 @@
-//! Draws a run's progress: bars on a terminal (bytes of the current candidate or download,
+//! Draws a run's progress: bars on a terminal (bytes of each candidate or download under way,
 //! rate, ETA, and items done of the total), a plain line every `LINE_INTERVAL` when stderr is a
 //! log, nothing with `--quiet` or `--progress never`.
 
@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use glacier_backup::progress::Progress;
+use glacier_backup::progress::{ItemProgress, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How often a plain progress line is written when stderr is not a terminal.
@@ -58,7 +58,6 @@ fn view(choice: Choice, quiet: bool) -> Option<View> {
         mode,
         interval,
         overall: Mutex::new(None),
-        current: Mutex::new(None),
         waiting: Mutex::new(None),
     })
 }
@@ -70,7 +69,6 @@ pub struct View {
     interval: Duration,
     /// Items done of the batch (bars only).
     overall: Mutex<Option<ProgressBar>>,
-    current: Mutex<Option<Current>>,
     /// What is awaited on cold storage: a spinner, or when its last line was written.
     waiting: Mutex<Option<Waiting>>,
 }
@@ -81,15 +79,49 @@ enum Waiting {
     Line { what: String, written: Instant },
 }
 
-/// The item being worked on.
-#[derive(Debug)]
-struct Current {
+/// One item under way: its bar, or its counts for a line now and then.
+struct ItemView {
     label: String,
     total: u64,
+    interval: Duration,
+    bar: Option<ProgressBar>,
+    counts: Mutex<Counts>,
+}
+
+struct Counts {
     done: u64,
     started: Instant,
     last_line: Instant,
-    bar: Option<ProgressBar>,
+}
+
+impl ItemProgress for ItemView {
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+            return;
+        }
+        let mut counts = self.counts.lock().expect("progress lock");
+        counts.done += bytes;
+        if counts.last_line.elapsed() >= self.interval {
+            counts.last_line = Instant::now();
+            let seconds = counts.started.elapsed().as_secs_f64().max(0.001);
+            tracing::info!(
+                "{}: {} of {} ({}/s)",
+                self.label,
+                glacier_backup::display_size(counts.done),
+                glacier_backup::display_size(self.total.max(counts.done)),
+                glacier_backup::display_size((counts.done as f64 / seconds) as u64)
+            );
+        }
+    }
+}
+
+impl Drop for ItemView {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 impl Progress for View {
@@ -105,7 +137,7 @@ impl Progress for View {
         *self.overall.lock().expect("progress lock") = Some(bar);
     }
 
-    fn item(&self, label: &str, bytes: u64) {
+    fn item(&self, label: &str, bytes: u64) -> Box<dyn ItemProgress> {
         // Whatever was awaited is here.
         if let Some(Waiting::Spinner(spinner)) = self.waiting.lock().expect("progress lock").take()
         {
@@ -126,42 +158,17 @@ impl Progress for View {
             _ => None,
         };
         let now = Instant::now();
-        let replaced = self
-            .current
-            .lock()
-            .expect("progress lock")
-            .replace(Current {
-                label: label.to_owned(),
-                total: bytes,
+        Box::new(ItemView {
+            label: label.to_owned(),
+            total: bytes,
+            interval: self.interval,
+            bar,
+            counts: Mutex::new(Counts {
                 done: 0,
                 started: now,
                 last_line: now,
-                bar,
-            });
-        if let Some(Current { bar: Some(bar), .. }) = replaced {
-            bar.finish_and_clear();
-        }
-    }
-
-    fn advance(&self, bytes: u64) {
-        let mut current = self.current.lock().expect("progress lock");
-        let Some(current) = current.as_mut() else {
-            return;
-        };
-        current.done += bytes;
-        if let Some(bar) = &current.bar {
-            bar.inc(bytes);
-        } else if current.last_line.elapsed() >= self.interval {
-            current.last_line = Instant::now();
-            let seconds = current.started.elapsed().as_secs_f64().max(0.001);
-            tracing::info!(
-                "{}: {} of {} ({}/s)",
-                current.label,
-                glacier_backup::display_size(current.done),
-                glacier_backup::display_size(current.total.max(current.done)),
-                glacier_backup::display_size((current.done as f64 / seconds) as u64)
-            );
-        }
+            }),
+        })
     }
 
     fn waiting(&self, what: &str, next_check: Duration) {
@@ -197,11 +204,6 @@ impl Progress for View {
         if let Some(Waiting::Spinner(spinner)) = self.waiting.lock().expect("progress lock").take()
         {
             spinner.finish_and_clear();
-        }
-        if let Some(Current { bar: Some(bar), .. }) =
-            self.current.lock().expect("progress lock").take()
-        {
-            bar.finish_and_clear();
         }
         if let Some(overall) = self.overall.lock().expect("progress lock").as_ref() {
             overall.inc(1);

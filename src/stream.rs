@@ -25,16 +25,28 @@ const HASHING: usize = 1;
 /// Bytes asked of the file in one read.
 const READ_SIZE: usize = 1 << 20;
 
+/// Smallest part buffer allocated: a page.
+const MIN_BUFFER: usize = 4096;
+
 /// Streams `candidate`'s archive as parts of `part_size` bytes (the last may be shorter; an
-/// empty archive is one empty part).
-pub fn archive_parts(candidate: Arc<dyn Candidate>, part_size: usize) -> PartStream {
+/// empty archive is one empty part). `size_hint` is the expected archive size: a small archive
+/// gets a buffer its size, not a part's, so many can be under way in one memory budget.
+pub fn archive_parts(
+    candidate: Arc<dyn Candidate>,
+    part_size: usize,
+    size_hint: u64,
+) -> PartStream {
     let (tx, rx) = mpsc::channel::<Result<Bytes, SourceError>>(1);
+    let first_buffer = usize::try_from(size_hint)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_BUFFER, part_size.max(MIN_BUFFER));
     tokio::task::spawn_blocking(move || {
-        let pool = BufferPool::default();
         let mut writer = PartWriter {
-            part: pool.take(part_size),
+            part: Vec::new(),
+            part_size,
+            first_buffer,
             filled: 0,
-            pool,
+            pool: BufferPool::default(),
             tx: &tx,
             sent_any: false,
         };
@@ -89,12 +101,14 @@ fn tokio_stream_from<T: Send + 'static>(
 struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl BufferPool {
-    /// A buffer of `len` bytes, reused or new (zeroed pages the kernel maps on first touch).
+    /// A buffer given back, or a new one of `len` bytes (zeroed pages the kernel maps on first
+    /// touch).
     fn take(&self, len: usize) -> Vec<u8> {
-        match self.0.lock().expect("pool lock").pop() {
-            Some(buffer) if buffer.len() == len => buffer,
-            _ => vec![0; len],
-        }
+        self.0
+            .lock()
+            .expect("pool lock")
+            .pop()
+            .unwrap_or_else(|| vec![0; len])
     }
 }
 
@@ -119,8 +133,11 @@ impl Drop for PooledPart {
 }
 
 struct PartWriter<'a> {
-    /// The part being filled: always the part size long, `filled` bytes of it in use.
+    /// The part being filled, `filled` bytes of it in use; it grows up to the part size.
     part: Vec<u8>,
+    part_size: usize,
+    /// The size of a new buffer: the whole archive when it is smaller than a part.
+    first_buffer: usize,
     filled: usize,
     pool: BufferPool,
     tx: &'a mpsc::Sender<Result<Bytes, SourceError>>,
@@ -128,10 +145,24 @@ struct PartWriter<'a> {
 }
 
 impl PartWriter<'_> {
+    /// Where the next bytes go: the unfilled rest of the part, never empty before the part is
+    /// full.
+    fn room(&mut self) -> &mut [u8] {
+        if self.part.is_empty() {
+            self.part = self.pool.take(self.first_buffer);
+        }
+        if self.filled == self.part.len() && self.part.len() < self.part_size {
+            // Larger than its hint: grow by doubling, up to a whole part.
+            let grown = (self.part.len() * 2).clamp(MIN_BUFFER, self.part_size);
+            self.part.resize(grown, 0);
+        }
+        let end = self.part.len().min(self.part_size);
+        &mut self.part[self.filled..end]
+    }
+
     fn send(&mut self) -> io::Result<()> {
-        let next = self.pool.take(self.part.len());
         let full = PooledPart {
-            buffer: std::mem::replace(&mut self.part, next),
+            buffer: std::mem::take(&mut self.part),
             len: std::mem::take(&mut self.filled),
             pool: self.pool.clone(),
         };
@@ -149,7 +180,7 @@ impl PartWriter<'_> {
     }
 
     fn send_if_full(&mut self) -> io::Result<()> {
-        if self.filled == self.part.len() {
+        if self.filled == self.part_size {
             self.send()?;
         }
         Ok(())
@@ -160,8 +191,9 @@ impl Write for PartWriter<'_> {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let written = buf.len();
         while !buf.is_empty() {
-            let take = (self.part.len() - self.filled).min(buf.len());
-            self.part[self.filled..self.filled + take].copy_from_slice(&buf[..take]);
+            let room = self.room();
+            let take = room.len().min(buf.len());
+            room[..take].copy_from_slice(&buf[..take]);
             self.filled += take;
             buf = &buf[take..];
             self.send_if_full()?;
@@ -176,9 +208,10 @@ impl Write for PartWriter<'_> {
 
 impl ArchiveSink for PartWriter<'_> {
     fn read_from(&mut self, reader: &mut dyn Read) -> io::Result<usize> {
-        // Reads of a few hundred KiB: the kernel's copy then writes into cache-sized pieces.
-        let end = (self.filled + READ_SIZE).min(self.part.len());
-        let n = reader.read(&mut self.part[self.filled..end])?;
+        // Reads of at most a MiB: the kernel's copy then writes into cache-sized pieces.
+        let room = self.room();
+        let end = READ_SIZE.min(room.len());
+        let n = reader.read(&mut room[..end])?;
         self.filled += n;
         self.send_if_full()?;
         Ok(n)
@@ -206,7 +239,7 @@ mod tests {
         let candidate: Arc<dyn Candidate> =
             Arc::new(PathCandidate::new(file.clone(), SourceKind::File));
 
-        let held: Vec<Part> = archive_parts(candidate.clone(), 1 << 20)
+        let held: Vec<Part> = archive_parts(candidate.clone(), 1 << 20, data.len() as u64)
             .map(|part| part.unwrap())
             .collect()
             .await;
@@ -218,14 +251,18 @@ mod tests {
         assert_eq!(held.len(), 6);
         assert_eq!(joined, data);
 
+        // A hint far below the real size: buffers grow, parts keep the part size.
         let mut streamed = Vec::new();
-        let mut parts = archive_parts(candidate, 1 << 20);
+        let mut sizes = Vec::new();
+        let mut parts = archive_parts(candidate, 1 << 20, 10);
         while let Some(part) = parts.next().await {
             let part = part.unwrap();
             assert_eq!(part.tree_hash, tree_hash(&part.data));
+            sizes.push(part.data.len());
             streamed.extend_from_slice(&part.data);
         }
         assert_eq!(streamed, data);
+        assert_eq!(sizes, [1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 12_345]);
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -239,7 +276,7 @@ mod tests {
         let mut whole = Vec::new();
         candidate.write_archive(&mut whole).unwrap();
         let mut streamed = Vec::new();
-        let mut parts = archive_parts(Arc::new(candidate), 1 << 20);
+        let mut parts = archive_parts(Arc::new(candidate), 1 << 20, 0);
         while let Some(part) = parts.next().await {
             streamed.extend_from_slice(&part.unwrap().data);
         }

@@ -38,6 +38,8 @@ pub async fn backup(
             .max_uploads
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         progress: crate::progress_view::shared(cli.progress, cli.quiet),
+        parallel_uploads: config.parallel_uploads,
+        stop: tokio_util::sync::CancellationToken::new(),
     };
 
     let (mut ledger, _lock) = if cli.dryrun {
@@ -72,23 +74,35 @@ pub async fn backup(
         archiver.as_ref(),
         &options,
     );
-    let report = tokio::select! {
-        report = run => report?,
-        stop = super::stop_requested() => {
-            tracing::warn!(
-                "stopped by {}: the upload in progress was not recorded as done; the next run \
-                 continues it",
-                stop.name()
-            );
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "command": "backup",
-                    "interrupted": stop.name(),
-                }))?;
+    // A signal stops the run, which records what finished before it returns.
+    let signal = super::stop_requested();
+    tokio::pin!(run, signal);
+    let mut stopped_by = None;
+    let report = loop {
+        tokio::select! {
+            report = &mut run => break report?,
+            stop = &mut signal, if stopped_by.is_none() => {
+                options.stop.cancel();
+                stopped_by = Some(stop);
             }
-            return Ok(Outcome::Interrupted(stop));
         }
     };
+    if let Some(stop) = stopped_by.filter(|_| report.stopped) {
+        tracing::warn!(
+            "stopped by {} after {} upload(s): uploads in progress were not recorded as done; \
+             the next run continues them",
+            stop.name(),
+            report.uploaded.len()
+        );
+        if cli.json {
+            print_json(&serde_json::json!({
+                "command": "backup",
+                "interrupted": stop.name(),
+                "uploaded": report.uploaded.len(),
+            }))?;
+        }
+        return Ok(Outcome::Interrupted(stop));
+    }
 
     let verb = if cli.dryrun {
         "would upload"

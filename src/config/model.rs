@@ -16,7 +16,17 @@ pub fn reserved_sections() -> Vec<&'static str> {
         .collect()
 }
 
-const MAIN_SETTINGS: &[&str] = &["account_id", "vault_name", "logfile", "backend", "ledger"];
+const MAIN_SETTINGS: &[&str] = &[
+    "account_id",
+    "vault_name",
+    "logfile",
+    "backend",
+    "ledger",
+    "parallel_uploads",
+];
+
+/// The most candidates `[main] parallel_uploads` sends at once.
+pub const MAX_PARALLEL_UPLOADS: u64 = 64;
 
 const PATH_SETTINGS: &[&str] = &[
     "upload_single_dir",
@@ -84,6 +94,8 @@ pub struct Config {
     pub logfile: LogFile,
     /// `[main] ledger`: explicit ledger file.
     pub ledger: Option<PathBuf>,
+    /// `[main] parallel_uploads`: candidates uploaded at once.
+    pub parallel_uploads: usize,
     /// Backend sections by name (`local`, `glacier`, `s3`), handed to the backend unread.
     pub backend_sections: BTreeMap<String, Section>,
     /// Path sections, in file order.
@@ -102,6 +114,7 @@ impl Config {
             account_id: None,
             logfile: LogFile::Default,
             ledger: None,
+            parallel_uploads: crate::backup::DEFAULT_PARALLEL_UPLOADS,
             backend_sections: BTreeMap::new(),
             paths: Vec::new(),
             prices: crate::costs::Prices::builtin(),
@@ -147,6 +160,15 @@ impl Config {
             Some(_) => LogFile::Path(main.path("logfile")?.expect("present and non-empty")),
         };
         self.ledger = main.path("ledger")?;
+        if let Some(n) = main.u64("parallel_uploads")? {
+            if !(1..=MAX_PARALLEL_UPLOADS).contains(&n) {
+                return Err(main.error(
+                    Some("parallel_uploads"),
+                    format!("use a number of uploads from 1 to {MAX_PARALLEL_UPLOADS}"),
+                ));
+            }
+            self.parallel_uploads = n as usize;
+        }
         if let Some(ledger) = self.ledger.as_ref().filter(|l| l.is_dir()) {
             return Err(main.error(
                 Some("ledger"),

@@ -204,3 +204,24 @@ fn non_utf8_files_are_rejected_with_a_line() {
     let missing = dir.path().join("missing.conf");
     assert!(matches!(load(&missing), Err(ConfigError::NotFound(_))));
 }
+
+#[test]
+fn parallel_uploads_defaults_and_must_be_a_sane_count() {
+    assert_eq!(
+        ini("[main]\nvault_name=v\n").unwrap().parallel_uploads,
+        crate::backup::DEFAULT_PARALLEL_UPLOADS
+    );
+    assert_eq!(
+        toml("[main]\nparallel_uploads = 3\n")
+            .unwrap()
+            .parallel_uploads,
+        3
+    );
+    for bad in ["0", "65", "many"] {
+        let message = error_text(ini(&format!("[main]\nparallel_uploads={bad}\n")));
+        assert!(
+            message.contains("/etc/gb.conf") && message.contains("parallel_uploads"),
+            "{message}"
+        );
+    }
+}

@@ -155,6 +155,9 @@ pub trait Ledger {
     /// Records a completed upload, atomically, and forgets any pending upload of that path.
     fn record_upload(&mut self, upload: &UploadRecord) -> Result<(), LedgerError>;
 
+    /// Records several uploads at once: all of them, or none.
+    fn record_uploads(&mut self, uploads: &[UploadRecord]) -> Result<(), LedgerError>;
+
     /// The unfinished upload of `path`, if one was recorded.
     fn pending_upload(&self, path: &Path) -> Result<Option<PendingUpload>, LedgerError>;
 

@@ -291,6 +291,32 @@ fn copy_into_memory(source: &Connection, path: &Path) -> Result<Connection, Ledg
     Ok(memory)
 }
 
+/// Adds an upload's row and forgets its pending upload, inside the caller's transaction.
+fn insert_upload(tx: &rusqlite::Transaction<'_>, upload: &UploadRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?
+    .execute(params![
+        SqlPath(&upload.path),
+        upload.name,
+        upload.archive_id,
+        upload.uploaded_at.map(|t| t.unix_timestamp()),
+        upload.backend,
+        upload.kind.map(SourceKind::as_str),
+        upload.size.map(|s| s as i64),
+        upload.tree_hash.map(|h| h.to_hex()),
+        upload.fingerprint,
+        upload.started_at.map(rfc3339),
+        upload.uploaded_at.map(rfc3339),
+        upload.description,
+    ])?;
+    tx.prepare_cached("DELETE FROM pending_uploads WHERE path = ?1")?
+        .execute(params![SqlPath(&upload.path)])?;
+    tx.prepare_cached("DELETE FROM pending_parts WHERE path = ?1")?
+        .execute(params![SqlPath(&upload.path)])?;
+    Ok(())
+}
+
 impl Ledger for SqliteLedger {
     fn latest_upload(&self, path: &Path) -> Result<Option<UploadRecord>, LedgerError> {
         let sql =
@@ -302,40 +328,20 @@ impl Ledger for SqliteLedger {
     }
 
     fn record_upload(&mut self, upload: &UploadRecord) -> Result<(), LedgerError> {
+        self.record_uploads(std::slice::from_ref(upload))
+    }
+
+    fn record_uploads(&mut self, uploads: &[UploadRecord]) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction()
             .map_err(sqlite_error(&path, "cannot start a transaction"))?;
-        tx.execute(
-            &format!("INSERT INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-            params![
-                SqlPath(&upload.path),
-                upload.name,
-                upload.archive_id,
-                upload.uploaded_at.map(|t| t.unix_timestamp()),
-                upload.backend,
-                upload.kind.map(SourceKind::as_str),
-                upload.size.map(|s| s as i64),
-                upload.tree_hash.map(|h| h.to_hex()),
-                upload.fingerprint,
-                upload.started_at.map(rfc3339),
-                upload.uploaded_at.map(rfc3339),
-                upload.description,
-            ],
-        )
-        .and_then(|_| {
-            tx.execute(
-                "DELETE FROM pending_uploads WHERE path = ?1",
-                params![SqlPath(&upload.path)],
-            )?;
-            tx.execute(
-                "DELETE FROM pending_parts WHERE path = ?1",
-                params![SqlPath(&upload.path)],
-            )
-        })
-        .and_then(|_| tx.commit())
-        .map_err(sqlite_error(&path, "cannot record an upload"))
+        uploads
+            .iter()
+            .try_for_each(|upload| insert_upload(&tx, upload))
+            .and_then(|()| tx.commit())
+            .map_err(sqlite_error(&path, "cannot record an upload"))
     }
 
     fn pending_upload(&self, path: &Path) -> Result<Option<PendingUpload>, LedgerError> {

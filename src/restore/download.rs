@@ -27,7 +27,7 @@ pub(super) async fn download(
     archive: &ArchiveRef,
     dir: &Path,
     chunk_size: u64,
-    progress: &dyn crate::progress::Progress,
+    progress: &dyn crate::progress::ItemProgress,
 ) -> Result<PathBuf, RestoreFailure> {
     let chunk_size = chunk_size.max(1 << 20) & !((1 << 20) - 1);
     let path = partial_path(dir, &archive.archive_id);

@@ -171,8 +171,8 @@ pub async fn restore_one(
     let result = async {
         std::fs::create_dir_all(&dir).map_err(RestoreFailure::io("create", &dir))?;
         let progress = crate::progress::or_none(&request.progress);
-        progress.item(&shown(&row.path), archive.size);
-        let downloaded = download(archiver, &archive, &dir, request.chunk_size, &*progress).await?;
+        let item = progress.item(&shown(&row.path), archive.size);
+        let downloaded = download(archiver, &archive, &dir, request.chunk_size, &*item).await?;
         place(row, downloaded, &dir, &target, request).await
     }
     .await;

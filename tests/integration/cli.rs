@@ -363,7 +363,9 @@ fn paths_on_the_command_line_replace_the_configs() {
     ]);
     assert_exit(&out, 0);
     let rows = sb.ledger_rows();
-    let paths: Vec<_> = rows.iter().map(|r| r.0.clone()).collect();
+    // Candidates go up side by side: rows are in the order uploads finished.
+    let mut paths: Vec<_> = rows.iter().map(|r| r.0.clone()).collect();
+    paths.sort();
     assert_eq!(
         paths,
         [sb.path("tree/dir1"), sb.path("tree/file2")].map(|p| p.to_str().unwrap().to_owned())

@@ -252,18 +252,27 @@ fn needs_upload_follows_the_python_tool() {
 
 /// Records what a run reports to its progress display.
 #[derive(Debug, Default)]
-struct Recorder(std::sync::Mutex<Vec<String>>, std::sync::atomic::AtomicU64);
+struct Recorder(
+    std::sync::Mutex<Vec<String>>,
+    Arc<std::sync::atomic::AtomicU64>,
+);
+
+struct RecordedItem(Arc<std::sync::atomic::AtomicU64>);
+
+impl glacier_backup::progress::ItemProgress for RecordedItem {
+    fn advance(&self, bytes: u64) {
+        self.0.fetch_add(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 impl glacier_backup::progress::Progress for Recorder {
     fn batch(&self, items: usize) {
         self.0.lock().unwrap().push(format!("batch {items}"));
     }
-    fn item(&self, label: &str, bytes: u64) {
+    fn item(&self, label: &str, bytes: u64) -> Box<dyn glacier_backup::progress::ItemProgress> {
         let name = label.rsplit('/').next().unwrap_or(label);
         self.0.lock().unwrap().push(format!("item {name} {bytes}"));
-    }
-    fn advance(&self, bytes: u64) {
-        self.1.fetch_add(bytes, std::sync::atomic::Ordering::SeqCst);
+        Box::new(RecordedItem(self.1.clone()))
     }
     fn item_done(&self) {
         self.0.lock().unwrap().push("done".into());
@@ -280,8 +289,10 @@ async fn a_run_reports_each_candidate_and_every_byte_to_its_progress_display() {
         items.push(planned(&path, SourceKind::File, true));
     }
     let recorder = Arc::new(Recorder::default());
+    // One at a time, so the order of events is known.
     let options = RunOptions {
         progress: Some(recorder.clone()),
+        parallel_uploads: 1,
         ..RunOptions::default()
     };
     let archiver = MemoryArchiver::new();

@@ -975,3 +975,62 @@ fn a_pending_inventory_whose_reader_went_away_still_exits_3() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(!text(&out).contains("panicked"), "{}", text(&out));
 }
+
+/// Small files go up side by side: as many at once as `parallel_uploads` says, never more, and
+/// each is stored and recorded once.
+#[test]
+fn small_files_go_up_side_by_side_never_more_than_parallel_uploads() {
+    let s = Setup::new();
+    let dir = s.path("data/camera");
+    let mut written = Vec::new();
+    for i in 0..12u8 {
+        written.push(write_sample(
+            &dir.join(format!("img{i:02}.jpg")),
+            2000 + usize::from(i),
+            i,
+        ));
+    }
+    let config = s.config(&format!("[\"{}\"]\nupload_files = true\n", dir.display()));
+    let settings = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        settings.replacen("[main]\n", "[main]\nparallel_uploads = 4\n", 1),
+    )
+    .unwrap();
+    s.fake.set(|b| b.hold_archive_uploads = true);
+    let child = s
+        .with_config(&config, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held unanswered, uploads pile up to the limit: the fourth proves they overlap.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s.fake.stats().archive_uploads_in_progress < 4 {
+        assert!(Instant::now() < deadline, "never 4 uploads at once");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.fake.set(|b| b.hold_archive_uploads = false);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(s.fake.stats().most_archive_uploads_at_once, 4);
+
+    let mut stored: Vec<Vec<u8>> = s
+        .fake
+        .archives("photos")
+        .into_iter()
+        .map(|(_, archive)| archive.data.unwrap().to_vec())
+        .collect();
+    stored.sort();
+    written.sort();
+    assert_eq!(stored, written);
+    let rows: (i64, i64) = s
+        .ledger_db()
+        .query_row(
+            "SELECT count(*), count(DISTINCT path) FROM uploads",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(rows, (12, 12));
+}

@@ -13,3 +13,5 @@ mod moto_glacier;
 #[cfg(all(feature = "s3", feature = "glacier", feature = "local"))]
 mod moto_s3;
 mod operator;
+#[cfg(feature = "local")]
+mod parallel;

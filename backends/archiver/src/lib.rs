@@ -71,6 +71,12 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         DEFAULT_PART_SIZE
     }
 
+    /// Parts this backend sends at once. With the part size it bounds the memory a multipart
+    /// upload holds, and it is the engine's budget for small archives sent in parallel.
+    fn upload_concurrency(&self) -> usize {
+        1
+    }
+
     /// The directory on this machine where archives are stored, if any, so the engine can keep
     /// it out of the archives it makes.
     fn local_directory(&self) -> Option<std::path::PathBuf> {
@@ -90,6 +96,12 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         options: &PutOptions,
         parts: PartStream,
     ) -> Result<ArchiveRef>;
+
+    /// Makes every archive `put` has returned durable, for a backend with
+    /// [`Capabilities::batched_durability`]: after it returns, a crash loses none of them.
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Gives up an interrupted upload (a token from [`UploadEvent::Started`]), freeing what
     /// it holds. An upload that no longer exists is not an error.

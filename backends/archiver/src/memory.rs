@@ -58,6 +58,7 @@ impl Archiver for MemoryArchiver {
             listable: true,
             ranged_reads: true,
             stores_empty_archives: true,
+            batched_durability: false,
         }
     }
 

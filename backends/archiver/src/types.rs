@@ -170,6 +170,10 @@ pub struct Capabilities {
     pub ranged_reads: bool,
     /// A 0-byte archive can be stored (Glacier vaults refuse them).
     pub stores_empty_archives: bool,
+    /// `put` leaves the last step of making an archive durable (a directory fsync) to
+    /// [`Archiver::sync`](crate::Archiver::sync), so that many archives share it: the engine
+    /// records an archive only after a `sync`, rows in batches.
+    pub batched_durability: bool,
 }
 
 /// How urgently a cold archive should be made readable.

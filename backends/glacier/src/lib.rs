@@ -132,11 +132,16 @@ impl Archiver for GlacierArchiver {
             listable: false,
             ranged_reads: true,
             stores_empty_archives: false,
+            batched_durability: false,
         }
     }
 
     fn part_size(&self, size_hint: u64) -> u64 {
         self.settings.part_size_for(size_hint)
+    }
+
+    fn upload_concurrency(&self) -> usize {
+        self.settings.connection.concurrency
     }
 
     fn storage_class(&self) -> Option<String> {

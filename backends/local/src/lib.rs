@@ -2,19 +2,22 @@
 //!
 //! Plain `std::fs` rather than `object_store`'s local store: we need what it does not offer in
 //! one place, a no-clobber publish (`tempfile`'s `persist_noclobber`, a link that fails if the
-//! name exists) and a directory fsync after the publish so that a crash never leaves a partial
-//! or lost archive under a final name.
+//! name exists) of a file synced before it gets its name, so that a crash never leaves a partial
+//! archive under a final name, and directory fsyncs so that no name is lost. The directory
+//! fsyncs wait for [`Archiver::sync`]: many small archives share them, and the engine records
+//! archives only after a sync.
 //!
 //! Layout: `<directory>/<source path>/<UTC time>[.tar]`, each component percent-encoded (see
 //! [`glacier_backup_archiver::keys`]); uploads in progress live in `<directory>/.incoming/`.
 
 #![warn(missing_docs)]
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -46,6 +49,9 @@ pub struct LocalArchiver {
     /// Device and inode of `root` when `check` found it: a root that is gone or replaced
     /// (unmounted) later in the run fails the upload instead of being written to again.
     identity: Arc<OnceLock<(u64, u64)>>,
+    /// Directories with entries (new archives, new directories) not yet made durable: what
+    /// the next `sync` fsyncs.
+    unsynced: Arc<Mutex<BTreeSet<PathBuf>>>,
 }
 
 impl LocalArchiver {
@@ -56,6 +62,7 @@ impl LocalArchiver {
             root: root.into(),
             create_directory,
             identity: Arc::default(),
+            unsynced: Arc::default(),
         }
     }
 
@@ -149,9 +156,10 @@ impl LocalArchiver {
         let relative = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
         let mut current = self.root.clone();
         for component in relative.components() {
+            let parent = current.clone();
             current.push(component);
             match fs::create_dir(&current) {
-                Ok(()) => {}
+                Ok(()) => self.unsynced_entry_in(parent),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(self.io_error("cannot create directory", &current, e)),
             }
@@ -208,10 +216,31 @@ impl LocalArchiver {
                 }
             }
         }
-        File::open(&parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| self.io_error("cannot sync directory", &parent, e))?;
+        self.unsynced_entry_in(parent);
         Ok(id)
+    }
+
+    /// Notes that `dir` has a new entry that the next `sync` makes durable.
+    fn unsynced_entry_in(&self, dir: PathBuf) {
+        self.unsynced.lock().expect("unsynced lock").insert(dir);
+    }
+
+    /// Fsyncs every directory with new entries; those that fail stay for the next attempt.
+    fn sync_directories(&self) -> Result<()> {
+        let dirs = std::mem::take(&mut *self.unsynced.lock().expect("unsynced lock"));
+        let mut failed = None;
+        let mut left = BTreeSet::new();
+        for dir in dirs {
+            if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+                failed.get_or_insert_with(|| self.io_error("cannot sync directory", &dir, e));
+                left.insert(dir);
+            }
+        }
+        self.unsynced
+            .lock()
+            .expect("unsynced lock")
+            .append(&mut left);
+        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -245,6 +274,7 @@ impl Archiver for LocalArchiver {
             listable: true,
             ranged_reads: true,
             stores_empty_archives: true,
+            batched_durability: true,
         }
     }
 
@@ -360,6 +390,8 @@ impl Archiver for LocalArchiver {
         );
         let this = self.clone();
         let archive_id = blocking(move || {
+            // Synced before it is named: a crash may lose the name until `sync`, but never
+            // leaves a short archive under it.
             temp.as_file()
                 .sync_all()
                 .map_err(|e| this.io_error("cannot sync", temp.path(), e))?;
@@ -372,6 +404,11 @@ impl Archiver for LocalArchiver {
             tree_hash: checker.tree_hash(),
             description: None,
         })
+    }
+
+    async fn sync(&self) -> Result<()> {
+        let this = self.clone();
+        blocking(move || this.sync_directories()).await
     }
 
     async fn restore_state(

@@ -183,11 +183,16 @@ impl Archiver for S3Archiver {
             listable: true,
             ranged_reads: true,
             stores_empty_archives: true,
+            batched_durability: false,
         }
     }
 
     fn part_size(&self, size_hint: u64) -> u64 {
         self.settings.part_size_for(size_hint)
+    }
+
+    fn upload_concurrency(&self) -> usize {
+        self.settings.connection.concurrency
     }
 
     fn storage_class(&self) -> Option<String> {

@@ -74,6 +74,11 @@ pub struct Behaviour {
     /// Refuse requests not signed (SigV4) with [`sigv4::ACCESS_KEY`] over exactly what was
     /// sent, as AWS does. Off only for tests that send raw requests.
     pub check_signatures: bool,
+    /// Every request waits this long before it is handled: a round trip from home to AWS.
+    pub latency: Duration,
+    /// UploadArchive requests wait, unanswered, while this is set: a test sees how many a
+    /// client has under way at once.
+    pub hold_archive_uploads: bool,
     /// The next request of this kind is carried out, then its reply is lost (the connection
     /// dropped): what a client killed mid-call, or cut off by the network, sees.
     pub lose_reply: Option<Call>,
@@ -105,6 +110,8 @@ impl Default for Behaviour {
             keep_data: true,
             check_signatures: true,
             lose_reply: None,
+            latency: Duration::ZERO,
+            hold_archive_uploads: false,
         }
     }
 }
@@ -126,6 +133,10 @@ pub struct Stats {
     pub output_bytes: u64,
     /// ListJobs requests answered.
     pub job_lists: u64,
+    /// UploadArchive requests received and not yet answered.
+    pub archive_uploads_in_progress: u64,
+    /// The most UploadArchive requests under way at once.
+    pub most_archive_uploads_at_once: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -310,7 +321,30 @@ impl Received<'_> {
     }
 }
 
+/// Counts an UploadArchive request as under way until it is answered (or its client left).
+struct ArchiveUploadUnderWay(Arc<Mutex<State>>);
+
+impl ArchiveUploadUnderWay {
+    fn enter(state: &Arc<Mutex<State>>) -> Self {
+        let mut s = state.lock().unwrap();
+        s.stats.archive_uploads_in_progress += 1;
+        s.stats.most_archive_uploads_at_once = s
+            .stats
+            .most_archive_uploads_at_once
+            .max(s.stats.archive_uploads_in_progress);
+        ArchiveUploadUnderWay(state.clone())
+    }
+}
+
+impl Drop for ArchiveUploadUnderWay {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().stats.archive_uploads_in_progress -= 1;
+    }
+}
+
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
+    let latency = state.lock().unwrap().behaviour.latency;
+    tokio::time::sleep(latency).await;
     let started = Instant::now();
     let injected = {
         let mut s = state.lock().unwrap();
@@ -350,6 +384,11 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         .collect();
     let query = req.uri().query().unwrap_or("").to_owned();
     let headers = req.headers().clone();
+    let archive_upload = method == Method::POST && path.len() == 4 && path[3] == "archives";
+    let _counted = archive_upload.then(|| ArchiveUploadUnderWay::enter(&state));
+    while archive_upload && state.lock().unwrap().behaviour.hold_archive_uploads {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let part_upload = method == Method::PUT && path.len() == 5 && path[3] == "multipart-uploads";
     if part_upload {
         let (delay, fail) = {

@@ -1,5 +1,5 @@
 //! Runs the fake Glacier service for benchmarks and drills:
-//! `fake-glacier VAULT [--keep-data] [--unsigned]`. Prints the endpoint on the first line; on end
+//! `fake-glacier VAULT [--keep-data] [--unsigned] [--latency-ms N]`. Prints the endpoint on the first line; on end
 //! of standard input, prints the time its handlers spent (`busy_seconds=...`) and exits.
 //! Requests must be signed with the test credentials (`testing`/`testing`) unless `--unsigned`
 //! (for scripts that inspect the fake with plain HTTP).
@@ -12,11 +12,22 @@ fn main() {
     let flags: Vec<String> = args.collect();
     let keep_data = flags.iter().any(|a| a == "--keep-data");
     let check_signatures = !flags.iter().any(|a| a == "--unsigned");
+    // Each request waits this long: the round trip to AWS from a home uplink.
+    let latency_ms: u64 = flags
+        .iter()
+        .position(|a| a == "--latency-ms")
+        .and_then(|i| flags.get(i + 1))
+        .map(|n| {
+            n.parse()
+                .expect("--latency-ms takes a number of milliseconds")
+        })
+        .unwrap_or(0);
     let fake = fake_glacier::FakeGlacier::start();
     fake.create_vault(&vault);
     fake.set(|b| {
         b.keep_data = keep_data;
         b.check_signatures = check_signatures;
+        b.latency = std::time::Duration::from_millis(latency_ms);
     });
     println!("{}", fake.endpoint);
     for _ in std::io::stdin().lock().lines() {}
