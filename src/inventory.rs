@@ -34,25 +34,64 @@ impl Reconciliation {
 
 /// Compares every ledger row with the listing.
 pub fn reconcile(rows: &[UploadRecord], listing: &Listing) -> Reconciliation {
-    let listed: HashMap<&str, &ListedArchive> = listing
-        .archives
-        .iter()
-        .map(|a| (a.archive_id.as_str(), a))
-        .collect();
-    let mut report = Reconciliation::default();
+    let mut reconciler = Reconciler::new(listing);
     for row in rows {
-        let Some(archive) = listed.get(row.archive_id.as_str()) else {
-            let after_listing = match (listing.taken_at, row.stored_at()) {
+        reconciler.add(row.clone());
+    }
+    reconciler.finish()
+}
+
+/// Compares every row of `ledger` with the listing, a page of rows at a time: memory grows
+/// with the listing and the problems found, not with the ledger.
+pub fn reconcile_ledger(
+    ledger: &dyn Ledger,
+    listing: &Listing,
+) -> Result<Reconciliation, LedgerError> {
+    let mut reconciler = Reconciler::new(listing);
+    ledger.each_upload(&mut |row| {
+        reconciler.add(row);
+        true
+    })?;
+    Ok(reconciler.finish())
+}
+
+/// A reconciliation under way: rows are added one by one.
+struct Reconciler<'a> {
+    listing: &'a Listing,
+    listed: HashMap<&'a str, &'a ListedArchive>,
+    /// Listed archives some row recorded.
+    recorded: HashSet<&'a str>,
+    report: Reconciliation,
+}
+
+impl<'a> Reconciler<'a> {
+    fn new(listing: &'a Listing) -> Self {
+        Reconciler {
+            listing,
+            listed: listing
+                .archives
+                .iter()
+                .map(|a| (a.archive_id.as_str(), a))
+                .collect(),
+            recorded: HashSet::new(),
+            report: Reconciliation::default(),
+        }
+    }
+
+    fn add(&mut self, row: UploadRecord) {
+        let Some((&id, archive)) = self.listed.get_key_value(row.archive_id.as_str()) else {
+            let after_listing = match (self.listing.taken_at, row.stored_at()) {
                 (Some(taken), Some(stored)) => stored >= taken,
                 _ => false,
             };
             if after_listing {
-                report.too_recent.push(row.clone());
+                self.report.too_recent.push(row);
             } else {
-                report.missing.push(row.clone());
+                self.report.missing.push(row);
             }
-            continue;
+            return;
         };
+        self.recorded.insert(id);
         let mut differences = Vec::new();
         if let Some(size) = row.size.filter(|&s| s != archive.size) {
             differences.push(format!("size {} (recorded {size})", archive.size));
@@ -63,21 +102,22 @@ pub fn reconcile(rows: &[UploadRecord], listing: &Listing) -> Reconciliation {
             }
         }
         if differences.is_empty() {
-            report.matched += 1;
+            self.report.matched += 1;
         } else {
-            report
-                .mismatched
-                .push((row.clone(), differences.join(", ")));
+            self.report.mismatched.push((row, differences.join(", ")));
         }
     }
-    let recorded: HashSet<&str> = rows.iter().map(|r| r.archive_id.as_str()).collect();
-    report.unrecorded = listing
-        .archives
-        .iter()
-        .filter(|a| !recorded.contains(a.archive_id.as_str()))
-        .cloned()
-        .collect();
-    report
+
+    fn finish(mut self) -> Reconciliation {
+        self.report.unrecorded = self
+            .listing
+            .archives
+            .iter()
+            .filter(|a| !self.recorded.contains(a.archive_id.as_str()))
+            .cloned()
+            .collect();
+        self.report
+    }
 }
 
 /// What rebuilding the ledger did.
@@ -247,6 +287,9 @@ mod tests {
             incomplete: Vec::new(),
         };
         let report = reconcile(&rows, &listing);
+        // Read from the ledger a page at a time, the same report.
+        let streamed = reconcile_ledger(&ledger, &listing).unwrap();
+        assert_eq!(format!("{streamed:?}"), format!("{report:?}"));
         assert_eq!(report.matched, 1);
         assert_eq!(report.mismatched.len(), 1);
         assert!(report.mismatched[0].1.contains("size 99 (recorded 100)"));

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use glacier_backup::archiver::{Archiver, InventoryState, ListedArchive, Listing};
 use glacier_backup::config::Config;
-use glacier_backup::inventory::{rebuild, reconcile, Rebuilt, Reconciliation};
+use glacier_backup::inventory::{rebuild, reconcile_ledger, Rebuilt, Reconciliation};
 use glacier_backup::ledger::{Ledger, Retrieval, SqliteLedger, UploadRecord};
 use glacier_backup::{display_size, display_time};
 
@@ -89,8 +89,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     } else {
         None
     };
-    let rows = ledger.uploads()?;
-    let report = reconcile(&rows, &listing);
+    let report = reconcile_ledger(&ledger, &listing)?;
     let rebuilt = if args.rebuild_ledger {
         Some(rebuild(
             &mut ledger,

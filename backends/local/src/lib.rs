@@ -154,14 +154,31 @@ impl LocalArchiver {
     fn create_below_root(&self, dir: &Path) -> Result<()> {
         self.ensure_root()?;
         let relative = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
-        let mut current = self.root.clone();
-        for component in relative.components() {
-            let parent = current.clone();
-            current.push(component);
-            match fs::create_dir(&current) {
-                Ok(()) => self.unsynced_entry_in(parent),
+        // Deepest first: usually only the last directory is new, and every mkdir takes its
+        // parent's lock, which parallel uploads into one tree contend for.
+        let below: Vec<PathBuf> = relative
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .map(|a| self.root.join(a))
+            .collect();
+        let mut missing = 0;
+        for dir in &below {
+            match fs::create_dir(dir) {
+                Ok(()) => {
+                    self.unsynced_entry_in(dir.parent().unwrap_or(&self.root).to_path_buf());
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => missing += 1,
+                Err(e) => return Err(self.io_error("cannot create directory", dir, e)),
+            }
+        }
+        // Then the missing ones, top down (never the root itself, which `ensure_root` found).
+        for dir in below[..missing].iter().rev() {
+            match fs::create_dir(dir) {
+                Ok(()) => self.unsynced_entry_in(dir.parent().unwrap_or(&self.root).to_path_buf()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(self.io_error("cannot create directory", &current, e)),
+                Err(e) => return Err(self.io_error("cannot create directory", dir, e)),
             }
         }
         Ok(())

@@ -648,3 +648,71 @@ fn a_ledger_that_cannot_be_written_stops_a_restore_as_it_stops_a_backup() {
         "restored with a ledger it cannot record in"
     );
 }
+
+/// Every row the ledger holds after kill -9 names an archive that is there, whole: the local
+/// backend's rows are committed in batches, each only after its archives are durable.
+#[test]
+fn a_local_backup_killed_mid_run_leaves_no_row_without_its_archive() {
+    let sb = Sandbox::new();
+    let photos = sb.path("photos");
+    fs::create_dir_all(&photos).unwrap();
+    for i in 0..2000u32 {
+        fs::write(
+            photos.join(format!("img{i:04}.jpg")),
+            i.to_le_bytes().repeat(40),
+        )
+        .unwrap();
+    }
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_files = true\n",
+        photos.display()
+    ));
+    let ledger = sb.path("config/photos.sqlite3");
+    let settings = fs::read_to_string(&config).unwrap();
+    let settings = settings.replacen(
+        "[main]\n",
+        &format!("[main]\nledger = \"{}\"\n", ledger.display()),
+        1,
+    );
+    fs::write(&config, settings).unwrap();
+    let config = config.to_str().unwrap();
+    let rows_now = || {
+        // Read-only: opening must not create the file before the run does.
+        rusqlite::Connection::open_with_flags(&ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|db| db.query_row("SELECT count(*) FROM uploads", [], |r| r.get(0)))
+            .unwrap_or(0i64)
+    };
+    let mut child = sb
+        .command(&["-c", config, "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed as soon as the first batch is committed, with more under way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while rows_now() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no row was ever committed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let check_rows = |sb: &Sandbox| {
+        let rows = sb.ledger_rows();
+        for (path, _, archive_id) in &rows {
+            let stored = fs::read(sb.path("archives").join(archive_id))
+                .unwrap_or_else(|e| panic!("{path}: archive {archive_id}: {e}"));
+            assert_eq!(stored, fs::read(path).unwrap(), "{path}");
+        }
+        rows.len()
+    };
+    let after_kill = check_rows(&sb);
+    assert!(after_kill > 0);
+
+    let out = sb.run(&["-c", config]);
+    assert_exit(&out, 0);
+    assert_eq!(check_rows(&sb), 2000, "{}", text(&out));
+}
