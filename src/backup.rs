@@ -450,13 +450,13 @@ impl Run<'_> {
         self.report.uploaded.len()
     }
 
-    /// What an archive of `size` bytes holds of the budget: its size when it fits in one part,
-    /// the whole budget when it goes in several (the upload driver fills it).
+    /// What an archive of `size` bytes holds of the budget: its buffer when it fits in one
+    /// part, the whole budget when it goes in several (the upload driver fills it).
     fn memory_cost(&self, size: u64) -> u64 {
         if size > self.archiver.part_size(size) {
             self.budget
         } else {
-            size.max(4096).min(self.budget)
+            size.max(crate::stream::MIN_BUFFER as u64).min(self.budget)
         }
     }
 

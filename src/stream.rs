@@ -26,7 +26,7 @@ const HASHING: usize = 1;
 const READ_SIZE: usize = 1 << 20;
 
 /// Smallest part buffer allocated: a page.
-const MIN_BUFFER: usize = 4096;
+pub(crate) const MIN_BUFFER: usize = 4096;
 
 /// Streams `candidate`'s archive as parts of `part_size` bytes (the last may be shorter; an
 /// empty archive is one empty part). `size_hint` is the expected archive size: a small archive

@@ -65,7 +65,12 @@ pub(crate) type StoredParts = HashMap<i32, (u64, String, Option<String>)>;
 pub(crate) fn crc64(data: &[u8]) -> String {
     let mut digest = crc64fast_nvme::Digest::new();
     digest.write(data);
-    BASE64.encode(digest.sum64().to_be_bytes())
+    encode_crc(digest.sum64())
+}
+
+/// A CRC64NVME as S3 writes it: base64 of its big-endian bytes.
+pub(crate) fn encode_crc(crc: u64) -> String {
+    BASE64.encode(crc.to_be_bytes())
 }
 
 pub(crate) fn remote(message: String, temporary: bool) -> Error {

@@ -87,6 +87,7 @@ impl S3Archiver {
                 key: key.to_owned(),
                 stored,
                 whole: Mutex::new(crc64fast_nvme::Digest::new()),
+                part_checksums: Mutex::default(),
             },
             newly_known: newly_known.then(|| format!("{upload_id}\n{key}")),
         };
@@ -202,6 +203,8 @@ pub struct OpenedUpload {
     stored: StoredParts,
     /// The whole object's CRC64NVME, fed every part in order.
     whole: Mutex<crc64fast_nvme::Digest>,
+    /// Each part's CRC64NVME, taken in the pass that feeds `whole`, until the part is sent.
+    part_checksums: Mutex<std::collections::HashMap<i32, String>>,
 }
 
 impl OpenedUpload {
@@ -241,21 +244,32 @@ impl MultipartStore for S3Archiver {
         self.start_or_resume(meta, resume).await
     }
 
-    /// Also folds every part, in order, into the whole object's checksum.
+    /// Also folds every part, in order, into the whole object's checksum, and takes the
+    /// part's own in the same pass.
     fn already_stored(&self, upload: &OpenedUpload, part: &Part) -> Option<CompletedPart> {
-        upload.whole.lock().expect("crc lock").write(&part.data);
+        let checksum = {
+            let mut whole = upload.whole.lock().expect("crc lock");
+            part_and_whole_crc(&part.data, &mut whole)
+        };
         let number = part_number(part);
-        let (size, etag, stored_crc) = upload.stored.get(&number)?;
-        let checksum = crc64(&part.data);
-        (*size == part.data.len() as u64 && stored_crc.as_deref() == Some(checksum.as_str())).then(
-            || {
-                CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(etag)
-                    .checksum_crc64_nvme(checksum)
-                    .build()
-            },
-        )
+        if let Some((size, etag, stored_crc)) = upload.stored.get(&number) {
+            if *size == part.data.len() as u64 && stored_crc.as_deref() == Some(checksum.as_str()) {
+                return Some(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .e_tag(etag)
+                        .checksum_crc64_nvme(checksum)
+                        .build(),
+                );
+            }
+        }
+        // To be sent: `put_part` takes the checksum from here instead of a second pass.
+        upload
+            .part_checksums
+            .lock()
+            .expect("crc lock")
+            .insert(number, checksum);
+        None
     }
 
     async fn put_part(
@@ -264,7 +278,12 @@ impl MultipartStore for S3Archiver {
         part: Part,
     ) -> Result<StoredPart<CompletedPart>> {
         let (key, size, number) = (&upload.key, part.data.len(), part_number(&part));
-        let checksum = crc64(&part.data);
+        let taken = upload
+            .part_checksums
+            .lock()
+            .expect("crc lock")
+            .remove(&number);
+        let checksum = taken.unwrap_or_else(|| crc64(&part.data));
         let out = self
             .client()
             .await?
@@ -359,6 +378,18 @@ impl MultipartStore for S3Archiver {
 }
 
 /// S3 numbers parts from 1.
+/// A part's CRC64NVME, feeding `whole` in the same pass: each MiB is read from memory once and
+/// checksummed for both while it is in the cache. (The tree hash is taken by the engine before
+/// a backend sees the part, so it cannot share this pass.)
+fn part_and_whole_crc(data: &[u8], whole: &mut crc64fast_nvme::Digest) -> String {
+    let mut part = crc64fast_nvme::Digest::new();
+    for chunk in data.chunks(1 << 20) {
+        part.write(chunk);
+        whole.write(chunk);
+    }
+    crate::encode_crc(part.sum64())
+}
+
 fn part_number(part: &Part) -> i32 {
     i32::try_from(part.index + 1).expect("the driver keeps part counts within max_parts")
 }
@@ -387,5 +418,26 @@ pub(crate) fn check_crc(what: &str, reported: Option<&str>, ours: &str) -> Resul
             actual: theirs.to_owned(),
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One pass gives each part's checksum and the whole object's, both as S3 computes them.
+    #[test]
+    fn one_pass_gives_the_parts_and_the_whole_objects_crc() {
+        let data: Vec<u8> = (0..3_500_000u32).map(|i| (i % 251) as u8).collect();
+        let mut whole = crc64fast_nvme::Digest::new();
+        for part in data.chunks(1_500_000) {
+            assert_eq!(part_and_whole_crc(part, &mut whole), crate::crc64(part));
+        }
+        assert_eq!(crate::encode_crc(whole.sum64()), crate::crc64(&data));
+        // The published check value of CRC-64/NVME.
+        assert_eq!(
+            crate::crc64(b"123456789"),
+            crate::encode_crc(0xae8b_1486_0a79_9888)
+        );
     }
 }
