@@ -1,6 +1,8 @@
 //! Runs the fake Glacier service for benchmarks and drills:
-//! `fake-glacier VAULT [--keep-data] [--unsigned] [--latency-ms N]`. Prints the endpoint on the first line; on end
-//! of standard input, prints the time its handlers spent (`busy_seconds=...`) and exits.
+//! `fake-glacier VAULT [--keep-data] [--unsigned] [--latency-ms N]`. Prints the endpoint on the
+//! first line; on end of standard input, prints the time its handlers spent
+//! (`busy_seconds=...`) and exits. `--latency-ms` delays every answer (a home uplink's round
+//! trip to AWS).
 //! Requests must be signed with the test credentials (`testing`/`testing`) unless `--unsigned`
 //! (for scripts that inspect the fake with plain HTTP).
 
