@@ -5,7 +5,7 @@ use crate::shown;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -272,9 +272,9 @@ pub async fn run_backup(
         parallel: options.parallel_uploads.max(1),
         reserved: 0,
         running_paths: HashSet::new(),
-        batch: Vec::new(),
+        uploaded: Vec::new(),
+        committed: 0,
         batch_started: Instant::now(),
-        outcomes: Vec::new(),
         report: RunReport::default(),
     };
     let mut running = FuturesUnordered::new();
@@ -298,8 +298,8 @@ pub async fn run_backup(
             while run.running_paths.contains(&path) {
                 run.wait_for_one(&mut running, &shared, stop).await?;
             }
-            if run.batch.iter().any(|(_, record)| record.path == path) {
-                run.commit_batch(&shared).await?;
+            if run.uncommitted().any(|(_, upload)| upload.path == path) {
+                run.commit(&shared).await?;
             }
             let last = shared.with(|l| l.latest_upload(&path))?;
             if last.is_some() && !item.upload_if_changed {
@@ -344,13 +344,15 @@ pub async fn run_backup(
                     shown(&path),
                     candidate.kind().as_str()
                 );
-                run.outcomes.push(index);
-                run.report.uploaded.push(Uploaded {
-                    path,
-                    decision,
-                    record: None,
-                    estimated_size: size,
-                });
+                run.uploaded.push((
+                    index,
+                    Uploaded {
+                        path,
+                        decision,
+                        record: None,
+                        estimated_size: size,
+                    },
+                ));
                 continue;
             }
             let scan = scan.expect("a real run always scans");
@@ -390,7 +392,7 @@ pub async fn run_backup(
     .await;
     // Stopped or failed: uploads under way are dropped, and what finished before is committed.
     drop(running);
-    let committed = run.commit_batch(&shared).await;
+    let committed = run.commit(&shared).await;
     match result {
         Err(Halt::Stopped) => run.report.stopped = true,
         Err(Halt::Failed(e)) => return Err(e),
@@ -436,18 +438,25 @@ struct Run<'a> {
     /// Bytes of the budget held by the uploads under way.
     reserved: u64,
     running_paths: HashSet<PathBuf>,
-    /// Stored archives whose rows wait for the backend's `sync` (see [`BATCH_ROWS`]), with
-    /// their planned positions.
-    batch: Vec<(usize, UploadRecord)>,
+    /// Uploads done, with their planned positions (the report lists them in plan order).
+    uploaded: Vec<(usize, Uploaded)>,
+    /// How many of `uploaded` have their rows in the ledger: the rest wait for the backend's
+    /// `sync` (see [`BATCH_ROWS`]).
+    committed: usize,
+    /// When the first of the uncommitted uploads finished.
     batch_started: Instant,
-    /// The planned position of each entry of `report.uploaded`, to list them in plan order.
-    outcomes: Vec<usize>,
+    /// Everything but the uploads.
     report: RunReport,
 }
 
 impl Run<'_> {
     fn uploaded(&self) -> usize {
-        self.report.uploaded.len()
+        self.uploaded.len()
+    }
+
+    /// Uploads whose rows wait for the backend's `sync`.
+    fn uncommitted(&self) -> impl Iterator<Item = &(usize, Uploaded)> {
+        self.uploaded[self.committed..].iter()
     }
 
     /// What an archive of `size` bytes holds of the budget: its buffer when it fits in one
@@ -521,31 +530,25 @@ impl Run<'_> {
                     crate::display_size(record.size.unwrap_or(0)),
                     record.tree_hash.map(|h| h.to_hex()).unwrap_or_default()
                 );
-                let batched = self.archiver.capabilities().batched_durability;
-                if batched {
-                    if self.batch.is_empty() {
-                        self.batch_started = Instant::now();
-                    }
-                    self.batch.push((index, record.clone()));
-                } else {
-                    ledger
-                        .with(|l| l.record_upload(&record))
-                        .map_err(|source| RunError::Unrecorded {
-                            stored: vec![(path.clone(), record.archive_id.clone())],
-                            source,
-                        })?;
+                if self.committed == self.uploaded.len() {
+                    self.batch_started = Instant::now();
                 }
-                self.outcomes.push(index);
-                self.report.uploaded.push(Uploaded {
-                    path,
-                    decision,
-                    record: Some(record),
-                    estimated_size: 0,
-                });
-                if batched
-                    && (self.batch.len() >= BATCH_ROWS || self.batch_started.elapsed() >= BATCH_AGE)
-                {
-                    self.commit_batch(ledger).await?;
+                self.uploaded.push((
+                    index,
+                    Uploaded {
+                        path,
+                        decision,
+                        record: Some(record),
+                        estimated_size: 0,
+                    },
+                ));
+                // A backend whose archives are durable when `put` returns has each row
+                // committed at once; the others' rows wait for a batch.
+                let due = !self.archiver.capabilities().batched_durability
+                    || self.uploaded.len() - self.committed >= BATCH_ROWS
+                    || self.batch_started.elapsed() >= BATCH_AGE;
+                if due {
+                    self.commit(ledger).await?;
                 }
             }
             Err(CandidateError::Ledger(e)) => return Err(e.into()),
@@ -554,38 +557,40 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Makes the batch's archives durable, then commits their rows in one transaction. An
-    /// archive the backend cannot make durable is reported failed, and nothing of it recorded.
-    async fn commit_batch(&mut self, ledger: &SharedLedger<'_>) -> Result<(), RunError> {
-        if self.batch.is_empty() {
+    /// Makes the uncommitted uploads' archives durable, then commits their rows in one
+    /// transaction, in plan order (a ledger that reads the same from run to run). An archive
+    /// the backend cannot make durable is reported failed, and nothing of it recorded.
+    async fn commit(&mut self, ledger: &SharedLedger<'_>) -> Result<(), RunError> {
+        // A dry run's uploads have no rows to commit.
+        if !self
+            .uncommitted()
+            .any(|(_, upload)| upload.record.is_some())
+        {
+            self.committed = self.uploaded.len();
             return Ok(());
         }
-        let mut batch = std::mem::take(&mut self.batch);
-        // In plan order: a ledger that reads the same from run to run.
-        batch.sort_by_key(|(index, _)| *index);
-        let batch: Vec<UploadRecord> = batch.into_iter().map(|(_, record)| record).collect();
         if let Err(e) = self.archiver.sync().await {
             let message = error_chain(&e);
             tracing::error!(
-                "{} archive(s) could not be made durable, so they are not recorded: {message}",
-                batch.len()
+                "{} archive(s) could not be made durable, so they are not recorded and the \
+                 next run uploads them again: {message}",
+                self.uploaded.len() - self.committed
             );
-            let paths: HashSet<&Path> = batch.iter().map(|r| r.path.as_path()).collect();
-            let mut kept = Vec::new();
-            for (index, uploaded) in self.outcomes.drain(..).zip(self.report.uploaded.drain(..)) {
-                if paths.contains(uploaded.path.as_path()) {
-                    self.report.failed.push((uploaded.path, message.clone()));
-                } else {
-                    kept.push((index, uploaded));
-                }
+            for (_, upload) in self.uploaded.drain(self.committed..) {
+                self.report.failed.push((upload.path, message.clone()));
             }
-            (self.outcomes, self.report.uploaded) = kept.into_iter().unzip();
             return Ok(());
         }
+        self.uploaded[self.committed..].sort_by_key(|(index, _)| *index);
+        let rows: Vec<UploadRecord> = self
+            .uncommitted()
+            .filter_map(|(_, upload)| upload.record.clone())
+            .collect();
+        self.committed = self.uploaded.len();
         ledger
-            .with(|l| l.record_uploads(&batch))
+            .with(|l| l.record_uploads(&rows))
             .map_err(|source| RunError::Unrecorded {
-                stored: batch.into_iter().map(|r| (r.path, r.archive_id)).collect(),
+                stored: rows.into_iter().map(|r| (r.path, r.archive_id)).collect(),
                 source,
             })
     }
@@ -626,28 +631,25 @@ impl Run<'_> {
     }
 
     /// The report, uploads listed in plan order whatever order they finished in.
-    fn into_report(self) -> RunReport {
-        let mut report = self.report;
-        let mut uploaded: Vec<(usize, Uploaded)> =
-            self.outcomes.into_iter().zip(report.uploaded).collect();
-        uploaded.sort_by_key(|(index, _)| *index);
-        report.uploaded = uploaded.into_iter().map(|(_, u)| u).collect();
-        report
+    fn into_report(mut self) -> RunReport {
+        self.uploaded.sort_by_key(|(index, _)| *index);
+        self.report.uploaded = self.uploaded.into_iter().map(|(_, u)| u).collect();
+        self.report
     }
 }
 
 /// The run's ledger, shared by the uploads under way in the run's one task. Every use is a
 /// synchronous call inside [`SharedLedger::with`], so no borrow is ever held across an await.
-pub struct SharedLedger<'a>(RefCell<&'a mut dyn Ledger>);
+struct SharedLedger<'a>(RefCell<&'a mut dyn Ledger>);
 
 impl<'a> SharedLedger<'a> {
     /// Shares `ledger` for the length of a run.
-    pub fn new(ledger: &'a mut dyn Ledger) -> Self {
+    fn new(ledger: &'a mut dyn Ledger) -> Self {
         SharedLedger(RefCell::new(ledger))
     }
 
     /// Calls `f` with the ledger.
-    pub fn with<R>(&self, f: impl FnOnce(&mut dyn Ledger) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut dyn Ledger) -> R) -> R {
         f(&mut **self.0.borrow_mut())
     }
 }

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use crate::support;
 
-use support::sandbox::{assert_exit, copy_tree, fixtures, text, Sandbox};
+use support::sandbox::{assert_exit, assert_says, copy_tree, fixtures, text, Sandbox};
 
 mod trust;
 
@@ -36,20 +36,12 @@ fn back_up_skip_unchanged_reupload_changed_and_extract_with_gnu_tar() {
 
     let first = sb.run(&["-c", config]);
     assert_exit(&first, 0);
-    assert!(
-        text(&first).contains("uploaded 2, up to date 0, failed 0"),
-        "{}",
-        text(&first)
-    );
+    assert_says(&first, "uploaded 2, up to date 0, failed 0");
     assert_eq!(sb.ledger_rows().len(), 2);
 
     let second = sb.run(&["-c", config]);
     assert_exit(&second, 0);
-    assert!(
-        text(&second).contains("uploaded 0, up to date 2"),
-        "{}",
-        text(&second)
-    );
+    assert_says(&second, "uploaded 0, up to date 2");
 
     // Change one file deep inside alpha: only alpha goes up again.
     fs::write(
@@ -59,11 +51,7 @@ fn back_up_skip_unchanged_reupload_changed_and_extract_with_gnu_tar() {
     .unwrap();
     let third = sb.run(&["-c", config]);
     assert_exit(&third, 0);
-    assert!(
-        text(&third).contains("uploaded 1, up to date 1"),
-        "{}",
-        text(&third)
-    );
+    assert_says(&third, "uploaded 1, up to date 1");
     let rows = sb.ledger_rows();
     assert_eq!(rows.len(), 3);
     let (path, name, archive_id) = &rows[2];
@@ -107,11 +95,7 @@ fn without_upload_if_changed_a_changed_dir_is_not_uploaded_again() {
     fs::write(sb.path("tree/dir1/inner.txt"), "changed").unwrap();
     let again = sb.run(&["-c", config]);
     assert_exit(&again, 0);
-    assert!(
-        text(&again).contains("uploaded 0, up to date 1"),
-        "{}",
-        text(&again)
-    );
+    assert_says(&again, "uploaded 0, up to date 1");
 }
 
 #[test]
@@ -206,11 +190,7 @@ fn a_python_tool_ledger_is_honoured() {
     fs::write(&config, text_config).unwrap();
     let out = sb.run(&["-c", config.to_str().unwrap()]);
     assert_exit(&out, 0);
-    assert!(
-        text(&out).contains("uploaded 4, up to date 2"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "uploaded 4, up to date 2");
 
     let listed = sb.run(&["-c", config.to_str().unwrap(), "list", "--json"]);
     assert_exit(&listed, 0);
@@ -252,11 +232,7 @@ fn the_python_tool_format_example_loads() {
     assert_exit(&out, 0);
     assert!(log.exists(), "the log goes where -l says");
     // The Python tool's ledger naming: glacier.<vault_name>.sqlite3 beside the config.
-    assert!(
-        text(&out).contains("glacier.family-archive.sqlite3"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "glacier.family-archive.sqlite3");
 }
 
 #[test]
@@ -306,11 +282,7 @@ fn missing_config_is_an_error_naming_it() {
     );
     let out = sb.run(&["-c", "/nonexistent/x.conf"]);
     assert_exit(&out, 2);
-    assert!(
-        text(&out).contains("/nonexistent/x.conf not found"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "/nonexistent/x.conf not found");
 }
 
 #[test]
@@ -335,11 +307,7 @@ fn a_second_run_on_the_same_ledger_exits_11() {
     holder.lock().unwrap();
     let out = sb.run(&["-c", config.to_str().unwrap()]);
     assert_exit(&out, 11);
-    assert!(
-        text(&out).contains("backup already in progress"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "backup already in progress");
     // A dry run does not need the lock.
     assert_exit(&sb.run(&["-d", "-c", config.to_str().unwrap()]), 0);
     drop(holder);
@@ -419,11 +387,7 @@ fn log_file_gets_the_run_and_can_be_disabled() {
     fs::write(sb.path("tree/file4"), "new").unwrap();
     let out = sb.run(&["-c", config_with_log.to_str().unwrap(), "-l", ""]);
     assert_exit(&out, 0);
-    assert!(
-        text(&out).contains("uploaded 1, up to date 3"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "uploaded 1, up to date 3");
     assert!(!sb.path("logs/other.log").exists());
     assert!(
         !sb.path("home").exists(),
@@ -456,11 +420,7 @@ fn the_tools_own_files_inside_a_backed_up_tree_are_left_out() {
     // The ledger, lock and log changed during the first run; the tree did not.
     let second = sb.run(&[]);
     assert_exit(&second, 0);
-    assert!(
-        text(&second).contains("uploaded 0, up to date 1"),
-        "{}",
-        text(&second)
-    );
+    assert_says(&second, "uploaded 0, up to date 1");
 
     let listed = sb.run(&["list", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -503,11 +463,7 @@ fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
         data.to_str().unwrap(),
     ]);
     assert_exit(&plan, 0);
-    assert!(
-        text(&plan).contains("plan: 3 archive(s)"),
-        "{}",
-        text(&plan)
-    );
+    assert_says(&plan, "plan: 3 archive(s)");
     assert!(!sb.path("out").exists(), "a dry run restores nothing");
 
     let out = sb.run(&[
@@ -519,11 +475,7 @@ fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
         data.to_str().unwrap(),
     ]);
     assert_exit(&out, 0);
-    assert!(
-        text(&out).contains("restored 3, pending 0, failed 0"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "restored 3, pending 0, failed 0");
     let restored = sb.path("out");
     support::trees::assert_same_tree(&data, &restored);
 
@@ -539,11 +491,7 @@ fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
         notes.to_str().unwrap(),
     ]);
     assert_exit(&again, 0);
-    assert!(
-        text(&again).contains("after this upload: kept; --force replaces it"),
-        "{}",
-        text(&again)
-    );
+    assert_says(&again, "after this upload: kept; --force replaces it");
     assert_eq!(
         fs::read(restored.join("notes .txt")).unwrap(),
         b"edited after the restore"
@@ -574,11 +522,7 @@ fn restore_brings_back_every_byte_of_awkward_trees_and_files() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     let nothing = sb.run(&["-c", config, "restore", "--to", "out", "/not/backed/up"]);
     assert_exit(&nothing, 2);
-    assert!(
-        text(&nothing).contains("nothing to restore"),
-        "{}",
-        text(&nothing)
-    );
+    assert_says(&nothing, "nothing to restore");
 }
 
 #[test]
@@ -593,20 +537,12 @@ fn verify_reports_changed_sources_and_missing_or_damaged_archives() {
     assert_exit(&sb.run(&["-c", config]), 0);
     let clean = sb.run(&["-c", config, "verify", "--remote"]);
     assert_exit(&clean, 0);
-    assert!(
-        text(&clean).contains("verified 6 upload(s): 0 problem(s)"),
-        "{}",
-        text(&clean)
-    );
+    assert_says(&clean, "verified 6 upload(s): 0 problem(s)");
 
     fs::write(sb.path("tree/dir2/inner.txt"), "edited").unwrap();
     let changed = sb.run(&["-c", config, "verify"]);
     assert_exit(&changed, 1);
-    assert!(
-        text(&changed).contains("dir2: changed since its upload"),
-        "{}",
-        text(&changed)
-    );
+    assert_says(&changed, "dir2: changed since its upload");
 
     let rows = sb.ledger_rows();
     let (_, _, file1_id) = rows.iter().find(|r| r.0.ends_with("file1")).unwrap();
@@ -672,11 +608,7 @@ fn a_lost_ledger_is_rebuilt_from_the_archives_then_nothing_is_uploaded_again() {
 
     let rebuilt = sb.run(&["-c", config, "inventory", "--rebuild-ledger"]);
     assert_exit(&rebuilt, 0);
-    assert!(
-        text(&rebuilt).contains("ledger rows added: 3"),
-        "{}",
-        text(&rebuilt)
-    );
+    assert_says(&rebuilt, "ledger rows added: 3");
     let mut after = sb.ledger_rows();
     let mut expected = before.clone();
     after.sort();
@@ -685,11 +617,7 @@ fn a_lost_ledger_is_rebuilt_from_the_archives_then_nothing_is_uploaded_again() {
 
     let backup = sb.run(&["-c", config]);
     assert_exit(&backup, 0);
-    assert!(
-        text(&backup).contains("uploaded 0, up to date 3, failed 0"),
-        "{}",
-        text(&backup)
-    );
+    assert_says(&backup, "uploaded 0, up to date 3, failed 0");
     let restore = sb.run(&[
         "-c",
         config,
@@ -702,11 +630,7 @@ fn a_lost_ledger_is_rebuilt_from_the_archives_then_nothing_is_uploaded_again() {
     support::trees::assert_same_tree(&data, &sb.path("out"));
 
     let clean = sb.run(&["-c", config, "inventory"]);
-    assert!(
-        text(&clean).contains("recorded in the ledger and present: 3"),
-        "{}",
-        text(&clean)
-    );
+    assert_says(&clean, "recorded in the ledger and present: 3");
     let (_, _, id) = &before[0];
     fs::remove_file(sb.path("archives").join(id)).unwrap();
     let missing = sb.run(&["-c", config, "inventory", "--json"]);
@@ -754,11 +678,7 @@ fn restore_in_place_replaces_older_files_keeps_newer_ones_and_force_replaces_all
     ]);
     assert_exit(&in_place, 0);
     drop(lock);
-    assert!(
-        text(&in_place).contains("edited.txt: kept, newer than the archived one"),
-        "{}",
-        text(&in_place)
-    );
+    assert_says(&in_place, "edited.txt: kept, newer than the archived one");
     assert_eq!(
         fs::read_to_string(album.join("deleted.txt")).unwrap(),
         "original deleted.txt"
@@ -851,11 +771,7 @@ fn restore_at_a_time_picks_the_upload_current_then() {
         file.to_str().unwrap(),
     ]);
     assert_exit(&before, 2);
-    assert!(
-        text(&before).contains("uploaded at or before 2001-01-01T23:59:59Z"),
-        "{}",
-        text(&before)
-    );
+    assert_says(&before, "uploaded at or before 2001-01-01T23:59:59Z");
 }
 
 #[test]
@@ -949,11 +865,7 @@ fn rows_of_the_python_tool_get_their_size_and_tree_hash_from_the_destination_and
     let source = data.to_str().unwrap();
     let refused = sb.run(&["-c", config, "restore", "--to", "out", source]);
     assert_exit(&refused, 1);
-    assert!(
-        text(&refused).contains("run `glacier-backup inventory --rebuild-ledger`"),
-        "{}",
-        text(&refused)
-    );
+    assert_says(&refused, "run `glacier-backup inventory --rebuild-ledger`");
 
     let rebuilt = sb.run(&["-c", config, "inventory", "--rebuild-ledger"]);
     assert_exit(&rebuilt, 0);
@@ -991,9 +903,5 @@ fn version_lists_the_backends_from_the_registry() {
     }
     let refused = sb.run(&["--backend", "tape"]);
     assert_exit(&refused, 2);
-    assert!(
-        text(&refused).contains("[possible values: local, glacier, s3]"),
-        "{}",
-        text(&refused)
-    );
+    assert_says(&refused, "[possible values: local, glacier, s3]");
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fake_glacier::FakeGlacier;
 
 use crate::support;
-use crate::support::sandbox::{text, Sandbox};
+use crate::support::sandbox::{assert_never_says, assert_says, text, Sandbox};
 
 /// A sandbox with a fake vault `photos` and a config builder for it.
 struct Setup {
@@ -148,11 +148,7 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
     s.fake.set(|b| b.hold_parts_from = None);
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains(&format!("resuming upload {pending}")),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, format!("resuming upload {pending}"));
     let stats = s.fake.stats();
     assert_eq!(stats.uploads_started, 1, "no second upload was started");
     let mut offsets: Vec<u64> = stats.parts_stored.iter().map(|p| p.1).collect();
@@ -227,11 +223,7 @@ fn a_missing_vault_is_reported_before_anything_is_uploaded() {
     fs::write(&config, text_config).unwrap();
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("vault \"nope\" does not exist"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "vault \"nope\" does not exist");
 }
 
 /// Runs `command` while the fake holds its jobs, and finishes them once the run has made a few
@@ -309,11 +301,7 @@ fn stopped_by(signal: &str, code: i32, name: &str) {
     let config = s.config(&format!("[\"{}\"]\n", file.display()));
     let out = interrupt_upload(&s, &config, signal);
     assert_eq!(out.status.code(), Some(code), "{}", text(&out));
-    assert!(
-        text(&out).contains(&format!("stopped by {name}")),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, format!("stopped by {name}"));
     let uploads: i64 = s
         .ledger_db()
         .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
@@ -352,11 +340,7 @@ fn a_source_changed_since_the_interruption_starts_over_and_aborts_the_old_upload
     let data = write_sample(&file, 5 * 1024 * 1024, 9);
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("the source changed since"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "the source changed since");
     assert_eq!(s.fake.stats().uploads_started, 2);
     assert_eq!(
         s.fake.uploads_in_progress("photos"),
@@ -631,11 +615,7 @@ fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("stopped by Ctrl-C"), "{}", text(&out));
     // While it waited, the log said on what, and when it would look again.
-    assert!(
-        text(&out).contains("retrieval in progress; next check in 1 s"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "retrieval in progress; next check in 1 s");
     assert_eq!(retrievals(), 1, "the request is still on record");
 
     let again = s
@@ -646,16 +626,8 @@ fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(3), "{}", text(&again));
-    assert!(
-        text(&again).contains("still in progress"),
-        "{}",
-        text(&again)
-    );
-    assert!(
-        !text(&again).contains("retrieval requested"),
-        "{}",
-        text(&again)
-    );
+    assert_says(&again, "still in progress");
+    assert_never_says(&again, "retrieval requested");
 }
 
 #[test]
@@ -676,10 +648,9 @@ fn descriptions_keep_to_whole_characters_and_a_path_too_long_for_one_is_warned_a
     ));
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("a ledger rebuilt from the vault will not know where it came from"),
-        "{}",
-        text(&out)
+    assert_says(
+        &out,
+        "a ledger rebuilt from the vault will not know where it came from",
     );
     let descriptions: Vec<String> = s
         .fake
@@ -760,11 +731,7 @@ fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_ti
         .query_row("SELECT archive_id FROM uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(&recorded, id);
-    assert!(
-        text(&second).contains("nothing is sent again"),
-        "{}",
-        text(&second)
-    );
+    assert_says(&second, "nothing is sent again");
 }
 
 #[test]
@@ -793,11 +760,7 @@ fn an_upload_whose_start_lost_its_reply_is_adopted_or_aborted_never_left_open() 
     assert_eq!(s.fake.uploads_in_progress("photos"), 1);
     let second = s.run_config(&config);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
-    assert!(
-        text(&second).contains("left by an earlier run"),
-        "{}",
-        text(&second)
-    );
+    assert_says(&second, "left by an earlier run");
     assert_eq!(
         s.fake.stats().uploads_started,
         1,
@@ -885,11 +848,7 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
     ));
     let warned = s.with_config(&both, &["-d"]).output().unwrap();
     assert_eq!(warned.status.code(), Some(0), "{}", text(&warned));
-    assert!(
-        text(&warned).contains("1 archive(s) are smaller than 40.0 KiB"),
-        "{}",
-        text(&warned)
-    );
+    assert_says(&warned, "1 archive(s) are smaller than 40.0 KiB");
     assert!(
         !text(&warned).contains("younger than"),
         "three.bin did not change: {}",
@@ -925,11 +884,7 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
     );
     let refused = restore(&["--max-cost", "3.99"]);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
-    assert!(
-        text(&refused).contains("estimated cost $4.00 is above --max-cost $3.99"),
-        "{}",
-        text(&refused)
-    );
+    assert_says(&refused, "estimated cost $4.00 is above --max-cost $3.99");
     assert_eq!(restore(&["--max-cost", "4"]).status.code(), Some(0));
 
     // On a terminal, a plan above $1 asks first: "n" starts nothing.

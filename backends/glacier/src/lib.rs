@@ -141,7 +141,7 @@ impl Archiver for GlacierArchiver {
     }
 
     fn upload_concurrency(&self) -> usize {
-        self.settings.connection.concurrency
+        glacier_backup_archiver::multipart::MultipartStore::limits(self).concurrency
     }
 
     fn storage_class(&self) -> Option<String> {

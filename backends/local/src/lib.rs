@@ -153,35 +153,32 @@ impl LocalArchiver {
     /// Creates `dir` and its missing parents below the root, never the root itself.
     fn create_below_root(&self, dir: &Path) -> Result<()> {
         self.ensure_root()?;
-        let relative = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
-        // Deepest first: usually only the last directory is new, and every mkdir takes its
-        // parent's lock, which parallel uploads into one tree contend for.
-        let below: Vec<PathBuf> = relative
-            .ancestors()
-            .filter(|a| !a.as_os_str().is_empty())
-            .map(|a| self.root.join(a))
-            .collect();
-        let mut missing = 0;
-        for dir in &below {
-            match fs::create_dir(dir) {
-                Ok(()) => {
-                    self.unsynced_entry_in(dir.parent().unwrap_or(&self.root).to_path_buf());
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => break,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => missing += 1,
-                Err(e) => return Err(self.io_error("cannot create directory", dir, e)),
-            }
+        self.create_dir_and_parents(dir)
+    }
+
+    /// Creates `dir`, deepest first: usually only the last directory is new, and every mkdir
+    /// takes its parent's lock, which parallel uploads into one tree contend for. Stops at the
+    /// root, which is never created here.
+    fn create_dir_and_parents(&self, dir: &Path) -> Result<()> {
+        let Some(parent) = dir
+            .parent()
+            .filter(|_| dir != self.root && dir.starts_with(&self.root))
+        else {
+            return Ok(());
+        };
+        let mut created = fs::create_dir(dir);
+        if matches!(&created, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            self.create_dir_and_parents(parent)?;
+            created = fs::create_dir(dir);
         }
-        // Then the missing ones, top down (never the root itself, which `ensure_root` found).
-        for dir in below[..missing].iter().rev() {
-            match fs::create_dir(dir) {
-                Ok(()) => self.unsynced_entry_in(dir.parent().unwrap_or(&self.root).to_path_buf()),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(self.io_error("cannot create directory", dir, e)),
+        match created {
+            Ok(()) => {
+                self.unsynced_entry_in(parent.to_path_buf());
+                Ok(())
             }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(self.io_error("cannot create directory", dir, e)),
         }
-        Ok(())
     }
 
     /// Partial files in `.incoming` that no running upload holds: what a killed run left.

@@ -197,7 +197,7 @@ impl Archiver for S3Archiver {
     }
 
     fn upload_concurrency(&self) -> usize {
-        self.settings.connection.concurrency
+        glacier_backup_archiver::multipart::MultipartStore::limits(self).concurrency
     }
 
     fn storage_class(&self) -> Option<String> {

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use super::support::sandbox::{assert_exit, raw_tar, text, Sandbox};
+use super::support::sandbox::{assert_exit, assert_says, raw_tar, text, Sandbox};
 
 /// Every file under `dir`, recursively, as paths relative to it.
 fn files_under(dir: &Path) -> Vec<String> {
@@ -51,11 +51,7 @@ fn a_ledger_that_cannot_be_written_stops_the_run_before_anything_is_uploaded() {
     fs::create_dir(&journal).unwrap();
     let out = sb.run(&["-c", &config]);
     assert_exit(&out, 2);
-    assert!(
-        text(&out).contains(&*ledger.to_string_lossy()),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, &*ledger.to_string_lossy());
     assert!(text(&out).contains("cannot be written"), "{}", text(&out));
     let stored: Vec<_> = files_under(&sb.path("archives"))
         .into_iter()
@@ -117,11 +113,7 @@ fn a_config_that_is_not_a_regular_file_or_is_huge_is_refused_before_reading() {
     for path in [fifo.to_str().unwrap(), "/dev/zero"] {
         let out = sb.run(&["-c", path]);
         assert_exit(&out, 2);
-        assert!(
-            text(&out).contains(&format!("config file {path} is not a regular file")),
-            "{}",
-            text(&out)
-        );
+        assert_says(&out, format!("config file {path} is not a regular file"));
     }
     let huge = sb.path("huge.conf");
     let file = fs::File::create(&huge).unwrap();
@@ -163,16 +155,8 @@ fn partial_files_of_killed_runs_are_reported_by_inventory_and_removed_by_the_nex
     fs::write(&partial, vec![0u8; 4096]).unwrap();
     let out = sb.run(&["-c", &config, "inventory"]);
     assert_exit(&out, 0);
-    assert!(
-        text(&out).contains("unfinished uploads left by interrupted runs"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        text(&out).contains(".incoming/upload-Kx81b.partial 4.0 KiB"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "unfinished uploads left by interrupted runs");
+    assert_says(&out, ".incoming/upload-Kx81b.partial 4.0 KiB");
     assert!(partial.exists(), "inventory only reports");
     let out = sb.run(&["-c", &config]);
     assert_exit(&out, 0);
@@ -181,11 +165,7 @@ fn partial_files_of_killed_runs_are_reported_by_inventory_and_removed_by_the_nex
         "the next backup removes it: {}",
         text(&out)
     );
-    assert!(
-        text(&out).contains("removed 1 partial upload file(s) (4096 bytes)"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "removed 1 partial upload file(s) (4096 bytes)");
 }
 
 #[test]
@@ -387,11 +367,7 @@ fn a_tree_deeper_than_path_max_is_backed_up_and_restored() {
     let config = config.to_str().unwrap();
     let out = sb.run(&["-c", config]);
     assert_exit(&out, 0);
-    assert!(
-        text(&out).contains("uploaded 1, up to date 0, failed 0"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "uploaded 1, up to date 0, failed 0");
     // The FIFO is skipped with a warning that names its 6 KB path once, cut in the middle.
     let warning = text(&out)
         .lines()
@@ -570,20 +546,12 @@ fn verify_judges_rows_of_the_python_tool_by_mtime_as_backup_does() {
     drop(conn);
     let out = sb.run(&["-c", &config, "verify", "--remote"]);
     assert_exit(&out, 0);
-    assert!(
-        text(&out).contains("verified 1 upload(s): 0 problem(s)"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "verified 1 upload(s): 0 problem(s)");
     let later = filetime::FileTime::from_unix_time(4_000_000_000, 0);
     filetime::set_file_mtime(sb.path("data/f.txt"), later).unwrap();
     let out = sb.run(&["-c", &config, "verify"]);
     assert_exit(&out, 1);
-    assert!(
-        text(&out).contains("changed since its upload"),
-        "{}",
-        text(&out)
-    );
+    assert_says(&out, "changed since its upload");
 }
 
 #[test]

@@ -123,11 +123,7 @@ impl Sandbox {
         fs::write(&file, tar).unwrap();
         let rebuilt = self.run(&["-c", config, "inventory", "--rebuild-ledger"]);
         assert_exit(&rebuilt, 0);
-        assert!(
-            text(&rebuilt).contains("ledger rows added: 1"),
-            "{}",
-            text(&rebuilt)
-        );
+        assert_says(&rebuilt, "ledger rows added: 1");
     }
 
     pub fn ledger(&self) -> PathBuf {
@@ -167,6 +163,23 @@ pub fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Asserts that a run's output (either stream) says `needle`, showing all of it otherwise.
+#[track_caller]
+pub fn assert_says(output: &Output, needle: impl AsRef<str>) {
+    let (all, needle) = (text(output), needle.as_ref());
+    assert!(all.contains(needle), "expected {needle:?} in:\n{all}");
+}
+
+/// Asserts that a run's output (either stream) does not say `needle`.
+#[track_caller]
+pub fn assert_never_says(output: &Output, needle: impl AsRef<str>) {
+    let (all, needle) = (text(output), needle.as_ref());
+    assert!(
+        !all.contains(needle),
+        "did not expect {needle:?} in:\n{all}"
+    );
 }
 
 pub fn assert_exit(output: &Output, code: i32) {
