@@ -40,6 +40,9 @@ WORK = ROOT / "target" / "bench"
 BIN = ROOT / "target" / "release" / "glacier-backup"
 TREEHASH = ROOT / "target" / "release" / "examples" / "treehash_file"
 MIB = 1 << 20
+AWS_TEST_ENV = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                    AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/nonexistent",
+                    AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
 
 
 def build():
