@@ -100,14 +100,25 @@ async fn wait_until_readable(archiver: &dyn Archiver, archive: &ArchiveRef) {
 
 async fn put_bytes(archiver: &dyn Archiver, name: &str, data: Bytes) -> ArchiveRef {
     let part_size = archiver.part_size(data.len() as u64);
-    archiver
+    let stored = archiver
         .put(
             &meta(name, data.len() as u64),
             &PutOptions::default(),
             parts_from_bytes(data, part_size),
         )
         .await
-        .unwrap_or_else(|e| panic!("{}: put {name}: {e}", archiver.name()))
+        .unwrap_or_else(|e| panic!("{}: put {name}: {e}", archiver.name()));
+    synced(archiver).await;
+    stored
+}
+
+/// What the engine does before it records an archive: a backend with batched durability
+/// makes its archives durable, named and readable in `sync`.
+async fn synced(archiver: &dyn Archiver) {
+    archiver
+        .sync()
+        .await
+        .unwrap_or_else(|e| panic!("{}: sync: {e}", archiver.name()));
 }
 
 /// `check` accepts a usable destination.
@@ -255,6 +266,7 @@ pub async fn failed_stream_stores_nothing(archiver: &dyn Archiver) {
         "{}: a failing source must fail put with Error::Source, got {result:?}",
         archiver.name()
     );
+    synced(archiver).await;
     let after = listing(archiver).await;
     assert_eq!(
         before,
@@ -295,6 +307,7 @@ pub async fn corrupt_part_is_rejected(archiver: &dyn Archiver) {
         "{}: a corrupt part must be refused, got {result:?}",
         archiver.name()
     );
+    synced(archiver).await;
     let after = listing(archiver).await;
     assert_eq!(
         before,
@@ -340,6 +353,7 @@ pub async fn inventory_tells_where_archives_came_from(archiver: &dyn Archiver) {
         .put(&directory, &PutOptions::default(), parts)
         .await
         .expect("put");
+    synced(archiver).await;
     // A job-based inventory must finish: polled on the same request (never a second job)
     // for up to two minutes.
     let mut state = archiver.inventory(None).await.expect("inventory");
@@ -442,6 +456,9 @@ async fn put_recorded(
         on_failure,
     };
     let result = archiver.put(meta, &options, parts).await;
+    if result.is_ok() {
+        synced(archiver).await;
+    }
     // The last sender goes with the options: the collector has seen everything when it ends.
     drop(options);
     (result, collector.await.expect("event collector"))

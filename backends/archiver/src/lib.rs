@@ -97,7 +97,7 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         parts: PartStream,
     ) -> Result<ArchiveRef>;
 
-    /// Makes every archive `put` has returned durable, for a backend with
+    /// Makes every archive `put` has returned durable and readable, for a backend with
     /// [`Capabilities::batched_durability`]: after it returns, a crash loses none of them.
     async fn sync(&self) -> Result<()> {
         Ok(())

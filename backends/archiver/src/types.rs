@@ -170,9 +170,9 @@ pub struct Capabilities {
     pub ranged_reads: bool,
     /// A 0-byte archive can be stored (Glacier vaults refuse them).
     pub stores_empty_archives: bool,
-    /// `put` leaves the last step of making an archive durable (a directory fsync) to
-    /// [`Archiver::sync`](crate::Archiver::sync), so that many archives share it: the engine
-    /// records an archive only after a `sync`, rows in batches.
+    /// `put` leaves making an archive durable, and readable under its id, to
+    /// [`Archiver::sync`](crate::Archiver::sync), so that many archives share one flush: the
+    /// engine records an archive only after a `sync`, rows in batches.
     pub batched_durability: bool,
 }
 

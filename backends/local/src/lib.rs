@@ -2,17 +2,21 @@
 //!
 //! Plain `std::fs` rather than `object_store`'s local store: we need what it does not offer in
 //! one place, a no-clobber publish (`tempfile`'s `persist_noclobber`, a link that fails if the
-//! name exists) of a file synced before it gets its name, so that a crash never leaves a partial
-//! archive under a final name, and directory fsyncs so that no name is lost. The directory
-//! fsyncs wait for [`Archiver::sync`]: many small archives share them, and the engine records
-//! archives only after a sync.
+//! name exists) of a file made durable before it gets its name, so that a crash never leaves a
+//! partial archive under a final name, and a flush of the names afterwards so that none is lost.
+//!
+//! Both wait for [`Archiver::sync`], where many archives share them: `put` writes an archive
+//! in `.incoming` and reserves its name; `sync` flushes the file system (`syncfs`: the bytes of
+//! every archive written since), links each archive under its name, and flushes again (the
+//! names). An archive is readable once `sync` returned; the engine records archives only then.
+//! One `syncfs` for a batch instead of an fsync for every file and every new directory is
+//! what lets small files go up at the file system's pace.
 //!
 //! Layout: `<directory>/<source path>/<UTC time>[.tar]`, each component percent-encoded (see
 //! [`glacier_backup_archiver::keys`]); uploads in progress live in `<directory>/.incoming/`.
 
 #![warn(missing_docs)]
 
-use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -49,9 +53,8 @@ pub struct LocalArchiver {
     /// Device and inode of `root` when `check` found it: a root that is gone or replaced
     /// (unmounted) later in the run fails the upload instead of being written to again.
     identity: Arc<OnceLock<(u64, u64)>>,
-    /// Directories with entries (new archives, new directories) not yet made durable: what
-    /// the next `sync` fsyncs.
-    unsynced: Arc<Mutex<BTreeSet<PathBuf>>>,
+    /// Archives written and not yet named: what the next `sync` makes durable and names.
+    unnamed: Arc<Mutex<Unnamed>>,
 }
 
 impl LocalArchiver {
@@ -62,7 +65,7 @@ impl LocalArchiver {
             root: root.into(),
             create_directory,
             identity: Arc::default(),
-            unsynced: Arc::default(),
+            unnamed: Arc::default(),
         }
     }
 
@@ -172,10 +175,7 @@ impl LocalArchiver {
             created = fs::create_dir(dir);
         }
         match created {
-            Ok(()) => {
-                self.unsynced_entry_in(parent.to_path_buf());
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(self.io_error("cannot create directory", dir, e)),
         }
@@ -207,55 +207,66 @@ impl LocalArchiver {
         stale
     }
 
-    /// Moves a complete, synced temporary file to a fresh name derived from `key`, never
-    /// replacing an existing archive, and makes the new name durable.
-    fn publish(&self, mut temp: NamedTempFile, key: &str) -> Result<String> {
-        let final_path = self.root.join(key);
-        let parent = final_path.parent().unwrap_or(&self.root).to_path_buf();
-        self.create_below_root(&parent)?;
-        let mut id = key.to_owned();
-        for attempt in 1.. {
-            match temp.persist_noclobber(self.root.join(&id)) {
-                Ok(_) => break,
-                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists && attempt < 1000 => {
-                    temp = e.file;
-                    id = format!("{key}.{attempt}");
-                }
-                Err(e) => {
-                    return Err(self.io_error(
-                        "cannot publish archive as",
-                        &self.root.join(&id),
-                        e.error,
-                    ))
-                }
+    /// A name for an archive of `key` that no archive has and no unnamed one reserved:
+    /// `key`, or `key.1`, `key.2`... (a later upload never replaces an earlier one).
+    fn reserve_name(&self, key: &str, temp: NamedTempFile) -> Result<String> {
+        let mut unnamed = self.unnamed.lock().expect("unnamed lock");
+        for attempt in 0..1000 {
+            let id = match attempt {
+                0 => key.to_owned(),
+                n => format!("{key}.{n}"),
+            };
+            let taken = unnamed.archives.iter().any(|(_, reserved)| *reserved == id)
+                || fs::symlink_metadata(self.root.join(&id)).is_ok();
+            if !taken {
+                unnamed.archives.push((temp, id.clone()));
+                return Ok(id);
             }
         }
-        self.unsynced_entry_in(parent);
-        Ok(id)
+        Err(self.io_error(
+            "no free archive name beside",
+            &self.root.join(key),
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        ))
     }
 
-    /// Notes that `dir` has a new entry that the next `sync` makes durable.
-    fn unsynced_entry_in(&self, dir: PathBuf) {
-        self.unsynced.lock().expect("unsynced lock").insert(dir);
-    }
-
-    /// Fsyncs every directory with new entries; those that fail stay for the next attempt.
-    fn sync_directories(&self) -> Result<()> {
-        let dirs = std::mem::take(&mut *self.unsynced.lock().expect("unsynced lock"));
-        let mut failed = None;
-        let mut left = BTreeSet::new();
-        for dir in dirs {
-            if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
-                failed.get_or_insert_with(|| self.io_error("cannot sync directory", &dir, e));
-                left.insert(dir);
-            }
+    /// Makes every unnamed archive durable, then names it, then makes the names durable. An
+    /// error leaves the rest unnamed and removed: their uploads are not recorded, and the next
+    /// run sends them again.
+    fn name_unnamed(&self) -> Result<()> {
+        let archives = std::mem::take(&mut self.unnamed.lock().expect("unnamed lock").archives);
+        if archives.is_empty() {
+            return Ok(());
         }
-        self.unsynced
-            .lock()
-            .expect("unsynced lock")
-            .append(&mut left);
-        failed.map_or(Ok(()), Err)
+        self.ensure_root()?;
+        self.sync_file_system()?;
+        for (temp, id) in archives {
+            let path = self.root.join(&id);
+            self.create_below_root(path.parent().unwrap_or(&self.root))?;
+            temp.persist_noclobber(&path).map_err(|e| {
+                self.io_error(
+                    "cannot name archive (did another run write here at the same time?)",
+                    &path,
+                    e.error,
+                )
+            })?;
+        }
+        self.sync_file_system()
     }
+
+    /// Flushes everything written to the destination's file system: one call for a batch of
+    /// archives, their directories and their names.
+    fn sync_file_system(&self) -> Result<()> {
+        File::open(&self.root)
+            .and_then(|root| rustix::fs::syncfs(&root).map_err(io::Error::from))
+            .map_err(|e| self.io_error("cannot flush the file system of", &self.root, e))
+    }
+}
+
+/// Archives written in `.incoming` (each holding its lock) with the names they will get.
+#[derive(Debug, Default)]
+struct Unnamed {
+    archives: Vec<(NamedTempFile, String)>,
 }
 
 #[async_trait]
@@ -403,15 +414,8 @@ impl Archiver for LocalArchiver {
             meta.kind == SourceKind::Directory,
         );
         let this = self.clone();
-        let archive_id = blocking(move || {
-            // Synced before it is named: a crash may lose the name until `sync`, but never
-            // leaves a short archive under it.
-            temp.as_file()
-                .sync_all()
-                .map_err(|e| this.io_error("cannot sync", temp.path(), e))?;
-            this.publish(temp, &key)
-        })
-        .await?;
+        // Named by `sync`, once its bytes are durable.
+        let archive_id = blocking(move || this.reserve_name(&key, temp)).await?;
         Ok(ArchiveRef {
             archive_id,
             size: checker.size(),
@@ -422,7 +426,7 @@ impl Archiver for LocalArchiver {
 
     async fn sync(&self) -> Result<()> {
         let this = self.clone();
-        blocking(move || this.sync_directories()).await
+        blocking(move || this.name_unnamed()).await
     }
 
     async fn restore_state(
@@ -624,6 +628,47 @@ mod tests {
             0,
             "written to the mount point"
         );
+    }
+
+    /// `put` reserves a name and `sync` gives it: before, nothing is readable under it; an
+    /// archive never synced (its run crashed) leaves no name at all.
+    #[tokio::test]
+    async fn archives_are_named_by_sync_and_an_unsynced_one_leaves_no_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("archives");
+        let archiver = LocalArchiver::new(&root, true);
+        archiver.check().await.unwrap();
+        let same = meta("/a");
+        let first = archiver
+            .put(&same, &PutOptions::default(), one_part(b"one"))
+            .await
+            .unwrap();
+        let second = archiver
+            .put(&same, &PutOptions::default(), one_part(b"two"))
+            .await
+            .unwrap();
+        assert_ne!(
+            first.archive_id, second.archive_id,
+            "one name for two archives"
+        );
+        assert!(matches!(
+            archiver.get(&first, None).await,
+            Err(Error::NotFound { .. })
+        ));
+        archiver.sync().await.unwrap();
+        for (stored, data) in [(&first, b"one"), (&second, b"two")] {
+            let read = archiver.get(stored, None).await.unwrap();
+            let bytes: Vec<u8> = read.map(|chunk| chunk.unwrap().to_vec()).concat().await;
+            assert_eq!(bytes, data);
+        }
+
+        let never_synced = archiver
+            .put(&meta("/c"), &PutOptions::default(), one_part(b"three"))
+            .await
+            .unwrap();
+        drop(archiver);
+        assert!(!root.join(&never_synced.archive_id).exists());
+        assert_eq!(fs::read_dir(root.join(INCOMING)).unwrap().count(), 0);
     }
 
     #[tokio::test]
