@@ -582,6 +582,14 @@ impl Run<'_> {
             return Ok(());
         }
         self.uploaded[self.committed..].sort_by_key(|(index, _)| *index);
+        // Stored means durable and readable, which for a batching backend is only now: a
+        // listing taken before this time need not show these archives.
+        let stored_at = OffsetDateTime::now_utc();
+        for (_, upload) in &mut self.uploaded[self.committed..] {
+            if let Some(record) = &mut upload.record {
+                record.uploaded_at = Some(stored_at);
+            }
+        }
         let rows: Vec<UploadRecord> = self
             .uncommitted()
             .filter_map(|(_, upload)| upload.record.clone())

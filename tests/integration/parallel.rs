@@ -39,6 +39,10 @@ struct Gauge {
     done: Mutex<Vec<PathBuf>>,
     /// (rows in the ledger file, puts finished) at each sync.
     syncs: Mutex<Vec<(usize, usize)>>,
+    /// With `list_at_sync`, the destination's listing just before each sync: what an
+    /// inventory running beside the backup may see.
+    list_at_sync: bool,
+    listings: Mutex<Vec<Listing>>,
 }
 
 impl Gauge {
@@ -57,6 +61,8 @@ impl Gauge {
             multipart_shared: AtomicBool::new(false),
             done: Mutex::new(Vec::new()),
             syncs: Mutex::new(Vec::new()),
+            list_at_sync: false,
+            listings: Mutex::new(Vec::new()),
         }
     }
 }
@@ -110,6 +116,10 @@ impl Archiver for Gauge {
         let rows = self.ledger.as_ref().map_or(0, |file| rows_in(file));
         let done = self.done.lock().unwrap().len();
         self.syncs.lock().unwrap().push((rows, done));
+        if self.list_at_sync {
+            let listing = self.inner.list().await?;
+            self.listings.lock().unwrap().push(listing);
+        }
         if self.fail_sync {
             return Err(Error::io(
                 "local",
@@ -280,4 +290,31 @@ async fn rows_of_a_batching_backend_wait_for_its_sync_and_a_failed_sync_records_
         .unwrap();
     assert_eq!(report.uploaded.len(), 2);
     assert_eq!(rows_in(&ledger_file), 7);
+}
+
+/// An inventory that lists the destination while a backup's archives are written but not yet
+/// named (a batching backend names them in `sync`) finds their rows newer than its listing:
+/// "not listed yet", never "missing".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_taken_before_a_batch_is_named_finds_its_rows_too_recent_not_missing() {
+    let sb = Sandbox::new();
+    let local = LocalArchiver::new(sb.path("archives"), true);
+    local.check().await.unwrap();
+    let mut archiver = Gauge::new(local);
+    archiver.put_delay = Duration::ZERO;
+    archiver.list_at_sync = true;
+    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let items = files(&sb, &[("a", 1), ("b", 2)]);
+    let report = run_backup(&items, &mut ledger, &archiver, &RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.uploaded.len(), 2);
+    let listing = archiver.listings.lock().unwrap().remove(0);
+    assert!(
+        listing.archives.is_empty(),
+        "named before sync: {listing:?}"
+    );
+    let reconciled = glacier_backup::inventory::reconcile_ledger(&ledger, &listing).unwrap();
+    assert!(reconciled.missing.is_empty(), "{reconciled:?}");
+    assert_eq!(reconciled.too_recent.len(), 2);
 }

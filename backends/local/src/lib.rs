@@ -493,9 +493,12 @@ impl Archiver for LocalArchiver {
         Ok(InventoryState::Ready(listing))
     }
 
+    /// Taken at the time the walk starts: an archive named later (an upload of a run going on
+    /// meanwhile) may be missing from it, and its row is newer than the listing.
     async fn list(&self) -> Result<Listing> {
         let this = self.clone();
         blocking(move || {
+            let taken_at = std::time::SystemTime::now();
             let mut archives = Vec::new();
             let mut pending = vec![this.root.clone()];
             while let Some(dir) = pending.pop() {
@@ -531,7 +534,7 @@ impl Archiver for LocalArchiver {
             archives.sort_by(|a, b| a.archive_id.cmp(&b.archive_id));
             Ok(Listing {
                 archives,
-                taken_at: None,
+                taken_at: Some(taken_at.into()),
                 incomplete: Vec::new(),
             })
         })
