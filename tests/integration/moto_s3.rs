@@ -484,3 +484,32 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("differs from the ledger: size 8"), "{out}");
 }
+
+/// A listing taken before a backup completes its object finds that upload's row too recent,
+/// not missing: what an inventory running beside a backup reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_taken_before_an_upload_completes_finds_its_row_too_recent_not_missing() {
+    let moto = Moto::start();
+    bucket(&moto.endpoint, "beside").await;
+    let s3 = S3Archiver::new(settings(&moto.endpoint, "beside", "GLACIER"));
+    let listing = s3.list().await.unwrap();
+    let sb = Sandbox::new();
+    let file = sb.path("report.pdf");
+    fs::write(&file, b"quarterly").unwrap();
+    let items = [glacier_backup::resolve::Planned {
+        candidate: std::sync::Arc::new(glacier_backup::candidate::PathCandidate::new(
+            file,
+            glacier_backup::archiver::SourceKind::File,
+        )),
+        upload_if_changed: false,
+    }];
+    let mut ledger = glacier_backup::ledger::SqliteLedger::in_memory().unwrap();
+    let options = glacier_backup::backup::RunOptions::default();
+    let report = glacier_backup::backup::run_backup(&items, &mut ledger, &s3, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.uploaded.len(), 1, "{:?}", report.failed);
+    let reconciled = glacier_backup::inventory::reconcile_ledger(&ledger, &listing).unwrap();
+    assert!(reconciled.missing.is_empty(), "{reconciled:?}");
+    assert_eq!(reconciled.too_recent.len(), 1);
+}

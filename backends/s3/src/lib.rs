@@ -365,7 +365,10 @@ impl Archiver for S3Archiver {
         ))
     }
 
+    /// Taken at the time the listing starts: an object completed later (by a run going on
+    /// meanwhile) may be missing from it, and its row is newer than the listing.
     async fn list(&self) -> Result<Listing> {
+        let taken_at = time::OffsetDateTime::now_utc();
         let client = self.client().await?;
         let mut archives = Vec::new();
         let mut token: Option<String> = None;
@@ -396,7 +399,7 @@ impl Archiver for S3Archiver {
         archives.sort_by(|a, b| a.archive_id.cmp(&b.archive_id));
         Ok(Listing {
             archives,
-            taken_at: None,
+            taken_at: Some(taken_at),
             incomplete: Vec::new(),
         })
     }
