@@ -774,6 +774,7 @@ async fn upload(
         fingerprint: fingerprint.clone(),
         size_hint: scan.size_estimate,
         started_at,
+        encoding: Default::default(),
     };
     let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
     // The engine keeps its own account of what it sent, to check the backend's answer.

@@ -221,6 +221,7 @@ mod tests {
                 kind: SourceKind::Directory,
                 fingerprint: Some(format!("fp-{id}")),
                 started_at: Some(at),
+                encoding: Default::default(),
             }),
             created_at: Some(at + time::Duration::minutes(1)),
             ..ListedArchive::new(id, 100)

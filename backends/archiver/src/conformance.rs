@@ -47,6 +47,7 @@ pub fn meta(name: &str, size_hint: u64) -> ArchiveMeta {
         fingerprint: "conformance".into(),
         size_hint,
         started_at: OffsetDateTime::now_utc(),
+        encoding: Default::default(),
     }
 }
 

@@ -46,6 +46,18 @@ pub fn archive_key(source: &Path, at: OffsetDateTime, is_tar: bool) -> String {
     key
 }
 
+/// [`archive_key`] for `meta`, with the suffix of its [`Encoding`](crate::Encoding) (`.zst`,
+/// `.age`, `.zst.age`).
+pub fn key_for(meta: &crate::ArchiveMeta) -> String {
+    let mut key = archive_key(
+        &meta.source_path,
+        meta.started_at,
+        meta.kind == crate::SourceKind::Directory,
+    );
+    key.push_str(meta.encoding.suffix());
+    key
+}
+
 /// Length of a [`timestamp`].
 pub const TIMESTAMP_LEN: usize = "20261126T021907.123Z".len();
 

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod encoding;
 mod error;
 pub mod keys;
 mod memory;
@@ -21,6 +22,7 @@ mod types;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use encoding::{Compression, Encoding};
 pub use error::{BoxError, Error, Result};
 pub use memory::MemoryArchiver;
 pub use multipart::{OnFailure, PutOptions, Resume};

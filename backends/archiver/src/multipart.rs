@@ -448,6 +448,7 @@ mod tests {
             fingerprint: "f".into(),
             size_hint: 0,
             started_at: time::OffsetDateTime::UNIX_EPOCH,
+            encoding: Default::default(),
         }
     }
 

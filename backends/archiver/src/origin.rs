@@ -3,14 +3,16 @@
 //! characters and never changeable, is the tightest place it must fit).
 //!
 //! The line starts with the archive name people recognise, followed by ` gb1:` and, separated
-//! by `:`, kind (`f`/`d`), upload time (Unix seconds), fingerprint and source path, the last two
-//! percent-encoded (so any bytes round-trip, and plain ASCII paths stay readable).
+//! by `:`, kind (`f`/`d`, followed by the encoding's tag when the stored bytes are compressed
+//! or encrypted: `d+zstd3+age`), upload time (Unix seconds), fingerprint and source path, the
+//! last two percent-encoded (so any bytes round-trip, and plain ASCII paths stay readable).
+//! An encrypted archive's line ends with a fifth field, its age recipients, comma-separated.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use crate::{ArchiveMeta, SourceKind};
+use crate::{ArchiveMeta, Encoding, SourceKind};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Glacier's description limit, which every backend keeps to so one encoding serves all.
@@ -42,6 +44,8 @@ pub struct Origin {
     pub fingerprint: Option<String>,
     /// Upload start time.
     pub started_at: Option<time::OffsetDateTime>,
+    /// Layers on the stored bytes; recipients only when they fitted.
+    pub encoding: Encoding,
 }
 
 fn printable(text: &str) -> String {
@@ -106,6 +110,9 @@ fn cut_on_char(name: &str, limit: usize) -> &str {
 pub enum Shortfall {
     /// Everything fitted.
     None,
+    /// The age recipients were left out: the archive still decrypts, but a failed restore
+    /// cannot name the keys it needs.
+    Recipients,
     /// The fingerprint was left out: a ledger rebuilt from the backend compares this source
     /// by time instead.
     Fingerprint,
@@ -116,26 +123,43 @@ pub enum Shortfall {
     Origin,
 }
 
-/// Name plus metadata, within [`MAX_LEN`]. When it would not fit, the fingerprint is dropped
-/// first, then the name is shortened (on a whole character); a source path too long to fit at
+/// Name plus metadata, within [`MAX_LEN`]. When it would not fit, the recipients are dropped
+/// first, then the fingerprint, then the name is shortened (on a whole character); a source path too long to fit at
 /// all falls back to the plain name: the archive is still stored and recorded, but a ledger
 /// rebuilt from the backend will not know it, which the [`Shortfall`] says so the caller can
 /// warn.
 pub fn encode(meta: &ArchiveMeta) -> (String, Shortfall) {
-    let kind = match meta.kind {
-        SourceKind::File => 'f',
-        SourceKind::Directory => 'd',
-    };
+    let mut kind = match meta.kind {
+        SourceKind::File => "f",
+        SourceKind::Directory => "d",
+    }
+    .to_owned();
+    let tag = meta.encoding.tag();
+    if !tag.is_empty() {
+        kind = format!("{kind}+{tag}");
+    }
     let path = escape(meta.source_path.as_os_str().as_bytes());
     let time = meta.started_at.unix_timestamp();
     let name = printable(&meta.name);
     let fingerprint = utf8_percent_encode(&meta.fingerprint, FIELD).to_string();
-    let tail = |fingerprint: &str| format!("{MARKER}{kind}:{time}:{fingerprint}:{path}");
-    let whole = tail(&fingerprint);
+    let recipients = utf8_percent_encode(&meta.encoding.recipients.join(","), FIELD).to_string();
+    let tail = |fingerprint: &str, recipients: &str| {
+        let mut tail = format!("{MARKER}{kind}:{time}:{fingerprint}:{path}");
+        if !recipients.is_empty() {
+            tail.push(':');
+            tail.push_str(recipients);
+        }
+        tail
+    };
+    let whole = tail(&fingerprint, &recipients);
     if name.len() + whole.len() <= MAX_LEN && !name.is_empty() {
         return (format!("{name}{whole}"), Shortfall::None);
     }
-    let bare = tail("");
+    let unnamed = tail(&fingerprint, "");
+    if name.len() + unnamed.len() <= MAX_LEN && !name.is_empty() {
+        return (format!("{name}{unnamed}"), Shortfall::Recipients);
+    }
+    let bare = tail("", "");
     if name.len() + bare.len() <= MAX_LEN && !name.is_empty() {
         return (format!("{name}{bare}"), Shortfall::Fingerprint);
     }
@@ -151,12 +175,15 @@ pub fn encode(meta: &ArchiveMeta) -> (String, Shortfall) {
 /// names, other tools' archives).
 pub fn decode(description: &str) -> Option<Origin> {
     let (name, fields) = description.rsplit_once(MARKER)?;
-    let mut fields = fields.splitn(4, ':');
-    let kind = match fields.next()? {
+    let mut fields = fields.splitn(5, ':');
+    let kind_field = fields.next()?;
+    let (kind, tag) = kind_field.split_once('+').unwrap_or((kind_field, ""));
+    let kind = match kind {
         "f" => SourceKind::File,
         "d" => SourceKind::Directory,
         _ => return None,
     };
+    let mut encoding = Encoding::from_tag(tag)?;
     let started_at = fields
         .next()?
         .parse()
@@ -166,6 +193,14 @@ pub fn decode(description: &str) -> Option<Origin> {
     let path: Vec<u8> = percent_decode_str(fields.next()?).collect();
     if !path.starts_with(b"/") {
         return None;
+    }
+    if let Some(recipients) = fields.next() {
+        encoding.recipients = percent_decode_str(recipients)
+            .decode_utf8_lossy()
+            .split(',')
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
     }
     Some(Origin {
         name: name.to_owned(),
@@ -177,6 +212,7 @@ pub fn decode(description: &str) -> Option<Origin> {
                 .into_owned()
         }),
         started_at,
+        encoding,
     })
 }
 
@@ -186,18 +222,19 @@ pub fn from_key(key: &str) -> Option<Origin> {
     let (directories, last) = key.rsplit_once('/')?;
     let (stamp, rest) = last.split_at_checked(crate::keys::TIMESTAMP_LEN)?;
     let started_at = crate::keys::parse_timestamp(stamp)?;
-    let rest = rest
-        .strip_prefix(".tar")
-        .map(|r| (SourceKind::Directory, r));
-    let (kind, suffix) = rest.unwrap_or((SourceKind::File, &last[crate::keys::TIMESTAMP_LEN..]));
-    // What may follow: nothing, or the `.N` a backend adds when the name was taken.
-    let suffix_ok = suffix.is_empty()
-        || suffix
-            .strip_prefix('.')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if !suffix_ok {
-        return None;
-    }
+    // What may follow: `.tar`, the encoding's suffix, and the `.N` a backend adds when the
+    // name was taken, in that order.
+    let rest = match rest.rsplit_once('.') {
+        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => rest,
+    };
+    // The key cannot say to whom an archive was encrypted, nor at which level it was compressed.
+    let (encoding, rest) = Encoding::split_suffix(rest);
+    let kind = match rest {
+        "" => SourceKind::File,
+        ".tar" => SourceKind::Directory,
+        _ => return None,
+    };
     let mut path = Vec::new();
     for component in directories.split('/') {
         let raw: Vec<u8> = percent_decode_str(component).collect();
@@ -213,6 +250,7 @@ pub fn from_key(key: &str) -> Option<Origin> {
         kind,
         fingerprint: None,
         started_at: Some(started_at),
+        encoding,
     })
 }
 
@@ -228,6 +266,7 @@ mod tests {
             fingerprint: "v1:entries=3:bytes=10:sha256=".to_owned() + &"ab".repeat(32),
             size_hint: 0,
             started_at: time::macros::datetime!(2026-11-26 02:19:07 UTC),
+            encoding: Encoding::plain(),
         }
     }
 
@@ -339,6 +378,57 @@ mod tests {
         ] {
             assert_eq!(from_key(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn the_encoding_and_its_recipients_round_trip_and_give_way_first() {
+        let mut m = meta(b"/data/photos", "photos.tar");
+        m.encoding = Encoding {
+            compression: crate::Compression::Zstd(Some(3)),
+            encrypted: true,
+            recipients: vec!["age1aaa".into(), "age1bbb".into()],
+        };
+        let (d, shortfall) = encode(&m);
+        valid(&d);
+        assert_eq!(shortfall, Shortfall::None);
+        assert!(d.contains(" gb1:d+zstd3+age:"), "{d}");
+        let back = decode(&d).unwrap();
+        assert_eq!(back.encoding, m.encoding);
+        assert_eq!(back.source_path, m.source_path);
+        assert_eq!(back.fingerprint.as_deref(), Some(m.fingerprint.as_str()));
+
+        // Too long with the recipients: they go before the fingerprint.
+        m.encoding.recipients = vec!["age1".to_owned() + &"q".repeat(58); 14];
+        let (d, shortfall) = encode(&m);
+        valid(&d);
+        assert_eq!(shortfall, Shortfall::Recipients);
+        let back = decode(&d).unwrap();
+        assert!(back.encoding.encrypted && back.encoding.recipients.is_empty());
+        assert!(back.fingerprint.is_some());
+
+        assert_eq!(decode("x gb1:d+gzip:1:fp:/a"), None, "an unknown layer");
+    }
+
+    #[test]
+    fn keys_carry_the_encoding_suffix() {
+        use crate::keys::key_for;
+        let mut m = meta(b"/data/photos", "photos.tar");
+        m.encoding = Encoding::from_tag("zstd3+age").unwrap();
+        let key = key_for(&m);
+        assert!(key.ends_with(".tar.zst.age"), "{key}");
+        for key in [key.clone(), format!("{key}.3")] {
+            let origin = from_key(&key).unwrap();
+            assert_eq!(origin.kind, SourceKind::Directory);
+            assert_eq!(origin.encoding.tag(), "zstd+age");
+        }
+        m.kind = SourceKind::File;
+        m.encoding = Encoding::from_tag("age").unwrap();
+        let origin = from_key(&key_for(&m)).unwrap();
+        assert_eq!(
+            (origin.kind, origin.encoding.tag().as_str()),
+            (SourceKind::File, "age")
+        );
+        assert_eq!(from_key("a/20261126T021907.123Z.age.tar"), None);
     }
 
     #[test]

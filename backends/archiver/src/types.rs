@@ -56,6 +56,8 @@ pub struct ArchiveMeta {
     pub size_hint: u64,
     /// When the upload started.
     pub started_at: OffsetDateTime,
+    /// Layers on the stored bytes (compression, encryption), kept in the name and metadata.
+    pub encoding: crate::Encoding,
 }
 
 /// Progress of a resumable upload, reported while `put` runs (see

@@ -23,7 +23,9 @@ impl GlacierArchiver {
                  rebuilt from the vault will not know where it came from",
                 shown(&meta.source_path)
             ),
-            origin::Shortfall::Fingerprint | origin::Shortfall::Name => tracing::debug!(
+            origin::Shortfall::Recipients
+            | origin::Shortfall::Fingerprint
+            | origin::Shortfall::Name => tracing::debug!(
                 "{}: description shortened to fit Glacier's 1,024 characters",
                 shown(&meta.source_path)
             ),

@@ -25,14 +25,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use glacier_backup_archiver::keys::archive_key;
+use glacier_backup_archiver::keys::key_for;
 use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::shown;
 use glacier_backup_archiver::treehash::TreeHasher;
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, InventoryState,
-    ListedArchive, Listing, PartStream, PutOptions, RestoreState, Result, SourceKind,
+    ListedArchive, Listing, PartStream, PutOptions, RestoreState, Result,
 };
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
@@ -408,11 +408,7 @@ impl Archiver for LocalArchiver {
             .await?;
         }
         let (temp, checker) = state;
-        let key = archive_key(
-            &meta.source_path,
-            meta.started_at,
-            meta.kind == SourceKind::Directory,
-        );
+        let key = key_for(meta);
         let this = self.clone();
         // Named by `sync`, once its bytes are durable.
         let archive_id = blocking(move || this.reserve_name(&key, temp)).await?;
@@ -593,6 +589,7 @@ mod tests {
             fingerprint: "v1".into(),
             size_hint: 4,
             started_at: time::OffsetDateTime::now_utc(),
+            encoding: Default::default(),
         }
     }
 

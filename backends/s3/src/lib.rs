@@ -29,7 +29,7 @@ use aws_sdk_s3::Client;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures::StreamExt;
-use glacier_backup_archiver::keys::archive_key;
+use glacier_backup_archiver::keys::key_for;
 use glacier_backup_archiver::multipart;
 use glacier_backup_archiver::origin::Origin;
 use glacier_backup_archiver::parts::verified_download;
@@ -139,7 +139,7 @@ impl S3Archiver {
             meta.source_path.as_os_str().as_bytes(),
             NON_ALPHANUMERIC,
         );
-        HashMap::from([
+        let mut metadata = HashMap::from([
             ("gb-source-path".to_owned(), path.to_string()),
             ("gb-kind".to_owned(), meta.kind.as_str().to_owned()),
             ("gb-name".to_owned(), header_safe(&meta.name)),
@@ -148,7 +148,15 @@ impl S3Archiver {
                 "gb-started-at".to_owned(),
                 meta.started_at.unix_timestamp().to_string(),
             ),
-        ])
+        ]);
+        if !meta.encoding.is_plain() {
+            metadata.insert("gb-encoding".to_owned(), meta.encoding.tag());
+        }
+        if !meta.encoding.recipients.is_empty() {
+            let recipients = meta.encoding.recipients.join(",");
+            metadata.insert("gb-recipients".to_owned(), header_safe(&recipients));
+        }
+        metadata
     }
 
     fn encryption(&self) -> (Option<ServerSideEncryption>, Option<String>) {

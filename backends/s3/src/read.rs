@@ -86,6 +86,18 @@ pub(crate) fn origin_from_metadata(metadata: &HashMap<String, String>) -> Option
                 .into_owned()
         })
     };
+    let mut encoding = match metadata.get("gb-encoding") {
+        Some(tag) => glacier_backup_archiver::Encoding::from_tag(tag)?,
+        None => glacier_backup_archiver::Encoding::plain(),
+    };
+    encoding.recipients = text("gb-recipients")
+        .map(|list| {
+            list.split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     Some(Origin {
         name: text("gb-name").unwrap_or_default(),
         source_path: std::ffi::OsStr::from_bytes(&path).into(),
@@ -95,5 +107,6 @@ pub(crate) fn origin_from_metadata(metadata: &HashMap<String, String>) -> Option
             .get("gb-started-at")
             .and_then(|t| t.parse().ok())
             .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()),
+        encoding,
     })
 }

@@ -13,15 +13,7 @@ use glacier_backup_archiver::TreeHash;
 impl S3Archiver {
     /// A key for a new archive that no object has yet (`.1`, `.2`... appended if needed).
     pub(crate) async fn fresh_key(&self, meta: &ArchiveMeta) -> Result<String> {
-        let base = format!(
-            "{}{}",
-            self.settings.prefix,
-            archive_key(
-                &meta.source_path,
-                meta.started_at,
-                meta.kind == SourceKind::Directory
-            )
-        );
+        let base = format!("{}{}", self.settings.prefix, key_for(meta));
         let client = self.client().await?;
         let mut key = base.clone();
         for n in 1..1000 {

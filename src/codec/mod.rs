@@ -1,0 +1,362 @@
+//! Compression and encryption of archives: a stage between the archive writer and the part
+//! stream on the way up (zstd, then age), and the inverse on the way back (age, then zstd).
+//!
+//! Stored bytes are `age(zstd(archive))`, each layer optional, in the standard formats, so an
+//! archive can be recovered without this tool: `age -d -i KEY FILE | zstd -d | tar x`.
+
+pub mod keys;
+pub mod seal;
+
+use std::io::{self, Read, Write};
+
+use glacier_backup_archiver::{Compression, Encoding};
+
+use crate::candidate::ArchiveSink;
+pub use keys::{Identities, IdentityError};
+pub use seal::Seal;
+
+/// zstd levels the configuration accepts.
+pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+
+/// The zstd level when `[archive] level` is not set.
+pub const DEFAULT_LEVEL: i32 = 3;
+
+/// Bytes taken from a source file per read when a stage sits between it and the parts.
+const READ_SIZE: usize = 256 << 10;
+
+/// How new archives are encoded, from `[archive]` and `[encryption]`.
+#[derive(Debug, Clone, Default)]
+pub struct Format {
+    /// Compression and level.
+    pub compression: Compression,
+    /// age recipients; empty: not encrypted.
+    pub recipients: Vec<age::x25519::Recipient>,
+}
+
+impl Format {
+    /// The encoding new archives get.
+    pub fn encoding(&self) -> Encoding {
+        Encoding {
+            compression: self.compression,
+            encrypted: !self.recipients.is_empty(),
+            recipients: self.recipients.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// True when archives are stored as made.
+    pub fn is_plain(&self) -> bool {
+        self.compression == Compression::None && self.recipients.is_empty()
+    }
+}
+
+/// The stage for one archive: its compression, and the seal that encrypts it (kept with a
+/// pending upload, so a resumed upload writes the same bytes).
+#[derive(Debug, Clone)]
+pub struct Layers {
+    /// zstd level, when compressed.
+    pub zstd_level: Option<i32>,
+    /// The age file key and header, when encrypted.
+    pub seal: Option<Seal>,
+}
+
+impl Layers {
+    /// The layers for `encoding`: `None` when it has none. `seal` is required when it is
+    /// encrypted.
+    pub fn of(encoding: &Encoding, seal: Option<Seal>) -> Option<Layers> {
+        let zstd_level = match encoding.compression {
+            Compression::None => None,
+            Compression::Zstd(level) => Some(level.unwrap_or(DEFAULT_LEVEL)),
+        };
+        (zstd_level.is_some() || seal.is_some()).then_some(Layers { zstd_level, seal })
+    }
+}
+
+/// zstd worker threads: always at least one, because zstd's output is the same for any number
+/// of workers from one up (a resumed upload may run on another machine), but not for none.
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4) as u32)
+}
+
+/// The age layer over the writer underneath, or nothing.
+enum Encrypt<W: Write> {
+    Plain(W),
+    Age(seal::PayloadWriter<W>),
+}
+
+impl<W: Write> Encrypt<W> {
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encrypt::Plain(w) => Ok(w),
+            Encrypt::Age(w) => w.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encrypt<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encrypt::Plain(w) => w.write(buf),
+            Encrypt::Age(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encrypt::Plain(w) => w.flush(),
+            Encrypt::Age(w) => w.flush(),
+        }
+    }
+}
+
+/// The zstd layer over the age layer, or just the age layer.
+enum Compress<W: Write> {
+    Plain(Encrypt<W>),
+    Zstd(zstd::stream::write::Encoder<'static, Encrypt<W>>),
+}
+
+/// An archive sink that compresses and encrypts what the archive writer gives it, into `W`
+/// (the part writer), and counts the archive's own bytes.
+pub struct EncodingSink<W: Write> {
+    stage: Compress<W>,
+    plain_size: u64,
+    scratch: Vec<u8>,
+}
+
+impl<W: Write> EncodingSink<W> {
+    /// The stage for `layers` over `out`; the age header is written at once.
+    pub fn new(layers: &Layers, out: W) -> io::Result<Self> {
+        let encrypt = match &layers.seal {
+            Some(seal) => Encrypt::Age(seal.writer(out)?),
+            None => Encrypt::Plain(out),
+        };
+        let stage = match layers.zstd_level {
+            Some(level) => {
+                let mut zstd = zstd::stream::write::Encoder::new(encrypt, level)?;
+                zstd.include_checksum(true)?;
+                zstd.multithread(zstd_workers())?;
+                Compress::Zstd(zstd)
+            }
+            None => Compress::Plain(encrypt),
+        };
+        Ok(EncodingSink {
+            stage,
+            plain_size: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Ends every layer (zstd's last frame, age's last chunk): the writer underneath and the
+    /// archive's own size.
+    pub fn finish(self) -> io::Result<(W, u64)> {
+        let encrypt = match self.stage {
+            Compress::Plain(encrypt) => encrypt,
+            Compress::Zstd(zstd) => zstd.finish()?,
+        };
+        Ok((encrypt.finish()?, self.plain_size))
+    }
+}
+
+impl<W: Write> Write for EncodingSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match &mut self.stage {
+            Compress::Plain(w) => w.write(buf)?,
+            Compress::Zstd(w) => w.write(buf)?,
+        };
+        self.plain_size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.stage {
+            Compress::Plain(w) => w.flush(),
+            Compress::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> ArchiveSink for EncodingSink<W> {
+    fn read_from(&mut self, reader: &mut dyn Read) -> io::Result<usize> {
+        if self.scratch.is_empty() {
+            self.scratch = vec![0; READ_SIZE];
+        }
+        let n = reader.read(&mut self.scratch)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let written = self.write_all(&scratch[..n]);
+        std::mem::swap(&mut self.scratch, &mut scratch);
+        written.map(|()| n)
+    }
+}
+
+/// Undoing the layers failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The archive is encrypted and no identity was given.
+    #[error(
+        "the archive is encrypted{}; give the identity file with --identity FILE or [encryption] \
+         identity_file",
+        needs(.recipients)
+    )]
+    NoIdentity {
+        /// Who it was encrypted to, when known.
+        recipients: Vec<String>,
+    },
+    /// None of the identities opens it.
+    #[error("none of the identities in {file} opens the archive{}", needs(.recipients))]
+    WrongIdentity {
+        /// The identity file.
+        file: String,
+        /// Who it was encrypted to, when known.
+        recipients: Vec<String>,
+    },
+    /// age refused the header (damaged, or not an age file).
+    #[error("the archive's age header is damaged or not age's: {0}")]
+    Header(String),
+}
+
+fn needs(recipients: &[String]) -> String {
+    if recipients.is_empty() {
+        String::new()
+    } else {
+        format!(" to {}", recipients.join(", "))
+    }
+}
+
+/// Reads `stored` with its layers undone: age (with `identities`), then zstd.
+pub fn decoder<'a, R: Read + 'a>(
+    encoding: &Encoding,
+    identities: Option<&Identities>,
+    stored: R,
+) -> Result<Box<dyn Read + 'a>, DecodeError> {
+    let decrypted: Box<dyn Read + 'a> = if encoding.encrypted {
+        let identities = identities.ok_or_else(|| DecodeError::NoIdentity {
+            recipients: encoding.recipients.clone(),
+        })?;
+        let decryptor = age::Decryptor::new_buffered(io::BufReader::new(stored))
+            .map_err(|e| DecodeError::Header(e.to_string()))?;
+        match decryptor.decrypt(identities.iter()) {
+            Ok(reader) => Box::new(reader),
+            Err(age::DecryptError::NoMatchingKeys) => {
+                return Err(DecodeError::WrongIdentity {
+                    file: identities.file(),
+                    recipients: encoding.recipients.clone(),
+                })
+            }
+            Err(e) => return Err(DecodeError::Header(e.to_string())),
+        }
+    } else {
+        Box::new(stored)
+    };
+    Ok(match encoding.compression {
+        Compression::None => decrypted,
+        Compression::Zstd(_) => Box::new(
+            zstd::stream::read::Decoder::new(decrypted)
+                .map_err(|e| DecodeError::Header(e.to_string()))?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(layers: &Layers, plain: &[u8], read_sizes: usize) -> (Vec<u8>, u64) {
+        let mut sink = EncodingSink::new(layers, Vec::new()).unwrap();
+        for piece in plain.chunks(read_sizes) {
+            let mut reader = piece;
+            while sink.read_from(&mut reader).unwrap() > 0 {}
+        }
+        sink.finish().unwrap()
+    }
+
+    fn mixed(len: usize) -> Vec<u8> {
+        let mut state = 0x2545F491u64;
+        (0..len)
+            .map(|i| {
+                if (i / 100_000) % 2 == 0 {
+                    b"the quick brown fox "[i % 20]
+                } else {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                }
+            })
+            .collect()
+    }
+
+    /// Resuming an upload depends on this: the same layers give the same bytes whatever the
+    /// reads look like and however many zstd workers run (one or more).
+    #[test]
+    fn the_same_layers_give_the_same_bytes_and_decode_back() {
+        let identity = age::x25519::Identity::generate();
+        let seal = Seal::new(&[identity.to_public()]).unwrap();
+        let identities = Identities::from_identity(identity);
+        let plain = mixed(5 << 20);
+        for (level, seal) in [
+            (Some(3), Some(seal.clone())),
+            (Some(1), None),
+            (None, Some(seal)),
+        ] {
+            let layers = Layers {
+                zstd_level: level,
+                seal: seal.clone(),
+            };
+            let (stored, plain_size) = encode(&layers, &plain, 1 << 20);
+            assert_eq!(plain_size, plain.len() as u64);
+            assert_eq!(encode(&layers, &plain, 77_777).0, stored, "{level:?}");
+            let encoding = Encoding {
+                compression: level.map_or(Compression::None, |l| Compression::Zstd(Some(l))),
+                encrypted: seal.is_some(),
+                recipients: Vec::new(),
+            };
+            let mut back = Vec::new();
+            decoder(&encoding, Some(&identities), &stored[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, plain);
+        }
+        // One zstd worker and several write the same frames.
+        let level = 3;
+        let one = {
+            let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
+            zstd.include_checksum(true).unwrap();
+            zstd.multithread(1).unwrap();
+            zstd.write_all(&plain).unwrap();
+            zstd.finish().unwrap()
+        };
+        let (many, _) = encode(
+            &Layers {
+                zstd_level: Some(level),
+                seal: None,
+            },
+            &plain,
+            1 << 20,
+        );
+        assert_eq!(one, many);
+    }
+
+    #[test]
+    fn an_encrypted_archive_needs_an_identity_that_opens_it() {
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public().to_string();
+        let seal = Seal::new(&[identity.to_public()]).unwrap();
+        let layers = Layers {
+            zstd_level: None,
+            seal: Some(seal),
+        };
+        let (stored, _) = encode(&layers, b"secret", 6);
+        let encoding = Encoding {
+            compression: Compression::None,
+            encrypted: true,
+            recipients: vec![recipient.clone()],
+        };
+        let err = decoder(&encoding, None, &stored[..]).err().unwrap();
+        assert!(err.to_string().contains(&recipient), "{err}");
+        let stranger = Identities::from_identity(age::x25519::Identity::generate());
+        let err = decoder(&encoding, Some(&stranger), &stored[..])
+            .err()
+            .unwrap();
+        assert!(matches!(err, DecodeError::WrongIdentity { .. }), "{err}");
+        assert!(err.to_string().contains(&recipient), "{err}");
+    }
+}
