@@ -549,6 +549,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 mod tests {
     use super::*;
     use glacier_backup_archiver::conformance;
+    use glacier_backup_archiver::SourceKind;
 
     #[tokio::test]
     async fn local_archiver_passes_the_conformance_suite() {
