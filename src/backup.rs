@@ -14,18 +14,19 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::{
-    ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError, OnFailure, PutOptions, Resume,
-    UploadEvent,
+    ArchiveMeta, ArchiveRef, Archiver, Encoding, Error as ArchiverError, OnFailure, PutOptions,
+    Resume, UploadEvent,
 };
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::candidate::SourceError;
 use crate::candidate::{Candidate, Scan};
+use crate::codec::{Layers, Seal};
 use crate::ledger::{Ledger, LedgerError, PendingUpload, UploadRecord};
 use crate::progress::ItemProgress;
 use crate::resolve::Planned;
-use crate::stream::archive_parts;
+use crate::stream::encoded_parts;
 
 /// Candidates sent at once when the configuration does not say (`[main] parallel_uploads`).
 /// The count matters for small files, whose time is round trips (16 hide a 100 ms one for a
@@ -55,6 +56,8 @@ pub struct RunOptions {
     /// Cancelled to stop the run: uploads under way are dropped (a resumable one is continued
     /// by the next run), what finished is recorded, and the report says it stopped.
     pub stop: CancellationToken,
+    /// How new archives are compressed and encrypted (`[archive]`, `[encryption]`).
+    pub format: crate::codec::Format,
 }
 
 impl Default for RunOptions {
@@ -65,6 +68,7 @@ impl Default for RunOptions {
             progress: None,
             parallel_uploads: DEFAULT_PARALLEL_UPLOADS,
             stop: CancellationToken::new(),
+            format: crate::codec::Format::default(),
         }
     }
 }
@@ -371,7 +375,15 @@ pub async fn run_backup(
                 async move {
                     let _done = done;
                     let started = Instant::now();
-                    let result = upload(candidate, scan, archiver, shared, &progress).await;
+                    let result = upload(
+                        candidate,
+                        scan,
+                        archiver,
+                        shared,
+                        &progress,
+                        &options.format,
+                    )
+                    .await;
                     Finished {
                         index,
                         path,
@@ -694,6 +706,7 @@ const RESUME_WINDOW: time::Duration = time::Duration::hours(24);
 async fn resumable_upload(
     path: &std::path::Path,
     fingerprint: &str,
+    encoding: &Encoding,
     archiver: &dyn Archiver,
     ledger: &SharedLedger<'_>,
 ) -> Result<Option<PendingUpload>, CandidateError> {
@@ -706,6 +719,13 @@ async fn resumable_upload(
         "it was made with another backend"
     } else if pending.fingerprint != fingerprint {
         "the source changed since"
+    } else if pending.encoding != *encoding {
+        // New recipients (a replaced key) or compression apply to every upload from now on.
+        "[archive] or [encryption] changed since"
+    } else if pending.encoding.encrypted
+        && pending.seal.as_deref().and_then(Seal::from_bytes).is_none()
+    {
+        "its encryption key was not kept"
     } else if age >= RESUME_WINDOW && pending.completing.is_none() {
         // An upload that was being completed may well be an archive by now: asking to complete
         // it again is how to find out, however old it is.
@@ -736,14 +756,32 @@ async fn upload(
     archiver: &dyn Archiver,
     ledger: &SharedLedger<'_>,
     progress: &crate::progress::SharedProgress,
+    format: &crate::codec::Format,
 ) -> Result<UploadRecord, CandidateError> {
     let path = candidate.source_path().to_path_buf();
     let item: Arc<dyn ItemProgress> = progress.item(&shown(&path), scan.size_estimate).into();
     let fingerprint = scan.fingerprint.to_string();
-    let resume = resumable_upload(&path, &fingerprint, archiver, ledger).await?;
+    let encoding = format.encoding();
+    let resume = resumable_upload(&path, &fingerprint, &encoding, archiver, ledger).await?;
+    // A resumed upload writes its bytes again with the seal it started with.
+    let seal = match (&resume, encoding.encrypted) {
+        (_, false) => None,
+        (Some(pending), true) => pending.seal.as_deref().and_then(Seal::from_bytes),
+        (None, true) => Some(
+            Seal::new(&format.recipients)
+                .map_err(|e| CandidateError::Source(SourceError::Encode(e.to_string())))?,
+        ),
+    };
+    let layers = Layers::of(&encoding, seal.clone());
+    // age adds 16 bytes per 64 KiB and a header: a part size chosen for the plain size must
+    // still hold the stored one.
+    let size_hint = match encoding.encrypted {
+        true => scan.size_estimate + scan.size_estimate / 4096 + 4096,
+        false => scan.size_estimate,
+    };
     let part_size = match &resume {
         Some(pending) => pending.part_size,
-        None => archiver.part_size(scan.size_estimate),
+        None => archiver.part_size(size_hint),
     };
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
     let resume = match resume {
@@ -772,15 +810,16 @@ async fn upload(
         name: candidate.archive_name(),
         kind: candidate.kind(),
         fingerprint: fingerprint.clone(),
-        size_hint: scan.size_estimate,
+        size_hint,
         started_at,
-        encoding: Default::default(),
+        encoding: encoding.clone(),
     };
     let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
     // The engine keeps its own account of what it sent, to check the backend's answer.
     let sent = Arc::new(Mutex::new(PartChecker::new("engine", false)));
     let tally = sent.clone();
-    let parts = archive_parts(candidate.clone(), part_bytes, scan.size_estimate)
+    let (parts, plain_size) = encoded_parts(candidate.clone(), part_bytes, size_hint, layers);
+    let parts = parts
         .inspect(move |part| {
             if let Ok(part) = part {
                 // The stream is built in order by construction, so this cannot fail.
@@ -806,6 +845,8 @@ async fn upload(
                         fingerprint: fingerprint.clone(),
                         started_at,
                         completing: None,
+                        encoding: encoding.clone(),
+                        seal: seal.as_ref().map(Seal::to_bytes),
                     }))?,
                     UploadEvent::Completing { size, tree_hash, recorded } => {
                         ledger.with(|l| l.record_completing(&path, size, tree_hash))?;
@@ -845,6 +886,8 @@ async fn upload(
         fingerprint: Some(meta.fingerprint),
         started_at: Some(started_at),
         uploaded_at: Some(OffsetDateTime::now_utc()),
+        plain_size: (!meta.encoding.is_plain()).then(|| plain_size.get()),
+        encoding: meta.encoding,
     })
 }
 

@@ -120,6 +120,13 @@ pub enum Command {
     },
     /// Print the manual page (roff) on stdout (e.g. `glacier-backup man | man -l -`)
     Man,
+    /// Make a new age identity for [encryption]: written to FILE (mode 0600, never replacing
+    /// a file) or to stdout; its recipient, for `recipients`, is printed
+    Keygen {
+        /// Write the identity here instead of stdout
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 /// Arguments of `restore`.
@@ -167,6 +174,10 @@ pub struct RestoreArgs {
     /// Do not ask before a costly plan (on a terminal, plans above $1 ask first)
     #[arg(long)]
     pub yes: bool,
+    /// The age identity file that opens encrypted archives (overrides [encryption]
+    /// identity_file)
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 fn parse_dollars(text: &str) -> Result<f64, String> {

@@ -197,6 +197,8 @@ pub fn rebuild(
             fingerprint: origin.fingerprint.clone(),
             started_at: origin.started_at,
             uploaded_at: archive.created_at.or(origin.started_at),
+            encoding: origin.encoding.clone(),
+            plain_size: None,
         };
         ledger.record_upload(&row)?;
         report.added.push(row);

@@ -34,6 +34,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Keygen { output }) = &cli.command {
+        // Needs no config either: a key is made before any config names it.
+        return keygen(output.as_deref(), json);
+    }
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,6 +70,58 @@ fn documentation(cli: &Cli) -> Option<Vec<u8>> {
         _ => return None,
     }
     Some(out)
+}
+
+/// `keygen`: a new identity to a file (or stdout), its recipient to stdout (or stderr).
+fn keygen(output: Option<&Path>, json: bool) -> ExitCode {
+    match glacier_backup::codec::keys::keygen(output) {
+        Ok(recipient) => {
+            let line = match (json, output) {
+                (true, _) => serde_json::json!({
+                    "recipient": recipient,
+                    "identity_file": output.map(|p| p.display().to_string()),
+                })
+                .to_string(),
+                (false, Some(_)) => recipient,
+                (false, None) => {
+                    eprintln!("Public key: {recipient}");
+                    return ExitCode::SUCCESS;
+                }
+            };
+            // The identity went to the file: stdout carries only the recipient.
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            if let (false, Some(path)) = (json, output) {
+                eprintln!(
+                    "wrote a new identity to {}: keep a copy somewhere safe, off this machine \
+                     (without it no encrypted archive can be read); put the recipient above in \
+                     [encryption] recipients",
+                    glacier_backup::shown(path)
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(
+            &anyhow::anyhow!(
+                "{} exists; keygen never replaces a file (it may be the only key to your \
+                 backups): choose another name",
+                output.map(glacier_backup::shown).unwrap_or_default()
+            ),
+            2,
+            json,
+        ),
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => 2,
+                _ => 1,
+            };
+            let target = output.map_or_else(|| "stdout".to_owned(), glacier_backup::shown);
+            fail(
+                &anyhow::anyhow!("cannot write the identity to {target}: {e}"),
+                code,
+                json,
+            )
+        }
+    }
 }
 
 /// Reports an error that ended the run; with `--json`, stdout still gets its one document.
@@ -171,6 +227,8 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
             commands::backup::backup(&cli, &config, configured_log).await
         }
         // Answered in `main` before any config is read.
-        Some(Command::Completions { .. } | Command::Man) => Ok(Outcome::Success),
+        Some(Command::Completions { .. } | Command::Man | Command::Keygen { .. }) => {
+            Ok(Outcome::Success)
+        }
     }
 }

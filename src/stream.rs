@@ -7,6 +7,7 @@
 //! and zeroed again for every part.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::candidate::SourceError;
 use crate::candidate::{ArchiveSink, Candidate};
+use crate::codec::{EncodingSink, Layers};
 
 /// Parts hashed concurrently; with the part being filled, the one queued and the one the
 /// backend holds, at most about `HASHING + 3` parts are in memory.
@@ -36,6 +38,31 @@ pub fn archive_parts(
     part_size: usize,
     size_hint: u64,
 ) -> PartStream {
+    encoded_parts(candidate, part_size, size_hint, None).0
+}
+
+/// The archive's own size, before compression and encryption: known once the part stream has
+/// ended.
+#[derive(Debug, Clone, Default)]
+pub struct PlainSize(Arc<AtomicU64>);
+
+impl PlainSize {
+    /// The bytes the archive writer wrote (0 before the stream ends).
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// [`archive_parts`] with `layers` (compression, encryption) applied between the archive
+/// writer and the parts: what the parts carry are the stored bytes.
+pub fn encoded_parts(
+    candidate: Arc<dyn Candidate>,
+    part_size: usize,
+    size_hint: u64,
+    layers: Option<Layers>,
+) -> (PartStream, PlainSize) {
+    let plain_size = PlainSize::default();
+    let plain_total = plain_size.clone();
     let (tx, rx) = mpsc::channel::<Result<Bytes, SourceError>>(1);
     let first_buffer = usize::try_from(size_hint)
         .unwrap_or(usize::MAX)
@@ -50,9 +77,11 @@ pub fn archive_parts(
             tx: &tx,
             sent_any: false,
         };
-        let result = candidate
-            .write_archive(&mut writer)
-            .and_then(|()| writer.finish());
+        let result = match layers {
+            None => candidate.write_archive(&mut writer).map(|()| writer),
+            Some(layers) => encode_into(&*candidate, &layers, writer, &plain_total),
+        }
+        .and_then(PartWriter::finish);
         if let Err(e) = result {
             // A closed channel means the consumer is gone and does not need the reason.
             let _ = tx.blocking_send(Err(e));
@@ -61,7 +90,7 @@ pub fn archive_parts(
 
     let mut offset = 0u64;
     let mut index = 0u64;
-    tokio_stream_from(rx)
+    let parts = tokio_stream_from(rx)
         .map(move |chunk| {
             let position = (index, offset);
             if let Ok(data) = &chunk {
@@ -86,7 +115,28 @@ pub fn archive_parts(
             }
         })
         .buffered(HASHING)
-        .boxed()
+        .boxed();
+    (parts, plain_size)
+}
+
+/// Writes the archive through the encoding stage into `writer`, noting its own size.
+fn encode_into<'a>(
+    candidate: &dyn Candidate,
+    layers: &Layers,
+    writer: PartWriter<'a>,
+    plain_size: &PlainSize,
+) -> Result<PartWriter<'a>, SourceError> {
+    // The stage's own failures (zstd's, age's) are a broken pipe to the parts or a resource
+    // the machine lacks: reported as the source stopping, with the cause.
+    let failed = |e: io::Error| match e.kind() {
+        io::ErrorKind::BrokenPipe => SourceError::Stopped,
+        _ => SourceError::Encode(e.to_string()),
+    };
+    let mut sink = EncodingSink::new(layers, writer).map_err(failed)?;
+    candidate.write_archive(&mut sink)?;
+    let (writer, plain) = sink.finish().map_err(failed)?;
+    plain_size.0.store(plain, Ordering::Release);
+    Ok(writer)
 }
 
 fn tokio_stream_from<T: Send + 'static>(

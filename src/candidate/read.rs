@@ -42,6 +42,9 @@ pub enum SourceError {
     /// The consumer of the archive stopped reading (upload failed or cancelled).
     #[error("archiving stopped because the upload ended")]
     Stopped,
+    /// Compressing or encrypting the archive failed (zstd or age refused, or memory ran out).
+    #[error("cannot compress or encrypt the archive: {0}")]
+    Encode(String),
 }
 
 impl SourceError {

@@ -62,6 +62,9 @@ pub enum IdentityError {
 pub struct Identities {
     file: Option<PathBuf>,
     identities: Vec<Box<dyn age::Identity + Send + Sync>>,
+    /// The recipients of the X25519 identities among them, to tell before any download
+    /// whether they open an archive.
+    recipients: Vec<String>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -81,7 +84,7 @@ impl Identities {
             path: shown(path),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read_error)?;
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
         let mode = file.metadata().map_err(read_error)?.permissions().mode();
         if mode & 0o077 != 0 {
             tracing::warn!(
@@ -92,8 +95,16 @@ impl Identities {
                 shown(path)
             );
         }
-        let parsed =
-            age::IdentityFile::from_buffer(io::BufReader::new(file)).map_err(read_error)?;
+        // age's own limit for identity files.
+        let mut text = String::new();
+        io::Read::read_to_string(&mut io::Read::take(&mut file, 16 << 20), &mut text)
+            .map_err(read_error)?;
+        let recipients = text
+            .lines()
+            .filter_map(|line| age::x25519::Identity::from_str(line.trim()).ok())
+            .map(|identity| identity.to_public().to_string())
+            .collect();
+        let parsed = age::IdentityFile::from_buffer(text.as_bytes()).map_err(read_error)?;
         let identities = parsed
             .into_identities()
             .map_err(|e| IdentityError::Unusable {
@@ -109,6 +120,7 @@ impl Identities {
         Ok(Identities {
             file: Some(path.to_path_buf()),
             identities,
+            recipients,
         })
     }
 
@@ -116,8 +128,18 @@ impl Identities {
     pub fn from_identity(identity: age::x25519::Identity) -> Self {
         Identities {
             file: None,
+            recipients: vec![identity.to_public().to_string()],
             identities: vec![Box::new(identity)],
         }
+    }
+
+    /// Whether these identities open an archive encrypted to `recipients`: `None` when that
+    /// cannot be told before trying (recipients unknown, or identities of other kinds).
+    pub fn open_any_of(&self, recipients: &[String]) -> Option<bool> {
+        if recipients.is_empty() || self.recipients.len() != self.identities.len() {
+            return None;
+        }
+        Some(recipients.iter().any(|r| self.recipients.contains(r)))
     }
 
     /// The identities, as age's decryptor takes them.

@@ -200,7 +200,11 @@ pub enum DecodeError {
         recipients: Vec<String>,
     },
     /// None of the identities opens it.
-    #[error("none of the identities in {file} opens the archive{}", needs(.recipients))]
+    #[error(
+        "the archive is encrypted{}, and no identity in {file} opens it; give the identity of \
+         one of its recipients with --identity FILE",
+        needs(.recipients)
+    )]
     WrongIdentity {
         /// The identity file.
         file: String,
@@ -221,12 +225,12 @@ fn needs(recipients: &[String]) -> String {
 }
 
 /// Reads `stored` with its layers undone: age (with `identities`), then zstd.
-pub fn decoder<'a, R: Read + 'a>(
+pub fn decoder<'a, R: Read + Send + 'a>(
     encoding: &Encoding,
     identities: Option<&Identities>,
     stored: R,
-) -> Result<Box<dyn Read + 'a>, DecodeError> {
-    let decrypted: Box<dyn Read + 'a> = if encoding.encrypted {
+) -> Result<Box<dyn Read + Send + 'a>, DecodeError> {
+    let decrypted: Box<dyn Read + Send + 'a> = if encoding.encrypted {
         let identities = identities.ok_or_else(|| DecodeError::NoIdentity {
             recipients: encoding.recipients.clone(),
         })?;

@@ -40,6 +40,7 @@ pub async fn backup(
         progress: crate::progress_view::shared(cli.progress, cli.quiet),
         parallel_uploads: config.parallel_uploads,
         stop: tokio_util::sync::CancellationToken::new(),
+        format: config.format.clone(),
     };
 
     let (mut ledger, _lock) = if cli.dryrun {

@@ -20,6 +20,19 @@ fn tier(args: &RestoreArgs) -> RestoreTier {
     }
 }
 
+/// The identities for encrypted archives: `--identity`, else `[encryption] identity_file`.
+fn identities(
+    args: &RestoreArgs,
+    config: &Config,
+) -> Result<Option<std::sync::Arc<glacier_backup::codec::Identities>>, Fatal> {
+    let Some(path) = args.identity.as_ref().or(config.identity_file.as_ref()) else {
+        return Ok(None);
+    };
+    glacier_backup::codec::Identities::load(path)
+        .map(|identities| Some(std::sync::Arc::new(identities)))
+        .map_err(|e| Fatal::Config(e.into()))
+}
+
 fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
     if args.paths.is_empty() && args.archive_ids.is_empty() {
         return Err(Fatal::Config(anyhow::anyhow!(
@@ -55,6 +68,7 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
             .then(|| std::time::Instant::now() + std::time::Duration::from_secs(args.timeout)),
         chunk_size: glacier_backup::restore::DOWNLOAD_CHUNK,
         progress: None,
+        identities: None,
     })
 }
 
@@ -229,6 +243,9 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     }
     let mut ledger = session.ledger(cli.dryrun)?;
     let rows = select(&ledger, &request)?;
+    if rows.iter().any(|row| row.encoding.encrypted) {
+        request.identities = identities(args, config)?;
+    }
     let earlier = earlier_retrievals(&ledger, &rows);
     show_plan(archiver.as_ref(), &rows, &earlier, &request);
     if let Some(estimate) = estimate(archiver.as_ref(), config, &rows, &earlier, &request) {

@@ -8,9 +8,10 @@ use glacier_backup_archiver::settings::{closest, Section, SettingsError};
 /// Backend used when `[main] backend` is not set: vaults, as the Python tool did.
 pub const DEFAULT_BACKEND: &str = "glacier";
 
-/// Section names that are not paths: `[main]`, `[prices]` and one per backend.
+/// Section names that are not paths: `[main]`, `[prices]`, `[archive]`, `[encryption]` and one
+/// per backend.
 pub fn reserved_sections() -> Vec<&'static str> {
-    ["main", "prices"]
+    ["main", "prices", "archive", "encryption"]
         .into_iter()
         .chain(crate::backends::backend_names())
         .collect()
@@ -27,6 +28,9 @@ const MAIN_SETTINGS: &[&str] = &[
 
 /// The most candidates `[main] parallel_uploads` sends at once.
 pub const MAX_PARALLEL_UPLOADS: u64 = 64;
+
+const ARCHIVE_SETTINGS: &[&str] = &["compression", "level"];
+const ENCRYPTION_SETTINGS: &[&str] = &["recipients", "recipients_file", "identity_file"];
 
 const PATH_SETTINGS: &[&str] = &[
     "upload_single_dir",
@@ -102,6 +106,10 @@ pub struct Config {
     pub paths: Vec<PathRule>,
     /// Prices for cost estimates: the built-in table, with `[prices]` on top.
     pub prices: crate::costs::Prices,
+    /// How new archives are compressed and encrypted (`[archive]`, `[encryption]`).
+    pub format: crate::codec::Format,
+    /// `[encryption] identity_file`: the key that opens encrypted archives, for restores.
+    pub identity_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -118,6 +126,8 @@ impl Config {
             backend_sections: BTreeMap::new(),
             paths: Vec::new(),
             prices: crate::costs::Prices::builtin(),
+            format: crate::codec::Format::default(),
+            identity_file: None,
         }
     }
 
@@ -133,6 +143,8 @@ impl Config {
             match section.name() {
                 "main" => config.read_main(&section)?,
                 "prices" => config.prices = crate::costs::Prices::with_overrides(Some(&section))?,
+                "archive" => config.read_archive(&section)?,
+                "encryption" => config.read_encryption(&section)?,
                 name if crate::backends::backend(name).is_some() => {
                     config.backend_sections.insert(name.to_owned(), section);
                 }
@@ -193,6 +205,117 @@ impl Config {
             self.backend = backend;
         }
         main.reject_unknown(MAIN_SETTINGS)
+    }
+}
+
+impl Config {
+    fn read_archive(&mut self, archive: &Section) -> Result<(), SettingsError> {
+        use glacier_backup_archiver::Compression;
+        let level = match archive.u64("level")? {
+            Some(level) => {
+                let level = i32::try_from(level)
+                    .ok()
+                    .filter(|l| crate::codec::LEVELS.contains(l))
+                    .ok_or_else(|| {
+                        archive.error(
+                            Some("level"),
+                            format!(
+                                "{level} is not a zstd level; use 1 (fastest) to 19 (smallest), \
+                                 3 is the default"
+                            ),
+                        )
+                    })?;
+                Some(level)
+            }
+            None => None,
+        };
+        let compression = archive
+            .string("compression")?
+            .map(|c| c.trim().to_ascii_lowercase());
+        self.format.compression = match compression.as_deref() {
+            None | Some("none") => {
+                if level.is_some() {
+                    return Err(archive.error(
+                        Some("level"),
+                        "is set but nothing is compressed; add compression = \"zstd\" or \
+                         remove level",
+                    ));
+                }
+                Compression::None
+            }
+            Some("zstd") => Compression::Zstd(Some(level.unwrap_or(crate::codec::DEFAULT_LEVEL))),
+            Some(other) => {
+                return Err(archive.error(
+                    Some("compression"),
+                    format!("unknown compression {other:?}; use \"zstd\" or \"none\""),
+                ))
+            }
+        };
+        archive.reject_unknown(ARCHIVE_SETTINGS)
+    }
+
+    fn read_encryption(&mut self, section: &Section) -> Result<(), SettingsError> {
+        let mut recipients = Vec::new();
+        for text in section.list("recipients")?.unwrap_or_default() {
+            let recipient = crate::codec::keys::parse_recipient(&text)
+                .map_err(|e| section.error(Some("recipients"), e))?;
+            recipients.push(recipient);
+        }
+        if let Some(file) = home_path(section, "recipients_file")? {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                section.error(
+                    Some("recipients_file"),
+                    format!(
+                        "cannot read {}: {e}; give a file of age1... lines",
+                        glacier_backup_archiver::shown(&file)
+                    ),
+                )
+            })?;
+            let listed = crate::codec::keys::parse_recipients_file(&text).map_err(|e| {
+                section.error(
+                    Some("recipients_file"),
+                    format!("{}: {e}", glacier_backup_archiver::shown(&file)),
+                )
+            })?;
+            if listed.is_empty() {
+                return Err(section.error(
+                    Some("recipients_file"),
+                    format!(
+                        "{} lists no recipient; add an age1... line",
+                        glacier_backup_archiver::shown(&file)
+                    ),
+                ));
+            }
+            recipients.extend(listed);
+        }
+        if section.contains("recipients") && recipients.is_empty() {
+            return Err(section.error(
+                Some("recipients"),
+                "is empty; give at least one age1... recipient, or remove the setting",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        recipients.retain(|r| seen.insert(r.to_string()));
+        self.format.recipients = recipients;
+        self.identity_file = home_path(section, "identity_file")?;
+        section.reject_unknown(ENCRYPTION_SETTINGS)
+    }
+}
+
+/// A path setting where `~/` means the home directory, as in a shell (keys live there).
+fn home_path(section: &Section, key: &str) -> Result<Option<PathBuf>, SettingsError> {
+    let Some(text) = section.string(key)? else {
+        return Ok(None);
+    };
+    match text.strip_prefix("~/") {
+        Some(rest) => match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            Some(home) => Ok(Some(PathBuf::from(home).join(rest))),
+            None => Err(section.error(
+                Some(key),
+                "starts with ~/ but HOME is not set; give an absolute path",
+            )),
+        },
+        None => section.path(key),
     }
 }
 

@@ -51,7 +51,17 @@ fn convert(value: toml::Value) -> Value {
         toml::Value::Integer(i) => Value::Integer(i),
         toml::Value::Float(f) => Value::Float(f),
         toml::Value::Datetime(_) => Value::Other("a date"),
-        toml::Value::Array(_) => Value::Other("an array"),
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .map_or(
+                Value::Other("an array of values other than text"),
+                Value::List,
+            ),
         toml::Value::Table(_) => Value::Other("a table"),
     }
 }

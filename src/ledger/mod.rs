@@ -5,7 +5,7 @@ mod sqlite;
 
 use std::path::{Path, PathBuf};
 
-use glacier_backup_archiver::{Listing, SourceKind, TreeHash};
+use glacier_backup_archiver::{Encoding, Listing, SourceKind, TreeHash};
 use time::OffsetDateTime;
 
 pub use lock::{lock_path, LedgerLock, LockError};
@@ -40,6 +40,10 @@ pub struct UploadRecord {
     pub started_at: Option<OffsetDateTime>,
     /// When the backend confirmed the archive.
     pub uploaded_at: Option<OffsetDateTime>,
+    /// Layers on the stored bytes (compression and level, encryption and its recipients).
+    pub encoding: Encoding,
+    /// The archive's own size before compression and encryption, when they were applied.
+    pub plain_size: Option<u64>,
 }
 
 impl UploadRecord {
@@ -66,6 +70,11 @@ pub struct PendingUpload {
     pub started_at: OffsetDateTime,
     /// Size and tree hash, once every part was stored and the upload was being completed.
     pub completing: Option<(u64, TreeHash)>,
+    /// Layers on the stored bytes, which a resumed upload must apply the same way.
+    pub encoding: Encoding,
+    /// What encryption needs to repeat its bytes (the age file key and header): secret, kept
+    /// only until the upload is recorded.
+    pub seal: Option<Vec<u8>>,
 }
 
 /// A retrieval asked of a cold backend and not yet known to be finished, kept so a later run

@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use glacier_backup_archiver::{ListedArchive, Listing, SourceKind};
+use glacier_backup_archiver::{Compression, Encoding, ListedArchive, Listing, SourceKind};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
@@ -46,10 +46,22 @@ const MIGRATIONS: &[&str] = &[
     // answered asks again instead of uploading a duplicate.
     "ALTER TABLE pending_uploads ADD COLUMN complete_size INTEGER;
      ALTER TABLE pending_uploads ADD COLUMN complete_tree_hash TEXT;",
+    // 5: compression and encryption: the layers of each upload (the recipients comma-separated)
+    // and its size before them; a pending upload's layers and the seal that repeats its
+    // encrypted bytes.
+    "ALTER TABLE uploads ADD COLUMN compression TEXT;
+     ALTER TABLE uploads ADD COLUMN level INTEGER;
+     ALTER TABLE uploads ADD COLUMN encryption TEXT;
+     ALTER TABLE uploads ADD COLUMN recipients TEXT;
+     ALTER TABLE uploads ADD COLUMN plain_size INTEGER;
+     ALTER TABLE pending_uploads ADD COLUMN encoding TEXT;
+     ALTER TABLE pending_uploads ADD COLUMN recipients TEXT;
+     ALTER TABLE pending_uploads ADD COLUMN seal BLOB;",
 ];
 
 const COLUMNS: &str = "path, name, archive_id, uploaded_date, backend, kind, size, tree_hash, \
-                       fingerprint, started_at, uploaded_at, description";
+                       fingerprint, started_at, uploaded_at, description, compression, level, \
+                       encryption, recipients, plain_size";
 
 /// A ledger in one SQLite file.
 #[derive(Debug)]
@@ -294,7 +306,8 @@ fn copy_into_memory(source: &Connection, path: &Path) -> Result<Connection, Ledg
 /// Adds an upload's row and forgets its pending upload, inside the caller's transaction.
 fn insert_upload(tx: &rusqlite::Transaction<'_>, upload: &UploadRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(&format!(
-        "INSERT INTO uploads ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT INTO uploads ({COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     ))?
     .execute(params![
         SqlPath(&upload.path),
@@ -309,6 +322,11 @@ fn insert_upload(tx: &rusqlite::Transaction<'_>, upload: &UploadRecord) -> rusql
         upload.started_at.map(rfc3339),
         upload.uploaded_at.map(rfc3339),
         upload.description,
+        upload.encoding.compression.as_str(),
+        upload.encoding.compression.level(),
+        upload.encoding.encrypted.then_some("age"),
+        recipients_text(&upload.encoding.recipients),
+        upload.plain_size.map(|s| s as i64),
     ])?;
     tx.prepare_cached("DELETE FROM pending_uploads WHERE path = ?1")?
         .execute(params![SqlPath(&upload.path)])?;
@@ -348,7 +366,8 @@ impl Ledger for SqliteLedger {
         self.conn
             .prepare_cached(
                 "SELECT backend, token, part_size, fingerprint, started_at, complete_size, \
-                 complete_tree_hash FROM pending_uploads WHERE path = ?1",
+                 complete_tree_hash, encoding, recipients, seal FROM pending_uploads \
+                 WHERE path = ?1",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(params![SqlPath(path)], |row| {
@@ -365,6 +384,18 @@ impl Ledger for SqliteLedger {
                             .get::<_, Option<i64>>(5)?
                             .zip(row.get::<_, Option<String>>(6)?)
                             .and_then(|(size, hash)| Some((size as u64, hash.parse().ok()?))),
+                        encoding: {
+                            let tag = row.get::<_, Option<String>>(7)?.unwrap_or_default();
+                            // A tag this build does not know: the upload cannot be repeated,
+                            // so it is given up (its fingerprint cannot match).
+                            let mut encoding = Encoding::from_tag(&tag).unwrap_or(Encoding {
+                                encrypted: true,
+                                ..Encoding::plain()
+                            });
+                            encoding.recipients = recipients_list(row.get(8)?);
+                            encoding
+                        },
+                        seal: row.get(9)?,
                     })
                 })
                 .optional()
@@ -386,8 +417,8 @@ impl Ledger for SqliteLedger {
         .and_then(|_| {
             tx.execute(
                 "INSERT OR REPLACE INTO pending_uploads \
-                 (path, backend, token, part_size, fingerprint, started_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (path, backend, token, part_size, fingerprint, started_at, encoding, \
+                 recipients, seal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     SqlPath(&pending.path),
                     pending.backend,
@@ -395,6 +426,9 @@ impl Ledger for SqliteLedger {
                     pending.part_size as i64,
                     pending.fingerprint,
                     rfc3339(pending.started_at),
+                    pending.encoding.tag(),
+                    recipients_text(&pending.encoding.recipients),
+                    pending.seal,
                 ],
             )
         })
@@ -636,6 +670,36 @@ impl Ledger for SqliteLedger {
     }
 }
 
+fn recipients_text(recipients: &[String]) -> Option<String> {
+    (!recipients.is_empty()).then(|| recipients.join(","))
+}
+
+fn recipients_list(text: Option<String>) -> Vec<String> {
+    text.unwrap_or_default()
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The layers a row records; rows from before compression existed (and the Python tool's) are
+/// plain.
+fn row_encoding(
+    compression: Option<String>,
+    level: Option<i64>,
+    encryption: Option<String>,
+    recipients: Option<String>,
+) -> Encoding {
+    let level = level.and_then(|l| i32::try_from(l).ok());
+    Encoding {
+        compression: Compression::parse(compression.as_deref().unwrap_or("none"), level)
+            // A compression this build does not know: not plain, so never read as plain.
+            .unwrap_or(Compression::Zstd(level)),
+        encrypted: encryption.is_some_and(|e| !e.is_empty()),
+        recipients: recipients_list(recipients),
+    }
+}
+
 fn parse_time(text: Option<String>) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(&text?, &Rfc3339).ok()
 }
@@ -671,6 +735,8 @@ fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
         fingerprint: text(8)?,
         started_at: parse_time(text(9)?),
         uploaded_at,
+        encoding: row_encoding(text(12)?, row.get(13)?, text(14)?, text(15)?),
+        plain_size: row.get::<_, Option<i64>>(16)?.map(|s| s as u64),
     })
 }
 
@@ -742,6 +808,12 @@ mod tests {
             fingerprint: Some("v1:x".into()),
             started_at: Some(now),
             uploaded_at: Some(now),
+            encoding: Encoding {
+                compression: Compression::Zstd(Some(7)),
+                encrypted: true,
+                recipients: vec!["age1a".into(), "age1b".into()],
+            },
+            plain_size: Some(10),
         }
     }
 
@@ -813,8 +885,15 @@ mod tests {
             fingerprint: "v1:f".into(),
             started_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
             completing: None,
+            encoding: Encoding::from_tag("zstd3+age").unwrap(),
+            seal: Some(vec![1, 2, 3]),
         };
         ledger.record_pending(&pending).unwrap();
+        assert_eq!(
+            ledger.pending_upload(Path::new("/x")).unwrap().as_ref(),
+            Some(&pending),
+            "layers and seal come back"
+        );
         let hash = glacier_backup_archiver::treehash::tree_hash(b"archive");
         ledger.record_completing(Path::new("/x"), 7, hash).unwrap();
         assert_eq!(

@@ -85,6 +85,20 @@ pub enum RestoreFailure {
         /// The OS error.
         source: io::Error,
     },
+    /// The archive is encrypted and cannot be opened with the identity given (or none was).
+    #[error("{0}")]
+    Decode(crate::codec::DecodeError),
+    /// Decryption or decompression found the stored bytes altered (age's authentication or
+    /// zstd's checksum failed); nothing was put in place.
+    #[error(
+        "{archive_id}: the archive is damaged or was tampered with ({detail}); nothing was          restored from it"
+    )]
+    Damaged {
+        /// The archive.
+        archive_id: String,
+        /// What age or zstd said.
+        detail: String,
+    },
     /// A directory archive could not be extracted.
     #[error("{}", error_chain(.0))]
     Extract(ExtractError),

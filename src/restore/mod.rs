@@ -51,6 +51,9 @@ pub struct RestoreRequest {
     pub chunk_size: u64,
     /// Where download progress goes (nowhere when `None`).
     pub progress: Option<crate::progress::SharedProgress>,
+    /// The identities that open encrypted archives (`--identity`, `[encryption]
+    /// identity_file`).
+    pub identities: Option<std::sync::Arc<crate::codec::Identities>>,
 }
 
 /// A restore that cannot go on.
@@ -83,6 +86,7 @@ pub enum Outcome {
     Failed(RestoreFailure),
 }
 
+mod decode;
 mod download;
 pub mod extract;
 mod failure;
@@ -151,7 +155,9 @@ pub async fn restore_one(
         archive,
         dir,
         target,
-    } = match Placement::of(row, &request.destination) {
+    } = match Placement::of(row, &request.destination)
+        .and_then(|placement| decode::check_identity(row, request).map(|()| placement))
+    {
         Ok(placement) => placement,
         Err(message) => return Outcome::Failed(message),
     };
@@ -217,6 +223,8 @@ pub async fn request_retrieval(
     request: &RestoreRequest,
 ) -> Result<RestoreState, RestoreFailure> {
     let placement = Placement::of(row, &request.destination)?;
+    // Nothing is retrieved (and paid for) that the identity given cannot open.
+    decode::check_identity(row, request)?;
     if !archiver.capabilities().needs_restore {
         return Ok(RestoreState::Ready);
     }
@@ -430,6 +438,7 @@ mod tests {
             deadline: None,
             chunk_size: 1 << 20,
             progress: None,
+            identities: None,
         }
     }
 
@@ -455,6 +464,8 @@ mod tests {
             fingerprint: None,
             started_at: Some(meta.started_at),
             uploaded_at: Some(meta.started_at),
+            encoding: Default::default(),
+            plain_size: None,
         }
     }
 

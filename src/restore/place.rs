@@ -28,18 +28,47 @@ pub(super) async fn place(
     request: &RestoreRequest,
 ) -> Result<Outcome, RestoreFailure> {
     if row.kind != Some(SourceKind::Directory) {
-        std::fs::rename(&downloaded, target).map_err(|source| RestoreFailure::Placing {
+        let plain = if row.encoding.is_plain() {
+            downloaded.clone()
+        } else {
+            let (row, from) = (row.clone(), downloaded.clone());
+            let identities = request.identities.clone();
+            let decoded = tokio::task::spawn_blocking(move || {
+                super::decode::decode_file(&row, &from, identities.as_deref())
+            })
+            .await
+            .map_err(|e| RestoreFailure::Io {
+                what: "decode",
+                path: downloaded.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            match decoded {
+                Ok(plain) => plain,
+                Err(e @ RestoreFailure::Damaged { .. }) => {
+                    // The stored bytes themselves are bad: another try reads the same.
+                    let _ = std::fs::remove_file(&downloaded);
+                    return Err(e);
+                }
+                // Kept for a run with the right identity, without a new download.
+                Err(e) => return Err(e),
+            }
+        };
+        std::fs::rename(&plain, target).map_err(|source| RestoreFailure::Placing {
             target: target.to_path_buf(),
-            kept: downloaded.clone(),
+            kept: plain.clone(),
             source,
         })?;
+        if plain != downloaded {
+            let _ = std::fs::remove_file(&downloaded);
+        }
         return Ok(Outcome::Restored {
             path: target.to_path_buf(),
             rejected: 0,
             kept: 0,
         });
     }
-    let file = std::fs::File::open(&downloaded).map_err(RestoreFailure::io("read", &downloaded))?;
+    let file = super::decode::plain_reader(row, &downloaded, request.identities.as_deref())?;
+    let encoded = !row.encoding.is_plain();
     let options = ExtractOptions {
         preserve_owners: is_root(),
         force: request.force,
@@ -57,7 +86,18 @@ pub(super) async fn place(
         path: dir.to_path_buf(),
         source: std::io::Error::other(e),
     })?
-    .map_err(RestoreFailure::Extract)?;
+    .map_err(|e| {
+        // age's authentication and zstd's checks fail as invalid or missing data.
+        let undecodable = matches!(
+            e.source.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        );
+        if encoded && undecodable {
+            super::decode::damaged(row, e.source)
+        } else {
+            RestoreFailure::Extract(e)
+        }
+    })?;
     let _ = std::fs::remove_file(&downloaded);
     for name in &extracted.kept {
         tracing::warn!(

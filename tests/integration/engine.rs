@@ -228,6 +228,8 @@ fn needs_upload_follows_the_python_tool() {
             fingerprint: Some(scan.fingerprint.to_string()),
             started_at: Some(now),
             uploaded_at: Some(now),
+            encoding: Default::default(),
+            plain_size: None,
         })
         .unwrap();
     assert!(matches!(

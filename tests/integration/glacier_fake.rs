@@ -549,6 +549,8 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
         fingerprint: None,
         started_at: Some(m.started_at),
         uploaded_at: Some(m.started_at),
+        encoding: Default::default(),
+        plain_size: None,
     };
     let sb = Sandbox::new();
     let request = RestoreRequest {
@@ -562,6 +564,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
         deadline: Some(Instant::now() + Duration::from_secs(30)),
         chunk_size: 1 << 20,
         progress: None,
+        identities: None,
     };
     let mut ledger = SqliteLedger::in_memory().unwrap();
     fake.set(|b| b.drop_output_at = Some(2 << 20));

@@ -18,6 +18,8 @@ pub enum Value {
     Integer(i64),
     /// A TOML float.
     Float(f64),
+    /// A TOML array of strings.
+    List(Vec<String>),
     /// Any other TOML type, by its name (`float`, `array`, `table`, `datetime`).
     Other(&'static str),
 }
@@ -190,6 +192,36 @@ impl Section {
         }
     }
 
+    /// A list of words: a TOML array of strings, or text with the items separated by commas or
+    /// spaces (INI). Empty items are dropped.
+    pub fn list(&self, key: &str) -> Result<Option<Vec<String>>, SettingsError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(Value::List(items)) => Ok(Some(
+                items
+                    .iter()
+                    .map(|item| item.trim().to_owned())
+                    .filter(|item| !item.is_empty())
+                    .collect(),
+            )),
+            Some(Value::String(_)) => Ok(Some(
+                self.string(key)?
+                    .unwrap_or_default()
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )),
+            Some(other) => Err(self.error(
+                Some(key),
+                format!(
+                    "expected a list of text, found {}; write [\"a\", \"b\"] (or a, b in INI)",
+                    type_name(other)
+                ),
+            )),
+        }
+    }
+
     /// A number of 0 or more, whole or decimal: a TOML number or a string of one.
     pub fn non_negative(&self, key: &str) -> Result<Option<f64>, SettingsError> {
         let value = match self.raw(key) {
@@ -249,6 +281,7 @@ fn type_name(v: &Value) -> &'static str {
         Value::Bool(_) => "a boolean",
         Value::Integer(_) => "a number",
         Value::Float(_) => "a decimal number",
+        Value::List(_) => "a list",
         Value::Other(name) => name,
     }
 }
@@ -260,6 +293,7 @@ impl fmt::Display for Value {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Integer(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{x}"),
+            Value::List(items) => write!(f, "{items:?}"),
             Value::Other(name) => f.write_str(name),
         }
     }

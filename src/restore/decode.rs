@@ -1,0 +1,77 @@
+//! Undoing an archive's layers (age, then zstd) between the checked download and the file or
+//! the extraction.
+
+use std::io::Read;
+
+use super::*;
+use crate::codec::{decoder, DecodeError};
+
+/// Fails an encrypted upload before anything is retrieved when no identity was given, or when
+/// the identity's recipients are known and the archive's are not among them.
+pub(super) fn check_identity(
+    row: &UploadRecord,
+    request: &RestoreRequest,
+) -> Result<(), RestoreFailure> {
+    if !row.encoding.encrypted {
+        return Ok(());
+    }
+    let recipients = row.encoding.recipients.clone();
+    match &request.identities {
+        None => Err(RestoreFailure::Decode(DecodeError::NoIdentity {
+            recipients,
+        })),
+        Some(identities) if identities.open_any_of(&recipients) == Some(false) => {
+            Err(RestoreFailure::Decode(DecodeError::WrongIdentity {
+                file: identities.file(),
+                recipients,
+            }))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The archive's own bytes, read from its checked download.
+pub(super) fn plain_reader(
+    row: &UploadRecord,
+    downloaded: &Path,
+    identities: Option<&crate::codec::Identities>,
+) -> Result<Box<dyn Read + Send>, RestoreFailure> {
+    let file = std::fs::File::open(downloaded).map_err(RestoreFailure::io("read", downloaded))?;
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    decoder(&row.encoding, identities, reader).map_err(RestoreFailure::Decode)
+}
+
+/// Writes the plain bytes of an encoded file archive next to its download, synced: the file
+/// that is then renamed into place. A failure leaves nothing behind but the download.
+pub(super) fn decode_file(
+    row: &UploadRecord,
+    downloaded: &Path,
+    identities: Option<&crate::codec::Identities>,
+) -> Result<PathBuf, RestoreFailure> {
+    let mut plain = plain_reader(row, downloaded, identities)?;
+    let mut name = downloaded.as_os_str().to_owned();
+    name.push(".plain");
+    let decoded = PathBuf::from(name);
+    let result = (|| {
+        let mut out =
+            std::fs::File::create(&decoded).map_err(RestoreFailure::io("create", &decoded))?;
+        std::io::copy(&mut plain, &mut out).map_err(|e| damaged(row, e))?;
+        out.sync_all().map_err(RestoreFailure::io("sync", &decoded))
+    })();
+    match result {
+        Ok(()) => Ok(decoded),
+        Err(e) => {
+            let _ = std::fs::remove_file(&decoded);
+            Err(e)
+        }
+    }
+}
+
+/// A read error while undoing the layers: age's authentication or zstd's checks failed, so the
+/// stored bytes are not what was uploaded.
+pub(super) fn damaged(row: &UploadRecord, error: std::io::Error) -> RestoreFailure {
+    RestoreFailure::Damaged {
+        archive_id: row.archive_id.clone(),
+        detail: error.to_string(),
+    }
+}
