@@ -312,7 +312,7 @@ pub async fn run_backup(
                 run.report.up_to_date.push((path, decision));
                 continue;
             }
-            let unstorable = may_be_unstorable(candidate.as_ref(), archiver);
+            let unstorable = may_be_unstorable(candidate.as_ref(), archiver, &options.format);
             // A dry run scans (reads no contents) only for what it reports: a change, the
             // size where storage is priced, an empty file the backend cannot store.
             let needs_scan = !options.dry_run
@@ -691,9 +691,15 @@ impl Drop for ItemDone {
 }
 
 /// Whether `candidate`, when empty, is an archive `archiver` cannot store (a file to a Glacier
-/// vault; a directory's tar is never empty). One rule for the run and its dry run.
-fn may_be_unstorable(candidate: &dyn Candidate, archiver: &dyn Archiver) -> bool {
-    candidate.kind() == glacier_backup_archiver::SourceKind::File
+/// vault; a directory's tar is never empty, nor is a compressed or encrypted archive: a zstd
+/// frame, an age header). One rule for the run and its dry run.
+fn may_be_unstorable(
+    candidate: &dyn Candidate,
+    archiver: &dyn Archiver,
+    format: &crate::codec::Format,
+) -> bool {
+    format.is_plain()
+        && candidate.kind() == glacier_backup_archiver::SourceKind::File
         && !archiver.capabilities().stores_empty_archives
 }
 

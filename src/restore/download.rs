@@ -75,10 +75,18 @@ pub(super) async fn download(
     } else {
         vec![None]
     };
-    let stopped = |source, have| RestoreFailure::Interrupted {
-        have,
-        size: archive.size,
-        source,
+    let stopped = |source: glacier_backup_archiver::Error, have| match source {
+        // The destination refused for good (a range past the end of an archive shorter than
+        // recorded, an archive gone): running again would not continue anything.
+        glacier_backup_archiver::Error::Remote {
+            temporary: false, ..
+        }
+        | glacier_backup_archiver::Error::NotFound { .. } => RestoreFailure::Archiver(source),
+        source => RestoreFailure::Interrupted {
+            have,
+            size: archive.size,
+            source,
+        },
     };
     for range in ranges {
         let mut stream = archiver

@@ -8,6 +8,8 @@ mod cli;
 mod engine;
 #[cfg(feature = "glacier")]
 mod glacier_fake;
+#[cfg(all(feature = "s3", feature = "glacier", feature = "local"))]
+mod layers;
 #[cfg(feature = "glacier")]
 mod moto_glacier;
 #[cfg(all(feature = "s3", feature = "glacier", feature = "local"))]

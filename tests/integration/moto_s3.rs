@@ -14,23 +14,10 @@ use glacier_backup::archiver::{
     Archiver, Error, OnFailure, PutOptions, RestoreState, Resume, UploadEvent,
 };
 use glacier_backup_s3::{S3Archiver, S3Settings};
-use support::moto::{sdk_config, test_credentials, Moto};
+use support::moto::{s3_client, sdk_config, test_credentials, Moto};
 use support::sandbox::{output_text as shown, Sandbox};
 
 const MIB: usize = 1 << 20;
-
-async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let shared = sdk_config(endpoint).await;
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(true)
-            // moto's response checksums do not match multipart objects; bytes are compared.
-            .response_checksum_validation(
-                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
-            )
-            .build(),
-    )
-}
 
 async fn bucket(endpoint: &str, name: &str) -> aws_sdk_s3::Client {
     let client = s3_client(endpoint).await;

@@ -131,3 +131,18 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// An S3 client for moto at `endpoint` (path-style, as moto serves buckets).
+#[cfg(feature = "s3")]
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let shared = sdk_config(endpoint).await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            // moto's response checksums do not match multipart objects; bytes are compared.
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .build(),
+    )
+}

@@ -1,0 +1,875 @@
+//! Compression (zstd) and encryption (age) through the binary on every backend: round trips
+//! of each combination, stock `age` and `zstd` reading what we stored, resumed encrypted
+//! uploads, wrong and missing identities, tampered and truncated archives, keygen, and the
+//! configuration's errors.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use fake_glacier::FakeGlacier;
+use rusqlite::Connection;
+
+use crate::support::moto::{s3_client, Moto};
+use crate::support::sandbox::{assert_exit, assert_never_says, assert_says, text, Sandbox};
+use crate::support::trees::{assert_same_tree, awkward_tree};
+
+const MIB: usize = 1 << 20;
+
+/// One combination of layers: its `[archive]`/`[encryption]` sections (`RECIPIENT`,
+/// `RECIPIENTS` and `IDENTITY` stand for the sandbox's key), what the ledger records of it
+/// (compression, level, encryption) and the suffix of stored names.
+struct Layer {
+    name: &'static str,
+    sections: &'static str,
+    compression: &'static str,
+    level: Option<i64>,
+    encryption: Option<&'static str>,
+    suffix: &'static str,
+}
+
+const LAYERS: [Layer; 4] = [
+    Layer {
+        name: "neither",
+        sections: "",
+        compression: "none",
+        level: None,
+        encryption: None,
+        suffix: "",
+    },
+    Layer {
+        name: "zstd",
+        sections: "[archive]\ncompression = \"zstd\"\nlevel = 5\n",
+        compression: "zstd",
+        level: Some(5),
+        encryption: None,
+        suffix: ".zst",
+    },
+    Layer {
+        name: "age",
+        sections: "[encryption]\nrecipients = [\"RECIPIENT\"]\nidentity_file = \"IDENTITY\"\n",
+        compression: "none",
+        level: None,
+        encryption: Some("age"),
+        suffix: ".age",
+    },
+    Layer {
+        name: "both",
+        sections:
+            "[archive]\ncompression = \"zstd\"\n\n[encryption]\nrecipients_file = \"RECIPIENTS\"\n\
+                   identity_file = \"IDENTITY\"\n",
+        compression: "zstd",
+        level: Some(3),
+        encryption: Some("age"),
+        suffix: ".zst.age",
+    },
+];
+
+fn layer(name: &str) -> &'static Layer {
+    LAYERS.iter().find(|l| l.name == name).unwrap()
+}
+
+/// Incompressible bytes, the same for the same seed.
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A new identity made by `keygen -o`, and its recipient as printed.
+fn keygen(sb: &Sandbox, name: &str) -> (PathBuf, String) {
+    let key = sb.path(name);
+    let out = sb.command(&["keygen", "-o"]).arg(&key).output().unwrap();
+    assert_exit(&out, 0);
+    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (key, recipient)
+}
+
+/// The layer sections with the sandbox's key filled in.
+fn layer_sections(sb: &Sandbox, sections: &str, identity: &Path, recipient: &str) -> String {
+    let recipients_file = sb.path("recipients.txt");
+    fs::write(&recipients_file, format!("# the backup key\n{recipient}\n")).unwrap();
+    sections
+        .replace("RECIPIENTS", &recipients_file.display().to_string())
+        .replace("RECIPIENT", recipient)
+        .replace("IDENTITY", &identity.display().to_string())
+}
+
+/// Bytes of the random file: more than S3's smallest part size (8 MiB), so it goes up in
+/// several parts on every backend.
+const VIDEO: usize = 9 * MIB + 3;
+
+/// What is backed up: the awkward tree (a directory, a 0-byte file, a file with a trailing
+/// space) and a random file, which goes up in several parts on every backend.
+fn source_tree(sb: &Sandbox) -> PathBuf {
+    let data = sb.path("data");
+    awkward_tree(&data);
+    fs::write(data.join("video.bin"), random_bytes(VIDEO, 7)).unwrap();
+    data
+}
+
+/// One upload's layers as its ledger row records them.
+#[derive(Debug, PartialEq)]
+struct Row {
+    path: String,
+    archive_id: String,
+    size: i64,
+    compression: Option<String>,
+    level: Option<i64>,
+    encryption: Option<String>,
+    recipients: Option<String>,
+    plain_size: Option<i64>,
+}
+
+fn rows(ledger: &Path) -> Vec<Row> {
+    let conn = Connection::open(ledger).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT path, archive_id, size, compression, level, encryption, recipients, \
+             plain_size FROM uploads ORDER BY rowid",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok(Row {
+            path: r.get(0)?,
+            archive_id: r.get(1)?,
+            size: r.get(2)?,
+            compression: r.get(3)?,
+            level: r.get(4)?,
+            encryption: r.get(5)?,
+            recipients: r.get(6)?,
+            plain_size: r.get(7)?,
+        })
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Backs `data` up with each layer combination through `config_for(sandbox, layers)`, checks
+/// the ledger's record of the layers, hands each stored archive id to `check_stored`, restores
+/// everything and compares it with the source, and runs again to find nothing to upload.
+fn round_trip_each_layer(
+    backend: &str,
+    config_for: impl Fn(&Sandbox, &str) -> PathBuf,
+    check_stored: impl Fn(&str, &str, &Row),
+) {
+    for Layer {
+        name,
+        sections,
+        compression,
+        level,
+        encryption,
+        ..
+    } in &LAYERS
+    {
+        let (name, compression, level, encryption) = (*name, *compression, *level, *encryption);
+        let sb = Sandbox::new();
+        let data = source_tree(&sb);
+        if backend == "glacier" && name == "neither" {
+            // A vault refuses an empty archive, and a plain empty file is one.
+            fs::remove_file(data.join("zero.bin")).unwrap();
+        }
+        let (identity, recipient) = keygen(&sb, "key.txt");
+        let layers = layer_sections(&sb, sections, &identity, &recipient);
+        let config = config_for(
+            &sb,
+            &format!(
+                "{layers}\n[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
+                data.display()
+            ),
+        );
+        let out = sb.with_config(&config, &[]).output().unwrap();
+        assert_exit(&out, 0);
+        assert_says(&out, "failed 0");
+
+        let rows = rows(&sb.ledger());
+        assert_eq!(
+            rows.len(),
+            fs::read_dir(&data).unwrap().count(),
+            "{backend} {name}"
+        );
+        for row in &rows {
+            let context = format!("{backend} {name} {}", row.path);
+            assert_eq!(row.compression.as_deref(), Some(compression), "{context}");
+            assert_eq!(row.level, level, "{context}");
+            assert_eq!(row.encryption.as_deref(), encryption, "{context}");
+            let expected_recipients = encryption.map(|_| recipient.clone());
+            assert_eq!(row.recipients, expected_recipients, "{context}");
+            if name == "neither" {
+                assert_eq!(row.plain_size, None, "{context}");
+            }
+            if row.path.ends_with("video.bin") {
+                let plain = VIDEO as i64;
+                assert_eq!(row.plain_size.unwrap_or(row.size), plain, "{context}");
+                if encryption.is_some() {
+                    assert!(row.size > plain, "an age file is longer: {context}");
+                }
+            }
+            if row.path.ends_with("Фото 2026 (copy)") && compression == "zstd" {
+                assert!(
+                    row.size < row.plain_size.unwrap() / 2,
+                    "the tree's text and 3 MB repeating file compress: {context}"
+                );
+            }
+            check_stored(name, &row.archive_id, row);
+        }
+
+        let restored = sb.path("restored");
+        let out = sb
+            .with_config(&config, &["restore", "--wait", "--timeout", "120", "--to"])
+            .arg(&restored)
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        assert_same_tree(&data, &restored);
+
+        let again = sb.with_config(&config, &[]).output().unwrap();
+        assert_exit(&again, 0);
+        assert_says(&again, "uploaded 0,");
+    }
+}
+
+fn local_config(sb: &Sandbox, rest: &str) -> PathBuf {
+    let config = sb.path("config/backup.toml");
+    fs::create_dir_all(config.parent().unwrap()).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[main]\nbackend = \"local\"\nlogfile = \"\"\n\n[local]\ndirectory = \"{}\"\n\
+             create_directory = true\n\n{rest}",
+            sb.path("archives").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn every_layer_combination_round_trips_on_a_local_directory() {
+    round_trip_each_layer("local", local_config, |name, archive_id, _| {
+        let suffix = layer(name).suffix;
+        let stem = archive_id.trim_end_matches(suffix);
+        assert!(
+            archive_id.ends_with(suffix) && !stem.ends_with(".zst") && !stem.ends_with(".age"),
+            "{name}: {archive_id}"
+        );
+    });
+}
+
+fn glacier_config(fake: &FakeGlacier) -> impl Fn(&Sandbox, &str) -> PathBuf + '_ {
+    move |sb, rest| {
+        let config = sb.path("config/backup.toml");
+        fs::create_dir_all(config.parent().unwrap()).unwrap();
+        fs::write(
+            &config,
+            format!(
+                "[main]\nvault_name = \"photos\"\nlogfile = \"\"\n\n[glacier]\nregion = \
+                 \"us-east-1\"\nendpoint_url = \"{}\"\npart_size = 1\nconcurrency = 2\n\n{rest}",
+                fake.endpoint
+            ),
+        )
+        .unwrap();
+        config
+    }
+}
+
+#[test]
+fn every_layer_combination_round_trips_through_a_glacier_vault_in_parts() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("photos");
+    round_trip_each_layer("glacier", glacier_config(&fake), |name, archive_id, row| {
+        let (_, archive) = fake
+            .archives("photos")
+            .into_iter()
+            .find(|(id, _)| id == archive_id)
+            .unwrap();
+        let tag = match name {
+            "neither" => "",
+            "zstd" => "+zstd5",
+            "age" => "+age",
+            _ => "+zstd3+age",
+        };
+        let kind = if row.path.ends_with(")") { 'd' } else { 'f' };
+        assert!(
+            archive.description.contains(&format!(" gb1:{kind}{tag}:")),
+            "{name}: {}",
+            archive.description
+        );
+        if let Some(recipients) = &row.recipients {
+            assert!(archive.description.ends_with(&format!(":{recipients}")));
+        }
+        assert_eq!(archive.size as i64, row.size);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_layer_combination_round_trips_through_s3_in_parts_and_a_rebuilt_ledger_knows_them() {
+    let moto = Moto::start();
+    let client = s3_client(&moto.endpoint).await;
+    client
+        .create_bucket()
+        .bucket("layers")
+        .send()
+        .await
+        .unwrap();
+    let endpoint = moto.endpoint.clone();
+    let config_for = move |sb: &Sandbox, rest: &str| {
+        let config = sb.path("config/backup.toml");
+        fs::create_dir_all(config.parent().unwrap()).unwrap();
+        // Each sandbox its own prefix: the bucket is shared.
+        let prefix = sb
+            .dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        fs::write(
+            &config,
+            format!(
+                "[main]\nbackend = \"s3\"\nlogfile = \"\"\n\n[s3]\nbucket = \"layers\"\n\
+                 prefix = \"{prefix}/\"\nstorage_class = \"GLACIER_IR\"\nendpoint_url = \"{endpoint}\"\n\
+                 region = \"us-east-1\"\nforce_path_style = true\npart_size = 8\n\n{rest}"
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let checked = std::sync::Mutex::new(Vec::new());
+    tokio::task::block_in_place(|| {
+        round_trip_each_layer("s3", &config_for, |name, key, row| {
+            checked
+                .lock()
+                .unwrap()
+                .push((name.to_owned(), key.to_owned(), row.recipients.clone()));
+        })
+    });
+    for (name, key, recipients) in checked.into_inner().unwrap() {
+        let suffix = layer(&name).suffix;
+        assert!(key.ends_with(suffix), "{name}: {key}");
+        let head = client
+            .head_object()
+            .bucket("layers")
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let metadata = head.metadata().unwrap();
+        let tag = match name.as_str() {
+            "neither" => None,
+            "zstd" => Some("zstd5"),
+            "age" => Some("age"),
+            _ => Some("zstd3+age"),
+        };
+        assert_eq!(
+            metadata.get("gb-encoding").map(String::as_str),
+            tag,
+            "{key}"
+        );
+        assert_eq!(metadata.get("gb-recipients"), recipients.as_ref(), "{key}");
+    }
+
+    // A lost ledger rebuilt from the bucket knows the layers, and restores through them.
+    let sb = Sandbox::new();
+    let data = source_tree(&sb);
+    let (identity, recipient) = keygen(&sb, "key.txt");
+    let layers = layer_sections(&sb, LAYERS[3].sections, &identity, &recipient);
+    let config = config_for(
+        &sb,
+        &format!(
+            "{layers}\n[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
+            data.display()
+        ),
+    );
+    assert_exit(&sb.with_config(&config, &[]).output().unwrap(), 0);
+    let ledger = sb.ledger();
+    let before = rows(&ledger);
+    fs::remove_file(&ledger).unwrap();
+    let rebuilt = sb
+        .with_config(&config, &["inventory", "--rebuild-ledger"])
+        .output()
+        .unwrap();
+    assert_exit(&rebuilt, 0);
+    let after = rows(&ledger);
+    assert_eq!(after.len(), before.len());
+    for row in &after {
+        let original = before
+            .iter()
+            .find(|b| b.archive_id == row.archive_id)
+            .unwrap();
+        assert_eq!(
+            (
+                &row.compression,
+                row.level,
+                &row.encryption,
+                &row.recipients
+            ),
+            (
+                &original.compression,
+                original.level,
+                &original.encryption,
+                &original.recipients
+            ),
+            "{}",
+            row.path
+        );
+    }
+    let restored = sb.path("restored");
+    let out = sb
+        .with_config(&config, &["restore", "--to"])
+        .arg(&restored)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_same_tree(&data, &restored);
+}
+
+/// A local sandbox backing up one directory and one file with `sections`; returns the config,
+/// the identity and the source.
+fn local_setup(sb: &Sandbox, sections: &str) -> (PathBuf, PathBuf, String, PathBuf) {
+    let data = sb.path("data");
+    fs::create_dir_all(data.join("album/sub")).unwrap();
+    fs::write(
+        data.join("album/sub/random.bin"),
+        random_bytes(2 * MIB + 5, 1),
+    )
+    .unwrap();
+    fs::write(
+        data.join("album/notes.txt"),
+        "words words words\n".repeat(50_000),
+    )
+    .unwrap();
+    fs::write(data.join("report.txt"), "a report\n".repeat(10_000)).unwrap();
+    let (identity, recipient) = keygen(sb, "key.txt");
+    let layers = layer_sections(sb, sections, &identity, &recipient);
+    let config = local_config(
+        sb,
+        &format!(
+            "{layers}\n[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
+            data.display()
+        ),
+    );
+    let out = sb.with_config(&config, &[]).output().unwrap();
+    assert_exit(&out, 0);
+    (config, identity, recipient, data)
+}
+
+/// The stored file of the archive of `path` in the local destination.
+fn stored_file(sb: &Sandbox, source: &Path) -> PathBuf {
+    let dir = sb.path("archives").join(source.strip_prefix("/").unwrap());
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.pop().unwrap()
+}
+
+fn stock(tool: &str) -> Command {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "the stock `{tool}` tool is needed (scripts/test installs it: apt-get install {tool})"
+    );
+    Command::new(tool)
+}
+
+fn run_pipeline(script: &str) -> Output {
+    let out = Command::new("bash")
+        .args(["-o", "pipefail", "-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {}", text(&out));
+    out
+}
+
+/// The README's recovery command works: stock `age` and `zstd` open what each combination
+/// stored, without glacier-backup.
+#[test]
+fn stock_age_and_zstd_recover_what_was_stored() {
+    stock("age");
+    stock("zstd");
+    for Layer { name, sections, .. } in &LAYERS[1..] {
+        let sb = Sandbox::new();
+        let (_, identity, _, data) = local_setup(&sb, sections);
+        let album = stored_file(&sb, &data.join("album"));
+        let report = stored_file(&sb, &data.join("report.txt"));
+        let undo = match *name {
+            "zstd" => "zstd -dc".to_owned(),
+            "age" => format!("age -d -i '{}'", identity.display()),
+            _ => format!("age -d -i '{}' | zstd -d", identity.display()),
+        };
+        let out = sb.path("stock");
+        fs::create_dir_all(&out).unwrap();
+        run_pipeline(&format!(
+            "< '{}' {undo} | tar xf - -C '{}'",
+            album.display(),
+            out.display()
+        ));
+        assert_same_tree(&data.join("album"), &out.join("album"));
+        let plain = run_pipeline(&format!("< '{}' {undo}", report.display()));
+        assert_eq!(
+            plain.stdout,
+            fs::read(data.join("report.txt")).unwrap(),
+            "{name}"
+        );
+    }
+}
+
+/// What the local destination and the restore directory hold after a restore that must have
+/// placed nothing: no file but hidden partial downloads.
+fn placed(dir: &Path) -> Vec<String> {
+    match fs::read_dir(dir) {
+        Err(_) => Vec::new(),
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".glacier-backup-restore-"))
+            .collect(),
+    }
+}
+
+#[test]
+fn a_wrong_or_missing_identity_is_named_and_nothing_is_placed() {
+    let sb = Sandbox::new();
+    let (config, _, recipient, data) = local_setup(&sb, LAYERS[3].sections);
+    let (other, _) = keygen(&sb, "other.txt");
+    let out_dir = sb.path("out");
+    let wrong = sb
+        .with_config(&config, &["restore", "--identity"])
+        .arg(&other)
+        .arg("--to")
+        .arg(&out_dir)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_exit(&wrong, 1);
+    assert_says(&wrong, format!("encrypted to {recipient}"));
+    assert_says(&wrong, "no identity in");
+    assert_says(&wrong, "failed 2");
+    assert_eq!(placed(&out_dir), Vec::<String>::new());
+
+    // The config's identity_file gone: restore says what to give.
+    let text_config = fs::read_to_string(&config).unwrap();
+    let without: String = text_config
+        .lines()
+        .filter(|l| !l.starts_with("identity_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&config, without).unwrap();
+    let missing = sb
+        .with_config(&config, &["restore", "--to"])
+        .arg(&out_dir)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_exit(&missing, 1);
+    assert_says(&missing, "give the identity file with --identity FILE");
+    assert_eq!(placed(&out_dir), Vec::<String>::new());
+
+    // verify --remote checks stored bytes: no identity needed.
+    let verify = sb
+        .with_config(&config, &["verify", "--remote"])
+        .output()
+        .unwrap();
+    assert_exit(&verify, 0);
+}
+
+#[test]
+fn a_wrong_identity_asks_no_retrieval_of_a_vault() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("photos");
+    let sb = Sandbox::new();
+    let file = sb.path("data/secret.txt");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, "secret").unwrap();
+    let (identity, recipient) = keygen(&sb, "key.txt");
+    let layers = layer_sections(&sb, LAYERS[2].sections, &identity, &recipient);
+    let config = glacier_config(&fake)(&sb, &format!("{layers}\n[\"{}\"]\n", file.display()));
+    assert_exit(&sb.with_config(&config, &[]).output().unwrap(), 0);
+    let (other, _) = keygen(&sb, "other.txt");
+    let requests = fake.stats().requests;
+    let out = sb
+        .with_config(&config, &["restore", "--identity"])
+        .arg(&other)
+        .arg("--to")
+        .arg(sb.path("out"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    assert_says(&out, format!("encrypted to {recipient}"));
+    assert_never_says(&out, "retrieval requested");
+    assert_eq!(
+        fake.stats().requests,
+        requests,
+        "the vault was not asked anything"
+    );
+}
+
+#[test]
+fn a_flipped_or_cut_archive_is_refused_and_nothing_is_placed() {
+    for damage in ["flip", "cut"] {
+        let sb = Sandbox::new();
+        let (config, _, _, data) = local_setup(&sb, LAYERS[3].sections);
+        let album = stored_file(&sb, &data.join("album"));
+        let mut bytes = fs::read(&album).unwrap();
+        if damage == "flip" {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x01;
+        } else {
+            bytes.truncate(bytes.len() - 100);
+        }
+        fs::write(&album, &bytes).unwrap();
+        let out_dir = sb.path("out");
+        let out = sb
+            .with_config(&config, &["restore", "--to"])
+            .arg(&out_dir)
+            .arg(data.join("album"))
+            .output()
+            .unwrap();
+        assert_exit(&out, 1);
+        match damage {
+            "flip" => assert_says(&out, "does not match the ledger"),
+            _ => {
+                assert_says(&out, "is outside archive");
+                assert_never_says(&out, "run again to continue");
+            }
+        }
+        assert_eq!(placed(&out_dir), Vec::<String>::new(), "{damage}");
+
+        // With the ledger rebuilt from the tampered destination, the recorded hash is the
+        // tampered bytes' own: age's authentication still refuses them.
+        fs::remove_file(sb.ledger()).unwrap();
+        let rebuilt = sb
+            .with_config(&config, &["inventory", "--rebuild-ledger"])
+            .output()
+            .unwrap();
+        assert_exit(&rebuilt, 0);
+        let out = sb
+            .with_config(&config, &["restore", "--to"])
+            .arg(&out_dir)
+            .arg(data.join("album"))
+            .output()
+            .unwrap();
+        assert_exit(&out, 1);
+        assert_says(&out, "damaged or was tampered with");
+    }
+}
+
+/// A run killed with three parts of an encrypted, compressed directory in the vault: the next
+/// run writes the same bytes again from the kept seal, sends only the missing parts, and the
+/// archive decrypts.
+#[test]
+fn a_killed_encrypted_upload_resumes_with_the_same_bytes_and_decrypts() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("photos");
+    let sb = Sandbox::new();
+    let album = sb.path("data/album");
+    fs::create_dir_all(&album).unwrap();
+    fs::write(album.join("a.bin"), random_bytes(5 * MIB, 3)).unwrap();
+    fs::write(album.join("b.bin"), random_bytes(3 * MIB + 11, 4)).unwrap();
+    let (identity, recipient) = keygen(&sb, "key.txt");
+    let layers = layer_sections(&sb, LAYERS[3].sections, &identity, &recipient);
+    let config = glacier_config(&fake)(
+        &sb,
+        &format!(
+            "{layers}\n[\"{}\"]\nupload_single_dir = true\n",
+            album.display()
+        ),
+    );
+    fake.set(|b| b.hold_parts_from = Some(3));
+    let mut child = sb
+        .with_config(&config, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while fake.stats().parts_stored.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before: Vec<u64> = fake.stats().parts_stored.iter().map(|p| p.1).collect();
+    assert_eq!(before.len(), 3);
+    let seal: Vec<u8> = Connection::open(sb.ledger())
+        .unwrap()
+        .query_row("SELECT seal FROM pending_uploads", [], |r| r.get(0))
+        .expect("the pending upload keeps its seal");
+    assert!(!seal.is_empty());
+
+    fake.set(|b| b.hold_parts_from = None);
+    let out = sb.with_config(&config, &[]).output().unwrap();
+    assert_exit(&out, 0);
+    assert_says(&out, "resuming upload");
+    let stats = fake.stats();
+    assert_eq!(stats.uploads_started, 1, "the same upload was continued");
+    for offset in &before {
+        assert_eq!(
+            stats.parts_stored.iter().filter(|p| p.1 == *offset).count(),
+            1,
+            "part at {offset} sent again"
+        );
+    }
+    let left: i64 = Connection::open(sb.ledger())
+        .unwrap()
+        .query_row("SELECT count(*) FROM pending_uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "the seal is gone with the pending upload");
+
+    let archives = fake.archives("photos");
+    assert_eq!(archives.len(), 1);
+    let stored = sb.path("stored.tar.zst.age");
+    fs::write(&stored, archives[0].1.data.as_deref().unwrap()).unwrap();
+    let out_dir = sb.path("stock");
+    fs::create_dir_all(&out_dir).unwrap();
+    stock("age");
+    stock("zstd");
+    run_pipeline(&format!(
+        "age -d -i '{}' '{}' | zstd -d | tar xf - -C '{}'",
+        identity.display(),
+        stored.display(),
+        out_dir.display()
+    ));
+    assert_same_tree(&album, &out_dir.join("album"));
+}
+
+#[test]
+fn keygen_writes_a_private_key_once_and_prints_its_recipient() {
+    let sb = Sandbox::new();
+    let (key, recipient) = keygen(&sb, "key.txt");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let content = fs::read_to_string(&key).unwrap();
+    assert!(content.contains(&format!("# public key: {recipient}")));
+    assert!(content.contains("AGE-SECRET-KEY-1"));
+    let again = sb.command(&["keygen", "-o"]).arg(&key).output().unwrap();
+    assert_exit(&again, 2);
+    assert_says(&again, "never replaces");
+    assert_eq!(fs::read_to_string(&key).unwrap(), content, "untouched");
+    // To stdout: the identity, and the recipient on stderr.
+    let out = sb.command(&["keygen"]).output().unwrap();
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("AGE-SECRET-KEY-1"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Public key: age1"));
+
+    // A key others can read is used, with a warning.
+    let sb = Sandbox::new();
+    let (config, identity, _, data) = local_setup(&sb, LAYERS[2].sections);
+    fs::set_permissions(&identity, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = sb
+        .with_config(&config, &["restore", "--to"])
+        .arg(sb.path("out"))
+        .arg(data.join("report.txt"))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_says(&out, "can be read by other users");
+}
+
+#[test]
+fn changing_layers_applies_to_new_uploads_without_marking_everything_changed() {
+    let sb = Sandbox::new();
+    let (config, identity, recipient, data) = local_setup(&sb, LAYERS[1].sections);
+    // Encryption added, and changed files uploaded again.
+    let sections = layer_sections(&sb, LAYERS[3].sections, &identity, &recipient);
+    let paths = format!(
+        "[\"{}\"]\nupload_dirs = true\nupload_files = true\nupload_if_changed = true\n",
+        data.display()
+    );
+    assert_eq!(local_config(&sb, &format!("{sections}\n{paths}")), config);
+    let out = sb.with_config(&config, &[]).output().unwrap();
+    assert_exit(&out, 0);
+    assert_says(&out, "uploaded 0, up to date 2");
+    // A changed file goes up with the new layers.
+    fs::write(data.join("report.txt"), "changed").unwrap();
+    let out = sb.with_config(&config, &[]).output().unwrap();
+    assert_exit(&out, 0);
+    assert_says(&out, "uploaded 1,");
+    let last = rows(&sb.ledger()).pop().unwrap();
+    assert_eq!(last.encryption.as_deref(), Some("age"));
+    assert!(last.archive_id.ends_with(".zst.age"), "{}", last.archive_id);
+}
+
+#[test]
+fn layer_settings_that_cannot_work_exit_2_naming_the_key() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.path("data")).unwrap();
+    let good = age::x25519::Identity::generate().to_public().to_string();
+    for (sections, says) in [
+        (
+            "[encryption]\nrecipients = [\"age1nope\"]\n",
+            "[encryption] recipients",
+        ),
+        ("[encryption]\nrecipients = \"\"\n", "is empty"),
+        (
+            "[encryption]\nrecipients_file = \"missing.txt\"\n",
+            "[encryption] recipients_file",
+        ),
+        (
+            "[archive]\ncompression = \"zstd\"\nlevel = 25\n",
+            "[archive] level",
+        ),
+        ("[archive]\nlevel = 3\n", "nothing is compressed"),
+        (
+            "[archive]\ncompression = \"gzip\"\n",
+            "unknown compression \"gzip\"",
+        ),
+        (
+            "[archive]\ncompresion = \"zstd\"\n",
+            "did you mean \"compression\"",
+        ),
+        (
+            &format!("[encryption]\nrecipient = \"{good}\"\n"),
+            "did you mean \"recipients\"",
+        ),
+    ] {
+        let config = local_config(
+            &sb,
+            &format!("{sections}\n[\"{}\"]\n", sb.path("data").display()),
+        );
+        let out = sb.with_config(&config, &[]).output().unwrap();
+        assert_exit(&out, 2);
+        assert_says(&out, says);
+        assert!(!sb.path("archives").exists(), "nothing stored: {sections}");
+    }
+    // INI lists: comma- or space-separated.
+    let other = age::x25519::Identity::generate().to_public().to_string();
+    let ini = sb.path("config/backup.conf");
+    fs::write(
+        &ini,
+        format!(
+            "[main]\nbackend = local\nlogfile =\n\n[local]\ndirectory = {}\ncreate_directory = yes\n\n\
+             [encryption]\nrecipients = {good}, {other}\n\n[{}]\nupload_files = yes\n",
+            sb.path("archives").display(),
+            sb.path("data").display()
+        ),
+    )
+    .unwrap();
+    fs::write(sb.path("data/x"), "x").unwrap();
+    let out = sb.with_config(&ini, &[]).output().unwrap();
+    assert_exit(&out, 0);
+    let row = rows(&sb.ledger()).pop().unwrap();
+    assert_eq!(row.recipients, Some(format!("{good},{other}")));
+}
