@@ -70,6 +70,11 @@ fn upload_json(u: &UploadRecord) -> serde_json::Value {
         "fingerprint": u.fingerprint,
         "started_at": time(u.started_at),
         "uploaded_at": time(u.uploaded_at),
+        "compression": u.encoding.compression.as_str(),
+        "level": u.encoding.compression.level(),
+        "encryption": u.encoding.encrypted.then_some("age"),
+        "recipients": u.encoding.recipients,
+        "plain_size": u.plain_size,
     });
     super::set_path_json(&mut row, "path", &u.path);
     row

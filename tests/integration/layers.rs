@@ -810,6 +810,28 @@ fn changing_layers_applies_to_new_uploads_without_marking_everything_changed() {
     let last = rows(&sb.ledger()).pop().unwrap();
     assert_eq!(last.encryption.as_deref(), Some("age"));
     assert!(last.archive_id.ends_with(".zst.age"), "{}", last.archive_id);
+
+    // `list --json` shows each row's layers.
+    let listed = sb
+        .with_config(&config, &["list", "--json"])
+        .output()
+        .unwrap();
+    assert_exit(&listed, 0);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    let first = &listed[0];
+    assert_eq!(
+        (&first["compression"], &first["level"], &first["encryption"]),
+        (
+            &serde_json::json!("zstd"),
+            &serde_json::json!(5),
+            &serde_json::Value::Null
+        )
+    );
+    let newest = listed.last().unwrap();
+    assert_eq!(newest["encryption"], "age");
+    assert_eq!(newest["recipients"], serde_json::json!([recipient]));
+    assert_eq!(newest["plain_size"], 7, "the size of \"changed\"");
 }
 
 #[test]
