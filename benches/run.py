@@ -2,7 +2,7 @@
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
     python3 benches/run.py [treehash|backup|many|config|list|glacier|glacier-cpu|s3|
-                            small-glacier|small-local] ...   (default: all)
+                            small-glacier|small-local|layers] ...   (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
 backup    1 GiB directory of mixed file sizes to the local backend vs
@@ -22,6 +22,10 @@ small-local  50,000 files of 100 bytes to the local backend: candidates per seco
           candidate at a time.
 glacier   2 GiB directory, multipart to the in-repo fake Glacier service on loopback, vs
           `tar cf - DIR | openssl dgst -sha256`; peak RSS; time the fake itself spent.
+layers    1 GiB tree, half random bytes and half text, to the local backend: zstd level 3 + age
+          vs `tar cf - | zstd -3 -T0 | age -r R | tee OUT | openssl dgst -sha256; sync OUT`
+          (time and stored size), age alone vs the same without zstd, and restoring the
+          zstd + age archive vs `age -d -i KEY OUT | zstd -d | tar x`; peak RSS throughout.
 
 Data goes under target/bench (about 5.5 GiB). Times are the best of several runs, because these
 machines are shared and noisy; ratios are what to compare.
@@ -140,6 +144,110 @@ def bench_backup():
     print(f"backup: {total / MIB:.0f} MiB tree  tar|tee|openssl;sync {base:.2f}s ({base_cpu:.2f} CPU-s)  "
           f"ours {mine:.2f}s ({cpu:.2f} CPU-s)  time ratio {mine / base:.2f} (target <= 1.25)  "
           f"CPU ratio {cpu / base_cpu:.2f}  peak RSS {peak:.1f} MiB (target < 64)")
+
+
+def make_half_text_tree(root):
+    """About 1 GiB: half random bytes, half text (words of a fixed vocabulary, which zstd -3
+    shrinks about 3x), in files of 128 MiB, 8 MiB and 64 KiB."""
+    if (root / ".complete").exists():
+        return
+    import random
+    shutil.rmtree(root, ignore_errors=True)
+    rng = random.Random(11)
+    vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 11)))
+                  for _ in range(5000)]
+    weights = [1 / (i + 1) for i in range(len(vocabulary))]
+
+    def text(size):
+        out = bytearray()
+        while len(out) < size:
+            words = rng.choices(vocabulary, weights, k=200_000)
+            out += (" ".join(words) + "\n").encode()
+        return bytes(out[:size])
+
+    sizes = [128 * MIB] * 2 + [8 * MIB] * 28 + [64 * 1024] * 512
+    for i, size in enumerate(sizes):
+        write_random(root / "random" / f"d{i % 5}" / f"r{i:04}.bin", size)
+        path = root / "text" / f"d{i % 5}" / f"t{i:04}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            left = size
+            while left:
+                piece = text(min(left, 16 * MIB))
+                f.write(piece)
+                left -= len(piece)
+    (root / ".complete").write_text("")
+
+
+def bench_layers():
+    tree = WORK / "half-text"
+    make_half_text_tree(tree)
+    total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    key = WORK / "layers-key.txt"
+    key.unlink(missing_ok=True)
+    recipient = subprocess.run([str(BIN), "keygen", "-o", str(key)], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    warm(tree)
+    out = WORK / "layers-baseline.out"
+    archives = WORK / "layers-archives"
+    restored = WORK / "layers-restored"
+
+    def baseline(layers):
+        cmd = (f"tar cf - -C {tree.parent} {tree.name} | {layers} | tee {out} | "
+               f"openssl dgst -sha256; sync {out}")
+        result = timed(["bash", "-o", "pipefail", "-c", cmd])
+        return result + (out.stat().st_size,)
+
+    def ours(sections):
+        shutil.rmtree(archives, ignore_errors=True)
+        config = WORK / "layers.toml"
+        config.write_text(
+            '[main]\nbackend = "local"\nlogfile = ""\nledger = "layers-ledger.sqlite3"\n'
+            f'[local]\ndirectory = "{archives}"\ncreate_directory = true\n{sections}'
+            f'[encryption]\nrecipients = ["{recipient}"]\nidentity_file = "{key}"\n')
+        (WORK / "layers-ledger.sqlite3").unlink(missing_ok=True)
+        result = timed([str(BIN), "-c", str(config), "-p", str(tree)])
+        stored = sum(p.stat().st_size for p in archives.rglob("*") if p.is_file())
+        return result + (stored,)
+
+    zstd_age = f"zstd -q -3 -T0 | age -r {recipient}"
+    for name, pipeline, sections in [
+            ("zstd-3 + age", zstd_age, '[archive]\ncompression = "zstd"\nlevel = 3\n'),
+            ("age only", f"age -r {recipient}", "")]:
+        base, _ = best(3, lambda: baseline(pipeline))
+        mine, runs = best(3, lambda: ours(sections))
+        peak = max(r[1] for r in runs)
+        print(f"layers {name}: {total / MIB:.0f} MiB tree  pipeline {base[0]:.2f}s ({base[3]:.2f} CPU-s, "
+              f"{base[4] / MIB:.1f} MiB stored)  ours {mine[0]:.2f}s ({mine[3]:.2f} CPU-s, "
+              f"{mine[4] / MIB:.1f} MiB stored)  time ratio {mine[0] / base[0]:.2f} (target <= 1.1)  "
+              f"CPU ratio {mine[3] / base[3]:.2f}  stored size ratio {mine[4] / base[4]:.3f} "
+              f"(target within 3%)  peak RSS {peak:.1f} MiB (target < 96)")
+
+    # Restore: what the last `zstd-3 + age` run of ours stored, against the stock tools on the
+    # same archive.
+    ours(sections='[archive]\ncompression = "zstd"\nlevel = 3\n')
+    stored = next(p for p in archives.rglob("*.tar.zst.age"))
+    config = WORK / "layers.toml"
+
+    def restore_baseline():
+        shutil.rmtree(restored, ignore_errors=True)
+        restored.mkdir(parents=True)
+        return timed(["bash", "-o", "pipefail", "-c",
+                      f"age -d -i {key} {stored} | zstd -q -d | tar xf - -C {restored}"])
+
+    def restore_ours():
+        shutil.rmtree(restored, ignore_errors=True)
+        return timed([str(BIN), "-c", str(config), "restore", "--to", str(restored), str(tree)])
+
+    warm(stored)
+    base, _ = best(3, restore_baseline)
+    mine, runs = best(3, restore_ours)
+    peak = max(r[1] for r in runs)
+    print(f"layers restore: age -d|zstd -d|tar x {base[0]:.2f}s ({base[3]:.2f} CPU-s)  ours {mine[0]:.2f}s "
+          f"({mine[3]:.2f} CPU-s)  time ratio {mine[0] / base[0]:.2f} (target <= 1.2)  "
+          f"peak RSS {peak:.1f} MiB (target < 96)")
+    shutil.rmtree(restored, ignore_errors=True)
+    out.unlink(missing_ok=True)
 
 
 def bench_many():
@@ -546,7 +654,8 @@ def main():
     benches = {"treehash": bench_treehash, "backup": bench_backup, "many": bench_many,
                "config": bench_config, "list": bench_list,
                "glacier": bench_glacier, "glacier-cpu": bench_glacier_cpu, "s3": bench_s3,
-               "small-glacier": bench_small_glacier, "small-local": bench_small_local}
+               "small-glacier": bench_small_glacier, "small-local": bench_small_local,
+               "layers": bench_layers}
     for name in sys.argv[1:] or list(benches):
         benches[name]()
 

@@ -160,7 +160,25 @@ impl Config {
                 }
             }
         }
+        config.check_layers_are_recorded()?;
         Ok(config)
+    }
+
+    /// A vault described the Python tool's way keeps only the archive name: a ledger rebuilt
+    /// from it would take compressed or encrypted bytes for the archive itself.
+    fn check_layers_are_recorded(&self) -> Result<(), SettingsError> {
+        let Some(glacier) = self.backend_sections.get("glacier") else {
+            return Ok(());
+        };
+        if !self.format.is_plain() && glacier.bool("plain_description")? == Some(true) {
+            return Err(glacier.error(
+                Some("plain_description"),
+                "cannot be used with [archive] compression or [encryption]: the bare name would \
+                 not say that archives are compressed or encrypted, and a ledger rebuilt from \
+                 the vault would restore their stored bytes as the files; remove one of them",
+            ));
+        }
+        Ok(())
     }
 
     fn read_main(&mut self, main: &Section) -> Result<(), SettingsError> {

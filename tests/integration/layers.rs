@@ -863,6 +863,10 @@ fn layer_settings_that_cannot_work_exit_2_naming_the_key() {
             "did you mean \"compression\"",
         ),
         (
+            "[archive]\ncompression = \"zstd\"\n\n[glacier]\nplain_description = true\n",
+            "[glacier] plain_description: cannot be used with [archive] compression",
+        ),
+        (
             &format!("[encryption]\nrecipient = \"{good}\"\n"),
             "did you mean \"recipients\"",
         ),
