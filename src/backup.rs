@@ -778,13 +778,13 @@ async fn upload(
                 .map_err(|e| CandidateError::Source(SourceError::Encode(e.to_string())))?,
         ),
     };
-    let layers = Layers::of(&encoding, seal.clone());
     // age adds 16 bytes per 64 KiB and a header: a part size chosen for the plain size must
     // still hold the stored one.
     let size_hint = match encoding.encrypted {
         true => scan.size_estimate + scan.size_estimate / 4096 + 4096,
         false => scan.size_estimate,
     };
+    let layers = Layers::of(&encoding, seal.clone(), size_hint);
     let part_size = match &resume {
         Some(pending) => pending.part_size,
         None => archiver.part_size(size_hint),

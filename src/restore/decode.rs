@@ -30,41 +30,47 @@ pub(super) fn check_identity(
     }
 }
 
-/// The archive's own bytes, read from its checked download.
+/// The checked bytes, opened for reading from the start.
+pub(super) fn open(checked: &Checked) -> Result<std::fs::File, RestoreFailure> {
+    match checked {
+        Checked::Partial(path) => {
+            std::fs::File::open(path).map_err(RestoreFailure::io("read", path))
+        }
+        Checked::Stored(file) => file
+            .try_clone()
+            .map_err(RestoreFailure::io("read", "the stored archive")),
+    }
+}
+
+/// The archive's own bytes, read from its checked bytes.
 pub(super) fn plain_reader(
     row: &UploadRecord,
-    downloaded: &Path,
+    checked: &Checked,
     identities: Option<&crate::codec::Identities>,
 ) -> Result<Box<dyn Read + Send>, RestoreFailure> {
-    let file = std::fs::File::open(downloaded).map_err(RestoreFailure::io("read", downloaded))?;
-    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let reader = std::io::BufReader::with_capacity(1 << 20, open(checked)?);
     decoder(&row.encoding, identities, reader).map_err(RestoreFailure::Decode)
 }
 
-/// Writes the plain bytes of an encoded file archive next to its download, synced: the file
-/// that is then renamed into place. A failure leaves nothing behind but the download.
+/// Writes the plain bytes of a file archive into `decoded`, synced: the file that is then
+/// renamed into place. A failure leaves nothing at `decoded`.
 pub(super) fn decode_file(
     row: &UploadRecord,
-    downloaded: &Path,
+    checked: &Checked,
+    decoded: &Path,
     identities: Option<&crate::codec::Identities>,
-) -> Result<PathBuf, RestoreFailure> {
-    let mut plain = plain_reader(row, downloaded, identities)?;
-    let mut name = downloaded.as_os_str().to_owned();
-    name.push(".plain");
-    let decoded = PathBuf::from(name);
+) -> Result<(), RestoreFailure> {
+    let mut plain = plain_reader(row, checked, identities)?;
     let result = (|| {
         let mut out =
-            std::fs::File::create(&decoded).map_err(RestoreFailure::io("create", &decoded))?;
-        std::io::copy(&mut plain, &mut out).map_err(|e| damaged(row, e))?;
-        out.sync_all().map_err(RestoreFailure::io("sync", &decoded))
+            std::fs::File::create(decoded).map_err(RestoreFailure::io("create", decoded))?;
+        super::extract::copy_whole(&mut plain, &mut out).map_err(|e| damaged(row, e))?;
+        out.sync_all().map_err(RestoreFailure::io("sync", decoded))
     })();
-    match result {
-        Ok(()) => Ok(decoded),
-        Err(e) => {
-            let _ = std::fs::remove_file(&decoded);
-            Err(e)
-        }
+    if result.is_err() {
+        let _ = std::fs::remove_file(decoded);
     }
+    result
 }
 
 /// A read error while undoing the layers: age's authentication or zstd's checks failed, so the

@@ -94,7 +94,7 @@ mod place;
 mod retrieval;
 mod select;
 
-use download::download;
+use download::{download, Checked};
 pub use failure::RestoreFailure;
 pub use place::is_root;
 use place::{final_name, place};
@@ -178,7 +178,26 @@ pub async fn restore_one(
         std::fs::create_dir_all(&dir).map_err(RestoreFailure::io("create", &dir))?;
         let progress = crate::progress::or_none(&request.progress);
         let item = progress.item(&shown(&row.path), archive.size);
-        let downloaded = download(archiver, &archive, &dir, request.chunk_size, &*item).await?;
+        // A plain file's download becomes the restored file; any other is read once, and
+        // one the destination keeps as a file here is read where it is.
+        let becomes_the_file = row.kind != Some(SourceKind::Directory) && row.encoding.is_plain();
+        let stored = (!becomes_the_file)
+            .then(|| archiver.open_stored(&archive))
+            .flatten();
+        let downloaded = match stored {
+            Some(file) => download::check_stored(file?, &archive, &*item).await?,
+            None => Checked::Partial(
+                download(
+                    archiver,
+                    &archive,
+                    &dir,
+                    request.chunk_size,
+                    &*item,
+                    becomes_the_file,
+                )
+                .await?,
+            ),
+        };
         place(row, downloaded, &dir, &target, request).await
     }
     .await;

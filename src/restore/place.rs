@@ -1,6 +1,7 @@
 //! Putting a checked download in place: a file renamed over its target, a directory archive
 //! extracted.
 
+use super::download::Checked;
 use super::extract::{extract_tar, ExtractOptions};
 use super::*;
 
@@ -18,39 +19,54 @@ pub(super) fn final_name(row: &UploadRecord) -> PathBuf {
     PathBuf::from(name.unwrap_or(std::ffi::OsStr::new("restored")))
 }
 
-/// Puts a checked download in place: a file renamed over `target` (an existing older file is
-/// replaced atomically), a directory archive extracted.
+/// Puts checked bytes in place: a file renamed over `target` (an existing older file is
+/// replaced atomically), decoded first when it is compressed or encrypted; a directory archive
+/// extracted. A partial download is removed once used; a stored file is only read.
 pub(super) async fn place(
     row: &UploadRecord,
-    downloaded: PathBuf,
+    checked: Checked,
     dir: &Path,
     target: &Path,
     request: &RestoreRequest,
 ) -> Result<Outcome, RestoreFailure> {
+    let partial = match &checked {
+        Checked::Partial(path) => Some(path.clone()),
+        Checked::Stored(_) => None,
+    };
+    let forget_partial = || {
+        if let Some(partial) = &partial {
+            let _ = std::fs::remove_file(partial);
+        }
+    };
     if row.kind != Some(SourceKind::Directory) {
-        let plain = if row.encoding.is_plain() {
-            downloaded.clone()
-        } else {
-            let (row, from) = (row.clone(), downloaded.clone());
-            let identities = request.identities.clone();
-            let decoded = tokio::task::spawn_blocking(move || {
-                super::decode::decode_file(&row, &from, identities.as_deref())
-            })
-            .await
-            .map_err(|e| RestoreFailure::Io {
-                what: "decode",
-                path: downloaded.clone(),
-                source: std::io::Error::other(e),
-            })?;
-            match decoded {
-                Ok(plain) => plain,
-                Err(e @ RestoreFailure::Damaged { .. }) => {
-                    // The stored bytes themselves are bad: another try reads the same.
-                    let _ = std::fs::remove_file(&downloaded);
-                    return Err(e);
+        let plain = match (&partial, row.encoding.is_plain()) {
+            (Some(partial), true) => partial.clone(),
+            _ => {
+                let mut name = super::download::partial_path(dir, &row.archive_id).into_os_string();
+                name.push(".plain");
+                let decoded = PathBuf::from(name);
+                let row = row.clone();
+                let identities = request.identities.clone();
+                let into = decoded.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    super::decode::decode_file(&row, &checked, &into, identities.as_deref())
+                })
+                .await
+                .map_err(|e| RestoreFailure::Io {
+                    what: "decode",
+                    path: decoded.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+                match result {
+                    Ok(()) => decoded,
+                    Err(e @ RestoreFailure::Damaged { .. }) => {
+                        // The stored bytes themselves are bad: another try reads the same.
+                        forget_partial();
+                        return Err(e);
+                    }
+                    // Kept for a run with the right identity, without a new download.
+                    Err(e) => return Err(e),
                 }
-                // Kept for a run with the right identity, without a new download.
-                Err(e) => return Err(e),
             }
         };
         std::fs::rename(&plain, target).map_err(|source| RestoreFailure::Placing {
@@ -58,8 +74,8 @@ pub(super) async fn place(
             kept: plain.clone(),
             source,
         })?;
-        if plain != downloaded {
-            let _ = std::fs::remove_file(&downloaded);
+        if partial.as_ref() != Some(&plain) {
+            forget_partial();
         }
         return Ok(Outcome::Restored {
             path: target.to_path_buf(),
@@ -67,7 +83,7 @@ pub(super) async fn place(
             kept: 0,
         });
     }
-    let file = super::decode::plain_reader(row, &downloaded, request.identities.as_deref())?;
+    let file = super::decode::plain_reader(row, &checked, request.identities.as_deref())?;
     let encoded = !row.encoding.is_plain();
     let options = ExtractOptions {
         preserve_owners: is_root(),
@@ -98,7 +114,7 @@ pub(super) async fn place(
             RestoreFailure::Extract(e)
         }
     })?;
-    let _ = std::fs::remove_file(&downloaded);
+    forget_partial();
     for name in &extracted.kept {
         tracing::warn!(
             "{}: kept, newer than the archived one (--force replaces it)",

@@ -85,6 +85,13 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The archive's own file, opened, when this backend keeps archives as files on this machine
+    /// (a local directory): a restore that must read the whole archive anyway checks and reads
+    /// it there instead of copying it first. `None` for every remote backend.
+    fn open_stored(&self, _archive: &ArchiveRef) -> Option<Result<std::fs::File>> {
+        None
+    }
+
     /// Checks, before any upload, that the destination exists and is usable. Errors say what to
     /// fix.
     async fn check(&self) -> Result<()>;

@@ -292,6 +292,10 @@ impl Archiver for LocalArchiver {
         Some(self.root.clone())
     }
 
+    fn open_stored(&self, archive: &ArchiveRef) -> Option<Result<std::fs::File>> {
+        Some(self.open_archive(&archive.archive_id))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             needs_restore: false,
