@@ -527,6 +527,26 @@ mod tests {
         assert_eq!(names, ["disk.img"], "no partial file left");
     }
 
+    /// A destination that refuses for good (here: an archive shorter than the ledger says) is
+    /// a failure to look into, not an interrupted download to run again.
+    #[tokio::test]
+    async fn an_archive_shorter_than_recorded_is_not_an_interrupted_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let archiver = Staged::new(false);
+        let data = sample(2 << 20, 5);
+        let mut row = stored(&archiver, &data).await;
+        row.size = Some(3 << 20);
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let outcome = restore_one(&archiver, &mut ledger, &row, &request(dir.path()), None).await;
+        let Outcome::Failed(message) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let message = message.to_string();
+        assert!(message.contains("outside archive"), "{message}");
+        assert!(!message.contains("run again"), "{message}");
+        assert!(!dir.path().join("disk.img").exists());
+    }
+
     #[tokio::test]
     async fn a_damaged_partial_download_is_caught_and_thrown_away() {
         let dir = tempfile::tempdir().unwrap();

@@ -821,6 +821,11 @@ fn changing_layers_applies_to_new_uploads_without_marking_everything_changed() {
     assert_eq!(newest["encryption"], "age");
     assert_eq!(newest["recipients"], serde_json::json!([recipient]));
     assert_eq!(newest["plain_size"], 7, "the size of \"changed\"");
+
+    // One restore through a mixed ledger: the directory compressed only, the file encrypted.
+    let restored = sb.path("restored");
+    assert_exit(&restore(&sb, &config, &[], &restored, &data), 0);
+    assert_same_tree(&data, &restored);
 }
 
 #[test]
