@@ -824,15 +824,24 @@ async fn upload(
     // The engine keeps its own account of what it sent, to check the backend's answer.
     let sent = Arc::new(Mutex::new(PartChecker::new("engine", false)));
     let tally = sent.clone();
+    let layered = layers.is_some();
     let (parts, plain_size) = encoded_parts(candidate.clone(), part_bytes, size_hint, layers);
+    let plain_so_far = plain_size.clone();
+    let mut shown = 0;
     let parts = parts
         .inspect(move |part| {
             if let Ok(part) = part {
                 // The stream is built in order by construction, so this cannot fail.
                 let _ = tally.lock().expect("tally lock").accept(part);
                 // Parts are taken as the backend sends them: the bytes taken are (within the
-                // few parts in flight) the bytes sent.
-                item.advance(part.data.len() as u64);
+                // few parts in flight) the bytes sent. Progress counts the source's bytes, which
+                // the item's total is, not the compressed ones.
+                let done = match layered {
+                    true => plain_so_far.get(),
+                    false => shown + part.data.len() as u64,
+                };
+                item.advance(done.saturating_sub(shown));
+                shown = shown.max(done);
             }
         })
         .boxed();

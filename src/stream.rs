@@ -41,13 +41,13 @@ pub fn archive_parts(
     encoded_parts(candidate, part_size, size_hint, None).0
 }
 
-/// The archive's own size, before compression and encryption: known once the part stream has
-/// ended.
+/// The archive's own size, before compression and encryption: the bytes written so far while
+/// the part stream runs, exact once it has ended.
 #[derive(Debug, Clone, Default)]
 pub struct PlainSize(Arc<AtomicU64>);
 
 impl PlainSize {
-    /// The bytes the archive writer wrote (0 before the stream ends).
+    /// The bytes the archive writer wrote so far.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
@@ -133,10 +133,39 @@ fn encode_into<'a>(
         _ => SourceError::Encode(e.to_string()),
     };
     let mut sink = EncodingSink::new(layers, writer).map_err(failed)?;
-    candidate.write_archive(&mut sink)?;
+    candidate.write_archive(&mut Counting {
+        inner: &mut sink,
+        count: &plain_size.0,
+    })?;
     let (writer, plain) = sink.finish().map_err(failed)?;
     plain_size.0.store(plain, Ordering::Release);
     Ok(writer)
+}
+
+/// Counts the archive's own bytes as they go into the encoding stage, for progress.
+struct Counting<'a, S> {
+    inner: &'a mut S,
+    count: &'a AtomicU64,
+}
+
+impl<S: Write> Write for Counting<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<S: ArchiveSink> ArchiveSink for Counting<'_, S> {
+    fn read_from(&mut self, reader: &mut dyn Read) -> io::Result<usize> {
+        let n = self.inner.read_from(reader)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 fn tokio_stream_from<T: Send + 'static>(
