@@ -93,6 +93,10 @@ impl SqliteLedger {
             Err(e) => return Err(io(e)),
         }
         let conn = Connection::open(path).map_err(sqlite_error(path, "cannot open"))?;
+        // A pending upload's seal decrypts its archive: once the upload is recorded and the
+        // seal deleted, its bytes must not linger in the file's free pages.
+        conn.pragma_update(None, "secure_delete", true)
+            .map_err(sqlite_error(path, "cannot set secure_delete"))?;
         let mut ledger = SqliteLedger {
             conn,
             path: path.to_path_buf(),
@@ -920,6 +924,34 @@ mod tests {
         ledger.record_pending(&pending).unwrap();
         ledger.clear_pending(Path::new("/x")).unwrap();
         assert_eq!(ledger.pending_upload(Path::new("/x")).unwrap(), None);
+    }
+
+    /// The seal of a finished upload (its archive's file key) is gone from the file itself,
+    /// not only from the table.
+    #[test]
+    fn a_recorded_uploads_seal_leaves_no_trace_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let secret: Vec<u8> = b"SEAL-".iter().copied().chain(0..200u8).collect();
+        let mut ledger = SqliteLedger::open(&path).unwrap();
+        ledger
+            .record_pending(&PendingUpload {
+                path: "/x".into(),
+                backend: "glacier".into(),
+                token: "upload-1".into(),
+                part_size: 8 << 20,
+                fingerprint: "v1:f".into(),
+                started_at: OffsetDateTime::now_utc(),
+                completing: None,
+                encoding: Encoding::from_tag("age").unwrap(),
+                seal: Some(secret.clone()),
+            })
+            .unwrap();
+        let holds = |bytes: &[u8]| bytes.windows(secret.len()).any(|w| w == secret);
+        assert!(holds(&std::fs::read(&path).unwrap()), "written to the file");
+        ledger.record_upload(&record("/x", "ID")).unwrap();
+        drop(ledger);
+        assert!(!holds(&std::fs::read(&path).unwrap()), "still in the file");
     }
 
     #[test]
