@@ -52,6 +52,30 @@ pub(super) fn plain_reader(
     decoder(&row.encoding, identities, reader).map_err(RestoreFailure::Decode)
 }
 
+/// Decrypts the whole archive without keeping anything: fails as damaged when any chunk fails
+/// age's authentication or the end is missing. Reads from the start of `checked`, and leaves a
+/// stored file's position back at the start.
+pub(super) fn authenticate(
+    row: &UploadRecord,
+    checked: &Checked,
+    identities: Option<&crate::codec::Identities>,
+) -> Result<(), RestoreFailure> {
+    let encrypted_only = glacier_backup_archiver::Encoding {
+        compression: glacier_backup_archiver::Compression::None,
+        ..row.encoding.clone()
+    };
+    let reader = std::io::BufReader::with_capacity(1 << 20, open(checked)?);
+    let mut plain = decoder(&encrypted_only, identities, reader).map_err(RestoreFailure::Decode)?;
+    std::io::copy(&mut plain, &mut std::io::sink()).map_err(|e| damaged(row, e))?;
+    if let Checked::Stored(file) = checked {
+        use std::io::Seek;
+        (&*file)
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(RestoreFailure::io("read", "the stored archive"))?;
+    }
+    Ok(())
+}
+
 /// Writes the plain bytes of a file archive into `decoded`, synced: the file that is then
 /// renamed into place. A failure leaves nothing at `decoded`.
 pub(super) fn decode_file(

@@ -651,7 +651,8 @@ fn a_flipped_or_cut_archive_is_refused_and_nothing_is_placed() {
         assert_eq!(placed(&out_dir), Vec::<String>::new(), "{damage}");
 
         // With the ledger rebuilt from the tampered destination, the recorded hash is the
-        // tampered bytes' own: age's authentication still refuses them.
+        // tampered bytes' own: age's authentication still refuses them, before anything is
+        // extracted.
         fs::remove_file(sb.ledger()).unwrap();
         let rebuilt = sb
             .with_config(&config, &["inventory", "--rebuild-ledger"])
@@ -661,6 +662,11 @@ fn a_flipped_or_cut_archive_is_refused_and_nothing_is_placed() {
         let out = restore(&sb, &config, &[], &out_dir, &data.join("album"));
         assert_exit(&out, 1);
         assert_says(&out, "damaged or was tampered with");
+        assert_eq!(
+            placed(&out_dir),
+            Vec::<String>::new(),
+            "{damage}, rebuilt ledger"
+        );
     }
 }
 
