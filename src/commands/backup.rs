@@ -10,6 +10,29 @@ use glacier_backup::ledger::{lock_path, Ledger};
 use super::{lexically_normal, print_json, with_path, Fatal, Outcome, Session};
 use crate::cli::Cli;
 
+/// An archive encrypted to keys none of which is the configured identity can only be opened
+/// with some other key: said before anything is uploaded, not found out at restore time.
+fn warn_if_unrestorable(config: &Config) {
+    let (recipients, Some(identity_file)) = (&config.format.recipients, &config.identity_file)
+    else {
+        return;
+    };
+    if recipients.is_empty() {
+        return;
+    }
+    let recipients: Vec<String> = recipients.iter().map(ToString::to_string).collect();
+    match glacier_backup::codec::Identities::load(identity_file) {
+        Ok(identities) if identities.open_any_of(&recipients) == Some(false) => tracing::warn!(
+            "[encryption] identity_file {} opens none of [encryption] recipients ({}): what \
+             this run uploads can only be restored with another key; check the recipients",
+            shown(identity_file),
+            recipients.join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}; restores will need --identity"),
+    }
+}
+
 pub async fn backup(
     cli: &Cli,
     config: &Config,
@@ -32,6 +55,7 @@ pub async fn backup(
         }
         return Ok(Outcome::Success);
     }
+    warn_if_unrestorable(config);
     let options = RunOptions {
         dry_run: cli.dryrun,
         max_uploads: cli

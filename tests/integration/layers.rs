@@ -752,6 +752,29 @@ fn a_killed_encrypted_upload_resumes_with_the_same_bytes_and_decrypts() {
     assert_same_tree(&album, &out_dir.join("album"));
 }
 
+/// A backup encrypted to keys none of which is the configured identity says so before it
+/// uploads: found now, not at restore time.
+#[test]
+fn a_backup_whose_identity_opens_none_of_its_recipients_warns() {
+    let sb = Sandbox::new();
+    let (other, _) = keygen(&sb, "other.txt");
+    let data = sb.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("a.txt"), "a").unwrap();
+    let (identity, recipient) = keygen(&sb, "key.txt");
+    let paths = format!("[\"{}\"]\nupload_files = true\n", data.display());
+    let matching = layer_sections(&sb, LAYERS[2].sections, &identity, &recipient);
+    let config = local_config(&sb, &format!("{matching}\n{paths}"));
+    let out = sb.with_config(&config, &["-d"]).output().unwrap();
+    assert_exit(&out, 0);
+    assert_never_says(&out, "opens none");
+    let mismatched = layer_sections(&sb, LAYERS[2].sections, &other, &recipient);
+    let config = local_config(&sb, &format!("{mismatched}\n{paths}"));
+    let out = sb.with_config(&config, &[]).output().unwrap();
+    assert_exit(&out, 0);
+    assert_says(&out, "opens none of [encryption] recipients");
+}
+
 #[test]
 fn keygen_writes_a_private_key_once_and_prints_its_recipient() {
     let sb = Sandbox::new();
