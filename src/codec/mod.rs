@@ -63,6 +63,9 @@ pub struct Layers {
     /// thread writes, so this follows from the archive's expected size alone, which a resumed
     /// upload of an unchanged source repeats.
     pub zstd_threads: bool,
+    /// The archive's expected size: the read buffer is sized for it, so a small file does not
+    /// cost a quarter MiB of zeroed memory.
+    pub size_hint: u64,
 }
 
 impl Layers {
@@ -77,6 +80,7 @@ impl Layers {
             zstd_level,
             seal,
             zstd_threads: size_hint > u64::from(ZSTD_JOB),
+            size_hint,
         })
     }
 }
@@ -155,10 +159,13 @@ impl<W: Write> EncodingSink<W> {
             }
             None => Compress::Plain(encrypt),
         };
+        let scratch = usize::try_from(layers.size_hint)
+            .unwrap_or(READ_SIZE)
+            .clamp(crate::stream::MIN_BUFFER, READ_SIZE);
         Ok(EncodingSink {
             stage,
             plain_size: 0,
-            scratch: Vec::new(),
+            scratch: vec![0; scratch],
         })
     }
 
@@ -193,9 +200,6 @@ impl<W: Write> Write for EncodingSink<W> {
 
 impl<W: Write> ArchiveSink for EncodingSink<W> {
     fn read_from(&mut self, reader: &mut dyn Read) -> io::Result<usize> {
-        if self.scratch.is_empty() {
-            self.scratch = vec![0; READ_SIZE];
-        }
         let n = reader.read(&mut self.scratch)?;
         let mut scratch = std::mem::take(&mut self.scratch);
         let written = self.write_all(&scratch[..n]);
@@ -338,6 +342,7 @@ mod tests {
                     zstd_level: level,
                     seal: seal.clone(),
                     zstd_threads,
+                    size_hint: 5 << 20,
                 };
                 let (stored, plain_size) = encode(&layers, &plain, 1 << 20);
                 assert_eq!(plain_size, plain.len() as u64);
@@ -371,6 +376,7 @@ mod tests {
                 zstd_level: Some(level),
                 seal: None,
                 zstd_threads: true,
+                size_hint: 5 << 20,
             },
             &plain,
             1 << 20,
@@ -387,6 +393,7 @@ mod tests {
             zstd_level: None,
             seal: Some(seal),
             zstd_threads: false,
+            size_hint: 5 << 20,
         };
         let (stored, _) = encode(&layers, b"secret", 6);
         let encoding = Encoding {
