@@ -82,6 +82,14 @@ pub(crate) fn remote(message: String, temporary: bool) -> Error {
     }
 }
 
+/// S3's limit on an object's metadata (keys and values), less room for the tree hash a
+/// single-part upload adds.
+const METADATA_BUDGET: usize = 2048 - 128;
+
+fn metadata_size(metadata: &HashMap<String, String>) -> usize {
+    metadata.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
 /// Metadata values travel as HTTP headers: ASCII only, so everything else is percent-encoded.
 pub(crate) fn header_safe(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
@@ -155,6 +163,26 @@ impl S3Archiver {
         if !meta.encoding.recipients.is_empty() {
             let recipients = meta.encoding.recipients.join(",");
             metadata.insert("gb-recipients".to_owned(), header_safe(&recipients));
+        }
+        // S3 refuses an object whose metadata is over 2 KB. What a rebuilt ledger can do
+        // without goes first; a path too long for it leaves an archive a rebuild cannot place.
+        for optional in [
+            "gb-recipients",
+            "gb-fingerprint",
+            "gb-name",
+            "gb-source-path",
+        ] {
+            if metadata_size(&metadata) <= METADATA_BUDGET {
+                break;
+            }
+            metadata.remove(optional);
+            if optional == "gb-source-path" {
+                tracing::warn!(
+                    "{}: the source path is too long for S3's 2 KB of metadata; this archive \
+                     is in the ledger, but a ledger rebuilt from the bucket will not know it",
+                    glacier_backup_archiver::shown(&meta.source_path)
+                );
+            }
         }
         metadata
     }

@@ -432,4 +432,38 @@ mod tests {
             crate::encode_crc(0xae8b_1486_0a79_9888)
         );
     }
+
+    /// Metadata stays within S3's 2 KB: many recipients, then a long fingerprint and name, give
+    /// way; the layers never do, and a path that fits is kept.
+    #[test]
+    fn metadata_gives_way_in_order_to_fit_s3s_two_kilobytes() {
+        let recipient = format!("age1{}", "q".repeat(58));
+        let mut meta = ArchiveMeta {
+            source_path: "/data/photos".into(),
+            name: "photos.tar".into(),
+            kind: SourceKind::Directory,
+            fingerprint: "v1:".to_owned() + &"ab".repeat(32),
+            size_hint: 0,
+            started_at: time::OffsetDateTime::UNIX_EPOCH,
+            encoding: glacier_backup_archiver::Encoding {
+                compression: glacier_backup_archiver::Compression::Zstd(Some(3)),
+                encrypted: true,
+                recipients: vec![recipient.clone(); 3],
+            },
+        };
+        let few = S3Archiver::metadata(&meta);
+        assert!(few.contains_key("gb-recipients"));
+        meta.encoding.recipients = vec![recipient; 40];
+        let many = S3Archiver::metadata(&meta);
+        assert!(metadata_size(&many) <= METADATA_BUDGET);
+        assert!(!many.contains_key("gb-recipients"));
+        for kept in ["gb-encoding", "gb-fingerprint", "gb-source-path", "gb-name"] {
+            assert!(many.contains_key(kept), "{kept}");
+        }
+        meta.source_path = format!("/{}", "日本".repeat(300)).into();
+        let long = S3Archiver::metadata(&meta);
+        assert!(metadata_size(&long) <= METADATA_BUDGET);
+        assert!(!long.contains_key("gb-source-path"));
+        assert_eq!(long["gb-encoding"], "zstd3+age");
+    }
 }
