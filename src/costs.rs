@@ -201,6 +201,23 @@ impl Prices {
         }
     }
 
+    /// What deleting archives before `class`'s minimum duration costs: the storage of the days
+    /// left, charged at once (AWS's pro-rated early deletion fee). `archives`: each one's size
+    /// and age in days; those past the minimum cost nothing.
+    pub fn early_deletion(&self, class: PriceClass, archives: &[(u64, f64)]) -> f64 {
+        let (own, _) = class.overhead();
+        let rate = self.get(&format!("storage_{}", class.key()));
+        let minimum = f64::from(class.minimum_days());
+        archives
+            .iter()
+            .map(|&(size, age_days)| {
+                let days_left = (minimum - age_days.max(0.0)).max(0.0);
+                let billed = size.max(class.minimum_billable()) + own;
+                gigabytes(billed) * rate * days_left / 30.0
+            })
+            .sum()
+    }
+
     /// Every class and tier the table prices, for comparison lines.
     pub fn tiers() -> &'static [RestoreTier] {
         &TIERS
@@ -272,6 +289,24 @@ mod tests {
         assert!((r.requests - 0.1).abs() < 1e-9, "{r:?}");
         assert!((r.transfer - 9.0).abs() < 1e-9, "{r:?}");
         assert!((r.total() - 10.1).abs() < 1e-9);
+    }
+
+    /// A vault archive deleted at 30 days pays the 60 days left of its 90 (a month is 30
+    /// days); one past 90 days, or DEEP_ARCHIVE's 180, pays nothing.
+    #[test]
+    fn early_deletion_charges_the_days_left_of_the_minimum() {
+        let prices = Prices::builtin();
+        let kib = 1.0 / (1024.0 * 1024.0);
+        let young = prices.early_deletion(PriceClass::Vault, &[(GIB, 30.0)]);
+        let expected = (1.0 + 32.0 * kib) * 0.0036 * 2.0;
+        assert!((young - expected).abs() < 1e-12, "{young}");
+        assert_eq!(
+            prices.early_deletion(PriceClass::Vault, &[(GIB, 91.0)]),
+            0.0
+        );
+        let deep = prices.early_deletion(PriceClass::DeepArchive, &[(GIB, 120.0), (GIB, 200.0)]);
+        let expected = (1.0 + 32.0 * kib) * 0.00099 * 2.0;
+        assert!((deep - expected).abs() < 1e-12, "{deep}");
     }
 
     #[test]
