@@ -42,7 +42,8 @@ pub fn archive_parts(
 }
 
 /// The archive's own size, before compression and encryption: the bytes written so far while
-/// the part stream runs, exact once it has ended.
+/// the part stream runs, exact once it has ended. Counted only when layers apply (without
+/// them, the parts are the archive).
 #[derive(Debug, Clone, Default)]
 pub struct PlainSize(Arc<AtomicU64>);
 

@@ -234,7 +234,10 @@ pub enum DecodeError {
         recipients: Vec<String>,
     },
     /// age or zstd refused the start of the stored bytes (damaged, or not their format).
-    #[error("the archive's age header is damaged or not age's: {0}")]
+    #[error(
+        "the stored archive does not start as age or zstd data, as the ledger says it should \
+         (damaged, or recorded wrongly): {0}"
+    )]
     Header(String),
     /// No thread could be started to decode on.
     #[error("cannot start a thread to decode the archive: {0}")]

@@ -95,7 +95,7 @@ pub(super) async fn place(
                     .map_err(RestoreFailure::io("read", "the stored archive"))?,
             ),
         };
-        tokio::task::spawn_blocking(move || {
+        let authenticated = tokio::task::spawn_blocking(move || {
             super::decode::authenticate(&row, &checked, identities.as_deref())
         })
         .await
@@ -103,7 +103,14 @@ pub(super) async fn place(
             what: "decrypt",
             path: dir.to_path_buf(),
             source: std::io::Error::other(e),
-        })??;
+        })?;
+        if let Err(e) = authenticated {
+            if matches!(e, RestoreFailure::Damaged { .. }) {
+                // The stored bytes themselves are bad: another try reads the same.
+                forget_partial();
+            }
+            return Err(e);
+        }
     }
     let file = super::decode::plain_reader(row, &checked, request.identities.as_deref())?;
     let encoded = !row.encoding.is_plain();
@@ -131,6 +138,7 @@ pub(super) async fn place(
             std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
         );
         if encoded && undecodable {
+            forget_partial();
             super::decode::damaged(row, e.source)
         } else {
             RestoreFailure::Extract(e)
