@@ -7,7 +7,6 @@
 //! and zeroed again for every part.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -18,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::candidate::SourceError;
 use crate::candidate::{ArchiveSink, Candidate};
+pub use crate::codec::PlainSize;
 use crate::codec::{EncodingSink, Layers};
 
 /// Parts hashed concurrently; with the part being filled, the one queued and the one the
@@ -39,19 +39,6 @@ pub fn archive_parts(
     size_hint: u64,
 ) -> PartStream {
     encoded_parts(candidate, part_size, size_hint, None).0
-}
-
-/// The archive's own size, before compression and encryption: the bytes written so far while
-/// the part stream runs, exact once it has ended. Counted only when layers apply (without
-/// them, the parts are the archive).
-#[derive(Debug, Clone, Default)]
-pub struct PlainSize(Arc<AtomicU64>);
-
-impl PlainSize {
-    /// The bytes the archive writer wrote so far.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
 }
 
 /// [`archive_parts`] with `layers` (compression, encryption) applied between the archive
@@ -133,40 +120,10 @@ fn encode_into<'a>(
         io::ErrorKind::BrokenPipe => SourceError::Stopped,
         _ => SourceError::Encode(e.to_string()),
     };
-    let mut sink = EncodingSink::new(layers, writer).map_err(failed)?;
-    candidate.write_archive(&mut Counting {
-        inner: &mut sink,
-        count: &plain_size.0,
-    })?;
-    let (writer, plain) = sink.finish().map_err(failed)?;
-    plain_size.0.store(plain, Ordering::Release);
+    let mut sink = EncodingSink::new(layers, writer, plain_size.clone()).map_err(failed)?;
+    candidate.write_archive(&mut sink)?;
+    let (writer, _) = sink.finish().map_err(failed)?;
     Ok(writer)
-}
-
-/// Counts the archive's own bytes as they go into the encoding stage, for progress.
-struct Counting<'a, S> {
-    inner: &'a mut S,
-    count: &'a AtomicU64,
-}
-
-impl<S: Write> Write for Counting<'_, S> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<S: ArchiveSink> ArchiveSink for Counting<'_, S> {
-    fn read_from(&mut self, reader: &mut dyn Read) -> io::Result<usize> {
-        let n = self.inner.read_from(reader)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
 }
 
 fn tokio_stream_from<T: Send + 'static>(

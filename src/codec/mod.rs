@@ -132,17 +132,36 @@ enum Compress<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, Encrypt<W>>),
 }
 
+/// The archive's own size, before compression and encryption: the bytes written so far while
+/// the part stream runs (progress reads it), exact once it has ended. Counted only when layers
+/// apply (without them, the parts are the archive).
+#[derive(Debug, Clone, Default)]
+pub struct PlainSize(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl PlainSize {
+    /// The bytes the archive writer wrote so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn add(&self, bytes: usize) {
+        self.0
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// An archive sink that compresses and encrypts what the archive writer gives it, into `W`
-/// (the part writer), and counts the archive's own bytes.
+/// (the part writer), and counts the archive's own bytes into its [`PlainSize`].
 pub struct EncodingSink<W: Write> {
     stage: Compress<W>,
-    plain_size: u64,
+    plain_size: PlainSize,
     scratch: Vec<u8>,
 }
 
 impl<W: Write> EncodingSink<W> {
-    /// The stage for `layers` over `out`; the age header is written at once.
-    pub fn new(layers: &Layers, out: W) -> io::Result<Self> {
+    /// The stage for `layers` over `out`, counting into `plain_size`; the age header is written
+    /// at once.
+    pub fn new(layers: &Layers, out: W, plain_size: PlainSize) -> io::Result<Self> {
         let encrypt = match &layers.seal {
             Some(seal) => Encrypt::Age(seal.writer(out)?),
             None => Encrypt::Plain(out),
@@ -164,7 +183,7 @@ impl<W: Write> EncodingSink<W> {
             .clamp(crate::stream::MIN_BUFFER, READ_SIZE);
         Ok(EncodingSink {
             stage,
-            plain_size: 0,
+            plain_size,
             scratch: vec![0; scratch],
         })
     }
@@ -176,7 +195,7 @@ impl<W: Write> EncodingSink<W> {
             Compress::Plain(encrypt) => encrypt,
             Compress::Zstd(zstd) => zstd.finish()?,
         };
-        Ok((encrypt.finish()?, self.plain_size))
+        Ok((encrypt.finish()?, self.plain_size.get()))
     }
 }
 
@@ -186,7 +205,7 @@ impl<W: Write> Write for EncodingSink<W> {
             Compress::Plain(w) => w.write(buf)?,
             Compress::Zstd(w) => w.write(buf)?,
         };
-        self.plain_size += n as u64;
+        self.plain_size.add(n);
         Ok(n)
     }
 
@@ -303,7 +322,7 @@ mod tests {
     use super::*;
 
     fn encode(layers: &Layers, plain: &[u8], read_sizes: usize) -> (Vec<u8>, u64) {
-        let mut sink = EncodingSink::new(layers, Vec::new()).unwrap();
+        let mut sink = EncodingSink::new(layers, Vec::new(), PlainSize::default()).unwrap();
         for piece in plain.chunks(read_sizes) {
             let mut reader = piece;
             while sink.read_from(&mut reader).unwrap() > 0 {}

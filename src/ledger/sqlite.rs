@@ -329,7 +329,7 @@ fn insert_upload(tx: &rusqlite::Transaction<'_>, upload: &UploadRecord) -> rusql
         upload.encoding.compression.as_str(),
         upload.encoding.compression.level(),
         upload.encoding.encrypted.then_some("age"),
-        recipients_text(&upload.encoding.recipients),
+        upload.encoding.recipients_list(),
         upload.plain_size.map(|s| s as i64),
     ])?;
     tx.prepare_cached("DELETE FROM pending_uploads WHERE path = ?1")?
@@ -396,7 +396,9 @@ impl Ledger for SqliteLedger {
                                 encrypted: true,
                                 ..Encoding::plain()
                             });
-                            encoding.recipients = recipients_list(row.get(8)?);
+                            encoding.recipients = Encoding::parse_recipients(
+                                &row.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                            );
                             encoding
                         },
                         seal: row.get(9)?,
@@ -431,7 +433,7 @@ impl Ledger for SqliteLedger {
                     pending.fingerprint,
                     rfc3339(pending.started_at),
                     pending.encoding.tag(),
-                    recipients_text(&pending.encoding.recipients),
+                    pending.encoding.recipients_list(),
                     pending.seal,
                 ],
             )
@@ -674,18 +676,6 @@ impl Ledger for SqliteLedger {
     }
 }
 
-fn recipients_text(recipients: &[String]) -> Option<String> {
-    (!recipients.is_empty()).then(|| recipients.join(","))
-}
-
-fn recipients_list(text: Option<String>) -> Vec<String> {
-    text.unwrap_or_default()
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The layers a row records; rows from before compression existed (and the Python tool's) are
 /// plain.
 fn row_encoding(
@@ -700,7 +690,7 @@ fn row_encoding(
             // A compression this build does not know: not plain, so never read as plain.
             .unwrap_or(Compression::Zstd(level)),
         encrypted: encryption.is_some_and(|e| !e.is_empty()),
-        recipients: recipients_list(recipients),
+        recipients: Encoding::parse_recipients(&recipients.unwrap_or_default()),
     }
 }
 

@@ -21,7 +21,8 @@ pub(super) fn final_name(row: &UploadRecord) -> PathBuf {
 
 /// Puts checked bytes in place: a file renamed over `target` (an existing older file is
 /// replaced atomically), decoded first when it is compressed or encrypted; a directory archive
-/// extracted. A partial download is removed once used; a stored file is only read.
+/// extracted. A partial download is removed once used, or once found damaged (another try
+/// would read the same bytes); kept otherwise, for the next run. A stored file is only read.
 pub(super) async fn place(
     row: &UploadRecord,
     checked: Checked,
@@ -33,118 +34,106 @@ pub(super) async fn place(
         Checked::Partial(path) => Some(path.clone()),
         Checked::Stored(_) => None,
     };
-    let forget_partial = || {
-        if let Some(partial) = &partial {
-            let _ = std::fs::remove_file(partial);
-        }
+    let placed = if row.kind == Some(SourceKind::Directory) {
+        extract(row, checked, dir, target, request).await
+    } else {
+        place_file(row, checked, dir, target, request).await
     };
-    if row.kind != Some(SourceKind::Directory) {
-        let plain = match (&partial, row.encoding.is_plain()) {
-            (Some(partial), true) => partial.clone(),
-            _ => {
-                let mut name = super::download::partial_path(dir, &row.archive_id).into_os_string();
-                name.push(".plain");
-                let decoded = PathBuf::from(name);
-                let row = row.clone();
-                let identities = request.identities.clone();
-                let into = decoded.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    super::decode::decode_file(&row, &checked, &into, identities.as_deref())
-                })
-                .await
-                .map_err(|e| RestoreFailure::Io {
-                    what: "decode",
-                    path: decoded.clone(),
-                    source: std::io::Error::other(e),
-                })?;
-                match result {
-                    Ok(()) => decoded,
-                    Err(e @ RestoreFailure::Damaged { .. }) => {
-                        // The stored bytes themselves are bad: another try reads the same.
-                        forget_partial();
-                        return Err(e);
-                    }
-                    // Kept for a run with the right identity, without a new download.
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        std::fs::rename(&plain, target).map_err(|source| RestoreFailure::Placing {
-            target: target.to_path_buf(),
-            kept: plain.clone(),
-            source,
-        })?;
-        if partial.as_ref() != Some(&plain) {
-            forget_partial();
-        }
-        return Ok(Outcome::Restored {
-            path: target.to_path_buf(),
-            rejected: 0,
-            kept: 0,
-        });
+    if let (Some(partial), Ok(_) | Err(RestoreFailure::Damaged { .. })) = (&partial, &placed) {
+        // Renamed into place already when it was the file itself.
+        let _ = std::fs::remove_file(partial);
     }
-    if row.encoding.encrypted && row.plain_size.is_none() {
-        // A row rebuilt from the destination (ours record the plain size at upload) has a
-        // tree hash the destination gave, which proves nothing: age's authentication of every
-        // chunk is checked before the first entry is extracted.
-        let (row, identities) = (row.clone(), request.identities.clone());
-        let checked = match &checked {
-            Checked::Partial(path) => Checked::Partial(path.clone()),
-            Checked::Stored(file) => Checked::Stored(
-                file.try_clone()
-                    .map_err(RestoreFailure::io("read", "the stored archive"))?,
-            ),
-        };
-        let authenticated = tokio::task::spawn_blocking(move || {
-            super::decode::authenticate(&row, &checked, identities.as_deref())
-        })
+    placed
+}
+
+/// Runs `work` on the blocking pool; `what` and `path` name it if the pool loses it.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    path: &Path,
+    work: impl FnOnce() -> Result<T, RestoreFailure> + Send + 'static,
+) -> Result<T, RestoreFailure> {
+    tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| RestoreFailure::Io {
-            what: "decrypt",
-            path: dir.to_path_buf(),
+            what,
+            path: path.to_path_buf(),
             source: std::io::Error::other(e),
-        })?;
-        if let Err(e) = authenticated {
-            if matches!(e, RestoreFailure::Damaged { .. }) {
-                // The stored bytes themselves are bad: another try reads the same.
-                forget_partial();
-            }
-            return Err(e);
+        })?
+}
+
+async fn place_file(
+    row: &UploadRecord,
+    checked: Checked,
+    dir: &Path,
+    target: &Path,
+    request: &RestoreRequest,
+) -> Result<Outcome, RestoreFailure> {
+    let plain = match checked {
+        Checked::Partial(partial) if row.encoding.is_plain() => partial,
+        checked => {
+            let mut name = super::download::partial_path(dir, &row.archive_id).into_os_string();
+            name.push(".plain");
+            let decoded = PathBuf::from(name);
+            let (row, identities, into) =
+                (row.clone(), request.identities.clone(), decoded.clone());
+            blocking("decode", &decoded, move || {
+                super::decode::decode_file(&row, &checked, &into, identities.as_deref())
+            })
+            .await?;
+            decoded
         }
-    }
-    let file = super::decode::plain_reader(row, &checked, request.identities.as_deref())?;
-    let encoded = !row.encoding.is_plain();
+    };
+    std::fs::rename(&plain, target).map_err(|source| RestoreFailure::Placing {
+        target: target.to_path_buf(),
+        kept: plain.clone(),
+        source,
+    })?;
+    Ok(Outcome::Restored {
+        path: target.to_path_buf(),
+        rejected: 0,
+        kept: 0,
+    })
+}
+
+async fn extract(
+    row: &UploadRecord,
+    checked: Checked,
+    dir: &Path,
+    target: &Path,
+    request: &RestoreRequest,
+) -> Result<Outcome, RestoreFailure> {
     let options = ExtractOptions {
         preserve_owners: is_root(),
         force: request.force,
         devices: request.devices && is_root(),
     };
-    let dir_owned = dir.to_path_buf();
     // Every entry must lie under the directory's own name, as our archives write it.
     let top = final_name(row).into_os_string();
-    let extracted = tokio::task::spawn_blocking(move || {
-        extract_tar(std::io::BufReader::new(file), &dir_owned, &top, options)
-    })
-    .await
-    .map_err(|e| RestoreFailure::Io {
-        what: "extract into",
-        path: dir.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?
-    .map_err(|e| {
-        // age's authentication and zstd's checks fail as invalid or missing data.
-        let undecodable = matches!(
-            e.source.kind(),
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-        );
-        if encoded && undecodable {
-            forget_partial();
-            super::decode::damaged(row, e.source)
-        } else {
-            RestoreFailure::Extract(e)
+    let (row_owned, identities, dir_owned) =
+        (row.clone(), request.identities.clone(), dir.to_path_buf());
+    let extracted = blocking("extract into", dir, move || {
+        let row = &row_owned;
+        if row.encoding.encrypted && row.plain_size.is_none() {
+            // A row rebuilt from the destination (ours record the plain size at upload) has
+            // a tree hash the destination gave, which proves nothing: age's authentication
+            // of every chunk is checked before the first entry is extracted.
+            super::decode::authenticate(row, &checked, identities.as_deref())?;
         }
-    })?;
-    forget_partial();
+        let file = super::decode::plain_reader(row, &checked, identities.as_deref())?;
+        extract_tar(std::io::BufReader::new(file), &dir_owned, &top, options).map_err(|e| {
+            // age's authentication and zstd's checks fail as invalid or missing data.
+            let undecodable = matches!(
+                e.source.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            );
+            if !row.encoding.is_plain() && undecodable {
+                super::decode::damaged(row, e.source)
+            } else {
+                RestoreFailure::Extract(e)
+            }
+        })
+    })
+    .await?;
     for name in &extracted.kept {
         tracing::warn!(
             "{}: kept, newer than the archived one (--force replaces it)",

@@ -328,3 +328,37 @@ async fn a_run_reports_each_candidate_and_every_byte_to_its_progress_display() {
         ["batch 3", "done", "done", "done"]
     );
 }
+
+/// A compressed upload's progress counts the source's bytes (what the item's total is), not
+/// the fewer bytes stored: 3 MB of one repeated byte still shows as 3 MB done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_run_reports_the_sources_bytes_not_the_stored_ones() {
+    let sb = Sandbox::new();
+    let path = sb.path("a");
+    std::fs::write(&path, vec![7u8; 3_000_000]).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let options = RunOptions {
+        progress: Some(recorder.clone()),
+        format: glacier_backup::codec::Format {
+            compression: glacier_backup::archiver::Compression::Zstd(Some(3)),
+            recipients: Vec::new(),
+        },
+        ..RunOptions::default()
+    };
+    let archiver = MemoryArchiver::new();
+    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let report = run_backup(
+        &[planned(&path, SourceKind::File, true)],
+        &mut ledger,
+        &archiver,
+        &options,
+    )
+    .await
+    .unwrap();
+    let stored = report.uploaded[0].record.as_ref().unwrap().size.unwrap();
+    assert!(stored < 10_000, "compressed to {stored} bytes");
+    assert_eq!(
+        recorder.1.load(std::sync::atomic::Ordering::SeqCst),
+        3_000_000
+    );
+}

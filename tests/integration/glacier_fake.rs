@@ -10,6 +10,7 @@ use fake_glacier::FakeGlacier;
 
 use crate::support;
 use crate::support::sandbox::{assert_never_says, assert_says, text, Sandbox};
+use crate::support::wait_until;
 
 /// A sandbox with a fake vault `photos` and a config builder for it.
 struct Setup {
@@ -241,15 +242,6 @@ fn finish_jobs_while_waiting(s: &Setup, command: &mut Command) -> Output {
     });
     s.fake.release_jobs();
     child.wait_with_output().unwrap()
-}
-
-/// Waits (at most a minute) until `done` holds; `what` says what never happened.
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Sends `signal` (`-INT`, `-TERM`...) to a running binary and collects what it printed.

@@ -698,14 +698,9 @@ fn a_killed_encrypted_upload_resumes_with_the_same_bytes_and_decrypts() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while fake.stats().parts_stored.len() < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upload never got going"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::support::wait_until("the upload never got going", || {
+        fake.stats().parts_stored.len() >= 3
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let before: Vec<u64> = fake.stats().parts_stored.iter().map(|p| p.1).collect();

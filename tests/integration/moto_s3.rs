@@ -306,14 +306,7 @@ async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledge
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while recorded_parts() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no parts were recorded"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    crate::support::wait_until("no parts were recorded", || recorded_parts() >= 2);
     child.kill().unwrap();
     child.wait().unwrap();
 

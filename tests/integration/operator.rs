@@ -411,14 +411,7 @@ fn sigterm_mid_upload_leaves_no_partial_file_in_a_local_destination() {
             .map(|entries| entries.count())
             .unwrap_or(0)
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while partials() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upload never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    crate::support::wait_until("the upload never started", || partials() > 0);
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -93,6 +93,20 @@ impl Encoding {
         )
     }
 
+    /// The recipients as one comma-separated list, as the ledger and the metadata keep them
+    /// (`None` when there are none).
+    pub fn recipients_list(&self) -> Option<String> {
+        (!self.recipients.is_empty()).then(|| self.recipients.join(","))
+    }
+
+    /// Inverse of [`Encoding::recipients_list`].
+    pub fn parse_recipients(list: &str) -> Vec<String> {
+        list.split(',')
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// A short tag for one-line metadata: `zstd3`, `zstd`, `age`, `zstd3+age`; empty when plain.
     pub fn tag(&self) -> String {
         let mut layers = Vec::new();

@@ -142,7 +142,9 @@ pub fn encode(meta: &ArchiveMeta) -> (String, Shortfall) {
     let time = meta.started_at.unix_timestamp();
     let name = printable(&meta.name);
     let fingerprint = utf8_percent_encode(&meta.fingerprint, FIELD).to_string();
-    let recipients = utf8_percent_encode(&meta.encoding.recipients.join(","), FIELD).to_string();
+    let recipients =
+        utf8_percent_encode(&meta.encoding.recipients_list().unwrap_or_default(), FIELD)
+            .to_string();
     let tail = |fingerprint: &str, recipients: &str| {
         let mut tail = format!("{MARKER}{kind}:{time}:{fingerprint}:{path}");
         if !recipients.is_empty() {
@@ -195,12 +197,8 @@ pub fn decode(description: &str) -> Option<Origin> {
         return None;
     }
     if let Some(recipients) = fields.next() {
-        encoding.recipients = percent_decode_str(recipients)
-            .decode_utf8_lossy()
-            .split(',')
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned)
-            .collect();
+        encoding.recipients =
+            Encoding::parse_recipients(&percent_decode_str(recipients).decode_utf8_lossy());
     }
     Some(Origin {
         name: name.to_owned(),

@@ -160,8 +160,7 @@ impl S3Archiver {
         if !meta.encoding.is_plain() {
             metadata.insert("gb-encoding".to_owned(), meta.encoding.tag());
         }
-        if !meta.encoding.recipients.is_empty() {
-            let recipients = meta.encoding.recipients.join(",");
+        if let Some(recipients) = meta.encoding.recipients_list() {
             metadata.insert("gb-recipients".to_owned(), header_safe(&recipients));
         }
         // S3 refuses an object whose metadata is over 2 KB. What a rebuilt ledger can do

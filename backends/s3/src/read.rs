@@ -91,12 +91,7 @@ pub(crate) fn origin_from_metadata(metadata: &HashMap<String, String>) -> Option
         None => glacier_backup_archiver::Encoding::plain(),
     };
     encoding.recipients = text("gb-recipients")
-        .map(|list| {
-            list.split(',')
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(|list| glacier_backup_archiver::Encoding::parse_recipients(&list))
         .unwrap_or_default();
     Some(Origin {
         name: text("gb-name").unwrap_or_default(),

@@ -657,14 +657,7 @@ fn a_local_backup_killed_mid_run_leaves_no_row_without_its_archive() {
         .spawn()
         .unwrap();
     // Killed as soon as the first batch is committed, with more under way.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while rows_now() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no row was ever committed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    crate::support::wait_until("no row was ever committed", || rows_now() > 0);
     child.kill().unwrap();
     child.wait().unwrap();
 

@@ -5,3 +5,13 @@
 pub mod moto;
 pub mod sandbox;
 pub mod trees;
+
+/// Waits until `done` holds, looking every 2 ms (a test that kills a run at a moment needs to
+/// see it soon), for two minutes at most; `what` says what never happened.
+pub fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
