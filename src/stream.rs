@@ -99,6 +99,7 @@ pub fn encoded_parts(
                     tree_hash,
                     // Hashed just above, from these very bytes.
                     hash_from_data: true,
+                    held: None,
                 })
             }
         })

@@ -288,6 +288,7 @@ pub async fn corrupt_part_is_rejected(archiver: &dyn Archiver) {
         tree_hash: tree_hash(b"something else"),
         data,
         hash_from_data: false,
+        held: None,
     };
     let result = archiver
         .put(

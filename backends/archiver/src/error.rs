@@ -75,6 +75,19 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A part sent without its bytes because an earlier run stored it ([`Part::held`]) is
+    /// not in the upload being continued (the service dropped it, or the upload is new): the
+    /// caller must send it again, with its bytes.
+    ///
+    /// [`Part::held`]: crate::Part::held
+    #[error("{backend}: part {number} of the continued upload is no longer stored; it must be sent again")]
+    PartNotHeld {
+        /// Backend name.
+        backend: &'static str,
+        /// The part's number, from 1.
+        number: u64,
+    },
+
     /// A remote service refused or failed the call.
     #[error("{backend}: {message}")]
     Remote {

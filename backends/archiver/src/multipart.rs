@@ -171,10 +171,12 @@ pub async fn put<S: MultipartStore>(
     parts: PartStream,
 ) -> Result<ArchiveRef> {
     let limits = store.limits();
-    let mut checker = PartChecker::new(store.backend(), limits.verify_part_hashes);
+    let mut checker = PartChecker::new(store.backend(), limits.verify_part_hashes).allowing_held();
     let mut parts = match shape(store.backend(), parts).await? {
         // A resumed upload is continued even when the rest fits in one part.
-        Shape::Single(part) if options.resume.is_none() || part.data.is_empty() => {
+        Shape::Single(part)
+            if part.held.is_none() && (options.resume.is_none() || part.data.is_empty()) =>
+        {
             checker.accept(&part)?;
             return store.put_whole(meta, part).await;
         }
@@ -211,7 +213,7 @@ async fn completed_earlier<S: MultipartStore>(
         archive.archive_id
     );
     // The archive is what the earlier run recorded; the caller compares it with this stream.
-    let mut checker = PartChecker::new(store.backend(), false);
+    let mut checker = PartChecker::new(store.backend(), false).allowing_held();
     while let Some(part) = parts.next().await {
         checker.accept(&part?)?;
     }
@@ -229,7 +231,7 @@ async fn upload_parts<S: MultipartStore>(
     let limits = store.limits();
     let mut parts = parts.peekable();
     let part_size = match std::pin::Pin::new(&mut parts).peek().await {
-        Some(Ok(first)) => first.data.len() as u64,
+        Some(Ok(first)) => first.len(),
         _ => 0,
     };
     let opened = store.open(meta, part_size, options.resume.as_ref()).await?;
@@ -262,6 +264,12 @@ async fn upload_parts<S: MultipartStore>(
             if let Some(receipt) = store.already_stored(&upload, &part) {
                 already_stored.push((part.index, receipt));
                 return Ok(None);
+            }
+            if part.held.is_some() {
+                return Err(Error::PartNotHeld {
+                    backend,
+                    number: part.index + 1,
+                });
             }
             let upload = &upload;
             Ok(Some(async move {
@@ -541,6 +549,76 @@ mod tests {
                 "complete u1 [0, 1, 2] 2097157"
             ]
         );
+    }
+
+    /// Parts an earlier run stored come without their bytes: found in the resumed upload, they
+    /// count towards the size and tree hash and are not sent; one the upload does not hold
+    /// stops the upload, since its bytes are not there to send.
+    #[tokio::test]
+    async fn held_parts_count_without_their_bytes_and_one_not_held_stops_the_upload() {
+        let bytes = data(3 * MIB + 7);
+        let with_held = |bytes: &Bytes| {
+            let held = [0u64, 2];
+            let parts: Vec<Result<Part>> = bytes
+                .chunks(MIB)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let (index, offset) = (i as u64, (i * MIB) as u64);
+                    Ok(if held.contains(&index) {
+                        Part::held(index, offset, chunk.len() as u64, tree_hash(chunk))
+                    } else {
+                        Part::hashed(index, offset, Bytes::copy_from_slice(chunk))
+                    })
+                })
+                .collect();
+            futures::stream::iter(parts).boxed()
+        };
+        let store = Recorder {
+            held: vec![0, 2],
+            ..recorder()
+        };
+        let done = put(
+            &store,
+            &meta(),
+            &resuming(Resume::new("u0")),
+            with_held(&bytes),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (done.size, done.tree_hash),
+            (bytes.len() as u64, tree_hash(&bytes))
+        );
+        assert_eq!(
+            store.calls(),
+            [
+                "open 1048576",
+                "part u0 1",
+                "part u0 3",
+                "complete u0 [0, 1, 2, 3] 3145735"
+            ]
+        );
+        let forgetful = Recorder {
+            held: vec![0],
+            ..recorder()
+        };
+        let err = put(
+            &forgetful,
+            &meta(),
+            &resuming(Resume::new("u0")),
+            with_held(&bytes),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::PartNotHeld { number: 3, .. }), "{err}");
+        assert!(!forgetful.calls().iter().any(|c| c.starts_with("complete")));
+        // A consumer that is not the driver cannot store a part without its bytes.
+        let mut checker = PartChecker::new("test", true);
+        let held = Part::held(0, 0, 5, tree_hash(b"12345"));
+        assert!(matches!(
+            checker.accept(&held),
+            Err(Error::PartNotHeld { number: 1, .. })
+        ));
     }
 
     #[tokio::test]

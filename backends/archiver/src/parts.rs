@@ -34,6 +34,7 @@ pub struct PartChecker {
     saw_short_part: bool,
     hashes: TreeHashBuilder,
     verify_hashes: bool,
+    allow_held: bool,
 }
 
 impl PartChecker {
@@ -48,7 +49,16 @@ impl PartChecker {
             saw_short_part: false,
             hashes: TreeHashBuilder::new(),
             verify_hashes,
+            allow_held: false,
         }
+    }
+
+    /// Also accepts parts an earlier run stored ([`Part::held`]): for the upload driver, which
+    /// finds them in the upload it continues. Any other consumer cannot store a part without
+    /// its bytes and refuses them.
+    pub fn allowing_held(mut self) -> Self {
+        self.allow_held = true;
+        self
     }
 
     /// Accepts the next part, or says why the stream is malformed.
@@ -65,7 +75,13 @@ impl PartChecker {
                 self.next_index, self.size, part.index, part.offset
             )));
         }
-        let len = part.data.len() as u64;
+        if part.held.is_some() && !self.allow_held {
+            return Err(Error::PartNotHeld {
+                backend: self.backend,
+                number: part.index + 1,
+            });
+        }
+        let len = part.len();
         if self.saw_short_part {
             return Err(malformed("a part followed the final short part".into()));
         }
@@ -81,7 +97,7 @@ impl PartChecker {
             Some(_) => {}
         }
         // A part hashed from its own bytes by its maker is not hashed again: one pass per byte.
-        if self.verify_hashes && !part.hash_from_data {
+        if self.verify_hashes && !part.hash_from_data && part.held.is_none() {
             let actual = tree_hash(&part.data);
             if actual != part.tree_hash {
                 return Err(Error::Integrity {

@@ -124,6 +124,11 @@ pub struct Part {
     /// engine's stream, [`Part::hashed`]): a backend that checks part hashes then need not hash
     /// the bytes a second time. A part from anywhere else says `false` and is checked.
     pub hash_from_data: bool,
+    /// `Some(length)`: an earlier run stored this part in the upload being resumed, so it comes
+    /// without its bytes (`data` is empty) and with the tree hash recorded when it was sent.
+    /// The backend must find it in that upload, or fail with [`Error::PartNotHeld`]. A copy
+    /// between backends resumes this way without reading its source again.
+    pub held: Option<u64>,
 }
 
 impl Part {
@@ -135,7 +140,30 @@ impl Part {
             tree_hash: crate::treehash::tree_hash(&data),
             data,
             hash_from_data: true,
+            held: None,
         }
+    }
+
+    /// A part an earlier run stored: `len` bytes with this tree hash, not sent again.
+    pub fn held(index: u64, offset: u64, len: u64, tree_hash: TreeHash) -> Self {
+        Part {
+            index,
+            offset,
+            data: Bytes::new(),
+            tree_hash,
+            hash_from_data: true,
+            held: Some(len),
+        }
+    }
+
+    /// The part's length: its bytes, or the recorded length of a held part.
+    pub fn len(&self) -> u64 {
+        self.held.unwrap_or(self.data.len() as u64)
+    }
+
+    /// Whether the part has no bytes at all (an empty archive's one part).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -379,7 +379,7 @@ impl MultipartStore for GlacierArchiver {
     }
 
     fn already_stored(&self, upload: &OpenedUpload, part: &Part) -> Option<()> {
-        let this_part = (part.data.len() as u64, part.tree_hash);
+        let this_part = (part.len(), part.tree_hash);
         (upload.stored.get(&part.offset) == Some(&this_part)).then_some(())
     }
 

@@ -245,6 +245,7 @@ async fn a_stream_that_outgrows_the_part_limit_fails_before_sending_one_too_many
             data: zeros.clone(),
             tree_hash: hash,
             hash_from_data: true,
+            held: None,
         })
     }))
     .boxed();

@@ -63,14 +63,18 @@ pub struct S3Archiver {
 pub(crate) type StoredParts = HashMap<i32, (u64, String, Option<String>)>;
 
 pub(crate) fn crc64(data: &[u8]) -> String {
-    let mut digest = crc64fast_nvme::Digest::new();
-    digest.write(data);
-    encode_crc(digest.sum64())
+    encode_crc(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data))
 }
 
 /// A CRC64NVME as S3 writes it: base64 of its big-endian bytes.
 pub(crate) fn encode_crc(crc: u64) -> String {
     BASE64.encode(crc.to_be_bytes())
+}
+
+/// The inverse of [`encode_crc`], for checksums S3 reports.
+pub(crate) fn decode_crc(text: &str) -> Option<u64> {
+    let bytes: [u8; 8] = BASE64.decode(text).ok()?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
 }
 
 pub(crate) fn remote(message: String, temporary: bool) -> Error {

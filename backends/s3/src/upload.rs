@@ -78,7 +78,7 @@ impl S3Archiver {
                 upload_id: upload_id.to_owned(),
                 key: key.to_owned(),
                 stored,
-                whole: Mutex::new(crc64fast_nvme::Digest::new()),
+                whole: Mutex::new(WholeCrc::default()),
                 part_checksums: Mutex::default(),
             },
             newly_known: newly_known.then(|| format!("{upload_id}\n{key}")),
@@ -193,10 +193,30 @@ pub struct OpenedUpload {
     key: String,
     /// What S3 already holds of it.
     stored: StoredParts,
-    /// The whole object's CRC64NVME, fed every part in order.
-    whole: Mutex<crc64fast_nvme::Digest>,
-    /// Each part's CRC64NVME, taken in the pass that feeds `whole`, until the part is sent.
+    /// The whole object's CRC64NVME, every part's joined in order.
+    whole: Mutex<WholeCrc>,
+    /// Each part's CRC64NVME, taken when the part was joined into `whole`, until it is sent.
     part_checksums: Mutex<std::collections::HashMap<i32, String>>,
+}
+
+/// A whole object's CRC64NVME, built from its parts' checksums (CRCs combine without the
+/// bytes, so a part stored by an earlier run counts by the checksum S3 holds for it).
+#[derive(Default)]
+struct WholeCrc(Option<u64>);
+
+impl WholeCrc {
+    fn join(&mut self, part: u64, len: u64) {
+        use crc_fast::{checksum_combine, CrcAlgorithm::Crc64Nvme};
+        self.0 = Some(match self.0 {
+            None => part,
+            Some(whole) => checksum_combine(Crc64Nvme, whole, part, len),
+        });
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+            .unwrap_or_else(|| crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, b""))
+    }
 }
 
 impl OpenedUpload {
@@ -236,16 +256,26 @@ impl MultipartStore for S3Archiver {
         self.start_or_resume(meta, resume).await
     }
 
-    /// Also folds every part, in order, into the whole object's checksum, and takes the
-    /// part's own in the same pass.
+    /// Also joins every part, in order, into the whole object's checksum. A held part (an
+    /// earlier run's, without its bytes) counts by the checksum S3 reports for it.
     fn already_stored(&self, upload: &OpenedUpload, part: &Part) -> Option<CompletedPart> {
-        let checksum = {
-            let mut whole = upload.whole.lock().expect("crc lock");
-            part_and_whole_crc(&part.data, &mut whole)
-        };
         let number = part_number(part);
-        if let Some((size, etag, stored_crc)) = upload.stored.get(&number) {
-            if *size == part.data.len() as u64 && stored_crc.as_deref() == Some(checksum.as_str()) {
+        let stored = upload
+            .stored
+            .get(&number)
+            .filter(|(size, _, _)| *size == part.len());
+        let (checksum, crc) = match (part.held, stored) {
+            (Some(_), Some((_, _, Some(crc)))) => (crc.clone(), decode_crc(crc)?),
+            // The driver reports a held part that is not there.
+            (Some(_), _) => return None,
+            (None, _) => {
+                let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &part.data);
+                (encode_crc(crc), crc)
+            }
+        };
+        upload.whole.lock().expect("crc lock").join(crc, part.len());
+        if let Some((_, etag, stored_crc)) = stored {
+            if stored_crc.as_deref() == Some(checksum.as_str()) {
                 return Some(
                     CompletedPart::builder()
                         .part_number(number)
@@ -319,8 +349,7 @@ impl MultipartStore for S3Archiver {
         tree_hash: TreeHash,
     ) -> Result<ArchiveRef> {
         let key = &upload.key;
-        let whole = upload.whole.lock().expect("crc lock").sum64();
-        let checksum = BASE64.encode(whole.to_be_bytes());
+        let checksum = encode_crc(upload.whole.lock().expect("crc lock").finish());
         let client = self.client().await?;
         let out = client
             .complete_multipart_upload()
@@ -370,18 +399,6 @@ impl MultipartStore for S3Archiver {
 }
 
 /// S3 numbers parts from 1.
-/// A part's CRC64NVME, feeding `whole` in the same pass: each MiB is read from memory once and
-/// checksummed for both while it is in the cache. (The tree hash is taken by the engine before
-/// a backend sees the part, so it cannot share this pass.)
-fn part_and_whole_crc(data: &[u8], whole: &mut crc64fast_nvme::Digest) -> String {
-    let mut part = crc64fast_nvme::Digest::new();
-    for chunk in data.chunks(1 << 20) {
-        part.write(chunk);
-        whole.write(chunk);
-    }
-    crate::encode_crc(part.sum64())
-}
-
 fn part_number(part: &Part) -> i32 {
     i32::try_from(part.index + 1).expect("the driver keeps part counts within max_parts")
 }
@@ -417,15 +434,21 @@ pub(crate) fn check_crc(what: &str, reported: Option<&str>, ours: &str) -> Resul
 mod tests {
     use super::*;
 
-    /// One pass gives each part's checksum and the whole object's, both as S3 computes them.
+    /// Part checksums joined in order give the whole object's, as S3 computes it, with or
+    /// without the bytes of the earlier parts.
     #[test]
-    fn one_pass_gives_the_parts_and_the_whole_objects_crc() {
+    fn joined_part_checksums_give_the_whole_objects_crc() {
         let data: Vec<u8> = (0..3_500_000u32).map(|i| (i % 251) as u8).collect();
-        let mut whole = crc64fast_nvme::Digest::new();
+        let mut whole = WholeCrc::default();
         for part in data.chunks(1_500_000) {
-            assert_eq!(part_and_whole_crc(part, &mut whole), crate::crc64(part));
+            let crc = decode_crc(&crate::crc64(part)).unwrap();
+            whole.join(crc, part.len() as u64);
         }
-        assert_eq!(crate::encode_crc(whole.sum64()), crate::crc64(&data));
+        assert_eq!(encode_crc(whole.finish()), crate::crc64(&data));
+        assert_eq!(
+            WholeCrc::default().finish(),
+            decode_crc(&crate::crc64(b"")).unwrap()
+        );
         // The published check value of CRC-64/NVME.
         assert_eq!(
             crate::crc64(b"123456789"),
