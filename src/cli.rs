@@ -111,6 +111,10 @@ pub enum Command {
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Move archives to another destination (a Glacier vault into S3): each one retrieved,
+    /// copied part by part, checked against its tree hash and recorded in both ledgers; run
+    /// again to continue (-d shows the plan and its cost)
+    Migrate(MigrateArgs),
     /// Print a shell completion script on stdout (e.g. `glacier-backup completions bash >
     /// ~/.local/share/bash-completion/completions/glacier-backup`)
     Completions {
@@ -180,6 +184,41 @@ pub struct RestoreArgs {
     pub identity: Option<PathBuf>,
 }
 
+/// Arguments of `migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Config file of the destination (its [main] backend and section, and its own ledger)
+    #[arg(long, value_name = "CONFIG")]
+    pub to: PathBuf,
+    /// Backend of the destination (overrides [main] backend of the --to config)
+    #[arg(long, value_name = "BACKEND", value_parser = clap::builder::PossibleValuesParser::new(
+              glacier_backup::backends::backend_names()))]
+    pub to_backend: Option<String>,
+    /// Retrieval tier for the source's archives (bulk is the cheapest and slowest)
+    #[arg(long, value_enum, default_value_t = Tier::Bulk)]
+    pub tier: Tier,
+    /// Wait until archives are readable, then copy them
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait, give up after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 48 * 3600)]
+    pub timeout: u64,
+    /// Delete each source archive once its copy is complete and verified (size and tree hash,
+    /// as the destination reports them)
+    #[arg(long)]
+    pub delete_source: bool,
+    /// Only uploads of these paths and below (default: every upload in the source's ledger)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+impl MigrateArgs {
+    /// The tier as the command line spells it.
+    pub fn tier_name(&self) -> &'static str {
+        glacier_backup::archiver::RestoreTier::from(self.tier).as_str()
+    }
+}
+
 fn parse_dollars(text: &str) -> Result<f64, String> {
     text.trim_start_matches('$')
         .parse::<f64>()
@@ -210,6 +249,16 @@ fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
              2026-11-20T14:30:00+01:00"
         )
     })
+}
+
+impl From<Tier> for glacier_backup::archiver::RestoreTier {
+    fn from(tier: Tier) -> Self {
+        match tier {
+            Tier::Expedited => Self::Expedited,
+            Tier::Standard => Self::Standard,
+            Tier::Bulk => Self::Bulk,
+        }
+    }
 }
 
 /// Retrieval speed (and price) for cold archives.

@@ -16,6 +16,7 @@ pub mod costs;
 pub mod fsat;
 pub mod inventory;
 pub mod ledger;
+pub mod migrate;
 pub mod poll;
 pub mod progress;
 pub mod resolve;

@@ -220,6 +220,7 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
         Some(Command::Inventory(ref args)) => {
             commands::inventory::inventory(&cli, &config, args).await
         }
+        Some(Command::Migrate(ref args)) => commands::migrate::migrate(&cli, &config, args).await,
         Some(Command::Verify { remote, ref paths }) => {
             commands::verify::verify(&config, remote, paths, cli.json).await
         }

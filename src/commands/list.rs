@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use glacier_backup::backends::{ledger_path, open_archiver, BackendError};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::{Ledger, SqliteLedger, UploadRecord};
+use glacier_backup::ledger::{Ledger, Moved, SqliteLedger, UploadRecord};
 
 use super::{home_config_dir, Fatal, Outcome};
 
@@ -42,17 +42,29 @@ pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
 }
 
 /// A JSON array, one row at a time. The outer error is the ledger's, the inner one stdout's.
-fn write_json(out: &mut dyn Write, ledger: &dyn Ledger) -> Result<std::io::Result<()>, Fatal> {
+fn write_json(out: &mut dyn Write, ledger: &SqliteLedger) -> Result<std::io::Result<()>, Fatal> {
     let mut written = out.write_all(b"[");
     let mut first = true;
+    let mut failed = None;
     ledger.each_upload(&mut |upload| {
         let separator: &[u8] = if first { b"\n  " } else { b",\n  " };
         first = false;
-        written = out.write_all(separator).and_then(|()| {
-            serde_json::to_writer(&mut *out, &upload_json(&upload)).map_err(std::io::Error::from)
-        });
+        let mut row = upload_json(&upload);
+        row["moved"] = match ledger.moved_of(&upload.archive_id) {
+            Ok(moved) => moved.map_or(serde_json::Value::Null, |m| moved_json(&m)),
+            Err(e) => {
+                failed = Some(e);
+                return false;
+            }
+        };
+        written = out
+            .write_all(separator)
+            .and_then(|()| serde_json::to_writer(&mut *out, &row).map_err(std::io::Error::from));
         written.is_ok()
     })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
     Ok(written.and_then(|()| out.write_all(if first { b"]\n" } else { b"\n]\n" })))
 }
 
@@ -80,8 +92,31 @@ fn upload_json(u: &UploadRecord) -> serde_json::Value {
     row
 }
 
-/// The table's cells of one row.
-fn cells(u: &UploadRecord) -> [String; 5] {
+fn moved_json(m: &Moved) -> serde_json::Value {
+    serde_json::json!({
+        "to": m.destination,
+        "key": m.key,
+        "at": glacier_backup::display_time(m.moved_at),
+        "source_deleted_at": m.source_deleted_at.map(glacier_backup::display_time),
+    })
+}
+
+/// The table's cells of one row: an archive moved elsewhere says where.
+fn cells(u: &UploadRecord, moved: Option<Moved>) -> [String; 5] {
+    let id = match moved {
+        None => u.archive_id.clone(),
+        Some(m) => format!(
+            "{} (moved to {} {}{})",
+            u.archive_id,
+            m.destination,
+            m.key,
+            if m.source_deleted_at.is_some() {
+                ", deleted here"
+            } else {
+                ""
+            }
+        ),
+    };
     [
         u.uploaded_at
             .map(glacier_backup::display_time)
@@ -91,21 +126,32 @@ fn cells(u: &UploadRecord) -> [String; 5] {
             .map(glacier_backup::display_size)
             .unwrap_or_else(|| "-".into()),
         shown(&u.path),
-        u.archive_id.clone(),
+        id,
     ]
 }
 
 fn write_table(
     out: &mut dyn Write,
-    ledger: &dyn Ledger,
+    ledger: &SqliteLedger,
     path: &std::path::Path,
 ) -> Result<std::io::Result<()>, Fatal> {
     let header = ["UPLOADED", "BACKEND", "SIZE", "PATH", "ARCHIVE ID"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     let mut rows = 0usize;
+    let mut failed = None;
+    let mut cells_of = |upload: &UploadRecord| match ledger.moved_of(&upload.archive_id) {
+        Ok(moved) => Some(cells(upload, moved)),
+        Err(e) => {
+            failed = Some(e);
+            None
+        }
+    };
     ledger.each_upload(&mut |upload| {
         rows += 1;
-        for (w, cell) in widths.iter_mut().zip(cells(&upload)) {
+        let Some(row) = cells_of(&upload) else {
+            return false;
+        };
+        for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
         true
@@ -130,8 +176,14 @@ fn write_table(
     };
     let mut written = writeln!(out, "{}", line(&header));
     ledger.each_upload(&mut |upload| {
-        written = writeln!(out, "{}", line(&cells(&upload)));
+        let Some(row) = cells_of(&upload) else {
+            return false;
+        };
+        written = writeln!(out, "{}", line(&row));
         written.is_ok()
     })?;
-    Ok(written)
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(written),
+    }
 }

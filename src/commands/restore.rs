@@ -10,15 +10,7 @@ use glacier_backup::restore::{
 use glacier_backup::shown;
 
 use super::{command_line_path, print_json, with_path, Fatal, Outcome, Session};
-use crate::cli::{Cli, RestoreArgs, Tier};
-
-fn tier(args: &RestoreArgs) -> RestoreTier {
-    match args.tier {
-        Tier::Expedited => RestoreTier::Expedited,
-        Tier::Standard => RestoreTier::Standard,
-        Tier::Bulk => RestoreTier::Bulk,
-    }
-}
+use crate::cli::{Cli, RestoreArgs};
 
 /// The identities for encrypted archives: `--identity`, else `[encryption] identity_file`.
 fn identities(
@@ -60,7 +52,7 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
         force: args.force,
         devices: args.devices,
         options: RestoreOptions {
-            tier: tier(args),
+            tier: args.tier.into(),
             days: Some(args.days),
         },
         deadline: args
@@ -72,7 +64,7 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
     })
 }
 
-fn expected_wait(archiver: &dyn Archiver, tier: RestoreTier) -> &'static str {
+pub(super) fn expected_wait(archiver: &dyn Archiver, tier: RestoreTier) -> &'static str {
     if !archiver.capabilities().needs_restore {
         return "none";
     }
@@ -316,7 +308,7 @@ struct Tally {
 }
 
 /// One archive's entry in the `--json` document.
-fn archive_json(
+pub(super) fn archive_json(
     row: &UploadRecord,
     outcome: &str,
     details: serde_json::Value,

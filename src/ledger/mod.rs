@@ -91,6 +91,52 @@ pub struct Retrieval {
     pub requested_at: OffsetDateTime,
 }
 
+/// A copy of an archive to another destination (`migrate`) that started and did not finish,
+/// kept in the source's ledger so a later run continues it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The archive in the source.
+    pub archive_id: String,
+    /// The destination, as its target names it (`s3.<bucket>`).
+    pub destination: String,
+    /// The destination's upload token.
+    pub token: String,
+    /// Part size the upload was started with.
+    pub part_size: u64,
+    /// Size and tree hash, once every part was stored and the upload was being completed.
+    pub completing: Option<(u64, TreeHash)>,
+    /// The parts the destination confirmed.
+    pub parts: Vec<MovePart>,
+}
+
+/// A part of a [`Move`] the destination holds: enough to count it without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovePart {
+    /// Part number, from 1.
+    pub number: u64,
+    /// Its length.
+    pub size: u64,
+    /// Its tree hash, taken from the bytes read from the source.
+    pub tree_hash: TreeHash,
+    /// The destination's receipt.
+    pub receipt: String,
+}
+
+/// An archive `migrate` copied to another destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// The archive in the source.
+    pub archive_id: String,
+    /// The destination, as its target names it (`s3.<bucket>`).
+    pub destination: String,
+    /// Its id or key there.
+    pub key: String,
+    /// When the copy was complete and recorded.
+    pub moved_at: OffsetDateTime,
+    /// When the source's copy was deleted (`--delete-source`), if it was.
+    pub source_deleted_at: Option<OffsetDateTime>,
+}
+
 /// The ledger could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

@@ -14,6 +14,8 @@ use time::OffsetDateTime;
 
 use super::{Ledger, LedgerError, PendingUpload, Retrieval, UploadRecord, PYTHON_TOOL_BACKEND};
 
+mod moves;
+
 /// Schema versions, kept in `PRAGMA user_version`; the Python tool's database is version 0.
 const MIGRATIONS: &[&str] = &[
     // 1: everything needed to verify and restore an upload, and an index for lookups by path.
@@ -57,6 +59,16 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE pending_uploads ADD COLUMN encoding TEXT;
      ALTER TABLE pending_uploads ADD COLUMN recipients TEXT;
      ALTER TABLE pending_uploads ADD COLUMN seal BLOB;",
+    // 6: archives moved to another destination (`migrate`): the copy under way, its stored
+    // parts, and each archive moved (and whether the source's copy was deleted).
+    "CREATE TABLE moves (archive_id TEXT NOT NULL PRIMARY KEY, destination TEXT NOT NULL,
+         token TEXT NOT NULL, part_size INTEGER NOT NULL, complete_size INTEGER,
+         complete_tree_hash TEXT);
+     CREATE TABLE move_parts (archive_id TEXT NOT NULL, number INTEGER NOT NULL,
+         size INTEGER NOT NULL, tree_hash TEXT NOT NULL, receipt TEXT NOT NULL,
+         PRIMARY KEY (archive_id, number));
+     CREATE TABLE moved (archive_id TEXT NOT NULL PRIMARY KEY, destination TEXT NOT NULL,
+         key TEXT NOT NULL, moved_at TEXT NOT NULL, source_deleted_at TEXT);",
 ];
 
 const COLUMNS: &str = "path, name, archive_id, uploaded_date, backend, kind, size, tree_hash, \

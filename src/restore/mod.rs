@@ -91,7 +91,7 @@ mod download;
 pub mod extract;
 mod failure;
 mod place;
-mod retrieval;
+pub(crate) mod retrieval;
 mod select;
 
 use download::{download, Checked};

@@ -6,7 +6,7 @@ use super::*;
 /// Asks for a cold archive to be made readable, unless a retrieval is already under way: checks
 /// on a retrieval recorded in the ledger by an earlier run first, and records a new one.
 /// Returns the archive's state.
-pub(super) async fn ask(
+pub(crate) async fn ask(
     archiver: &dyn Archiver,
     ledger: &mut dyn Ledger,
     archive: &ArchiveRef,
@@ -53,17 +53,43 @@ pub(super) async fn readable(
     request: &RestoreRequest,
     known: Option<RestoreState>,
 ) -> Result<bool, RestoreFailure> {
+    let wait = Wait {
+        options: &request.options,
+        deadline: request.deadline,
+        progress: crate::progress::or_none(&request.progress),
+    };
+    wait_readable(archiver, ledger, archive, &wait, known).await
+}
+
+/// How to make an archive readable: the retrieval asked for, and how long to wait for it.
+pub(crate) struct Wait<'a> {
+    /// Tier and days.
+    pub options: &'a RestoreOptions,
+    /// Poll until then; `None`: ask and return.
+    pub deadline: Option<Instant>,
+    /// Where waiting is shown.
+    pub progress: crate::progress::SharedProgress,
+}
+
+/// [`readable`], for any caller that reads cold archives (restore, migrate).
+pub(crate) async fn wait_readable(
+    archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
+    archive: &ArchiveRef,
+    wait: &Wait<'_>,
+    known: Option<RestoreState>,
+) -> Result<bool, RestoreFailure> {
     if !archiver.capabilities().needs_restore {
         return Ok(true);
     }
     let state = match known {
         Some(state) => state,
-        None => ask(archiver, ledger, archive, &request.options).await?,
+        None => ask(archiver, ledger, archive, wait.options).await?,
     };
     if state == RestoreState::Ready {
         return Ok(true);
     }
-    let Some(deadline) = request.deadline else {
+    let Some(deadline) = wait.deadline else {
         return Ok(false);
     };
     let request_id = match &state {
@@ -71,9 +97,8 @@ pub(super) async fn readable(
         _ => None,
     };
     let limit = deadline.saturating_duration_since(std::time::Instant::now());
-    let progress = crate::progress::or_none(&request.progress);
     let what = format!("{}: retrieval in progress", archive.archive_id);
-    let report = |pause| progress.waiting(&what, pause);
+    let report = |pause| wait.progress.waiting(&what, pause);
     let ready = crate::poll::with_backoff(limit, report, || async {
         let state = archiver
             .restore_state(archive, request_id.as_deref())

@@ -10,6 +10,8 @@ mod engine;
 mod glacier_fake;
 #[cfg(all(feature = "s3", feature = "glacier", feature = "local"))]
 mod layers;
+#[cfg(all(feature = "s3", feature = "glacier"))]
+mod migrate;
 #[cfg(feature = "glacier")]
 mod moto_glacier;
 #[cfg(all(feature = "s3", feature = "glacier", feature = "local"))]

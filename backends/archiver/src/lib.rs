@@ -119,6 +119,30 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Deletes an archive for good (`migrate --delete-source` does, once its copy elsewhere is
+    /// verified). An archive that is already gone is [`Error::NotFound`].
+    async fn delete(&self, archive: &ArchiveRef) -> Result<()> {
+        let _ = archive;
+        Err(Error::Unsupported {
+            backend: self.name(),
+            operation: "deleting an archive",
+        })
+    }
+
+    /// What the backend holds under `archive_id` now: its size, and its tree hash where the
+    /// backend keeps one. The default looks it up in [`Archiver::list`].
+    async fn describe(&self, archive_id: &str) -> Result<ListedArchive> {
+        self.list()
+            .await?
+            .archives
+            .into_iter()
+            .find(|archive| archive.archive_id == archive_id)
+            .ok_or_else(|| Error::NotFound {
+                backend: self.name(),
+                archive_id: archive_id.to_owned(),
+            })
+    }
+
     /// Asks for a cold archive to be made readable. The default, for backends that are always
     /// readable, just reports the archive's state (so an unknown archive is still `NotFound`).
     async fn request_restore(

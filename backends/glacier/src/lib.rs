@@ -200,6 +200,20 @@ impl Archiver for GlacierArchiver {
         }
     }
 
+    async fn delete(&self, archive: &ArchiveRef) -> Result<()> {
+        let id = &archive.archive_id;
+        self.client()
+            .await?
+            .delete_archive()
+            .account_id(self.account())
+            .vault_name(self.vault())
+            .archive_id(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| ERRORS.map_missing("deleting an archive", id, e))
+    }
+
     async fn request_restore(
         &self,
         archive: &ArchiveRef,

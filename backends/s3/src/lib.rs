@@ -294,6 +294,41 @@ impl Archiver for S3Archiver {
         }
     }
 
+    /// HEAD (size, metadata) and the tree-hash tag: what `--delete-source` checks a copy by.
+    /// The tag, which is set once the upload is complete, wins over the hash in the metadata
+    /// (single-part uploads carry both).
+    async fn describe(&self, archive_id: &str) -> Result<ListedArchive> {
+        let client = self.client().await?;
+        let head = client
+            .head_object()
+            .bucket(self.bucket())
+            .key(archive_id)
+            .send()
+            .await
+            .map_err(|e| ERRORS.map_missing(&format!("checking {archive_id}"), archive_id, e))?;
+        let metadata = head.metadata().cloned().unwrap_or_default();
+        let tags = client
+            .get_object_tagging()
+            .bucket(self.bucket())
+            .key(archive_id)
+            .send()
+            .await
+            .map_err(|e| ERRORS.map(&format!("reading the tags of {archive_id}"), e))?;
+        let tagged = tags
+            .tag_set()
+            .iter()
+            .find(|t| t.key() == TREE_HASH_TAG)
+            .map(|t| t.value().to_owned());
+        let size = head.content_length().unwrap_or(0).max(0) as u64;
+        Ok(ListedArchive {
+            origin: read::origin_from_metadata(&metadata),
+            tree_hash: tagged
+                .or_else(|| metadata.get(TREE_HASH_TAG).cloned())
+                .and_then(|h| h.parse().ok()),
+            ..ListedArchive::new(archive_id.to_owned(), size)
+        })
+    }
+
     async fn request_restore(
         &self,
         archive: &ArchiveRef,
@@ -449,7 +484,7 @@ impl Archiver for S3Archiver {
     async fn inventory(&self, _request: Option<&str>) -> Result<InventoryState> {
         let listing = self.list().await?;
         let archives = futures::stream::iter(listing.archives)
-            .map(|archive| self.describe(archive))
+            .map(|archive| self.describe_listed(archive))
             .buffered(8)
             .collect::<Vec<_>>()
             .await

@@ -5,7 +5,10 @@ use crate::*;
 
 impl S3Archiver {
     /// Fills in a listed object's origin and tree hash.
-    pub(crate) async fn describe(&self, mut archive: ListedArchive) -> Result<ListedArchive> {
+    pub(crate) async fn describe_listed(
+        &self,
+        mut archive: ListedArchive,
+    ) -> Result<ListedArchive> {
         let key = archive.archive_id.clone();
         let client = self.client().await?;
         let head = client

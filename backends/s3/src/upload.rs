@@ -367,6 +367,83 @@ impl MultipartStore for S3Archiver {
             .await
             .map_err(|e| ERRORS.map(&format!("completing the upload of {key}"), e))?;
         check_crc(key, out.checksum_crc64_nvme(), &checksum)?;
+        self.tag_tree_hash(key, tree_hash).await?;
+        Ok(ArchiveRef {
+            archive_id: key.clone(),
+            size,
+            tree_hash,
+            description: None,
+        })
+    }
+
+    /// The upload is gone from S3's open uploads, and an object of the recorded size is at its
+    /// key (keys are chosen free, so it is the one this upload made): completed. Its tree-hash
+    /// tag is set if the run stopped before setting it.
+    async fn complete_again(
+        &self,
+        _meta: &ArchiveMeta,
+        resume: &Resume,
+        size: u64,
+        tree_hash: TreeHash,
+    ) -> Result<Option<ArchiveRef>> {
+        let Some((upload_id, key)) = resume.token.split_once('\n') else {
+            return Ok(None);
+        };
+        match self.stored_parts(key, upload_id).await {
+            // Still open: not completed, so it is continued.
+            Ok(_) => return Ok(None),
+            Err(e) if e.is_temporary() => return Err(e),
+            Err(_) => {}
+        }
+        let client = self.client().await?;
+        let head = match client
+            .head_object()
+            .bucket(self.bucket())
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => head,
+            Err(e) if ERRORS.is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(ERRORS.map(&format!("checking {key}"), e)),
+        };
+        if head.content_length().map(|len| len as u64) != Some(size) {
+            return Ok(None);
+        }
+        let tagged = client
+            .get_object_tagging()
+            .bucket(self.bucket())
+            .key(key)
+            .send()
+            .await
+            .ok()
+            .and_then(|tags| {
+                tags.tag_set()
+                    .iter()
+                    .find(|t| t.key() == TREE_HASH_TAG)
+                    .map(|t| t.value().to_owned())
+            });
+        match tagged {
+            Some(tag) if tag != tree_hash.to_hex() => return Ok(None),
+            Some(_) => {}
+            None => self.tag_tree_hash(key, tree_hash).await?,
+        }
+        Ok(Some(ArchiveRef {
+            archive_id: key.to_owned(),
+            size,
+            tree_hash,
+            description: None,
+        }))
+    }
+
+    async fn abort(&self, upload: &OpenedUpload) -> Result<()> {
+        self.abort_upload(&upload.token()).await
+    }
+}
+
+impl S3Archiver {
+    /// Tags an object with its tree hash (after the upload: S3 computes nothing like it).
+    async fn tag_tree_hash(&self, key: &str, tree_hash: TreeHash) -> Result<()> {
         let tagging = aws_sdk_s3::types::Tagging::builder()
             .tag_set(
                 aws_sdk_s3::types::Tag::builder()
@@ -377,24 +454,16 @@ impl MultipartStore for S3Archiver {
             )
             .build()
             .expect("tag set is set");
-        client
+        self.client()
+            .await?
             .put_object_tagging()
             .bucket(self.bucket())
             .key(key)
             .tagging(tagging)
             .send()
             .await
-            .map_err(|e| ERRORS.map(&format!("tagging {key} with its tree hash"), e))?;
-        Ok(ArchiveRef {
-            archive_id: key.clone(),
-            size,
-            tree_hash,
-            description: None,
-        })
-    }
-
-    async fn abort(&self, upload: &OpenedUpload) -> Result<()> {
-        self.abort_upload(&upload.token()).await
+            .map(drop)
+            .map_err(|e| ERRORS.map(&format!("tagging {key} with its tree hash"), e))
     }
 }
 

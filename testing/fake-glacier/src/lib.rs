@@ -69,6 +69,9 @@ pub struct Behaviour {
     pub hold_jobs: bool,
     /// The next job output request whose range starts at this offset drops the connection.
     pub drop_output_at: Option<u64>,
+    /// Job output requests whose range starts at this offset or later wait, unanswered, until
+    /// it is cleared or raised: a test stops a reader at a known byte.
+    pub hold_output_from: Option<u64>,
     /// Keep archive bytes (turn off for large benchmarks: only hashes are kept).
     pub keep_data: bool,
     /// Refuse requests not signed (SigV4) with [`sigv4::ACCESS_KEY`] over exactly what was
@@ -107,6 +110,7 @@ impl Default for Behaviour {
             job_delay: Duration::ZERO,
             hold_jobs: false,
             drop_output_at: None,
+            hold_output_from: None,
             keep_data: true,
             check_signatures: true,
             lose_reply: None,
@@ -131,6 +135,8 @@ pub struct Stats {
     pub uploads_started: u64,
     /// Archive bytes sent as job output.
     pub output_bytes: u64,
+    /// Each job output sent: the offset it starts at and its length, in order.
+    pub outputs: Vec<(u64, u64)>,
     /// ListJobs requests answered.
     pub job_lists: u64,
     /// UploadArchive requests received and not yet answered.
@@ -367,11 +373,22 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         .and_then(|r| r.split_once('-'))
         .and_then(|(a, _)| a.parse::<u64>().ok());
     if let Some(start) = output_start {
-        let mut s = state.lock().unwrap();
-        if s.behaviour.drop_output_at == Some(start) {
-            s.behaviour.drop_output_at = None;
-            s.stats.injected_faults += 1;
-            return fault(FaultKind::DropConnection);
+        {
+            let mut s = state.lock().unwrap();
+            if s.behaviour.drop_output_at == Some(start) {
+                s.behaviour.drop_output_at = None;
+                s.stats.injected_faults += 1;
+                return fault(FaultKind::DropConnection);
+            }
+        }
+        while state
+            .lock()
+            .unwrap()
+            .behaviour
+            .hold_output_from
+            .is_some_and(|from| start >= from)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     let method = req.method().clone();
@@ -494,6 +511,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         }
         (&Method::DELETE, [_, "vaults", vault, "multipart-uploads", upload]) => {
             routes::abort_upload(s, r, vault, upload)
+        }
+        (&Method::DELETE, [_, "vaults", vault, "archives", archive]) => {
+            routes::delete_archive(s, r, vault, archive)
         }
         (&Method::POST, [_, "vaults", vault, "jobs"]) => routes::start_job(s, r, vault),
         (&Method::GET, [_, "vaults", vault, "jobs"]) => routes::list_jobs(s, r, vault),

@@ -239,6 +239,18 @@ pub(super) fn abort_upload(s: &mut State, _: &Received<'_>, vault: &str, upload:
     }
 }
 
+/// DeleteArchive: 204, or 404 for an archive the vault does not hold.
+pub(super) fn delete_archive(s: &mut State, _: &Received<'_>, vault: &str, archive: &str) -> Reply {
+    match s
+        .vaults
+        .get_mut(vault)
+        .and_then(|v| v.archives.remove(archive))
+    {
+        Some(_) => respond(StatusCode::NO_CONTENT, &[], Bytes::new()),
+        None => missing(&format!("archive {archive}")),
+    }
+}
+
 pub(super) fn start_job(s: &mut State, r: &Received<'_>, vault: &str) -> Reply {
     let id = s.id("job-");
     let request: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
@@ -335,9 +347,17 @@ pub(super) fn job_output_of(s: &mut State, r: &Received<'_>, vault: &str, job: &
             let reply = job_output(&archive, r.range);
             if let Ok(response) = &reply {
                 if response.status().is_success() {
-                    s.stats.output_bytes += hyper::body::Body::size_hint(response.body())
+                    let len = hyper::body::Body::size_hint(response.body())
                         .exact()
                         .unwrap_or(0);
+                    let start = r
+                        .range
+                        .and_then(|r| r.strip_prefix("bytes="))
+                        .and_then(|r| r.split_once('-'))
+                        .and_then(|(a, _)| a.parse().ok())
+                        .unwrap_or(0);
+                    s.stats.output_bytes += len;
+                    s.stats.outputs.push((start, len));
                 }
             }
             reply

@@ -1,0 +1,470 @@
+//! `migrate` from the fake Glacier vault to moto's S3, through the binary: the plan and its
+//! cost, every kind of archive moved with its history, a run killed mid-copy and continued
+//! without reading or sending again what was copied, `--delete-source`, and backups and
+//! restores against S3 afterwards.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use fake_glacier::FakeGlacier;
+
+use crate::support::moto::{s3_client, Moto};
+use crate::support::sandbox::{assert_exit, assert_says, text, Sandbox};
+use crate::support::wait_until;
+
+const MIB: usize = 1 << 20;
+
+/// A sandbox with a fake vault, moto with a bucket, and a config for each.
+struct Setup {
+    sb: Sandbox,
+    fake: FakeGlacier,
+    moto: Moto,
+    runtime: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
+}
+
+impl Setup {
+    fn new() -> Self {
+        let fake = FakeGlacier::start();
+        fake.create_vault("photos");
+        let moto = Moto::start();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let s3 = runtime.block_on(async {
+            let client = s3_client(&moto.endpoint).await;
+            client.create_bucket().bucket("cold").send().await.unwrap();
+            client
+        });
+        Setup {
+            sb: Sandbox::new(),
+            fake,
+            moto,
+            runtime,
+            s3,
+        }
+    }
+
+    /// The vault's config (1 MiB parts, so directory archives go up in several) and the
+    /// bucket's (8 MiB parts), both backing up `paths`.
+    fn configs(&self, paths: &str) -> (PathBuf, PathBuf) {
+        let dir = self.path("config");
+        fs::create_dir_all(&dir).unwrap();
+        let vault = dir.join("vault.toml");
+        fs::write(
+            &vault,
+            format!(
+                "[main]\nvault_name = \"photos\"\nlogfile = \"\"\n\n[glacier]\nregion = \"us-east-1\"\n\
+                 endpoint_url = \"{}\"\npart_size = 1\nconcurrency = 1\nmax_attempts = 3\n\n{paths}",
+                self.fake.endpoint
+            ),
+        )
+        .unwrap();
+        let bucket = dir.join("s3.toml");
+        fs::write(
+            &bucket,
+            format!(
+                "[main]\nbackend = \"s3\"\nlogfile = \"\"\n\n[s3]\nbucket = \"cold\"\n\
+                 storage_class = \"GLACIER_IR\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+                 force_path_style = true\npart_size = 8\nconcurrency = 1\n\n{paths}",
+                self.moto.endpoint
+            ),
+        )
+        .unwrap();
+        (vault, bucket)
+    }
+
+    fn migrate(&self, vault: &Path, bucket: &Path, args: &[&str]) -> std::process::Output {
+        let mut command = self.with_config(vault, &["migrate", "--to"]);
+        command.arg(bucket).args(args);
+        command.output().unwrap()
+    }
+
+    fn vault_ledger(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path("config/glacier.photos.sqlite3")).unwrap()
+    }
+
+    fn bucket_ledger(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path("config/s3.cold.sqlite3")).unwrap()
+    }
+
+    /// Every object in the bucket: key and size.
+    fn objects(&self) -> Vec<(String, u64)> {
+        self.runtime.block_on(async {
+            let listed = self
+                .s3
+                .list_objects_v2()
+                .bucket("cold")
+                .send()
+                .await
+                .unwrap();
+            listed
+                .contents()
+                .iter()
+                .map(|o| (o.key().unwrap().to_owned(), o.size().unwrap() as u64))
+                .collect()
+        })
+    }
+
+    fn object(&self, key: &str) -> Vec<u8> {
+        self.runtime.block_on(async {
+            let got = self
+                .s3
+                .get_object()
+                .bucket("cold")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            got.body.collect().await.unwrap().into_bytes().to_vec()
+        })
+    }
+}
+
+fn sample(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect()
+}
+
+fn write(path: &Path, data: &[u8]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, data).unwrap();
+}
+
+/// The rows of a ledger that a migration must carry over, oldest first.
+fn rows(ledger: &rusqlite::Connection) -> Vec<(String, String, String, i64, String, String)> {
+    let mut stmt = ledger
+        .prepare(
+            "SELECT path, name, kind, size, tree_hash, coalesce(fingerprint, '') || ' ' || \
+             coalesce(uploaded_at, '') FROM uploads ORDER BY rowid",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+#[test]
+fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
+    let s = Setup::new();
+    let data = s.path("data");
+    let notes = sample(1000, 1);
+    write(&data.join("notes.txt"), &notes);
+    let big = sample(9 * MIB + 17, 2);
+    write(&data.join("album/raw/big.bin"), &big);
+    write(&data.join("album/small.txt"), b"small");
+    write(&data.join("log.txt"), b"first version");
+    let paths = format!(
+        "[\"{d}/notes.txt\"]\n\n[\"{d}/album\"]\nupload_single_dir = true\n\n\
+         [\"{d}/log.txt\"]\nupload_if_changed = true\n",
+        d = data.display()
+    );
+    let (vault, bucket) = s.configs(&paths);
+    let backup = s.with_config(&vault, &[]).output().unwrap();
+    assert_exit(&backup, 0);
+    // A second upload of one path: its history must move too.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&data.join("log.txt"), b"second version, longer");
+    let again = s.with_config(&vault, &[]).output().unwrap();
+    assert_exit(&again, 0);
+    let vault_rows = rows(&s.vault_ledger());
+    assert_eq!(vault_rows.len(), 4, "{vault_rows:?}");
+
+    // The plan: what moves, and what it costs; nothing is asked or stored.
+    let plan = s.migrate(&vault, &bucket, &["-d", "--json", "--delete-source"]);
+    assert_exit(&plan, 0);
+    let document: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let planned = &document["plan"];
+    assert_eq!(planned["archives"], 4, "{document}");
+    let bytes: i64 = vault_rows.iter().map(|r| r.3).sum();
+    assert_eq!(planned["bytes"], bytes);
+    assert_eq!(planned["tier"], "bulk");
+    let cost = &planned["cost"];
+    for key in [
+        "retrieval",
+        "transfer",
+        "upload_requests",
+        "monthly",
+        "early_deletion",
+    ] {
+        assert!(cost[key].as_f64().unwrap() > 0.0, "{key}: {cost}");
+    }
+    assert_says(&plan, "estimated cost");
+    assert!(s.objects().is_empty());
+    assert!(s.fake.stats().outputs.is_empty());
+
+    let moved = s.migrate(&vault, &bucket, &["--wait", "--timeout", "120"]);
+    assert_exit(&moved, 0);
+    assert_says(&moved, "moved 4, already moved 0, pending 0, failed 0");
+    let objects = s.objects();
+    assert_eq!(objects.len(), 4, "{objects:?}");
+    // Each archive is read once, whole, from the vault.
+    let read: u64 = s.fake.stats().outputs.iter().map(|o| o.1).sum();
+    assert_eq!(read as i64, bytes);
+
+    // The bucket's ledger has the vault's rows: same path, name, kind, size, tree hash,
+    // fingerprint and upload time, oldest first.
+    assert_eq!(rows(&s.bucket_ledger()), vault_rows);
+    let moved_marks: i64 = s
+        .vault_ledger()
+        .query_row("SELECT count(*) FROM moved", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(moved_marks, 4);
+    let listed = s.with_config(&vault, &["list"]).output().unwrap();
+    assert_says(&listed, "(moved to s3.cold ");
+    // Keys are the S3 backend's own, at the original upload time.
+    let album_key = objects
+        .iter()
+        .find(|(k, _)| k.contains("/album/") && k.ends_with(".tar"))
+        .map(|(k, _)| k.clone())
+        .expect("the directory archive's key");
+    let tar_file = s.path("album.tar");
+    fs::write(&tar_file, s.object(&album_key)).unwrap();
+    let out = s.path("untarred");
+    fs::create_dir_all(&out).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("xf")
+        .arg(&tar_file)
+        .arg("-C")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{}", text(&tar));
+    assert_eq!(fs::read(out.join("album/raw/big.bin")).unwrap(), big);
+
+    // Backups continue on S3 without uploading anything unchanged.
+    let on_s3 = s.with_config(&bucket, &[]).output().unwrap();
+    assert_exit(&on_s3, 0);
+    assert_eq!(s.objects().len(), 4, "{}", text(&on_s3));
+
+    // Restores from S3 are byte-exact, the history included.
+    let restored = s.path("restored");
+    let restore = s
+        .with_config(&bucket, &["restore", "--to"])
+        .arg(&restored)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_exit(&restore, 0);
+    assert_eq!(fs::read(restored.join("notes.txt")).unwrap(), notes);
+    assert_eq!(fs::read(restored.join("album/raw/big.bin")).unwrap(), big);
+    assert_eq!(
+        fs::read(restored.join("log.txt")).unwrap(),
+        b"second version, longer"
+    );
+    let first_time: String = s
+        .bucket_ledger()
+        .query_row(
+            "SELECT uploaded_at FROM uploads WHERE path LIKE '%log.txt' ORDER BY rowid LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let earlier = s.path("earlier");
+    let restore_at = s
+        .with_config(&bucket, &["restore", "--at", &first_time, "--to"])
+        .arg(&earlier)
+        .arg(data.join("log.txt"))
+        .output()
+        .unwrap();
+    assert_exit(&restore_at, 0);
+    assert_eq!(fs::read(earlier.join("log.txt")).unwrap(), b"first version");
+
+    // Nothing moves twice.
+    let rerun = s.migrate(&vault, &bucket, &[]);
+    assert_exit(&rerun, 0);
+    assert_says(&rerun, "moved 0, already moved 4");
+    assert_eq!(s.objects().len(), 4);
+    assert_eq!(rows(&s.bucket_ledger()).len(), 4);
+}
+
+#[test]
+fn a_copy_killed_midway_continues_without_reading_or_sending_its_copied_parts_again() {
+    let s = Setup::new();
+    let file = s.path("data/disk.img");
+    let data = sample(40 * MIB + 1, 3);
+    write(&file, &data);
+    let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", file.display()));
+    assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
+
+    // Reads from 24 MiB on wait until the test lets them through: the copy is killed with
+    // exactly three 8 MiB parts read and stored, however fast the machine.
+    s.fake.set(|b| b.hold_output_from = Some(24 << 20));
+    let mut child = s
+        .with_config(&vault, &["migrate", "--to"])
+        .arg(&bucket)
+        .args(["--wait", "--timeout", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stored_parts = || -> i64 {
+        rusqlite::Connection::open_with_flags(
+            s.path("config/glacier.photos.sqlite3"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| c.query_row("SELECT count(*) FROM move_parts", [], |r| r.get(0)))
+        .unwrap_or(0)
+    };
+    wait_until("three parts copied", || stored_parts() == 3);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(s.objects().is_empty(), "no object for an incomplete copy");
+    let bucket_rows: i64 = s
+        .bucket_ledger()
+        .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(bucket_rows, 0, "no row for an incomplete copy");
+    let read_before: Vec<u64> = s.fake.stats().outputs.iter().map(|o| o.0).collect();
+    let jobs_before = s.fake.stats().requests;
+    let _ = jobs_before;
+
+    s.fake.set(|b| b.hold_output_from = None);
+    let out = s.migrate(&vault, &bucket, &["--wait", "--timeout", "120"]);
+    assert_exit(&out, 0);
+    assert_says(
+        &out,
+        "3 part(s) are already in the destination and are not read again",
+    );
+    assert_says(
+        &out,
+        "3 part(s) were already stored and were not sent again",
+    );
+    // The first 24 MiB were read once, by the killed run, never again.
+    let outputs = s.fake.stats().outputs;
+    for start in [0u64, 8 << 20, 16 << 20] {
+        let times = outputs.iter().filter(|o| o.0 == start).count();
+        assert_eq!(times, 1, "range at {start} read {times} times: {outputs:?}");
+    }
+    assert!(read_before.iter().all(|&start| start < 24 << 20));
+    for start in [24u64 << 20, 32 << 20, 40 << 20] {
+        assert!(outputs.iter().any(|o| o.0 == start), "{start}: {outputs:?}");
+    }
+    let objects = s.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(s.object(&objects[0].0), data);
+    let left: i64 = s
+        .vault_ledger()
+        .query_row("SELECT count(*) FROM moves", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "the copy in progress is forgotten once recorded");
+    assert_eq!(rows(&s.bucket_ledger()), rows(&s.vault_ledger()));
+}
+
+#[test]
+fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
+    let s = Setup::new();
+    let file = s.path("data/photo.raw");
+    let data = sample(3 * MIB + 5, 4);
+    write(&file, &data);
+    let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", file.display()));
+    assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
+    assert_eq!(s.fake.archives("photos").len(), 1);
+
+    // A copy whose tree hash is not the archive's: the vault's archive stays.
+    let moved = s.migrate(&vault, &bucket, &["--wait"]);
+    assert_exit(&moved, 0);
+    let key = s.objects()[0].0.clone();
+    s.runtime.block_on(async {
+        s.s3.put_object_tagging()
+            .bucket("cold")
+            .key(&key)
+            .tagging(
+                aws_sdk_s3::types::Tagging::builder()
+                    .tag_set(
+                        aws_sdk_s3::types::Tag::builder()
+                            .key("gb-tree-hash")
+                            .value("00".repeat(32))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let refused = s.migrate(&vault, &bucket, &["--delete-source"]);
+    assert_exit(&refused, 1);
+    assert_says(&refused, "the source's archive was not deleted");
+    assert_eq!(s.fake.archives("photos").len(), 1);
+
+    // Its tag put right, the copy checks out and the vault's archive goes.
+    let tree_hash: String = s
+        .vault_ledger()
+        .query_row("SELECT tree_hash FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    s.runtime.block_on(async {
+        s.s3.put_object_tagging()
+            .bucket("cold")
+            .key(&key)
+            .tagging(
+                aws_sdk_s3::types::Tagging::builder()
+                    .tag_set(
+                        aws_sdk_s3::types::Tag::builder()
+                            .key("gb-tree-hash")
+                            .value(&tree_hash)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let deleted = s.migrate(&vault, &bucket, &["--delete-source"]);
+    assert_exit(&deleted, 0);
+    assert!(s.fake.archives("photos").is_empty());
+    let listed = s.with_config(&vault, &["list"]).output().unwrap();
+    assert_says(&listed, "deleted here");
+    // The vault's ledger never loses a row.
+    assert_eq!(rows(&s.vault_ledger()).len(), 1);
+    assert_eq!(s.object(&key), data);
+}
+
+#[test]
+fn a_destination_that_is_the_source_or_shares_its_ledger_is_refused() {
+    let s = Setup::new();
+    let file = s.path("data/a.txt");
+    write(&file, b"a");
+    let (vault, _) = s.configs(&format!("[\"{}\"]\n", file.display()));
+    assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
+    let same = s.migrate(&vault, &vault, &[]);
+    assert_exit(&same, 2);
+    assert_says(&same, "the destination is the source");
+    let shared = s.path("config/shared.toml");
+    fs::write(
+        &shared,
+        format!(
+            "[main]\nbackend = \"s3\"\nlogfile = \"\"\nledger = \"{}\"\n[s3]\nbucket = \"cold\"\n\
+             endpoint_url = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\n",
+            s.path("config/glacier.photos.sqlite3").display(),
+            s.moto.endpoint
+        ),
+    )
+    .unwrap();
+    let sharing = s.migrate(&vault, &shared, &[]);
+    assert_exit(&sharing, 2);
+    assert_says(&sharing, "the destination's ledger is the source's");
+    assert!(s.objects().is_empty());
+}
