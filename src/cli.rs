@@ -207,6 +207,11 @@ pub struct MigrateArgs {
     /// as the destination reports them)
     #[arg(long)]
     pub delete_source: bool,
+    /// Also every archive the source holds that its ledger does not record (the Python tool's,
+    /// other tools': named by their description), from its inventory (a vault's takes hours:
+    /// run again, or add --wait)
+    #[arg(long)]
+    pub all: bool,
     /// Only uploads of these paths and below (default: every upload in the source's ledger)
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,

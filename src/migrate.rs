@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use glacier_backup_archiver::treehash::TreeHashBuilder;
 use glacier_backup_archiver::{
-    ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError, OnFailure, Part, PartStream,
-    PutOptions, RestoreOptions, Resume, SourceKind, TreeHash, UploadEvent,
+    ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError, Listing, OnFailure, Part,
+    PartStream, PutOptions, RestoreOptions, Resume, SourceKind, TreeHash, UploadEvent,
 };
 use time::OffsetDateTime;
 
@@ -96,6 +96,57 @@ pub fn select(uploads: Vec<UploadRecord>, paths: &[PathBuf]) -> Vec<UploadRecord
         .into_iter()
         .filter(|row| paths.is_empty() || paths.iter().any(|p| row.path.starts_with(p)))
         .filter(|row| seen.insert(row.archive_id.clone()))
+        .collect()
+}
+
+/// Rows for the archives of `listing` that no ledger row records (an archive of ours whose row
+/// was lost, the Python tool's, another tool's), as the destination is told of them. An archive
+/// without an origin of ours is named by its description (its id when it has none), at
+/// `/<name>`, and is a directory archive when its name ends in `.tar`.
+pub fn unrecorded_rows(
+    listing: &Listing,
+    recorded: &std::collections::HashSet<String>,
+    backend: &str,
+) -> Vec<UploadRecord> {
+    listing
+        .archives
+        .iter()
+        .filter(|archive| !recorded.contains(&archive.archive_id))
+        .map(|archive| {
+            let described = archive
+                .description
+                .as_deref()
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .unwrap_or(&archive.archive_id)
+                .to_owned();
+            let mut row = UploadRecord {
+                path: PathBuf::from("/").join(described.trim_start_matches('/')),
+                name: described,
+                archive_id: archive.archive_id.clone(),
+                description: archive.description.clone(),
+                backend: backend.to_owned(),
+                kind: None,
+                size: Some(archive.size),
+                tree_hash: archive.tree_hash,
+                fingerprint: None,
+                started_at: None,
+                uploaded_at: archive.created_at,
+                encoding: Default::default(),
+                plain_size: None,
+            };
+            if let Some(origin) = &archive.origin {
+                row.path = origin.source_path.clone();
+                if !origin.name.is_empty() {
+                    row.name = origin.name.clone();
+                }
+                row.kind = Some(origin.kind);
+                row.fingerprint = origin.fingerprint.clone();
+                row.started_at = origin.started_at;
+                row.encoding = origin.encoding.clone();
+            }
+            row
+        })
         .collect()
 }
 

@@ -16,9 +16,9 @@ use crate::cli::{Cli, InventoryArgs};
 
 /// The destination's inventory: at once from a listable backend, else through a job (recorded
 /// in the ledger, picked up by later runs, waited for with `--wait`). `None` while the job runs.
-async fn fetch(
+pub(super) async fn fetch(
     cli: &Cli,
-    args: &InventoryArgs,
+    wait: Option<std::time::Duration>,
     archiver: &dyn Archiver,
     ledger: &mut SqliteLedger,
 ) -> Result<Option<Listing>, Fatal> {
@@ -48,8 +48,7 @@ async fn fetch(
     tracing::info!(
         "inventory job {request_id} is under way (a vault inventory takes about 4 hours)"
     );
-    if args.wait {
-        let limit = std::time::Duration::from_secs(args.timeout);
+    if let Some(limit) = wait {
         let progress = glacier_backup::progress::or_none(&crate::progress_view::shared(
             cli.progress,
             cli.quiet,
@@ -80,7 +79,10 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     let session = Session::open(config)?;
     let archiver = &session.archiver;
     let mut ledger = session.ledger(cli.dryrun)?;
-    let Some(listing) = fetch(cli, args, archiver.as_ref(), &mut ledger).await? else {
+    let wait = args
+        .wait
+        .then(|| std::time::Duration::from_secs(args.timeout));
+    let Some(listing) = fetch(cli, wait, archiver.as_ref(), &mut ledger).await? else {
         return Ok(Outcome::Pending);
     };
     // Taken only now: the wait above may be long, and rows are added only below.

@@ -7,7 +7,8 @@ use glacier_backup::config::Config;
 use glacier_backup::costs::{dollars, PriceClass};
 use glacier_backup::ledger::{Ledger, Moved, UploadRecord};
 use glacier_backup::migrate::{
-    destination_name, move_one, prepare, select, MoveFailure, MoveOutcome, MoveRequest,
+    destination_name, move_one, prepare, select, unrecorded_rows, MoveFailure, MoveOutcome,
+    MoveRequest,
 };
 use glacier_backup::{display_size, shown};
 
@@ -51,7 +52,30 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
         .iter()
         .map(|p| command_line_path(p))
         .collect::<Result<_, _>>()?;
-    let rows = select(source_ledger.uploads()?, &paths);
+    let mut uploads = source_ledger.uploads()?;
+    if args.all {
+        let wait = args
+            .wait
+            .then(|| std::time::Duration::from_secs(args.timeout));
+        let inventory =
+            super::inventory::fetch(cli, wait, source.archiver.as_ref(), &mut source_ledger);
+        let Some(listing) = inventory.await? else {
+            return Ok(Outcome::Pending);
+        };
+        // The inventory gives the Python tool's rows the size and tree hash a copy is checked
+        // against.
+        for archive in &listing.archives {
+            if let Some(tree_hash) = archive.tree_hash {
+                source_ledger.complete_upload(&archive.archive_id, archive.size, tree_hash)?;
+            }
+        }
+        uploads = source_ledger.uploads()?;
+        let recorded = uploads.iter().map(|row| row.archive_id.clone()).collect();
+        uploads.extend(unrecorded_rows(&listing, &recorded, source.archiver.name()));
+        // Oldest first, so each path's history reads in the destination as it was.
+        uploads.sort_by_key(|row| row.stored_at());
+    }
+    let rows = select(uploads, &paths);
     if rows.is_empty() {
         return Err(Fatal::Config(anyhow::anyhow!(
             "nothing to move: the ledger {} records no upload{}",

@@ -468,3 +468,80 @@ fn a_destination_that_is_the_source_or_shares_its_ledger_is_refused() {
     assert_says(&sharing, "the destination's ledger is the source's");
     assert!(s.objects().is_empty());
 }
+
+#[test]
+fn all_moves_the_python_tools_archives_and_other_tools_by_their_descriptions() {
+    let s = Setup::new();
+    let ours = s.path("data/ours.txt");
+    write(&ours, b"ours");
+    let old = s.path("data/old.txt");
+    let old_data = sample(2 * MIB + 3, 5);
+    write(&old, &old_data);
+    let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", ours.display()));
+    assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
+    // The Python tool's upload: a plain description, and a row with only its four columns.
+    let python = s.path("config/python.toml");
+    fs::write(
+        &python,
+        format!(
+            "[main]\nvault_name = \"photos\"\nlogfile = \"\"\n[glacier]\nregion = \"us-east-1\"\n\
+             endpoint_url = \"{}\"\nplain_description = true\n[\"{}\"]\n",
+            s.fake.endpoint,
+            old.display()
+        ),
+    )
+    .unwrap();
+    assert_exit(&s.with_config(&python, &[]).output().unwrap(), 0);
+    s.vault_ledger()
+        .execute(
+            "UPDATE uploads SET backend = NULL, kind = NULL, size = NULL, tree_hash = NULL, \
+             fingerprint = NULL, started_at = NULL, uploaded_at = NULL, description = NULL \
+             WHERE path LIKE '%old.txt'",
+            [],
+        )
+        .unwrap();
+    // Another tool's archive, which no ledger records.
+    let scans = sample(MIB + 9, 6);
+    s.fake.plant("photos", "scans-2019.zip", &scans);
+
+    // From the ledger alone, the Python tool's row cannot be checked: it says what to run.
+    let partial = s.migrate(&vault, &bucket, &["--wait"]);
+    assert_exit(&partial, 1);
+    assert_says(&partial, "inventory --rebuild-ledger");
+    assert_eq!(s.objects().len(), 1);
+
+    let all = s.migrate(&vault, &bucket, &["--all", "--wait"]);
+    assert_exit(&all, 0);
+    assert_says(&all, "moved 2, already moved 1");
+    let objects = s.objects();
+    assert_eq!(objects.len(), 3, "{objects:?}");
+    let key_of = |name: &str| {
+        objects
+            .iter()
+            .find(|(k, _)| k.contains(name))
+            .unwrap_or_else(|| panic!("no key for {name}: {objects:?}"))
+            .0
+            .clone()
+    };
+    assert_eq!(s.object(&key_of("scans-2019.zip")), scans);
+    assert_eq!(s.object(&key_of("old.txt")), old_data);
+    let names: Vec<String> = s
+        .bucket_ledger()
+        .prepare("SELECT name FROM uploads ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, ["old.txt", "ours.txt", "scans-2019.zip"]);
+    // The Python tool's file comes back from S3 to its own path's name, byte for byte.
+    let restored = s.path("restored");
+    let restore = s
+        .with_config(&bucket, &["restore", "--to"])
+        .arg(&restored)
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert_exit(&restore, 0);
+    assert_eq!(fs::read(restored.join("old.txt")).unwrap(), old_data);
+}

@@ -269,6 +269,24 @@ impl FakeGlacier {
         id
     }
 
+    /// Stores an archive as another client would have (another tool, the Python tool), and
+    /// gives its id.
+    pub fn plant(&self, vault: &str, description: &str, data: &[u8]) -> String {
+        let mut state = self.state.lock().unwrap();
+        let id = state.id("archive-");
+        let v = state.vaults.get_mut(vault).expect("the vault exists");
+        v.archives.insert(
+            id.clone(),
+            StoredArchive {
+                description: description.to_owned(),
+                size: data.len() as u64,
+                tree_hash: TreeHash(treehash::of(data)),
+                data: Some(Bytes::copy_from_slice(data)),
+            },
+        );
+        id
+    }
+
     /// Finishes every job now (those held by `hold_jobs` included) and holds no more.
     pub fn release_jobs(&self) {
         let mut state = self.state.lock().unwrap();
