@@ -467,6 +467,38 @@ fn a_destination_that_is_the_source_or_shares_its_ledger_is_refused() {
     assert_exit(&sharing, 2);
     assert_says(&sharing, "the destination's ledger is the source's");
     assert!(s.objects().is_empty());
+
+    // One file for both sides, the backend chosen on each: each side has its own ledger.
+    let both = s.path("config/both.toml");
+    let vault_text = fs::read_to_string(&vault).unwrap();
+    fs::write(
+        &both,
+        format!(
+            "{vault_text}
+[s3]
+bucket = \"cold\"
+endpoint_url = \"{}\"
+region = \"us-east-1\"
+\
+             force_path_style = true
+",
+            s.moto.endpoint
+        ),
+    )
+    .unwrap();
+    let one_file = s
+        .command(&["-c"])
+        .arg(&both)
+        .args(["--backend", "glacier", "migrate", "--to"])
+        .arg(&both)
+        .args(["--to-backend", "s3", "-d"])
+        .output()
+        .unwrap();
+    assert_exit(&one_file, 0);
+    assert_says(
+        &one_file,
+        "plan: move 1 archive(s), 1 B, from glacier.photos to s3.cold",
+    );
 }
 
 #[test]

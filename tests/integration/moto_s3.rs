@@ -215,6 +215,82 @@ async fn an_interrupted_multipart_upload_is_resumed() {
     assert_eq!(tag.value(), tree_hash(&data).to_hex());
 }
 
+/// A run stopped after S3 completed its upload, before recording it: the next run, asking to
+/// complete again, finds the object (and sets its tree-hash tag if the stop came before it)
+/// instead of uploading the archive a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_completed_by_a_stopped_run_is_found_not_sent_again() {
+    let moto = Moto::start();
+    let client = bucket(&moto.endpoint, "again").await;
+    let s3 = S3Archiver::new(settings(&moto.endpoint, "again", "GLACIER_IR"));
+    let data = sample(17 * MIB, 9);
+    let m = meta("done", data.len() as u64);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = PutOptions {
+        events: Some(tx),
+        on_failure: OnFailure::Keep,
+        ..PutOptions::default()
+    };
+    let answer = tokio::spawn(async move {
+        let mut token = None;
+        while let Some(event) = rx.recv().await {
+            match event {
+                UploadEvent::Started(started) => token = Some(started),
+                UploadEvent::Completing { recorded, .. } => recorded.done(),
+                UploadEvent::PartStored { .. } => {}
+            }
+        }
+        token
+    });
+    let first = s3
+        .put(&m, &options, parts_from_bytes(data.clone(), 8 * MIB as u64))
+        .await
+        .unwrap();
+    drop(options);
+    let token = answer.await.unwrap().expect("a multipart upload");
+    // The stop came before the tag was set.
+    client
+        .delete_object_tagging()
+        .bucket("again")
+        .key(&first.archive_id)
+        .send()
+        .await
+        .unwrap();
+    let sent = s3.parts_sent();
+    let resume = PutOptions {
+        resume: Some(Resume {
+            token,
+            receipts: Vec::new(),
+            completing: Some((data.len() as u64, tree_hash(&data))),
+        }),
+        ..PutOptions::default()
+    };
+    let again = s3
+        .put(&m, &resume, parts_from_bytes(data.clone(), 8 * MIB as u64))
+        .await
+        .unwrap();
+    assert_eq!(again.archive_id, first.archive_id);
+    assert_eq!(s3.parts_sent(), sent, "nothing was sent again");
+    let listed = client
+        .list_objects_v2()
+        .bucket("again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.contents().len(), 1, "one object, not two");
+    let tags = client
+        .get_object_tagging()
+        .bucket("again")
+        .key(&first.archive_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(tags
+        .tag_set()
+        .iter()
+        .any(|t| t.key() == "gb-tree-hash" && t.value() == tree_hash(&data).to_hex()));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_config_works_with_local_s3_and_glacier_by_switching_the_backend_only() {
     let moto = Moto::start();

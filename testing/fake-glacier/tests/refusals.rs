@@ -445,3 +445,19 @@ impl TreeHashForTest {
         level[0]
     }
 }
+
+#[test]
+fn deleting_an_archive_removes_it_once_and_an_unknown_one_is_not_found() {
+    let fake = fake();
+    let id = fake.plant("v", "scans.zip", b"scanned");
+    let path = format!("/-/vaults/v/archives/{id}");
+    assert_eq!(send(&fake, "DELETE", &path, &[], b"").status, 204);
+    assert!(fake.archives("v").is_empty());
+    let again = send(&fake, "DELETE", &path, &[], b"");
+    assert_eq!(again.status, 404, "{}", again.body);
+    assert!(
+        again.body.contains("ResourceNotFoundException"),
+        "{}",
+        again.body
+    );
+}
