@@ -2,7 +2,7 @@
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
     python3 benches/run.py [treehash|backup|many|config|list|glacier|glacier-cpu|s3|
-                            small-glacier|small-local|layers] ...   (default: all)
+                            small-glacier|small-local|layers|migrate] ...   (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
 backup    1 GiB directory of mixed file sizes to the local backend vs
@@ -26,6 +26,12 @@ layers    1 GiB tree, half random bytes and half text, to the local backend: zst
           vs `tar cf - | zstd -3 -T0 | age -r R | tee OUT | openssl dgst -sha256; sync OUT`
           (time and stored size), age alone vs the same without zstd, and restoring the
           zstd + age archive vs `age -d -i KEY OUT | zstd -d | tar x`; peak RSS throughout.
+
+migrate   a 1 GiB vault archive (the fake Glacier) moved to moto's S3 with `migrate`, vs the two
+          separate steps it replaces: fetching it with GetJobOutput (`restore` to a file), then
+          uploading that file with the S3 backend (`backup -p FILE`); wall time, CPU seconds and
+          peak RSS (budget: the upload's, 64 MiB + concurrency x part size, plus the two parts
+          read ahead).
 
 Data goes under target/bench (about 5.5 GiB). Times are the best of several runs, because these
 machines are shared and noisy; ratios are what to compare.
@@ -642,6 +648,109 @@ def bench_s3():
           f"(budget {64 + concurrency * part_mib})")
 
 
+def start_moto(bucket):
+    """A moto_server on a free port of 127.0.0.1 with `bucket` made; returns (process, endpoint)."""
+    import socket
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    number = port.getsockname()[1]
+    port.close()
+    moto = subprocess.Popen([str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(number)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{number}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", number), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c",
+                    "import boto3; boto3.client('s3', endpoint_url='%s', region_name='us-east-1', "
+                    "aws_access_key_id='bench', aws_secret_access_key='bench').create_bucket(Bucket='%s')"
+                    % (endpoint, bucket)], check=True)
+    return moto, endpoint
+
+
+def bench_migrate():
+    """A 1 GiB vault archive moved to S3 in one pipe, vs fetched to a file, then uploaded."""
+    data = WORK / "one-gib.bin"
+    if not data.exists() or data.stat().st_size != 1024 * MIB:
+        write_random(data, 1024 * MIB)
+    env = dict(os.environ, **AWS_TEST_ENV)
+    concurrency, part_mib = 4, 8
+    fake = subprocess.Popen([str(ROOT / "target" / "release" / "fake-glacier"), "bench",
+                             "--keep-data"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    endpoint = fake.stdout.readline().strip()
+    vault_config = WORK / "migrate-vault.toml"
+    pristine = WORK / "migrate-vault.pristine.sqlite3"
+    vault_ledger = WORK / "migrate-vault.sqlite3"
+    vault_ledger.unlink(missing_ok=True)
+    vault_config.write_text(
+        f'[main]\nvault_name = "bench"\nlogfile = ""\nledger = "{vault_ledger}"\n'
+        f'[glacier]\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
+        f'concurrency = {concurrency}\npart_size = {part_mib}\n')
+    timed([str(BIN), "-c", str(vault_config), "-p", str(data), "--quiet"], env=env)
+    shutil.copy(vault_ledger, pristine)
+
+    def s3_config(name, endpoint):
+        config = WORK / f"{name}.toml"
+        ledger = WORK / f"{name}.sqlite3"
+        ledger.unlink(missing_ok=True)
+        config.write_text(
+            f'[main]\nbackend = "s3"\nlogfile = ""\nledger = "{ledger}"\n'
+            f'[s3]\nbucket = "bench"\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
+            f'storage_class = "GLACIER_IR"\nforce_path_style = true\n'
+            f'concurrency = {concurrency}\npart_size = {part_mib}\n')
+        return config
+
+    def migrate():
+        shutil.copy(pristine, vault_ledger)
+        moto, s3 = start_moto("bench")
+        try:
+            config = s3_config("migrate-s3", s3)
+            return timed([str(BIN), "-c", str(vault_config), "--quiet", "migrate", "--to",
+                          str(config), "--wait", "--tier", "expedited"], env=env)
+        finally:
+            moto.terminate()
+            moto.wait()
+
+    def two_steps():
+        shutil.copy(pristine, vault_ledger)
+        fetched = WORK / "migrate-fetched"
+        shutil.rmtree(fetched, ignore_errors=True)
+        moto, s3 = start_moto("bench")
+        try:
+            config = s3_config("two-steps-s3", s3)
+            fetch = timed([str(BIN), "-c", str(vault_config), "--quiet", "restore", "--to",
+                           str(fetched), "--wait", "--tier", "expedited", str(data)], env=env)
+            upload = timed([str(BIN), "-c", str(config), "--quiet", "-p",
+                            str(fetched / data.name)], env=env)
+            return (fetch[0] + upload[0], max(fetch[1], upload[1]), fetch[2] + upload[2],
+                    fetch[3] + upload[3])
+        finally:
+            moto.terminate()
+            moto.wait()
+            shutil.rmtree(fetched, ignore_errors=True)
+
+    try:
+        runs = []
+        for _ in range(3):
+            runs.append((migrate(), two_steps()))
+    finally:
+        stop_fake(fake)
+    ours = min((r[0] for r in runs), key=lambda r: r[0])
+    base = min((r[1] for r in runs), key=lambda r: r[0])
+    peak = max(r[0][1] for r in runs)
+    budget = 64 + (concurrency + 2) * part_mib
+    print(f"migrate: 1 GiB vault archive to moto S3, {part_mib} MiB parts x {concurrency}  "
+          f"two steps (restore to a file, then backup of it) {base[0]:.2f}s, {base[3]:.2f} CPU-s  "
+          f"migrate {ours[0]:.2f}s, {ours[3]:.2f} CPU-s  time ratio {ours[0] / base[0]:.2f} "
+          f"(target <= 1.1), CPU ratio {ours[3] / base[3]:.2f}  peak RSS {peak:.1f} MiB "
+          f"(budget {budget}); all runs: "
+          + ", ".join(f"{m[0]:.1f}/{t[0]:.1f}s" for m, t in runs))
+
+
 def process_cpu(pid):
     """User + system CPU seconds a running process has used so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -655,7 +764,7 @@ def main():
                "config": bench_config, "list": bench_list,
                "glacier": bench_glacier, "glacier-cpu": bench_glacier_cpu, "s3": bench_s3,
                "small-glacier": bench_small_glacier, "small-local": bench_small_local,
-               "layers": bench_layers}
+               "layers": bench_layers, "migrate": bench_migrate}
     for name in sys.argv[1:] or list(benches):
         benches[name]()
 

@@ -202,6 +202,17 @@ impl From<glacier_backup::ledger::LedgerError> for Fatal {
     }
 }
 
+/// Where an upload's archive went when `migrate --delete-source` deleted it from this
+/// destination: it is not missing, and is restored from the other destination.
+pub fn moved_away(
+    ledger: &SqliteLedger,
+    archive_id: &str,
+) -> Result<Option<glacier_backup::ledger::Moved>, Fatal> {
+    Ok(ledger
+        .moved_of(archive_id)?
+        .filter(|moved| moved.source_deleted_at.is_some()))
+}
+
 /// Where the config, the default log file and ledgers live: `$XDG_CONFIG_HOME/glacier_backup`,
 /// else `$HOME/.config/glacier_backup`, where the Python tool kept them.
 pub fn home_config_dir() -> Option<PathBuf> {

@@ -234,7 +234,26 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         )));
     }
     let mut ledger = session.ledger(cli.dryrun)?;
-    let rows = select(&ledger, &request)?;
+    let mut rows = select(&ledger, &request)?;
+    // Archives `migrate --delete-source` deleted here are restored from where they went.
+    let mut gone = Vec::new();
+    for row in std::mem::take(&mut rows) {
+        match super::moved_away(&ledger, &row.archive_id)? {
+            Some(moved) => gone.push((row, moved)),
+            None => rows.push(row),
+        }
+    }
+    for (row, moved) in &gone {
+        tracing::error!(
+            "{}: archive {} was moved to {} (key {}) and deleted here; restore it with the \
+             config of {}",
+            shown(&row.path),
+            row.archive_id,
+            moved.destination,
+            moved.key,
+            moved.destination
+        );
+    }
     if rows.iter().any(|row| row.encoding.encrypted) {
         request.identities = identities(args, config)?;
     }
@@ -277,9 +296,21 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     let Tally {
         restored,
         pending,
-        failed,
-        archives,
+        mut failed,
+        mut archives,
     } = tally;
+    failed += gone.len();
+    for (row, moved) in &gone {
+        let error = format!(
+            "moved to {} (key {}) and deleted here",
+            moved.destination, moved.key
+        );
+        archives.push(archive_json(
+            row,
+            "failed",
+            serde_json::json!({ "error": error }),
+        ));
+    }
     tracing::info!("restored {restored}, pending {pending}, failed {failed}");
     if cli.json {
         print_json(&serde_json::json!({

@@ -48,7 +48,14 @@ pub async fn verify(
                 glacier_backup::display_time(taken)
             );
         }
-        findings.extend(check_remote(&rows, &listing));
+        // Archives `migrate --delete-source` deleted are expected to be gone.
+        let mut here = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if super::moved_away(&ledger, &row.archive_id)?.is_none() {
+                here.push(row.clone());
+            }
+        }
+        findings.extend(check_remote(&here, &listing));
     }
     for finding in &findings {
         tracing::warn!("{}: {}", shown(&finding.path), finding.problem);

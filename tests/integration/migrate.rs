@@ -440,6 +440,16 @@ fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
     // The vault's ledger never loses a row.
     assert_eq!(rows(&s.vault_ledger()).len(), 1);
     assert_eq!(s.object(&key), data);
+    // The vault's archive is gone on purpose: a restore from the vault says where it went.
+    let restore = s
+        .with_config(&vault, &["restore", "--to"])
+        .arg(s.path("out"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_exit(&restore, 1);
+    assert_says(&restore, "was moved to s3.cold");
+    assert_says(&restore, "restore it with the config of s3.cold");
 }
 
 #[test]
