@@ -172,9 +172,11 @@ pub fn rebuild(
             .origin
             .as_ref()
             .expect("kept only archives with an origin");
+        // Start times against start times: an archive's stored time can be much later than
+        // its start (a migrated archive's is the day it was copied).
         let newer_known = ledger
             .latest_upload(&origin.source_path)?
-            .and_then(|row| row.stored_at())
+            .and_then(|row| row.started_at.or_else(|| row.stored_at()))
             .is_some_and(|known| known > at);
         if newer_known {
             report.older.push(archive.clone());
@@ -264,6 +266,29 @@ mod tests {
         let report = rebuild(&mut ledger, "glacier", &Listing::default(), &older).unwrap();
         assert!(report.added.is_empty());
         assert_eq!(report.older.len(), 1);
+    }
+
+    /// Uploads of one path stored the same day long after they started (moved by `migrate`):
+    /// both are added, and the later start is the latest.
+    #[test]
+    fn rebuild_orders_uploads_by_their_start_not_by_when_they_were_stored() {
+        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let copied = datetime!(2026-11-30 10:00 UTC);
+        let moved = |id, at| ListedArchive {
+            created_at: Some(copied),
+            ..ours(id, "/data/log.txt", at)
+        };
+        let listing = [
+            moved("first", datetime!(2026-03-01 10:00 UTC)),
+            moved("second", datetime!(2026-04-01 10:00 UTC)),
+        ];
+        let report = rebuild(&mut ledger, "s3", &Listing::default(), &listing).unwrap();
+        assert_eq!(report.added.len(), 2, "{:?}", report.older);
+        let latest = ledger
+            .latest_upload(std::path::Path::new("/data/log.txt"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.archive_id, "second");
     }
 
     #[test]

@@ -293,6 +293,27 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
     assert_says(&rerun, "moved 0, already moved 4");
     assert_eq!(s.objects().len(), 4);
     assert_eq!(rows(&s.bucket_ledger()).len(), 4);
+
+    // The objects carry what a lost ledger is rebuilt from, as S3 backups do.
+    fs::remove_file(s.path("config/s3.cold.sqlite3")).unwrap();
+    let rebuilt = s
+        .with_config(&bucket, &["inventory", "--rebuild-ledger"])
+        .output()
+        .unwrap();
+    assert_exit(&rebuilt, 0);
+    assert_says(&rebuilt, "ledger rows added: 4");
+    let identity = |rows: Vec<(String, String, String, i64, String, String)>| {
+        let mut rows: Vec<_> = rows
+            .into_iter()
+            .map(|(path, name, kind, size, hash, times)| {
+                let fingerprint = times.split(' ').next().unwrap_or_default().to_owned();
+                (path, name, kind, size, hash, fingerprint)
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(identity(rows(&s.bucket_ledger())), identity(vault_rows));
 }
 
 #[test]
@@ -360,6 +381,11 @@ fn a_copy_killed_midway_continues_without_reading_or_sending_its_copied_parts_ag
     let objects = s.objects();
     assert_eq!(objects.len(), 1);
     assert_eq!(s.object(&objects[0].0), data);
+    assert_eq!(
+        s.fake.stats().retrievals_started,
+        1,
+        "the retrieval job of the killed run was used again"
+    );
     let left: i64 = s
         .vault_ledger()
         .query_row("SELECT count(*) FROM moves", [], |r| r.get(0))
@@ -586,4 +612,53 @@ fn all_moves_the_python_tools_archives_and_other_tools_by_their_descriptions() {
         .unwrap();
     assert_exit(&restore, 0);
     assert_eq!(fs::read(restored.join("old.txt")).unwrap(), old_data);
+}
+
+#[test]
+fn compressed_and_encrypted_archives_move_as_stored_without_a_key() {
+    let s = Setup::new();
+    let key = s.path("keys/identity.txt");
+    fs::create_dir_all(key.parent().unwrap()).unwrap();
+    let made = s.run(&["keygen", "-o", key.to_str().unwrap()]);
+    assert_exit(&made, 0);
+    let recipient = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let data = s.path("data");
+    let text: Vec<u8> = b"the same line again and again\n".repeat(200_000);
+    write(&data.join("docs/notes.txt"), &text);
+    let layers = format!(
+        "[archive]\ncompression = \"zstd\"\n\n[encryption]\nrecipients = [\"{recipient}\"]\n\n\
+         [\"{}\"]\nupload_single_dir = true\n",
+        data.join("docs").display()
+    );
+    let (vault, bucket) = s.configs(&layers);
+    assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
+    let stored = s.fake.archives("photos")[0].1.size;
+    assert!(stored < text.len() as u64 / 10, "compressed: {stored}");
+
+    // Neither config names an identity: the bytes move as they are.
+    let moved = s.migrate(&vault, &bucket, &["--wait"]);
+    assert_exit(&moved, 0);
+    let objects = s.objects();
+    assert_eq!(objects.len(), 1);
+    assert!(objects[0].0.ends_with(".tar.zst.age"), "{objects:?}");
+    assert_eq!(objects[0].1, stored);
+    let layers_row: (String, String) = s
+        .bucket_ledger()
+        .query_row("SELECT compression, encryption FROM uploads", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(layers_row, ("zstd".to_owned(), "age".to_owned()));
+    let restored = s.path("restored");
+    let restore = s
+        .with_config(
+            &bucket,
+            &["restore", "--identity", key.to_str().unwrap(), "--to"],
+        )
+        .arg(&restored)
+        .arg(data.join("docs"))
+        .output()
+        .unwrap();
+    assert_exit(&restore, 0);
+    assert_eq!(fs::read(restored.join("docs/notes.txt")).unwrap(), text);
 }

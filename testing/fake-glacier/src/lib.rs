@@ -135,6 +135,8 @@ pub struct Stats {
     pub uploads_started: u64,
     /// Archive bytes sent as job output.
     pub output_bytes: u64,
+    /// Archive retrieval jobs started.
+    pub retrievals_started: u64,
     /// Each job output sent: the offset it starts at and its length, in order.
     pub outputs: Vec<(u64, u64)>,
     /// ListJobs requests answered.

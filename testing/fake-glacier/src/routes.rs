@@ -275,6 +275,8 @@ pub(super) fn start_job(s: &mut State, r: &Received<'_>, vault: &str) -> Reply {
         missing(&format!("archive {archive_id}"))
     } else {
         let tier = request["Tier"].as_str().unwrap_or("Standard").to_owned();
+        s.stats.retrievals_started += 1;
+        let v = s.vaults.get_mut(vault).expect("looked up above");
         v.jobs.insert(
             id.clone(),
             Job {
