@@ -662,3 +662,70 @@ fn compressed_and_encrypted_archives_move_as_stored_without_a_key() {
     assert_exit(&restore, 0);
     assert_eq!(fs::read(restored.join("docs/notes.txt")).unwrap(), text);
 }
+
+#[test]
+fn a_copy_stopped_by_ctrl_c_or_cut_off_by_the_network_goes_on_where_it_stopped() {
+    let s = Setup::new();
+    let file = s.path("data/disk.img");
+    let data = sample(32 * MIB + 7, 7);
+    write(&file, &data);
+    let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", file.display()));
+    assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
+
+    s.fake.set(|b| b.hold_output_from = Some(16 << 20));
+    let child = s
+        .with_config(&vault, &["migrate", "--to"])
+        .arg(&bucket)
+        .arg("--wait")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stored_parts = || -> i64 {
+        rusqlite::Connection::open_with_flags(
+            s.path("config/glacier.photos.sqlite3"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| c.query_row("SELECT count(*) FROM move_parts", [], |r| r.get(0)))
+        .unwrap_or(0)
+    };
+    wait_until("two parts copied", || stored_parts() == 2);
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let stopped = child.wait_with_output().unwrap();
+    assert_exit(&stopped, 130);
+    assert_says(&stopped, "the same command continues from them");
+    assert!(s.objects().is_empty());
+
+    // The next run's read of the third part is cut off; read again, it completes the copy.
+    s.fake.set(|b| {
+        b.hold_output_from = None;
+        b.drop_output_at = Some(16 << 20);
+    });
+    let last = s.migrate(&vault, &bucket, &["--wait"]);
+    assert_exit(&last, 0);
+    assert_eq!(s.fake.stats().injected_faults, 1, "the connection was cut");
+    assert_says(
+        &last,
+        "2 part(s) were already stored and were not sent again",
+    );
+    let objects = s.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(s.object(&objects[0].0), data);
+    let reads = |start: u64| {
+        s.fake
+            .stats()
+            .outputs
+            .iter()
+            .filter(|o| o.0 == start)
+            .count()
+    };
+    assert_eq!(
+        (reads(0), reads(8 << 20)),
+        (1, 1),
+        "copied parts are not read again"
+    );
+}
