@@ -601,30 +601,13 @@ def send_cpu(path):
 
 def bench_s3():
     """The same 2 GiB directory to moto_server's S3 (from .venv, see scripts/test) on loopback."""
-    import socket
     tree = WORK / "mixed2g"
     if not (tree / ".complete").exists():
         sys.exit("run the glacier benchmark first: it creates the 2 GiB tree")
     total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
     warm(tree)
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
-    number = port.getsockname()[1]
-    port.close()
-    moto = subprocess.Popen([str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(number)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{number}"
+    moto, endpoint = start_moto("bench")
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", number), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c",
-                        "import boto3; boto3.client('s3', endpoint_url='%s', region_name='us-east-1', "
-                        "aws_access_key_id='bench', aws_secret_access_key='bench').create_bucket(Bucket='bench')"
-                        % endpoint], check=True)
         env = dict(os.environ, **AWS_TEST_ENV)
         concurrency, part_mib = 4, 8
         config = WORK / "s3-bench.toml"

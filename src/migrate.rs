@@ -184,15 +184,7 @@ fn kind_of(row: &UploadRecord) -> SourceKind {
 
 /// The archive a row records, with what its copy is checked against.
 fn archive_of(row: &UploadRecord) -> Result<ArchiveRef, MoveFailure> {
-    match (row.size, row.tree_hash) {
-        (Some(size), Some(tree_hash)) => Ok(ArchiveRef {
-            archive_id: row.archive_id.clone(),
-            size,
-            tree_hash,
-            description: row.description.clone(),
-        }),
-        _ => Err(MoveFailure::Unverifiable),
-    }
+    row.archive().ok_or(MoveFailure::Unverifiable)
 }
 
 /// Asks for a cold archive's retrieval (recorded in the ledger, never asked twice) without

@@ -47,6 +47,17 @@ pub struct UploadRecord {
 }
 
 impl UploadRecord {
+    /// The archive with what it is checked against (size and tree hash); `None` when the row
+    /// lacks them (the Python tool's, before an inventory completes it).
+    pub fn archive(&self) -> Option<glacier_backup_archiver::ArchiveRef> {
+        Some(glacier_backup_archiver::ArchiveRef {
+            archive_id: self.archive_id.clone(),
+            size: self.size?,
+            tree_hash: self.tree_hash?,
+            description: self.description.clone(),
+        })
+    }
+
     /// When the archive was stored, as well as the row knows (the Python tool recorded no start).
     pub fn stored_at(&self) -> Option<OffsetDateTime> {
         self.uploaded_at.or(self.started_at)

@@ -102,15 +102,7 @@ use retrieval::{ask, readable};
 pub use select::{parse_time, select};
 
 fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, RestoreFailure> {
-    match (row.size, row.tree_hash) {
-        (Some(size), Some(tree_hash)) => Ok(ArchiveRef {
-            archive_id: row.archive_id.clone(),
-            size,
-            tree_hash,
-            description: row.description.clone(),
-        }),
-        _ => Err(RestoreFailure::Unverifiable),
-    }
+    row.archive().ok_or(RestoreFailure::Unverifiable)
 }
 
 /// Where one upload goes: the archive to read, the directory it is restored into, and the

@@ -127,6 +127,48 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// A file of `len` bytes backed up to the vault: its path, bytes and the two configs.
+    fn vaulted_file(&self, len: usize, seed: u8) -> (PathBuf, Vec<u8>, PathBuf, PathBuf) {
+        let file = self.path("data/disk.img");
+        let data = sample(len, seed);
+        write(&file, &data);
+        let (vault, bucket) = self.configs(&format!("[\"{}\"]\n", file.display()));
+        assert_exit(&self.with_config(&vault, &[]).output().unwrap(), 0);
+        (file, data, vault, bucket)
+    }
+
+    /// Starts a migration whose reads from `held_from` on wait, unanswered, and returns it
+    /// once `parts` parts (of 8 MiB) are copied: stopped there, however fast the machine.
+    fn migration_held_at(
+        &self,
+        vault: &Path,
+        bucket: &Path,
+        held_from: u64,
+        parts: i64,
+    ) -> std::process::Child {
+        self.fake.set(|b| b.hold_output_from = Some(held_from));
+        let child = self
+            .with_config(vault, &["migrate", "--to"])
+            .arg(bucket)
+            .arg("--wait")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let copied = || -> i64 {
+            rusqlite::Connection::open_with_flags(
+                self.path("config/glacier.photos.sqlite3"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .and_then(|c| c.query_row("SELECT count(*) FROM move_parts", [], |r| r.get(0)))
+            .unwrap_or(0)
+        };
+        wait_until("parts copied", || copied() == parts);
+        child
+    }
+}
+
 fn sample(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
@@ -319,32 +361,10 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
 #[test]
 fn a_copy_killed_midway_continues_without_reading_or_sending_its_copied_parts_again() {
     let s = Setup::new();
-    let file = s.path("data/disk.img");
-    let data = sample(40 * MIB + 1, 3);
-    write(&file, &data);
-    let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", file.display()));
-    assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
-
+    let (_, data, vault, bucket) = s.vaulted_file(40 * MIB + 1, 3);
     // Reads from 24 MiB on wait until the test lets them through: the copy is killed with
-    // exactly three 8 MiB parts read and stored, however fast the machine.
-    s.fake.set(|b| b.hold_output_from = Some(24 << 20));
-    let mut child = s
-        .with_config(&vault, &["migrate", "--to"])
-        .arg(&bucket)
-        .args(["--wait", "--timeout", "120"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stored_parts = || -> i64 {
-        rusqlite::Connection::open_with_flags(
-            s.path("config/glacier.photos.sqlite3"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| c.query_row("SELECT count(*) FROM move_parts", [], |r| r.get(0)))
-        .unwrap_or(0)
-    };
-    wait_until("three parts copied", || stored_parts() == 3);
+    // exactly three 8 MiB parts read and stored.
+    let mut child = s.migration_held_at(&vault, &bucket, 24 << 20, 3);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(s.objects().is_empty(), "no object for an incomplete copy");
@@ -354,8 +374,6 @@ fn a_copy_killed_midway_continues_without_reading_or_sending_its_copied_parts_ag
         .unwrap_or(0);
     assert_eq!(bucket_rows, 0, "no row for an incomplete copy");
     let read_before: Vec<u64> = s.fake.stats().outputs.iter().map(|o| o.0).collect();
-    let jobs_before = s.fake.stats().requests;
-    let _ = jobs_before;
 
     s.fake.set(|b| b.hold_output_from = None);
     let out = s.migrate(&vault, &bucket, &["--wait", "--timeout", "120"]);
@@ -666,30 +684,8 @@ fn compressed_and_encrypted_archives_move_as_stored_without_a_key() {
 #[test]
 fn a_copy_stopped_by_ctrl_c_or_cut_off_by_the_network_goes_on_where_it_stopped() {
     let s = Setup::new();
-    let file = s.path("data/disk.img");
-    let data = sample(32 * MIB + 7, 7);
-    write(&file, &data);
-    let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", file.display()));
-    assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
-
-    s.fake.set(|b| b.hold_output_from = Some(16 << 20));
-    let child = s
-        .with_config(&vault, &["migrate", "--to"])
-        .arg(&bucket)
-        .arg("--wait")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stored_parts = || -> i64 {
-        rusqlite::Connection::open_with_flags(
-            s.path("config/glacier.photos.sqlite3"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| c.query_row("SELECT count(*) FROM move_parts", [], |r| r.get(0)))
-        .unwrap_or(0)
-    };
-    wait_until("two parts copied", || stored_parts() == 2);
+    let (_, data, vault, bucket) = s.vaulted_file(32 * MIB + 7, 7);
+    let child = s.migration_held_at(&vault, &bucket, 16 << 20, 2);
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -307,18 +307,7 @@ impl Archiver for S3Archiver {
             .await
             .map_err(|e| ERRORS.map_missing(&format!("checking {archive_id}"), archive_id, e))?;
         let metadata = head.metadata().cloned().unwrap_or_default();
-        let tags = client
-            .get_object_tagging()
-            .bucket(self.bucket())
-            .key(archive_id)
-            .send()
-            .await
-            .map_err(|e| ERRORS.map(&format!("reading the tags of {archive_id}"), e))?;
-        let tagged = tags
-            .tag_set()
-            .iter()
-            .find(|t| t.key() == TREE_HASH_TAG)
-            .map(|t| t.value().to_owned());
+        let tagged = self.tree_hash_tag(archive_id).await?;
         let size = head.content_length().unwrap_or(0).max(0) as u64;
         Ok(ListedArchive {
             origin: read::origin_from_metadata(&metadata),

@@ -24,22 +24,28 @@ impl S3Archiver {
         if tree_hash.is_none() && archive.origin.is_some() {
             // Tags of archived objects cannot always be read (moto refuses for DEEP_ARCHIVE);
             // the hash is then unknown, which is not an error.
-            if let Ok(tags) = client
-                .get_object_tagging()
-                .bucket(self.bucket())
-                .key(&key)
-                .send()
-                .await
-            {
-                tree_hash = tags
-                    .tag_set()
-                    .iter()
-                    .find(|t| t.key() == TREE_HASH_TAG)
-                    .map(|t| t.value().to_owned());
-            }
+            tree_hash = self.tree_hash_tag(&key).await.ok().flatten();
         }
         archive.tree_hash = tree_hash.and_then(|h| h.parse().ok());
         Ok(archive)
+    }
+
+    /// The object's tree-hash tag, if it has one.
+    pub(crate) async fn tree_hash_tag(&self, key: &str) -> Result<Option<String>> {
+        let tags = self
+            .client()
+            .await?
+            .get_object_tagging()
+            .bucket(self.bucket())
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| ERRORS.map(&format!("reading the tags of {key}"), e))?;
+        Ok(tags
+            .tag_set()
+            .iter()
+            .find(|t| t.key() == TREE_HASH_TAG)
+            .map(|t| t.value().to_owned()))
     }
 
     /// The object's restore state from HEAD: `x-amz-restore`, or its class when it has none.

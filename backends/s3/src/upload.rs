@@ -410,19 +410,7 @@ impl MultipartStore for S3Archiver {
         if head.content_length().map(|len| len as u64) != Some(size) {
             return Ok(None);
         }
-        let tagged = client
-            .get_object_tagging()
-            .bucket(self.bucket())
-            .key(key)
-            .send()
-            .await
-            .ok()
-            .and_then(|tags| {
-                tags.tag_set()
-                    .iter()
-                    .find(|t| t.key() == TREE_HASH_TAG)
-                    .map(|t| t.value().to_owned())
-            });
+        let tagged = self.tree_hash_tag(key).await.ok().flatten();
         match tagged {
             Some(tag) if tag != tree_hash.to_hex() => return Ok(None),
             Some(_) => {}
