@@ -725,3 +725,36 @@ fn a_copy_stopped_by_ctrl_c_or_cut_off_by_the_network_goes_on_where_it_stopped()
         "copied parts are not read again"
     );
 }
+
+/// The bytes read must have the tree hash the ledger recorded, or the upload is never
+/// completed: nothing is stored in S3 and nothing recorded.
+#[test]
+fn a_copy_whose_bytes_do_not_match_the_ledger_is_abandoned_before_completing() {
+    let s = Setup::new();
+    let (_, _, vault, bucket) = s.vaulted_file(12 * MIB + 3, 8);
+    s.vault_ledger()
+        .execute("UPDATE uploads SET tree_hash = ?1", [format!("{:064x}", 7)])
+        .unwrap();
+    let out = s.migrate(&vault, &bucket, &["--wait"]);
+    assert_exit(&out, 1);
+    assert_says(&out, "integrity check failed");
+    assert!(s.objects().is_empty());
+    let open = s.runtime.block_on(async {
+        s.s3.list_multipart_uploads()
+            .bucket("cold")
+            .send()
+            .await
+            .unwrap()
+    });
+    assert!(open.uploads().is_empty(), "the upload was aborted");
+    let recorded: i64 = s
+        .bucket_ledger()
+        .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(recorded, 0);
+    let in_progress: i64 = s
+        .vault_ledger()
+        .query_row("SELECT count(*) FROM moves", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(in_progress, 0, "nothing left to continue");
+}
