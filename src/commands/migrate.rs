@@ -76,15 +76,10 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
         uploads.sort_by_key(|row| row.stored_at());
     }
     let rows = select(uploads, &paths);
-    if rows.is_empty() {
+    if rows.is_empty() && !paths.is_empty() {
         return Err(Fatal::Config(anyhow::anyhow!(
-            "nothing to move: the ledger {} records no upload{}",
-            shown(&source.ledger_file),
-            if paths.is_empty() {
-                ""
-            } else {
-                " of those paths"
-            }
+            "nothing to move: the ledger {} records no upload of those paths",
+            shown(&source.ledger_file)
         )));
     }
     let moved = source_ledger.moved()?;
@@ -156,6 +151,12 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
                  continues from them",
                 stop.name()
             );
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "command": "migrate",
+                    "interrupted": stop.name(),
+                }))?;
+            }
             return Ok(Outcome::Interrupted(stop));
         }
     };

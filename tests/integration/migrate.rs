@@ -501,11 +501,14 @@ fn a_destination_that_is_the_source_or_shares_its_ledger_is_refused() {
     let s = Setup::new();
     let file = s.path("data/a.txt");
     write(&file, b"a");
-    let (vault, _) = s.configs(&format!("[\"{}\"]\n", file.display()));
+    let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", file.display()));
     assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
     let same = s.migrate(&vault, &vault, &[]);
     assert_exit(&same, 2);
     assert_says(&same, "the destination is the source");
+    let unknown = s.migrate(&vault, &bucket, &["/no/such/path"]);
+    assert_exit(&unknown, 2);
+    assert_says(&unknown, "records no upload of those paths");
     let shared = s.path("config/shared.toml");
     fs::write(
         &shared,
