@@ -191,7 +191,18 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
 
 /// The destination's config: the `--to` file, its backend overridden by `--to-backend`.
 fn destination_config(args: &MigrateArgs) -> Result<Config, Fatal> {
-    let mut config = glacier_backup::config::load(&args.to)?;
+    use glacier_backup::config::ConfigError;
+    let mut config = match glacier_backup::config::load(&args.to) {
+        Ok(config) => config,
+        Err(ConfigError::NotFound(path)) => {
+            return Err(Fatal::Config(anyhow::anyhow!(
+                "--to {}: no such config file; name the config of the destination (its [main] \
+                 backend and that backend's section)",
+                shown(&path)
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(backend) = &args.to_backend {
         config.backend = backend.clone();
     }

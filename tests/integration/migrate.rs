@@ -506,6 +506,9 @@ fn a_destination_that_is_the_source_or_shares_its_ledger_is_refused() {
     let same = s.migrate(&vault, &vault, &[]);
     assert_exit(&same, 2);
     assert_says(&same, "the destination is the source");
+    let nowhere = s.migrate(&vault, Path::new("/no/such/config.toml"), &[]);
+    assert_exit(&nowhere, 2);
+    assert_says(&nowhere, "--to /no/such/config.toml: no such config file");
     let unknown = s.migrate(&vault, &bucket, &["/no/such/path"]);
     assert_exit(&unknown, 2);
     assert_says(&unknown, "records no upload of those paths");
