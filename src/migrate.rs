@@ -150,6 +150,19 @@ pub fn unrecorded_rows(
         .collect()
 }
 
+/// What the source's ledger says of the row's archive having moved, if that settles it for
+/// `destination`: moved there, or moved elsewhere and deleted here (nothing is left to copy).
+/// An archive moved to another destination and still here is moved again.
+pub fn moved_for<'a>(
+    moved: &'a HashMap<String, Moved>,
+    row: &UploadRecord,
+    destination: &dyn Archiver,
+) -> Option<&'a Moved> {
+    moved.get(&row.archive_id).filter(|mark| {
+        mark.destination == destination_name(destination) || mark.source_deleted_at.is_some()
+    })
+}
+
 /// The destination's name in ledgers and messages: its target (`s3.<bucket>`,
 /// `glacier.<vault>`).
 pub fn destination_name(destination: &dyn Archiver) -> String {

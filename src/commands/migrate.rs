@@ -7,8 +7,8 @@ use glacier_backup::config::Config;
 use glacier_backup::costs::{dollars, PriceClass};
 use glacier_backup::ledger::{Ledger, Moved, UploadRecord};
 use glacier_backup::migrate::{
-    destination_name, move_one, prepare, select, unrecorded_rows, MoveFailure, MoveOutcome,
-    MoveRequest,
+    destination_name, move_one, moved_for, prepare, select, unrecorded_rows, MoveFailure,
+    MoveOutcome, MoveRequest,
 };
 use glacier_backup::{display_size, shown};
 
@@ -114,7 +114,7 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
         // Every retrieval is asked for before any is waited on.
         for row in rows
             .iter()
-            .filter(|row| !moved.contains_key(&row.archive_id))
+            .filter(|row| moved_for(&moved, row, destination.archiver.as_ref()).is_none())
         {
             let asked = prepare(
                 source.archiver.as_ref(),
@@ -136,7 +136,7 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
                 &mut destination_ledger,
                 row,
                 &request,
-                moved.get(&row.archive_id),
+                moved_for(&moved, row, destination.archiver.as_ref()),
             )
             .await;
             tally.add(row, outcome, source.archiver.as_ref(), &request)?;
@@ -264,7 +264,7 @@ impl<'a> Plan<'a> {
             requests: 0,
         };
         for row in rows {
-            if moved.contains_key(&row.archive_id) {
+            if moved_for(moved, row, destination).is_some() {
                 plan.already += 1;
                 continue;
             }

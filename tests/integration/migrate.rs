@@ -356,6 +356,21 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
         rows
     };
     assert_eq!(identity(rows(&s.bucket_ledger())), identity(vault_rows));
+
+    // Another destination gets its own copy of every archive still in the vault.
+    s.runtime
+        .block_on(s.s3.create_bucket().bucket("other").send())
+        .unwrap();
+    let other = s.path("config/other.toml");
+    let text = fs::read_to_string(&bucket).unwrap();
+    fs::write(
+        &other,
+        text.replace("bucket = \"cold\"", "bucket = \"other\""),
+    )
+    .unwrap();
+    let second = s.migrate(&vault, &other, &["--wait"]);
+    assert_exit(&second, 0);
+    assert_says(&second, "moved 4, already moved 0");
 }
 
 #[test]
