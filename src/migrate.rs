@@ -371,13 +371,25 @@ async fn copy(
         Err(MoveFailure::Archiver(ArchiverError::PartNotHeld { number, .. })) => {
             tracing::warn!(
                 "{id}: part {number}, recorded as copied, is no longer in the destination's \
-                 upload; copying the whole archive again"
+                 upload; reading the whole archive again"
             );
-            if let Some(earlier) = &earlier {
-                let _ = destination.abort_upload(&earlier.token).await;
+            // The upload the attempt went on with (the earlier one, or a new one when that was
+            // gone) is kept; only the parts recorded for it are not trusted any more: each
+            // part is read again, and those the destination holds are still not sent again.
+            let current = ledger.move_in_progress(id)?;
+            if let (Some(earlier), Some(current)) = (&earlier, &current) {
+                if earlier.token != current.token {
+                    let _ = destination.abort_upload(&earlier.token).await;
+                }
             }
-            ledger.clear_move(id)?;
-            attempt().run(destination, ledger, row, None).await
+            let fresh = match current {
+                Some(current) => {
+                    ledger.record_move_started(id, &target, &current.token, part_size)?;
+                    ledger.move_in_progress(id)?
+                }
+                None => None,
+            };
+            attempt().run(destination, ledger, row, fresh).await
         }
         other => other,
     };

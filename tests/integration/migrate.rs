@@ -779,3 +779,51 @@ fn a_copy_whose_bytes_do_not_match_the_ledger_is_abandoned_before_completing() {
         .unwrap();
     assert_eq!(in_progress, 0, "nothing left to continue");
 }
+
+/// The destination dropped the upload a killed copy left (S3 expires idle uploads): the next
+/// run reads the parts again into a new upload, and leaves no upload behind.
+#[test]
+fn a_copy_whose_upload_vanished_starts_a_new_one_and_leaves_none_behind() {
+    let s = Setup::new();
+    let (_, data, vault, bucket) = s.vaulted_file(24 * MIB + 5, 9);
+    let mut child = s.migration_held_at(&vault, &bucket, 16 << 20, 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let open_uploads = || {
+        s.runtime.block_on(async {
+            s.s3.list_multipart_uploads()
+                .bucket("cold")
+                .send()
+                .await
+                .unwrap()
+                .uploads()
+                .iter()
+                .map(|u| {
+                    (
+                        u.key().unwrap().to_owned(),
+                        u.upload_id().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    for (key, id) in open_uploads() {
+        s.runtime.block_on(async {
+            s.s3.abort_multipart_upload()
+                .bucket("cold")
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+    s.fake.set(|b| b.hold_output_from = None);
+    let out = s.migrate(&vault, &bucket, &["--wait"]);
+    assert_exit(&out, 0);
+    assert_says(&out, "no longer in the destination's upload");
+    let objects = s.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(s.object(&objects[0].0), data);
+    assert!(open_uploads().is_empty(), "no upload left behind");
+}
