@@ -363,6 +363,7 @@ async fn copy(
         part_size,
         target: target.clone(),
         progress: crate::progress::or_none(&request.progress),
+        label: crate::shown(&row.path),
     };
     let first = attempt()
         .run(destination, ledger, row, earlier.clone())
@@ -410,6 +411,8 @@ struct Copy {
     part_size: u64,
     target: String,
     progress: SharedProgress,
+    /// What the progress display calls it: the source path.
+    label: String,
 }
 
 impl Copy {
@@ -520,7 +523,7 @@ impl Copy {
         let size = self.archive.size;
         let part_size = self.part_size.max(1);
         let count = size.div_ceil(part_size).max(1);
-        let item = Arc::new(self.progress.item(&self.archive.archive_id, size));
+        let item = Arc::new(self.progress.item(&self.label, size));
         let (source, archive) = (self.source.clone(), self.archive.clone());
         let fetched = futures::stream::iter(0..count)
             .map(move |index| {

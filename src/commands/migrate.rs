@@ -128,6 +128,8 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
             }
         }
         let mut tally = Tally::default();
+        let progress = glacier_backup::progress::or_none(&request.progress);
+        progress.batch(rows.len());
         for row in &rows {
             let outcome = move_one(
                 &source.archiver,
@@ -139,6 +141,7 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
                 moved_for(&moved, row, destination.archiver.as_ref()),
             )
             .await;
+            progress.item_done();
             tally.add(row, outcome, source.archiver.as_ref(), &request)?;
         }
         Ok(tally)
