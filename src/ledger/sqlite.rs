@@ -209,6 +209,23 @@ impl SqliteLedger {
             .map_err(|source| write_error(&path, "cannot save the schema upgrade", source))
     }
 
+    /// Runs `write` in one transaction: all of it is kept, or none. `context` names the
+    /// operation in the error.
+    fn in_transaction(
+        &mut self,
+        context: &'static str,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sqlite_error(&path, "cannot start a transaction"))?;
+        write(&tx)
+            .and_then(|()| tx.commit())
+            .map_err(sqlite_error(&path, context))
+    }
+
     /// Writes the schema version back unchanged: SQLite then needs its journal beside the
     /// file and a writable file, exactly what recording an upload needs.
     fn check_writable(&mut self) -> Result<(), LedgerError> {
@@ -366,16 +383,11 @@ impl Ledger for SqliteLedger {
     }
 
     fn record_uploads(&mut self, uploads: &[UploadRecord]) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sqlite_error(&path, "cannot start a transaction"))?;
-        uploads
-            .iter()
-            .try_for_each(|upload| insert_upload(&tx, upload))
-            .and_then(|()| tx.commit())
-            .map_err(sqlite_error(&path, "cannot record an upload"))
+        self.in_transaction("cannot record an upload", |tx| {
+            uploads
+                .iter()
+                .try_for_each(|upload| insert_upload(tx, upload))
+        })
     }
 
     fn pending_upload(&self, path: &Path) -> Result<Option<PendingUpload>, LedgerError> {
@@ -422,17 +434,12 @@ impl Ledger for SqliteLedger {
     }
 
     fn record_pending(&mut self, pending: &PendingUpload) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sqlite_error(&path, "cannot start a transaction"))?;
-        // A new upload of the path: parts recorded for an earlier one no longer apply.
-        tx.execute(
-            "DELETE FROM pending_parts WHERE path = ?1",
-            params![SqlPath(&pending.path)],
-        )
-        .and_then(|_| {
+        self.in_transaction("cannot record a pending upload", |tx| {
+            // A new upload of the path: parts recorded for an earlier one no longer apply.
+            tx.execute(
+                "DELETE FROM pending_parts WHERE path = ?1",
+                params![SqlPath(&pending.path)],
+            )?;
             tx.execute(
                 "INSERT OR REPLACE INTO pending_uploads \
                  (path, backend, token, part_size, fingerprint, started_at, encoding, \
@@ -448,30 +455,23 @@ impl Ledger for SqliteLedger {
                     pending.encoding.recipients_list(),
                     pending.seal,
                 ],
-            )
+            )?;
+            Ok(())
         })
-        .and_then(|_| tx.commit())
-        .map_err(sqlite_error(&path, "cannot record a pending upload"))
     }
 
     fn clear_pending(&mut self, path: &Path) -> Result<(), LedgerError> {
-        let file = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sqlite_error(&file, "cannot start a transaction"))?;
-        tx.execute(
-            "DELETE FROM pending_uploads WHERE path = ?1",
-            params![SqlPath(path)],
-        )
-        .and_then(|_| {
+        self.in_transaction("cannot forget a pending upload", |tx| {
+            tx.execute(
+                "DELETE FROM pending_uploads WHERE path = ?1",
+                params![SqlPath(path)],
+            )?;
             tx.execute(
                 "DELETE FROM pending_parts WHERE path = ?1",
                 params![SqlPath(path)],
-            )
+            )?;
+            Ok(())
         })
-        .and_then(|_| tx.commit())
-        .map_err(sqlite_error(&file, "cannot forget a pending upload"))
     }
 
     fn record_completing(

@@ -112,6 +112,29 @@ impl Setup {
         })
     }
 
+    /// Sets an object's tree-hash tag, as someone with write access to the bucket could.
+    fn tag_tree_hash(&self, key: &str, value: &str) {
+        let tag = aws_sdk_s3::types::Tag::builder()
+            .key("gb-tree-hash")
+            .value(value)
+            .build()
+            .unwrap();
+        let tagging = aws_sdk_s3::types::Tagging::builder()
+            .tag_set(tag)
+            .build()
+            .unwrap();
+        self.runtime.block_on(async {
+            self.s3
+                .put_object_tagging()
+                .bucket("cold")
+                .key(key)
+                .tagging(tagging)
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+
     fn object(&self, key: &str) -> Vec<u8> {
         self.runtime.block_on(async {
             let got = self
@@ -441,26 +464,7 @@ fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
     let moved = s.migrate(&vault, &bucket, &["--wait"]);
     assert_exit(&moved, 0);
     let key = s.objects()[0].0.clone();
-    s.runtime.block_on(async {
-        s.s3.put_object_tagging()
-            .bucket("cold")
-            .key(&key)
-            .tagging(
-                aws_sdk_s3::types::Tagging::builder()
-                    .tag_set(
-                        aws_sdk_s3::types::Tag::builder()
-                            .key("gb-tree-hash")
-                            .value("00".repeat(32))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-    });
+    s.tag_tree_hash(&key, &"00".repeat(32));
     let refused = s.migrate(&vault, &bucket, &["--delete-source"]);
     assert_exit(&refused, 1);
     assert_says(&refused, "the source's archive was not deleted");
@@ -471,26 +475,7 @@ fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
         .vault_ledger()
         .query_row("SELECT tree_hash FROM uploads", [], |r| r.get(0))
         .unwrap();
-    s.runtime.block_on(async {
-        s.s3.put_object_tagging()
-            .bucket("cold")
-            .key(&key)
-            .tagging(
-                aws_sdk_s3::types::Tagging::builder()
-                    .tag_set(
-                        aws_sdk_s3::types::Tag::builder()
-                            .key("gb-tree-hash")
-                            .value(&tree_hash)
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-    });
+    s.tag_tree_hash(&key, &tree_hash);
     let deleted = s.migrate(&vault, &bucket, &["--delete-source"]);
     assert_exit(&deleted, 0);
     assert!(s.fake.archives("photos").is_empty());

@@ -79,24 +79,18 @@ impl SqliteLedger {
         token: &str,
         part_size: u64,
     ) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sqlite_error(&path, "cannot start a transaction"))?;
-        tx.execute(
-            "DELETE FROM move_parts WHERE archive_id = ?1",
-            params![archive_id],
-        )
-        .and_then(|_| {
+        self.in_transaction("cannot record a copy in progress", |tx| {
+            tx.execute(
+                "DELETE FROM move_parts WHERE archive_id = ?1",
+                params![archive_id],
+            )?;
             tx.execute(
                 "INSERT OR REPLACE INTO moves (archive_id, destination, token, part_size) \
                  VALUES (?1, ?2, ?3, ?4)",
                 params![archive_id, destination, token, part_size as i64],
-            )
+            )?;
+            Ok(())
         })
-        .and_then(|_| tx.commit())
-        .map_err(sqlite_error(&path, "cannot record a copy in progress"))
     }
 
     /// Records a part the destination confirmed.
@@ -140,37 +134,27 @@ impl SqliteLedger {
 
     /// Forgets the copy in progress of `archive_id` (given up, or started over).
     pub fn clear_move(&mut self, archive_id: &str) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sqlite_error(&path, "cannot start a transaction"))?;
-        forget_move(&tx, archive_id)
-            .and_then(|()| tx.commit())
-            .map_err(sqlite_error(&path, "cannot forget a copy in progress"))
+        self.in_transaction("cannot forget a copy in progress", |tx| {
+            forget_move(tx, archive_id)
+        })
     }
 
     /// Records an archive as moved, and forgets its copy in progress, at once.
     pub fn record_moved(&mut self, moved: &Moved) -> Result<(), LedgerError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sqlite_error(&path, "cannot start a transaction"))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO moved (archive_id, destination, key, moved_at, \
-             source_deleted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                moved.archive_id,
-                moved.destination,
-                moved.key,
-                rfc3339(moved.moved_at),
-                moved.source_deleted_at.map(rfc3339)
-            ],
-        )
-        .and_then(|_| forget_move(&tx, &moved.archive_id))
-        .and_then(|()| tx.commit())
-        .map_err(sqlite_error(&path, "cannot record a moved archive"))
+        self.in_transaction("cannot record a moved archive", |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO moved (archive_id, destination, key, moved_at, \
+                 source_deleted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    moved.archive_id,
+                    moved.destination,
+                    moved.key,
+                    rfc3339(moved.moved_at),
+                    moved.source_deleted_at.map(rfc3339)
+                ],
+            )?;
+            forget_move(tx, &moved.archive_id)
+        })
     }
 
     /// What was recorded of `archive_id` being moved, if it was.
