@@ -484,7 +484,26 @@ fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
     // The vault's ledger never loses a row.
     assert_eq!(rows(&s.vault_ledger()).len(), 1);
     assert_eq!(s.object(&key), data);
-    // The vault's archive is gone on purpose: a restore from the vault says where it went.
+    // The vault's archive is gone on purpose: not missing from an inventory taken after the
+    // upload, nor to `verify --remote`, and a restore from the vault says where it went.
+    s.fake
+        .set(|b| b.inventory_date = "2099-01-01T00:00:00Z".into());
+    let inventory = s
+        .with_config(&vault, &["inventory", "--wait"])
+        .output()
+        .unwrap();
+    assert_exit(&inventory, 0);
+    assert_says(
+        &inventory,
+        "deleted here (migrate --delete-source): not counted as missing",
+    );
+    assert_says(&inventory, "recorded but missing from the destination: 0");
+    let verify = s
+        .with_config(&vault, &["verify", "--remote"])
+        .output()
+        .unwrap();
+    assert_exit(&verify, 0);
+    assert_says(&verify, "0 problem(s)");
     let restore = s
         .with_config(&vault, &["restore", "--to"])
         .arg(s.path("out"))

@@ -72,6 +72,9 @@ pub struct Behaviour {
     /// Job output requests whose range starts at this offset or later wait, unanswered, until
     /// it is cleared or raised: a test stops a reader at a known byte.
     pub hold_output_from: Option<u64>,
+    /// The date inventories say they were taken (RFC 3339). Glacier's lag a day behind; a test
+    /// dates them after its uploads to have every archive expected in them.
+    pub inventory_date: String,
     /// Keep archive bytes (turn off for large benchmarks: only hashes are kept).
     pub keep_data: bool,
     /// Refuse requests not signed (SigV4) with [`sigv4::ACCESS_KEY`] over exactly what was
@@ -111,6 +114,7 @@ impl Default for Behaviour {
             hold_jobs: false,
             drop_output_at: None,
             hold_output_from: None,
+            inventory_date: "2026-01-01T00:00:00Z".into(),
             keep_data: true,
             check_signatures: true,
             lose_reply: None,

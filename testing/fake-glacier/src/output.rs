@@ -69,7 +69,8 @@ pub(crate) fn assemble(
     Ok((Bytes::from(data), hash, size))
 }
 
-pub(crate) fn inventory(vault: &str, v: &Vault) -> Bytes {
+/// The vault's inventory as Glacier's job output gives it, dated `taken`.
+pub(crate) fn inventory(vault: &str, v: &Vault, taken: &str) -> Bytes {
     let list: Vec<_> = v
         .archives
         .iter()
@@ -85,7 +86,7 @@ pub(crate) fn inventory(vault: &str, v: &Vault) -> Bytes {
         .collect();
     let body = serde_json::json!({
         "VaultARN": format!("arn:aws:glacier:us-east-1:012345678901:vaults/{vault}"),
-        "InventoryDate": "2026-01-01T00:00:00Z",
+        "InventoryDate": taken,
         "ArchiveList": list,
     });
     Bytes::from(body.to_string())

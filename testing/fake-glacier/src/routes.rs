@@ -254,6 +254,7 @@ pub(super) fn delete_archive(s: &mut State, _: &Received<'_>, vault: &str, archi
 pub(super) fn start_job(s: &mut State, r: &Received<'_>, vault: &str) -> Reply {
     let id = s.id("job-");
     let request: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let taken = s.behaviour.inventory_date.clone();
     let Some(v) = s.vaults.get_mut(vault) else {
         return missing(&format!("vault {vault}"));
     };
@@ -263,7 +264,7 @@ pub(super) fn start_job(s: &mut State, r: &Received<'_>, vault: &str) -> Reply {
             id.clone(),
             Job {
                 archive_id: String::new(),
-                inventory: Some(inventory(vault, v)),
+                inventory: Some(inventory(vault, v, &taken)),
                 tier: "Standard".into(),
                 ready_at: Instant::now() + r.job_delay,
             },
