@@ -371,10 +371,11 @@ def bench_list():
               f"least this script's own {own_rss():.1f} MiB)")
 
 
-def fake_glacier_config(name, concurrency, part_mib, latency_ms=0, extra=""):
-    """Starts the fake Glacier in benchmark mode; returns (process, config path)."""
+def fake_glacier_config(name, concurrency, part_mib, latency_ms=0, extra="", keep_data=False):
+    """Starts the fake Glacier in benchmark mode (archive bytes kept only with `keep_data`);
+    returns (process, config path)."""
     fake = subprocess.Popen([str(ROOT / "target" / "release" / "fake-glacier"), "bench",
-                             "--latency-ms", str(latency_ms)],
+                             "--latency-ms", str(latency_ms)] + (["--keep-data"] if keep_data else []),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     endpoint = fake.stdout.readline().strip()
     config = WORK / f"{name}.toml"
@@ -610,13 +611,7 @@ def bench_s3():
     try:
         env = dict(os.environ, **AWS_TEST_ENV)
         concurrency, part_mib = 4, 8
-        config = WORK / "s3-bench.toml"
-        ledger = WORK / "s3-bench.sqlite3"
-        ledger.unlink(missing_ok=True)
-        config.write_text(
-            f'[main]\nbackend = "s3"\nlogfile = ""\nledger = "{ledger}"\n'
-            f'[s3]\nbucket = "bench"\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
-            f'force_path_style = true\nconcurrency = {concurrency}\npart_size = {part_mib}\n')
+        config = s3_bench_config("s3-bench", endpoint, concurrency, part_mib)
         moto_before = process_cpu(moto.pid)
         seconds, rss, out, cpu = timed([str(BIN), "-c", str(config), "-p", str(tree)], env=env)
         moto_cpu = process_cpu(moto.pid) - moto_before
@@ -629,6 +624,18 @@ def bench_s3():
           f"{seconds:.1f}s = {total / MIB / seconds:.0f} MiB/s  CPU: ours {cpu:.2f}s, moto "
           f"{moto_cpu:.2f}s ({os.cpu_count()} cores)  peak RSS {rss:.1f} MiB "
           f"(budget {64 + concurrency * part_mib})")
+
+
+def s3_bench_config(name, endpoint, concurrency, part_mib, extra=""):
+    """A config for the bucket `bench` of the moto at `endpoint`, with a fresh ledger."""
+    config = WORK / f"{name}.toml"
+    ledger = WORK / f"{name}.sqlite3"
+    ledger.unlink(missing_ok=True)
+    config.write_text(
+        f'[main]\nbackend = "s3"\nlogfile = ""\nledger = "{ledger}"\n'
+        f'[s3]\nbucket = "bench"\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
+        f'force_path_style = true\nconcurrency = {concurrency}\npart_size = {part_mib}\n' + extra)
+    return config
 
 
 def start_moto(bucket):
@@ -661,31 +668,16 @@ def bench_migrate():
         write_random(data, 1024 * MIB)
     env = dict(os.environ, **AWS_TEST_ENV)
     concurrency, part_mib = 4, 8
-    fake = subprocess.Popen([str(ROOT / "target" / "release" / "fake-glacier"), "bench",
-                             "--keep-data"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    endpoint = fake.stdout.readline().strip()
-    vault_config = WORK / "migrate-vault.toml"
-    pristine = WORK / "migrate-vault.pristine.sqlite3"
+    fake, vault_config = fake_glacier_config("migrate-vault", concurrency, part_mib,
+                                             keep_data=True)
     vault_ledger = WORK / "migrate-vault.sqlite3"
-    vault_ledger.unlink(missing_ok=True)
-    vault_config.write_text(
-        f'[main]\nvault_name = "bench"\nlogfile = ""\nledger = "{vault_ledger}"\n'
-        f'[glacier]\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
-        f'concurrency = {concurrency}\npart_size = {part_mib}\n')
+    pristine = WORK / "migrate-vault.pristine.sqlite3"
     timed([str(BIN), "-c", str(vault_config), "-p", str(data), "--quiet"], env=env)
     shutil.copy(vault_ledger, pristine)
 
     def s3_config(name, endpoint):
-        config = WORK / f"{name}.toml"
-        ledger = WORK / f"{name}.sqlite3"
-        ledger.unlink(missing_ok=True)
-        config.write_text(
-            f'[main]\nbackend = "s3"\nlogfile = ""\nledger = "{ledger}"\n'
-            f'[s3]\nbucket = "bench"\nregion = "us-east-1"\nendpoint_url = "{endpoint}"\n'
-            f'storage_class = "GLACIER_IR"\nforce_path_style = true\n'
-            f'concurrency = {concurrency}\npart_size = {part_mib}\n')
-        return config
+        return s3_bench_config(name, endpoint, concurrency, part_mib,
+                               'storage_class = "GLACIER_IR"\n')
 
     def migrate():
         shutil.copy(pristine, vault_ledger)

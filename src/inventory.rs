@@ -182,30 +182,40 @@ pub fn rebuild(
             report.older.push(archive.clone());
             continue;
         }
-        let name = if origin.name.is_empty() {
-            archive_name(&origin.source_path, origin.kind)
-        } else {
-            origin.name.clone()
-        };
-        let row = UploadRecord {
-            path: origin.source_path.clone(),
-            name,
-            archive_id: archive.archive_id.clone(),
-            description: archive.description.clone(),
-            backend: backend.to_owned(),
-            kind: Some(origin.kind),
-            size: Some(archive.size),
-            tree_hash: archive.tree_hash,
-            fingerprint: origin.fingerprint.clone(),
-            started_at: origin.started_at,
-            uploaded_at: archive.created_at.or(origin.started_at),
-            encoding: origin.encoding.clone(),
-            plain_size: None,
-        };
+        let row = row_of(archive, origin, backend);
         ledger.record_upload(&row)?;
         report.added.push(row);
     }
     Ok(report)
+}
+
+/// The ledger row for an archive this tool stored, as its origin (Glacier description, S3
+/// metadata, local key) and the listing tell it.
+pub fn row_of(
+    archive: &ListedArchive,
+    origin: &glacier_backup_archiver::origin::Origin,
+    backend: &str,
+) -> UploadRecord {
+    let name = if origin.name.is_empty() {
+        archive_name(&origin.source_path, origin.kind)
+    } else {
+        origin.name.clone()
+    };
+    UploadRecord {
+        path: origin.source_path.clone(),
+        name,
+        archive_id: archive.archive_id.clone(),
+        description: archive.description.clone(),
+        backend: backend.to_owned(),
+        kind: Some(origin.kind),
+        size: Some(archive.size),
+        tree_hash: archive.tree_hash,
+        fingerprint: origin.fingerprint.clone(),
+        started_at: origin.started_at,
+        uploaded_at: archive.created_at.or(origin.started_at),
+        encoding: origin.encoding.clone(),
+        plain_size: None,
+    }
 }
 
 #[cfg(test)]

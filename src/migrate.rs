@@ -72,7 +72,9 @@ pub enum MoveFailure {
     /// The destination's copy is not what the source holds, so the source's was kept.
     #[error(
         "the copy at {key} does not match the archive (size {size} vs {expected_size}, tree \
-         hash {tree_hash} vs {expected_tree_hash}); the source's archive was not deleted"
+         hash {tree_hash} vs {expected_tree_hash}); the source's archive was not deleted. \
+         Check the copy under the destination's config (`restore --archive-id {key}` checks \
+         its bytes against the ledger); the source's archive stays until they agree"
     )]
     CopyMismatch {
         /// The copy's key.
@@ -112,40 +114,32 @@ pub fn unrecorded_rows(
         .archives
         .iter()
         .filter(|archive| !recorded.contains(&archive.archive_id))
-        .map(|archive| {
-            let described = archive
-                .description
-                .as_deref()
-                .map(str::trim)
-                .filter(|d| !d.is_empty())
-                .unwrap_or(&archive.archive_id)
-                .to_owned();
-            let mut row = UploadRecord {
-                path: PathBuf::from("/").join(described.trim_start_matches('/')),
-                name: described,
-                archive_id: archive.archive_id.clone(),
-                description: archive.description.clone(),
-                backend: backend.to_owned(),
-                kind: None,
-                size: Some(archive.size),
-                tree_hash: archive.tree_hash,
-                fingerprint: None,
-                started_at: None,
-                uploaded_at: archive.created_at,
-                encoding: Default::default(),
-                plain_size: None,
-            };
-            if let Some(origin) = &archive.origin {
-                row.path = origin.source_path.clone();
-                if !origin.name.is_empty() {
-                    row.name = origin.name.clone();
+        .map(|archive| match &archive.origin {
+            Some(origin) => crate::inventory::row_of(archive, origin, backend),
+            None => {
+                let described = archive
+                    .description
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or(&archive.archive_id)
+                    .to_owned();
+                UploadRecord {
+                    path: PathBuf::from("/").join(described.trim_start_matches('/')),
+                    name: described,
+                    archive_id: archive.archive_id.clone(),
+                    description: archive.description.clone(),
+                    backend: backend.to_owned(),
+                    kind: None,
+                    size: Some(archive.size),
+                    tree_hash: archive.tree_hash,
+                    fingerprint: None,
+                    started_at: None,
+                    uploaded_at: archive.created_at,
+                    encoding: Default::default(),
+                    plain_size: None,
                 }
-                row.kind = Some(origin.kind);
-                row.fingerprint = origin.fingerprint.clone();
-                row.started_at = origin.started_at;
-                row.encoding = origin.encoding.clone();
             }
-            row
         })
         .collect()
 }
@@ -158,15 +152,9 @@ pub fn moved_for<'a>(
     row: &UploadRecord,
     destination: &dyn Archiver,
 ) -> Option<&'a Moved> {
-    moved.get(&row.archive_id).filter(|mark| {
-        mark.destination == destination_name(destination) || mark.source_deleted_at.is_some()
-    })
-}
-
-/// The destination's name in ledgers and messages: its target (`s3.<bucket>`,
-/// `glacier.<vault>`).
-pub fn destination_name(destination: &dyn Archiver) -> String {
-    destination.target()
+    moved
+        .get(&row.archive_id)
+        .filter(|mark| mark.destination == destination.target() || mark.source_deleted_at.is_some())
 }
 
 /// The archive as the destination is told of it: the source's path, name, kind, fingerprint
@@ -247,7 +235,7 @@ pub async fn move_one(
         record_copy(destination_ledger, destination, row, &stored)?;
         let moved = Moved {
             archive_id: archive.archive_id.clone(),
-            destination: destination_name(destination),
+            destination: destination.target(),
             key: stored.archive_id.clone(),
             moved_at: OffsetDateTime::now_utc(),
             source_deleted_at: None,
@@ -337,7 +325,7 @@ async fn copy(
 ) -> Result<ArchiveRef, MoveFailure> {
     let id = archive.archive_id.as_str();
     let part_size = destination.part_size(archive.size);
-    let target = destination_name(destination);
+    let target = destination.target();
     let earlier = match ledger.move_in_progress(id)? {
         Some(earlier) if earlier.destination == target && earlier.part_size == part_size => {
             Some(earlier)

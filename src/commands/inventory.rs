@@ -93,15 +93,9 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     };
     let mut report = reconcile_ledger(&ledger, &listing)?;
     // Archives `migrate --delete-source` deleted are expected to be gone.
-    let mut moved_away = 0;
-    let mut kept = Vec::with_capacity(report.missing.len());
-    for row in std::mem::take(&mut report.missing) {
-        match super::moved_away(&ledger, &row.archive_id)? {
-            Some(_) => moved_away += 1,
-            None => kept.push(row),
-        }
-    }
-    report.missing = kept;
+    let split = super::split_moved_away(&ledger, std::mem::take(&mut report.missing))?;
+    report.missing = split.here;
+    let moved_away = split.gone.len();
     if moved_away > 0 {
         tracing::info!(
             "{moved_away} archive(s) moved to another destination and deleted here (migrate \

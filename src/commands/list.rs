@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use glacier_backup::backends::{ledger_path, open_archiver, BackendError};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::{Ledger, Moved, SqliteLedger, UploadRecord};
+use glacier_backup::ledger::{Moved, SqliteLedger, UploadRecord};
 
 use super::{home_config_dir, Fatal, Outcome};
 
@@ -45,26 +45,16 @@ pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
 fn write_json(out: &mut dyn Write, ledger: &SqliteLedger) -> Result<std::io::Result<()>, Fatal> {
     let mut written = out.write_all(b"[");
     let mut first = true;
-    let mut failed = None;
-    ledger.each_upload(&mut |upload| {
+    ledger.each_upload_with_moves(&mut |upload, moved| {
         let separator: &[u8] = if first { b"\n  " } else { b",\n  " };
         first = false;
         let mut row = upload_json(&upload);
-        row["moved"] = match ledger.moved_of(&upload.archive_id) {
-            Ok(moved) => moved.map_or(serde_json::Value::Null, |m| moved_json(&m)),
-            Err(e) => {
-                failed = Some(e);
-                return false;
-            }
-        };
+        row["moved"] = moved.map_or(serde_json::Value::Null, |m| moved_json(&m));
         written = out
             .write_all(separator)
             .and_then(|()| serde_json::to_writer(&mut *out, &row).map_err(std::io::Error::from));
         written.is_ok()
     })?;
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
     Ok(written.and_then(|()| out.write_all(if first { b"]\n" } else { b"\n]\n" })))
 }
 
@@ -138,20 +128,9 @@ fn write_table(
     let header = ["UPLOADED", "BACKEND", "SIZE", "PATH", "ARCHIVE ID"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     let mut rows = 0usize;
-    let mut failed = None;
-    let mut cells_of = |upload: &UploadRecord| match ledger.moved_of(&upload.archive_id) {
-        Ok(moved) => Some(cells(upload, moved)),
-        Err(e) => {
-            failed = Some(e);
-            None
-        }
-    };
-    ledger.each_upload(&mut |upload| {
+    ledger.each_upload_with_moves(&mut |upload, moved| {
         rows += 1;
-        let Some(row) = cells_of(&upload) else {
-            return false;
-        };
-        for (w, cell) in widths.iter_mut().zip(row) {
+        for (w, cell) in widths.iter_mut().zip(cells(&upload, moved)) {
             *w = (*w).max(cell.chars().count());
         }
         true
@@ -175,15 +154,9 @@ fn write_table(
         text.trim_end().to_owned()
     };
     let mut written = writeln!(out, "{}", line(&header));
-    ledger.each_upload(&mut |upload| {
-        let Some(row) = cells_of(&upload) else {
-            return false;
-        };
-        written = writeln!(out, "{}", line(&row));
+    ledger.each_upload_with_moves(&mut |upload, moved| {
+        written = writeln!(out, "{}", line(&cells(&upload, moved)));
         written.is_ok()
     })?;
-    match failed {
-        Some(e) => Err(e.into()),
-        None => Ok(written),
-    }
+    Ok(written)
 }

@@ -7,8 +7,7 @@ use glacier_backup::config::Config;
 use glacier_backup::costs::{dollars, PriceClass};
 use glacier_backup::ledger::{Ledger, Moved, UploadRecord};
 use glacier_backup::migrate::{
-    destination_name, move_one, moved_for, prepare, select, unrecorded_rows, MoveFailure,
-    MoveOutcome, MoveRequest,
+    move_one, moved_for, prepare, select, unrecorded_rows, MoveFailure, MoveOutcome, MoveRequest,
 };
 use glacier_backup::{display_size, shown};
 
@@ -83,19 +82,21 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
         )));
     }
     let moved = source_ledger.moved()?;
-    let plan = Plan::of(&rows, &moved, destination.archiver.as_ref());
-    plan.show(
+    let plan = Plan::of(
+        &rows,
+        &moved,
         config,
         args,
         source.archiver.as_ref(),
         destination.archiver.as_ref(),
     );
+    plan.show();
     if cli.dryrun {
         if cli.json {
             print_json(&serde_json::json!({
                 "command": "migrate",
                 "dry_run": true,
-                "plan": plan.json(config, args, source.archiver.as_ref(), destination.archiver.as_ref()),
+                "plan": plan.json(),
             }))?;
         }
         return Ok(Outcome::Success);
@@ -149,18 +150,12 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
     let tally = tokio::select! {
         tally = run => tally?,
         stop = super::stop_requested() => {
-            tracing::warn!(
-                "stopped by {}: the parts copied so far are kept, and the same command \
-                 continues from them",
-                stop.name()
+            return super::stopped(
+                cli.json,
+                "migrate",
+                stop,
+                "the parts copied so far are kept, and the same command continues from them",
             );
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "command": "migrate",
-                    "interrupted": stop.name(),
-                }))?;
-            }
-            return Ok(Outcome::Interrupted(stop));
         }
     };
     tracing::info!(
@@ -225,7 +220,7 @@ fn refuse_same_place(
             "--to {}: the destination is the source ({}); name a config of another \
              destination, or choose its backend with --to-backend",
             shown(&args.to),
-            destination_name(to.as_ref())
+            to.target()
         )));
     }
     let same_file = |a: &std::path::Path, b: &std::path::Path| {
@@ -249,53 +244,68 @@ struct Plan<'a> {
     already: usize,
     unverifiable: usize,
     bytes: u64,
-    /// Upload requests in the destination: one per single-part archive, parts + 2 otherwise.
-    requests: u64,
+    /// `source.target()`, `destination.target()`.
+    from: String,
+    to: String,
+    tier: &'static str,
+    expected_wait: &'static str,
+    delete_source: bool,
+    /// The destination's storage class, where storage is billed.
+    class: String,
+    /// `None` where neither side is billed (a local directory, a warm class).
+    cost: Option<Cost>,
 }
 
 impl<'a> Plan<'a> {
     fn of(
         rows: &'a [UploadRecord],
         moved: &HashMap<String, Moved>,
-        destination: &dyn Archiver,
-    ) -> Self {
-        let mut plan = Plan {
-            to_move: Vec::new(),
-            already: 0,
-            unverifiable: 0,
-            bytes: 0,
-            requests: 0,
-        };
-        for row in rows {
-            if moved_for(moved, row, destination).is_some() {
-                plan.already += 1;
-                continue;
-            }
-            let Some(size) = row.size.filter(|_| row.tree_hash.is_some()) else {
-                plan.unverifiable += 1;
-                continue;
-            };
-            let parts = size.div_ceil(destination.part_size(size).max(1)).max(1);
-            plan.requests += if parts == 1 { 1 } else { parts + 2 };
-            plan.bytes += size;
-            plan.to_move.push(row);
-        }
-        plan
-    }
-
-    fn show(
-        &self,
         config: &Config,
         args: &MigrateArgs,
         source: &dyn Archiver,
         destination: &dyn Archiver,
-    ) {
+    ) -> Self {
+        let mut to_move = Vec::new();
+        let (mut already, mut unverifiable, mut bytes) = (0, 0, 0);
+        // Upload requests in the destination: one per single-part archive, parts + 2 otherwise.
+        let mut requests = 0;
+        for row in rows {
+            if moved_for(moved, row, destination).is_some() {
+                already += 1;
+                continue;
+            }
+            let Some(size) = row.size.filter(|_| row.tree_hash.is_some()) else {
+                unverifiable += 1;
+                continue;
+            };
+            let parts = size.div_ceil(destination.part_size(size).max(1)).max(1);
+            requests += if parts == 1 { 1 } else { parts + 2 };
+            bytes += size;
+            to_move.push(row);
+        }
+        let cost = Cost::of(&to_move, bytes, requests, config, args, source, destination);
+        Plan {
+            to_move,
+            already,
+            unverifiable,
+            bytes,
+            from: source.target(),
+            to: destination.target(),
+            tier: args.tier_name(),
+            expected_wait: expected_wait(source, args.tier.into()),
+            delete_source: args.delete_source,
+            class: destination.storage_class().unwrap_or_default(),
+            cost,
+        }
+    }
+
+    fn show(&self) {
         tracing::info!(
             "plan: move {} archive(s), {}, from {} to {}; {} already moved{}",
             self.to_move.len(),
             display_size(self.bytes),
-            destination_name(source),
-            destination_name(destination),
+            self.from,
+            self.to,
             self.already,
             match self.unverifiable {
                 0 => String::new(),
@@ -307,9 +317,9 @@ impl<'a> Plan<'a> {
         );
         tracing::info!(
             "  retrieval tier {}, expected wait {}{}",
-            args.tier_name(),
-            expected_wait(source, args.tier.into()),
-            if args.delete_source {
+            self.tier,
+            self.expected_wait,
+            if self.delete_source {
                 "; each source archive is deleted once its copy is verified"
             } else {
                 ""
@@ -325,7 +335,7 @@ impl<'a> Plan<'a> {
                 row.archive_id
             );
         }
-        if let Some(cost) = self.cost(config, args, source, destination) {
+        if let Some(cost) = &self.cost {
             tracing::info!(
                 "estimated cost: {} once (retrieval {}, retrieval requests {}, data transfer \
                  out {}, upload requests {}{}), then {} per month in {} (us-east-1 list prices \
@@ -341,83 +351,24 @@ impl<'a> Plan<'a> {
                     None => String::new(),
                 },
                 dollars(cost.monthly),
-                destination.storage_class().unwrap_or_default(),
+                self.class,
                 glacier_backup::costs::PRICES_AS_OF,
             );
         }
     }
 
-    fn cost(
-        &self,
-        config: &Config,
-        args: &MigrateArgs,
-        source: &dyn Archiver,
-        destination: &dyn Archiver,
-    ) -> Option<Cost> {
-        let prices = &config.prices;
-        let count = self.to_move.len() as u64;
-        let retrieval = source
-            .storage_class()
-            .and_then(|class| PriceClass::of(&class))
-            .and_then(|class| prices.retrieval(class, args.tier.into(), count, self.bytes));
-        let storage = destination
-            .storage_class()
-            .and_then(|class| PriceClass::of(&class))
-            .map(|class| {
-                let sizes: Vec<u64> = self.to_move.iter().filter_map(|r| r.size).collect();
-                prices.storage(class, &sizes, self.requests)
-            });
-        if retrieval.is_none() && storage.is_none() {
-            return None;
-        }
-        let now = time::OffsetDateTime::now_utc();
-        let early_deletion = args.delete_source.then(|| {
-            source
-                .storage_class()
-                .and_then(|class| PriceClass::of(&class))
-                .map_or(0.0, |class| {
-                    let ages: Vec<(u64, f64)> = self
-                        .to_move
-                        .iter()
-                        .map(|row| {
-                            let age = row
-                                .stored_at()
-                                .map_or(0.0, |at| (now - at).as_seconds_f64() / 86_400.0);
-                            (row.size.unwrap_or(0), age)
-                        })
-                        .collect();
-                    prices.early_deletion(class, &ages)
-                })
-        });
-        Some(Cost {
-            retrieval: retrieval.map_or(0.0, |r| r.retrieval),
-            retrieval_requests: retrieval.map_or(0.0, |r| r.requests),
-            transfer: retrieval.map_or(0.0, |r| r.transfer),
-            upload_requests: storage.map_or(0.0, |s| s.requests),
-            monthly: storage.map_or(0.0, |s| s.monthly),
-            early_deletion,
-        })
-    }
-
-    fn json(
-        &self,
-        config: &Config,
-        args: &MigrateArgs,
-        source: &dyn Archiver,
-        destination: &dyn Archiver,
-    ) -> serde_json::Value {
-        let cost = self.cost(config, args, source, destination);
+    fn json(&self) -> serde_json::Value {
         serde_json::json!({
-            "from": destination_name(source),
-            "to": destination_name(destination),
+            "from": self.from,
+            "to": self.to,
             "archives": self.to_move.len(),
             "bytes": self.bytes,
             "already_moved": self.already,
             "unverifiable": self.unverifiable,
-            "tier": args.tier_name(),
-            "expected_wait": expected_wait(source, args.tier.into()),
-            "delete_source": args.delete_source,
-            "cost": cost.map(|c| serde_json::json!({
+            "tier": self.tier,
+            "expected_wait": self.expected_wait,
+            "delete_source": self.delete_source,
+            "cost": self.cost.as_ref().map(|c| serde_json::json!({
                 "retrieval": c.retrieval,
                 "retrieval_requests": c.retrieval_requests,
                 "transfer": c.transfer,
@@ -443,6 +394,59 @@ struct Cost {
 }
 
 impl Cost {
+    /// The estimate for moving `to_move` (`bytes` in all, `requests` upload requests); `None`
+    /// where neither side is billed.
+    fn of(
+        to_move: &[&UploadRecord],
+        bytes: u64,
+        requests: u64,
+        config: &Config,
+        args: &MigrateArgs,
+        source: &dyn Archiver,
+        destination: &dyn Archiver,
+    ) -> Option<Self> {
+        let prices = &config.prices;
+        let class_of = |archiver: &dyn Archiver| {
+            archiver
+                .storage_class()
+                .and_then(|class| PriceClass::of(&class))
+        };
+        let source_class = class_of(source);
+        let count = to_move.len() as u64;
+        let retrieval =
+            source_class.and_then(|class| prices.retrieval(class, args.tier.into(), count, bytes));
+        let storage = class_of(destination).map(|class| {
+            let sizes: Vec<u64> = to_move.iter().filter_map(|r| r.size).collect();
+            prices.storage(class, &sizes, requests)
+        });
+        if retrieval.is_none() && storage.is_none() {
+            return None;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let early_deletion = args.delete_source.then(|| {
+            source_class.map_or(0.0, |class| {
+                let ages: Vec<(u64, f64)> = to_move
+                    .iter()
+                    .map(|row| {
+                        let age = row
+                            .stored_at()
+                            .map_or(0.0, |at| (now - at).as_seconds_f64() / 86_400.0);
+                        (row.size.unwrap_or(0), age)
+                    })
+                    .collect();
+                prices.early_deletion(class, &ages)
+            })
+        });
+        Some(Cost {
+            retrieval: retrieval.map_or(0.0, |r| r.retrieval),
+            retrieval_requests: retrieval.map_or(0.0, |r| r.requests),
+            transfer: retrieval.map_or(0.0, |r| r.transfer),
+            upload_requests: storage.map_or(0.0, |s| s.requests),
+            monthly: storage.map_or(0.0, |s| s.monthly),
+            early_deletion,
+        })
+    }
+
     fn once(&self) -> f64 {
         self.retrieval
             + self.retrieval_requests

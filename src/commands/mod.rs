@@ -86,6 +86,19 @@ pub async fn stop_requested() -> Stop {
     }
 }
 
+/// How a command that stops cleanly ends on a signal: a warning that says what is `kept` for
+/// the next run, and with `--json` the one document naming the command and the signal.
+pub fn stopped(json: bool, command: &str, stop: Stop, kept: &str) -> Result<Outcome, Fatal> {
+    tracing::warn!("stopped by {}: {kept}", stop.name());
+    if json {
+        print_json(&serde_json::json!({
+            "command": command,
+            "interrupted": stop.name(),
+        }))?;
+    }
+    Ok(Outcome::Interrupted(stop))
+}
+
 /// An error that decides the exit code.
 pub enum Fatal {
     /// Usage or configuration: exit 2.
@@ -202,15 +215,32 @@ impl From<glacier_backup::ledger::LedgerError> for Fatal {
     }
 }
 
-/// Where an upload's archive went when `migrate --delete-source` deleted it from this
-/// destination: it is not missing, and is restored from the other destination.
-pub fn moved_away(
+/// Sets apart the rows whose archive `migrate --delete-source` deleted from this destination,
+/// with where each went: those are not missing, and are restored from the other destination.
+pub fn split_moved_away(
     ledger: &SqliteLedger,
-    archive_id: &str,
-) -> Result<Option<glacier_backup::ledger::Moved>, Fatal> {
-    Ok(ledger
-        .moved_of(archive_id)?
-        .filter(|moved| moved.source_deleted_at.is_some()))
+    rows: Vec<glacier_backup::ledger::UploadRecord>,
+) -> Result<MovedAway, Fatal> {
+    let mut split = MovedAway::default();
+    for row in rows {
+        match ledger.moved_of(&row.archive_id)? {
+            Some(moved) if moved.source_deleted_at.is_some() => split.gone.push((row, moved)),
+            _ => split.here.push(row),
+        }
+    }
+    Ok(split)
+}
+
+/// Rows split by [`split_moved_away`].
+#[derive(Default)]
+pub struct MovedAway {
+    /// Rows whose archive is still here.
+    pub here: Vec<glacier_backup::ledger::UploadRecord>,
+    /// Rows whose archive was moved and deleted here, with where it went.
+    pub gone: Vec<(
+        glacier_backup::ledger::UploadRecord,
+        glacier_backup::ledger::Moved,
+    )>,
 }
 
 /// Where the config, the default log file and ledgers live: `$XDG_CONFIG_HOME/glacier_backup`,

@@ -234,15 +234,9 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         )));
     }
     let mut ledger = session.ledger(cli.dryrun)?;
-    let mut rows = select(&ledger, &request)?;
+    let rows = select(&ledger, &request)?;
     // Archives `migrate --delete-source` deleted here are restored from where they went.
-    let mut gone = Vec::new();
-    for row in std::mem::take(&mut rows) {
-        match super::moved_away(&ledger, &row.archive_id)? {
-            Some(moved) => gone.push((row, moved)),
-            None => rows.push(row),
-        }
-    }
+    let super::MovedAway { here: rows, gone } = super::split_moved_away(&ledger, rows)?;
     for (row, moved) in &gone {
         tracing::error!(
             "{}: archive {} was moved to {} (key {}) and deleted here; restore it with the \
@@ -279,18 +273,12 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     let tally = tokio::select! {
         tally = restore_all(archiver.as_ref(), &mut ledger, &rows, &request) => tally?,
         stop = super::stop_requested() => {
-            tracing::warn!(
-                "stopped by {}: what was downloaded is kept, and the same command continues \
-                 from it",
-                stop.name()
+            return super::stopped(
+                cli.json,
+                "restore",
+                stop,
+                "what was downloaded is kept, and the same command continues from it",
             );
-            if cli.json {
-                print_json(&serde_json::json!({
-                    "command": "restore",
-                    "interrupted": stop.name(),
-                }))?;
-            }
-            return Ok(Outcome::Interrupted(stop));
         }
     };
     let Tally {

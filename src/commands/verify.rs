@@ -49,12 +49,7 @@ pub async fn verify(
             );
         }
         // Archives `migrate --delete-source` deleted are expected to be gone.
-        let mut here = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if super::moved_away(&ledger, &row.archive_id)?.is_none() {
-                here.push(row.clone());
-            }
-        }
+        let here = super::split_moved_away(&ledger, rows.clone())?.here;
         findings.extend(check_remote(&here, &listing));
     }
     for finding in &findings {

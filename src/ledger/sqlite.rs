@@ -12,7 +12,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql, Tra
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{Ledger, LedgerError, PendingUpload, Retrieval, UploadRecord, PYTHON_TOOL_BACKEND};
+use super::{
+    Ledger, LedgerError, Moved, PendingUpload, Retrieval, UploadRecord, PYTHON_TOOL_BACKEND,
+};
 
 mod moves;
 
@@ -207,6 +209,74 @@ impl SqliteLedger {
         }
         tx.commit()
             .map_err(|source| write_error(&path, "cannot save the schema upgrade", source))
+    }
+
+    /// Reads a page of rows at a time, each page its own short read: a slow reader (`list` into
+    /// a pager) never holds the ledger's read lock, which would stop a running backup from
+    /// recording its uploads. With `with_moves`, each row comes with its moved mark.
+    fn page_uploads(
+        &self,
+        with_moves: bool,
+        each: &mut dyn FnMut(UploadRecord, Option<Moved>) -> bool,
+    ) -> Result<(), LedgerError> {
+        const PAGE: i64 = 1000;
+        let columns: Vec<String> = COLUMNS
+            .split(',')
+            .map(|c| format!("uploads.{}", c.trim()))
+            .collect();
+        let rowid_column = columns.len();
+        let (moved_columns, join) = if with_moves {
+            (
+                ", moved.destination, moved.key, moved.moved_at, moved.source_deleted_at",
+                " LEFT JOIN moved ON moved.archive_id = uploads.archive_id",
+            )
+        } else {
+            ("", "")
+        };
+        let sql = format!(
+            "SELECT {}, uploads.rowid{moved_columns} FROM uploads{join} \
+             WHERE uploads.rowid > ?1 ORDER BY uploads.rowid LIMIT {PAGE}",
+            columns.join(", ")
+        );
+        let read = |row: &Row<'_>| -> rusqlite::Result<(UploadRecord, i64, Option<Moved>)> {
+            let upload = read_row(row)?;
+            let rowid = row.get(rowid_column)?;
+            let moved = match with_moves {
+                true => row
+                    .get::<_, Option<String>>(rowid_column + 1)?
+                    .map(|destination| -> rusqlite::Result<Moved> {
+                        Ok(Moved {
+                            archive_id: upload.archive_id.clone(),
+                            destination,
+                            key: row.get(rowid_column + 2)?,
+                            moved_at: parse_time(row.get(rowid_column + 3)?)
+                                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                            source_deleted_at: parse_time(row.get(rowid_column + 4)?),
+                        })
+                    })
+                    .transpose()?,
+                false => None,
+            };
+            Ok((upload, rowid, moved))
+        };
+        let failed = sqlite_error(&self.path, "cannot list uploads");
+        let mut after = i64::MIN;
+        loop {
+            let page: Vec<(UploadRecord, i64, Option<Moved>)> = self
+                .conn
+                .prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.query_map(params![after], read)?.collect())
+                .map_err(&failed)?;
+            let Some(&(_, last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = last;
+            for (upload, _, moved) in page {
+                if !each(upload, moved) {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Runs `write` in one transaction: all of it is kept, or none. `context` names the
@@ -529,34 +599,7 @@ impl Ledger for SqliteLedger {
     /// a pager) never holds the ledger's read lock, which would stop a running backup from
     /// recording its uploads.
     fn each_upload(&self, each: &mut dyn FnMut(UploadRecord) -> bool) -> Result<(), LedgerError> {
-        const PAGE: i64 = 1000;
-        let sql = format!(
-            "SELECT {COLUMNS}, rowid FROM uploads WHERE rowid > ?1 ORDER BY rowid LIMIT {PAGE}"
-        );
-        let failed = sqlite_error(&self.path, "cannot list uploads");
-        let rowid_column = COLUMNS.split(',').count();
-        let mut after = i64::MIN;
-        loop {
-            let page: Vec<(UploadRecord, i64)> = self
-                .conn
-                .prepare_cached(&sql)
-                .and_then(|mut stmt| {
-                    stmt.query_map(params![after], |row| {
-                        Ok((read_row(row)?, row.get(rowid_column)?))
-                    })?
-                    .collect()
-                })
-                .map_err(&failed)?;
-            let Some(&(_, last)) = page.last() else {
-                return Ok(());
-            };
-            after = last;
-            for (upload, _) in page {
-                if !each(upload) {
-                    return Ok(());
-                }
-            }
-        }
+        self.page_uploads(false, &mut |upload, _| each(upload))
     }
 
     fn complete_upload(

@@ -6,6 +6,20 @@ use super::*;
 use crate::ledger::{Move, MovePart, Moved};
 
 impl SqliteLedger {
+    /// Every upload, oldest first, with where its archive was moved if it was: what `list`
+    /// shows, in one query per page of rows (the moved mark joined in, not looked up per row;
+    /// not joined at all in the many ledgers that record no move).
+    pub fn each_upload_with_moves(
+        &self,
+        each: &mut dyn FnMut(UploadRecord, Option<Moved>) -> bool,
+    ) -> Result<(), LedgerError> {
+        let any_moved: bool = self
+            .conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM moved)", [], |row| row.get(0))
+            .map_err(sqlite_error(&self.path, "cannot read the moved archives"))?;
+        self.page_uploads(any_moved, each)
+    }
+
     /// Every upload of `path`, oldest first.
     pub fn uploads_of(&self, path: &Path) -> Result<Vec<UploadRecord>, LedgerError> {
         let sql = format!("SELECT {COLUMNS} FROM uploads WHERE path = ?1 ORDER BY rowid");
@@ -46,7 +60,7 @@ impl SqliteLedger {
                 "SELECT number, size, tree_hash, receipt FROM move_parts WHERE archive_id = ?1 \
                  ORDER BY number",
             )?;
-            found.parts = stmt
+            let rows = stmt
                 .query_map(params![archive_id], |row| {
                     Ok((
                         row.get::<_, i64>(0)? as u64,
@@ -55,17 +69,19 @@ impl SqliteLedger {
                         row.get::<_, String>(3)?,
                     ))
                 })?
-                .filter_map(|row| match row {
-                    Ok((number, size, hash, receipt)) => Some(Ok(MovePart {
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // A hash that does not parse is a part to send again.
+            found.parts = rows
+                .into_iter()
+                .filter_map(|(number, size, hash, receipt)| {
+                    Some(MovePart {
                         number,
                         size,
-                        // A hash that does not parse is a part to send again.
                         tree_hash: hash.parse().ok()?,
                         receipt,
-                    })),
-                    Err(e) => Some(Err(e)),
+                    })
                 })
-                .collect::<rusqlite::Result<_>>()?;
+                .collect();
             Ok(Some(found))
         };
         read().map_err(sqlite_error(&self.path, "cannot read a copy in progress"))
