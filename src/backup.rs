@@ -15,7 +15,7 @@ use futures::{FutureExt, StreamExt};
 use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::{
     ArchiveMeta, ArchiveRef, Archiver, Encoding, Error as ArchiverError, OnFailure, PutOptions,
-    Resume, UploadEvent,
+    Resume, TreeHash, UploadEvent,
 };
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -790,6 +790,7 @@ async fn upload(
         None => archiver.part_size(size_hint),
     };
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let completing = resume.as_ref().and_then(|pending| pending.completing);
     let resume = match resume {
         Some(pending) => Some(Resume {
             receipts: ledger.with(|l| l.pending_parts(&path))?,
@@ -875,20 +876,7 @@ async fn upload(
         }
     };
     let sent = sent.lock().expect("tally lock");
-    if stored.size != sent.size() {
-        return Err(CandidateError::Mismatch {
-            what: "size",
-            reported: stored.size.to_string(),
-            sent: sent.size().to_string(),
-        });
-    }
-    if stored.tree_hash != sent.tree_hash() {
-        return Err(CandidateError::Mismatch {
-            what: "tree hash",
-            reported: stored.tree_hash.to_hex(),
-            sent: sent.tree_hash().to_hex(),
-        });
-    }
+    check_stored(&stored, &sent, completing)?;
     Ok(UploadRecord {
         path: meta.source_path,
         name: meta.name,
@@ -904,6 +892,36 @@ async fn upload(
         plain_size: (!meta.encoding.is_plain()).then(|| plain_size.get()),
         encoding: meta.encoding,
     })
+}
+
+/// Checks the backend's account of an archive against the engine's. An archive an earlier run
+/// was completing is checked against what that run recorded as it asked (the size and tree hash
+/// of the bytes it sent), not against this run's stream: compressed and encrypted bytes need
+/// not come out the same twice, and the archive holds the earlier run's.
+fn check_stored(
+    stored: &ArchiveRef,
+    sent: &PartChecker,
+    completing: Option<(u64, TreeHash)>,
+) -> Result<(), CandidateError> {
+    let (size, tree_hash) = match completing {
+        Some(recorded) if recorded == (stored.size, stored.tree_hash) => recorded,
+        _ => (sent.size(), sent.tree_hash()),
+    };
+    if stored.size != size {
+        return Err(CandidateError::Mismatch {
+            what: "size",
+            reported: stored.size.to_string(),
+            sent: size.to_string(),
+        });
+    }
+    if stored.tree_hash != tree_hash {
+        return Err(CandidateError::Mismatch {
+            what: "tree hash",
+            reported: stored.tree_hash.to_hex(),
+            sent: tree_hash.to_hex(),
+        });
+    }
+    Ok(())
 }
 
 /// An error and its causes on one line, each cause once.

@@ -729,6 +729,81 @@ fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_ti
     assert_says(&second, "nothing is sent again");
 }
 
+/// Compressed bytes need not come out the same twice (zstd's jobs, a source rewritten in place
+/// with its size and time kept): the archive Glacier made from the earlier run's bytes is
+/// recorded by what that run sent, not compared with this run's stream.
+#[test]
+fn a_compressed_archive_completed_while_the_run_stopped_is_recorded_whatever_this_run_encodes() {
+    let s = Setup::new();
+    let file = s.path("data/big.bin");
+    // Incompressible, so the compressed archive still goes up in several 1 MiB parts.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let first_bytes: Vec<u8> = (0..3 * 1024 * 1024 + 5)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, &first_bytes).unwrap();
+    let config = config_without_retries(
+        &s,
+        &format!(
+            "[archive]\ncompression = \"zstd\"\n\n[\"{}\"]\nupload_files = true\n",
+            s.path("data").display()
+        ),
+    );
+    s.fake
+        .set(|b| b.lose_reply = Some(fake_glacier::Call::Complete));
+    let first = s.run_config(&config);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let made = s.fake.archives("photos");
+    assert_eq!(made.len(), 1, "Glacier made the archive");
+    let stored_bytes = made[0].1.data.clone().unwrap();
+
+    // Same size and modification time, other bytes: the fingerprint is unchanged, the
+    // compressed stream is not.
+    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+    let mut other: Vec<u8> = first_bytes.iter().map(|b| b.rotate_left(3)).collect();
+    other[..4096].fill(0);
+    fs::write(&file, &other).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+
+    let second = s.run_config(&config);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_says(&second, "nothing is sent again");
+    let archives = s.fake.archives("photos");
+    assert_eq!(archives.len(), 1, "no duplicate archive");
+    let (recorded_id, size, tree_hash): (String, i64, String) = s
+        .ledger_db()
+        .query_row("SELECT archive_id, size, tree_hash FROM uploads", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(recorded_id, archives[0].0);
+    assert_eq!(
+        size as usize,
+        stored_bytes.len(),
+        "the stored size, not this run's"
+    );
+    assert_eq!(
+        tree_hash,
+        glacier_backup::archiver::treehash::tree_hash(&stored_bytes).to_hex()
+    );
+    let plain = zstd::decode_all(&stored_bytes[..]).unwrap();
+    assert_eq!(
+        plain, first_bytes,
+        "the vault holds the earlier run's bytes"
+    );
+}
+
 #[test]
 fn an_upload_whose_start_lost_its_reply_is_adopted_or_aborted_never_left_open() {
     // Retried by the SDK: the first start's upload is left open and must be aborted.
