@@ -85,25 +85,40 @@ pub(super) async fn download(
             temporary: false, ..
         }
         | glacier_backup_archiver::Error::NotFound { .. } => RestoreFailure::Archiver(source),
+        // The bytes received are not the archive's: continuing from them would fail the whole
+        // check at the end.
+        glacier_backup_archiver::Error::Integrity { .. } => {
+            RestoreFailure::DamagedInTransit(source)
+        }
         source => RestoreFailure::Interrupted {
             have,
             size: archive.size,
             source,
         },
     };
-    for range in ranges {
-        let mut stream = archiver
-            .get(archive, range)
-            .await
-            .map_err(|e| stopped(e, have))?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| stopped(e, have))?;
-            hasher.update(&chunk);
-            file.write_all(&chunk).map_err(io("write"))?;
-            have += chunk.len() as u64;
-            progress.advance(chunk.len() as u64);
+    let fetched = async {
+        for range in ranges {
+            let mut stream = archiver
+                .get(archive, range)
+                .await
+                .map_err(|e| stopped(e, have))?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| stopped(e, have))?;
+                hasher.update(&chunk);
+                file.write_all(&chunk).map_err(io("write"))?;
+                have += chunk.len() as u64;
+                progress.advance(chunk.len() as u64);
+            }
         }
+        Ok(())
     }
+    .await;
+    if let Err(failure @ RestoreFailure::DamagedInTransit(_)) = fetched {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(failure);
+    }
+    fetched?;
     let size = hasher.len();
     let hash = hasher.finish();
     if size != archive.size || hash != archive.tree_hash {

@@ -61,6 +61,14 @@ pub enum RestoreFailure {
         /// Tree hash recorded.
         expected_tree_hash: TreeHash,
     },
+    /// The destination's own check of a range failed (Glacier's tree hash of the range): the
+    /// bytes received are not the archive's, so none of the download is kept.
+    #[error(
+        "{}; the partial download was deleted, and nothing was restored (run again to download \
+         it anew)",
+        error_chain(.0)
+    )]
+    DamagedInTransit(ArchiverError),
     /// A local file operation failed.
     #[error("cannot {what} {}: {source}", shown(path))]
     Io {
@@ -91,7 +99,8 @@ pub enum RestoreFailure {
     /// Decryption or decompression found the stored bytes altered (age's authentication or
     /// zstd's checksum failed); nothing was put in place.
     #[error(
-        "{archive_id}: the archive is damaged or was tampered with ({detail}); nothing was          restored from it"
+        "{archive_id}: the archive is damaged or was tampered with ({detail}); nothing was \
+         restored from it"
     )]
     Damaged {
         /// The archive.

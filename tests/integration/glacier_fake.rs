@@ -395,6 +395,39 @@ fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
     assert_eq!(fs::read(s.path("out/album/big.bin")).unwrap(), big);
 }
 
+/// A range whose bytes do not match the vault's tree hash for it (damage in transit) is not
+/// kept to continue from: the partial file is deleted, and the next run downloads it anew.
+#[test]
+fn a_download_that_fails_the_vaults_check_keeps_none_of_its_bytes() {
+    let s = Setup::new();
+    let file = s.path("data/disk.img");
+    let data = write_sample(&file, 3 * 1024 * 1024 + 11, 4);
+    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    assert_eq!(s.run_config(&config).status.code(), Some(0));
+    s.fake.set(|b| b.corrupt_output_at = Some(0));
+    let restore = || {
+        s.with_config(&config, &[])
+            .args(["restore", "--wait", "--timeout", "60", "--to"])
+            .arg(s.path("out"))
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let first = restore();
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    assert_says(&first, "partial download was deleted");
+    assert_never_says(&first, "run again to continue");
+    let left: Vec<_> = fs::read_dir(s.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing kept: {left:?}");
+
+    let second = restore();
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(fs::read(s.path("out/disk.img")).unwrap(), data);
+}
+
 #[test]
 fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     let s = Setup::new();

@@ -72,6 +72,9 @@ pub struct Behaviour {
     /// Job output requests whose range starts at this offset or later wait, unanswered, until
     /// it is cleared or raised: a test stops a reader at a known byte.
     pub hold_output_from: Option<u64>,
+    /// The next job output request whose range starts at this offset gets one byte flipped
+    /// (its tree-hash header is still that of the true bytes): damage in transit.
+    pub corrupt_output_at: Option<u64>,
     /// The date inventories say they were taken (RFC 3339). Glacier's lag a day behind; a test
     /// dates them after its uploads to have every archive expected in them.
     pub inventory_date: String,
@@ -114,6 +117,7 @@ impl Default for Behaviour {
             hold_jobs: false,
             drop_output_at: None,
             hold_output_from: None,
+            corrupt_output_at: None,
             inventory_date: "2026-01-01T00:00:00Z".into(),
             keep_data: true,
             check_signatures: true,

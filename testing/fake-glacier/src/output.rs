@@ -117,7 +117,8 @@ pub(crate) fn describe(v: &Vault, id: &str, job: &Job) -> serde_json::Value {
     })
 }
 
-pub(crate) fn job_output(archive: &StoredArchive, range: Option<&str>) -> Reply {
+/// `corrupt`: one byte of the output is flipped after its tree hash is taken.
+pub(crate) fn job_output(archive: &StoredArchive, range: Option<&str>, corrupt: bool) -> Reply {
     let Some(data) = &archive.data else {
         return bad("this fake was told not to keep archive bytes");
     };
@@ -144,6 +145,14 @@ pub(crate) fn job_output(archive: &StoredArchive, range: Option<&str>) -> Reply 
     if aligned {
         headers.push(("x-amz-sha256-tree-hash", hex::encode(treehash::of(&slice))));
     }
+    let slice = match corrupt && !slice.is_empty() {
+        true => {
+            let mut damaged = slice.to_vec();
+            damaged[slice.len() / 2] ^= 0x20;
+            Bytes::from(damaged)
+        }
+        false => slice,
+    };
     let status = if range.is_some() {
         headers.push(("content-range", format!("bytes {start}-{end}/{len}")));
         StatusCode::PARTIAL_CONTENT

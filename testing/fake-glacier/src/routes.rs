@@ -347,17 +347,21 @@ pub(super) fn job_output_of(s: &mut State, r: &Received<'_>, vault: &str, job: &
         ),
         Some((_, None, None)) => missing("archive"),
         Some((_, None, Some(archive))) => {
-            let reply = job_output(&archive, r.range);
+            let start = r
+                .range
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, _)| a.parse().ok())
+                .unwrap_or(0);
+            let corrupt = s.behaviour.corrupt_output_at == Some(start);
+            if corrupt {
+                s.behaviour.corrupt_output_at = None;
+            }
+            let reply = job_output(&archive, r.range, corrupt);
             if let Ok(response) = &reply {
                 if response.status().is_success() {
                     let len = hyper::body::Body::size_hint(response.body())
                         .exact()
-                        .unwrap_or(0);
-                    let start = r
-                        .range
-                        .and_then(|r| r.strip_prefix("bytes="))
-                        .and_then(|r| r.split_once('-'))
-                        .and_then(|(a, _)| a.parse().ok())
                         .unwrap_or(0);
                     s.stats.output_bytes += len;
                     s.stats.outputs.push((start, len));
