@@ -72,16 +72,25 @@ const THROUGH_LINK: &str = "its way goes through a symlink or a non-directory";
 const TOP_NOT_DIR: &str = "the archive's top entry must be a directory";
 
 /// Whether a link target, resolved from `base` (a directory given by its components below the
-/// destination), stays inside the destination.
+/// destination), stays inside the destination. Only `..` before any name is taken: the
+/// climb then goes up through the link's own directories, which are real ones, and the names
+/// after it only go down. A `..` after a name would climb from wherever that name leads,
+/// which may be another link (`a -> b`, `b -> ..`, then `a/../..` leaves the destination,
+/// whatever order the links arrive in), so such targets are refused.
 fn stays_inside(base_depth: usize, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
     let mut depth = base_depth as i64;
+    let mut descended = false;
     for component in target.components() {
         match component {
+            Component::ParentDir if descended => return false,
             Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => {
+                depth += 1;
+                descended = true;
+            }
             Component::CurDir => {}
             _ => return false,
         }
@@ -913,6 +922,53 @@ mod tests {
             ],
             "{report:?}"
         );
+    }
+
+    /// Each link stays inside by its own name, but through the others `c` would lead to the
+    /// destination's parent; placed in either order, it is refused.
+    #[test]
+    fn a_chain_of_links_cannot_climb_out_of_the_destination() {
+        for reversed in [false, true] {
+            let root = tempfile::tempdir().unwrap();
+            let dest = root.path().join("dest");
+            let mut links = vec![("top/a", "b"), ("top/b", ".."), ("top/c", "a/../..")];
+            if reversed {
+                links.reverse();
+            }
+            let mut tar = Vec::new();
+            raw_entry(&mut tar, "top/", tar::EntryType::Directory, None, b"");
+            for (name, target) in &links {
+                raw_entry(&mut tar, name, tar::EntryType::Symlink, Some(target), b"");
+            }
+            let report = extract_tar(
+                &finish(tar)[..],
+                &dest,
+                "top".as_ref(),
+                ExtractOptions::default(),
+            )
+            .unwrap();
+            let rejected: Vec<_> = report
+                .rejected
+                .iter()
+                .map(|r| (r.name.as_str(), r.reason))
+                .collect();
+            assert_eq!(
+                rejected,
+                [("top/c", "link points outside the destination")],
+                "{report:?}"
+            );
+            assert!(std::fs::symlink_metadata(dest.join("top/c")).is_err());
+            assert_eq!(
+                std::fs::read_link(dest.join("top/b")).unwrap(),
+                Path::new("..")
+            );
+            // Every link placed resolves inside the destination.
+            let inside = dest.canonicalize().unwrap();
+            for name in ["top/a", "top/b"] {
+                let resolved = dest.join(name).canonicalize().unwrap();
+                assert!(resolved.starts_with(&inside), "{name} -> {resolved:?}");
+            }
+        }
     }
 
     #[test]
