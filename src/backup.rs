@@ -156,6 +156,13 @@ pub enum RunError {
         /// Why recording failed.
         source: LedgerError,
     },
+    /// Archives an interrupted run stored without recording them could not be removed.
+    #[error(
+        "cannot remove an archive an interrupted run stored without recording it: {}; fix \
+         the destination's permissions and run again",
+        error_chain(.0)
+    )]
+    Cleanup(ArchiverError),
 }
 
 fn stored_as(stored: &[(PathBuf, String)]) -> String {
@@ -267,6 +274,9 @@ pub async fn run_backup(
     archiver: &dyn Archiver,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
+    if !options.dry_run {
+        remove_unrecorded(archiver, ledger).await?;
+    }
     let progress = crate::progress::or_none(&options.progress);
     progress.batch(planned.len());
     let shared = SharedLedger::new(ledger);
@@ -412,6 +422,41 @@ pub async fn run_backup(
     }
     committed?;
     Ok(run.into_report())
+}
+
+/// Removes the archives an earlier run had named at the destination but was stopped before
+/// recording (noted by [`Ledger::record_naming`]): they are this tool's, nothing refers to
+/// them, and the candidates they hold are uploaded again because no row records them.
+pub async fn remove_unrecorded(
+    archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
+) -> Result<(), RunError> {
+    let names = ledger.unrecorded_names()?;
+    let mut removed = 0;
+    for archive_id in &names {
+        let archive = ArchiveRef {
+            archive_id: archive_id.clone(),
+            size: 0,
+            tree_hash: TreeHash::empty(),
+            description: None,
+        };
+        match archiver.delete(&archive).await {
+            Ok(()) => removed += 1,
+            Err(ArchiverError::NotFound { .. }) => {}
+            Err(e @ ArchiverError::Unsupported { .. }) => {
+                tracing::warn!("{archive_id} was stored but never recorded, and stays: {e}")
+            }
+            Err(e) => return Err(RunError::Cleanup(e)),
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} archive(s) an interrupted run stored without recording them; \
+             their sources are uploaded again"
+        );
+    }
+    ledger.forget_naming()?;
+    Ok(())
 }
 
 /// Why the run's loop ended early.
@@ -580,6 +625,17 @@ impl Run<'_> {
         {
             self.committed = self.uploaded.len();
             return Ok(());
+        }
+        // Noted before the backend names them: a run killed after the names and before the
+        // rows leaves this note, and the next run removes what it names (see
+        // `remove_unrecorded`).
+        let naming: Vec<String> = self
+            .uncommitted()
+            .filter_map(|(_, upload)| upload.record.as_ref())
+            .map(|record| record.archive_id.clone())
+            .collect();
+        if self.archiver.capabilities().batched_durability {
+            ledger.with(|l| l.record_naming(&naming))?;
         }
         if let Err(e) = self.archiver.sync().await {
             let message = error_chain(&e);

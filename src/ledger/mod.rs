@@ -224,6 +224,19 @@ pub trait Ledger {
     /// Records several uploads at once: all of them, or none.
     fn record_uploads(&mut self, uploads: &[UploadRecord]) -> Result<(), LedgerError>;
 
+    /// Notes archives a batching backend is about to name (see [`Archiver::sync`]), before it
+    /// names them; recording an archive's row forgets its note in the same transaction.
+    ///
+    /// [`Archiver::sync`]: glacier_backup_archiver::Archiver::sync
+    fn record_naming(&mut self, archive_ids: &[String]) -> Result<(), LedgerError>;
+
+    /// Archives noted by [`Ledger::record_naming`] that no row records: a run stopped between
+    /// naming them and recording them.
+    fn unrecorded_names(&self) -> Result<Vec<String>, LedgerError>;
+
+    /// Forgets every note of [`Ledger::record_naming`].
+    fn forget_naming(&mut self) -> Result<(), LedgerError>;
+
     /// The unfinished upload of `path`, if one was recorded.
     fn pending_upload(&self, path: &Path) -> Result<Option<PendingUpload>, LedgerError>;
 

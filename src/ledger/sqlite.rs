@@ -71,6 +71,10 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (archive_id, number));
      CREATE TABLE moved (archive_id TEXT NOT NULL PRIMARY KEY, destination TEXT NOT NULL,
          key TEXT NOT NULL, moved_at TEXT NOT NULL, source_deleted_at TEXT);",
+    // 7: archives a batching backend (local) is about to name, noted before it names them
+    // and forgotten with their rows, so a run killed in between leaves a note of what to
+    // remove instead of archives nobody knows.
+    "CREATE TABLE naming (archive_id TEXT NOT NULL PRIMARY KEY);",
 ];
 
 const COLUMNS: &str = "path, name, archive_id, uploaded_date, backend, kind, size, tree_hash, \
@@ -435,6 +439,8 @@ fn insert_upload(tx: &rusqlite::Transaction<'_>, upload: &UploadRecord) -> rusql
         .execute(params![SqlPath(&upload.path)])?;
     tx.prepare_cached("DELETE FROM pending_parts WHERE path = ?1")?
         .execute(params![SqlPath(&upload.path)])?;
+    tx.prepare_cached("DELETE FROM naming WHERE archive_id = ?1")?
+        .execute(params![upload.archive_id])?;
     Ok(())
 }
 
@@ -457,6 +463,38 @@ impl Ledger for SqliteLedger {
             uploads
                 .iter()
                 .try_for_each(|upload| insert_upload(tx, upload))
+        })
+    }
+
+    fn record_naming(&mut self, archive_ids: &[String]) -> Result<(), LedgerError> {
+        self.in_transaction("cannot note the archives about to be named", |tx| {
+            let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO naming VALUES (?1)")?;
+            archive_ids
+                .iter()
+                .try_for_each(|id| insert.execute(params![id]).map(drop))
+        })
+    }
+
+    fn unrecorded_names(&self) -> Result<Vec<String>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT archive_id FROM naming WHERE archive_id NOT IN \
+                 (SELECT archive_id FROM uploads WHERE archive_id IS NOT NULL) \
+                 ORDER BY archive_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(sqlite_error(
+                &self.path,
+                "cannot read the archives being named",
+            ))
+    }
+
+    fn forget_naming(&mut self) -> Result<(), LedgerError> {
+        self.in_transaction("cannot forget the archives being named", |tx| {
+            tx.execute("DELETE FROM naming", []).map(drop)
         })
     }
 

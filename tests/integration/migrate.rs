@@ -831,3 +831,45 @@ fn a_copy_whose_upload_vanished_starts_a_new_one_and_leaves_none_behind() {
     assert_eq!(s.object(&objects[0].0), data);
     assert!(open_uploads().is_empty(), "no upload left behind");
 }
+
+/// A run killed after S3 stored a one-part copy but before either ledger recorded it, or
+/// between the bucket's row and the vault's moved mark: the rerun finds the object at its key
+/// instead of storing it again, and writes no second row.
+#[test]
+fn a_one_part_copy_stored_before_a_kill_is_found_not_made_twice() {
+    let s = Setup::new();
+    let (file, data, vault, bucket) = s.vaulted_file(200_000, 3);
+    assert_exit(&s.migrate(&vault, &bucket, &["--wait"]), 0);
+    let objects = s.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let count = |ledger: &rusqlite::Connection, table: &str| -> i64 {
+        ledger
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+
+    // Killed between the bucket's row and the vault's moved mark.
+    s.vault_ledger().execute("DELETE FROM moved", []).unwrap();
+    let out = s.migrate(&vault, &bucket, &["--wait"]);
+    assert_exit(&out, 0);
+    assert_says(&out, "already holds this archive");
+    assert_eq!(s.objects(), objects, "no second object");
+    assert_eq!(count(&s.bucket_ledger(), "uploads"), 1, "no second row");
+    assert_eq!(count(&s.vault_ledger(), "moved"), 1);
+
+    // Killed after S3 stored the object, before either ledger knew.
+    s.vault_ledger().execute("DELETE FROM moved", []).unwrap();
+    s.bucket_ledger()
+        .execute("DELETE FROM uploads", [])
+        .unwrap();
+    assert_exit(&s.migrate(&vault, &bucket, &["--wait"]), 0);
+    assert_eq!(s.objects(), objects, "no second object");
+    let key: String = s
+        .bucket_ledger()
+        .query_row("SELECT archive_id FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(key, objects[0].0);
+    assert_eq!(count(&s.vault_ledger(), "moved"), 1);
+    assert_eq!(s.object(&key), data);
+    let _ = file;
+}

@@ -30,6 +30,8 @@ struct Gauge {
     hang: Option<PathBuf>,
     hanging: AtomicBool,
     fail_sync: bool,
+    /// `sync` names the batch, then never returns: a run killed before recording it.
+    die_after_sync: bool,
     /// The ledger file, read at each `sync`.
     ledger: Option<PathBuf>,
     now: AtomicUsize,
@@ -54,6 +56,7 @@ impl Gauge {
             hang: None,
             hanging: AtomicBool::new(false),
             fail_sync: false,
+            die_after_sync: false,
             ledger: None,
             now: AtomicUsize::new(0),
             most: AtomicUsize::new(0),
@@ -127,7 +130,14 @@ impl Archiver for Gauge {
                 std::io::Error::other("the disk went away"),
             ));
         }
-        self.inner.sync().await
+        self.inner.sync().await?;
+        if self.die_after_sync {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+    async fn delete(&self, archive: &ArchiveRef) -> Result<()> {
+        self.inner.delete(archive).await
     }
     async fn restore_state(
         &self,
@@ -317,4 +327,55 @@ async fn a_listing_taken_before_a_batch_is_named_finds_its_rows_too_recent_not_m
     let reconciled = glacier_backup::inventory::reconcile_ledger(&ledger, &listing).unwrap();
     assert!(reconciled.missing.is_empty(), "{reconciled:?}");
     assert_eq!(reconciled.too_recent.len(), 2);
+}
+
+/// A run killed after the local backend named a batch's archives and before the ledger recorded
+/// them: the next run removes those archives (they are this tool's, and nothing records them)
+/// and uploads their sources again, so the destination holds exactly one archive per row.
+#[tokio::test(flavor = "multi_thread")]
+async fn archives_named_by_a_run_killed_before_recording_them_are_removed_by_the_next() {
+    let sb = Sandbox::new();
+    let root = sb.path("archives");
+    let local = LocalArchiver::new(&root, true);
+    local.check().await.unwrap();
+    let mut archiver = Gauge::new(local);
+    archiver.put_delay = Duration::ZERO;
+    archiver.die_after_sync = true;
+    let ledger_file = sb.path("ledger.sqlite3");
+    let items = files(&sb, &[("a", 10), ("b", 20), ("c", 30)]);
+    {
+        let mut ledger = SqliteLedger::open(&ledger_file).unwrap();
+        let options = RunOptions::default();
+        let run = run_backup(&items, &mut ledger, &archiver, &options);
+        // The run is dropped where it waits, as a kill -9 would leave it.
+        let killed = tokio::time::timeout(Duration::from_secs(2), run).await;
+        assert!(killed.is_err(), "the run was to hang after naming");
+    }
+    assert_eq!(rows_in(&ledger_file), 0);
+    let named = LocalArchiver::new(&root, false).list().await.unwrap();
+    assert_eq!(named.archives.len(), 3, "the batch was named: {named:?}");
+
+    let local = LocalArchiver::new(&root, false);
+    local.check().await.unwrap();
+    let mut ledger = SqliteLedger::open(&ledger_file).unwrap();
+    let report = run_backup(&items, &mut ledger, &local, &RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.uploaded.len(), 3, "{:?}", report.failed);
+    let listing = local.list().await.unwrap();
+    let mut stored: Vec<_> = listing
+        .archives
+        .iter()
+        .map(|a| a.archive_id.clone())
+        .collect();
+    stored.sort();
+    let mut recorded: Vec<_> = ledger
+        .uploads()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.archive_id)
+        .collect();
+    recorded.sort();
+    assert_eq!(stored, recorded, "one archive per row, no orphan");
+    assert!(ledger.unrecorded_names().unwrap().is_empty());
 }

@@ -429,6 +429,29 @@ impl Archiver for LocalArchiver {
         blocking(move || this.name_unnamed()).await
     }
 
+    /// Removes the archive's file (never what a link there points to), and flushes the name's
+    /// removal.
+    async fn delete(&self, archive: &ArchiveRef) -> Result<()> {
+        let this = self.clone();
+        let archive_id = archive.archive_id.clone();
+        blocking(move || {
+            let path = this.archive_path(&archive_id)?;
+            let not_found = || Error::NotFound {
+                backend: NAME,
+                archive_id: archive_id.clone(),
+            };
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => {}
+                Ok(_) => return Err(not_found()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
+                Err(e) => return Err(this.io_error("cannot stat", &path, e)),
+            }
+            fs::remove_file(&path).map_err(|e| this.io_error("cannot remove", &path, e))?;
+            this.sync_file_system()
+        })
+        .await
+    }
+
     async fn restore_state(
         &self,
         archive: &ArchiveRef,

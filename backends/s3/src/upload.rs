@@ -10,9 +10,32 @@ use glacier_backup_archiver::multipart::{
 };
 use glacier_backup_archiver::TreeHash;
 
+/// Where an archive goes among the keys of its source path and start time.
+pub(crate) enum KeyChoice {
+    /// No object has this key yet.
+    Free(String),
+    /// This key already holds these very bytes (size and tree-hash tag): an earlier run stored
+    /// them and stopped before recording them.
+    Holds(String),
+}
+
 impl S3Archiver {
     /// A key for a new archive that no object has yet (`.1`, `.2`... appended if needed).
     pub(crate) async fn fresh_key(&self, meta: &ArchiveMeta) -> Result<String> {
+        match self.key_for_bytes(meta, None).await? {
+            KeyChoice::Free(key) | KeyChoice::Holds(key) => Ok(key),
+        }
+    }
+
+    /// The first free key of `meta`'s, unless one before it already holds `same` (size and
+    /// tree hash): a key names a source path and start time, so such an object is this
+    /// archive, stored by an earlier run that stopped before recording it (a migration's copy
+    /// keeps the original start time, so its rerun comes here).
+    async fn key_for_bytes(
+        &self,
+        meta: &ArchiveMeta,
+        same: Option<(u64, TreeHash)>,
+    ) -> Result<KeyChoice> {
         let base = format!("{}{}", self.settings.prefix, key_for(meta));
         let client = self.client().await?;
         let mut key = base.clone();
@@ -24,21 +47,53 @@ impl S3Archiver {
                 .send()
                 .await
             {
-                Ok(_) => key = format!("{base}.{n}"),
-                Err(e) if ERRORS.is_not_found(&e) => return Ok(key),
+                Ok(head) => {
+                    if let Some((size, tree_hash)) = same {
+                        let sized = head.content_length().map(|len| len as u64) == Some(size);
+                        // A tag that cannot be read is no proof: the key is passed over.
+                        if sized
+                            && self.tree_hash_tag(&key).await.ok().flatten().as_deref()
+                                == Some(tree_hash.to_hex().as_str())
+                        {
+                            return Ok(KeyChoice::Holds(key));
+                        }
+                    }
+                    key = format!("{base}.{n}");
+                }
+                Err(e) if ERRORS.is_not_found(&e) => return Ok(KeyChoice::Free(key)),
                 Err(e) => return Err(ERRORS.map(&format!("checking key {key}"), e)),
             }
         }
         Err(remote(format!("no free key near {base}"), false))
     }
 
+    /// Stores a one-part archive with PutObject, unless an earlier run already stored it at
+    /// its key (then it is found, not made twice).
     pub(crate) async fn put_single(&self, meta: &ArchiveMeta, part: Part) -> Result<ArchiveRef> {
-        let key = self.fresh_key(meta).await?;
+        let size = part.data.len() as u64;
+        let key = match self
+            .key_for_bytes(meta, Some((size, part.tree_hash)))
+            .await?
+        {
+            KeyChoice::Free(key) => key,
+            KeyChoice::Holds(key) => {
+                tracing::info!(
+                    "{}: {key} already holds this archive (an earlier run stored it and \
+                     stopped before recording it); it is not stored again",
+                    shown(&meta.source_path)
+                );
+                return Ok(ArchiveRef {
+                    archive_id: key,
+                    size,
+                    tree_hash: part.tree_hash,
+                    description: None,
+                });
+            }
+        };
         let (sse, kms_key) = self.encryption();
         let mut metadata = Self::metadata(meta);
         metadata.insert(TREE_HASH_TAG.to_owned(), part.tree_hash.to_hex());
         let checksum = crc64(&part.data);
-        let size = part.data.len() as u64;
         let out = self
             .client()
             .await?
