@@ -38,6 +38,10 @@ where
     }
 }
 
+/// The target of the error that ends a run: `main` prints it on stderr itself (whatever
+/// `RUST_LOG` says), so it goes to the log file only, where a cron user looks.
+pub const FATAL: &str = "glacier_backup::fatal";
+
 /// Installs logging. The terminal shows `terminal` and above from our own crates, unless
 /// `RUST_LOG` is set: then its directives decide, the AWS SDK's own logs included. The log file
 /// (appended to, created with its directories) always records INFO and above, whatever
@@ -51,11 +55,15 @@ pub fn init(terminal: LevelFilter, logfile: Option<&Path>) -> Result<(), std::io
         .ok()
         .filter(|directives| !directives.trim().is_empty())
         .and_then(|directives| EnvFilter::try_new(directives).ok());
+    let not_fatal = tracing_subscriber::filter::filter_fn(|meta: &tracing::Metadata<'_>| {
+        meta.target() != FATAL
+    });
     let stderr = match from_environment {
-        Some(filter) => stderr.with_filter(filter).boxed(),
+        Some(filter) => stderr.with_filter(filter).with_filter(not_fatal).boxed(),
         None => stderr
             .with_filter(terminal)
             .with_filter(tracing_subscriber::filter::filter_fn(own_crates))
+            .with_filter(not_fatal)
             .boxed(),
     };
     let file = match logfile {

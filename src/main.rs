@@ -139,6 +139,9 @@ fn fail(error: &anyhow::Error, code: u8, json: bool) -> ExitCode {
 }
 
 fn report(error: &anyhow::Error) {
+    // Into the log file too, once it is open (a config that names none, or cannot be read,
+    // has nowhere to log but stderr).
+    tracing::error!(target: logging::FATAL, "{}", error_chain(error.as_ref()));
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "error: {}", error_chain(error.as_ref()));
 }

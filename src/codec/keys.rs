@@ -7,9 +7,61 @@ use std::str::FromStr;
 
 use glacier_backup_archiver::shown;
 
-/// Parses one X25519 recipient (`age1...`); the error says what was wrong with it.
+/// Longest key file read (age's own limit for identity files): a guard against a device that
+/// never ends, such as `/dev/zero`.
+pub const MAX_KEY_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads a key file (identities or recipients) whole. Anything but a regular file is refused
+/// before a byte is read: it is opened without blocking, so a FIFO cannot hang the run, and
+/// checked by the handle opened, so it cannot be swapped between the check and the read. A
+/// file over [`MAX_KEY_FILE_BYTES`] is refused rather than cut short.
+pub fn read_key_file(path: &Path) -> io::Result<String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, device or directory is never read as a key file)",
+        ));
+    }
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} MiB, too large for a key file",
+                MAX_KEY_FILE_BYTES >> 20
+            ),
+        )
+    };
+    if meta.len() > MAX_KEY_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    io::Read::read_to_string(&mut io::Read::take(file, MAX_KEY_FILE_BYTES + 1), &mut text)?;
+    if text.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
+/// Parses one X25519 recipient (`age1...`); the error says what was wrong with it, and never
+/// repeats any of a secret key given by mistake.
 pub fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, String> {
     let text = text.trim();
+    if text
+        .get(..15)
+        .is_some_and(|start| start.eq_ignore_ascii_case("AGE-SECRET-KEY-"))
+    {
+        return Err(
+            "this is a secret key (an identity), not a recipient: keep it out of the \
+                    config, in the identity file, and give its public age1... recipient here \
+                    (`glacier-backup keygen` printed it)"
+                .into(),
+        );
+    }
     age::x25519::Recipient::from_str(text).map_err(|_| {
         let shown = if text.len() > 20 {
             format!("{}...", &text[..text.floor_char_boundary(20)])
@@ -84,8 +136,11 @@ impl Identities {
             path: shown(path),
             source,
         };
-        let mut file = std::fs::File::open(path).map_err(read_error)?;
-        let mode = file.metadata().map_err(read_error)?.permissions().mode();
+        let text = read_key_file(path).map_err(read_error)?;
+        let mode = std::fs::metadata(path)
+            .map_err(read_error)?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
             tracing::warn!(
                 "identity file {} can be read by other users (mode {:o}); make it private: \
@@ -95,10 +150,6 @@ impl Identities {
                 shown(path)
             );
         }
-        // age's own limit for identity files.
-        let mut text = String::new();
-        io::Read::read_to_string(&mut io::Read::take(&mut file, 16 << 20), &mut text)
-            .map_err(read_error)?;
         let recipients = text
             .lines()
             .filter_map(|line| age::x25519::Identity::from_str(line.trim()).ok())

@@ -198,6 +198,7 @@ impl From<LockError> for Fatal {
     fn from(error: LockError) -> Self {
         match error {
             LockError::Busy(_) => Fatal::Busy(error.into()),
+            LockError::Directory(e) => e.into(),
             other => Fatal::Failure(other.into()),
         }
     }

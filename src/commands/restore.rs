@@ -25,6 +25,24 @@ fn identities(
         .map_err(|e| Fatal::Config(e.into()))
 }
 
+/// `--to` must be a directory, or be creatable as one: the nearest part of it that exists must
+/// be a directory (found before anything is asked of the destination).
+fn refuse_non_directory(to: &std::path::Path) -> Result<(), Fatal> {
+    let existing = to
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .find_map(|p| std::fs::metadata(p).ok().map(|meta| (p, meta)));
+    match existing {
+        Some((found, meta)) if !meta.is_dir() => Err(Fatal::Config(anyhow::anyhow!(
+            "--to {}: {} is not a directory; name a directory to restore into (it is created \
+             if missing)",
+            shown(to),
+            shown(found)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
     if args.paths.is_empty() && args.archive_ids.is_empty() {
         return Err(Fatal::Config(anyhow::anyhow!(
@@ -37,7 +55,10 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
         )));
     }
     let destination = match &args.to {
-        Some(to) => Destination::Into(std::path::absolute(to).unwrap_or_else(|_| to.clone())),
+        Some(to) => {
+            refuse_non_directory(to)?;
+            Destination::Into(std::path::absolute(to).unwrap_or_else(|_| to.clone()))
+        }
         None => Destination::InPlace,
     };
     Ok(RestoreRequest {

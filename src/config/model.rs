@@ -280,7 +280,7 @@ impl Config {
             recipients.push(recipient);
         }
         if let Some(file) = home_path(section, "recipients_file")? {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
+            let text = crate::codec::keys::read_key_file(&file).map_err(|e| {
                 section.error(
                     Some("recipients_file"),
                     format!(

@@ -11,6 +11,9 @@ pub enum LockError {
     /// Another process holds it.
     #[error("backup already in progress (another run holds {0})")]
     Busy(PathBuf),
+    /// The ledger's directory is not one (the config names a file under a file).
+    #[error(transparent)]
+    Directory(#[from] super::LedgerError),
     /// The lock file could not be opened.
     #[error("cannot open lock file {path}: {source}")]
     Io {
@@ -43,8 +46,8 @@ impl LedgerLock {
             path: path.clone(),
             source,
         };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
+        if let Some(parent) = ledger.parent().filter(|p| !p.as_os_str().is_empty()) {
+            super::sqlite::create_ledger_directory(ledger, parent)?;
         }
         let file = OpenOptions::new()
             .create(true)

@@ -99,7 +99,7 @@ impl SqliteLedger {
             source,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
+            create_ledger_directory(path, parent)?;
         }
         match std::fs::metadata(path) {
             Ok(meta) => {
@@ -853,9 +853,51 @@ impl ToSql for SqlPath<'_> {
 
 /// A failed write: the ledger (or the directory SQLite puts its journal in) is read-only or
 /// otherwise unwritable, which the user can fix; other SQLite errors stay as they are.
+/// Creates the ledger's directory when it is missing (the default place, or a new one named
+/// in the config), saying so; a part of the way that is a file is the config's mistake.
+pub(super) fn create_ledger_directory(path: &Path, parent: &Path) -> Result<(), LedgerError> {
+    match std::fs::metadata(parent) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => return Err(not_a_directory(path, parent)),
+        Err(_) => {}
+    }
+    if let Some(found) = parent.ancestors().find(|p| p.exists()) {
+        if !found.is_dir() {
+            return Err(not_a_directory(path, found));
+        }
+    }
+    std::fs::create_dir_all(parent).map_err(|source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    tracing::info!("created directory {} for the ledger", crate::shown(parent));
+    Ok(())
+}
+
+fn not_a_directory(path: &Path, found: &Path) -> LedgerError {
+    LedgerError::Incompatible {
+        path: path.to_path_buf(),
+        message: format!(
+            "{} is a file, not a directory; set [main] ledger to a file in a directory",
+            crate::shown(found)
+        ),
+    }
+}
+
+/// SQLite's answer for a file that is not a database: the config names the wrong file.
+fn not_a_database(path: &Path) -> LedgerError {
+    LedgerError::Incompatible {
+        path: path.to_path_buf(),
+        message: "is not an SQLite database (a glacier-backup or Python tool ledger); set \
+                  [main] ledger to the ledger file, or move this file aside to start a new one"
+            .into(),
+    }
+}
+
 fn write_error(path: &Path, context: &'static str, source: rusqlite::Error) -> LedgerError {
-    use rusqlite::ErrorCode::{CannotOpen, ReadOnly, SystemIoFailure};
+    use rusqlite::ErrorCode::{CannotOpen, NotADatabase, ReadOnly, SystemIoFailure};
     match source.sqlite_error_code() {
+        Some(NotADatabase) => not_a_database(path),
         Some(ReadOnly | CannotOpen | SystemIoFailure) => LedgerError::Unwritable {
             path: path.to_path_buf(),
             source,
@@ -870,10 +912,13 @@ fn write_error(path: &Path, context: &'static str, source: rusqlite::Error) -> L
 
 fn sqlite_error(path: &Path, context: &'static str) -> impl Fn(rusqlite::Error) -> LedgerError {
     let path = path.to_path_buf();
-    move |source| LedgerError::Sqlite {
-        path: path.clone(),
-        context,
-        source,
+    move |source| match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => not_a_database(&path),
+        _ => LedgerError::Sqlite {
+            path: path.clone(),
+            context,
+            source,
+        },
     }
 }
 

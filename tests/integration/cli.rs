@@ -11,6 +11,7 @@ use crate::support;
 use support::sandbox::{assert_exit, assert_says, copy_tree, fixtures, text, Sandbox};
 
 mod trust;
+mod trust_round_two;
 
 #[test]
 fn back_up_skip_unchanged_reupload_changed_and_extract_with_gnu_tar() {
