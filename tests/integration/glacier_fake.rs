@@ -1093,3 +1093,30 @@ fn small_files_go_up_side_by_side_never_more_than_parallel_uploads() {
         .unwrap();
     assert_eq!(rows, (12, 12));
 }
+
+/// A refused signature is answered, as AWS answers it, with the request the service expected,
+/// headers included: the session token in it never reaches the terminal or the log.
+#[test]
+fn a_refused_signature_prints_no_session_token() {
+    let s = Setup::new();
+    let file = s.path("data/notes.txt");
+    write_sample(&file, 500, 1);
+    let config = config_without_retries(&s, &format!("[\"{}\"]\n", file.display()));
+    let log = s.path("logs/backup.log");
+    let token = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN0123456789";
+    let out = s
+        .with_config(&config, &["-l"])
+        .arg(&log)
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret-key")
+        .env("AWS_SESSION_TOKEN", token)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert_says(&out, "does not match the signature");
+    assert_says(&out, "x-amz-security-token:[redacted]");
+    assert_never_says(&out, token);
+    assert_never_says(&out, "not-the-secret-key");
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("does not match the signature"), "{logged}");
+    assert!(!logged.contains(token), "{logged}");
+}

@@ -196,16 +196,20 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
+    if let SdkError::ServiceError(service) = &error {
+        let e = service.err();
+        let code = e.code().unwrap_or("UnknownError");
+        let text = redact(e.message().unwrap_or("no message"));
+        // The service's error itself is not kept as the source: its text is the message,
+        // unredacted.
+        return Error::Remote {
+            backend,
+            message: format!("{action}: {code}: {text}"),
+            temporary: temporary_codes.contains(&code),
+            source: None,
+        };
+    }
     let (message, temporary) = match &error {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            let code = e.code().unwrap_or("UnknownError");
-            let text = e.message().unwrap_or("no message");
-            (
-                format!("{action}: {code}: {text}"),
-                temporary_codes.contains(&code),
-            )
-        }
         SdkError::TimeoutError(_) => (format!("{action}: timed out"), true),
         SdkError::DispatchFailure(failure) => {
             let detail = failure
@@ -226,6 +230,53 @@ where
         temporary,
         source: Some(Box::new(error)),
     }
+}
+
+/// A service's message with the secrets it may echo cut out. AWS answers a refused signature
+/// with the canonical request it expected, headers included, so a session token would be
+/// printed (and logged) with it; the secret key itself never travels, but is cut out too
+/// wherever it appears.
+pub fn redact(text: &str) -> String {
+    let mut text = text.to_owned();
+    for name in ["x-amz-security-token", "x-amz-credential", "signature"] {
+        text = redact_values_after(&text, name);
+    }
+    for variable in ["AWS_SESSION_TOKEN", "AWS_SECRET_ACCESS_KEY"] {
+        if let Ok(secret) = std::env::var(variable) {
+            if secret.len() >= 8 {
+                text = text.replace(&secret, "[redacted]");
+            }
+        }
+    }
+    text
+}
+
+/// Replaces the value after every `name:` or `name=` (any case) with `[redacted]`, up to the
+/// end of the value (whitespace, a quote, `&`, `,`, `<`).
+fn redact_values_after(text: &str, name: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(name) {
+        let start = from + found + name.len();
+        from = start;
+        if !matches!(text.as_bytes().get(start), Some(b':' | b'=')) {
+            continue;
+        }
+        let value_start = start + 1;
+        let value_end = text[value_start..]
+            .find(|c: char| c.is_whitespace() || "'\"&,<".contains(c))
+            .map_or(text.len(), |end| value_start + end);
+        if value_end > value_start {
+            out.push_str(&text[rest..value_start]);
+            out.push_str("[redacted]");
+            rest = value_end;
+            from = value_end;
+        }
+    }
+    out.push_str(&text[rest..]);
+    out
 }
 
 /// `http://` or `https://`, a host, an optional numeric port and path: what the SDK can connect
@@ -252,6 +303,35 @@ fn is_endpoint_url(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_requests_lose_their_tokens_and_signatures() {
+        let echoed = "The Canonical String for this request should have been\n'POST\n/-/vaults\n\n\
+                      host:127.0.0.1\nx-amz-date:20261204T000000Z\n\
+                      x-amz-security-token:IQoJb3JpZ2luX2VjEXAMPLETOKEN+/=\n\n\
+                      host;x-amz-date;x-amz-security-token\nabc'\n\
+                      X-Amz-Security-Token=FwoGZXIvYXdzEXAMPLE&X-Amz-Signature=deadbeef \
+                      Signature=cafe1234, next";
+        let redacted = redact(echoed);
+        for secret in [
+            "IQoJb3JpZ2luX2VjEXAMPLETOKEN",
+            "FwoGZXIvYXdzEXAMPLE",
+            "deadbeef",
+            "cafe1234",
+        ] {
+            assert!(!redacted.contains(secret), "{redacted}");
+        }
+        assert!(
+            redacted.contains("x-amz-security-token:[redacted]\n"),
+            "{redacted}"
+        );
+        assert!(
+            redacted.contains("host;x-amz-date;x-amz-security-token\n"),
+            "{redacted}"
+        );
+        assert!(redacted.contains(", next"), "{redacted}");
+        assert_eq!(redact("no secrets here"), "no secrets here");
+    }
 
     #[test]
     fn endpoint_urls_are_checked_before_the_sdk_sees_them() {

@@ -135,9 +135,14 @@ pub fn verify(
     }
     let expected = hex::encode(hmac(&key, &string_to_sign));
     if expected != signature {
-        return Err(invalid(
-            "The request signature we calculated does not match the signature you provided".into(),
-        ));
+        // As AWS answers: the request it expected, quoted, headers (a session token among
+        // them) included.
+        return Err(invalid(format!(
+            "The request signature we calculated does not match the signature you provided. \
+             Check your AWS Secret Access Key and signing method. Consult the service \
+             documentation for details.\n\nThe Canonical String for this request should have \
+             been\n'{canonical_request}'\n\nThe String-to-Sign should have been\n'{string_to_sign}'\n"
+        )));
     }
     Ok(())
 }
