@@ -190,6 +190,60 @@ struct Tree {
     /// Open handles of the directories c0/c1/.../ck below the root, by name.
     open: Vec<(OsString, OwnedFd)>,
     temp_counter: u64,
+    /// Directories already cleared of temporary files that stopped runs left (see
+    /// [`remove_stale_temps`]), by their components below the root.
+    swept: std::collections::HashSet<Vec<OsString>>,
+}
+
+/// The prefix of temporary names an extraction writes under: `<prefix><pid>-<n>`.
+const TEMP_PREFIX: &str = ".glacier-backup-restore-";
+
+/// Removes from `dir` the temporary files of extractions whose process is gone (a restore
+/// killed, or stopped, mid-file): they are this tool's, never anybody's data, and nothing else
+/// would ever remove them. A live process's are left alone (a restore running beside this one).
+fn remove_stale_temps(dir: BorrowedFd<'_>) -> io::Result<()> {
+    let mut stale = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        let Some(rest) = name.strip_prefix(TEMP_PREFIX.as_bytes()) else {
+            continue;
+        };
+        let Some((pid, counter)) = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|rest| rest.split_once('-'))
+        else {
+            continue;
+        };
+        let (Ok(pid), true) = (
+            pid.parse::<i32>(),
+            !counter.is_empty() && counter.bytes().all(|b| b.is_ascii_digit()),
+        ) else {
+            continue;
+        };
+        if !process_alive(pid) {
+            stale.push(OsStr::from_bytes(name).to_owned());
+        }
+    }
+    for name in stale {
+        match rustix::fs::unlinkat(dir, name.as_os_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a process with this id runs (ours always does).
+fn process_alive(pid: i32) -> bool {
+    if pid == std::process::id() as i32 {
+        return true;
+    }
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    // EPERM: it runs, as another user.
+    !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
 }
 
 enum Way {
@@ -270,6 +324,16 @@ impl Tree {
         Ok(Some(fd))
     }
 
+    /// Clears the current directory of stopped runs' temporary files, once per extraction.
+    fn sweep_current(&mut self) -> io::Result<()> {
+        let here: Vec<OsString> = self.open.iter().map(|(name, _)| name.clone()).collect();
+        if !self.swept.contains(&here) {
+            remove_stale_temps(self.current())?;
+            self.swept.insert(here);
+        }
+        Ok(())
+    }
+
     /// A fresh temporary name in the current directory, made by `create` (which fails with
     /// `EEXIST` when the name is taken).
     fn temp_name(
@@ -279,7 +343,7 @@ impl Tree {
         loop {
             self.temp_counter += 1;
             let name = OsString::from(format!(
-                ".glacier-backup-restore-{}-{}",
+                "{TEMP_PREFIX}{}-{}",
                 std::process::id(),
                 self.temp_counter
             ));
@@ -386,6 +450,7 @@ pub fn extract_tar(
         root: fsat::open_dir(dest).map_err(fail)?,
         open: Vec::new(),
         temp_counter: 0,
+        swept: Default::default(),
     };
     let mut archive = tar::Archive::new(archive);
     let mut report = Extracted::default();
@@ -441,6 +506,7 @@ pub fn extract_tar(
             refuse(THROUGH_LINK);
             continue;
         }
+        tree.sweep_current().map_err(fail)?;
         match verdict(
             &tree,
             name,
@@ -922,6 +988,53 @@ mod tests {
             ],
             "{report:?}"
         );
+    }
+
+    /// Temporary files of a restore killed mid-file are removed by the next extraction into
+    /// the same directories, even one that writes nothing there (every file unchanged); a
+    /// live process's, and names that only look alike, are left alone.
+    #[test]
+    fn temporary_files_of_a_killed_restore_are_removed_by_the_next() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("dest");
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, "top/", tar::EntryType::Directory, None, b"");
+        raw_entry(&mut tar, "top/a.txt", tar::EntryType::Regular, None, b"a");
+        raw_entry(&mut tar, "top/sub/", tar::EntryType::Directory, None, b"");
+        raw_entry(
+            &mut tar,
+            "top/sub/b.txt",
+            tar::EntryType::Regular,
+            None,
+            b"b",
+        );
+        let tar = finish(tar);
+        let extract =
+            || extract_tar(&tar[..], &dest, "top".as_ref(), ExtractOptions::default()).unwrap();
+        extract();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let stale = [
+            dest.join(format!("top/{TEMP_PREFIX}{gone}-3")),
+            dest.join(format!("top/sub/{TEMP_PREFIX}{gone}-4")),
+        ];
+        let kept = [
+            dest.join(format!("top/{TEMP_PREFIX}{}-77", std::process::id())),
+            dest.join(format!("top/{TEMP_PREFIX}notes")),
+        ];
+        for path in stale.iter().chain(&kept) {
+            std::fs::write(path, b"").unwrap();
+        }
+        let report = extract();
+        assert_eq!(report.unchanged, 2, "every file was unchanged: {report:?}");
+        for path in &stale {
+            assert!(!path.exists(), "{} stayed", path.display());
+        }
+        for path in &kept {
+            assert!(path.exists(), "{} was removed", path.display());
+        }
+        assert_eq!(std::fs::read(dest.join("top/sub/b.txt")).unwrap(), b"b");
     }
 
     /// Each link stays inside by its own name, but through the others `c` would lead to the
