@@ -107,6 +107,10 @@ pub enum Command {
         /// Also ask the destination (sizes; tree hashes re-computed for a local directory)
         #[arg(long)]
         remote: bool,
+        /// With --remote: also read every archive back and re-hash it, where that needs no
+        /// retrieval (a local directory, S3 STANDARD or GLACIER_IR; the cost is shown first)
+        #[arg(long, requires = "remote")]
+        read: bool,
         /// Only uploads of these paths and below
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,

@@ -183,6 +183,12 @@ impl Prices {
         })
     }
 
+    /// Transferring `bytes` out to this machine (reading from a class with no retrieval
+    /// charge, such as S3 STANDARD).
+    pub fn transfer_out(&self, bytes: u64) -> f64 {
+        gigabytes(bytes) * self.get("transfer_out")
+    }
+
     /// What storing archives of these sizes adds to the monthly bill, and the upload requests
     /// they take (`requests`: one per single-part archive, parts + 2 per multipart one).
     pub fn storage(&self, class: PriceClass, sizes: &[u64], requests: u64) -> Storage {

@@ -224,9 +224,11 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
             commands::inventory::inventory(&cli, &config, args).await
         }
         Some(Command::Migrate(ref args)) => commands::migrate::migrate(&cli, &config, args).await,
-        Some(Command::Verify { remote, ref paths }) => {
-            commands::verify::verify(&config, remote, paths, cli.json).await
-        }
+        Some(Command::Verify {
+            remote,
+            read,
+            ref paths,
+        }) => commands::verify::verify(&config, remote, read, paths, cli.json).await,
         Some(Command::Backup) | None => {
             commands::backup::backup(&cli, &config, configured_log).await
         }

@@ -12,12 +12,21 @@ use super::{command_line_path, print_json, with_path, Fatal, Outcome, Session};
 pub async fn verify(
     config: &Config,
     remote: bool,
+    read: bool,
     paths: &[PathBuf],
     json: bool,
 ) -> Result<Outcome, Fatal> {
-    use glacier_backup::verify::{check_remote, check_sources, latest_uploads};
+    use glacier_backup::verify::{check_by_reading, check_remote, check_sources, latest_uploads};
     let session = Session::open(config)?;
     let archiver = &session.archiver;
+    if read && archiver.capabilities().needs_restore {
+        return Err(Fatal::Config(anyhow::anyhow!(
+            "verify --read reads every archive back, and this {} destination's archives need a \
+             retrieval first (hours, billed by the GB); to check every byte of some, restore \
+             them to a scratch directory with `restore --to DIR`, which checks each download",
+            archiver.name()
+        )));
+    }
     let ledger = session.ledger(true)?;
     let filter: Vec<PathBuf> = paths
         .iter()
@@ -51,6 +60,12 @@ pub async fn verify(
         // Archives `migrate --delete-source` deleted are expected to be gone.
         let here = super::split_moved_away(&ledger, rows.clone())?.here;
         findings.extend(check_remote(&here, &listing));
+        if read {
+            announce_reading(config, archiver.as_ref(), &here);
+            findings.extend(check_by_reading(archiver.as_ref(), &here).await);
+        } else if archiver.local_directory().is_none() {
+            tracing::info!("{}", unread_note(archiver.as_ref()));
+        }
     }
     for finding in &findings {
         tracing::warn!("{}: {}", shown(&finding.path), finding.problem);
@@ -68,6 +83,7 @@ pub async fn verify(
         print_json(&serde_json::json!({
             "command": "verify",
             "remote": remote,
+            "read": read,
             "verified": rows.len(),
             "problems": problems,
         }))?;
@@ -77,4 +93,58 @@ pub async fn verify(
     } else {
         Outcome::Failed
     })
+}
+
+/// What a check without `--read` leaves unproven, said in its output.
+fn unread_note(archiver: &dyn glacier_backup::archiver::Archiver) -> String {
+    let what = "the destination was asked what it holds (sizes, and the tree hashes recorded \
+                when each archive was stored); no archive was read back";
+    if archiver.capabilities().needs_restore {
+        format!(
+            "{what}: reading one needs a retrieval, and `restore --to DIR` checks every byte of \
+             what it downloads"
+        )
+    } else {
+        format!("{what}: `verify --remote --read` reads each one back and re-hashes it")
+    }
+}
+
+/// Says what reading every archive back costs before it starts: nothing from a local
+/// directory, data transfer out (and GLACIER_IR's per-GB read) from S3.
+fn announce_reading(
+    config: &Config,
+    archiver: &dyn glacier_backup::archiver::Archiver,
+    rows: &[glacier_backup::ledger::UploadRecord],
+) {
+    use glacier_backup::costs::{dollars, PriceClass};
+    let bytes: u64 = rows.iter().filter_map(|r| r.size).sum();
+    let size = glacier_backup::display_size(bytes);
+    let cost = if archiver.local_directory().is_some() {
+        None
+    } else {
+        let class = archiver.storage_class().as_deref().and_then(PriceClass::of);
+        match class.and_then(|class| {
+            config.prices.retrieval(
+                class,
+                glacier_backup::archiver::RestoreTier::Standard,
+                rows.len() as u64,
+                bytes,
+            )
+        }) {
+            Some(estimate) => Some(estimate.total()),
+            None => Some(config.prices.transfer_out(bytes)),
+        }
+    };
+    match cost {
+        Some(cost) => tracing::info!(
+            "reading {} archive(s) back ({size}) to re-hash them: about {} in reads and data \
+             transfer out",
+            rows.len(),
+            dollars(cost)
+        ),
+        None => tracing::info!(
+            "reading {} archive(s) back ({size}) to re-hash them",
+            rows.len()
+        ),
+    }
 }

@@ -569,3 +569,113 @@ async fn a_listing_taken_before_an_upload_completes_finds_its_row_too_recent_not
     assert!(reconciled.missing.is_empty(), "{reconciled:?}");
     assert_eq!(reconciled.too_recent.len(), 1);
 }
+
+/// A byte flipped in an S3 object whose tag and metadata were left alone passes the plain
+/// `verify --remote` (which says it read nothing back), and fails `verify --remote --read`,
+/// which shows what reading costs first. A class that needs a retrieval refuses `--read`.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_read_catches_a_flipped_byte_that_the_tag_check_cannot() {
+    let moto = Moto::start();
+    let client = bucket(&moto.endpoint, "instant").await;
+    let sb = Sandbox::new();
+    let file = sb.path("data/report.pdf");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, sample(300_000, 2)).unwrap();
+    let config_for = |class: &str| {
+        let config = sb.path(&format!("{class}.conf"));
+        fs::write(
+            &config,
+            format!(
+                "[main]\nbackend = s3\nlogfile = ''\nledger = {ledger}\n\n[s3]\nbucket = instant\n\
+                 storage_class = {class}\nendpoint_url = {endpoint}\nregion = us-east-1\n\
+                 force_path_style = yes\n\n[{file}]\n",
+                ledger = sb.path("ledger.sqlite3").display(),
+                endpoint = moto.endpoint,
+                file = file.display()
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let config = config_for("GLACIER_IR");
+    let out = sb.with_config(&config, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
+
+    // Rewrite the object with one byte flipped, keeping its tag and metadata.
+    let listed = client
+        .list_objects_v2()
+        .bucket("instant")
+        .send()
+        .await
+        .unwrap();
+    let key = listed.contents()[0].key().unwrap().to_owned();
+    let head = client
+        .head_object()
+        .bucket("instant")
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    let tags = client
+        .get_object_tagging()
+        .bucket("instant")
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    let tagging: Vec<String> = tags
+        .tag_set()
+        .iter()
+        .map(|t| format!("{}={}", t.key(), t.value()))
+        .collect();
+    let got = client
+        .get_object()
+        .bucket("instant")
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    let mut bytes = got.body.collect().await.unwrap().into_bytes().to_vec();
+    bytes[1234] ^= 1;
+    client
+        .put_object()
+        .bucket("instant")
+        .key(&key)
+        .storage_class(StorageClass::GlacierIr)
+        .set_metadata(head.metadata().cloned())
+        .tagging(tagging.join("&"))
+        .body(bytes.into())
+        .send()
+        .await
+        .unwrap();
+
+    let plain = sb
+        .with_config(&config, &["verify", "--remote"])
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(0), "{}", shown(&plain));
+    assert!(
+        shown(&plain).contains("no archive was read back"),
+        "{}",
+        shown(&plain)
+    );
+
+    let read = sb
+        .with_config(&config, &["verify", "--remote", "--read"])
+        .output()
+        .unwrap();
+    assert_eq!(read.status.code(), Some(1), "{}", shown(&read));
+    assert!(
+        shown(&read).contains("read back differs from the ledger"),
+        "{}",
+        shown(&read)
+    );
+    assert!(shown(&read).contains("about $"), "{}", shown(&read));
+
+    let cold = sb
+        .with_config(&config_for("GLACIER"), &["verify", "--remote", "--read"])
+        .output()
+        .unwrap();
+    assert_eq!(cold.status.code(), Some(2), "{}", shown(&cold));
+    assert!(shown(&cold).contains("need a"), "{}", shown(&cold));
+}
