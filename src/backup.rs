@@ -830,7 +830,7 @@ async fn upload(
         (_, false) => None,
         (Some(pending), true) => pending.seal.as_deref().and_then(Seal::from_bytes),
         (None, true) => Some(
-            Seal::new(&format.recipients)
+            Seal::authenticated(&format.recipients, format.authentication.as_ref())
                 .map_err(|e| CandidateError::Source(SourceError::Encode(e.to_string())))?,
         ),
     };

@@ -129,11 +129,16 @@ pub enum Command {
     /// Print the manual page (roff) on stdout (e.g. `glacier-backup man | man -l -`)
     Man,
     /// Make a new age identity for [encryption]: written to FILE (mode 0600, never replacing
-    /// a file) or to stdout; its recipient, for `recipients`, is printed
+    /// a file) or to stdout; its recipient, for `recipients`, is printed. With FILE, its
+    /// authentication key (for `authentication_key_file`) goes to FILE.auth
     Keygen {
         /// Write the identity here instead of stdout
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Write only the authentication key of this existing identity file (one made by
+        /// age-keygen, say), to FILE or stdout
+        #[arg(long, value_name = "IDENTITY")]
+        authentication_key_of: Option<PathBuf>,
     },
 }
 
@@ -186,6 +191,10 @@ pub struct RestoreArgs {
     /// identity_file)
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// Restore encrypted archives of a rebuilt ledger that carry no proof these backups wrote
+    /// them (made before [encryption] authentication_key_file was set)
+    #[arg(long)]
+    pub trust_destination: bool,
 }
 
 /// Arguments of `migrate`.

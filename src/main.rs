@@ -34,9 +34,16 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(Command::Keygen { output }) = &cli.command {
+    if let Some(Command::Keygen {
+        output,
+        authentication_key_of,
+    }) = &cli.command
+    {
         // Needs no config either: a key is made before any config names it.
-        return keygen(output.as_deref(), json);
+        return match authentication_key_of {
+            Some(identity) => authentication_key(identity, output.as_deref(), json),
+            None => keygen(output.as_deref(), json),
+        };
     }
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,23 +99,37 @@ fn keygen(output: Option<&Path>, json: bool) -> ExitCode {
             let _ = writeln!(std::io::stdout().lock(), "{line}");
             if let (false, Some(path)) = (json, output) {
                 eprintln!(
-                    "wrote a new identity to {}: keep a copy somewhere safe, off this machine \
-                     (without it no encrypted archive can be read); put the recipient above in \
-                     [encryption] recipients",
-                    glacier_backup::shown(path)
+                    "wrote a new identity to {} and its authentication key to {}: keep a copy \
+                     of the identity somewhere safe, off this machine (without it no encrypted \
+                     archive can be read); put the recipient above in [encryption] recipients \
+                     and the key file in [encryption] authentication_key_file",
+                    glacier_backup::shown(path),
+                    glacier_backup::shown(glacier_backup::codec::keys::authentication_key_path(
+                        path
+                    ))
                 );
             }
             ExitCode::SUCCESS
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fail(
-            &anyhow::anyhow!(
-                "{} exists; keygen never replaces a file (it may be the only key to your \
-                 backups): choose another name",
-                output.map(glacier_backup::shown).unwrap_or_default()
-            ),
-            2,
-            json,
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // The identity, or else its authentication key beside it, is what exists.
+            let existing = output.map(|path| match path.exists() {
+                true => path.to_path_buf(),
+                false => glacier_backup::codec::keys::authentication_key_path(path),
+            });
+            fail(
+                &anyhow::anyhow!(
+                    "{} exists; keygen never replaces a file (it may be the only key to your \
+                     backups): choose another name",
+                    existing
+                        .as_deref()
+                        .map(glacier_backup::shown)
+                        .unwrap_or_default()
+                ),
+                2,
+                json,
+            )
+        }
         Err(e) => {
             let code = match e.kind() {
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => 2,
@@ -120,6 +141,48 @@ fn keygen(output: Option<&Path>, json: bool) -> ExitCode {
                 code,
                 json,
             )
+        }
+    }
+}
+
+/// `keygen --authentication-key-of IDENTITY`: that identity's authentication key, to a file
+/// (or stdout).
+fn authentication_key(identity: &Path, output: Option<&Path>, json: bool) -> ExitCode {
+    match glacier_backup::codec::keys::authentication_key_of(identity, output) {
+        Ok(recipient) => {
+            if let Some(path) = output {
+                if json {
+                    let document = serde_json::json!({
+                        "recipient": recipient,
+                        "authentication_key_file": path.display().to_string(),
+                    });
+                    let _ = writeln!(std::io::stdout().lock(), "{document}");
+                } else {
+                    eprintln!(
+                        "wrote the authentication key of {recipient} to {}: name it in \
+                         [encryption] authentication_key_file",
+                        glacier_backup::shown(path)
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::Other | std::io::ErrorKind::Interrupted => 1,
+                _ => 2,
+            };
+            let what = match e.kind() {
+                std::io::ErrorKind::AlreadyExists => format!(
+                    "{} exists; keygen never replaces a file: choose another name",
+                    output.map(glacier_backup::shown).unwrap_or_default()
+                ),
+                _ => format!(
+                    "cannot make the authentication key of {}: {e}",
+                    glacier_backup::shown(identity)
+                ),
+            };
+            fail(&anyhow::anyhow!(what), code, json)
         }
     }
 }

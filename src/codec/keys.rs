@@ -117,6 +117,8 @@ pub struct Identities {
     /// The recipients of the X25519 identities among them, to tell before any download
     /// whether they open an archive.
     recipients: Vec<String>,
+    /// The authentication keys these identities derive (see [`super::auth`]).
+    authentication: Vec<super::auth::AuthKey>,
 }
 
 impl std::fmt::Debug for Identities {
@@ -150,10 +152,17 @@ impl Identities {
                 shown(path)
             );
         }
-        let recipients = text
+        let x25519: Vec<age::x25519::Identity> = text
             .lines()
             .filter_map(|line| age::x25519::Identity::from_str(line.trim()).ok())
+            .collect();
+        let recipients = x25519
+            .iter()
             .map(|identity| identity.to_public().to_string())
+            .collect();
+        let authentication = x25519
+            .iter()
+            .map(super::auth::AuthKey::of_identity)
             .collect();
         let parsed = age::IdentityFile::from_buffer(text.as_bytes()).map_err(read_error)?;
         let identities = parsed
@@ -172,6 +181,7 @@ impl Identities {
             file: Some(path.to_path_buf()),
             identities,
             recipients,
+            authentication,
         })
     }
 
@@ -180,6 +190,7 @@ impl Identities {
         Identities {
             file: None,
             recipients: vec![identity.to_public().to_string()],
+            authentication: vec![super::auth::AuthKey::of_identity(&identity)],
             identities: vec![Box::new(identity)],
         }
     }
@@ -200,11 +211,67 @@ impl Identities {
             .map(|identity| identity.as_ref() as &dyn age::Identity)
     }
 
+    /// Whether the age file read from `stored` carries the authentication stanza of one of
+    /// these identities' keys, verified against its file key (only the header is read; a
+    /// header whose MAC fails is an error, as decryption would find).
+    pub fn authenticate(&self, stored: impl io::Read) -> Result<bool, super::DecodeError> {
+        let witness = Witness {
+            identities: self,
+            proven: std::sync::atomic::AtomicBool::new(false),
+        };
+        let decryptor = age::Decryptor::new_buffered(io::BufReader::new(stored))
+            .map_err(|e| super::DecodeError::Header(e.to_string()))?;
+        match decryptor.decrypt(std::iter::once(&witness as &dyn age::Identity)) {
+            Ok(_) => Ok(witness.proven.load(std::sync::atomic::Ordering::Acquire)),
+            Err(age::DecryptError::NoMatchingKeys) => Err(super::DecodeError::WrongIdentity {
+                file: self.file(),
+                recipients: Vec::new(),
+            }),
+            Err(e) => Err(super::DecodeError::Header(e.to_string())),
+        }
+    }
+
     /// The file they came from, for messages.
     pub fn file(&self) -> String {
         self.file
             .as_deref()
             .map_or_else(|| "the given identity".to_owned(), shown)
+    }
+}
+
+/// Unwraps the file key as the identities do, and notes whether the header also carries the
+/// authentication stanza of one of their keys for that file key.
+struct Witness<'a> {
+    identities: &'a Identities,
+    proven: std::sync::atomic::AtomicBool,
+}
+
+impl age::Identity for Witness<'_> {
+    fn unwrap_stanza(
+        &self,
+        stanza: &age_core::format::Stanza,
+    ) -> Option<Result<age_core::format::FileKey, age::DecryptError>> {
+        self.unwrap_stanzas(std::slice::from_ref(stanza))
+    }
+
+    fn unwrap_stanzas(
+        &self,
+        stanzas: &[age_core::format::Stanza],
+    ) -> Option<Result<age_core::format::FileKey, age::DecryptError>> {
+        let file_key = self
+            .identities
+            .iter()
+            .find_map(|identity| identity.unwrap_stanzas(stanzas))?;
+        if let Ok(key) = &file_key {
+            let proven = self
+                .identities
+                .authentication
+                .iter()
+                .any(|auth| auth.signed(stanzas, key));
+            self.proven
+                .store(proven, std::sync::atomic::Ordering::Release);
+        }
+        Some(file_key)
     }
 }
 
@@ -226,17 +293,63 @@ pub fn keygen(out: Option<&Path>) -> io::Result<String> {
     );
     match out {
         Some(path) => {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
+            let auth = authentication_key_path(path);
+            if auth.exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", shown(&auth)),
+                ));
+            }
+            write_private(path, &text)?;
+            let key = super::auth::AuthKey::of_identity(&identity);
+            write_private(&auth, &key.to_file_text(&recipient))?;
         }
         None => io::stdout().lock().write_all(text.as_bytes())?,
     }
     Ok(recipient)
+}
+
+/// Where `keygen -o FILE` writes the identity's authentication key: `FILE.auth`.
+pub fn authentication_key_path(identity_file: &Path) -> PathBuf {
+    let mut name = identity_file.as_os_str().to_owned();
+    name.push(".auth");
+    PathBuf::from(name)
+}
+
+/// The authentication key of the first X25519 identity in `identity_file`, written to `out`
+/// (0600, never replacing a file) or stdout. Returns that identity's recipient.
+pub fn authentication_key_of(identity_file: &Path, out: Option<&Path>) -> io::Result<String> {
+    let text = read_key_file(identity_file)?;
+    let identity = text
+        .lines()
+        .find_map(|line| age::x25519::Identity::from_str(line.trim()).ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} holds no X25519 identity (AGE-SECRET-KEY-1...)",
+                    shown(identity_file)
+                ),
+            )
+        })?;
+    let recipient = identity.to_public().to_string();
+    let text = super::auth::AuthKey::of_identity(&identity).to_file_text(&recipient);
+    match out {
+        Some(path) => write_private(path, &text)?,
+        None => io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    Ok(recipient)
+}
+
+/// Creates `path` (mode 0600, failing if it exists) holding `text`, synced.
+fn write_private(path: &Path, text: &str) -> io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 #[cfg(test)]

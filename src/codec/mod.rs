@@ -4,6 +4,7 @@
 //! Stored bytes are `age(zstd(archive))`, each layer optional, in the standard formats, so an
 //! archive can be recovered without this tool: `age -d -i KEY FILE | zstd -d | tar x`.
 
+pub mod auth;
 pub mod keys;
 mod read_ahead;
 pub mod seal;
@@ -32,6 +33,9 @@ pub struct Format {
     pub compression: Compression,
     /// age recipients; empty: not encrypted.
     pub recipients: Vec<age::x25519::Recipient>,
+    /// The key whose stanza proves each new encrypted archive is ours (`[encryption]
+    /// authentication_key_file`).
+    pub authentication: Option<auth::AuthKey>,
 }
 
 impl Format {

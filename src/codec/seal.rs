@@ -48,6 +48,8 @@ impl std::fmt::Debug for Seal {
 /// Wraps the file key to every recipient, noting the key so the payload can be written from it.
 struct Capture<'a> {
     recipients: &'a [age::x25519::Recipient],
+    /// Adds the stanza that proves the archive is ours (see [`super::auth`]).
+    authentication: Option<&'a super::auth::AuthKey>,
     file_key: Mutex<Option<[u8; FILE_KEY]>>,
 }
 
@@ -61,6 +63,9 @@ impl age::Recipient for Capture<'_> {
         for recipient in self.recipients {
             stanzas.extend(age::Recipient::wrap_file_key(recipient, file_key)?.0);
         }
+        if let Some(key) = self.authentication {
+            stanzas.push(key.stanza(file_key.expose_secret()));
+        }
         Ok((stanzas, Default::default()))
     }
 }
@@ -68,8 +73,18 @@ impl age::Recipient for Capture<'_> {
 impl Seal {
     /// A new file key and header for `recipients` (at least one).
     pub fn new(recipients: &[age::x25519::Recipient]) -> io::Result<Self> {
+        Self::authenticated(recipients, None)
+    }
+
+    /// A new file key and header for `recipients` (at least one), the header proving with
+    /// `authentication` (when given) that this tool wrote it.
+    pub fn authenticated(
+        recipients: &[age::x25519::Recipient],
+        authentication: Option<&super::auth::AuthKey>,
+    ) -> io::Result<Self> {
         let capture = Capture {
             recipients,
+            authentication,
             file_key: Mutex::new(None),
         };
         let encryptor = age::Encryptor::with_recipients(std::iter::once(&capture as _))

@@ -82,6 +82,7 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
         chunk_size: glacier_backup::restore::DOWNLOAD_CHUNK,
         progress: None,
         identities: None,
+        trust_destination: args.trust_destination,
     })
 }
 

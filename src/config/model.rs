@@ -30,7 +30,12 @@ const MAIN_SETTINGS: &[&str] = &[
 pub const MAX_PARALLEL_UPLOADS: u64 = 64;
 
 const ARCHIVE_SETTINGS: &[&str] = &["compression", "level"];
-const ENCRYPTION_SETTINGS: &[&str] = &["recipients", "recipients_file", "identity_file"];
+const ENCRYPTION_SETTINGS: &[&str] = &[
+    "recipients",
+    "recipients_file",
+    "identity_file",
+    "authentication_key_file",
+];
 
 const PATH_SETTINGS: &[&str] = &[
     "upload_single_dir",
@@ -316,6 +321,17 @@ impl Config {
         recipients.retain(|r| seen.insert(r.to_string()));
         self.format.recipients = recipients;
         self.identity_file = home_path(section, "identity_file")?;
+        if let Some(file) = home_path(section, "authentication_key_file")? {
+            if self.format.recipients.is_empty() {
+                return Err(section.error(
+                    Some("authentication_key_file"),
+                    "only encrypted archives carry it; set recipients too, or remove it",
+                ));
+            }
+            let key = crate::codec::auth::AuthKey::load(&file)
+                .map_err(|e| section.error(Some("authentication_key_file"), e.to_string()))?;
+            self.format.authentication = Some(key);
+        }
         section.reject_unknown(ENCRYPTION_SETTINGS)
     }
 }

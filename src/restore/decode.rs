@@ -42,6 +42,57 @@ pub(super) fn open(checked: &Checked) -> Result<std::fs::File, RestoreFailure> {
     }
 }
 
+/// Whether an encrypted archive is known to be ours before anything of it is placed. A row
+/// of this machine's own ledger is: its tree hash was recorded when the archive went up, and
+/// the download matched it. A row rebuilt from the destination (which records no plain size)
+/// is not: anyone with the public recipient can write a valid age file, and the destination
+/// gave the tree hash too. Such an archive must carry the authentication stanza of the
+/// identity's key (see [`crate::codec::auth`]), unless `trust_destination` says to restore it
+/// anyway.
+pub(super) fn check_authorship(
+    row: &UploadRecord,
+    checked: &Checked,
+    identities: Option<&crate::codec::Identities>,
+    trust_destination: bool,
+) -> Result<(), RestoreFailure> {
+    let (true, Some(identities)) = (row.encoding.encrypted, identities) else {
+        return Ok(());
+    };
+    // Read from the start, whatever read the stored file before.
+    rewind(checked)?;
+    let proven = identities
+        .authenticate(open(checked)?)
+        .map_err(RestoreFailure::Decode);
+    rewind(checked)?;
+    if proven? || row.plain_size.is_some() {
+        return Ok(());
+    }
+    if trust_destination {
+        tracing::warn!(
+            "{}: archive {} carries no proof that these backups wrote it (its row was rebuilt \
+             from the destination); restored anyway, as --trust-destination says",
+            shown(&row.path),
+            row.archive_id
+        );
+        return Ok(());
+    }
+    Err(RestoreFailure::Unproven {
+        archive_id: row.archive_id.clone(),
+    })
+}
+
+/// Puts a stored file's position back at the start after a read through [`open`] (its clones
+/// share the position).
+fn rewind(checked: &Checked) -> Result<(), RestoreFailure> {
+    if let Checked::Stored(file) = checked {
+        use std::io::Seek;
+        (&*file)
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(RestoreFailure::io("read", "the stored archive"))?;
+    }
+    Ok(())
+}
+
 /// The archive's own bytes, read from its checked bytes.
 pub(super) fn plain_reader(
     row: &UploadRecord,
@@ -67,13 +118,7 @@ pub(super) fn authenticate(
     let reader = std::io::BufReader::with_capacity(1 << 20, open(checked)?);
     let mut plain = decoder(&encrypted_only, identities, reader).map_err(RestoreFailure::Decode)?;
     std::io::copy(&mut plain, &mut std::io::sink()).map_err(|e| damaged(row, e))?;
-    if let Checked::Stored(file) = checked {
-        use std::io::Seek;
-        (&*file)
-            .seek(std::io::SeekFrom::Start(0))
-            .map_err(RestoreFailure::io("read", "the stored archive"))?;
-    }
-    Ok(())
+    rewind(checked)
 }
 
 /// Writes the plain bytes of a file archive into `decoded`, synced: the file that is then

@@ -108,6 +108,17 @@ pub enum RestoreFailure {
         /// What age or zstd said.
         detail: String,
     },
+    /// An encrypted archive of a rebuilt row carries no proof that these backups wrote it.
+    #[error(
+        "{archive_id}: its row was rebuilt from the destination, and the archive carries no \
+         proof that these backups wrote it (anyone with the public recipient can make a valid \
+         age file); nothing was restored from it. Give the identity whose authentication key \
+         the backups used, or, to restore it anyway, --trust-destination"
+    )]
+    Unproven {
+        /// The archive.
+        archive_id: String,
+    },
     /// A directory archive could not be extracted.
     #[error("{}", error_chain(.0))]
     Extract(ExtractError),

@@ -54,6 +54,9 @@ pub struct RestoreRequest {
     /// The identities that open encrypted archives (`--identity`, `[encryption]
     /// identity_file`).
     pub identities: Option<std::sync::Arc<crate::codec::Identities>>,
+    /// Restore encrypted archives of rebuilt rows that carry no authentication stanza (made
+    /// before `authentication_key_file` was set, or by someone else).
+    pub trust_destination: bool,
 }
 
 /// A restore that cannot go on.
@@ -450,6 +453,7 @@ mod tests {
             chunk_size: 1 << 20,
             progress: None,
             identities: None,
+            trust_destination: false,
         }
     }
 

@@ -76,8 +76,14 @@ async fn place_file(
             let decoded = PathBuf::from(name);
             let (row, identities, into) =
                 (row.clone(), request.identities.clone(), decoded.clone());
+            let trust = request.trust_destination;
             blocking("decode", &decoded, move || {
-                super::decode::decode_file(&row, &checked, &into, identities.as_deref())
+                // Decoded first: a damaged archive is reported as damaged, whoever wrote it.
+                super::decode::decode_file(&row, &checked, &into, identities.as_deref())?;
+                super::decode::check_authorship(&row, &checked, identities.as_deref(), trust)
+                    .inspect_err(|_| {
+                        let _ = std::fs::remove_file(&into);
+                    })
             })
             .await?;
             decoded
@@ -111,14 +117,17 @@ async fn extract(
     let top = final_name(row).into_os_string();
     let (row_owned, identities, dir_owned) =
         (row.clone(), request.identities.clone(), dir.to_path_buf());
+    let trust = request.trust_destination;
     let extracted = blocking("extract into", dir, move || {
         let row = &row_owned;
         if row.encoding.encrypted && row.plain_size.is_none() {
             // A row rebuilt from the destination (ours record the plain size at upload) has
             // a tree hash the destination gave, which proves nothing: age's authentication
-            // of every chunk is checked before the first entry is extracted.
+            // of every chunk is checked before the first entry is extracted, and then who
+            // wrote the archive.
             super::decode::authenticate(row, &checked, identities.as_deref())?;
         }
+        super::decode::check_authorship(row, &checked, identities.as_deref(), trust)?;
         let file = super::decode::plain_reader(row, &checked, identities.as_deref())?;
         extract_tar(std::io::BufReader::new(file), &dir_owned, &top, options).map_err(|e| {
             // age's authentication and zstd's checks fail as invalid or missing data.

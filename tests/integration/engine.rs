@@ -342,6 +342,7 @@ async fn a_compressed_run_reports_the_sources_bytes_not_the_stored_ones() {
         format: glacier_backup::codec::Format {
             compression: glacier_backup::archiver::Compression::Zstd(Some(3)),
             recipients: Vec::new(),
+            authentication: None,
         },
         ..RunOptions::default()
     };

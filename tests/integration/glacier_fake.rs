@@ -590,6 +590,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
         chunk_size: 1 << 20,
         progress: None,
         identities: None,
+        trust_destination: false,
     };
     let mut ledger = SqliteLedger::in_memory().unwrap();
     fake.set(|b| b.drop_output_at = Some(2 << 20));

@@ -47,7 +47,8 @@ const LAYERS: [Layer; 4] = [
     },
     Layer {
         name: "age",
-        sections: "[encryption]\nrecipients = [\"RECIPIENT\"]\nidentity_file = \"IDENTITY\"\n",
+        sections: "[encryption]\nrecipients = [\"RECIPIENT\"]\nidentity_file = \"IDENTITY\"\n\
+                   authentication_key_file = \"IDENTITY.auth\"\n",
         compression: "none",
         level: None,
         encryption: Some("age"),
@@ -57,7 +58,7 @@ const LAYERS: [Layer; 4] = [
         name: "both",
         sections:
             "[archive]\ncompression = \"zstd\"\n\n[encryption]\nrecipients_file = \"RECIPIENTS\"\n\
-                   identity_file = \"IDENTITY\"\n",
+                   identity_file = \"IDENTITY\"\nauthentication_key_file = \"IDENTITY.auth\"\n",
         compression: "zstd",
         level: Some(3),
         encryption: Some("age"),
@@ -782,6 +783,30 @@ fn keygen_writes_a_private_key_once_and_prints_its_recipient() {
     let content = fs::read_to_string(&key).unwrap();
     assert!(content.contains(&format!("# public key: {recipient}")));
     assert!(content.contains("AGE-SECRET-KEY-1"));
+    // Its authentication key beside it, private too, and the same when derived again.
+    let auth = sb.path("key.txt.auth");
+    assert_eq!(
+        fs::metadata(&auth).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = sb.path("again.auth");
+    let derived = sb
+        .command(&["keygen", "--authentication-key-of"])
+        .arg(&key)
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert_exit(&derived, 0);
+    let key_line = |path: &Path| {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("GB-AUTH-KEY-"))
+            .map(str::to_owned)
+            .unwrap()
+    };
+    assert_eq!(key_line(&auth), key_line(&again));
     let again = sb.command(&["keygen", "-o"]).arg(&key).output().unwrap();
     assert_exit(&again, 2);
     assert_says(&again, "never replaces");
@@ -916,4 +941,58 @@ fn layer_settings_that_cannot_work_exit_2_naming_the_key() {
     assert_exit(&out, 0);
     let row = rows(&sb.ledger()).pop().unwrap();
     assert_eq!(row.recipients, Some(format!("{good},{other}")));
+}
+
+/// Anyone with the public recipient can write a valid age file. After the ledger is rebuilt
+/// from the destination (every size and tree hash then comes from there), an archive replaced
+/// by such a file is refused, because it lacks the stanza only the backups' authentication
+/// key makes; the genuine archives restore; `--trust-destination` overrides, saying so.
+#[test]
+fn an_archive_replaced_by_someone_with_the_recipient_is_refused_after_a_rebuild() {
+    let sb = Sandbox::new();
+    let (config, _, recipient, data) = local_setup(&sb, LAYERS[2].sections);
+    let report = data.join("report.txt");
+    let stored = stored_file(&sb, &report);
+    let forged = {
+        let recipient: age::x25519::Recipient = recipient.parse().unwrap();
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as _)).unwrap();
+        let mut out = Vec::new();
+        let mut writer = encryptor.wrap_output(&mut out).unwrap();
+        std::io::Write::write_all(&mut writer, b"the attacker's report\n").unwrap();
+        writer.finish().unwrap();
+        out
+    };
+    fs::write(&stored, &forged).unwrap();
+
+    // With this machine's own ledger, the recorded tree hash already refuses it.
+    let out_dir = sb.path("out");
+    let out = restore(&sb, &config, &[], &out_dir, &report);
+    assert_exit(&out, 1);
+    assert_says(&out, "does not match the ledger");
+
+    fs::remove_file(sb.ledger()).unwrap();
+    let rebuilt = sb
+        .with_config(&config, &["inventory", "--rebuild-ledger"])
+        .output()
+        .unwrap();
+    assert_exit(&rebuilt, 0);
+    let out = restore(&sb, &config, &[], &out_dir, &report);
+    assert_exit(&out, 1);
+    assert_says(&out, "carries no proof that these backups wrote it");
+    assert_eq!(placed(&out_dir), Vec::<String>::new(), "nothing placed");
+
+    let album = restore(&sb, &config, &[], &out_dir, &data.join("album"));
+    assert_exit(&album, 0);
+    assert_eq!(
+        fs::read(out_dir.join("album/notes.txt")).unwrap(),
+        fs::read(data.join("album/notes.txt")).unwrap()
+    );
+
+    let trusted = restore(&sb, &config, &["--trust-destination"], &out_dir, &report);
+    assert_exit(&trusted, 0);
+    assert_says(&trusted, "carries no proof");
+    assert_eq!(
+        fs::read(out_dir.join("report.txt")).unwrap(),
+        b"the attacker's report\n"
+    );
 }
