@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Kill -9 drill: backups killed at random moments, then checked as a hostile tester would.
 
-    python3 scripts/kill-drill.py [local|glacier] [-n ITERATIONS] [--seed S]
+    python3 scripts/kill-drill.py [local|glacier] [-n ITERATIONS] [--seed S] [--aim WINDOW]
 
 Each iteration changes the source (a region of a large file, a file inside a directory), starts
-a backup, kills it with SIGKILL at a random moment within the length of a whole run, runs the
-backup again to completion, then checks:
+a backup, kills it with SIGKILL at a random moment within the length of a whole run (or, with
+--aim, at the moment a known crash window opens), runs the backup again to completion, then
+checks:
 
   rerun     the run after the kill exits 0;
   ledger    every ledger row names an archive the destination holds with the recorded size and
@@ -15,6 +16,17 @@ backup again to completion, then checks:
             upload (Glacier);
   duplicate the destination holds exactly one archive per ledger row;
   bytes     `restore` brings back every byte of both candidates.
+
+--aim picks the moment instead of chance:
+  random     (the default) anywhere within a whole run;
+  naming     local, with 300 small files besides: as soon as the first archive of a batch gets
+             its final name, before the ledger records the batch (the next run must remove the
+             archives it named, so "duplicate" holds);
+  completing glacier, compressed: as soon as the vault holds the new archive, before the run
+             records it (the next run must complete again and record that archive, whatever
+             this run's compressed bytes);
+  restore    local: a restore killed at a random moment into a directory, then one with
+             --force into the same directory: no temporary file of the killed one may remain.
 
 Glacier runs against the in-repo fake on 127.0.0.1 (1 MiB parts, one at a time, so kills land
 mid-upload). Work goes under target/drill. Prints one line per iteration and a summary; exits 1
@@ -128,12 +140,33 @@ class Glacier:
         self.fake.wait()
 
 
+SMALL_FILES = 300
+
+
 def mutate(data, rng, step):
     big = data / "big.bin"
     with open(big, "r+b") as f:
         f.seek(rng.randrange(0, big.stat().st_size - MIB))
         f.write(rng.randbytes(MIB))
     (data / "dir" / "notes.txt").write_text(f"step {step}\n")
+    for small in sorted(data.glob("small-*")):
+        small.write_text(f"{small.name} at step {step}\n")
+
+
+def kill_when(proc, opened, timeout=120):
+    """SIGKILLs `proc` as soon as `opened()` holds; False if it ended (or timed out) first."""
+    deadline = time.perf_counter() + timeout
+    while proc.poll() is None and time.perf_counter() < deadline:
+        if opened():
+            proc.send_signal(signal.SIGKILL)
+            return True
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    return False
+
+
+def stray_temporaries(tree):
+    return sorted(str(p) for p in tree.rglob(".glacier-backup-restore-*"))
 
 
 def ledger_rows(ledger):
@@ -147,7 +180,12 @@ def main():
     parser.add_argument("-n", "--iterations", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--size-mib", type=int, default=48)
+    parser.add_argument("--aim", default="random",
+                        choices=["random", "naming", "completing", "restore"])
     args = parser.parse_args()
+    needs = {"naming": "local", "completing": "glacier", "restore": "local"}
+    if needs.get(args.aim, args.backend) != args.backend:
+        sys.exit(f"--aim {args.aim} is a window of the {needs[args.aim]} backend")
     rng = random.Random(args.seed)
     build()
 
@@ -157,12 +195,16 @@ def main():
     (data / "dir" / "sub").mkdir(parents=True)
     (data / "big.bin").write_bytes(rng.randbytes(args.size_mib * MIB))
     (data / "dir" / "sub" / "photo.raw").write_bytes(rng.randbytes(8 * MIB))
+    if args.aim == "naming":
+        for n in range(SMALL_FILES):
+            (data / f"small-{n:03}").write_text(f"small {n}\n")
     backend = Local(work) if args.backend == "local" else Glacier(work)
     ledger = work / "ledger.sqlite3"
     config = work / "drill.toml"
+    layers = '[archive]\ncompression = "zstd"\n\n' if args.aim == "completing" else ""
     config.write_text(
         f'[main]\n{backend.main()}logfile = ""\nledger = "{ledger}"\n\n{backend.section()}\n'
-        f'["{data}"]\nupload_files = true\nupload_dirs = true\nupload_if_changed = true\n')
+        f'{layers}["{data}"]\nupload_files = true\nupload_dirs = true\nupload_if_changed = true\n')
 
     start = time.perf_counter()
     first = run(config)
@@ -170,17 +212,26 @@ def main():
     if first.returncode != 0:
         sys.exit(f"the first backup failed:\n{first.stdout}{first.stderr}")
 
+    if args.aim == "restore":
+        sys.exit(restore_drill(config, data, work, rng, args.iterations))
+
     failures, landed = [], 0
     for step in range(1, args.iterations + 1):
         mutate(data, rng, step)
         delay = rng.uniform(0, whole_run * 0.9)
+        before = backend.archive_count()
         proc = subprocess.Popen([str(BIN), "-c", str(config), "--quiet"], env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        alive = proc.poll() is None
-        if alive:
-            proc.send_signal(signal.SIGKILL)
-            landed += 1
+        if args.aim == "random":
+            time.sleep(delay)
+            alive = proc.poll() is None
+            if alive:
+                proc.send_signal(signal.SIGKILL)
+        else:
+            # Both windows open when the destination holds an archive the ledger does not.
+            alive = kill_when(proc, lambda: backend.archive_count() > before)
+            delay = 0.0
+        landed += alive
         proc.wait()
 
         checks = {}
@@ -215,6 +266,47 @@ def main():
     for step, failed, output in failures:
         print(f"--- iteration {step}: {', '.join(failed)}\n{output}")
     sys.exit(1 if failures else 0)
+
+
+def restore_drill(config, data, work, rng, iterations):
+    """Restores killed at random moments into one directory, each followed by a restore with
+    --force into it: the tree must come back whole, with no temporary file of a killed run."""
+    start = time.perf_counter()
+    target = work / "restored"
+    whole = run(config, "restore", "--to", str(target), str(data))
+    whole_restore = time.perf_counter() - start
+    if whole.returncode != 0:
+        return f"the first restore failed:\n{whole.stdout}{whole.stderr}"
+    failures, landed = [], 0
+    for step in range(1, iterations + 1):
+        shutil.rmtree(target, ignore_errors=True)
+        delay = rng.uniform(0, whole_restore * 0.9)
+        proc = subprocess.Popen([str(BIN), "-c", str(config), "--quiet", "restore", "--to",
+                                 str(target), str(data)], env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        alive = proc.poll() is None
+        if alive:
+            proc.send_signal(signal.SIGKILL)
+            landed += 1
+        proc.wait()
+        again = run(config, "restore", "--force", "--to", str(target), str(data))
+        left = stray_temporaries(target)
+        same = (again.returncode == 0
+                and filecmp.cmp(data / "big.bin", target / "big.bin", shallow=False)
+                and filecmp.cmp(data / "dir" / "sub" / "photo.raw",
+                                target / "dir" / "sub" / "photo.raw", shallow=False))
+        ok = same and not left
+        state = "killed" if alive else "finished before the kill"
+        print(f"{step:3}: restore {state} at {delay:5.2f}s; temporaries left {len(left)}: "
+              f"{'ok' if ok else 'FAILED'}")
+        if not ok:
+            failures.append((step, left, again.stderr[-2000:]))
+    print(f"restore: {iterations} iterations, {landed} kills landed mid-restore "
+          f"(a whole restore takes {whole_restore:.2f}s), {len(failures)} with a failed check")
+    for step, left, output in failures:
+        print(f"--- iteration {step}: left {left}\n{output}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -813,6 +813,15 @@ mod tests {
         out.resize(out.len().div_ceil(512) * 512, 0);
     }
 
+    /// Each refused entry's name and reason.
+    fn rejections(report: &Extracted) -> Vec<(&str, &'static str)> {
+        report
+            .rejected
+            .iter()
+            .map(|r| (r.name.as_str(), r.reason))
+            .collect()
+    }
+
     fn finish(mut out: Vec<u8>) -> Vec<u8> {
         out.extend_from_slice(&[0u8; 1024]);
         out
@@ -968,11 +977,7 @@ mod tests {
             !dest.join("p/hard").exists(),
             "an outside file was linked in"
         );
-        let rejected: Vec<_> = report
-            .rejected
-            .iter()
-            .map(|r| (r.name.as_str(), r.reason))
-            .collect();
+        let rejected = rejections(&report);
         assert_eq!(
             rejected,
             [
@@ -1060,11 +1065,7 @@ mod tests {
                 ExtractOptions::default(),
             )
             .unwrap();
-            let rejected: Vec<_> = report
-                .rejected
-                .iter()
-                .map(|r| (r.name.as_str(), r.reason))
-                .collect();
+            let rejected = rejections(&report);
             assert_eq!(
                 rejected,
                 [("top/c", "link points outside the destination")],
@@ -1272,11 +1273,7 @@ mod tests {
         .unwrap();
         assert_eq!(std::fs::read(root.path().join("t/f")).unwrap(), b"file");
         assert_eq!(report.kept, ["t/f/"]);
-        let rejected: Vec<_> = report
-            .rejected
-            .iter()
-            .map(|r| (r.name.as_str(), r.reason))
-            .collect();
+        let rejected = rejections(&report);
         assert_eq!(rejected, [("t/f/inner", THROUGH_LINK)]);
     }
 

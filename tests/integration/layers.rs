@@ -404,12 +404,7 @@ async fn every_layer_combination_round_trips_through_s3_in_parts_and_a_rebuilt_l
     assert_exit(&sb.with_config(&config, &[]).output().unwrap(), 0);
     let ledger = sb.ledger();
     let before = rows(&ledger);
-    fs::remove_file(&ledger).unwrap();
-    let rebuilt = sb
-        .with_config(&config, &["inventory", "--rebuild-ledger"])
-        .output()
-        .unwrap();
-    assert_exit(&rebuilt, 0);
+    rebuild_ledger(&sb, &config);
     let after = rows(&ledger);
     assert_eq!(after.len(), before.len());
     for row in &after {
@@ -480,6 +475,16 @@ fn stored_file(sb: &Sandbox, source: &Path) -> PathBuf {
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     files.pop().unwrap()
+}
+
+/// Loses the sandbox's ledger and rebuilds it from the destination.
+fn rebuild_ledger(sb: &Sandbox, config: &Path) {
+    fs::remove_file(sb.ledger()).unwrap();
+    let rebuilt = sb
+        .with_config(config, &["inventory", "--rebuild-ledger"])
+        .output()
+        .unwrap();
+    assert_exit(&rebuilt, 0);
 }
 
 /// `restore ARGS --to TO SOURCE` with `config`.
@@ -654,12 +659,7 @@ fn a_flipped_or_cut_archive_is_refused_and_nothing_is_placed() {
         // With the ledger rebuilt from the tampered destination, the recorded hash is the
         // tampered bytes' own: age's authentication still refuses them, before anything is
         // extracted.
-        fs::remove_file(sb.ledger()).unwrap();
-        let rebuilt = sb
-            .with_config(&config, &["inventory", "--rebuild-ledger"])
-            .output()
-            .unwrap();
-        assert_exit(&rebuilt, 0);
+        rebuild_ledger(&sb, &config);
         let out = restore(&sb, &config, &[], &out_dir, &data.join("album"));
         assert_exit(&out, 1);
         assert_says(&out, "damaged or was tampered with");
@@ -970,12 +970,7 @@ fn an_archive_replaced_by_someone_with_the_recipient_is_refused_after_a_rebuild(
     assert_exit(&out, 1);
     assert_says(&out, "does not match the ledger");
 
-    fs::remove_file(sb.ledger()).unwrap();
-    let rebuilt = sb
-        .with_config(&config, &["inventory", "--rebuild-ledger"])
-        .output()
-        .unwrap();
-    assert_exit(&rebuilt, 0);
+    rebuild_ledger(&sb, &config);
     let out = restore(&sb, &config, &[], &out_dir, &report);
     assert_exit(&out, 1);
     assert_says(&out, "carries no proof that these backups wrote it");
