@@ -637,7 +637,7 @@ impl Run<'_> {
         if self.archiver.capabilities().batched_durability {
             ledger.with(|l| l.record_naming(&naming))?;
         }
-        if let Err(e) = self.archiver.sync().await {
+        if let Err(e) = self.archiver.sync(&naming).await {
             let message = error_chain(&e);
             tracing::error!(
                 "{} archive(s) could not be made durable, so they are not recorded and the \

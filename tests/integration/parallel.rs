@@ -115,7 +115,7 @@ impl Archiver for Gauge {
         self.done.lock().unwrap().push(meta.source_path.clone());
         stored
     }
-    async fn sync(&self) -> Result<()> {
+    async fn sync(&self, archive_ids: &[String]) -> Result<()> {
         let rows = self.ledger.as_ref().map_or(0, |file| rows_in(file));
         let done = self.done.lock().unwrap().len();
         self.syncs.lock().unwrap().push((rows, done));
@@ -130,7 +130,7 @@ impl Archiver for Gauge {
                 std::io::Error::other("the disk went away"),
             ));
         }
-        self.inner.sync().await?;
+        self.inner.sync(archive_ids).await?;
         if self.die_after_sync {
             std::future::pending::<()>().await;
         }

@@ -106,9 +106,12 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         parts: PartStream,
     ) -> Result<ArchiveRef>;
 
-    /// Makes every archive `put` has returned durable and readable, for a backend with
-    /// [`Capabilities::batched_durability`]: after it returns, a crash loses none of them.
-    async fn sync(&self) -> Result<()> {
+    /// Makes the archives `archive_ids` (as `put` returned them) durable and readable, for a
+    /// backend with [`Capabilities::batched_durability`]: after it returns, a crash loses none
+    /// of them. Other archives `put` returned stay as they are, for a later `sync`: the caller
+    /// names exactly what it noted before (and records right after).
+    async fn sync(&self, archive_ids: &[String]) -> Result<()> {
+        let _ = archive_ids;
         Ok(())
     }
 

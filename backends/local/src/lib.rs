@@ -230,11 +230,20 @@ impl LocalArchiver {
         ))
     }
 
-    /// Makes every unnamed archive durable, then names it, then makes the names durable. An
-    /// error leaves the rest unnamed and removed: their uploads are not recorded, and the next
-    /// run sends them again.
-    fn name_unnamed(&self) -> Result<()> {
-        let archives = std::mem::take(&mut self.unnamed.lock().expect("unnamed lock").archives);
+    /// Makes the unnamed archives `archive_ids` durable, then names them, then makes the names
+    /// durable; the other unnamed ones wait for a later call (their rows are not about to be
+    /// recorded, so naming them now could leave archives nobody records). An error leaves the
+    /// rest of the batch unnamed and removed: their uploads are not recorded, and the next run
+    /// sends them again.
+    fn name_unnamed(&self, archive_ids: &[String]) -> Result<()> {
+        let archives = {
+            let mut unnamed = self.unnamed.lock().expect("unnamed lock");
+            let (batch, rest) = std::mem::take(&mut unnamed.archives)
+                .into_iter()
+                .partition(|(_, id)| archive_ids.contains(id));
+            unnamed.archives = rest;
+            batch
+        };
         if archives.is_empty() {
             return Ok(());
         }
@@ -424,9 +433,10 @@ impl Archiver for LocalArchiver {
         })
     }
 
-    async fn sync(&self) -> Result<()> {
+    async fn sync(&self, archive_ids: &[String]) -> Result<()> {
         let this = self.clone();
-        blocking(move || this.name_unnamed()).await
+        let archive_ids = archive_ids.to_vec();
+        blocking(move || this.name_unnamed(&archive_ids)).await
     }
 
     /// Removes the archive's file (never what a link there points to), and flushes the name's
@@ -658,6 +668,36 @@ mod tests {
         );
     }
 
+    /// `sync` names the archives it is given and no other: an upload that finished while the
+    /// engine noted a batch is not named with it (a kill then would leave it unrecorded and
+    /// unnoted), but by the `sync` of its own batch.
+    #[tokio::test]
+    async fn sync_names_only_the_archives_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let archiver = LocalArchiver::new(dir.path().join("archives"), true);
+        archiver.check().await.unwrap();
+        let first = archiver
+            .put(&meta("/a"), &PutOptions::default(), one_part(b"one"))
+            .await
+            .unwrap();
+        let later = archiver
+            .put(&meta("/b"), &PutOptions::default(), one_part(b"two"))
+            .await
+            .unwrap();
+        archiver.sync(&[first.archive_id.clone()]).await.unwrap();
+        let listed: Vec<String> = archiver
+            .list()
+            .await
+            .unwrap()
+            .archives
+            .into_iter()
+            .map(|a| a.archive_id)
+            .collect();
+        assert_eq!(listed, [first.archive_id.clone()]);
+        archiver.sync(&[later.archive_id.clone()]).await.unwrap();
+        assert_eq!(archiver.list().await.unwrap().archives.len(), 2);
+    }
+
     /// `put` reserves a name and `sync` gives it: before, nothing is readable under it; an
     /// archive never synced (its run crashed) leaves no name at all.
     #[tokio::test]
@@ -683,7 +723,10 @@ mod tests {
             archiver.get(&first, None).await,
             Err(Error::NotFound { .. })
         ));
-        archiver.sync().await.unwrap();
+        archiver
+            .sync(&[first.archive_id.clone(), second.archive_id.clone()])
+            .await
+            .unwrap();
         for (stored, data) in [(&first, b"one"), (&second, b"two")] {
             let read = archiver.get(stored, None).await.unwrap();
             let bytes: Vec<u8> = read.map(|chunk| chunk.unwrap().to_vec()).concat().await;
