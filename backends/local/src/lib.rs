@@ -684,7 +684,10 @@ mod tests {
             .put(&meta("/b"), &PutOptions::default(), one_part(b"two"))
             .await
             .unwrap();
-        archiver.sync(&[first.archive_id.clone()]).await.unwrap();
+        archiver
+            .sync(std::slice::from_ref(&first.archive_id))
+            .await
+            .unwrap();
         let listed: Vec<String> = archiver
             .list()
             .await
@@ -693,8 +696,11 @@ mod tests {
             .into_iter()
             .map(|a| a.archive_id)
             .collect();
-        assert_eq!(listed, [first.archive_id.clone()]);
-        archiver.sync(&[later.archive_id.clone()]).await.unwrap();
+        assert_eq!(listed, std::slice::from_ref(&first.archive_id));
+        archiver
+            .sync(std::slice::from_ref(&later.archive_id))
+            .await
+            .unwrap();
         assert_eq!(archiver.list().await.unwrap().archives.len(), 2);
     }
 
