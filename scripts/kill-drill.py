@@ -26,7 +26,11 @@ checks:
              records it (the next run must complete again and record that archive, whatever
              this run's compressed bytes);
   restore    local: a restore killed at a random moment into a directory, then one with
-             --force into the same directory: no temporary file of the killed one may remain.
+             --force into the same directory: no temporary file of the killed one may remain;
+  migrating  glacier: `migrate` of six one-part archives into a new moto S3 bucket, killed as
+             soon as the bucket holds the N-th object (N at random): the rerun must make no
+             second object and no second row (needs moto_server in .venv, as scripts/test
+             sets up).
 
 Glacier runs against the in-repo fake on 127.0.0.1 (1 MiB parts, one at a time, so kills land
 mid-upload). Work goes under target/drill. Prints one line per iteration and a summary; exits 1
@@ -165,6 +169,15 @@ def kill_when(proc, opened, timeout=120):
     return False
 
 
+def noted(ledger):
+    """Whether the ledger notes archive names a batch is getting (and not yet recorded)."""
+    try:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=0) as db:
+            return db.execute("SELECT count(*) FROM naming").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 def stray_temporaries(tree):
     return sorted(str(p) for p in tree.rglob(".glacier-backup-restore-*"))
 
@@ -181,9 +194,10 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--size-mib", type=int, default=48)
     parser.add_argument("--aim", default="random",
-                        choices=["random", "naming", "completing", "restore"])
+                        choices=["random", "naming", "completing", "restore", "migrating"])
     args = parser.parse_args()
-    needs = {"naming": "local", "completing": "glacier", "restore": "local"}
+    needs = {"naming": "local", "completing": "glacier", "restore": "local",
+             "migrating": "glacier"}
     if needs.get(args.aim, args.backend) != args.backend:
         sys.exit(f"--aim {args.aim} is a window of the {needs[args.aim]} backend")
     rng = random.Random(args.seed)
@@ -191,6 +205,8 @@ def main():
 
     work = WORK / args.backend
     shutil.rmtree(work, ignore_errors=True)
+    if args.aim == "migrating":
+        sys.exit(migrate_drill(work, rng, args.iterations))
     data = work / "data"
     (data / "dir" / "sub").mkdir(parents=True)
     (data / "big.bin").write_bytes(rng.randbytes(args.size_mib * MIB))
@@ -227,8 +243,14 @@ def main():
             alive = proc.poll() is None
             if alive:
                 proc.send_signal(signal.SIGKILL)
+        elif args.aim == "naming":
+            # The window opens when the ledger notes the batch's names, just before they are
+            # linked, and closes when the batch's rows are recorded.
+            # The kill lands anywhere in it: before, during or after the links.
+            delay = rng.uniform(0, 0.25)
+            alive = kill_when(proc, lambda: noted(ledger) and (time.sleep(delay) or True))
         else:
-            # Both windows open when the destination holds an archive the ledger does not.
+            # Open once the vault holds an archive the ledger does not.
             alive = kill_when(proc, lambda: backend.archive_count() > before)
             delay = 0.0
         landed += alive
@@ -255,6 +277,11 @@ def main():
         shutil.rmtree(restored, ignore_errors=True)
         failed = [name for name, ok in checks.items() if not ok]
         state = "killed" if alive else "finished before the kill"
+        # What the rerun found of the killed run: archives it removed, or completed again.
+        for sign, said in (("removed", "an interrupted run stored without recording"),
+                           ("completed again", "nothing is sent again")):
+            if said in rerun.stderr:
+                state += f" (rerun: {sign})"
         print(f"{step:3}: {state} at {delay:5.2f}s; ledger rows {len(rows)}, archives {archives}, "
               f"left open {len(left)}: {'ok' if not failed else 'FAILED ' + ', '.join(failed)}")
         if failed:
@@ -266,6 +293,104 @@ def main():
     for step, failed, output in failures:
         print(f"--- iteration {step}: {', '.join(failed)}\n{output}")
     sys.exit(1 if failures else 0)
+
+
+class Moto:
+    """moto_server from .venv on a port of 127.0.0.1 it picks itself."""
+
+    def __init__(self):
+        exe = ROOT / ".venv" / "bin" / "moto_server"
+        if not exe.exists():
+            sys.exit(f"{exe} not found: run scripts/test once, which installs moto into .venv")
+        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", "0"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stderr:
+            if "Running on http://127.0.0.1:" in line:
+                self.endpoint = "http://127.0.0.1:" + line.rsplit(":", 1)[1].strip().rstrip("/")
+                break
+        else:
+            sys.exit("moto_server did not start")
+        # Read on, so its request log never fills the pipe.
+        import threading
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def create_bucket(self, name):
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/{name}", method="PUT"))
+
+    def keys(self, bucket):
+        import re
+        with urllib.request.urlopen(f"{self.endpoint}/{bucket}?list-type=2") as reply:
+            return re.findall(r"<Key>([^<]*)</Key>", reply.read().decode())
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def count_rows(ledger, sql):
+    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
+        return db.execute(sql).fetchone()[0]
+
+
+def migrate_drill(work, rng, iterations, files=6):
+    """Six one-part vault archives moved into a new bucket each iteration, the migration killed
+    when the bucket holds the N-th object, then run again: one object and one row each."""
+    vault = Glacier(work)
+    moto = Moto()
+    data = work / "data"
+    data.mkdir(parents=True)
+    for n in range(files):
+        (data / f"file-{n}.bin").write_bytes(rng.randbytes(200_000))
+    vault_config = work / "vault.toml"
+    vault_config.write_text(
+        f'[main]\n{vault.main()}logfile = ""\nledger = "{work / "vault.sqlite3"}"\n\n'
+        f'{vault.section()}\n["{data}"]\nupload_files = true\n')
+    first = run(vault_config)
+    if first.returncode != 0:
+        sys.exit(f"the backup to the vault failed:\n{first.stderr}")
+    failures, landed = [], 0
+    for step in range(1, iterations + 1):
+        bucket = f"drill-{step}"
+        moto.create_bucket(bucket)
+        bucket_ledger = work / f"{bucket}.sqlite3"
+        bucket_config = work / f"{bucket}.toml"
+        bucket_config.write_text(
+            f'[main]\nbackend = "s3"\nlogfile = ""\nledger = "{bucket_ledger}"\n\n'
+            f'[s3]\nbucket = "{bucket}"\nstorage_class = "GLACIER_IR"\n'
+            f'endpoint_url = "{moto.endpoint}"\nregion = "us-east-1"\nforce_path_style = true\n')
+        nth = rng.randint(1, files)
+        command = [str(BIN), "-c", str(vault_config), "--quiet", "migrate", "--to",
+                   str(bucket_config), "--wait"]
+        proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        alive = kill_when(proc, lambda: len(moto.keys(bucket)) >= nth)
+        landed += alive
+        proc.wait()
+        rerun = run(vault_config, "migrate", "--to", str(bucket_config), "--wait")
+        keys = moto.keys(bucket)
+        rows = count_rows(bucket_ledger, "SELECT count(*) FROM uploads")
+        moved = count_rows(work / "vault.sqlite3",
+                           f"SELECT count(*) FROM moved WHERE destination = 's3.{bucket}'")
+        checks = {
+            "rerun": rerun.returncode == 0,
+            "objects": len(keys) == files and not any(k.rsplit(".", 1)[-1].isdigit()
+                                                     for k in keys),
+            "rows": rows == files,
+            "moved": moved == files,
+        }
+        failed = [name for name, ok in checks.items() if not ok]
+        state = f"killed at object {nth}" if alive else "finished before the kill"
+        print(f"{step:3}: migrate {state}; objects {len(keys)}, rows {rows}, moved {moved}: "
+              f"{'ok' if not failed else 'FAILED ' + ', '.join(failed)}")
+        if failed:
+            failures.append((step, failed, rerun.stderr[-2000:]))
+    vault.stop()
+    moto.stop()
+    print(f"migrating: {iterations} iterations, {landed} kills landed mid-run, "
+          f"{len(failures)} with a failed check")
+    for step, failed, output in failures:
+        print(f"--- iteration {step}: {', '.join(failed)}\n{output}")
+    return 1 if failures else 0
 
 
 def restore_drill(config, data, work, rng, iterations):
