@@ -6,16 +6,14 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::{
-    ArchiveMeta, ArchiveRef, Archiver, Encoding, Error as ArchiverError, OnFailure, PutOptions,
-    Resume, TreeHash, UploadEvent,
+    ArchiveMeta, ArchiveRef, Archiver, Encoding, Error as ArchiverError, Resume, TreeHash,
 };
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +25,7 @@ use crate::ledger::{Ledger, LedgerError, PendingUpload, UploadRecord};
 use crate::progress::ItemProgress;
 use crate::resolve::Planned;
 use crate::stream::encoded_parts;
+use crate::upload::{put_journaled, UploadError, UploadJournal};
 
 /// Candidates sent at once when the configuration does not say (`[main] parallel_uploads`).
 /// The count matters for small files, whose time is round trips (16 hide a 100 ms one for a
@@ -249,6 +248,24 @@ pub enum CandidateError {
         /// What the engine sent.
         sent: String,
     },
+}
+
+impl From<UploadError> for CandidateError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Archiver(e) => e.into(),
+            UploadError::Journal(e) => CandidateError::Ledger(e),
+            UploadError::Mismatch {
+                what,
+                reported,
+                sent,
+            } => CandidateError::Mismatch {
+                what,
+                reported,
+                sent,
+            },
+        }
+    }
 }
 
 impl From<ArchiverError> for CandidateError {
@@ -736,6 +753,32 @@ async fn scan_of(candidate: Arc<dyn Candidate>) -> Result<Scan, SourceError> {
         .expect("scan does not panic")
 }
 
+/// A backup's upload journaled in the ledger by its source path (`pending_uploads`,
+/// `pending_parts`), so the next run of the unchanged source resumes it.
+struct PendingJournal<'l, 'a> {
+    ledger: &'l SharedLedger<'a>,
+    /// The row to record when the upload starts; its token is filled in then.
+    pending: PendingUpload,
+}
+
+impl UploadJournal for PendingJournal<'_, '_> {
+    fn started(&mut self, token: &str) -> Result<(), LedgerError> {
+        self.pending.token = token.to_owned();
+        self.ledger.with(|l| l.record_pending(&self.pending))
+    }
+
+    fn part_stored(&mut self, number: u64, receipt: &str) -> Result<(), LedgerError> {
+        let path = &self.pending.path;
+        self.ledger.with(|l| l.record_part(path, number, receipt))
+    }
+
+    fn completing(&mut self, size: u64, tree_hash: TreeHash) -> Result<(), LedgerError> {
+        let path = &self.pending.path;
+        self.ledger
+            .with(|l| l.record_completing(path, size, tree_hash))
+    }
+}
+
 /// Tells the progress display an item is finished when dropped: on every path out of a loop
 /// iteration, and when an upload under way ends or is dropped.
 struct ItemDone(crate::progress::SharedProgress);
@@ -845,8 +888,6 @@ async fn upload(
         Some(pending) => pending.part_size,
         None => archiver.part_size(size_hint),
     };
-    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let completing = resume.as_ref().and_then(|pending| pending.completing);
     let resume = match resume {
         Some(pending) => Some(Resume {
             receipts: ledger.with(|l| l.pending_parts(&path))?,
@@ -854,18 +895,6 @@ async fn upload(
             completing: pending.completing,
         }),
         None => None,
-    };
-    // A resumable backend's uploads are recorded as they go, so a failed one is kept for the
-    // next run to continue; any other failed upload is aborted.
-    let resumable = archiver.capabilities().resumable_uploads;
-    let options = PutOptions {
-        resume,
-        events: resumable.then_some(events_tx),
-        on_failure: if resumable {
-            OnFailure::Keep
-        } else {
-            OnFailure::Abort
-        },
     };
     let started_at = OffsetDateTime::now_utc();
     let meta = ArchiveMeta {
@@ -878,9 +907,6 @@ async fn upload(
         encoding: encoding.clone(),
     };
     let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
-    // The engine keeps its own account of what it sent, to check the backend's answer.
-    let sent = Arc::new(Mutex::new(PartChecker::new("engine", false)));
-    let tally = sent.clone();
     let layered = layers.is_some();
     let (parts, plain_size) = encoded_parts(candidate.clone(), part_bytes, size_hint, layers);
     let plain_so_far = plain_size.clone();
@@ -888,8 +914,6 @@ async fn upload(
     let parts = parts
         .inspect(move |part| {
             if let Ok(part) = part {
-                // The stream is built in order by construction, so this cannot fail.
-                let _ = tally.lock().expect("tally lock").accept(part);
                 // Parts are taken as the backend sends them: the bytes taken are (within the
                 // few parts in flight) the bytes sent. Progress counts the source's bytes, which
                 // the item's total is, not the compressed ones.
@@ -902,37 +926,27 @@ async fn upload(
             }
         })
         .boxed();
-    let stored: ArchiveRef = {
-        let put = archiver.put(&meta, &options, parts);
-        tokio::pin!(put);
-        loop {
-            tokio::select! {
-                result = &mut put => break result?,
-                Some(event) = events_rx.recv() => match event {
-                    UploadEvent::Started(token) => ledger.with(|l| l.record_pending(&PendingUpload {
-                        path: path.clone(),
-                        backend: archiver.name().to_owned(),
-                        token,
-                        part_size,
-                        fingerprint: fingerprint.clone(),
-                        started_at,
-                        completing: None,
-                        encoding: encoding.clone(),
-                        seal: seal.as_ref().map(Seal::to_bytes),
-                    }))?,
-                    UploadEvent::Completing { size, tree_hash, recorded } => {
-                        ledger.with(|l| l.record_completing(&path, size, tree_hash))?;
-                        recorded.done();
-                    }
-                    UploadEvent::PartStored { number, receipt } => {
-                        ledger.with(|l| l.record_part(&path, number, &receipt))?
-                    }
-                },
-            }
-        }
+    // A resumable backend's uploads are journaled as they go, so a failed one is kept for the
+    // next run to continue; any other failed upload is aborted.
+    let mut journal = PendingJournal {
+        ledger,
+        pending: PendingUpload {
+            path: path.clone(),
+            backend: archiver.name().to_owned(),
+            token: String::new(),
+            part_size,
+            fingerprint: fingerprint.clone(),
+            started_at,
+            completing: None,
+            encoding: encoding.clone(),
+            seal: seal.as_ref().map(Seal::to_bytes),
+        },
     };
-    let sent = sent.lock().expect("tally lock");
-    check_stored(&stored, &sent, completing)?;
+    let journal = archiver
+        .capabilities()
+        .resumable_uploads
+        .then_some(&mut journal as &mut dyn UploadJournal);
+    let stored = put_journaled(archiver, &meta, resume, parts, journal).await?;
     Ok(UploadRecord {
         path: meta.source_path,
         name: meta.name,
@@ -948,36 +962,6 @@ async fn upload(
         plain_size: (!meta.encoding.is_plain()).then(|| plain_size.get()),
         encoding: meta.encoding,
     })
-}
-
-/// Checks the backend's account of an archive against the engine's. An archive an earlier run
-/// was completing is checked against what that run recorded as it asked (the size and tree hash
-/// of the bytes it sent), not against this run's stream: compressed and encrypted bytes need
-/// not come out the same twice, and the archive holds the earlier run's.
-fn check_stored(
-    stored: &ArchiveRef,
-    sent: &PartChecker,
-    completing: Option<(u64, TreeHash)>,
-) -> Result<(), CandidateError> {
-    let (size, tree_hash) = match completing {
-        Some(recorded) if recorded == (stored.size, stored.tree_hash) => recorded,
-        _ => (sent.size(), sent.tree_hash()),
-    };
-    if stored.size != size {
-        return Err(CandidateError::Mismatch {
-            what: "size",
-            reported: stored.size.to_string(),
-            sent: size.to_string(),
-        });
-    }
-    if stored.tree_hash != tree_hash {
-        return Err(CandidateError::Mismatch {
-            what: "tree hash",
-            reported: stored.tree_hash.to_hex(),
-            sent: tree_hash.to_hex(),
-        });
-    }
-    Ok(())
 }
 
 /// An error and its causes on one line, each cause once.

@@ -22,6 +22,7 @@ pub mod progress;
 pub mod resolve;
 pub mod restore;
 pub mod stream;
+pub mod upload;
 pub mod verify;
 
 /// A size as shown to people: `512 B`, `1.5 KiB`, `3.0 GiB` (powers of 1024). Exact byte

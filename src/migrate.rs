@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use glacier_backup_archiver::treehash::TreeHashBuilder;
 use glacier_backup_archiver::{
-    ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError, Listing, OnFailure, Part,
-    PartStream, PutOptions, RestoreOptions, Resume, SourceKind, TreeHash, UploadEvent,
+    ArchiveMeta, ArchiveRef, Archiver, Error as ArchiverError, Listing, Part, PartStream,
+    RestoreOptions, Resume, SourceKind, TreeHash,
 };
 use time::OffsetDateTime;
 
@@ -24,6 +24,7 @@ use crate::ledger::{Ledger, LedgerError, Move, MovePart, Moved, SqliteLedger, Up
 use crate::progress::SharedProgress;
 use crate::restore::retrieval::{wait_readable, Wait};
 use crate::restore::RestoreFailure;
+use crate::upload::{put_journaled, UploadError, UploadJournal};
 
 /// How to move archives.
 #[derive(Debug, Clone)]
@@ -392,6 +393,48 @@ async fn copy(
     result
 }
 
+/// A copy's upload journaled in the source's ledger by the archive copied (`moves`,
+/// `move_parts`), each part with the length and tree hash read, so a rerun neither reads nor
+/// sends it again.
+struct CopyJournal<'a> {
+    ledger: &'a mut SqliteLedger,
+    archive_id: &'a str,
+    target: &'a str,
+    part_size: u64,
+    read: Arc<Mutex<HashMap<u64, (u64, TreeHash)>>>,
+}
+
+impl UploadJournal for CopyJournal<'_> {
+    fn started(&mut self, token: &str) -> Result<(), LedgerError> {
+        self.ledger
+            .record_move_started(self.archive_id, self.target, token, self.part_size)
+    }
+
+    fn part_stored(&mut self, number: u64, receipt: &str) -> Result<(), LedgerError> {
+        let Some((size, tree_hash)) = self
+            .read
+            .lock()
+            .expect("parts lock")
+            .get(&(number - 1))
+            .copied()
+        else {
+            return Ok(());
+        };
+        let part = MovePart {
+            number,
+            size,
+            tree_hash,
+            receipt: receipt.to_owned(),
+        };
+        self.ledger.record_move_part(self.archive_id, &part)
+    }
+
+    fn completing(&mut self, size: u64, tree_hash: TreeHash) -> Result<(), LedgerError> {
+        self.ledger
+            .record_move_completing(self.archive_id, size, tree_hash)
+    }
+}
+
 /// One attempt at copying an archive.
 struct Copy {
     source: Arc<dyn Archiver>,
@@ -433,60 +476,29 @@ impl Copy {
                 .collect(),
             completing: m.completing,
         });
-        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
-        let options = PutOptions {
-            resume,
-            events: Some(events),
-            on_failure: OnFailure::Keep,
-        };
         // The length and tree hash of every part read in this attempt, for its receipt.
         let read: Arc<Mutex<HashMap<u64, (u64, TreeHash)>>> = Arc::default();
         let parts = self.parts(held, read.clone());
         let meta = meta_of(row, self.archive.size);
-        let put = destination.put(&meta, &options, parts);
-        tokio::pin!(put);
-        let mut record = |event: UploadEvent| -> Result<(), LedgerError> {
-            match event {
-                UploadEvent::Started(token) => {
-                    ledger.record_move_started(&id, &self.target, &token, self.part_size)
-                }
-                UploadEvent::PartStored { number, receipt } => {
-                    let Some((size, tree_hash)) =
-                        read.lock().expect("parts lock").get(&(number - 1)).copied()
-                    else {
-                        return Ok(());
-                    };
-                    let part = MovePart {
-                        number,
-                        size,
-                        tree_hash,
-                        receipt,
-                    };
-                    ledger.record_move_part(&id, &part)
-                }
-                UploadEvent::Completing {
-                    size,
-                    tree_hash,
-                    recorded,
-                } => {
-                    ledger.record_move_completing(&id, size, tree_hash)?;
-                    recorded.done();
-                    Ok(())
-                }
-            }
+        let mut journal = CopyJournal {
+            ledger,
+            archive_id: &id,
+            target: &self.target,
+            part_size: self.part_size,
+            read,
         };
-        let result = loop {
-            tokio::select! {
-                biased;
-                Some(event) = received.recv() => record(event)?,
-                result = &mut put => break result,
-            }
-        };
-        // What was reported while the upload ended is kept too, for the next run.
-        while let Ok(event) = received.try_recv() {
-            record(event)?;
-        }
-        let stored = result?;
+        let stored = put_journaled(destination, &meta, resume, parts, Some(&mut journal))
+            .await
+            .map_err(|e| match e {
+                UploadError::Archiver(e) => MoveFailure::Archiver(e),
+                UploadError::Journal(e) => MoveFailure::Ledger(e),
+                UploadError::Mismatch { .. } => MoveFailure::Archiver(ArchiverError::Remote {
+                    backend: destination.name(),
+                    message: e.to_string(),
+                    temporary: false,
+                    source: None,
+                }),
+            })?;
         if stored.size != self.archive.size || stored.tree_hash != self.archive.tree_hash {
             return Err(MoveFailure::CopyMismatch {
                 key: stored.archive_id,
