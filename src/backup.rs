@@ -27,11 +27,7 @@ use crate::resolve::Planned;
 use crate::stream::encoded_parts;
 use crate::upload::{put_journaled, UploadError, UploadJournal};
 
-/// Candidates sent at once when the configuration does not say (`[main] parallel_uploads`).
-/// The count matters for small files, whose time is round trips (16 hide a 100 ms one for a
-/// few hundred files a second); larger ones are held to the backend's memory budget, which is
-/// what its uplink carries anyway.
-pub const DEFAULT_PARALLEL_UPLOADS: usize = 16;
+pub use crate::config::DEFAULT_PARALLEL_UPLOADS;
 
 /// A backend that defers durability to [`Archiver::sync`] gets its rows committed after this
 /// many archives or this long, whichever comes first: what a crash can cost is a batch of

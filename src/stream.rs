@@ -27,8 +27,7 @@ const HASHING: usize = 1;
 /// Bytes asked of the file in one read.
 const READ_SIZE: usize = 1 << 20;
 
-/// Smallest part buffer allocated: a page.
-pub(crate) const MIN_BUFFER: usize = 4096;
+pub(crate) use crate::codec::MIN_BUFFER;
 
 /// Streams `candidate`'s archive as parts of `part_size` bytes (the last may be shorter; an
 /// empty archive is one empty part). `size_hint` is the expected archive size: a small archive

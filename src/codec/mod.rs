@@ -23,6 +23,9 @@ pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
 /// The zstd level when `[archive] level` is not set.
 pub const DEFAULT_LEVEL: i32 = 3;
 
+/// Smallest buffer allocated for an archive's bytes (a part, a read): a page.
+pub(crate) const MIN_BUFFER: usize = 4096;
+
 /// Bytes taken from a source file per read when a stage sits between it and the parts.
 const READ_SIZE: usize = 256 << 10;
 
@@ -184,7 +187,7 @@ impl<W: Write> EncodingSink<W> {
         };
         let scratch = usize::try_from(layers.size_hint)
             .unwrap_or(READ_SIZE)
-            .clamp(crate::stream::MIN_BUFFER, READ_SIZE);
+            .clamp(MIN_BUFFER, READ_SIZE);
         Ok(EncodingSink {
             stage,
             plain_size,

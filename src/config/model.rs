@@ -8,6 +8,12 @@ use glacier_backup_archiver::settings::{closest, Section, SettingsError};
 /// Backend used when `[main] backend` is not set: vaults, as the Python tool did.
 pub const DEFAULT_BACKEND: &str = "glacier";
 
+/// Candidates sent at once when the configuration does not say (`[main] parallel_uploads`).
+/// The count matters for small files, whose time is round trips (16 hide a 100 ms one for a
+/// few hundred files a second); larger ones are held to the backend's memory budget, which is
+/// what its uplink carries anyway.
+pub const DEFAULT_PARALLEL_UPLOADS: usize = 16;
+
 /// Section names that are not paths: `[main]`, `[prices]`, `[archive]`, `[encryption]` and one
 /// per backend.
 pub fn reserved_sections() -> Vec<&'static str> {
@@ -127,7 +133,7 @@ impl Config {
             account_id: None,
             logfile: LogFile::Default,
             ledger: None,
-            parallel_uploads: crate::backup::DEFAULT_PARALLEL_UPLOADS,
+            parallel_uploads: DEFAULT_PARALLEL_UPLOADS,
             backend_sections: BTreeMap::new(),
             paths: Vec::new(),
             prices: crate::costs::Prices::builtin(),

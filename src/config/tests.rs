@@ -209,7 +209,7 @@ fn non_utf8_files_are_rejected_with_a_line() {
 fn parallel_uploads_defaults_and_must_be_a_sane_count() {
     assert_eq!(
         ini("[main]\nvault_name=v\n").unwrap().parallel_uploads,
-        crate::backup::DEFAULT_PARALLEL_UPLOADS
+        super::DEFAULT_PARALLEL_UPLOADS
     );
     assert_eq!(
         toml("[main]\nparallel_uploads = 3\n")
