@@ -11,9 +11,9 @@ use glacier_backup::migrate::{
 };
 use glacier_backup::{display_size, shown};
 
-use super::restore::{archive_json, expected_wait};
-use super::{command_line_path, print_json, Fatal, Outcome, Session};
+use super::{archive_json, command_line_path, print_json, Fatal, Outcome, Session};
 use crate::cli::{Cli, MigrateArgs};
+use glacier_backup::restore::expected_wait;
 
 pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<Outcome, Fatal> {
     let source = Session::open(config)?;

@@ -337,3 +337,24 @@ pub fn set_path_json(object: &mut serde_json::Value, key: &str, path: &Path) {
             .into();
     }
 }
+
+/// One archive's entry in a `--json` document (restore, migrate): its path, id, size and
+/// outcome, with `details` added.
+pub(crate) fn archive_json(
+    row: &glacier_backup::ledger::UploadRecord,
+    outcome: &str,
+    details: serde_json::Value,
+) -> serde_json::Value {
+    let mut entry = with_path(
+        &row.path,
+        serde_json::json!({
+            "archive_id": row.archive_id,
+            "size": row.size,
+            "outcome": outcome,
+        }),
+    );
+    if let (Some(entry), serde_json::Value::Object(details)) = (entry.as_object_mut(), details) {
+        entry.extend(details);
+    }
+    entry
+}

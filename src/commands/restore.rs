@@ -1,15 +1,14 @@
 //! `restore`: plan, request retrievals, download and put back.
 
-use glacier_backup::archiver::{Archiver, RestoreOptions, RestoreTier};
+use glacier_backup::archiver::{Archiver, RestoreOptions};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, Retrieval, UploadRecord};
 use glacier_backup::restore::{
-    request_retrieval, restore_one, select, Destination, Outcome as Restored, RestoreFailure,
-    RestoreRequest,
+    expected_wait, restore_all, select, whole, Destination, Outcome as Restored, RestoreRequest,
 };
 use glacier_backup::shown;
 
-use super::{command_line_path, print_json, with_path, Fatal, Outcome, Session};
+use super::{archive_json, command_line_path, print_json, Fatal, Outcome, Session};
 use crate::cli::{Cli, RestoreArgs};
 
 /// The identities for encrypted archives: `--identity`, else `[encryption] identity_file`.
@@ -84,17 +83,6 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
         identities: None,
         trust_destination: args.trust_destination,
     })
-}
-
-pub(super) fn expected_wait(archiver: &dyn Archiver, tier: RestoreTier) -> &'static str {
-    if !archiver.capabilities().needs_restore {
-        return "none";
-    }
-    match tier {
-        RestoreTier::Expedited => "1-5 minutes",
-        RestoreTier::Standard => "3-5 hours (up to 12 for DEEP_ARCHIVE)",
-        RestoreTier::Bulk => "5-12 hours (up to 48 for DEEP_ARCHIVE)",
-    }
 }
 
 /// Each row's retrieval recorded by an earlier run, if any.
@@ -292,8 +280,8 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         }
         return Ok(Outcome::Success);
     }
-    let tally = tokio::select! {
-        tally = restore_all(archiver.as_ref(), &mut ledger, &rows, &request) => tally?,
+    let report = tokio::select! {
+        report = restore_all(archiver.as_ref(), &mut ledger, &rows, &request) => report?,
         stop = super::stop_requested() => {
             return super::stopped(
                 cli.json,
@@ -303,13 +291,13 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
             );
         }
     };
-    let Tally {
-        restored,
-        pending,
-        mut failed,
-        mut archives,
-    } = tally;
-    failed += gone.len();
+    let (restored, pending) = (report.restored(), report.pending());
+    let failed = report.failed() + gone.len();
+    let mut archives: Vec<_> = report
+        .archives
+        .iter()
+        .map(|(row, outcome)| outcome_json(row, outcome))
+        .collect();
     for (row, moved) in &gone {
         let error = format!(
             "moved to {} (key {}) and deleted here",
@@ -339,121 +327,31 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     })
 }
 
-/// How many archives were restored, are still being retrieved, or failed, and each one's
-/// outcome for `--json`.
-struct Tally {
-    restored: usize,
-    pending: usize,
-    failed: usize,
-    archives: Vec<serde_json::Value>,
-}
-
-/// One archive's entry in the `--json` document.
-pub(super) fn archive_json(
-    row: &UploadRecord,
-    outcome: &str,
-    details: serde_json::Value,
-) -> serde_json::Value {
-    let mut entry = with_path(
-        &row.path,
-        serde_json::json!({
-            "archive_id": row.archive_id,
-            "size": row.size,
-            "outcome": outcome,
-        }),
-    );
-    if let (Some(entry), serde_json::Value::Object(details)) = (entry.as_object_mut(), details) {
-        entry.extend(details);
-    }
-    entry
-}
-
-async fn restore_all(
-    archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
-    rows: &[UploadRecord],
-    request: &RestoreRequest,
-) -> Result<Tally, Fatal> {
-    let (mut failed, mut pending, mut restored) = (0, 0, 0);
-    let mut archives = Vec::new();
-    // Every retrieval is asked for before waiting on any, so they are prepared side by side.
-    let mut ready_to_try = Vec::new();
-    for row in rows {
-        match request_retrieval(archiver, ledger, row, request).await {
-            Ok(state) => ready_to_try.push((row, state)),
-            // A ledger that fails stops the restore, as it stops a backup.
-            Err(RestoreFailure::Ledger(e)) => return Err(e.into()),
-            Err(message) => {
-                failed += 1;
-                tracing::error!("{}: {message}", shown(&row.path));
-                let error = serde_json::json!({ "error": message.to_string() });
-                archives.push(archive_json(row, "failed", error));
-            }
+/// One archive's entry in the `--json` document, from its outcome.
+fn outcome_json(row: &UploadRecord, outcome: &Restored) -> serde_json::Value {
+    match outcome {
+        Restored::Restored {
+            path,
+            rejected,
+            kept,
+        } => {
+            let mut details = serde_json::json!({
+                "rejected_entries": rejected,
+                "kept_newer": kept,
+            });
+            super::set_path_json(&mut details, "to", path);
+            let outcome = match (*rejected > 0, whole(row, outcome)) {
+                (true, _) => "failed",
+                (false, true) => "restored",
+                (false, false) => "kept_newer",
+            };
+            archive_json(row, outcome, details)
         }
+        Restored::Pending => archive_json(row, "pending", serde_json::json!({})),
+        Restored::Failed(failure) => archive_json(
+            row,
+            "failed",
+            serde_json::json!({ "error": failure.to_string() }),
+        ),
     }
-    let progress = glacier_backup::progress::or_none(&request.progress);
-    progress.batch(ready_to_try.len());
-    for (row, state) in ready_to_try {
-        let outcome = restore_one(archiver, ledger, row, request, Some(state)).await;
-        progress.item_done();
-        match outcome {
-            Restored::Restored {
-                path,
-                rejected,
-                kept,
-            } => {
-                let whole =
-                    kept == 0 || row.kind == Some(glacier_backup::archiver::SourceKind::Directory);
-                if whole {
-                    restored += 1;
-                    tracing::info!("restored {} to {}", shown(&row.path), shown(&path));
-                }
-                let mut details = serde_json::json!({
-                    "rejected_entries": rejected,
-                    "kept_newer": kept,
-                });
-                super::set_path_json(&mut details, "to", &path);
-                let outcome = match (rejected > 0, whole) {
-                    (true, _) => "failed",
-                    (false, true) => "restored",
-                    (false, false) => "kept_newer",
-                };
-                archives.push(archive_json(row, outcome, details));
-                if rejected > 0 {
-                    tracing::warn!(
-                        "{rejected} unsafe archive entries were not restored (see above)"
-                    );
-                    failed += 1;
-                }
-                if kept > 0 {
-                    tracing::info!(
-                        "{kept} existing newer entries kept (use --force to replace them)"
-                    );
-                }
-            }
-            Restored::Pending => {
-                pending += 1;
-                archives.push(archive_json(row, "pending", serde_json::json!({})));
-                tracing::info!(
-                    "{}: retrieval in progress, usually ready {} after the request; run the \
-                     same command again then (or add --wait)",
-                    shown(&row.path),
-                    expected_wait(archiver, request.options.tier)
-                );
-            }
-            Restored::Failed(RestoreFailure::Ledger(e)) => return Err(e.into()),
-            Restored::Failed(message) => {
-                failed += 1;
-                tracing::error!("{}: {message}", shown(&row.path));
-                let error = serde_json::json!({ "error": message.to_string() });
-                archives.push(archive_json(row, "failed", error));
-            }
-        }
-    }
-    Ok(Tally {
-        restored,
-        pending,
-        failed,
-        archives,
-    })
 }

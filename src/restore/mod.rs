@@ -95,6 +95,7 @@ pub mod extract;
 mod failure;
 mod place;
 pub(crate) mod retrieval;
+mod run;
 mod select;
 
 use download::{download, Checked};
@@ -102,6 +103,7 @@ pub use failure::RestoreFailure;
 pub use place::is_root;
 use place::{final_name, place};
 use retrieval::{ask, readable};
+pub use run::{expected_wait, restore_all, whole, RestoreReport};
 pub use select::{parse_time, select};
 
 fn archive_ref(row: &UploadRecord) -> Result<ArchiveRef, RestoreFailure> {
