@@ -3,11 +3,91 @@
 
 use std::collections::{HashMap, HashSet};
 
-use glacier_backup_archiver::{ListedArchive, Listing};
+use glacier_backup_archiver::{
+    Archiver, Error as ArchiverError, InventoryState, ListedArchive, Listing,
+};
 use time::OffsetDateTime;
 
 use crate::candidate::archive_name;
-use crate::ledger::{Ledger, LedgerError, UploadRecord};
+use crate::ledger::{Ledger, LedgerError, Retrieval, UploadRecord};
+
+/// What asking the destination for its inventory gave.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The listing.
+    Ready(Listing),
+    /// A job is under way (recorded in the ledger); a later run picks it up.
+    Pending {
+        /// The job.
+        request_id: String,
+    },
+}
+
+/// Why no inventory could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// A dry run of a job-based backend with no inventory fetched before.
+    #[error(
+        "no inventory of this vault was fetched yet, and a dry run does not start an inventory \
+         job: run `glacier-backup inventory` without -d"
+    )]
+    NoneYet,
+    /// The destination failed.
+    #[error(transparent)]
+    Archiver(#[from] ArchiverError),
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// The destination's inventory: at once from a listable backend, else through a job (recorded
+/// in the ledger, never asked twice, picked up by later runs), polled until `wait` runs out.
+/// A dry run starts no job: it gives the last inventory the ledger kept.
+pub async fn fetch(
+    archiver: &dyn Archiver,
+    ledger: &mut dyn Ledger,
+    dry_run: bool,
+    wait: Option<std::time::Duration>,
+    progress: &crate::progress::SharedProgress,
+) -> Result<Fetched, FetchError> {
+    let known = ledger.retrieval(None)?.and_then(|r| r.request_id);
+    if dry_run && !archiver.capabilities().listable {
+        return ledger
+            .last_inventory()?
+            .map(Fetched::Ready)
+            .ok_or(FetchError::NoneYet);
+    }
+    let request_id = match archiver.inventory(known.as_deref()).await? {
+        InventoryState::Ready(listing) => return Ok(Fetched::Ready(listing)),
+        InventoryState::Pending { request_id } => request_id,
+    };
+    if known.as_deref() != Some(request_id.as_str()) && !dry_run {
+        ledger.record_retrieval(&Retrieval {
+            archive_id: None,
+            request_id: Some(request_id.clone()),
+            tier: "standard".into(),
+            requested_at: OffsetDateTime::now_utc(),
+        })?;
+    }
+    tracing::info!(
+        "inventory job {request_id} is under way (a vault inventory takes about 4 hours)"
+    );
+    if let Some(limit) = wait {
+        let what = format!("inventory job {request_id} under way");
+        let report = |pause| progress.waiting(&what, pause);
+        let ready = crate::poll::with_backoff(limit, report, || async {
+            match archiver.inventory(Some(&request_id)).await? {
+                InventoryState::Ready(listing) => Ok::<_, ArchiverError>(Some(listing)),
+                InventoryState::Pending { .. } => Ok(None),
+            }
+        })
+        .await?;
+        if let Some(listing) = ready {
+            return Ok(Fetched::Ready(listing));
+        }
+    }
+    Ok(Fetched::Pending { request_id })
+}
 
 /// The ledger and an inventory side by side.
 #[derive(Debug, Default, Clone)]

@@ -3,77 +3,16 @@
 
 use std::io::Write;
 
-use glacier_backup::archiver::{Archiver, InventoryState, ListedArchive, Listing};
+use glacier_backup::archiver::{ListedArchive, Listing};
 use glacier_backup::config::Config;
 use glacier_backup::inventory::{rebuild, reconcile_ledger, Rebuilt, Reconciliation};
-use glacier_backup::ledger::{Ledger, Retrieval, SqliteLedger, UploadRecord};
+use glacier_backup::ledger::{Ledger, UploadRecord};
 use glacier_backup::{display_size, display_time};
 
 use glacier_backup::shown;
 
-use super::{Fatal, Outcome, Session};
+use super::{fetch_inventory, Fatal, Outcome, Session};
 use crate::cli::{Cli, InventoryArgs};
-
-/// The destination's inventory: at once from a listable backend, else through a job (recorded
-/// in the ledger, picked up by later runs, waited for with `--wait`). `None` while the job runs.
-pub(super) async fn fetch(
-    cli: &Cli,
-    wait: Option<std::time::Duration>,
-    archiver: &dyn Archiver,
-    ledger: &mut SqliteLedger,
-) -> Result<Option<Listing>, Fatal> {
-    let known = ledger.retrieval(None)?.and_then(|r| r.request_id);
-    if cli.dryrun && !archiver.capabilities().listable {
-        // A dry run starts no job: it shows what the last fetched inventory says.
-        return match ledger.last_inventory()? {
-            Some(listing) => Ok(Some(listing)),
-            None => Err(Fatal::Failure(anyhow::anyhow!(
-                "no inventory of this vault was fetched yet, and a dry run does not start \
-                 an inventory job: run `glacier-backup inventory` without -d"
-            ))),
-        };
-    }
-    let request_id = match archiver.inventory(known.as_deref()).await? {
-        InventoryState::Ready(listing) => return Ok(Some(listing)),
-        InventoryState::Pending { request_id } => request_id,
-    };
-    if known.as_deref() != Some(request_id.as_str()) && !cli.dryrun {
-        ledger.record_retrieval(&Retrieval {
-            archive_id: None,
-            request_id: Some(request_id.clone()),
-            tier: "standard".into(),
-            requested_at: time::OffsetDateTime::now_utc(),
-        })?;
-    }
-    tracing::info!(
-        "inventory job {request_id} is under way (a vault inventory takes about 4 hours)"
-    );
-    if let Some(limit) = wait {
-        let progress = glacier_backup::progress::or_none(&crate::progress_view::shared(
-            cli.progress,
-            cli.quiet,
-        ));
-        let what = format!("inventory job {request_id} under way");
-        let report = |pause| progress.waiting(&what, pause);
-        let ready = glacier_backup::poll::with_backoff(limit, report, || async {
-            match archiver.inventory(Some(&request_id)).await? {
-                InventoryState::Ready(listing) => {
-                    Ok::<_, glacier_backup::archiver::Error>(Some(listing))
-                }
-                InventoryState::Pending { .. } => Ok(None),
-            }
-        })
-        .await?;
-        if ready.is_some() {
-            return Ok(ready);
-        }
-    }
-    tracing::info!("run `glacier-backup inventory` again later (or add --wait)");
-    if cli.json {
-        super::print_json(&serde_json::json!({ "pending": true, "request_id": request_id }))?;
-    }
-    Ok(None)
-}
 
 pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Result<Outcome, Fatal> {
     let session = Session::open(config)?;
@@ -82,7 +21,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     let wait = args
         .wait
         .then(|| std::time::Duration::from_secs(args.timeout));
-    let Some(listing) = fetch(cli, wait, archiver.as_ref(), &mut ledger).await? else {
+    let Some(listing) = fetch_inventory(cli, wait, archiver.as_ref(), &mut ledger).await? else {
         return Ok(Outcome::Pending);
     };
     // Taken only now: the wait above may be long, and rows are added only below.

@@ -57,7 +57,7 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
             .wait
             .then(|| std::time::Duration::from_secs(args.timeout));
         let inventory =
-            super::inventory::fetch(cli, wait, source.archiver.as_ref(), &mut source_ledger);
+            super::fetch_inventory(cli, wait, source.archiver.as_ref(), &mut source_ledger);
         let Some(listing) = inventory.await? else {
             return Ok(Outcome::Pending);
         };

@@ -358,3 +358,30 @@ pub(crate) fn archive_json(
     }
     entry
 }
+
+/// The destination's inventory for `inventory` and `migrate --all` (see
+/// [`glacier_backup::inventory::fetch`]); `None` while its job runs, said on stderr (and as a
+/// `--json` document).
+pub(crate) async fn fetch_inventory(
+    cli: &crate::cli::Cli,
+    wait: Option<std::time::Duration>,
+    archiver: &dyn glacier_backup::archiver::Archiver,
+    ledger: &mut SqliteLedger,
+) -> Result<Option<glacier_backup::archiver::Listing>, Fatal> {
+    use glacier_backup::inventory::{fetch, FetchError, Fetched};
+    let progress =
+        glacier_backup::progress::or_none(&crate::progress_view::shared(cli.progress, cli.quiet));
+    match fetch(archiver, ledger, cli.dryrun, wait, &progress).await {
+        Ok(Fetched::Ready(listing)) => Ok(Some(listing)),
+        Ok(Fetched::Pending { request_id }) => {
+            tracing::info!("run `glacier-backup inventory` again later (or add --wait)");
+            if cli.json {
+                print_json(&serde_json::json!({ "pending": true, "request_id": request_id }))?;
+            }
+            Ok(None)
+        }
+        Err(FetchError::Archiver(e)) => Err(e.into()),
+        Err(FetchError::Ledger(e)) => Err(e.into()),
+        Err(e @ FetchError::NoneYet) => Err(Fatal::Failure(e.into())),
+    }
+}
