@@ -157,11 +157,15 @@ def mutate(data, rng, step):
         small.write_text(f"{small.name} at step {step}\n")
 
 
-def kill_when(proc, opened, timeout=120):
-    """SIGKILLs `proc` as soon as `opened()` holds; False if it ended (or timed out) first."""
+def kill_when(proc, opened, after=0.0, timeout=120):
+    """SIGKILLs `proc` `after` seconds once `opened()` holds; False if it ended (or timed out)
+    first."""
     deadline = time.perf_counter() + timeout
     while proc.poll() is None and time.perf_counter() < deadline:
         if opened():
+            time.sleep(after)
+            if proc.poll() is not None:
+                return False
             proc.send_signal(signal.SIGKILL)
             return True
     if proc.poll() is None:
@@ -248,7 +252,7 @@ def main():
             # linked, and closes when the batch's rows are recorded.
             # The kill lands anywhere in it: before, during or after the links.
             delay = rng.uniform(0, 0.25)
-            alive = kill_when(proc, lambda: noted(ledger) and (time.sleep(delay) or True))
+            alive = kill_when(proc, lambda: noted(ledger), after=delay)
         else:
             # Open once the vault holds an archive the ledger does not.
             alive = kill_when(proc, lambda: backend.archive_count() > before)

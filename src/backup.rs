@@ -235,15 +235,8 @@ pub enum CandidateError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// The backend's account of the archive differs from what was sent.
-    #[error("the backend reports {what} {reported} but {sent} was sent; nothing was recorded")]
-    Mismatch {
-        /// `size` or `tree hash`.
-        what: &'static str,
-        /// What the backend said.
-        reported: String,
-        /// What the engine sent.
-        sent: String,
-    },
+    #[error(transparent)]
+    Mismatch(crate::upload::Mismatch),
 }
 
 impl From<UploadError> for CandidateError {
@@ -251,15 +244,7 @@ impl From<UploadError> for CandidateError {
         match e {
             UploadError::Archiver(e) => e.into(),
             UploadError::Journal(e) => CandidateError::Ledger(e),
-            UploadError::Mismatch {
-                what,
-                reported,
-                sent,
-            } => CandidateError::Mismatch {
-                what,
-                reported,
-                sent,
-            },
+            UploadError::Mismatch(mismatch) => CandidateError::Mismatch(mismatch),
         }
     }
 }

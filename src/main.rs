@@ -117,31 +117,33 @@ fn keygen(output: Option<&Path>, json: bool) -> ExitCode {
                 true => path.to_path_buf(),
                 false => glacier_backup::codec::keys::authentication_key_path(path),
             });
-            fail(
-                &anyhow::anyhow!(
-                    "{} exists; keygen never replaces a file (it may be the only key to your \
-                     backups): choose another name",
-                    existing
-                        .as_deref()
-                        .map(glacier_backup::shown)
-                        .unwrap_or_default()
-                ),
-                2,
-                json,
-            )
+            refuse_to_replace(existing.as_deref(), json)
         }
         Err(e) => {
-            let code = match e.kind() {
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => 2,
-                _ => 1,
-            };
             let target = output.map_or_else(|| "stdout".to_owned(), glacier_backup::shown);
-            fail(
-                &anyhow::anyhow!("cannot write the identity to {target}: {e}"),
-                code,
-                json,
-            )
+            let error = anyhow::anyhow!("cannot write the identity to {target}: {e}");
+            fail(&error, key_file_exit_code(&e), json)
         }
+    }
+}
+
+/// A key keygen would have written over `existing`: never done, whatever it is.
+fn refuse_to_replace(existing: Option<&Path>, json: bool) -> ExitCode {
+    let error = anyhow::anyhow!(
+        "{} exists; keygen never replaces a file (it may be the only key to your backups): \
+         choose another name",
+        existing.map(glacier_backup::shown).unwrap_or_default()
+    );
+    fail(&error, 2, json)
+}
+
+/// A key file keygen could not read or write: 2 when the path or the file is the user's to
+/// fix, 1 when the system failed.
+fn key_file_exit_code(error: &std::io::Error) -> u8 {
+    use std::io::ErrorKind::*;
+    match error.kind() {
+        PermissionDenied | NotFound | InvalidInput | InvalidData | NotADirectory => 2,
+        _ => 1,
     }
 }
 
@@ -167,22 +169,13 @@ fn authentication_key(identity: &Path, output: Option<&Path>, json: bool) -> Exi
             }
             ExitCode::SUCCESS
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => refuse_to_replace(output, json),
         Err(e) => {
-            let code = match e.kind() {
-                std::io::ErrorKind::Other | std::io::ErrorKind::Interrupted => 1,
-                _ => 2,
-            };
-            let what = match e.kind() {
-                std::io::ErrorKind::AlreadyExists => format!(
-                    "{} exists; keygen never replaces a file: choose another name",
-                    output.map(glacier_backup::shown).unwrap_or_default()
-                ),
-                _ => format!(
-                    "cannot make the authentication key of {}: {e}",
-                    glacier_backup::shown(identity)
-                ),
-            };
-            fail(&anyhow::anyhow!(what), code, json)
+            let error = anyhow::anyhow!(
+                "cannot make the authentication key of {}: {e}",
+                glacier_backup::shown(identity)
+            );
+            fail(&error, key_file_exit_code(&e), json)
         }
     }
 }

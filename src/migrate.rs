@@ -70,6 +70,9 @@ pub enum MoveFailure {
     /// A ledger could not be written.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The destination's account of the copy differs from what was sent to it.
+    #[error(transparent)]
+    Upload(crate::upload::Mismatch),
     /// The destination's copy is not what the source holds, so the source's was kept.
     #[error(
         "the copy at {key} does not match the archive (size {size} vs {expected_size}, tree \
@@ -492,12 +495,7 @@ impl Copy {
             .map_err(|e| match e {
                 UploadError::Archiver(e) => MoveFailure::Archiver(e),
                 UploadError::Journal(e) => MoveFailure::Ledger(e),
-                UploadError::Mismatch { .. } => MoveFailure::Archiver(ArchiverError::Remote {
-                    backend: destination.name(),
-                    message: e.to_string(),
-                    temporary: false,
-                    source: None,
-                }),
+                UploadError::Mismatch(mismatch) => MoveFailure::Upload(mismatch),
             })?;
         if stored.size != self.archive.size || stored.tree_hash != self.archive.tree_hash {
             return Err(MoveFailure::CopyMismatch {

@@ -39,15 +39,20 @@ pub enum UploadError {
     #[error(transparent)]
     Journal(LedgerError),
     /// The backend's account of the archive differs from what was sent.
-    #[error("the backend reports {what} {reported} but {sent} was sent; nothing was recorded")]
-    Mismatch {
-        /// `size` or `tree hash`.
-        what: &'static str,
-        /// What the backend said.
-        reported: String,
-        /// What was sent.
-        sent: String,
-    },
+    #[error(transparent)]
+    Mismatch(Mismatch),
+}
+
+/// The backend's account of an archive differs from what was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend reports {what} {reported} but {sent} was sent; nothing was recorded")]
+pub struct Mismatch {
+    /// `size` or `tree hash`.
+    pub what: &'static str,
+    /// What the backend said.
+    pub reported: String,
+    /// What was sent.
+    pub sent: String,
 }
 
 /// Stores `parts` as the archive `meta` through `archiver`, continuing `resume`. With a
@@ -135,18 +140,18 @@ fn check_stored(
         _ => (sent.size(), sent.tree_hash()),
     };
     if stored.size != size {
-        return Err(UploadError::Mismatch {
+        return Err(UploadError::Mismatch(Mismatch {
             what: "size",
             reported: stored.size.to_string(),
             sent: size.to_string(),
-        });
+        }));
     }
     if stored.tree_hash != tree_hash {
-        return Err(UploadError::Mismatch {
+        return Err(UploadError::Mismatch(Mismatch {
             what: "tree hash",
             reported: stored.tree_hash.to_hex(),
             sent: tree_hash.to_hex(),
-        });
+        }));
     }
     Ok(())
 }

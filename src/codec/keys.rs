@@ -16,6 +16,11 @@ pub const MAX_KEY_FILE_BYTES: u64 = 16 << 20;
 /// checked by the handle opened, so it cannot be swapped between the check and the read. A
 /// file over [`MAX_KEY_FILE_BYTES`] is refused rather than cut short.
 pub fn read_key_file(path: &Path) -> io::Result<String> {
+    read_key_file_and_mode(path).map(|(text, _)| text)
+}
+
+/// [`read_key_file`], with the mode of the file read (from the handle read).
+fn read_key_file_and_mode(path: &Path) -> io::Result<(String, u32)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
@@ -44,7 +49,7 @@ pub fn read_key_file(path: &Path) -> io::Result<String> {
     if text.len() as u64 > MAX_KEY_FILE_BYTES {
         return Err(too_large());
     }
-    Ok(text)
+    Ok((text, meta.permissions().mode()))
 }
 
 /// Parses one X25519 recipient (`age1...`); the error says what was wrong with it, and never
@@ -138,11 +143,7 @@ impl Identities {
             path: shown(path),
             source,
         };
-        let text = read_key_file(path).map_err(read_error)?;
-        let mode = std::fs::metadata(path)
-            .map_err(read_error)?
-            .permissions()
-            .mode();
+        let (text, mode) = read_key_file_and_mode(path).map_err(read_error)?;
         if mode & 0o077 != 0 {
             tracing::warn!(
                 "identity file {} can be read by other users (mode {:o}); make it private: \
@@ -217,12 +218,12 @@ impl Identities {
     pub fn authenticate(&self, stored: impl io::Read) -> Result<bool, super::DecodeError> {
         let witness = Witness {
             identities: self,
-            proven: std::sync::atomic::AtomicBool::new(false),
+            proven: std::cell::Cell::new(false),
         };
         let decryptor = age::Decryptor::new_buffered(io::BufReader::new(stored))
             .map_err(|e| super::DecodeError::Header(e.to_string()))?;
         match decryptor.decrypt(std::iter::once(&witness as &dyn age::Identity)) {
-            Ok(_) => Ok(witness.proven.load(std::sync::atomic::Ordering::Acquire)),
+            Ok(_) => Ok(witness.proven.get()),
             Err(age::DecryptError::NoMatchingKeys) => Err(super::DecodeError::WrongIdentity {
                 file: self.file(),
                 recipients: Vec::new(),
@@ -243,7 +244,7 @@ impl Identities {
 /// authentication stanza of one of their keys for that file key.
 struct Witness<'a> {
     identities: &'a Identities,
-    proven: std::sync::atomic::AtomicBool,
+    proven: std::cell::Cell<bool>,
 }
 
 impl age::Identity for Witness<'_> {
@@ -268,8 +269,7 @@ impl age::Identity for Witness<'_> {
                 .authentication
                 .iter()
                 .any(|auth| auth.signed(stanzas, key));
-            self.proven
-                .store(proven, std::sync::atomic::Ordering::Release);
+            self.proven.set(proven);
         }
         Some(file_key)
     }

@@ -60,11 +60,14 @@ pub async fn verify(
         // Archives `migrate --delete-source` deleted are expected to be gone.
         let here = super::split_moved_away(&ledger, rows.clone())?.here;
         findings.extend(check_remote(&here, &listing));
-        if read {
-            announce_reading(config, archiver.as_ref(), &here);
-            findings.extend(check_by_reading(archiver.as_ref(), &here).await);
-        } else if archiver.local_directory().is_none() {
-            tracing::info!("{}", unread_note(archiver.as_ref()));
+        match (read, archiver.local_directory().is_some()) {
+            // A local directory's inventory (above) already read back and re-hashed each one.
+            (_, true) => {}
+            (true, false) => {
+                announce_reading(config, archiver.as_ref(), &here);
+                findings.extend(check_by_reading(archiver.as_ref(), &here).await);
+            }
+            (false, false) => tracing::info!("{}", unread_note(archiver.as_ref())),
         }
     }
     for finding in &findings {
@@ -109,8 +112,8 @@ fn unread_note(archiver: &dyn glacier_backup::archiver::Archiver) -> String {
     }
 }
 
-/// Says what reading every archive back costs before it starts: nothing from a local
-/// directory, data transfer out (and GLACIER_IR's per-GB read) from S3.
+/// Says what reading every archive back from a cloud destination costs before it starts:
+/// data transfer out, and GLACIER_IR's per-GB read.
 fn announce_reading(
     config: &Config,
     archiver: &dyn glacier_backup::archiver::Archiver,
@@ -118,33 +121,22 @@ fn announce_reading(
 ) {
     use glacier_backup::costs::{dollars, PriceClass};
     let bytes: u64 = rows.iter().filter_map(|r| r.size).sum();
-    let size = glacier_backup::display_size(bytes);
-    let cost = if archiver.local_directory().is_some() {
-        None
-    } else {
-        let class = archiver.storage_class().as_deref().and_then(PriceClass::of);
-        match class.and_then(|class| {
-            config.prices.retrieval(
-                class,
-                glacier_backup::archiver::RestoreTier::Standard,
-                rows.len() as u64,
-                bytes,
-            )
-        }) {
-            Some(estimate) => Some(estimate.total()),
-            None => Some(config.prices.transfer_out(bytes)),
-        }
-    };
-    match cost {
-        Some(cost) => tracing::info!(
-            "reading {} archive(s) back ({size}) to re-hash them: about {} in reads and data \
-             transfer out",
-            rows.len(),
-            dollars(cost)
-        ),
-        None => tracing::info!(
-            "reading {} archive(s) back ({size}) to re-hash them",
-            rows.len()
-        ),
-    }
+    let tier = glacier_backup::archiver::RestoreTier::Standard;
+    let cost = archiver
+        .storage_class()
+        .as_deref()
+        .and_then(PriceClass::of)
+        .and_then(|class| {
+            config
+                .prices
+                .retrieval(class, tier, rows.len() as u64, bytes)
+        })
+        .map_or_else(|| config.prices.transfer_out(bytes), |e| e.total());
+    tracing::info!(
+        "reading {} archive(s) back ({}) to re-hash them: about {} in reads and data transfer \
+         out",
+        rows.len(),
+        glacier_backup::display_size(bytes),
+        dollars(cost)
+    );
 }

@@ -851,19 +851,16 @@ impl ToSql for SqlPath<'_> {
     }
 }
 
-/// A failed write: the ledger (or the directory SQLite puts its journal in) is read-only or
-/// otherwise unwritable, which the user can fix; other SQLite errors stay as they are.
 /// Creates the ledger's directory when it is missing (the default place, or a new one named
 /// in the config), saying so; a part of the way that is a file is the config's mistake.
 pub(super) fn create_ledger_directory(path: &Path, parent: &Path) -> Result<(), LedgerError> {
-    match std::fs::metadata(parent) {
-        Ok(meta) if meta.is_dir() => return Ok(()),
-        Ok(_) => return Err(not_a_directory(path, parent)),
-        Err(_) => {}
-    }
+    // The nearest part of the way that exists: the directory itself, or where it would go.
     if let Some(found) = parent.ancestors().find(|p| p.exists()) {
         if !found.is_dir() {
             return Err(not_a_directory(path, found));
+        }
+        if found == parent {
+            return Ok(());
         }
     }
     std::fs::create_dir_all(parent).map_err(|source| LedgerError::Io {
@@ -894,6 +891,8 @@ fn not_a_database(path: &Path) -> LedgerError {
     }
 }
 
+/// A failed write: the ledger (or the directory SQLite puts its journal in) is read-only or
+/// otherwise unwritable, which the user can fix; other SQLite errors stay as they are.
 fn write_error(path: &Path, context: &'static str, source: rusqlite::Error) -> LedgerError {
     use rusqlite::ErrorCode::{CannotOpen, NotADatabase, ReadOnly, SystemIoFailure};
     match source.sqlite_error_code() {

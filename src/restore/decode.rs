@@ -30,16 +30,30 @@ pub(super) fn check_identity(
     }
 }
 
-/// The checked bytes, opened for reading from the start.
+/// The checked bytes, opened for reading from the start. A stored file's handles share one
+/// position, so it is put back at the start whatever read it before.
 pub(super) fn open(checked: &Checked) -> Result<std::fs::File, RestoreFailure> {
     match checked {
         Checked::Partial(path) => {
             std::fs::File::open(path).map_err(RestoreFailure::io("read", path))
         }
-        Checked::Stored(file) => file
-            .try_clone()
-            .map_err(RestoreFailure::io("read", "the stored archive")),
+        Checked::Stored(file) => {
+            use std::io::Seek;
+            let mut file = file
+                .try_clone()
+                .map_err(RestoreFailure::io("read", "the stored archive"))?;
+            file.seek(std::io::SeekFrom::Start(0))
+                .map_err(RestoreFailure::io("read", "the stored archive"))?;
+            Ok(file)
+        }
     }
+}
+
+/// Whether the row was rebuilt from the destination (`inventory --rebuild-ledger`) rather than
+/// written by an upload of this machine's: only uploads record the plain size of a compressed
+/// or encrypted archive. Its size and tree hash are then the destination's word.
+pub(super) fn rebuilt_from_destination(row: &UploadRecord) -> bool {
+    !row.encoding.is_plain() && row.plain_size.is_none()
 }
 
 /// Whether an encrypted archive is known to be ours before anything of it is placed. A row
@@ -55,16 +69,16 @@ pub(super) fn check_authorship(
     identities: Option<&crate::codec::Identities>,
     trust_destination: bool,
 ) -> Result<(), RestoreFailure> {
-    let (true, Some(identities)) = (row.encoding.encrypted, identities) else {
+    let Some(identities) = identities else {
         return Ok(());
     };
-    // Read from the start, whatever read the stored file before.
-    rewind(checked)?;
+    if !row.encoding.encrypted || !rebuilt_from_destination(row) {
+        return Ok(());
+    }
     let proven = identities
         .authenticate(open(checked)?)
-        .map_err(RestoreFailure::Decode);
-    rewind(checked)?;
-    if proven? || row.plain_size.is_some() {
+        .map_err(RestoreFailure::Decode)?;
+    if proven {
         return Ok(());
     }
     if trust_destination {
@@ -81,18 +95,6 @@ pub(super) fn check_authorship(
     })
 }
 
-/// Puts a stored file's position back at the start after a read through [`open`] (its clones
-/// share the position).
-fn rewind(checked: &Checked) -> Result<(), RestoreFailure> {
-    if let Checked::Stored(file) = checked {
-        use std::io::Seek;
-        (&*file)
-            .seek(std::io::SeekFrom::Start(0))
-            .map_err(RestoreFailure::io("read", "the stored archive"))?;
-    }
-    Ok(())
-}
-
 /// The archive's own bytes, read from its checked bytes.
 pub(super) fn plain_reader(
     row: &UploadRecord,
@@ -104,8 +106,7 @@ pub(super) fn plain_reader(
 }
 
 /// Decrypts the whole archive without keeping anything: fails as damaged when any chunk fails
-/// age's authentication or the end is missing. Reads from the start of `checked`, and leaves a
-/// stored file's position back at the start.
+/// age's authentication or the end is missing.
 pub(super) fn authenticate(
     row: &UploadRecord,
     checked: &Checked,
@@ -117,8 +118,9 @@ pub(super) fn authenticate(
     };
     let reader = std::io::BufReader::with_capacity(1 << 20, open(checked)?);
     let mut plain = decoder(&encrypted_only, identities, reader).map_err(RestoreFailure::Decode)?;
-    std::io::copy(&mut plain, &mut std::io::sink()).map_err(|e| damaged(row, e))?;
-    rewind(checked)
+    std::io::copy(&mut plain, &mut std::io::sink())
+        .map(drop)
+        .map_err(|e| damaged(row, e))
 }
 
 /// Writes the plain bytes of a file archive into `decoded`, synced: the file that is then

@@ -190,9 +190,6 @@ struct Tree {
     /// Open handles of the directories c0/c1/.../ck below the root, by name.
     open: Vec<(OsString, OwnedFd)>,
     temp_counter: u64,
-    /// Directories already cleared of temporary files that stopped runs left (see
-    /// [`remove_stale_temps`]), by their components below the root.
-    swept: std::collections::HashSet<Vec<OsString>>,
 }
 
 /// The prefix of temporary names an extraction writes under: `<prefix><pid>-<n>`.
@@ -201,37 +198,32 @@ const TEMP_PREFIX: &str = ".glacier-backup-restore-";
 /// Removes from `dir` the temporary files of extractions whose process is gone (a restore
 /// killed, or stopped, mid-file): they are this tool's, never anybody's data, and nothing else
 /// would ever remove them. A live process's are left alone (a restore running beside this one).
-fn remove_stale_temps(dir: BorrowedFd<'_>) -> io::Result<()> {
-    let mut stale = Vec::new();
-    for entry in rustix::fs::Dir::read_from(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        let Some(rest) = name.strip_prefix(TEMP_PREFIX.as_bytes()) else {
-            continue;
-        };
-        let Some((pid, counter)) = std::str::from_utf8(rest)
-            .ok()
-            .and_then(|rest| rest.split_once('-'))
-        else {
-            continue;
-        };
-        let (Ok(pid), true) = (
-            pid.parse::<i32>(),
-            !counter.is_empty() && counter.bytes().all(|b| b.is_ascii_digit()),
-        ) else {
-            continue;
-        };
-        if !process_alive(pid) {
-            stale.push(OsStr::from_bytes(name).to_owned());
-        }
-    }
+/// Best effort: a directory that cannot be listed keeps them, and the restore goes on.
+fn remove_stale_temps(dir: BorrowedFd<'_>) {
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+        return;
+    };
+    let stale: Vec<OsString> = entries
+        .flatten()
+        .filter(|entry| stale_temp(entry.file_name().to_bytes()))
+        .map(|entry| OsStr::from_bytes(entry.file_name().to_bytes()).to_owned())
+        .collect();
     for name in stale {
-        match rustix::fs::unlinkat(dir, name.as_os_str(), AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let _ = rustix::fs::unlinkat(dir, name.as_os_str(), AtFlags::empty());
     }
-    Ok(())
+}
+
+/// Whether `name` is a temporary name of ours (`<prefix><pid>-<n>`) whose process is gone.
+fn stale_temp(name: &[u8]) -> bool {
+    let Some((pid, counter)) = name
+        .strip_prefix(TEMP_PREFIX.as_bytes())
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .and_then(|rest| rest.split_once('-'))
+    else {
+        return false;
+    };
+    let numbered = !counter.is_empty() && counter.bytes().all(|b| b.is_ascii_digit());
+    numbered && pid.parse().is_ok_and(|pid| !process_alive(pid))
 }
 
 /// Whether a process with this id runs (ours always does).
@@ -293,6 +285,9 @@ impl Tree {
                 Err(e) if blocked(&e) => return Ok(Way::Blocked),
                 Err(e) => return Err(e),
             };
+            // Entered to place what the archive holds there: the moment to clear what a
+            // stopped restore left in it, whether or not this one writes anything.
+            remove_stale_temps(fd.as_fd());
             self.open.push((name.clone(), fd));
         }
         Ok(Way::Open)
@@ -322,16 +317,6 @@ impl Tree {
             };
         }
         Ok(Some(fd))
-    }
-
-    /// Clears the current directory of stopped runs' temporary files, once per extraction.
-    fn sweep_current(&mut self) -> io::Result<()> {
-        let here: Vec<OsString> = self.open.iter().map(|(name, _)| name.clone()).collect();
-        if !self.swept.contains(&here) {
-            remove_stale_temps(self.current())?;
-            self.swept.insert(here);
-        }
-        Ok(())
     }
 
     /// A fresh temporary name in the current directory, made by `create` (which fails with
@@ -450,7 +435,6 @@ pub fn extract_tar(
         root: fsat::open_dir(dest).map_err(fail)?,
         open: Vec::new(),
         temp_counter: 0,
-        swept: Default::default(),
     };
     let mut archive = tar::Archive::new(archive);
     let mut report = Extracted::default();
@@ -506,7 +490,6 @@ pub fn extract_tar(
             refuse(THROUGH_LINK);
             continue;
         }
-        tree.sweep_current().map_err(fail)?;
         match verdict(
             &tree,
             name,

@@ -78,12 +78,9 @@ async fn place_file(
                 (row.clone(), request.identities.clone(), decoded.clone());
             let trust = request.trust_destination;
             blocking("decode", &decoded, move || {
-                // Decoded first: a damaged archive is reported as damaged, whoever wrote it.
-                super::decode::decode_file(&row, &checked, &into, identities.as_deref())?;
-                super::decode::check_authorship(&row, &checked, identities.as_deref(), trust)
-                    .inspect_err(|_| {
-                        let _ = std::fs::remove_file(&into);
-                    })
+                // Who wrote it is in the header: a forgery is refused before it is decoded.
+                super::decode::check_authorship(&row, &checked, identities.as_deref(), trust)?;
+                super::decode::decode_file(&row, &checked, &into, identities.as_deref())
             })
             .await?;
             decoded
@@ -120,14 +117,13 @@ async fn extract(
     let trust = request.trust_destination;
     let extracted = blocking("extract into", dir, move || {
         let row = &row_owned;
-        if row.encoding.encrypted && row.plain_size.is_none() {
-            // A row rebuilt from the destination (ours record the plain size at upload) has
-            // a tree hash the destination gave, which proves nothing: age's authentication
-            // of every chunk is checked before the first entry is extracted, and then who
-            // wrote the archive.
+        // Who wrote it is in the header: a forgery is refused before anything is read.
+        super::decode::check_authorship(row, &checked, identities.as_deref(), trust)?;
+        if row.encoding.encrypted && super::decode::rebuilt_from_destination(row) {
+            // A tree hash the destination gave proves nothing: age's authentication of every
+            // chunk is checked before the first entry is extracted.
             super::decode::authenticate(row, &checked, identities.as_deref())?;
         }
-        super::decode::check_authorship(row, &checked, identities.as_deref(), trust)?;
         let file = super::decode::plain_reader(row, &checked, identities.as_deref())?;
         extract_tar(std::io::BufReader::new(file), &dir_owned, &top, options).map_err(|e| {
             // age's authentication and zstd's checks fail as invalid or missing data.

@@ -20,9 +20,7 @@ impl RestoreReport {
     pub fn restored(&self) -> usize {
         self.archives
             .iter()
-            .filter(|(row, outcome)| {
-                matches!(outcome, Outcome::Restored { .. }) && whole(row, outcome)
-            })
+            .filter(|(row, outcome)| whole(row, outcome))
             .count()
     }
 

@@ -838,7 +838,7 @@ fn a_copy_whose_upload_vanished_starts_a_new_one_and_leaves_none_behind() {
 #[test]
 fn a_one_part_copy_stored_before_a_kill_is_found_not_made_twice() {
     let s = Setup::new();
-    let (file, data, vault, bucket) = s.vaulted_file(200_000, 3);
+    let (_, data, vault, bucket) = s.vaulted_file(200_000, 3);
     assert_exit(&s.migrate(&vault, &bucket, &["--wait"]), 0);
     let objects = s.objects();
     assert_eq!(objects.len(), 1, "{objects:?}");
@@ -871,5 +871,4 @@ fn a_one_part_copy_stored_before_a_kill_is_found_not_made_twice() {
     assert_eq!(key, objects[0].0);
     assert_eq!(count(&s.vault_ledger(), "moved"), 1);
     assert_eq!(s.object(&key), data);
-    let _ = file;
 }

@@ -75,6 +75,19 @@ fn an_error_that_ends_the_run_is_in_the_log_file_too() {
     );
 }
 
+/// A new identity from `keygen -o`, and its recipient.
+fn new_identity(sb: &Sandbox) -> (std::path::PathBuf, String) {
+    let identity = sb.path("id.txt");
+    let keygen = sb
+        .command(&["keygen", "-o"])
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert_exit(&keygen, 0);
+    let recipient = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
+    (identity, recipient)
+}
+
 fn mkfifo(path: &Path) {
     let status = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(status.success());
@@ -87,16 +100,11 @@ fn a_fifo_or_a_device_as_a_key_file_is_refused_without_reading_it() {
     let fifo = sb.path("keys.fifo");
     mkfifo(&fifo);
     for recipients_file in [fifo.as_path(), Path::new("/dev/zero")] {
-        let config = write_config(
-            &sb,
-            &format!(
-                "[main]\nbackend = \"local\"\nlogfile = \"\"\n\n[local]\ndirectory = \"{}\"\n\
-                 create_directory = true\n\n[encryption]\nrecipients_file = \"{}\"\n\n[\"{}\"]\n",
-                sb.path("archives").display(),
-                recipients_file.display(),
-                file.display()
-            ),
-        );
+        let config = sb.local_config(&format!(
+            "[encryption]\nrecipients_file = \"{}\"\n\n[\"{}\"]\n",
+            recipients_file.display(),
+            file.display()
+        ));
         let out = run_bounded(&mut sb.with_config(&config, &[]));
         assert_exit(&out, 2);
         assert_says(&out, "recipients_file");
@@ -104,23 +112,11 @@ fn a_fifo_or_a_device_as_a_key_file_is_refused_without_reading_it() {
     }
 
     // An identity given as a FIFO, for a restore of an encrypted archive.
-    let identity = sb.path("id.txt");
-    let keygen = sb
-        .command(&["keygen", "-o"])
-        .arg(&identity)
-        .output()
-        .unwrap();
-    assert_exit(&keygen, 0);
-    let recipient = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
-    let config = write_config(
-        &sb,
-        &format!(
-            "[main]\nbackend = \"local\"\nlogfile = \"\"\n\n[local]\ndirectory = \"{}\"\n\
-             create_directory = true\n\n[encryption]\nrecipients = [\"{recipient}\"]\n\n[\"{}\"]\n",
-            sb.path("archives").display(),
-            file.display()
-        ),
-    );
+    let (_, recipient) = new_identity(&sb);
+    let config = sb.local_config(&format!(
+        "[encryption]\nrecipients = [\"{recipient}\"]\n\n[\"{}\"]\n",
+        file.display()
+    ));
     assert_exit(&sb.with_config(&config, &[]).output().unwrap(), 0);
     let out = run_bounded(
         sb.with_config(&config, &["restore", "--identity"])
@@ -138,29 +134,17 @@ fn a_fifo_or_a_device_as_a_key_file_is_refused_without_reading_it() {
 fn a_secret_key_pasted_as_a_recipient_is_never_echoed() {
     let sb = Sandbox::new();
     let file = data_file(&sb);
-    let identity = sb.path("id.txt");
-    assert_exit(
-        &sb.command(&["keygen", "-o"])
-            .arg(&identity)
-            .output()
-            .unwrap(),
-        0,
-    );
+    let (identity, _) = new_identity(&sb);
     let secret = fs::read_to_string(&identity)
         .unwrap()
         .lines()
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))
         .unwrap()
         .to_owned();
-    let config = write_config(
-        &sb,
-        &format!(
-            "[main]\nbackend = \"local\"\nlogfile = \"\"\n\n[local]\ndirectory = \"{}\"\n\
-             create_directory = true\n\n[encryption]\nrecipients = [\"{secret}\"]\n\n[\"{}\"]\n",
-            sb.path("archives").display(),
-            file.display()
-        ),
-    );
+    let config = sb.local_config(&format!(
+        "[encryption]\nrecipients = [\"{secret}\"]\n\n[\"{}\"]\n",
+        file.display()
+    ));
     let out = sb.with_config(&config, &[]).output().unwrap();
     assert_exit(&out, 2);
     assert_says(&out, "secret key");
