@@ -172,7 +172,7 @@ fn stored_as(stored: &[(PathBuf, String)]) -> String {
 /// not taken twice.
 pub fn decide(
     planned: &Planned,
-    ledger: &dyn Ledger,
+    ledger: &Ledger,
 ) -> Result<(Decision, Option<Scan>), CandidateError> {
     let last = ledger.latest_upload(planned.candidate.source_path())?;
     let scan = match &last {
@@ -268,7 +268,7 @@ impl From<ArchiverError> for CandidateError {
 /// `RefCell` that is only ever borrowed between awaits, so rows are written in one place.
 pub async fn run_backup(
     planned: &[Planned],
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     archiver: &dyn Archiver,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
@@ -427,7 +427,7 @@ pub async fn run_backup(
 /// them, and the candidates they hold are uploaded again because no row records them.
 pub async fn remove_unrecorded(
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
 ) -> Result<(), RunError> {
     let names = ledger.unrecorded_names()?;
     let mut removed = 0;
@@ -714,17 +714,17 @@ impl Run<'_> {
 
 /// The run's ledger, shared by the uploads under way in the run's one task. Every use is a
 /// synchronous call inside [`SharedLedger::with`], so no borrow is ever held across an await.
-struct SharedLedger<'a>(RefCell<&'a mut dyn Ledger>);
+struct SharedLedger<'a>(RefCell<&'a mut Ledger>);
 
 impl<'a> SharedLedger<'a> {
     /// Shares `ledger` for the length of a run.
-    fn new(ledger: &'a mut dyn Ledger) -> Self {
+    fn new(ledger: &'a mut Ledger) -> Self {
         SharedLedger(RefCell::new(ledger))
     }
 
     /// Calls `f` with the ledger.
-    fn with<R>(&self, f: impl FnOnce(&mut dyn Ledger) -> R) -> R {
-        f(&mut **self.0.borrow_mut())
+    fn with<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> R {
+        f(&mut self.0.borrow_mut())
     }
 }
 

@@ -45,7 +45,7 @@ pub enum FetchError {
 /// A dry run starts no job: it gives the last inventory the ledger kept.
 pub async fn fetch(
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     dry_run: bool,
     wait: Option<std::time::Duration>,
     progress: &crate::progress::SharedProgress,
@@ -123,10 +123,7 @@ pub fn reconcile(rows: &[UploadRecord], listing: &Listing) -> Reconciliation {
 
 /// Compares every row of `ledger` with the listing, a page of rows at a time: memory grows
 /// with the listing and the problems found, not with the ledger.
-pub fn reconcile_ledger(
-    ledger: &dyn Ledger,
-    listing: &Listing,
-) -> Result<Reconciliation, LedgerError> {
+pub fn reconcile_ledger(ledger: &Ledger, listing: &Listing) -> Result<Reconciliation, LedgerError> {
     let mut reconciler = Reconciler::new(listing);
     ledger.each_upload(&mut |row| {
         reconciler.add(row);
@@ -220,7 +217,7 @@ pub struct Rebuilt {
 /// its ledger neither uploads unchanged sources again nor loses track of what it can restore;
 /// and completes rows the Python tool wrote with the size and tree hash `listing` gives.
 pub fn rebuild(
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     backend: &str,
     listing: &Listing,
     unrecorded: &[ListedArchive],
@@ -301,7 +298,7 @@ pub fn row_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::SqliteLedger;
+    use crate::ledger::Ledger;
     use glacier_backup_archiver::origin::Origin;
     use glacier_backup_archiver::SourceKind;
     use std::path::PathBuf;
@@ -324,7 +321,7 @@ mod tests {
 
     #[test]
     fn rebuild_keeps_each_paths_newest_archive_as_its_latest() {
-        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let mut ledger = Ledger::in_memory().unwrap();
         let listing = [
             ours("new", "/data/photos", datetime!(2026-11-20 10:00 UTC)),
             ours("old", "/data/photos", datetime!(2026-01-01 10:00 UTC)),
@@ -362,7 +359,7 @@ mod tests {
     /// both are added, and the later start is the latest.
     #[test]
     fn rebuild_orders_uploads_by_their_start_not_by_when_they_were_stored() {
-        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let mut ledger = Ledger::in_memory().unwrap();
         let copied = datetime!(2026-11-30 10:00 UTC);
         let moved = |id, at| ListedArchive {
             created_at: Some(copied),
@@ -383,7 +380,7 @@ mod tests {
 
     #[test]
     fn reconcile_sorts_rows_into_matched_missing_recent_and_mismatched() {
-        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let mut ledger = Ledger::in_memory().unwrap();
         let archives = [
             ours("a", "/a", datetime!(2026-01-01 0:00 UTC)),
             ours("b", "/b", datetime!(2026-01-02 0:00 UTC)),

@@ -20,7 +20,7 @@ use glacier_backup_archiver::{
 use time::OffsetDateTime;
 
 use crate::backup::error_chain;
-use crate::ledger::{Ledger, LedgerError, Move, MovePart, Moved, SqliteLedger, UploadRecord};
+use crate::ledger::{Ledger, LedgerError, Move, MovePart, Moved, UploadRecord};
 use crate::progress::SharedProgress;
 use crate::restore::retrieval::{wait_readable, Wait};
 use crate::restore::RestoreFailure;
@@ -197,7 +197,7 @@ fn archive_of(row: &UploadRecord) -> Result<ArchiveRef, MoveFailure> {
 /// by side.
 pub async fn prepare(
     source: &dyn Archiver,
-    ledger: &mut SqliteLedger,
+    ledger: &mut Ledger,
     row: &UploadRecord,
     options: &RestoreOptions,
 ) -> Result<(), MoveFailure> {
@@ -213,8 +213,8 @@ pub async fn prepare(
 pub async fn move_one(
     source: &Arc<dyn Archiver>,
     destination: &dyn Archiver,
-    source_ledger: &mut SqliteLedger,
-    destination_ledger: &mut SqliteLedger,
+    source_ledger: &mut Ledger,
+    destination_ledger: &mut Ledger,
     row: &UploadRecord,
     request: &MoveRequest,
     moved: Option<&Moved>,
@@ -258,7 +258,7 @@ pub async fn move_one(
 /// The destination's row: the source's, but for where the archive now is. Written once: a run
 /// stopped between this and marking the source's row finds it here and does not add another.
 fn record_copy(
-    ledger: &mut SqliteLedger,
+    ledger: &mut Ledger,
     destination: &dyn Archiver,
     row: &UploadRecord,
     stored: &ArchiveRef,
@@ -284,7 +284,7 @@ fn record_copy(
 async fn delete_source(
     source: &dyn Archiver,
     destination: &dyn Archiver,
-    source_ledger: &mut SqliteLedger,
+    source_ledger: &mut Ledger,
     archive: &ArchiveRef,
     moved: &Moved,
 ) -> Result<(), MoveFailure> {
@@ -322,7 +322,7 @@ async fn delete_source(
 async fn copy(
     source: &Arc<dyn Archiver>,
     destination: &dyn Archiver,
-    ledger: &mut SqliteLedger,
+    ledger: &mut Ledger,
     archive: &ArchiveRef,
     row: &UploadRecord,
     request: &MoveRequest,
@@ -400,7 +400,7 @@ async fn copy(
 /// `move_parts`), each part with the length and tree hash read, so a rerun neither reads nor
 /// sends it again.
 struct CopyJournal<'a> {
-    ledger: &'a mut SqliteLedger,
+    ledger: &'a mut Ledger,
     archive_id: &'a str,
     target: &'a str,
     part_size: u64,
@@ -453,7 +453,7 @@ impl Copy {
     async fn run(
         self,
         destination: &dyn Archiver,
-        ledger: &mut SqliteLedger,
+        ledger: &mut Ledger,
         row: &UploadRecord,
         earlier: Option<Move>,
     ) -> Result<ArchiveRef, MoveFailure> {

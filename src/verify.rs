@@ -24,7 +24,7 @@ pub struct Finding {
 
 /// The latest upload of every path in the ledger (optionally only under `filter`).
 pub fn latest_uploads(
-    ledger: &dyn Ledger,
+    ledger: &Ledger,
     filter: &[PathBuf],
 ) -> Result<Vec<UploadRecord>, LedgerError> {
     let mut latest: BTreeMap<PathBuf, UploadRecord> = BTreeMap::new();

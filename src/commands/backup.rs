@@ -95,7 +95,7 @@ pub async fn backup(
     let planned = glacier_backup::resolve::resolve(&config.paths, &own_files);
     let run = run_backup(
         &planned,
-        &mut ledger as &mut dyn Ledger,
+        &mut ledger as &mut Ledger,
         archiver.as_ref(),
         &options,
     );

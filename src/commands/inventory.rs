@@ -6,7 +6,7 @@ use std::io::Write;
 use glacier_backup::archiver::{ListedArchive, Listing};
 use glacier_backup::config::Config;
 use glacier_backup::inventory::{rebuild, reconcile_ledger, Rebuilt, Reconciliation};
-use glacier_backup::ledger::{Ledger, UploadRecord};
+use glacier_backup::ledger::UploadRecord;
 use glacier_backup::{display_size, display_time};
 
 use glacier_backup::shown;

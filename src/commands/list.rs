@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use glacier_backup::backends::{ledger_path, open_archiver, BackendError};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::{Moved, SqliteLedger, UploadRecord};
+use glacier_backup::ledger::{Ledger, Moved, UploadRecord};
 
 use super::{home_config_dir, Fatal, Outcome};
 
@@ -27,7 +27,7 @@ fn ledger_for(config: &Config) -> Result<PathBuf, Fatal> {
 /// table reads the rows twice, first for the column widths).
 pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
     let path = ledger_for(config)?;
-    let ledger = SqliteLedger::reader(&path)?;
+    let ledger = Ledger::reader(&path)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if json {
         write_json(&mut out, &ledger)?
@@ -42,7 +42,7 @@ pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
 }
 
 /// A JSON array, one row at a time. The outer error is the ledger's, the inner one stdout's.
-fn write_json(out: &mut dyn Write, ledger: &SqliteLedger) -> Result<std::io::Result<()>, Fatal> {
+fn write_json(out: &mut dyn Write, ledger: &Ledger) -> Result<std::io::Result<()>, Fatal> {
     let mut written = out.write_all(b"[");
     let mut first = true;
     ledger.each_upload_with_moves(&mut |upload, moved| {
@@ -122,7 +122,7 @@ fn cells(u: &UploadRecord, moved: Option<Moved>) -> [String; 5] {
 
 fn write_table(
     out: &mut dyn Write,
-    ledger: &SqliteLedger,
+    ledger: &Ledger,
     path: &std::path::Path,
 ) -> Result<std::io::Result<()>, Fatal> {
     let header = ["UPLOADED", "BACKEND", "SIZE", "PATH", "ARCHIVE ID"].map(String::from);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use glacier_backup::archiver::{Archiver, RestoreOptions};
 use glacier_backup::config::Config;
 use glacier_backup::costs::{dollars, PriceClass};
-use glacier_backup::ledger::{Ledger, Moved, UploadRecord};
+use glacier_backup::ledger::{Moved, UploadRecord};
 use glacier_backup::migrate::{
     move_one, moved_for, prepare, select, unrecorded_rows, MoveFailure, MoveOutcome, MoveRequest,
 };

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use glacier_backup::archiver::{Archiver, Error as ArchiverError};
 use glacier_backup::backends::{ledger_path, open_archiver, BackendError};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::{LedgerLock, LockError, SqliteLedger};
+use glacier_backup::ledger::{Ledger, LedgerLock, LockError};
 
 /// How the process ends.
 pub enum Outcome {
@@ -134,11 +134,11 @@ impl Session {
     /// that lost it). Not locked: restores and inventories may wait for hours and must not
     /// keep backups out meanwhile; what they write (retrievals) is theirs alone, and SQLite
     /// keeps each write whole. A dry run gets a private in-memory copy.
-    pub fn ledger(&self, dry_run: bool) -> Result<SqliteLedger, Fatal> {
+    pub fn ledger(&self, dry_run: bool) -> Result<Ledger, Fatal> {
         Ok(if dry_run {
-            SqliteLedger::snapshot(&self.ledger_file)?
+            Ledger::snapshot(&self.ledger_file)?
         } else {
-            SqliteLedger::open(&self.ledger_file)?
+            Ledger::open(&self.ledger_file)?
         })
     }
 
@@ -219,7 +219,7 @@ impl From<glacier_backup::ledger::LedgerError> for Fatal {
 /// Sets apart the rows whose archive `migrate --delete-source` deleted from this destination,
 /// with where each went: those are not missing, and are restored from the other destination.
 pub fn split_moved_away(
-    ledger: &SqliteLedger,
+    ledger: &Ledger,
     rows: Vec<glacier_backup::ledger::UploadRecord>,
 ) -> Result<MovedAway, Fatal> {
     let mut split = MovedAway::default();
@@ -366,7 +366,7 @@ pub(crate) async fn fetch_inventory(
     cli: &crate::cli::Cli,
     wait: Option<std::time::Duration>,
     archiver: &dyn glacier_backup::archiver::Archiver,
-    ledger: &mut SqliteLedger,
+    ledger: &mut Ledger,
 ) -> Result<Option<glacier_backup::archiver::Listing>, Fatal> {
     use glacier_backup::inventory::{fetch, FetchError, Fetched};
     let progress =

@@ -86,7 +86,7 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
 }
 
 /// Each row's retrieval recorded by an earlier run, if any.
-fn earlier_retrievals(ledger: &dyn Ledger, rows: &[UploadRecord]) -> Vec<Option<Retrieval>> {
+fn earlier_retrievals(ledger: &Ledger, rows: &[UploadRecord]) -> Vec<Option<Retrieval>> {
     rows.iter()
         .map(|row| ledger.retrieval(Some(&row.archive_id)).ok().flatten())
         .collect()

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use glacier_backup::archiver::InventoryState;
 use glacier_backup::config::Config;
-use glacier_backup::ledger::Ledger;
 
 use super::{command_line_path, print_json, with_path, Fatal, Outcome, Session};
 

@@ -47,7 +47,7 @@ impl LedgerLock {
             source,
         };
         if let Some(parent) = ledger.parent().filter(|p| !p.as_os_str().is_empty()) {
-            super::sqlite::create_ledger_directory(ledger, parent)?;
+            super::open::create_ledger_directory(ledger, parent)?;
         }
         let file = OpenOptions::new()
             .create(true)

@@ -1,15 +1,26 @@
-//! The ledger: what was uploaded, where it went, and the source's state at the time.
+//! The ledger: what was uploaded, where it went, and the source's state at the time, in one
+//! SQLite file that the Python tool's ledgers open as they are (see `schema.rs`).
+//!
+//! There is one [`Ledger`] type, not a trait: every verb needs the same SQLite file, and its
+//! tests use [`Ledger::in_memory`].
 
 mod lock;
-mod sqlite;
+mod moves;
+mod open;
+mod pending;
+mod retrievals;
+mod schema;
+mod sql;
+#[cfg(test)]
+mod tests;
+mod uploads;
 
 use std::path::{Path, PathBuf};
 
-use glacier_backup_archiver::{Encoding, Listing, SourceKind, TreeHash};
+use glacier_backup_archiver::{Encoding, SourceKind, TreeHash};
 use time::OffsetDateTime;
 
 pub use lock::{lock_path, LedgerLock, LockError};
-pub use sqlite::SqliteLedger;
 
 /// Backend assumed for rows written by the Python tool, which only knew Glacier vaults.
 pub const PYTHON_TOOL_BACKEND: &str = "glacier";
@@ -209,94 +220,20 @@ impl LedgerError {
     }
 }
 
-/// What was uploaded. Implementations must find a path's latest upload without scanning.
+/// What was uploaded, in one SQLite file. Lookups by path never scan.
 ///
 /// A ledger describes one destination (the default file name includes it), so lookups go by
-/// path alone, as the Python tool's did: a row written by the Python tool counts whatever backend
-/// reads it.
-pub trait Ledger {
-    /// The most recent upload of `path`.
-    fn latest_upload(&self, path: &Path) -> Result<Option<UploadRecord>, LedgerError>;
+/// path alone, as the Python tool's did: a row written by the Python tool counts whatever
+/// backend reads it.
+#[derive(Debug)]
+pub struct Ledger {
+    conn: rusqlite::Connection,
+    path: PathBuf,
+}
 
-    /// Records a completed upload, atomically, and forgets any pending upload of that path.
-    fn record_upload(&mut self, upload: &UploadRecord) -> Result<(), LedgerError>;
-
-    /// Records several uploads at once: all of them, or none.
-    fn record_uploads(&mut self, uploads: &[UploadRecord]) -> Result<(), LedgerError>;
-
-    /// Notes archives a batching backend is about to name (see [`Archiver::sync`]), before it
-    /// names them; recording an archive's row forgets its note in the same transaction.
-    ///
-    /// [`Archiver::sync`]: glacier_backup_archiver::Archiver::sync
-    fn record_naming(&mut self, archive_ids: &[String]) -> Result<(), LedgerError>;
-
-    /// Archives noted by [`Ledger::record_naming`] that no row records: a run stopped between
-    /// naming them and recording them.
-    fn unrecorded_names(&self) -> Result<Vec<String>, LedgerError>;
-
-    /// Forgets every note of [`Ledger::record_naming`].
-    fn forget_naming(&mut self) -> Result<(), LedgerError>;
-
-    /// The unfinished upload of `path`, if one was recorded.
-    fn pending_upload(&self, path: &Path) -> Result<Option<PendingUpload>, LedgerError>;
-
-    /// Records an upload that has started, replacing any earlier one of the same path.
-    fn record_pending(&mut self, pending: &PendingUpload) -> Result<(), LedgerError>;
-
-    /// Forgets the pending upload of `path`, and its parts.
-    fn clear_pending(&mut self, path: &Path) -> Result<(), LedgerError>;
-
-    /// Notes that the pending upload of `path` is being completed as an archive of this size
-    /// and tree hash, so a run stopped before the answer can ask to complete it again.
-    fn record_completing(
-        &mut self,
-        path: &Path,
-        size: u64,
-        tree_hash: TreeHash,
-    ) -> Result<(), LedgerError>;
-
-    /// Records a part of the pending upload of `path` as stored, with the backend's receipt.
-    fn record_part(&mut self, path: &Path, number: u64, receipt: &str) -> Result<(), LedgerError>;
-
-    /// The parts recorded for the pending upload of `path`.
-    fn pending_parts(&self, path: &Path) -> Result<Vec<(u64, String)>, LedgerError>;
-
-    /// Every upload, oldest first.
-    fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError>;
-
-    /// Every upload, oldest first, handed to `each` one at a time, so memory stays flat in the
-    /// ledger's size; `each` returns `false` to stop early.
-    fn each_upload(&self, each: &mut dyn FnMut(UploadRecord) -> bool) -> Result<(), LedgerError> {
-        for upload in self.uploads()? {
-            if !each(upload) {
-                break;
-            }
-        }
-        Ok(())
+impl Ledger {
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-
-    /// Fills in the size and tree hash of rows of `archive_id` that lack them (rows the Python
-    /// tool wrote), from what the destination says; returns how many rows changed.
-    fn complete_upload(
-        &mut self,
-        archive_id: &str,
-        size: u64,
-        tree_hash: TreeHash,
-    ) -> Result<usize, LedgerError>;
-
-    /// The retrieval recorded for an archive (`None`: for the inventory).
-    fn retrieval(&self, archive_id: Option<&str>) -> Result<Option<Retrieval>, LedgerError>;
-
-    /// Records a retrieval, replacing an earlier one of the same archive.
-    fn record_retrieval(&mut self, retrieval: &Retrieval) -> Result<(), LedgerError>;
-
-    /// Forgets the retrieval of an archive (`None`: of the inventory).
-    fn clear_retrieval(&mut self, archive_id: Option<&str>) -> Result<(), LedgerError>;
-
-    /// Keeps `listing` as the destination's latest inventory (ids, sizes, tree hashes, times),
-    /// for checks that cannot ask the backend at once.
-    fn record_inventory(&mut self, listing: &Listing) -> Result<(), LedgerError>;
-
-    /// The inventory kept by [`Ledger::record_inventory`], if any.
-    fn last_inventory(&self) -> Result<Option<Listing>, LedgerError>;
 }

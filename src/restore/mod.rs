@@ -143,7 +143,7 @@ impl Placement {
 /// first when the archive is cold.
 pub async fn restore_one(
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     row: &UploadRecord,
     request: &RestoreRequest,
     known: Option<RestoreState>,
@@ -234,7 +234,7 @@ fn kept_file(row: &UploadRecord, target: &Path, request: &RestoreRequest) -> Opt
 /// asked because the file will be kept).
 pub async fn request_retrieval(
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     row: &UploadRecord,
     request: &RestoreRequest,
 ) -> Result<RestoreState, RestoreFailure> {
@@ -255,7 +255,7 @@ pub async fn request_retrieval(
 mod tests {
     use super::download::partial_path;
     use super::*;
-    use crate::ledger::SqliteLedger;
+    use crate::ledger::Ledger;
     use futures::StreamExt;
     use glacier_backup_archiver::conformance::{meta, sample};
     use glacier_backup_archiver::parts::parts_from_bytes;
@@ -383,7 +383,7 @@ mod tests {
         let data = sample(3000, 4);
         let row = stored(&archiver, &data).await;
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let mut ledger = Ledger::in_memory().unwrap();
         let request = request(dir.path());
         let state = request_retrieval(&archiver, &mut ledger, &row, &request)
             .await
@@ -415,7 +415,7 @@ mod tests {
             ..stored
         };
         std::fs::write(dir.path().join("disk.img"), b"edited since").unwrap();
-        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let mut ledger = Ledger::in_memory().unwrap();
         let request = request(dir.path());
         let asked = request_retrieval(&archiver, &mut ledger, &row, &request).await;
         assert!(
@@ -492,7 +492,7 @@ mod tests {
         let archiver = Staged::new(false);
         let data = sample((3 << 20) + 12_345, 3);
         let row = stored(&archiver, &data).await;
-        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let mut ledger = Ledger::in_memory().unwrap();
         archiver
             .fail_after
             .store((1 << 20) + 500_000, Ordering::SeqCst);
@@ -534,7 +534,7 @@ mod tests {
         let data = sample(2 << 20, 5);
         let mut row = stored(&archiver, &data).await;
         row.size = Some(3 << 20);
-        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let mut ledger = Ledger::in_memory().unwrap();
         let outcome = restore_one(&archiver, &mut ledger, &row, &request(dir.path()), None).await;
         let Outcome::Failed(message) = outcome else {
             panic!("{outcome:?}")
@@ -551,7 +551,7 @@ mod tests {
         let archiver = Staged::new(false);
         let data = sample(3 << 20, 4);
         let row = stored(&archiver, &data).await;
-        let mut ledger = SqliteLedger::in_memory().unwrap();
+        let mut ledger = Ledger::in_memory().unwrap();
         archiver.fail_after.store(2 << 20, Ordering::SeqCst);
         let first = restore_one(&archiver, &mut ledger, &row, &request(dir.path()), None).await;
         assert!(matches!(first, Outcome::Failed(_)), "{first:?}");

@@ -8,7 +8,7 @@ use super::*;
 /// Returns the archive's state.
 pub(crate) async fn ask(
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     archive: &ArchiveRef,
     options: &RestoreOptions,
 ) -> Result<RestoreState, RestoreFailure> {
@@ -48,7 +48,7 @@ pub(crate) async fn ask(
 /// deadline, polls (with backoff) until it is done or the time is up.
 pub(super) async fn readable(
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     archive: &ArchiveRef,
     request: &RestoreRequest,
     known: Option<RestoreState>,
@@ -74,7 +74,7 @@ pub(crate) struct Wait<'a> {
 /// [`readable`], for any caller that reads cold archives (restore, migrate).
 pub(crate) async fn wait_readable(
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     archive: &ArchiveRef,
     wait: &Wait<'_>,
     known: Option<RestoreState>,
@@ -110,7 +110,7 @@ pub(crate) async fn wait_readable(
 }
 
 pub(super) fn record(
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     archive_id: &str,
     state: &RestoreState,
     tier: &str,

@@ -71,7 +71,7 @@ pub fn expected_wait(archiver: &dyn Archiver, tier: RestoreTier) -> &'static str
 /// stops a backup.
 pub async fn restore_all(
     archiver: &dyn Archiver,
-    ledger: &mut dyn Ledger,
+    ledger: &mut Ledger,
     rows: &[UploadRecord],
     request: &RestoreRequest,
 ) -> Result<RestoreReport, LedgerError> {

@@ -30,7 +30,7 @@ pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
 /// The latest upload (or the one current at `request.at`) of each selected source path, plus
 /// the uploads named by id.
 pub fn select(
-    ledger: &dyn Ledger,
+    ledger: &Ledger,
     request: &RestoreRequest,
 ) -> Result<Vec<UploadRecord>, RestoreError> {
     let all = ledger.uploads()?;

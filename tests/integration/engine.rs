@@ -7,7 +7,7 @@ use glacier_backup::archiver::{Archiver, MemoryArchiver, SourceKind};
 use glacier_backup::backup::{run_backup, Decision, RunOptions};
 use glacier_backup::candidate::SourceError;
 use glacier_backup::candidate::{ArchiveSink, Candidate, Fingerprint, PathCandidate, Scan};
-use glacier_backup::ledger::{Ledger, SqliteLedger};
+use glacier_backup::ledger::Ledger;
 use glacier_backup::resolve::Planned;
 
 use crate::support::sandbox::Sandbox;
@@ -64,7 +64,7 @@ async fn a_failing_candidate_is_reported_and_the_others_still_go_up() {
         planned(&good, SourceKind::File, false),
     ];
     let archiver = MemoryArchiver::new();
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     let report = run_backup(&items, &mut ledger, &archiver, &RunOptions::default())
         .await
         .unwrap();
@@ -89,7 +89,7 @@ async fn upload_once_then_again_only_when_changed_and_asked() {
     std::fs::create_dir_all(tree.join("a/b/c")).unwrap();
     std::fs::write(tree.join("a/b/c/deep.txt"), b"v1").unwrap();
     let archiver = MemoryArchiver::new();
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     let once = [planned(&tree, SourceKind::Directory, false)];
     let tracked = [planned(&tree, SourceKind::Directory, true)];
     let options = RunOptions::default();
@@ -136,7 +136,7 @@ async fn max_uploads_stops_early_and_dry_run_records_nothing() {
         })
         .collect();
     let archiver = MemoryArchiver::new();
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     let dry = RunOptions {
         dry_run: true,
         ..RunOptions::default()
@@ -171,7 +171,7 @@ async fn a_multi_part_file_round_trips_with_its_tree_hash() {
         .collect();
     std::fs::write(&file, &data).unwrap();
     let archiver = MemoryArchiver::new();
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     run_backup(
         &[planned(&file, SourceKind::File, false)],
         &mut ledger,
@@ -203,7 +203,7 @@ fn needs_upload_follows_the_python_tool() {
     let sb = Sandbox::new();
     let file = sb.path("file1");
     std::fs::write(&file, b"one").unwrap();
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     let once = planned(&file, SourceKind::File, false);
     let tracked = planned(&file, SourceKind::File, true);
 
@@ -298,7 +298,7 @@ async fn a_run_reports_each_candidate_and_every_byte_to_its_progress_display() {
         ..RunOptions::default()
     };
     let archiver = MemoryArchiver::new();
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     run_backup(&items, &mut ledger, &archiver, &options)
         .await
         .unwrap();
@@ -347,7 +347,7 @@ async fn a_compressed_run_reports_the_sources_bytes_not_the_stored_ones() {
         ..RunOptions::default()
     };
     let archiver = MemoryArchiver::new();
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     let report = run_backup(
         &[planned(&path, SourceKind::File, true)],
         &mut ledger,

@@ -538,7 +538,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
     use glacier_backup::archiver::conformance::{meta, sample};
     use glacier_backup::archiver::parts::parts_from_bytes;
     use glacier_backup::archiver::{Archiver, PutOptions, RestoreOptions, SourceKind};
-    use glacier_backup::ledger::{SqliteLedger, UploadRecord};
+    use glacier_backup::ledger::{Ledger, UploadRecord};
     use glacier_backup::restore::{restore_one, Destination, Outcome, RestoreRequest};
     use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
 
@@ -592,7 +592,7 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
         identities: None,
         trust_destination: false,
     };
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     fake.set(|b| b.drop_output_at = Some(2 << 20));
 
     let first = restore_one(&glacier, &mut ledger, &row, &request, None).await;

@@ -559,7 +559,7 @@ async fn a_listing_taken_before_an_upload_completes_finds_its_row_too_recent_not
         )),
         upload_if_changed: false,
     }];
-    let mut ledger = glacier_backup::ledger::SqliteLedger::in_memory().unwrap();
+    let mut ledger = glacier_backup::ledger::Ledger::in_memory().unwrap();
     let options = glacier_backup::backup::RunOptions::default();
     let report = glacier_backup::backup::run_backup(&items, &mut ledger, &s3, &options)
         .await

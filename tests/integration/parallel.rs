@@ -12,7 +12,7 @@ use glacier_backup::archiver::{
     MemoryArchiver, PartStream, PutOptions, Result, SourceKind,
 };
 use glacier_backup::backup::{run_backup, RunOptions};
-use glacier_backup::ledger::{Ledger, SqliteLedger};
+use glacier_backup::ledger::Ledger;
 use glacier_backup::resolve::Planned;
 use glacier_backup_local::LocalArchiver;
 
@@ -155,11 +155,7 @@ impl Archiver for Gauge {
 }
 
 fn rows_in(ledger: &Path) -> usize {
-    SqliteLedger::reader(ledger)
-        .unwrap()
-        .uploads()
-        .unwrap()
-        .len()
+    Ledger::reader(ledger).unwrap().uploads().unwrap().len()
 }
 
 fn files(sb: &Sandbox, names: &[(&str, usize)]) -> Vec<Planned> {
@@ -188,7 +184,7 @@ async fn small_candidates_overlap_up_to_the_limit_and_a_multipart_one_goes_alone
     let names: Vec<(&str, usize)> = names.iter().map(|(n, l)| (n.as_str(), *l)).collect();
     let items = files(&sb, &names);
     let archiver = Gauge::new(MemoryArchiver::new());
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     let options = RunOptions {
         parallel_uploads: 4,
         ..RunOptions::default()
@@ -229,7 +225,7 @@ async fn a_stopped_run_records_the_uploads_that_finished_and_nothing_else() {
     archiver.put_delay = Duration::ZERO;
     archiver.hang = Some(sb.path("b"));
     let ledger_file = sb.path("ledger.sqlite3");
-    let mut ledger = SqliteLedger::open(&ledger_file).unwrap();
+    let mut ledger = Ledger::open(&ledger_file).unwrap();
     let options = RunOptions {
         parallel_uploads: 2,
         ..RunOptions::default()
@@ -268,7 +264,7 @@ async fn rows_of_a_batching_backend_wait_for_its_sync_and_a_failed_sync_records_
     let mut archiver = Gauge::new(local);
     archiver.put_delay = Duration::ZERO;
     archiver.ledger = Some(ledger_file.clone());
-    let mut ledger = SqliteLedger::open(&ledger_file).unwrap();
+    let mut ledger = Ledger::open(&ledger_file).unwrap();
     let first = files(&sb, &[("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)]);
     let report = run_backup(&first, &mut ledger, &archiver, &RunOptions::default())
         .await
@@ -313,7 +309,7 @@ async fn a_listing_taken_before_a_batch_is_named_finds_its_rows_too_recent_not_m
     let mut archiver = Gauge::new(local);
     archiver.put_delay = Duration::ZERO;
     archiver.list_at_sync = true;
-    let mut ledger = SqliteLedger::in_memory().unwrap();
+    let mut ledger = Ledger::in_memory().unwrap();
     let items = files(&sb, &[("a", 1), ("b", 2)]);
     let report = run_backup(&items, &mut ledger, &archiver, &RunOptions::default())
         .await
@@ -344,7 +340,7 @@ async fn archives_named_by_a_run_killed_before_recording_them_are_removed_by_the
     let ledger_file = sb.path("ledger.sqlite3");
     let items = files(&sb, &[("a", 10), ("b", 20), ("c", 30)]);
     {
-        let mut ledger = SqliteLedger::open(&ledger_file).unwrap();
+        let mut ledger = Ledger::open(&ledger_file).unwrap();
         let options = RunOptions::default();
         let run = run_backup(&items, &mut ledger, &archiver, &options);
         // The run is dropped where it waits, as a kill -9 would leave it.
@@ -357,7 +353,7 @@ async fn archives_named_by_a_run_killed_before_recording_them_are_removed_by_the
 
     let local = LocalArchiver::new(&root, false);
     local.check().await.unwrap();
-    let mut ledger = SqliteLedger::open(&ledger_file).unwrap();
+    let mut ledger = Ledger::open(&ledger_file).unwrap();
     let report = run_backup(&items, &mut ledger, &local, &RunOptions::default())
         .await
         .unwrap();

@@ -2,10 +2,15 @@
 //! upload token and the parts the destination holds, so an interrupted copy continues without
 //! reading them again), and each archive moved.
 
-use super::*;
-use crate::ledger::{Move, MovePart, Moved};
+use std::path::Path;
 
-impl SqliteLedger {
+use rusqlite::{params, OptionalExtension};
+use time::OffsetDateTime;
+
+use super::sql::{parse_time, read_row, rfc3339, sqlite_error, SqlPath, COLUMNS};
+use super::{Ledger, LedgerError, Move, MovePart, Moved, UploadRecord};
+
+impl Ledger {
     /// Every upload, oldest first, with where its archive was moved if it was: what `list`
     /// shows, in one query per page of rows (the moved mark joined in, not looked up per row;
     /// not joined at all in the many ledgers that record no move).
