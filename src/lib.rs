@@ -31,6 +31,21 @@ pub fn display_size(bytes: u64) -> String {
     bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
+/// An error and its causes on one line, each cause once.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A time as shown to people: UTC, to the second, RFC 3339.
 pub fn display_time(t: time::OffsetDateTime) -> String {
     let t = t

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use glacier_backup::backup::error_chain;
 use glacier_backup::config::{self, Config, LogFile, PathRule};
+use glacier_backup::error_chain;
 use tracing_subscriber::filter::LevelFilter;
 
 use cli::{Cli, Command};

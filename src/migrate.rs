@@ -19,7 +19,7 @@ use glacier_backup_archiver::{
 };
 use time::OffsetDateTime;
 
-use crate::backup::error_chain;
+use crate::error_chain;
 use crate::ledger::{Ledger, LedgerError, Move, MovePart, Moved, UploadRecord};
 use crate::progress::SharedProgress;
 use crate::restore::retrieval::{wait_readable, Wait};

@@ -139,7 +139,7 @@ pub async fn check_by_reading(archiver: &dyn Archiver, rows: &[UploadRecord]) ->
             Err(e) => findings.push(finding(format!(
                 "archive {} could not be read back: {}",
                 row.archive_id,
-                crate::backup::error_chain(&e)
+                crate::error_chain(&e)
             ))),
         }
     }

@@ -7,7 +7,7 @@ use glacier_backup_archiver::Error as ArchiverError;
 use glacier_backup_archiver::TreeHash;
 
 use super::extract::ExtractError;
-use crate::backup::error_chain;
+use crate::error_chain;
 use crate::ledger::LedgerError;
 use crate::shown;
 

@@ -1,0 +1,143 @@
+//! One candidate streamed to the archiver: its layers, its part size, the upload it resumes,
+//! and the ledger row to write once the archiver confirms it.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use glacier_backup_archiver::{ArchiveMeta, Archiver, PartStream, Resume};
+use time::OffsetDateTime;
+
+use super::resume::{resumable_upload, PendingJournal};
+use super::run::SharedLedger;
+use super::CandidateError;
+use crate::candidate::{Candidate, Scan, SourceError};
+use crate::codec::{Layers, Seal};
+use crate::ledger::{PendingUpload, UploadRecord};
+use crate::progress::ItemProgress;
+use crate::shown;
+use crate::stream::{encoded_parts, PlainSize};
+use crate::upload::{put_journaled, UploadJournal};
+
+/// Streams one candidate to the archiver and returns the ledger row to write. Multipart uploads
+/// are recorded in `ledger` as soon as they start, so that an interrupted one is resumed by the
+/// next run of the unchanged source.
+pub(super) async fn put_candidate(
+    candidate: Arc<dyn Candidate>,
+    scan: Scan,
+    archiver: &dyn Archiver,
+    ledger: &SharedLedger<'_>,
+    progress: &crate::progress::SharedProgress,
+    format: &crate::codec::Format,
+) -> Result<UploadRecord, CandidateError> {
+    let path = candidate.source_path().to_path_buf();
+    let item: Arc<dyn ItemProgress> = progress.item(&shown(&path), scan.size_estimate).into();
+    let fingerprint = scan.fingerprint.to_string();
+    let encoding = format.encoding();
+    let resume = resumable_upload(&path, &fingerprint, &encoding, archiver, ledger).await?;
+    let seal = seal_for(resume.as_ref(), format)?;
+    // age adds 16 bytes per 64 KiB and a header: a part size chosen for the plain size must
+    // still hold the stored one.
+    let size_hint = match encoding.encrypted {
+        true => scan.size_estimate + scan.size_estimate / 4096 + 4096,
+        false => scan.size_estimate,
+    };
+    let layers = Layers::of(&encoding, seal.clone(), size_hint);
+    let part_size = match &resume {
+        Some(pending) => pending.part_size,
+        None => archiver.part_size(size_hint),
+    };
+    let resume = match resume {
+        Some(pending) => Some(Resume {
+            receipts: ledger.with(|l| l.pending_parts(&path))?,
+            token: pending.token,
+            completing: pending.completing,
+        }),
+        None => None,
+    };
+    let started_at = OffsetDateTime::now_utc();
+    let meta = ArchiveMeta {
+        source_path: path.clone(),
+        name: candidate.archive_name(),
+        kind: candidate.kind(),
+        fingerprint: fingerprint.clone(),
+        size_hint,
+        started_at,
+        encoding: encoding.clone(),
+    };
+    let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
+    let layered = layers.is_some();
+    let (parts, plain_size) = encoded_parts(candidate.clone(), part_bytes, size_hint, layers);
+    let parts = counted(parts, item, layered.then(|| plain_size.clone()));
+    // A resumable backend's uploads are journaled as they go, so a failed one is kept for the
+    // next run to continue; any other failed upload is aborted.
+    let mut journal = PendingJournal {
+        ledger,
+        pending: PendingUpload {
+            path: path.clone(),
+            backend: archiver.name().to_owned(),
+            token: String::new(),
+            part_size,
+            fingerprint: fingerprint.clone(),
+            started_at,
+            completing: None,
+            encoding: encoding.clone(),
+            seal: seal.as_ref().map(Seal::to_bytes),
+        },
+    };
+    let journal = archiver
+        .capabilities()
+        .resumable_uploads
+        .then_some(&mut journal as &mut dyn UploadJournal);
+    let stored = put_journaled(archiver, &meta, resume, parts, journal).await?;
+    Ok(UploadRecord {
+        path: meta.source_path,
+        name: meta.name,
+        archive_id: stored.archive_id,
+        description: stored.description,
+        backend: archiver.name().to_owned(),
+        kind: Some(meta.kind),
+        size: Some(stored.size),
+        tree_hash: Some(stored.tree_hash),
+        fingerprint: Some(meta.fingerprint),
+        started_at: Some(started_at),
+        uploaded_at: Some(OffsetDateTime::now_utc()),
+        plain_size: (!meta.encoding.is_plain()).then(|| plain_size.get()),
+        encoding: meta.encoding,
+    })
+}
+
+/// The seal an encrypted upload's bytes are made with: a resumed upload's own, so its bytes
+/// come out again as they were sent, or a new one.
+fn seal_for(
+    resume: Option<&PendingUpload>,
+    format: &crate::codec::Format,
+) -> Result<Option<Seal>, CandidateError> {
+    if !format.encoding().encrypted {
+        return Ok(None);
+    }
+    match resume {
+        Some(pending) => Ok(pending.seal.as_deref().and_then(Seal::from_bytes)),
+        None => Seal::authenticated(&format.recipients, format.authentication.as_ref())
+            .map(Some)
+            .map_err(|e| CandidateError::Source(SourceError::Encode(e.to_string()))),
+    }
+}
+
+/// `parts`, advancing `item` as the backend takes them: the bytes taken are (within the few
+/// parts in flight) the bytes sent. Progress counts the source's bytes, which the item's total
+/// is: for layered parts, what `plain` says was read so far, not the compressed bytes.
+fn counted(parts: PartStream, item: Arc<dyn ItemProgress>, plain: Option<PlainSize>) -> PartStream {
+    let mut shown = 0;
+    parts
+        .inspect(move |part| {
+            if let Ok(part) = part {
+                let done = match &plain {
+                    Some(plain) => plain.get(),
+                    None => shown + part.data.len() as u64,
+                };
+                item.advance(done.saturating_sub(shown));
+                shown = shown.max(done);
+            }
+        })
+        .boxed()
+}

@@ -1,0 +1,360 @@
+//! The run's loop: candidates decided in plan order, uploaded several at once within the
+//! backend's memory budget, each ending upload handed to `record.rs`.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::LocalBoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use glacier_backup_archiver::Archiver;
+
+use super::decision::{decision, may_be_unstorable};
+use super::put::put_candidate;
+pub(super) use super::record::SharedLedger;
+use super::resume::remove_unrecorded;
+use super::{CandidateError, Decision, RunError, RunOptions, RunReport, Uploaded};
+use crate::candidate::{Candidate, Scan, SourceError};
+use crate::ledger::{Ledger, UploadRecord};
+use crate::progress::SharedProgress;
+use crate::resolve::Planned;
+use crate::shown;
+
+/// Backs up every planned candidate, several at once ([`RunOptions::parallel_uploads`]).
+/// Candidate failures are reported and the run goes on; ledger failures stop it.
+///
+/// Everything runs in this one task: the uploads under way share the ledger through a
+/// `RefCell` that is only ever borrowed between awaits, so rows are written in one place.
+pub async fn run_backup(
+    planned: &[Planned],
+    ledger: &mut Ledger,
+    archiver: &dyn Archiver,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
+    if !options.dry_run {
+        remove_unrecorded(archiver, ledger).await?;
+    }
+    let progress = crate::progress::or_none(&options.progress);
+    progress.batch(planned.len());
+    let shared = SharedLedger::new(ledger);
+    let mut run = Run::new(archiver, options, progress);
+    let mut running = FuturesUnordered::new();
+    let result = run.each_candidate(planned, &mut running, &shared).await;
+    // Stopped or failed: uploads under way are dropped, and what finished before is committed.
+    drop(running);
+    let committed = run.commit(&shared).await;
+    match result {
+        Err(Halt::Stopped) => run.report.stopped = true,
+        Err(Halt::Failed(e)) => return Err(e),
+        Ok(()) => {}
+    }
+    committed?;
+    Ok(run.into_report())
+}
+
+/// A candidate decided for upload, with the scan its upload starts from.
+struct ToUpload {
+    decision: Decision,
+    scan: Scan,
+}
+
+impl<'a> Run<'a> {
+    fn new(archiver: &'a dyn Archiver, options: &'a RunOptions, progress: SharedProgress) -> Self {
+        Run {
+            archiver,
+            options,
+            progress,
+            budget: archiver.upload_concurrency().max(1) as u64 * archiver.part_size(0),
+            parallel: options.parallel_uploads.max(1),
+            reserved: 0,
+            running_paths: HashSet::new(),
+            uploaded: Vec::new(),
+            committed: 0,
+            batch_started: Instant::now(),
+            report: RunReport::default(),
+        }
+    }
+
+    /// Goes through the plan in order, starting each upload it decides on as the budget
+    /// allows, and returns once every upload under way has ended.
+    async fn each_candidate<'r>(
+        &mut self,
+        planned: &[Planned],
+        running: &mut Running<'r>,
+        ledger: &'r SharedLedger<'_>,
+    ) -> Result<(), Halt>
+    where
+        'a: 'r,
+    {
+        for (index, item) in planned.iter().enumerate() {
+            let done = ItemDone(self.progress.clone());
+            if let Some(max) = self.options.max_uploads {
+                while self.uploaded() + running.len() >= max && !running.is_empty() {
+                    self.wait_for_one(running, ledger).await?;
+                }
+                if self.uploaded() >= max {
+                    self.defer(&planned[index..]);
+                    break;
+                }
+            }
+            let path = item.candidate.source_path();
+            // One upload of a path at a time, and its row in the ledger before the path is
+            // looked at again (a library caller may list a path twice).
+            while self.running_paths.contains(path) {
+                self.wait_for_one(running, ledger).await?;
+            }
+            if self.uncommitted().any(|(_, upload)| upload.path == path) {
+                self.commit(ledger).await?;
+            }
+            if let Some(to_upload) = self.consider(index, item, running, ledger).await? {
+                self.start(index, item, to_upload, done, running, ledger)
+                    .await?;
+            }
+        }
+        while !running.is_empty() {
+            self.wait_for_one(running, ledger).await?;
+        }
+        Ok(())
+    }
+
+    /// Decides on one candidate, scanning it while the uploads under way go on. Reports it
+    /// (up to date, failed to scan, empty and unstorable, or a dry run's upload) and returns
+    /// `None`, or returns what to upload.
+    async fn consider(
+        &mut self,
+        index: usize,
+        item: &Planned,
+        running: &mut Running<'_>,
+        ledger: &SharedLedger<'_>,
+    ) -> Result<Option<ToUpload>, Halt> {
+        let candidate = &item.candidate;
+        let path = candidate.source_path().to_path_buf();
+        let last = ledger.with(|l| l.latest_upload(&path))?;
+        if last.is_some() && !item.upload_if_changed {
+            self.up_to_date(path, decision(last.as_ref(), false, None));
+            return Ok(None);
+        }
+        let (archiver, options) = (self.archiver, self.options);
+        let unstorable = may_be_unstorable(candidate.as_ref(), archiver, &options.format);
+        // A dry run scans (reads no contents) only for what it reports: a change, the
+        // size where storage is priced, an empty file the backend cannot store.
+        let needs_scan =
+            !options.dry_run || last.is_some() || unstorable || archiver.storage_class().is_some();
+        let scan = match needs_scan {
+            true => match self
+                .meanwhile(running, ledger, scan_of(candidate.clone()))
+                .await?
+            {
+                Ok(scan) => Some(scan),
+                Err(e) => {
+                    self.failed(path, &CandidateError::from(e));
+                    return Ok(None);
+                }
+            },
+            false => None,
+        };
+        let decision = decision(last.as_ref(), item.upload_if_changed, scan.as_ref());
+        if let Decision::UpToDate { .. } = decision {
+            self.up_to_date(path, decision);
+            return Ok(None);
+        }
+        let size = scan.as_ref().map_or(0, |scan| scan.size_estimate);
+        if size == 0 && unstorable && scan.is_some() {
+            self.empty(path, options.dry_run);
+            return Ok(None);
+        }
+        match (options.dry_run, scan) {
+            (false, Some(scan)) => Ok(Some(ToUpload { decision, scan })),
+            (true, _) => {
+                let kind = candidate.kind().as_str();
+                tracing::info!("would upload {} ({kind}): {decision}", shown(&path));
+                let estimated_size = size;
+                let would = Uploaded {
+                    path,
+                    decision,
+                    record: None,
+                    estimated_size,
+                };
+                self.uploaded.push((index, would));
+                Ok(None)
+            }
+            (false, None) => unreachable!("a real run always scans"),
+        }
+    }
+
+    /// Starts uploading a candidate once the budget has room for it (waiting for uploads under
+    /// way to end), as one more future of `running`.
+    async fn start<'r>(
+        &mut self,
+        index: usize,
+        item: &Planned,
+        to_upload: ToUpload,
+        done: ItemDone,
+        running: &mut Running<'r>,
+        ledger: &'r SharedLedger<'_>,
+    ) -> Result<(), Halt>
+    where
+        'a: 'r,
+    {
+        let ToUpload { decision, scan } = to_upload;
+        let cost = self.memory_cost(scan.size_estimate);
+        while !running.is_empty()
+            && (running.len() >= self.parallel || self.reserved + cost > self.budget)
+        {
+            self.wait_for_one(running, ledger).await?;
+        }
+        let candidate = item.candidate.clone();
+        let path = candidate.source_path().to_path_buf();
+        self.reserved += cost;
+        self.running_paths.insert(path.clone());
+        tracing::info!("uploading {} ({decision})", shown(&path));
+        let (archiver, options, progress) = (self.archiver, self.options, self.progress.clone());
+        running.push(
+            async move {
+                let _done = done;
+                let started = Instant::now();
+                let format = &options.format;
+                let result =
+                    put_candidate(candidate, scan, archiver, ledger, &progress, format).await;
+                Finished {
+                    index,
+                    path,
+                    decision,
+                    cost,
+                    seconds: started.elapsed().as_secs_f64(),
+                    result,
+                }
+            }
+            .boxed_local(),
+        );
+        Ok(())
+    }
+
+    fn up_to_date(&mut self, path: PathBuf, decision: Decision) {
+        tracing::debug!("{}: {decision}", shown(&path));
+        self.report.up_to_date.push((path, decision));
+    }
+}
+
+/// Why the run's loop ended early.
+pub(super) enum Halt {
+    /// [`RunOptions::stop`] was cancelled.
+    Stopped,
+    /// Something that stops the whole run.
+    Failed(RunError),
+}
+
+impl<E: Into<RunError>> From<E> for Halt {
+    fn from(e: E) -> Self {
+        Halt::Failed(e.into())
+    }
+}
+
+/// A candidate's upload that ended, well or not.
+pub(super) struct Finished {
+    pub(super) index: usize,
+    pub(super) path: PathBuf,
+    pub(super) decision: Decision,
+    /// Bytes of the memory budget it held.
+    pub(super) cost: u64,
+    pub(super) seconds: f64,
+    pub(super) result: Result<UploadRecord, CandidateError>,
+}
+
+type Running<'a> = FuturesUnordered<LocalBoxFuture<'a, Finished>>;
+
+/// The state of a run: what is under way and what was done.
+pub(super) struct Run<'a> {
+    pub(super) archiver: &'a dyn Archiver,
+    pub(super) options: &'a RunOptions,
+    pub(super) progress: SharedProgress,
+    /// Bytes in flight allowed at once: the backend's parts in flight times its part size.
+    pub(super) budget: u64,
+    pub(super) parallel: usize,
+    /// Bytes of the budget held by the uploads under way.
+    pub(super) reserved: u64,
+    pub(super) running_paths: HashSet<PathBuf>,
+    /// Uploads done, with their planned positions (the report lists them in plan order).
+    pub(super) uploaded: Vec<(usize, Uploaded)>,
+    /// How many of `uploaded` have their rows in the ledger: the rest wait for the backend's
+    /// `sync` (see [`BATCH_ROWS`]).
+    pub(super) committed: usize,
+    /// When the first of the uncommitted uploads finished.
+    pub(super) batch_started: Instant,
+    /// Everything but the uploads.
+    pub(super) report: RunReport,
+}
+
+impl Run<'_> {
+    pub(super) fn uploaded(&self) -> usize {
+        self.uploaded.len()
+    }
+
+    /// Uploads whose rows wait for the backend's `sync`.
+    pub(super) fn uncommitted(&self) -> impl Iterator<Item = &(usize, Uploaded)> {
+        self.uploaded[self.committed..].iter()
+    }
+
+    /// What an archive of `size` bytes holds of the budget: its buffer when it fits in one
+    /// part, the whole budget when it goes in several (the upload driver fills it).
+    fn memory_cost(&self, size: u64) -> u64 {
+        if size > self.archiver.part_size(size) {
+            self.budget
+        } else {
+            size.max(crate::stream::MIN_BUFFER as u64).min(self.budget)
+        }
+    }
+
+    /// Awaits `work` while the uploads under way go on, recording those that end.
+    async fn meanwhile<T>(
+        &mut self,
+        running: &mut Running<'_>,
+        ledger: &SharedLedger<'_>,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Halt> {
+        let stop = &self.options.stop;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Err(Halt::Stopped),
+                out = &mut work => return Ok(out),
+                Some(finished) = running.next(), if !running.is_empty() => {
+                    self.finish(finished, ledger).await?;
+                }
+            }
+        }
+    }
+
+    /// Waits until one upload under way ends, and records it.
+    async fn wait_for_one(
+        &mut self,
+        running: &mut Running<'_>,
+        ledger: &SharedLedger<'_>,
+    ) -> Result<(), Halt> {
+        let finished = tokio::select! {
+            biased;
+            () = self.options.stop.cancelled() => return Err(Halt::Stopped),
+            Some(finished) = running.next() => finished,
+        };
+        Ok(self.finish(finished, ledger).await?)
+    }
+}
+
+async fn scan_of(candidate: Arc<dyn Candidate>) -> Result<Scan, SourceError> {
+    tokio::task::spawn_blocking(move || candidate.scan())
+        .await
+        .expect("scan does not panic")
+}
+
+/// Tells the progress display an item is finished when dropped: on every path out of a loop
+/// iteration, and when an upload under way ends or is dropped.
+struct ItemDone(crate::progress::SharedProgress);
+
+impl Drop for ItemDone {
+    fn drop(&mut self) {
+        self.0.item_done();
+    }
+}
