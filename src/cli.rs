@@ -230,13 +230,6 @@ pub struct MigrateArgs {
     pub paths: Vec<PathBuf>,
 }
 
-impl MigrateArgs {
-    /// The tier as the command line spells it.
-    pub fn tier_name(&self) -> &'static str {
-        glacier_backup::archiver::RestoreTier::from(self.tier).as_str()
-    }
-}
-
 fn parse_dollars(text: &str) -> Result<f64, String> {
     text.trim_start_matches('$')
         .parse::<f64>()
