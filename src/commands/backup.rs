@@ -77,41 +77,19 @@ pub async fn backup(
         (ledger, Some(lock))
     };
 
-    let mut own_files = vec![ledger_file.clone(), lock_path(&ledger_file)];
-    for suffix in ["-journal", "-wal", "-shm"] {
-        let mut name = ledger_file.clone().into_os_string();
-        name.push(suffix);
-        own_files.push(name.into());
-    }
-    own_files.extend(archiver.local_directory());
-    own_files.extend(logfile);
-    // Walks see paths as configured; these may be written with `..` or through symlinks, so
-    // both the lexical and the resolved form are listed.
-    let own_files: Vec<PathBuf> = own_files
-        .into_iter()
-        .filter_map(|p| std::path::absolute(p).ok())
-        .flat_map(|p| [lexically_normal(&p), std::fs::canonicalize(&p).unwrap_or(p)])
-        .collect();
+    let own_files = own_files(&ledger_file, archiver.as_ref(), logfile);
     let planned = glacier_backup::resolve::resolve(&config.paths, &own_files);
-    let run = run_backup(
-        &planned,
-        &mut ledger as &mut Ledger,
-        archiver.as_ref(),
-        &options,
-    );
-    // A signal stops the run, which records what finished before it returns.
-    let signal = super::stop_requested();
-    tokio::pin!(run, signal);
-    let mut stopped_by = None;
-    let report = loop {
-        tokio::select! {
-            report = &mut run => break report?,
-            stop = &mut signal, if stopped_by.is_none() => {
-                options.stop.cancel();
-                stopped_by = Some(stop);
-            }
-        }
-    };
+    let (report, stopped_by) = run_until_signal(
+        run_backup(
+            &planned,
+            &mut ledger as &mut Ledger,
+            archiver.as_ref(),
+            &options,
+        ),
+        &options.stop,
+    )
+    .await;
+    let report = report?;
     if let Some(stop) = stopped_by.filter(|_| report.stopped) {
         tracing::warn!(
             "stopped by {} after {} upload(s): uploads in progress were not recorded as done; \
@@ -129,14 +107,70 @@ pub async fn backup(
         return Ok(Outcome::Interrupted(stop));
     }
 
-    let verb = if cli.dryrun {
-        "would upload"
+    let summary = summary(cli.dryrun, &report);
+    tracing::info!("{summary}");
+    if cli.dryrun {
+        storage_estimate(archiver.as_ref(), config, &report);
+    }
+    if cli.json {
+        print_json(&to_json(cli.dryrun, &report))?;
+    }
+    Ok(if report.failed.is_empty() {
+        Outcome::Success
     } else {
-        "uploaded"
-    };
+        Outcome::Failed
+    })
+}
+
+/// The ledger, its lock and journals, the destination directory and the log: files a run
+/// writes, so a walk that meets them leaves them out. Walks see paths as configured; these may
+/// be written with `..` or through symlinks, so both the lexical and the resolved form are listed.
+fn own_files(
+    ledger_file: &std::path::Path,
+    archiver: &dyn glacier_backup::archiver::Archiver,
+    logfile: Option<PathBuf>,
+) -> Vec<PathBuf> {
+    let mut own_files = vec![ledger_file.to_path_buf(), lock_path(ledger_file)];
+    for suffix in ["-journal", "-wal", "-shm"] {
+        let mut name = ledger_file.to_path_buf().into_os_string();
+        name.push(suffix);
+        own_files.push(name.into());
+    }
+    own_files.extend(archiver.local_directory());
+    own_files.extend(logfile);
+    own_files
+        .into_iter()
+        .filter_map(|p| std::path::absolute(p).ok())
+        .flat_map(|p| [lexically_normal(&p), std::fs::canonicalize(&p).unwrap_or(p)])
+        .collect()
+}
+
+/// Drives the run to its end; a signal cancels `stop`, and the run records what finished before
+/// it returns. Says which signal, if one came.
+async fn run_until_signal<T>(
+    run: impl std::future::Future<Output = T>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> (T, Option<super::Stop>) {
+    let signal = super::stop_requested();
+    tokio::pin!(run, signal);
+    let mut stopped_by = None;
+    loop {
+        tokio::select! {
+            report = &mut run => return (report, stopped_by),
+            received = &mut signal, if stopped_by.is_none() => {
+                stop.cancel();
+                stopped_by = Some(received);
+            }
+        }
+    }
+}
+
+/// The one-line summary: how many were uploaded, up to date, failed, skipped and deferred.
+fn summary(dry_run: bool, report: &RunReport) -> String {
+    let verb = if dry_run { "would upload" } else { "uploaded" };
     let mut summary = format!(
         "{}{verb} {}, up to date {}, failed {}",
-        if cli.dryrun { "dry run: " } else { "" },
+        if dry_run { "dry run: " } else { "" },
         report.uploaded.len(),
         report.up_to_date.len(),
         report.failed.len()
@@ -153,18 +187,7 @@ pub async fn backup(
             report.deferred.len()
         ));
     }
-    tracing::info!("{summary}");
-    if cli.dryrun {
-        storage_estimate(archiver.as_ref(), config, &report);
-    }
-    if cli.json {
-        print_json(&to_json(cli.dryrun, &report))?;
-    }
-    Ok(if report.failed.is_empty() {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
+    summary
 }
 
 /// What a dry run's pending uploads add to the bill: storage per month and the upload

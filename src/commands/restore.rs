@@ -2,9 +2,10 @@
 
 use glacier_backup::archiver::{Archiver, RestoreOptions};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::{Ledger, Retrieval, UploadRecord};
+use glacier_backup::ledger::{Ledger, Moved, Retrieval, UploadRecord};
 use glacier_backup::restore::{
-    expected_wait, restore_all, select, whole, Destination, Outcome as Restored, RestoreRequest,
+    expected_wait, restore_all, select, whole, Destination, Outcome as Restored, RestoreReport,
+    RestoreRequest,
 };
 use glacier_backup::shown;
 
@@ -291,6 +292,15 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
             );
         }
     };
+    report_outcomes(cli, &report, &gone)
+}
+
+/// Prints what a restore did, archives moved away counted as failed, and the exit it ends with.
+fn report_outcomes(
+    cli: &Cli,
+    report: &RestoreReport,
+    gone: &[(UploadRecord, Moved)],
+) -> Result<Outcome, Fatal> {
     let (restored, pending) = (report.restored(), report.pending());
     let failed = report.failed() + gone.len();
     let mut archives: Vec<_> = report
@@ -298,7 +308,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         .iter()
         .map(|(row, outcome)| outcome_json(row, outcome))
         .collect();
-    for (row, moved) in &gone {
+    for (row, moved) in gone {
         let error = format!(
             "moved to {} (key {}) and deleted here",
             moved.destination, moved.key

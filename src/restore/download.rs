@@ -43,84 +43,27 @@ pub(super) async fn download(
         .open(&path)
         .map_err(io("open"))?;
     let ranged = archiver.capabilities().ranged_reads;
-    let kept = file.metadata().map_err(io("read"))?.len();
-    // Whole MiBs only, so ranged requests stay tree-hash aligned.
-    let mut have = if ranged && kept <= archive.size {
-        kept - kept % (1 << 20)
-    } else {
-        0
-    };
-    file.set_len(have).map_err(io("truncate"))?;
-    let mut hasher = TreeHasher::new();
-    if have > 0 {
-        tracing::info!(
-            "{}: continuing an interrupted download at {} of {}",
-            archive.archive_id,
-            crate::display_size(have),
-            crate::display_size(archive.size)
-        );
-        let mut buffer = vec![0; 1 << 20];
-        let mut reader = (&file).take(have);
-        loop {
-            match reader.read(&mut buffer).map_err(io("read"))? {
-                0 => break,
-                n => hasher.update(&buffer[..n]),
-            }
-        }
-    }
-    file.seek(SeekFrom::Start(have)).map_err(io("seek in"))?;
-    progress.advance(have);
-    let ranges: Vec<Option<std::ops::Range<u64>>> = if ranged && archive.size > 0 {
-        (have..archive.size)
+    let mut partial = Partial::resume(&mut file, &path, archive, ranged)?;
+    progress.advance(partial.have);
+    let ranges = if ranged && archive.size > 0 {
+        (partial.have..archive.size)
             .step_by(chunk_size as usize)
             .map(|start| Some(start..archive.size.min(start + chunk_size)))
             .collect()
     } else {
         vec![None]
     };
-    let stopped = |source: glacier_backup_archiver::Error, have| match source {
-        // The destination refused for good (a range past the end of an archive shorter than
-        // recorded, an archive gone): running again would not continue anything.
-        glacier_backup_archiver::Error::Remote {
-            temporary: false, ..
-        }
-        | glacier_backup_archiver::Error::NotFound { .. } => RestoreFailure::Archiver(source),
-        // The bytes received are not the archive's: continuing from them would fail the whole
-        // check at the end.
-        glacier_backup_archiver::Error::Integrity { .. } => {
-            RestoreFailure::DamagedInTransit(source)
-        }
-        source => RestoreFailure::Interrupted {
-            have,
-            size: archive.size,
-            source,
-        },
-    };
-    let fetched = async {
-        for range in ranges {
-            let mut stream = archiver
-                .get(archive, range)
-                .await
-                .map_err(|e| stopped(e, have))?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| stopped(e, have))?;
-                hasher.update(&chunk);
-                file.write_all(&chunk).map_err(io("write"))?;
-                have += chunk.len() as u64;
-                progress.advance(chunk.len() as u64);
-            }
-        }
-        Ok(())
-    }
-    .await;
+    let fetched = partial
+        .fetch(archiver, archive, ranges, &mut file, &path, progress)
+        .await;
     if let Err(failure @ RestoreFailure::DamagedInTransit(_)) = fetched {
         drop(file);
         let _ = std::fs::remove_file(&path);
         return Err(failure);
     }
     fetched?;
-    let size = hasher.len();
-    let hash = hasher.finish();
+    let size = partial.hasher.len();
+    let hash = partial.hasher.finish();
     if size != archive.size || hash != archive.tree_hash {
         drop(file);
         let _ = std::fs::remove_file(&path);
@@ -136,6 +79,98 @@ pub(super) async fn download(
         file.sync_all().map_err(io("sync"))?;
     }
     Ok(path)
+}
+
+/// What the partial file holds so far, and the tree hash over it.
+struct Partial {
+    have: u64,
+    hasher: TreeHasher,
+}
+
+impl Partial {
+    /// Keeps the whole MiBs an earlier run left (so ranged requests stay tree-hash aligned),
+    /// hashes them again, and leaves the file positioned after them; without ranged reads,
+    /// starts over.
+    fn resume(
+        file: &mut std::fs::File,
+        path: &Path,
+        archive: &ArchiveRef,
+        ranged: bool,
+    ) -> Result<Partial, RestoreFailure> {
+        let io = |what: &'static str| RestoreFailure::io(what, path);
+        let kept = file.metadata().map_err(io("read"))?.len();
+        let have = if ranged && kept <= archive.size {
+            kept - kept % (1 << 20)
+        } else {
+            0
+        };
+        file.set_len(have).map_err(io("truncate"))?;
+        let mut hasher = TreeHasher::new();
+        if have > 0 {
+            tracing::info!(
+                "{}: continuing an interrupted download at {} of {}",
+                archive.archive_id,
+                crate::display_size(have),
+                crate::display_size(archive.size)
+            );
+            let mut buffer = vec![0; 1 << 20];
+            let mut reader = (&*file).take(have);
+            loop {
+                match reader.read(&mut buffer).map_err(io("read"))? {
+                    0 => break,
+                    n => hasher.update(&buffer[..n]),
+                }
+            }
+        }
+        file.seek(SeekFrom::Start(have)).map_err(io("seek in"))?;
+        Ok(Partial { have, hasher })
+    }
+
+    /// Appends each range's bytes to the file and the hash.
+    async fn fetch(
+        &mut self,
+        archiver: &dyn Archiver,
+        archive: &ArchiveRef,
+        ranges: Vec<Option<std::ops::Range<u64>>>,
+        file: &mut std::fs::File,
+        path: &Path,
+        progress: &dyn crate::progress::ItemProgress,
+    ) -> Result<(), RestoreFailure> {
+        for range in ranges {
+            let mut stream = archiver
+                .get(archive, range)
+                .await
+                .map_err(|e| stopped(e, self.have, archive.size))?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| stopped(e, self.have, archive.size))?;
+                self.hasher.update(&chunk);
+                // The error is built only on failure: no path copy per chunk.
+                file.write_all(&chunk)
+                    .map_err(|e| RestoreFailure::io("write", path)(e))?;
+                self.have += chunk.len() as u64;
+                progress.advance(chunk.len() as u64);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a failed request means for this download, `have` bytes of `size` in.
+fn stopped(source: glacier_backup_archiver::Error, have: u64, size: u64) -> RestoreFailure {
+    match source {
+        // The destination refused for good (a range past the end of an archive shorter than
+        // recorded, an archive gone): running again would not continue anything.
+        glacier_backup_archiver::Error::Remote {
+            temporary: false, ..
+        }
+        | glacier_backup_archiver::Error::NotFound { .. } => RestoreFailure::Archiver(source),
+        // The bytes received are not the archive's: continuing from them would fail the whole
+        // check at the end.
+        glacier_backup_archiver::Error::Integrity { .. } => {
+            RestoreFailure::DamagedInTransit(source)
+        }
+        source => RestoreFailure::Interrupted { have, size, source },
+    }
 }
 
 /// The checked bytes of an archive, ready to be put in place.

@@ -286,7 +286,7 @@ async fn upload_parts<S: MultipartStore>(
         },
     )
     .await;
-    let mut receipts = match outcome {
+    let receipts = match outcome {
         Ok(sent) => sent,
         Err(e) => {
             if options.on_failure == OnFailure::Abort {
@@ -297,6 +297,28 @@ async fn upload_parts<S: MultipartStore>(
             return Err(e);
         }
     };
+    complete_in_order(
+        store,
+        meta,
+        options,
+        &upload,
+        &checker,
+        receipts,
+        already_stored,
+    )
+    .await
+}
+
+/// Ends the upload with every part's receipt in order, after journaling that it is completing.
+async fn complete_in_order<S: MultipartStore>(
+    store: &S,
+    meta: &ArchiveMeta,
+    options: &PutOptions,
+    upload: &S::Upload,
+    checker: &PartChecker,
+    mut receipts: Vec<(u64, S::Receipt)>,
+    already_stored: Vec<(u64, S::Receipt)>,
+) -> Result<ArchiveRef> {
     if !already_stored.is_empty() {
         tracing::info!(
             "{}: {} part(s) were already stored and were not sent again",
@@ -322,7 +344,7 @@ async fn upload_parts<S: MultipartStore>(
         }
     }
     let receipts = receipts.into_iter().map(|(_, receipt)| receipt).collect();
-    store.complete(&upload, receipts, size, tree_hash).await
+    store.complete(upload, receipts, size, tree_hash).await
 }
 
 #[cfg(test)]

@@ -90,38 +90,8 @@ pub fn verify(
         .map(encode)
         .collect::<Vec<_>>()
         .join("/");
-    let mut query: Vec<(String, String)> = raw_query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-            (encode(&decode(key)), encode(&decode(value)))
-        })
-        .collect();
-    query.sort();
-    let canonical_query = query
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut canonical_headers = String::new();
-    for name in signed_headers.split(';') {
-        let values: Vec<String> = headers
-            .get_all(name)
-            .iter()
-            .map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect();
-        if values.is_empty() {
-            return Err(invalid(format!("signed header {name} is missing")));
-        }
-        canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
-    }
+    let canonical_query = canonical_query(raw_query);
+    let canonical_headers = canonical_headers(signed_headers, headers).map_err(invalid)?;
     let canonical_request = format!(
         "{method}\n{canonical_uri}\n{canonical_query}\n{canonical_headers}\n{signed_headers}\n{payload_sha256}"
     );
@@ -145,4 +115,45 @@ pub fn verify(
         )));
     }
     Ok(())
+}
+
+/// The query's pairs, each decoded and encoded again AWS's way, sorted.
+fn canonical_query(raw_query: &str) -> String {
+    let mut query: Vec<(String, String)> = raw_query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+            (encode(&decode(key)), encode(&decode(value)))
+        })
+        .collect();
+    query.sort();
+    query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `name:values` lines of the signed headers, whitespace runs folded; a missing one refused.
+fn canonical_headers(signed_headers: &str, headers: &HeaderMap) -> Result<String, String> {
+    let mut canonical_headers = String::new();
+    for name in signed_headers.split(';') {
+        let values: Vec<String> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        if values.is_empty() {
+            return Err(format!("signed header {name} is missing"));
+        }
+        canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
+    }
+    Ok(canonical_headers)
 }
