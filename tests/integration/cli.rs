@@ -8,6 +8,7 @@ use rusqlite::Connection;
 
 use crate::support;
 
+use support::config::TestConfig;
 use support::sandbox::{assert_exit, assert_says, copy_tree, fixtures, text, Sandbox};
 
 mod trust;
@@ -134,18 +135,11 @@ fn python_tool_scenarios_through_the_binary() {
 fn dry_run_writes_nothing_at_all() {
     let sb = Sandbox::new();
     copy_tree(&fixtures().join("python-tool-tree"), &sb.path("tree"));
-    let config = sb.path("config/backup.conf");
-    fs::create_dir_all(config.parent().unwrap()).unwrap();
-    fs::write(
-        &config,
-        format!(
-            "[main]\nbackend=local\nlogfile={}\n[local]\ndirectory={}\ncreate_directory=yes\n[{}]\nupload_files=1\n",
-            sb.path("logs/backup.log").display(),
-            sb.path("archives").display(),
-            sb.path("tree").display()
-        ),
-    )
-    .unwrap();
+    let config = sb
+        .local()
+        .main("logfile", sb.path("logs/backup.log").display())
+        .path(&sb.path("tree"), "upload_files = 1")
+        .write(&sb.path("config/backup.conf"));
     let out = sb.run(&["--dryrun", "-c", config.to_str().unwrap()]);
     assert_exit(&out, 0);
     assert!(text(&out).contains("would upload"), "{}", text(&out));
@@ -180,15 +174,11 @@ fn a_python_tool_ledger_is_honoured() {
             .unwrap();
         }
     }
-    let config = sb.local_config(&format!(
-        "[\"{}\"]\nupload_files = true\nupload_dirs = true\n",
-        tree.display()
-    ));
-    let text_config = fs::read_to_string(&config).unwrap().replace(
-        "[main]\n",
-        &format!("[main]\nledger = \"{}\"\n", ledger.display()),
-    );
-    fs::write(&config, text_config).unwrap();
+    let config = sb
+        .local()
+        .main("ledger", ledger.display())
+        .path(&tree, "upload_files = true\nupload_dirs = true")
+        .write(&sb.path("config/backup.toml"));
     let out = sb.run(&["-c", config.to_str().unwrap()]);
     assert_exit(&out, 0);
     assert_says(&out, "uploaded 4, up to date 2");
@@ -374,17 +364,11 @@ fn log_file_gets_the_run_and_can_be_disabled() {
     assert!(logged.contains("INFO"), "{logged}");
 
     // -l '' turns the log file off, even when the config names one.
-    let config_with_log = sb.path("config/with-log.conf");
-    fs::write(
-        &config_with_log,
-        format!(
-            "[main]\nbackend=local\nlogfile={}\n[local]\ndirectory={}\n[{}]\nupload_files=1\n",
-            sb.path("logs/other.log").display(),
-            sb.path("archives").display(),
-            sb.path("tree").display()
-        ),
-    )
-    .unwrap();
+    let config_with_log = sb
+        .local()
+        .main("logfile", sb.path("logs/other.log").display())
+        .path(&sb.path("tree"), "upload_files = 1")
+        .write(&sb.path("config/with-log.conf"));
     fs::write(sb.path("tree/file4"), "new").unwrap();
     let out = sb.run(&["-c", config_with_log.to_str().unwrap(), "-l", ""]);
     assert_exit(&out, 0);
@@ -404,17 +388,11 @@ fn the_tools_own_files_inside_a_backed_up_tree_are_left_out() {
     let home = sb.path("home");
     fs::create_dir_all(home.join("documents")).unwrap();
     fs::write(home.join("documents/letter.txt"), "dear").unwrap();
-    let config = home.join(".config/glacier_backup/glacier_backup.conf");
-    fs::create_dir_all(config.parent().unwrap()).unwrap();
-    fs::write(
-        &config,
-        format!(
-            "[main]\nbackend=local\n[local]\ndirectory={}\ncreate_directory=true\n[{}]\nupload_single_dir=true\nupload_if_changed=true\n",
-            home.join("archives").display(),
-            home.display()
-        ),
-    )
-    .unwrap();
+    // The default log file, in the home directory too.
+    TestConfig::local(&home.join("archives"))
+        .without("logfile")
+        .path(&home, "upload_single_dir = true\nupload_if_changed = true")
+        .write(&home.join(".config/glacier_backup/glacier_backup.conf"));
     let first = sb.run(&[]);
     assert_exit(&first, 0);
     assert!(text(&first).contains("uploaded 1,"), "{}", text(&first));

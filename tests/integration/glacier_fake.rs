@@ -10,54 +10,8 @@ use fake_glacier::FakeGlacier;
 
 use crate::support;
 use crate::support::sandbox::{assert_never_says, assert_says, text, Sandbox};
+use crate::support::setup::Setup;
 use crate::support::wait_until;
-
-/// A sandbox with a fake vault `photos` and a config builder for it.
-struct Setup {
-    sb: Sandbox,
-    fake: FakeGlacier,
-}
-
-impl std::ops::Deref for Setup {
-    type Target = Sandbox;
-    fn deref(&self) -> &Sandbox {
-        &self.sb
-    }
-}
-
-impl Setup {
-    fn new() -> Self {
-        let fake = FakeGlacier::start();
-        fake.create_vault("photos");
-        Setup {
-            sb: Sandbox::new(),
-            fake,
-        }
-    }
-
-    fn config(&self, paths: &str) -> PathBuf {
-        let config = self.path("config/backup.toml");
-        fs::create_dir_all(config.parent().unwrap()).unwrap();
-        fs::write(
-            &config,
-            format!(
-                "[main]\nvault_name = \"photos\"\nlogfile = \"\"\n\n[glacier]\nregion = \"us-east-1\"\n\
-                 endpoint_url = \"{}\"\npart_size = 1\nconcurrency = 1\nmax_attempts = 3\n\n{paths}",
-                self.fake.endpoint
-            ),
-        )
-        .unwrap();
-        config
-    }
-
-    fn run_config(&self, config: &Path) -> Output {
-        self.with_config(config, &[]).output().unwrap()
-    }
-
-    fn ledger_db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.path("config/glacier.photos.sqlite3")).unwrap()
-    }
-}
 
 fn write_sample(path: &Path, len: usize, seed: u8) -> Vec<u8> {
     let data: Vec<u8> = (0..len)
@@ -70,18 +24,18 @@ fn write_sample(path: &Path, len: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn a_directory_goes_up_in_parts_and_gnu_tar_extracts_what_the_vault_holds() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let tree = s.path("data/album");
     let big = write_sample(&tree.join("raw/big.bin"), 3 * 1024 * 1024 + 99, 1);
     write_sample(&tree.join("small.txt"), 10, 2);
-    let config = s.config(&format!(
+    let config = s.vault_config(&format!(
         "[\"{}\"]\nupload_single_dir = true\n",
         tree.display()
     ));
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    let archives = s.fake.archives("photos");
+    let archives = s.fake().archives("photos");
     assert_eq!(archives.len(), 1);
     let (id, archive) = &archives[0];
     assert!(archive.size > 3 * 1024 * 1024);
@@ -91,7 +45,7 @@ fn a_directory_goes_up_in_parts_and_gnu_tar_extracts_what_the_vault_holds() {
         archive.description
     );
     let (recorded_id, tree_hash): (String, String) = s
-        .ledger_db()
+        .vault_ledger()
         .query_row("SELECT archive_id, tree_hash FROM uploads", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
@@ -116,13 +70,13 @@ fn a_directory_goes_up_in_parts_and_gnu_tar_extracts_what_the_vault_holds() {
 
 #[test]
 fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let file = s.path("data/video.bin");
     let data = write_sample(&file, 8 * 1024 * 1024 + 5, 3);
-    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    let config = s.vault_config(&format!("[\"{}\"]\n", file.display()));
     // Parts from the fourth on wait until the test lets them through: the run is killed with
     // exactly three stored, however fast the machine.
-    s.fake.set(|b| b.hold_parts_from = Some(3));
+    s.fake().set(|b| b.hold_parts_from = Some(3));
 
     let mut child = s
         .with_config(&config, &[])
@@ -131,26 +85,26 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
         .spawn()
         .unwrap();
     wait_until("the upload never got going", || {
-        s.fake.stats().parts_stored.len() >= 3
+        s.fake().stats().parts_stored.len() >= 3
     });
     child.kill().unwrap();
     child.wait().unwrap();
-    let stored_before: Vec<u64> = s.fake.stats().parts_stored.iter().map(|p| p.1).collect();
+    let stored_before: Vec<u64> = s.fake().stats().parts_stored.iter().map(|p| p.1).collect();
     assert_eq!(
         stored_before.len(),
         3,
         "killed with exactly the released parts stored"
     );
     let pending: String = s
-        .ledger_db()
+        .vault_ledger()
         .query_row("SELECT token FROM pending_uploads", [], |r| r.get(0))
         .expect("the unfinished upload is recorded");
 
-    s.fake.set(|b| b.hold_parts_from = None);
+    s.fake().set(|b| b.hold_parts_from = None);
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_says(&out, format!("resuming upload {pending}"));
-    let stats = s.fake.stats();
+    let stats = s.fake().stats();
     assert_eq!(stats.uploads_started, 1, "no second upload was started");
     let mut offsets: Vec<u64> = stats.parts_stored.iter().map(|p| p.1).collect();
     offsets.sort();
@@ -169,10 +123,10 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
             "part {offset} re-sent"
         );
     }
-    let archives = s.fake.archives("photos");
+    let archives = s.fake().archives("photos");
     assert_eq!(archives[0].1.data.as_deref(), Some(&data[..]));
     let left: i64 = s
-        .ledger_db()
+        .vault_ledger()
         .query_row("SELECT count(*) FROM pending_uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0);
@@ -180,16 +134,16 @@ fn a_run_killed_mid_upload_is_resumed_without_resending_parts() {
 
 #[test]
 fn a_failing_candidate_does_not_stop_the_others() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     write_sample(&s.path("data/a-small.txt"), 100, 1);
     write_sample(&s.path("data/b-large.bin"), 3 * 1024 * 1024, 2);
     write_sample(&s.path("data/c-small.txt"), 200, 3);
     fs::write(s.path("data/d-empty"), b"").unwrap();
-    let config = s.config(&format!(
+    let config = s.vault_config(&format!(
         "[\"{}\"]\nupload_files = true\n",
         s.path("data").display()
     ));
-    s.fake.set(|b| b.refuse_parts_from = Some(1));
+    s.fake().set(|b| b.refuse_parts_from = Some(1));
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = text(&out);
@@ -202,7 +156,7 @@ fn a_failing_candidate_does_not_stop_the_others() {
         "{all}"
     );
     let paths: Vec<String> = s
-        .ledger_db()
+        .vault_ledger()
         .prepare("SELECT path FROM uploads ORDER BY path")
         .unwrap()
         .query_map([], |r| r.get(0))
@@ -215,9 +169,9 @@ fn a_failing_candidate_does_not_stop_the_others() {
 
 #[test]
 fn a_missing_vault_is_reported_before_anything_is_uploaded() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     write_sample(&s.path("data/x"), 10, 1);
-    let config = s.config(&format!("[\"{}\"]\n", s.path("data/x").display()));
+    let config = s.vault_config(&format!("[\"{}\"]\n", s.path("data/x").display()));
     let text_config = fs::read_to_string(&config)
         .unwrap()
         .replace("vault_name = \"photos\"", "vault_name = \"nope\"");
@@ -231,16 +185,16 @@ fn a_missing_vault_is_reported_before_anything_is_uploaded() {
 /// requests (it has found its job in progress and is waiting on it): the test, not a timer,
 /// decides when the job is done.
 fn finish_jobs_while_waiting(s: &Setup, command: &mut Command) -> Output {
-    let before = s.fake.stats().requests;
+    let before = s.fake().stats().requests;
     let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_until("the run never asked about its job", || {
-        s.fake.stats().requests >= before + 3
+        s.fake().stats().requests >= before + 3
     });
-    s.fake.release_jobs();
+    s.fake().release_jobs();
     child.wait_with_output().unwrap()
 }
 
@@ -258,7 +212,7 @@ fn signal_child(child: std::process::Child, signal: &str) -> Output {
 /// Starts an upload of `file` and stops the binary with `signal` once three parts are in (the
 /// fourth is held by the fake until then).
 fn interrupt_upload(s: &Setup, config: &Path, signal: &str) -> Output {
-    s.fake.set(|b| b.hold_parts_from = Some(3));
+    s.fake().set(|b| b.hold_parts_from = Some(3));
     let child = s
         .with_config(config, &[])
         .stdout(Stdio::piped())
@@ -266,10 +220,10 @@ fn interrupt_upload(s: &Setup, config: &Path, signal: &str) -> Output {
         .spawn()
         .unwrap();
     wait_until("the upload never got going", || {
-        s.fake.stats().parts_stored.len() >= 3
+        s.fake().stats().parts_stored.len() >= 3
     });
     let out = signal_child(child, signal);
-    s.fake.set(|b| b.hold_parts_from = None);
+    s.fake().set(|b| b.hold_parts_from = None);
     out
 }
 
@@ -287,20 +241,20 @@ fn a_signal_stops_cleanly_and_leaves_the_upload_resumable() {
 }
 
 fn stopped_by(signal: &str, code: i32, name: &str) {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let file = s.path("data/video.bin");
     let data = write_sample(&file, 8 * 1024 * 1024 + 5, 4);
-    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    let config = s.vault_config(&format!("[\"{}\"]\n", file.display()));
     let out = interrupt_upload(&s, &config, signal);
     assert_eq!(out.status.code(), Some(code), "{}", text(&out));
     assert_says(&out, format!("stopped by {name}"));
     let uploads: i64 = s
-        .ledger_db()
+        .vault_ledger()
         .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(uploads, 0, "nothing recorded as uploaded");
     let pending: i64 = s
-        .ledger_db()
+        .vault_ledger()
         .query_row("SELECT count(*) FROM pending_uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(pending, 1);
@@ -308,13 +262,13 @@ fn stopped_by(signal: &str, code: i32, name: &str) {
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("resuming upload"), "{}", text(&out));
-    assert_eq!(s.fake.stats().uploads_started, 1);
+    assert_eq!(s.fake().stats().uploads_started, 1);
     assert_eq!(
-        s.fake.archives("photos")[0].1.data.as_deref(),
+        s.fake().archives("photos")[0].1.data.as_deref(),
         Some(&data[..])
     );
     let description: String = s
-        .ledger_db()
+        .vault_ledger()
         .query_row("SELECT description FROM uploads", [], |r| r.get(0))
         .unwrap();
     assert!(description.starts_with("video.bin gb1:f:"), "{description}");
@@ -322,40 +276,40 @@ fn stopped_by(signal: &str, code: i32, name: &str) {
 
 #[test]
 fn a_source_changed_since_the_interruption_starts_over_and_aborts_the_old_upload() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let file = s.path("data/video.bin");
     write_sample(&file, 8 * 1024 * 1024 + 5, 4);
-    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    let config = s.vault_config(&format!("[\"{}\"]\n", file.display()));
     interrupt_upload(&s, &config, "-KILL");
-    assert_eq!(s.fake.uploads_in_progress("photos"), 1);
+    assert_eq!(s.fake().uploads_in_progress("photos"), 1);
 
     let data = write_sample(&file, 5 * 1024 * 1024, 9);
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_says(&out, "the source changed since");
-    assert_eq!(s.fake.stats().uploads_started, 2);
+    assert_eq!(s.fake().stats().uploads_started, 2);
     assert_eq!(
-        s.fake.uploads_in_progress("photos"),
+        s.fake().uploads_in_progress("photos"),
         0,
         "the stale upload was aborted"
     );
     assert_eq!(
-        s.fake.archives("photos")[0].1.data.as_deref(),
+        s.fake().archives("photos")[0].1.data.as_deref(),
         Some(&data[..])
     );
 }
 
 #[test]
 fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let tree = s.path("data/album");
     let big = write_sample(&tree.join("big.bin"), 2 * 1024 * 1024 + 7, 5);
-    let config = s.config(&format!(
+    let config = s.vault_config(&format!(
         "[\"{}\"]\nupload_single_dir = true\n",
         tree.display()
     ));
     assert_eq!(s.run_config(&config).status.code(), Some(0));
-    s.fake.set(|b| b.hold_jobs = true);
+    s.fake().set(|b| b.hold_jobs = true);
 
     // Without --wait: the retrieval is requested, and nothing is downloaded yet.
     let out = s
@@ -399,12 +353,12 @@ fn restore_requests_a_retrieval_then_downloads_and_checks_it() {
 /// kept to continue from: the partial file is deleted, and the next run downloads it anew.
 #[test]
 fn a_download_that_fails_the_vaults_check_keeps_none_of_its_bytes() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let file = s.path("data/disk.img");
     let data = write_sample(&file, 3 * 1024 * 1024 + 11, 4);
-    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    let config = s.vault_config(&format!("[\"{}\"]\n", file.display()));
     assert_eq!(s.run_config(&config).status.code(), Some(0));
-    s.fake.set(|b| b.corrupt_output_at = Some(0));
+    s.fake().set(|b| b.corrupt_output_at = Some(0));
     let restore = || {
         s.with_config(&config, &[])
             .args(["restore", "--wait", "--timeout", "60", "--to"])
@@ -430,12 +384,12 @@ fn a_download_that_fails_the_vaults_check_keeps_none_of_its_bytes() {
 
 #[test]
 fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let data = s.path("data");
     support::trees::awkward_tree(&data);
     // A vault cannot hold a 0-byte archive: that file is never uploaded, so leave it out.
     fs::remove_file(data.join("zero.bin")).unwrap();
-    let config = s.config(&format!(
+    let config = s.vault_config(&format!(
         "[\"{}\"]\nupload_dirs = true\nupload_files = true\nupload_if_changed = true\n",
         data.display()
     ));
@@ -451,7 +405,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     assert!(out.contains("run `glacier-backup inventory`"), "{out}");
 
     fs::remove_file(s.path("config/glacier.photos.sqlite3")).unwrap();
-    s.fake.set(|b| b.hold_jobs = true);
+    s.fake().set(|b| b.hold_jobs = true);
     let (code, out) = run(&["-d", "inventory"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
@@ -462,7 +416,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     assert_eq!(code, Some(3), "a pending inventory: {out}");
     assert!(out.contains("is under way"), "{out}");
     let job: String = s
-        .ledger_db()
+        .vault_ledger()
         .query_row(
             "SELECT request_id FROM retrievals WHERE archive_id = ''",
             [],
@@ -486,7 +440,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
         "the same job: {out}"
     );
     assert!(out.contains("ledger rows added: 2"), "{out}");
-    let requests = s.fake.stats().requests;
+    let requests = s.fake().stats().requests;
     let (code, out) = run(&["-d", "inventory"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
@@ -494,7 +448,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
         "{out}"
     );
     assert_eq!(
-        s.fake.stats().requests,
+        s.fake().stats().requests,
         requests,
         "a dry run asks the vault nothing"
     );
@@ -507,7 +461,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     assert!(out.contains("verified 2 upload(s): 0 problem(s)"), "{out}");
 
     let to = s.path("out");
-    let job_lists = s.fake.stats().job_lists;
+    let job_lists = s.fake().stats().job_lists;
     let (code, out) = run(&[
         "restore",
         "--wait",
@@ -520,7 +474,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("restored 2, pending 0, failed 0"), "{out}");
     assert_eq!(
-        s.fake.stats().job_lists - job_lists,
+        s.fake().stats().job_lists - job_lists,
         1,
         "the job list is read once for all archives"
     );
@@ -617,14 +571,14 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
 
 #[test]
 fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let file = s.path("data/notes.txt");
     write_sample(&file, 5000, 2);
-    let config = s.config(&format!("[\"{}\"]\n", file.display()));
+    let config = s.vault_config(&format!("[\"{}\"]\n", file.display()));
     assert_eq!(s.run_config(&config).status.code(), Some(0));
-    s.fake.set(|b| b.hold_jobs = true);
+    s.fake().set(|b| b.hold_jobs = true);
     let retrievals = || -> i64 {
-        s.ledger_db()
+        s.vault_ledger()
             .query_row("SELECT count(*) FROM retrievals", [], |r| r.get(0))
             .unwrap_or(0)
     };
@@ -661,7 +615,7 @@ fn ctrl_c_while_waiting_for_a_retrieval_exits_130_and_the_request_is_kept() {
 
 #[test]
 fn descriptions_keep_to_whole_characters_and_a_path_too_long_for_one_is_warned_about() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let long_name = "é".repeat(120); // 240 bytes, 720 once percent-encoded
     let deep = s.path(&format!("data/{}", "d".repeat(200)));
     write_sample(&deep.join(&long_name), 10, 3);
@@ -670,7 +624,7 @@ fn descriptions_keep_to_whole_characters_and_a_path_too_long_for_one_is_warned_a
         too_long.push("x".repeat(200));
     }
     write_sample(&too_long.join("f"), 10, 4);
-    let config = s.config(&format!(
+    let config = s.vault_config(&format!(
         "[\"{}\"]\nupload_files = true\n\n[\"{}\"]\nupload_files = true\n",
         deep.display(),
         too_long.display()
@@ -682,7 +636,7 @@ fn descriptions_keep_to_whole_characters_and_a_path_too_long_for_one_is_warned_a
         "a ledger rebuilt from the vault will not know where it came from",
     );
     let descriptions: Vec<String> = s
-        .fake
+        .fake()
         .archives("photos")
         .into_iter()
         .map(|(_, a)| a.description)
@@ -705,43 +659,39 @@ fn descriptions_keep_to_whole_characters_and_a_path_too_long_for_one_is_warned_a
 /// The Setup config with the SDK's retries off: a lost reply then ends the call, as a run
 /// killed while the request was answered would.
 fn config_without_retries(s: &Setup, paths: &str) -> PathBuf {
-    let config = s.config(paths);
-    let text = fs::read_to_string(&config).unwrap();
-    fs::write(
-        &config,
-        text.replace("max_attempts = 3", "max_attempts = 1"),
-    )
-    .unwrap();
-    config
+    s.vault()
+        .backend("max_attempts", 1)
+        .raw(paths)
+        .write(&s.path("config/vault.toml"))
 }
 
 #[test]
 fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_time() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let data = write_sample(&s.path("data/big.bin"), 3 * 1024 * 1024 + 5, 9);
     let config = config_without_retries(
         &s,
         &format!("[\"{}\"]\nupload_files = true\n", s.path("data").display()),
     );
-    s.fake
+    s.fake()
         .set(|b| b.lose_reply = Some(fake_glacier::Call::Complete));
     let first = s.run_config(&config);
     assert_eq!(first.status.code(), Some(1), "{}", text(&first));
     assert_eq!(
-        s.fake.archives("photos").len(),
+        s.fake().archives("photos").len(),
         1,
         "Glacier made the archive"
     );
     let rows: i64 = s
-        .ledger_db()
+        .vault_ledger()
         .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 0, "nothing recorded without an archive id");
-    let before = s.fake.stats();
+    let before = s.fake().stats();
 
     let second = s.run_config(&config);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
-    let after = s.fake.stats();
+    let after = s.fake().stats();
     assert_eq!(
         after.uploads_started, before.uploads_started,
         "no new upload"
@@ -751,12 +701,12 @@ fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_ti
         before.parts_stored.len(),
         "no part sent again"
     );
-    let archives = s.fake.archives("photos");
+    let archives = s.fake().archives("photos");
     assert_eq!(archives.len(), 1, "no duplicate archive");
     let (id, archive) = &archives[0];
     assert_eq!(archive.data.as_deref(), Some(&data[..]));
     let recorded: String = s
-        .ledger_db()
+        .vault_ledger()
         .query_row("SELECT archive_id FROM uploads", [], |r| r.get(0))
         .unwrap();
     assert_eq!(&recorded, id);
@@ -768,7 +718,7 @@ fn a_run_stopped_while_glacier_completed_the_upload_records_that_archive_next_ti
 /// recorded by what that run sent, not compared with this run's stream.
 #[test]
 fn a_compressed_archive_completed_while_the_run_stopped_is_recorded_whatever_this_run_encodes() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let file = s.path("data/big.bin");
     // Incompressible, so the compressed archive still goes up in several 1 MiB parts.
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -789,11 +739,11 @@ fn a_compressed_archive_completed_while_the_run_stopped_is_recorded_whatever_thi
             s.path("data").display()
         ),
     );
-    s.fake
+    s.fake()
         .set(|b| b.lose_reply = Some(fake_glacier::Call::Complete));
     let first = s.run_config(&config);
     assert_eq!(first.status.code(), Some(1), "{}", text(&first));
-    let made = s.fake.archives("photos");
+    let made = s.fake().archives("photos");
     assert_eq!(made.len(), 1, "Glacier made the archive");
     let stored_bytes = made[0].1.data.clone().unwrap();
 
@@ -813,10 +763,10 @@ fn a_compressed_archive_completed_while_the_run_stopped_is_recorded_whatever_thi
     let second = s.run_config(&config);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     assert_says(&second, "nothing is sent again");
-    let archives = s.fake.archives("photos");
+    let archives = s.fake().archives("photos");
     assert_eq!(archives.len(), 1, "no duplicate archive");
     let (recorded_id, size, tree_hash): (String, i64, String) = s
-        .ledger_db()
+        .vault_ledger()
         .query_row("SELECT archive_id, size, tree_hash FROM uploads", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
@@ -841,37 +791,37 @@ fn a_compressed_archive_completed_while_the_run_stopped_is_recorded_whatever_thi
 #[test]
 fn an_upload_whose_start_lost_its_reply_is_adopted_or_aborted_never_left_open() {
     // Retried by the SDK: the first start's upload is left open and must be aborted.
-    let s = Setup::new();
+    let s = Setup::with_fake();
     write_sample(&s.path("data/a.bin"), 3 * 1024 * 1024, 5);
     let paths = format!("[\"{}\"]\nupload_files = true\n", s.path("data").display());
-    s.fake
+    s.fake()
         .set(|b| b.lose_reply = Some(fake_glacier::Call::Initiate));
-    let out = s.run_config(&s.config(&paths));
+    let out = s.run_config(&s.vault_config(&paths));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(s.fake.stats().uploads_started, 2, "the start was retried");
-    assert_eq!(s.fake.uploads_in_progress("photos"), 0, "{}", text(&out));
-    assert_eq!(s.fake.archives("photos").len(), 1);
+    assert_eq!(s.fake().stats().uploads_started, 2, "the start was retried");
+    assert_eq!(s.fake().uploads_in_progress("photos"), 0, "{}", text(&out));
+    assert_eq!(s.fake().archives("photos").len(), 1);
 
     // Not retried (a run that stopped there): the next run continues that upload.
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let data = write_sample(&s.path("data/a.bin"), 3 * 1024 * 1024, 6);
     let paths = format!("[\"{}\"]\nupload_files = true\n", s.path("data").display());
     let config = config_without_retries(&s, &paths);
-    s.fake
+    s.fake()
         .set(|b| b.lose_reply = Some(fake_glacier::Call::Initiate));
     let first = s.run_config(&config);
     assert_eq!(first.status.code(), Some(1), "{}", text(&first));
-    assert_eq!(s.fake.uploads_in_progress("photos"), 1);
+    assert_eq!(s.fake().uploads_in_progress("photos"), 1);
     let second = s.run_config(&config);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     assert_says(&second, "left by an earlier run");
     assert_eq!(
-        s.fake.stats().uploads_started,
+        s.fake().stats().uploads_started,
         1,
         "no second upload was started"
     );
-    assert_eq!(s.fake.uploads_in_progress("photos"), 0);
-    let archives = s.fake.archives("photos");
+    assert_eq!(s.fake().uploads_in_progress("photos"), 0);
+    let archives = s.fake().archives("photos");
     assert_eq!(archives.len(), 1);
     assert_eq!(archives[0].1.data.as_deref(), Some(&data[..]));
 }
@@ -879,7 +829,7 @@ fn an_upload_whose_start_lost_its_reply_is_adopted_or_aborted_never_left_open() 
 #[test]
 fn open_uploads_of_the_same_path_are_aborted_only_once_no_run_can_resume_them() {
     use glacier_backup::archiver::{origin, ArchiveMeta, SourceKind};
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let file = s.path("data/a.bin");
     let data = write_sample(&file, 3 * 1024 * 1024, 7);
     let left_by = |started_at: time::OffsetDateTime| {
@@ -892,7 +842,7 @@ fn open_uploads_of_the_same_path_are_aborted_only_once_no_run_can_resume_them() 
             started_at,
             encoding: Default::default(),
         };
-        s.fake
+        s.fake()
             .open_upload("photos", &origin::encode(&meta).0, 1 << 20)
     };
     let now = time::OffsetDateTime::now_utc();
@@ -900,18 +850,22 @@ fn open_uploads_of_the_same_path_are_aborted_only_once_no_run_can_resume_them() 
     let live = left_by(now - time::Duration::minutes(5));
     // An upload abandoned two days ago: no run resumes it any more.
     let abandoned = left_by(now - time::Duration::days(2));
-    let config = s.config(&format!(
+    let config = s.vault_config(&format!(
         "[\"{}\"]\nupload_files = true\n",
         s.path("data").display()
     ));
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
-        s.fake.upload_open("photos", &live),
+        s.fake().upload_open("photos", &live),
         "another machine's upload was aborted"
     );
-    assert!(!s.fake.upload_open("photos", &abandoned), "{}", text(&out));
-    let archives = s.fake.archives("photos");
+    assert!(
+        !s.fake().upload_open("photos", &abandoned),
+        "{}",
+        text(&out)
+    );
+    let archives = s.fake().archives("photos");
     assert_eq!(archives.len(), 1);
     assert_eq!(archives[0].1.data.as_deref(), Some(&data[..]));
 }
@@ -921,7 +875,7 @@ fn open_uploads_of_the_same_path_are_aborted_only_once_no_run_can_resume_them() 
 /// refuses a dearer plan, and a dry-run backup says what its uploads add to the bill.
 #[test]
 fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let file = s.path("data/three.bin");
     write_sample(&file, 3 << 20, 9);
     // $1,024 per GB retrieved is $3.00 for 3 MiB; $1 per retrieval request; nothing to send
@@ -929,7 +883,7 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
     let prices = "[prices]\nretrieval_vault_standard = 1024\n\
                   retrieval_requests_vault_standard = 1000\ntransfer_out = 0\n\
                   storage_vault = 1024\nupload_requests_vault = 1000.0\n";
-    let config = s.config(&format!("{prices}\n[\"{}\"]\n", file.display()));
+    let config = s.vault_config(&format!("{prices}\n[\"{}\"]\n", file.display()));
 
     let planned = s.with_config(&config, &["-d"]).output().unwrap();
     assert_eq!(planned.status.code(), Some(0), "{}", text(&planned));
@@ -947,7 +901,7 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
     // What is billed above its size, and what replaces a too-young upload, is said first.
     let tiny = s.path("data/tiny.txt");
     write_sample(&tiny, 100, 1);
-    let both = s.config(&format!(
+    let both = s.vault_config(&format!(
         "{prices}\n[\"{}\"]\nupload_files = true\nupload_if_changed = true\n",
         s.path("data").display()
     ));
@@ -993,7 +947,7 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
     assert_eq!(restore(&["--max-cost", "4"]).status.code(), Some(0));
 
     // On a terminal, a plan above $1 asks first: "n" starts nothing.
-    s.fake.set(|b| b.hold_jobs = true);
+    s.fake().set(|b| b.hold_jobs = true);
     let real = |extra: &[&str], input: &str| {
         let mut args = vec!["-c", config.to_str().unwrap(), "restore"];
         args.extend_from_slice(&["--to", to.to_str().unwrap()]);
@@ -1006,7 +960,7 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
     assert!(shown.contains("Go ahead? [y/N]"), "{shown}");
     assert!(shown.contains("not started"), "{shown}");
     let retrievals = || -> i64 {
-        s.ledger_db()
+        s.vault_ledger()
             .query_row("SELECT count(*) FROM retrievals", [], |r| r.get(0))
             .unwrap()
     };
@@ -1022,9 +976,9 @@ fn restore_and_backup_plans_show_their_cost_and_max_cost_refuses_a_dearer_one() 
 /// panic: it still exits 3.
 #[test]
 fn a_pending_inventory_whose_reader_went_away_still_exits_3() {
-    let s = Setup::new();
-    s.fake.set(|b| b.hold_jobs = true);
-    let config = s.config("");
+    let s = Setup::with_fake();
+    s.fake().set(|b| b.hold_jobs = true);
+    let config = s.vault_config("");
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     let out = s
@@ -1040,7 +994,7 @@ fn a_pending_inventory_whose_reader_went_away_still_exits_3() {
 /// each is stored and recorded once.
 #[test]
 fn small_files_go_up_side_by_side_never_more_than_parallel_uploads() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let dir = s.path("data/camera");
     let mut written = Vec::new();
     for i in 0..12u8 {
@@ -1050,14 +1004,12 @@ fn small_files_go_up_side_by_side_never_more_than_parallel_uploads() {
             i,
         ));
     }
-    let config = s.config(&format!("[\"{}\"]\nupload_files = true\n", dir.display()));
-    let settings = fs::read_to_string(&config).unwrap();
-    fs::write(
-        &config,
-        settings.replacen("[main]\n", "[main]\nparallel_uploads = 4\n", 1),
-    )
-    .unwrap();
-    s.fake.set(|b| b.hold_archive_uploads = true);
+    let config = s
+        .vault()
+        .main("parallel_uploads", 4)
+        .path(&dir, "upload_files = true")
+        .write(&s.path("config/vault.toml"));
+    s.fake().set(|b| b.hold_archive_uploads = true);
     let child = s
         .with_config(&config, &[])
         .stdout(Stdio::piped())
@@ -1066,17 +1018,17 @@ fn small_files_go_up_side_by_side_never_more_than_parallel_uploads() {
         .unwrap();
     // Held unanswered, uploads pile up to the limit: the fourth proves they overlap.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while s.fake.stats().archive_uploads_in_progress < 4 {
+    while s.fake().stats().archive_uploads_in_progress < 4 {
         assert!(Instant::now() < deadline, "never 4 uploads at once");
         std::thread::sleep(Duration::from_millis(10));
     }
-    s.fake.set(|b| b.hold_archive_uploads = false);
+    s.fake().set(|b| b.hold_archive_uploads = false);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(s.fake.stats().most_archive_uploads_at_once, 4);
+    assert_eq!(s.fake().stats().most_archive_uploads_at_once, 4);
 
     let mut stored: Vec<Vec<u8>> = s
-        .fake
+        .fake()
         .archives("photos")
         .into_iter()
         .map(|(_, archive)| archive.data.unwrap().to_vec())
@@ -1085,7 +1037,7 @@ fn small_files_go_up_side_by_side_never_more_than_parallel_uploads() {
     written.sort();
     assert_eq!(stored, written);
     let rows: (i64, i64) = s
-        .ledger_db()
+        .vault_ledger()
         .query_row(
             "SELECT count(*), count(DISTINCT path) FROM uploads",
             [],
@@ -1099,7 +1051,7 @@ fn small_files_go_up_side_by_side_never_more_than_parallel_uploads() {
 /// headers included: the session token in it never reaches the terminal or the log.
 #[test]
 fn a_refused_signature_prints_no_session_token() {
-    let s = Setup::new();
+    let s = Setup::with_fake();
     let file = s.path("data/notes.txt");
     write_sample(&file, 500, 1);
     let config = config_without_retries(&s, &format!("[\"{}\"]\n", file.display()));

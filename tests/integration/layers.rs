@@ -10,8 +10,10 @@ use std::process::{Command, Output, Stdio};
 use fake_glacier::FakeGlacier;
 use rusqlite::Connection;
 
+use crate::support::config::TestConfig;
 use crate::support::moto::{s3_client, Moto};
 use crate::support::sandbox::{assert_exit, assert_never_says, assert_says, text, Sandbox};
+use crate::support::setup::Setup;
 use crate::support::trees::{assert_same_tree, awkward_tree};
 
 const MIB: usize = 1 << 20;
@@ -249,55 +251,37 @@ fn round_trip_each_layer(
     }
 }
 
-fn local_config(sb: &Sandbox, rest: &str) -> PathBuf {
-    let config = sb.path("config/backup.toml");
-    fs::create_dir_all(config.parent().unwrap()).unwrap();
-    fs::write(
-        &config,
-        format!(
-            "[main]\nbackend = \"local\"\nlogfile = \"\"\n\n[local]\ndirectory = \"{}\"\n\
-             create_directory = true\n\n{rest}",
-            sb.path("archives").display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
 #[test]
 fn every_layer_combination_round_trips_on_a_local_directory() {
-    round_trip_each_layer("local", local_config, |name, archive_id, _| {
-        let suffix = layer(name).suffix;
-        let stem = archive_id.trim_end_matches(suffix);
-        assert!(
-            archive_id.ends_with(suffix) && !stem.ends_with(".zst") && !stem.ends_with(".age"),
-            "{name}: {archive_id}"
-        );
-    });
+    round_trip_each_layer(
+        "local",
+        |sb, rest| sb.local_config(rest),
+        |name, archive_id, _| {
+            let suffix = layer(name).suffix;
+            let stem = archive_id.trim_end_matches(suffix);
+            assert!(
+                archive_id.ends_with(suffix) && !stem.ends_with(".zst") && !stem.ends_with(".age"),
+                "{name}: {archive_id}"
+            );
+        },
+    );
 }
 
+/// The vault `photos` on `fake`, two parts at a time, then `rest`.
 fn glacier_config(fake: &FakeGlacier) -> impl Fn(&Sandbox, &str) -> PathBuf + '_ {
     move |sb, rest| {
-        let config = sb.path("config/backup.toml");
-        fs::create_dir_all(config.parent().unwrap()).unwrap();
-        fs::write(
-            &config,
-            format!(
-                "[main]\nvault_name = \"photos\"\nlogfile = \"\"\n\n[glacier]\nregion = \
-                 \"us-east-1\"\nendpoint_url = \"{}\"\npart_size = 1\nconcurrency = 2\n\n{rest}",
-                fake.endpoint
-            ),
-        )
-        .unwrap();
-        config
+        TestConfig::vault(&fake.endpoint, "photos")
+            .backend("concurrency", 2)
+            .raw(rest)
+            .write(&sb.path("config/backup.toml"))
     }
 }
 
 #[test]
 fn every_layer_combination_round_trips_through_a_glacier_vault_in_parts() {
-    let fake = FakeGlacier::start();
-    fake.create_vault("photos");
-    round_trip_each_layer("glacier", glacier_config(&fake), |name, archive_id, row| {
+    let s = Setup::with_fake();
+    let fake = s.fake();
+    round_trip_each_layer("glacier", glacier_config(fake), |name, archive_id, row| {
         let (_, archive) = fake
             .archives("photos")
             .into_iter()
@@ -334,26 +318,13 @@ async fn every_layer_combination_round_trips_through_s3_in_parts_and_a_rebuilt_l
         .unwrap();
     let endpoint = moto.endpoint.clone();
     let config_for = move |sb: &Sandbox, rest: &str| {
-        let config = sb.path("config/backup.toml");
-        fs::create_dir_all(config.parent().unwrap()).unwrap();
         // Each sandbox its own prefix: the bucket is shared.
-        let prefix = sb
-            .dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        fs::write(
-            &config,
-            format!(
-                "[main]\nbackend = \"s3\"\nlogfile = \"\"\n\n[s3]\nbucket = \"layers\"\n\
-                 prefix = \"{prefix}/\"\nstorage_class = \"GLACIER_IR\"\nendpoint_url = \"{endpoint}\"\n\
-                 region = \"us-east-1\"\nforce_path_style = true\npart_size = 8\n\n{rest}"
-            ),
-        )
-        .unwrap();
-        config
+        let prefix = sb.dir.path().file_name().unwrap().to_string_lossy();
+        TestConfig::bucket(&endpoint, "layers")
+            .backend("prefix", format!("{prefix}/"))
+            .without("concurrency")
+            .raw(rest)
+            .write(&sb.path("config/backup.toml"))
     };
     let checked = std::sync::Mutex::new(Vec::new());
     tokio::task::block_in_place(|| {
@@ -453,13 +424,10 @@ fn local_setup(sb: &Sandbox, sections: &str) -> (PathBuf, PathBuf, String, PathB
     fs::write(data.join("report.txt"), "a report\n".repeat(10_000)).unwrap();
     let (identity, recipient) = keygen(sb, "key.txt");
     let layers = layer_sections(sb, sections, &identity, &recipient);
-    let config = local_config(
-        sb,
-        &format!(
-            "{layers}\n[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
-            data.display()
-        ),
-    );
+    let config = sb.local_config(&format!(
+        "{layers}\n[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
+        data.display()
+    ));
     let out = sb.with_config(&config, &[]).output().unwrap();
     assert_exit(&out, 0);
     (config, identity, recipient, data)
@@ -606,20 +574,19 @@ fn a_wrong_or_missing_identity_is_named_and_nothing_is_placed() {
 
 #[test]
 fn a_wrong_identity_asks_no_retrieval_of_a_vault() {
-    let fake = FakeGlacier::start();
-    fake.create_vault("photos");
-    let sb = Sandbox::new();
+    let s = Setup::with_fake();
+    let (sb, fake) = (&s.sb, s.fake());
     let file = sb.path("data/secret.txt");
     fs::create_dir_all(file.parent().unwrap()).unwrap();
     fs::write(&file, "secret").unwrap();
-    let (identity, recipient) = keygen(&sb, "key.txt");
-    let layers = layer_sections(&sb, LAYERS[2].sections, &identity, &recipient);
-    let config = glacier_config(&fake)(&sb, &format!("{layers}\n[\"{}\"]\n", file.display()));
+    let (identity, recipient) = keygen(sb, "key.txt");
+    let layers = layer_sections(sb, LAYERS[2].sections, &identity, &recipient);
+    let config = glacier_config(fake)(sb, &format!("{layers}\n[\"{}\"]\n", file.display()));
     assert_exit(&sb.with_config(&config, &[]).output().unwrap(), 0);
-    let (other, _) = keygen(&sb, "other.txt");
+    let (other, _) = keygen(sb, "other.txt");
     let requests = fake.stats().requests;
     let out = restore(
-        &sb,
+        sb,
         &config,
         &["--identity", other.to_str().unwrap()],
         &sb.path("out"),
@@ -676,17 +643,16 @@ fn a_flipped_or_cut_archive_is_refused_and_nothing_is_placed() {
 /// archive decrypts.
 #[test]
 fn a_killed_encrypted_upload_resumes_with_the_same_bytes_and_decrypts() {
-    let fake = FakeGlacier::start();
-    fake.create_vault("photos");
-    let sb = Sandbox::new();
+    let s = Setup::with_fake();
+    let (sb, fake) = (&s.sb, s.fake());
     let album = sb.path("data/album");
     fs::create_dir_all(&album).unwrap();
     fs::write(album.join("a.bin"), random_bytes(5 * MIB, 3)).unwrap();
     fs::write(album.join("b.bin"), random_bytes(3 * MIB + 11, 4)).unwrap();
-    let (identity, recipient) = keygen(&sb, "key.txt");
-    let layers = layer_sections(&sb, LAYERS[3].sections, &identity, &recipient);
-    let config = glacier_config(&fake)(
-        &sb,
+    let (identity, recipient) = keygen(sb, "key.txt");
+    let layers = layer_sections(sb, LAYERS[3].sections, &identity, &recipient);
+    let config = glacier_config(fake)(
+        sb,
         &format!(
             "{layers}\n[\"{}\"]\nupload_single_dir = true\n",
             album.display()
@@ -760,12 +726,12 @@ fn a_backup_whose_identity_opens_none_of_its_recipients_warns() {
     let (identity, recipient) = keygen(&sb, "key.txt");
     let paths = format!("[\"{}\"]\nupload_files = true\n", data.display());
     let matching = layer_sections(&sb, LAYERS[2].sections, &identity, &recipient);
-    let config = local_config(&sb, &format!("{matching}\n{paths}"));
+    let config = sb.local_config(&format!("{matching}\n{paths}"));
     let out = sb.with_config(&config, &["-d"]).output().unwrap();
     assert_exit(&out, 0);
     assert_never_says(&out, "opens none");
     let mismatched = layer_sections(&sb, LAYERS[2].sections, &other, &recipient);
-    let config = local_config(&sb, &format!("{mismatched}\n{paths}"));
+    let config = sb.local_config(&format!("{mismatched}\n{paths}"));
     let out = sb.with_config(&config, &[]).output().unwrap();
     assert_exit(&out, 0);
     assert_says(&out, "opens none of [encryption] recipients");
@@ -836,7 +802,7 @@ fn changing_layers_applies_to_new_uploads_without_marking_everything_changed() {
         "[\"{}\"]\nupload_dirs = true\nupload_files = true\nupload_if_changed = true\n",
         data.display()
     );
-    assert_eq!(local_config(&sb, &format!("{sections}\n{paths}")), config);
+    assert_eq!(sb.local_config(&format!("{sections}\n{paths}")), config);
     let out = sb.with_config(&config, &[]).output().unwrap();
     assert_exit(&out, 0);
     assert_says(&out, "uploaded 0, up to date 2");
@@ -914,10 +880,10 @@ fn layer_settings_that_cannot_work_exit_2_naming_the_key() {
             "did you mean \"recipients\"",
         ),
     ] {
-        let config = local_config(
-            &sb,
-            &format!("{sections}\n[\"{}\"]\n", sb.path("data").display()),
-        );
+        let config = sb.local_config(&format!(
+            "{sections}\n[\"{}\"]\n",
+            sb.path("data").display()
+        ));
         let out = sb.with_config(&config, &[]).output().unwrap();
         assert_exit(&out, 2);
         assert_says(&out, says);
@@ -925,17 +891,11 @@ fn layer_settings_that_cannot_work_exit_2_naming_the_key() {
     }
     // INI lists: comma- or space-separated.
     let other = age::x25519::Identity::generate().to_public().to_string();
-    let ini = sb.path("config/backup.conf");
-    fs::write(
-        &ini,
-        format!(
-            "[main]\nbackend = local\nlogfile =\n\n[local]\ndirectory = {}\ncreate_directory = yes\n\n\
-             [encryption]\nrecipients = {good}, {other}\n\n[{}]\nupload_files = yes\n",
-            sb.path("archives").display(),
-            sb.path("data").display()
-        ),
-    )
-    .unwrap();
+    let ini = sb
+        .local()
+        .section("encryption", &format!("recipients = {good}, {other}"))
+        .path(&sb.path("data"), "upload_files = yes")
+        .write(&sb.path("config/backup.conf"));
     fs::write(sb.path("data/x"), "x").unwrap();
     let out = sb.with_config(&ini, &[]).output().unwrap();
     assert_exit(&out, 0);

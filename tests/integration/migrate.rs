@@ -7,150 +7,19 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use fake_glacier::FakeGlacier;
-
-use crate::support::moto::{s3_client, Moto};
-use crate::support::sandbox::{assert_exit, assert_says, text, Sandbox};
+use crate::support::sandbox::{assert_exit, assert_says, text};
+use crate::support::setup::Setup;
 use crate::support::wait_until;
 
 const MIB: usize = 1 << 20;
 
-/// A sandbox with a fake vault, moto with a bucket, and a config for each.
-struct Setup {
-    sb: Sandbox,
-    fake: FakeGlacier,
-    moto: Moto,
-    runtime: tokio::runtime::Runtime,
-    s3: aws_sdk_s3::Client,
-}
-
-impl std::ops::Deref for Setup {
-    type Target = Sandbox;
-    fn deref(&self) -> &Sandbox {
-        &self.sb
-    }
-}
-
 impl Setup {
-    fn new() -> Self {
-        let fake = FakeGlacier::start();
-        fake.create_vault("photos");
-        let moto = Moto::start();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let s3 = runtime.block_on(async {
-            let client = s3_client(&moto.endpoint).await;
-            client.create_bucket().bucket("cold").send().await.unwrap();
-            client
-        });
-        Setup {
-            sb: Sandbox::new(),
-            fake,
-            moto,
-            runtime,
-            s3,
-        }
-    }
-
     /// The vault's config (1 MiB parts, so directory archives go up in several) and the
     /// bucket's (8 MiB parts), both backing up `paths`.
     fn configs(&self, paths: &str) -> (PathBuf, PathBuf) {
-        let dir = self.path("config");
-        fs::create_dir_all(&dir).unwrap();
-        let vault = dir.join("vault.toml");
-        fs::write(
-            &vault,
-            format!(
-                "[main]\nvault_name = \"photos\"\nlogfile = \"\"\n\n[glacier]\nregion = \"us-east-1\"\n\
-                 endpoint_url = \"{}\"\npart_size = 1\nconcurrency = 1\nmax_attempts = 3\n\n{paths}",
-                self.fake.endpoint
-            ),
-        )
-        .unwrap();
-        let bucket = dir.join("s3.toml");
-        fs::write(
-            &bucket,
-            format!(
-                "[main]\nbackend = \"s3\"\nlogfile = \"\"\n\n[s3]\nbucket = \"cold\"\n\
-                 storage_class = \"GLACIER_IR\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
-                 force_path_style = true\npart_size = 8\nconcurrency = 1\n\n{paths}",
-                self.moto.endpoint
-            ),
-        )
-        .unwrap();
-        (vault, bucket)
+        (self.vault_config(paths), self.bucket_config(paths))
     }
 
-    fn migrate(&self, vault: &Path, bucket: &Path, args: &[&str]) -> std::process::Output {
-        let mut command = self.with_config(vault, &["migrate", "--to"]);
-        command.arg(bucket).args(args);
-        command.output().unwrap()
-    }
-
-    fn vault_ledger(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.path("config/glacier.photos.sqlite3")).unwrap()
-    }
-
-    fn bucket_ledger(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.path("config/s3.cold.sqlite3")).unwrap()
-    }
-
-    /// Every object in the bucket: key and size.
-    fn objects(&self) -> Vec<(String, u64)> {
-        self.runtime.block_on(async {
-            let listed = self
-                .s3
-                .list_objects_v2()
-                .bucket("cold")
-                .send()
-                .await
-                .unwrap();
-            listed
-                .contents()
-                .iter()
-                .map(|o| (o.key().unwrap().to_owned(), o.size().unwrap() as u64))
-                .collect()
-        })
-    }
-
-    /// Sets an object's tree-hash tag, as someone with write access to the bucket could.
-    fn tag_tree_hash(&self, key: &str, value: &str) {
-        let tag = aws_sdk_s3::types::Tag::builder()
-            .key("gb-tree-hash")
-            .value(value)
-            .build()
-            .unwrap();
-        let tagging = aws_sdk_s3::types::Tagging::builder()
-            .tag_set(tag)
-            .build()
-            .unwrap();
-        self.runtime.block_on(async {
-            self.s3
-                .put_object_tagging()
-                .bucket("cold")
-                .key(key)
-                .tagging(tagging)
-                .send()
-                .await
-                .unwrap();
-        });
-    }
-
-    fn object(&self, key: &str) -> Vec<u8> {
-        self.runtime.block_on(async {
-            let got = self
-                .s3
-                .get_object()
-                .bucket("cold")
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            got.body.collect().await.unwrap().into_bytes().to_vec()
-        })
-    }
-}
-
-impl Setup {
     /// A file of `len` bytes backed up to the vault: its path, bytes and the two configs.
     fn vaulted_file(&self, len: usize, seed: u8) -> (PathBuf, Vec<u8>, PathBuf, PathBuf) {
         let file = self.path("data/disk.img");
@@ -170,7 +39,7 @@ impl Setup {
         held_from: u64,
         parts: i64,
     ) -> std::process::Child {
-        self.fake.set(|b| b.hold_output_from = Some(held_from));
+        self.fake().set(|b| b.hold_output_from = Some(held_from));
         let child = self
             .with_config(vault, &["migrate", "--to"])
             .arg(bucket)
@@ -228,7 +97,7 @@ fn rows(ledger: &rusqlite::Connection) -> Vec<(String, String, String, i64, Stri
 
 #[test]
 fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let data = s.path("data");
     let notes = sample(1000, 1);
     write(&data.join("notes.txt"), &notes);
@@ -273,7 +142,7 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
     }
     assert_says(&plan, "estimated cost");
     assert!(s.objects().is_empty());
-    assert!(s.fake.stats().outputs.is_empty());
+    assert!(s.fake().stats().outputs.is_empty());
 
     let moved = s.migrate(&vault, &bucket, &["--wait", "--timeout", "120"]);
     assert_exit(&moved, 0);
@@ -281,7 +150,7 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
     let objects = s.objects();
     assert_eq!(objects.len(), 4, "{objects:?}");
     // Each archive is read once, whole, from the vault.
-    let read: u64 = s.fake.stats().outputs.iter().map(|o| o.1).sum();
+    let read: u64 = s.fake().stats().outputs.iter().map(|o| o.1).sum();
     assert_eq!(read as i64, bytes);
 
     // The bucket's ledger has the vault's rows: same path, name, kind, size, tree hash,
@@ -381,16 +250,13 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
     assert_eq!(identity(rows(&s.bucket_ledger())), identity(vault_rows));
 
     // Another destination gets its own copy of every archive still in the vault.
-    s.runtime
-        .block_on(s.s3.create_bucket().bucket("other").send())
+    s.block_on(s.s3().create_bucket().bucket("other").send())
         .unwrap();
-    let other = s.path("config/other.toml");
-    let text = fs::read_to_string(&bucket).unwrap();
-    fs::write(
-        &other,
-        text.replace("bucket = \"cold\"", "bucket = \"other\""),
-    )
-    .unwrap();
+    let other = s
+        .bucket()
+        .backend("bucket", "other")
+        .raw(&paths)
+        .write(&s.path("config/other.toml"));
     let second = s.migrate(&vault, &other, &["--wait"]);
     assert_exit(&second, 0);
     assert_says(&second, "moved 4, already moved 0");
@@ -398,7 +264,7 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
 
 #[test]
 fn a_copy_killed_midway_continues_without_reading_or_sending_its_copied_parts_again() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let (_, data, vault, bucket) = s.vaulted_file(40 * MIB + 1, 3);
     // Reads from 24 MiB on wait until the test lets them through: the copy is killed with
     // exactly three 8 MiB parts read and stored.
@@ -411,9 +277,9 @@ fn a_copy_killed_midway_continues_without_reading_or_sending_its_copied_parts_ag
         .query_row("SELECT count(*) FROM uploads", [], |r| r.get(0))
         .unwrap_or(0);
     assert_eq!(bucket_rows, 0, "no row for an incomplete copy");
-    let read_before: Vec<u64> = s.fake.stats().outputs.iter().map(|o| o.0).collect();
+    let read_before: Vec<u64> = s.fake().stats().outputs.iter().map(|o| o.0).collect();
 
-    s.fake.set(|b| b.hold_output_from = None);
+    s.fake().set(|b| b.hold_output_from = None);
     let out = s.migrate(&vault, &bucket, &["--wait", "--timeout", "120"]);
     assert_exit(&out, 0);
     assert_says(
@@ -425,7 +291,7 @@ fn a_copy_killed_midway_continues_without_reading_or_sending_its_copied_parts_ag
         "3 part(s) were already stored and were not sent again",
     );
     // The first 24 MiB were read once, by the killed run, never again.
-    let outputs = s.fake.stats().outputs;
+    let outputs = s.fake().stats().outputs;
     for start in [0u64, 8 << 20, 16 << 20] {
         let times = outputs.iter().filter(|o| o.0 == start).count();
         assert_eq!(times, 1, "range at {start} read {times} times: {outputs:?}");
@@ -438,7 +304,7 @@ fn a_copy_killed_midway_continues_without_reading_or_sending_its_copied_parts_ag
     assert_eq!(objects.len(), 1);
     assert_eq!(s.object(&objects[0].0), data);
     assert_eq!(
-        s.fake.stats().retrievals_started,
+        s.fake().stats().retrievals_started,
         1,
         "the retrieval job of the killed run was used again"
     );
@@ -452,13 +318,13 @@ fn a_copy_killed_midway_continues_without_reading_or_sending_its_copied_parts_ag
 
 #[test]
 fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let file = s.path("data/photo.raw");
     let data = sample(3 * MIB + 5, 4);
     write(&file, &data);
     let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", file.display()));
     assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
-    assert_eq!(s.fake.archives("photos").len(), 1);
+    assert_eq!(s.fake().archives("photos").len(), 1);
 
     // A copy whose tree hash is not the archive's: the vault's archive stays.
     let moved = s.migrate(&vault, &bucket, &["--wait"]);
@@ -468,7 +334,7 @@ fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
     let refused = s.migrate(&vault, &bucket, &["--delete-source"]);
     assert_exit(&refused, 1);
     assert_says(&refused, "the source's archive was not deleted");
-    assert_eq!(s.fake.archives("photos").len(), 1);
+    assert_eq!(s.fake().archives("photos").len(), 1);
 
     // Its tag put right, the copy checks out and the vault's archive goes.
     let tree_hash: String = s
@@ -478,7 +344,7 @@ fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
     s.tag_tree_hash(&key, &tree_hash);
     let deleted = s.migrate(&vault, &bucket, &["--delete-source"]);
     assert_exit(&deleted, 0);
-    assert!(s.fake.archives("photos").is_empty());
+    assert!(s.fake().archives("photos").is_empty());
     let listed = s.with_config(&vault, &["list"]).output().unwrap();
     assert_says(&listed, "deleted here");
     // The vault's ledger never loses a row.
@@ -486,7 +352,7 @@ fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
     assert_eq!(s.object(&key), data);
     // The vault's archive is gone on purpose: not missing from an inventory taken after the
     // upload, nor to `verify --remote`, and a restore from the vault says where it went.
-    s.fake
+    s.fake()
         .set(|b| b.inventory_date = "2099-01-01T00:00:00Z".into());
     let inventory = s
         .with_config(&vault, &["inventory", "--wait"])
@@ -517,7 +383,7 @@ fn delete_source_deletes_a_vault_archive_only_after_its_copy_checks_out() {
 
 #[test]
 fn a_destination_that_is_the_source_or_shares_its_ledger_is_refused() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let file = s.path("data/a.txt");
     write(&file, b"a");
     let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", file.display()));
@@ -531,40 +397,29 @@ fn a_destination_that_is_the_source_or_shares_its_ledger_is_refused() {
     let unknown = s.migrate(&vault, &bucket, &["/no/such/path"]);
     assert_exit(&unknown, 2);
     assert_says(&unknown, "records no upload of those paths");
-    let shared = s.path("config/shared.toml");
-    fs::write(
-        &shared,
-        format!(
-            "[main]\nbackend = \"s3\"\nlogfile = \"\"\nledger = \"{}\"\n[s3]\nbucket = \"cold\"\n\
-             endpoint_url = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\n",
-            s.path("config/glacier.photos.sqlite3").display(),
-            s.moto.endpoint
-        ),
-    )
-    .unwrap();
+    let shared = s
+        .bucket()
+        .main("ledger", s.path("config/glacier.photos.sqlite3").display())
+        .write(&s.path("config/shared.toml"));
     let sharing = s.migrate(&vault, &shared, &[]);
     assert_exit(&sharing, 2);
     assert_says(&sharing, "the destination's ledger is the source's");
     assert!(s.objects().is_empty());
 
     // One file for both sides, the backend chosen on each: each side has its own ledger.
-    let both = s.path("config/both.toml");
-    let vault_text = fs::read_to_string(&vault).unwrap();
-    fs::write(
-        &both,
-        format!(
-            "{vault_text}
-[s3]
-bucket = \"cold\"
-endpoint_url = \"{}\"
-region = \"us-east-1\"
-\
-             force_path_style = true
-",
-            s.moto.endpoint
-        ),
-    )
-    .unwrap();
+    let both = s
+        .vault()
+        .section(
+            "s3",
+            &format!(
+                "bucket = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+                 force_path_style = true",
+                crate::support::setup::BUCKET,
+                s.moto().endpoint
+            ),
+        )
+        .path(&file, "")
+        .write(&s.path("config/both.toml"));
     let one_file = s
         .command(&["-c"])
         .arg(&both)
@@ -582,7 +437,7 @@ region = \"us-east-1\"
 
 #[test]
 fn all_moves_the_python_tools_archives_and_other_tools_by_their_descriptions() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let ours = s.path("data/ours.txt");
     write(&ours, b"ours");
     let old = s.path("data/old.txt");
@@ -591,17 +446,11 @@ fn all_moves_the_python_tools_archives_and_other_tools_by_their_descriptions() {
     let (vault, bucket) = s.configs(&format!("[\"{}\"]\n", ours.display()));
     assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
     // The Python tool's upload: a plain description, and a row with only its four columns.
-    let python = s.path("config/python.toml");
-    fs::write(
-        &python,
-        format!(
-            "[main]\nvault_name = \"photos\"\nlogfile = \"\"\n[glacier]\nregion = \"us-east-1\"\n\
-             endpoint_url = \"{}\"\nplain_description = true\n[\"{}\"]\n",
-            s.fake.endpoint,
-            old.display()
-        ),
-    )
-    .unwrap();
+    let python = s
+        .vault()
+        .backend("plain_description", true)
+        .path(&old, "")
+        .write(&s.path("config/python.toml"));
     assert_exit(&s.with_config(&python, &[]).output().unwrap(), 0);
     s.vault_ledger()
         .execute(
@@ -613,7 +462,7 @@ fn all_moves_the_python_tools_archives_and_other_tools_by_their_descriptions() {
         .unwrap();
     // Another tool's archive, which no ledger records.
     let scans = sample(MIB + 9, 6);
-    s.fake.plant("photos", "scans-2019.zip", &scans);
+    s.fake().plant("photos", "scans-2019.zip", &scans);
 
     // From the ledger alone, the Python tool's row cannot be checked: it says what to run.
     let partial = s.migrate(&vault, &bucket, &["--wait"]);
@@ -659,7 +508,7 @@ fn all_moves_the_python_tools_archives_and_other_tools_by_their_descriptions() {
 
 #[test]
 fn compressed_and_encrypted_archives_move_as_stored_without_a_key() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let key = s.path("keys/identity.txt");
     fs::create_dir_all(key.parent().unwrap()).unwrap();
     let made = s.run(&["keygen", "-o", key.to_str().unwrap()]);
@@ -675,7 +524,7 @@ fn compressed_and_encrypted_archives_move_as_stored_without_a_key() {
     );
     let (vault, bucket) = s.configs(&layers);
     assert_exit(&s.with_config(&vault, &[]).output().unwrap(), 0);
-    let stored = s.fake.archives("photos")[0].1.size;
+    let stored = s.fake().archives("photos")[0].1.size;
     assert!(stored < text.len() as u64 / 10, "compressed: {stored}");
 
     // Neither config names an identity: the bytes move as they are.
@@ -708,7 +557,7 @@ fn compressed_and_encrypted_archives_move_as_stored_without_a_key() {
 
 #[test]
 fn a_copy_stopped_by_ctrl_c_or_cut_off_by_the_network_goes_on_where_it_stopped() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let (_, data, vault, bucket) = s.vaulted_file(32 * MIB + 7, 7);
     let child = s.migration_held_at(&vault, &bucket, 16 << 20, 2);
     let kill = std::process::Command::new("kill")
@@ -722,13 +571,17 @@ fn a_copy_stopped_by_ctrl_c_or_cut_off_by_the_network_goes_on_where_it_stopped()
     assert!(s.objects().is_empty());
 
     // The next run's read of the third part is cut off; read again, it completes the copy.
-    s.fake.set(|b| {
+    s.fake().set(|b| {
         b.hold_output_from = None;
         b.drop_output_at = Some(16 << 20);
     });
     let last = s.migrate(&vault, &bucket, &["--wait"]);
     assert_exit(&last, 0);
-    assert_eq!(s.fake.stats().injected_faults, 1, "the connection was cut");
+    assert_eq!(
+        s.fake().stats().injected_faults,
+        1,
+        "the connection was cut"
+    );
     assert_says(
         &last,
         "2 part(s) were already stored and were not sent again",
@@ -737,7 +590,7 @@ fn a_copy_stopped_by_ctrl_c_or_cut_off_by_the_network_goes_on_where_it_stopped()
     assert_eq!(objects.len(), 1);
     assert_eq!(s.object(&objects[0].0), data);
     let reads = |start: u64| {
-        s.fake
+        s.fake()
             .stats()
             .outputs
             .iter()
@@ -755,7 +608,7 @@ fn a_copy_stopped_by_ctrl_c_or_cut_off_by_the_network_goes_on_where_it_stopped()
 /// completed: nothing is stored in S3 and nothing recorded.
 #[test]
 fn a_copy_whose_bytes_do_not_match_the_ledger_is_abandoned_before_completing() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let (_, _, vault, bucket) = s.vaulted_file(12 * MIB + 3, 8);
     s.vault_ledger()
         .execute("UPDATE uploads SET tree_hash = ?1", [format!("{:064x}", 7)])
@@ -764,8 +617,9 @@ fn a_copy_whose_bytes_do_not_match_the_ledger_is_abandoned_before_completing() {
     assert_exit(&out, 1);
     assert_says(&out, "integrity check failed");
     assert!(s.objects().is_empty());
-    let open = s.runtime.block_on(async {
-        s.s3.list_multipart_uploads()
+    let open = s.block_on(async {
+        s.s3()
+            .list_multipart_uploads()
             .bucket("cold")
             .send()
             .await
@@ -788,14 +642,15 @@ fn a_copy_whose_bytes_do_not_match_the_ledger_is_abandoned_before_completing() {
 /// run reads the parts again into a new upload, and leaves no upload behind.
 #[test]
 fn a_copy_whose_upload_vanished_starts_a_new_one_and_leaves_none_behind() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let (_, data, vault, bucket) = s.vaulted_file(24 * MIB + 5, 9);
     let mut child = s.migration_held_at(&vault, &bucket, 16 << 20, 2);
     child.kill().unwrap();
     child.wait().unwrap();
     let open_uploads = || {
-        s.runtime.block_on(async {
-            s.s3.list_multipart_uploads()
+        s.block_on(async {
+            s.s3()
+                .list_multipart_uploads()
                 .bucket("cold")
                 .send()
                 .await
@@ -812,8 +667,9 @@ fn a_copy_whose_upload_vanished_starts_a_new_one_and_leaves_none_behind() {
         })
     };
     for (key, id) in open_uploads() {
-        s.runtime.block_on(async {
-            s.s3.abort_multipart_upload()
+        s.block_on(async {
+            s.s3()
+                .abort_multipart_upload()
                 .bucket("cold")
                 .key(key)
                 .upload_id(id)
@@ -822,7 +678,7 @@ fn a_copy_whose_upload_vanished_starts_a_new_one_and_leaves_none_behind() {
                 .unwrap();
         });
     }
-    s.fake.set(|b| b.hold_output_from = None);
+    s.fake().set(|b| b.hold_output_from = None);
     let out = s.migrate(&vault, &bucket, &["--wait"]);
     assert_exit(&out, 0);
     assert_says(&out, "no longer in the destination's upload");
@@ -837,7 +693,7 @@ fn a_copy_whose_upload_vanished_starts_a_new_one_and_leaves_none_behind() {
 /// instead of storing it again, and writes no second row.
 #[test]
 fn a_one_part_copy_stored_before_a_kill_is_found_not_made_twice() {
-    let s = Setup::new();
+    let s = Setup::with_fake().and_moto();
     let (_, data, vault, bucket) = s.vaulted_file(200_000, 3);
     assert_exit(&s.migrate(&vault, &bucket, &["--wait"]), 0);
     let objects = s.objects();

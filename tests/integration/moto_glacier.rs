@@ -8,6 +8,7 @@ use std::fs;
 use glacier_backup::archiver::conformance::read_back;
 use glacier_backup::archiver::{ArchiveRef, Archiver, RestoreOptions, RestoreTier};
 use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
+use support::config::TestConfig;
 use support::moto::{sdk_config, test_credentials, Moto};
 use support::sandbox::{output_text as shown, Sandbox};
 
@@ -22,6 +23,12 @@ async fn create_vault(endpoint: &str, name: &str) {
         .unwrap();
 }
 
+/// The vault `name` on moto, in the Python tool's INI; archives in one part (moto serves the
+/// simple Glacier calls, the fake the multipart ones).
+fn moto_vault(moto: &Moto, name: &str) -> TestConfig {
+    TestConfig::vault(&moto.endpoint, name).without("part_size")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
     let moto = Moto::start();
@@ -31,17 +38,9 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
     fs::create_dir_all(data.join("letters")).unwrap();
     fs::write(data.join("notes.txt"), b"remember the milk").unwrap();
     fs::write(data.join("letters/one.txt"), b"dear moto").unwrap();
-    let config = sb.path("backup.conf");
-    fs::write(
-        &config,
-        format!(
-            "[main]\nvault_name = family\nlogfile = ''\n[glacier]\nendpoint_url = {}\nregion = us-east-1\n\
-             [{}]\nupload_files = yes\nupload_dirs = yes\n",
-            moto.endpoint,
-            data.display()
-        ),
-    )
-    .unwrap();
+    let config = moto_vault(&moto, "family")
+        .path(&data, "upload_files = yes\nupload_dirs = yes")
+        .write(&sb.path("backup.conf"));
     let mut cmd = sb.with_config(&config, &[]);
     let out = cmd.output().unwrap();
     let shown = shown(&out);
@@ -111,17 +110,12 @@ async fn a_lost_ledger_comes_back_from_a_vault_inventory_and_restores_work() {
     fs::write(album.join("café.txt"), "unicode ✓").unwrap();
     std::os::unix::fs::symlink("café.txt", album.join("link")).unwrap();
     fs::write(data.join("notes .txt"), b"remember the milk").unwrap();
-    let config = sb.path("backup.conf");
-    fs::write(
-        &config,
-        format!(
-            "[main]\nvault_name = lost\nlogfile = ''\n[glacier]\nendpoint_url = {}\nregion = us-east-1\n\
-             [{}]\nupload_files = yes\nupload_dirs = yes\nupload_if_changed = yes\n",
-            moto.endpoint,
-            data.display()
-        ),
-    )
-    .unwrap();
+    let config = moto_vault(&moto, "lost")
+        .path(
+            &data,
+            "upload_files = yes\nupload_dirs = yes\nupload_if_changed = yes",
+        )
+        .write(&sb.path("backup.conf"));
     let run = |args: &[&str]| sb.outcome(&config, args);
     let (code, out) = run(&[]);
     assert_eq!(code, Some(0), "{out}");

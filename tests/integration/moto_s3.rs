@@ -7,13 +7,14 @@ use std::fs;
 
 use aws_sdk_s3::types::StorageClass;
 use futures::StreamExt;
-use glacier_backup::archiver::conformance::{self, meta, read_back, sample};
+use glacier_backup::archiver::conformance::{meta, read_back, sample};
 use glacier_backup::archiver::parts::parts_from_bytes;
 use glacier_backup::archiver::treehash::tree_hash;
 use glacier_backup::archiver::{
     Archiver, Error, OnFailure, PutOptions, RestoreState, Resume, UploadEvent,
 };
 use glacier_backup_s3::{S3Archiver, S3Settings};
+use support::config::TestConfig;
 use support::moto::{s3_client, sdk_config, test_credentials, Moto};
 use support::sandbox::{output_text as shown, Sandbox};
 
@@ -40,17 +41,6 @@ fn settings(endpoint: &str, bucket: &str, class: &str) -> S3Settings {
     let mut settings = S3Settings::from_section(&section).unwrap();
     settings.connection.credentials = Some(test_credentials());
     settings
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn passes_the_conformance_suite_in_cold_and_instant_classes() {
-    let moto = Moto::start();
-    for (bucket_name, class) in [("cold-bucket", "GLACIER"), ("instant-bucket", "GLACIER_IR")] {
-        bucket(&moto.endpoint, bucket_name).await;
-        let s3 = S3Archiver::new(settings(&moto.endpoint, bucket_name, class));
-        assert_eq!(s3.capabilities().needs_restore, class == "GLACIER");
-        conformance::run_all(&s3).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -308,19 +298,34 @@ async fn the_same_config_works_with_local_s3_and_glacier_by_switching_the_backen
     fs::create_dir_all(data.join("album")).unwrap();
     fs::write(data.join("album/pic.jpg"), sample(3000, 1)).unwrap();
     fs::write(data.join("notes.txt"), b"notes").unwrap();
-    let sections = format!(
-        "[main]\nbackend = BACKEND\nvault_name = switch\nlogfile = ''\n\n\
-         [local]\ndirectory = {archives}\ncreate_directory = yes\n\n\
-         [glacier]\nendpoint_url = {endpoint}\nregion = us-east-1\n\n\
-         [s3]\nbucket = switch\nendpoint_url = {endpoint}\nregion = us-east-1\nforce_path_style = yes\n\n\
-         [{data}]\nupload_dirs = yes\nupload_files = yes\n",
-        archives = sb.path("archives").display(),
-        endpoint = moto.endpoint,
-        data = data.display()
-    );
+    // One file with every destination's section; only `backend` changes.
+    let endpoint = &moto.endpoint;
+    let every_destination = TestConfig::bare()
+        .main("vault_name", "switch")
+        .section(
+            "local",
+            &format!(
+                "directory = {}\ncreate_directory = yes",
+                sb.path("archives").display()
+            ),
+        )
+        .section(
+            "glacier",
+            &format!("endpoint_url = {endpoint}\nregion = us-east-1"),
+        )
+        .section(
+            "s3",
+            &format!(
+                "bucket = switch\nendpoint_url = {endpoint}\nregion = us-east-1\n\
+                 force_path_style = yes"
+            ),
+        )
+        .path(&data, "upload_dirs = yes\nupload_files = yes");
     for backend in ["local", "s3", "glacier"] {
-        let config = sb.path("backup.conf");
-        fs::write(&config, sections.replace("BACKEND", backend)).unwrap();
+        let config = every_destination
+            .clone()
+            .main("backend", backend)
+            .write(&sb.path("backup.conf"));
         let mut cmd = sb.with_config(&config, &[]);
         let out = cmd.output().unwrap();
         let shown = shown(&out);
@@ -353,18 +358,9 @@ async fn a_backup_killed_mid_upload_resumes_from_the_parts_recorded_in_the_ledge
     let file = sb.path("disk.img");
     let data = sample(40 * MIB + 1, 6);
     fs::write(&file, &data).unwrap();
-    let config = sb.path("backup.toml");
-    fs::write(
-        &config,
-        format!(
-            "[main]\nbackend = \"s3\"\nlogfile = \"\"\n[s3]\nbucket = \"killed\"\nstorage_class = \"GLACIER_IR\"\n\
-             endpoint_url = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\nconcurrency = 1\n\
-             part_size = 8\n[\"{}\"]\n",
-            moto.endpoint,
-            file.display()
-        ),
-    )
-    .unwrap();
+    let config = TestConfig::bucket(&moto.endpoint, "killed")
+        .path(&file, "")
+        .write(&sb.path("backup.toml"));
     let command = || sb.with_config(&config, &[]);
     let ledger_path = sb.path("s3.killed.sqlite3");
     // Read-only: opening read-write would create an empty ledger file before the run makes
@@ -424,18 +420,15 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
     let sb = Sandbox::new();
     let data = sb.path("data");
     support::trees::awkward_tree(&data);
-    let config = sb.path("backup.toml");
-    fs::write(
-        &config,
-        format!(
-            "[main]\nbackend = \"s3\"\nlogfile = \"\"\n[s3]\nbucket = \"cold\"\nstorage_class = \"GLACIER\"\n\
-             endpoint_url = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\n\
-             [\"{}\"]\nupload_dirs = true\nupload_files = true\nupload_if_changed = true\n",
-            moto.endpoint,
-            data.display()
-        ),
-    )
-    .unwrap();
+    let glacier = TestConfig::bucket(&moto.endpoint, "cold")
+        .backend("storage_class", "GLACIER")
+        .without("part_size")
+        .without("concurrency")
+        .path(
+            &data,
+            "upload_dirs = true\nupload_files = true\nupload_if_changed = true",
+        );
+    let config = glacier.write(&sb.path("backup.toml"));
     let run = |args: &[&str]| sb.outcome(&config, args);
     let (code, out) = run(&[]);
     assert_eq!(code, Some(0), "{out}");
@@ -488,11 +481,9 @@ async fn restore_waits_for_a_slow_retrieval_and_a_rebuilt_ledger_restores_too() 
     assert_eq!(retrievals(), 0, "finished retrievals are forgotten");
 
     // Expedited retrievals do not exist for DEEP_ARCHIVE: refused before anything is asked.
-    let deep = fs::read_to_string(&config)
-        .unwrap()
-        .replace("\"GLACIER\"", "\"DEEP_ARCHIVE\"");
-    let deep_config = sb.path("deep.toml");
-    fs::write(&deep_config, deep).unwrap();
+    let deep_config = glacier
+        .backend("storage_class", "DEEP_ARCHIVE")
+        .write(&sb.path("deep.toml"));
     let out = sb
         .with_config(&deep_config, &[])
         .args(["restore", "--tier", "expedited", "--to", to, source])
@@ -582,20 +573,13 @@ async fn verify_read_catches_a_flipped_byte_that_the_tag_check_cannot() {
     fs::create_dir_all(file.parent().unwrap()).unwrap();
     fs::write(&file, sample(300_000, 2)).unwrap();
     let config_for = |class: &str| {
-        let config = sb.path(&format!("{class}.conf"));
-        fs::write(
-            &config,
-            format!(
-                "[main]\nbackend = s3\nlogfile = ''\nledger = {ledger}\n\n[s3]\nbucket = instant\n\
-                 storage_class = {class}\nendpoint_url = {endpoint}\nregion = us-east-1\n\
-                 force_path_style = yes\n\n[{file}]\n",
-                ledger = sb.path("ledger.sqlite3").display(),
-                endpoint = moto.endpoint,
-                file = file.display()
-            ),
-        )
-        .unwrap();
-        config
+        TestConfig::bucket(&moto.endpoint, "instant")
+            .main("ledger", sb.path("ledger.sqlite3").display())
+            .backend("storage_class", class)
+            .without("part_size")
+            .without("concurrency")
+            .path(&file, "")
+            .write(&sb.path(&format!("{class}.conf")))
     };
     let config = config_for("GLACIER_IR");
     let out = sb.with_config(&config, &[]).output().unwrap();

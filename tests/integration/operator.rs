@@ -3,6 +3,7 @@
 
 use std::fs;
 
+use crate::support::config::TestConfig;
 use crate::support::sandbox::{assert_exit, text, Sandbox};
 
 /// A sandbox with one file and a local config backing it up.
@@ -149,17 +150,9 @@ fn the_default_config_follows_xdg_config_home_and_still_finds_the_python_tools()
     fs::create_dir_all(sb.path("data")).unwrap();
     fs::write(sb.path("data/a.txt"), b"a").unwrap();
     let write_config = |dir: &std::path::Path, archives: &str| {
-        fs::create_dir_all(dir).unwrap();
-        fs::write(
-            dir.join("glacier_backup.conf"),
-            format!(
-                "[main]\nbackend = local\nlogfile = ''\n[local]\ndirectory = {}\n\
-                 create_directory = yes\n[{}]\nupload_files = yes\n",
-                sb.path(archives).display(),
-                sb.path("data").display()
-            ),
-        )
-        .unwrap();
+        TestConfig::local(&sb.path(archives))
+            .path(&sb.path("data"), "upload_files = yes")
+            .write(&dir.join("glacier_backup.conf"));
     };
     let xdg = sb.path("xdg");
     fs::create_dir_all(&xdg).unwrap();

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 
+use super::support::config::TestConfig;
 use super::support::sandbox::{assert_exit, assert_says, raw_tar, text, Sandbox};
 
 /// Every file under `dir`, recursively, as paths relative to it.
@@ -126,13 +127,10 @@ fn a_config_that_is_not_a_regular_file_or_is_huge_is_refused_before_reading() {
 #[test]
 fn a_huge_value_gives_a_short_error_naming_the_key() {
     let sb = Sandbox::new();
-    let config = sb.path("big.conf");
-    let vault = "x y".repeat(2 << 20);
-    fs::write(
-        &config,
-        format!("[main]\nvault_name = {vault}\n\n[/data]\nupload_files = true\n"),
-    )
-    .unwrap();
+    let config = TestConfig::bare()
+        .main("vault_name", "x y".repeat(2 << 20))
+        .path(Path::new("/data"), "upload_files = true")
+        .write(&sb.path("big.conf"));
     let out = sb.run(&["-c", config.to_str().unwrap()]);
     assert_exit(&out, 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -481,16 +479,11 @@ fn a_dry_run_for_glacier_says_empty_files_are_skipped_as_the_real_run_does() {
     fs::create_dir_all(&data).unwrap();
     fs::write(data.join("empty"), b"").unwrap();
     fs::write(data.join("full"), b"bytes").unwrap();
-    let config = sb.path("config/glacier.conf");
-    fs::create_dir_all(config.parent().unwrap()).unwrap();
-    fs::write(
-        &config,
-        format!(
-            "[main]\nvault_name = photos\nlogfile =\n\n[{}]\nupload_files = true\n",
-            data.display()
-        ),
-    )
-    .unwrap();
+    // A vault config with no [glacier] section: a dry run contacts nothing.
+    let config = TestConfig::bare()
+        .main("vault_name", "photos")
+        .path(&data, "upload_files = true")
+        .write(&sb.path("config/glacier.conf"));
     let out = sb.run(&["-c", config.to_str().unwrap(), "-d"]);
     assert_exit(&out, 0);
     assert!(
@@ -631,18 +624,12 @@ fn a_local_backup_killed_mid_run_leaves_no_row_without_its_archive() {
         )
         .unwrap();
     }
-    let config = sb.local_config(&format!(
-        "[\"{}\"]\nupload_files = true\n",
-        photos.display()
-    ));
     let ledger = sb.path("config/photos.sqlite3");
-    let settings = fs::read_to_string(&config).unwrap();
-    let settings = settings.replacen(
-        "[main]\n",
-        &format!("[main]\nledger = \"{}\"\n", ledger.display()),
-        1,
-    );
-    fs::write(&config, settings).unwrap();
+    let config = sb
+        .local()
+        .main("ledger", ledger.display())
+        .path(&photos, "upload_files = true")
+        .write(&sb.path("config/backup.toml"));
     let config = config.to_str().unwrap();
     let rows_now = || {
         // Read-only: opening must not create the file before the run does.

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::support::config::TestConfig;
 use super::support::sandbox::{assert_exit, assert_never_says, assert_says, text, Sandbox};
 
 /// Runs `command`, killing it if it has not ended within 30 s: a run that blocks fails the
@@ -29,13 +30,6 @@ fn run_bounded(command: &mut Command) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn write_config(sb: &Sandbox, text: &str) -> std::path::PathBuf {
-    let config = sb.path("config/backup.toml");
-    fs::create_dir_all(config.parent().unwrap()).unwrap();
-    fs::write(&config, text).unwrap();
-    config
-}
-
 fn data_file(sb: &Sandbox) -> std::path::PathBuf {
     let file = sb.path("data/f.txt");
     fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -48,16 +42,11 @@ fn an_error_that_ends_the_run_is_in_the_log_file_too() {
     let sb = Sandbox::new();
     let file = data_file(&sb);
     let log = sb.path("logs/backup.log");
-    let config = write_config(
-        &sb,
-        &format!(
-            "[main]\nbackend = \"local\"\nlogfile = \"{}\"\n\n[local]\ndirectory = \"{}\"\n\n\
-             [\"{}\"]\n",
-            log.display(),
-            sb.path("no-such-disk").display(),
-            file.display()
-        ),
-    );
+    let config = TestConfig::local(&sb.path("no-such-disk"))
+        .main("logfile", log.display())
+        .without("create_directory")
+        .path(&file, "")
+        .write(&sb.path("config/backup.toml"));
     let out = sb.with_config(&config, &[]).output().unwrap();
     assert_exit(&out, 2);
     assert_says(&out, "does not exist");
@@ -167,16 +156,11 @@ fn a_ledger_that_is_not_a_database_or_not_in_a_directory_is_a_config_error_namin
     let config_path = sb.path("config/backup.toml");
     let under_a_file = text_file.join("x.sqlite3");
     for ledger in [&garbage, &link, &config_path, &under_a_file] {
-        let config = write_config(
-            &sb,
-            &format!(
-                "[main]\nbackend = \"local\"\nlogfile = \"\"\nledger = \"{}\"\n\n[local]\n\
-                 directory = \"{}\"\ncreate_directory = true\n\n[\"{}\"]\n",
-                ledger.display(),
-                sb.path("archives").display(),
-                file.display()
-            ),
-        );
+        let config = sb
+            .local()
+            .main("ledger", ledger.display())
+            .path(&file, "")
+            .write(&config_path);
         let out = sb.with_config(&config, &[]).output().unwrap();
         assert_exit(&out, 2);
         assert_says(&out, ledger.display().to_string());

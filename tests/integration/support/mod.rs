@@ -2,8 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod config;
 pub mod moto;
 pub mod sandbox;
+pub mod setup;
 pub mod trees;
 
 /// Waits until `done` holds, looking every 2 ms (a test that kills a run at a moment needs to

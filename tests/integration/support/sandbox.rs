@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use rusqlite::Connection;
 
+use super::config::TestConfig;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_glacier-backup");
 
 pub fn fixtures() -> PathBuf {
@@ -28,19 +30,16 @@ impl Sandbox {
         self.dir.path().join(rel)
     }
 
-    /// Writes a local-backend config whose paths section is `paths`, returns its path.
+    /// The local backend's config, storing into `archives/` here.
+    pub fn local(&self) -> TestConfig {
+        TestConfig::local(&self.path("archives"))
+    }
+
+    /// Writes `config/backup.toml`: the local backend, then `paths` (path sections in TOML).
     pub fn local_config(&self, paths: &str) -> PathBuf {
-        let config = self.path("config/backup.toml");
-        fs::create_dir_all(config.parent().unwrap()).unwrap();
-        fs::write(
-            &config,
-            format!(
-                "[main]\nbackend = \"local\"\nlogfile = \"\"\n\n[local]\ndirectory = \"{}\"\ncreate_directory = true\n\n{paths}",
-                self.path("archives").display()
-            ),
-        )
-        .unwrap();
-        config
+        self.local()
+            .raw(paths)
+            .write(&self.path("config/backup.toml"))
     }
 
     /// The binary with `args`, confined to this sandbox: its own HOME and working directory,
@@ -101,6 +100,18 @@ impl Sandbox {
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
+    }
+
+    /// Runs `migrate` from the config `from` to the config `to`, with `args`.
+    pub fn migrate(&self, from: &Path, to: &Path, args: &[&str]) -> Output {
+        let mut command = self.with_config(from, &["migrate", "--to"]);
+        command.arg(to).args(args);
+        command.output().unwrap()
+    }
+
+    /// Runs a backup with `config`.
+    pub fn run_config(&self, config: &Path) -> Output {
+        self.with_config(config, &[]).output().unwrap()
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
