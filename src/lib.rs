@@ -1,6 +1,22 @@
-//! glacier-backup's engine: configuration, backup candidates, the ledger of uploads, archive
-//! streaming and the backup run (`backup`). The storage backends implement
-//! [`glacier_backup_archiver::Archiver`]; the binary in `main.rs` wires everything to the CLI.
+//! glacier-backup's engine, usable on its own: every verb's loop is here, and the binary only
+//! parses arguments, prints the reports and picks exit codes.
+//!
+//! - Configuration: [`config::load`] reads a file; [`config::Config::empty`] starts one in
+//!   code (set `backend`, `backend_sections`, push [`config::PathRule`]s).
+//! - The destination: [`backends::open_archiver`] builds the configured backend, an
+//!   [`archiver::Archiver`]; [`backends::ledger_path`], [`ledger::LedgerLock`] and
+//!   [`ledger::Ledger`] are its record of uploads.
+//! - Backup: [`resolve::resolve`] lists the candidates, [`backup::run_backup`] uploads what
+//!   needs it and returns a [`backup::RunReport`].
+//! - Restore: [`restore::RestoreRequest::new`], [`restore::select`], then
+//!   [`restore::restore_all`], which returns a [`restore::RestoreReport`].
+//! - Migrate: [`migrate::Plan`] and [`migrate::Cost`] before, [`migrate::migrate_all`] returning
+//!   a [`migrate::MigrateReport`].
+//! - Inventory and verify: [`inventory`], [`verify`].
+//! - Progress goes to a [`progress::Progress`] the caller implements; logs go through `tracing`
+//!   to whatever subscriber the caller installs (the library installs none).
+//!
+//! `examples/library.rs` runs a backup and a restore this way, with no config file.
 
 #![warn(missing_docs)]
 

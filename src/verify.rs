@@ -7,11 +7,139 @@ use std::path::PathBuf;
 
 use futures::StreamExt;
 use glacier_backup_archiver::treehash::TreeHasher;
-use glacier_backup_archiver::{Archiver, Listing, SourceKind};
+use glacier_backup_archiver::{Archiver, InventoryState, Listing, SourceKind};
 
 use crate::candidate::{Candidate, PathCandidate};
 use crate::inventory::reconcile;
 use crate::ledger::{Ledger, LedgerError, UploadRecord};
+
+/// What to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRequest {
+    /// Only the uploads of these source paths and below (all when empty).
+    pub paths: Vec<PathBuf>,
+    /// Also compare the destination's listing with the ledger.
+    pub remote: bool,
+    /// Also read every archive back and re-hash it (destinations that read at once only).
+    pub read: bool,
+}
+
+/// What a verification found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Uploads checked: the latest of each selected path.
+    pub verified: usize,
+    /// Every problem found.
+    pub findings: Vec<Finding>,
+}
+
+/// A verification that could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// `read` on a destination whose archives need a retrieval first.
+    #[error(
+        "verify --read reads every archive back, and this {0} destination's archives need a \
+         retrieval first (hours, billed by the GB); to check every byte of some, restore them \
+         to a scratch directory with `restore --to DIR`, which checks each download"
+    )]
+    ReadNeedsRetrieval(&'static str),
+    /// `remote` on a destination listed by a job, before any inventory was fetched.
+    #[error(
+        "the {0} backend lists its archives through an inventory job, and none was fetched \
+         yet: run `glacier-backup inventory` (again later, or with --wait) first"
+    )]
+    NoInventoryYet(&'static str),
+    /// The ledger cannot be read.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The destination failed.
+    #[error(transparent)]
+    Archiver(#[from] glacier_backup_archiver::Error),
+}
+
+/// Checks the latest upload of each selected path: the source (no network), with `remote` the
+/// destination's listing (a job's, from the last `inventory`, where the backend lists through
+/// one), and with `read` every archive's bytes. Archives `migrate --delete-source` deleted are
+/// expected to be gone from here. `prices` price the reads announced before they start.
+pub async fn verify_all(
+    archiver: &dyn Archiver,
+    ledger: &Ledger,
+    request: &VerifyRequest,
+    prices: &crate::costs::Prices,
+) -> Result<VerifyReport, VerifyError> {
+    if request.read && archiver.capabilities().needs_restore {
+        return Err(VerifyError::ReadNeedsRetrieval(archiver.name()));
+    }
+    let rows = latest_uploads(ledger, &request.paths)?;
+    let mut findings = check_sources(&rows);
+    if request.remote {
+        let listing = if archiver.capabilities().listable {
+            match archiver.inventory(None).await? {
+                InventoryState::Ready(listing) => Some(listing),
+                InventoryState::Pending { .. } => None,
+            }
+        } else {
+            ledger.last_inventory()?
+        };
+        let listing = listing.ok_or(VerifyError::NoInventoryYet(archiver.name()))?;
+        if let Some(taken) = listing.taken_at {
+            tracing::info!(
+                "comparing with the inventory of {}",
+                crate::display_time(taken)
+            );
+        }
+        let here = ledger.split_moved_away(rows.clone())?.here;
+        findings.extend(check_remote(&here, &listing));
+        match (request.read, archiver.local_directory().is_some()) {
+            // A local directory's inventory (above) already read back and re-hashed each one.
+            (_, true) => {}
+            (true, false) => {
+                announce_reading(prices, archiver, &here);
+                findings.extend(check_by_reading(archiver, &here).await);
+            }
+            (false, false) => tracing::info!("{}", unread_note(archiver)),
+        }
+    }
+    Ok(VerifyReport {
+        verified: rows.len(),
+        findings,
+    })
+}
+
+/// What a check without `read` leaves unproven, said in its output.
+fn unread_note(archiver: &dyn Archiver) -> String {
+    let what = "the destination was asked what it holds (sizes, and the tree hashes recorded \
+                when each archive was stored); no archive was read back";
+    if archiver.capabilities().needs_restore {
+        format!(
+            "{what}: reading one needs a retrieval, and `restore --to DIR` checks every byte of \
+             what it downloads"
+        )
+    } else {
+        format!("{what}: `verify --remote --read` reads each one back and re-hashes it")
+    }
+}
+
+/// Says what reading every archive back from a cloud destination costs before it starts:
+/// data transfer out, and GLACIER_IR's per-GB read.
+fn announce_reading(prices: &crate::costs::Prices, archiver: &dyn Archiver, rows: &[UploadRecord]) {
+    use crate::costs::{dollars, PriceClass};
+    let bytes: u64 = rows.iter().filter_map(|r| r.size).sum();
+    let tier = glacier_backup_archiver::RestoreTier::Standard;
+    let cost = archiver
+        .storage_class()
+        .as_deref()
+        .and_then(PriceClass::of)
+        .and_then(|class| prices.retrieval(class, tier, rows.len() as u64, bytes))
+        .map_or_else(|| prices.transfer_out(bytes), |e| e.total());
+    tracing::info!(
+        "reading {} archive(s) back ({}) to re-hash them: about {} in reads and data transfer \
+         out",
+        rows.len(),
+        crate::display_size(bytes),
+        dollars(cost)
+    );
+}
 
 /// One finding about one upload.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,7 +32,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     };
     let mut report = reconcile_ledger(&ledger, &listing)?;
     // Archives `migrate --delete-source` deleted are expected to be gone.
-    let split = super::split_moved_away(&ledger, std::mem::take(&mut report.missing))?;
+    let split = ledger.split_moved_away(std::mem::take(&mut report.missing))?;
     report.missing = split.here;
     let moved_away = split.gone.len();
     if moved_away > 0 {

@@ -216,34 +216,6 @@ impl From<glacier_backup::ledger::LedgerError> for Fatal {
     }
 }
 
-/// Sets apart the rows whose archive `migrate --delete-source` deleted from this destination,
-/// with where each went: those are not missing, and are restored from the other destination.
-pub fn split_moved_away(
-    ledger: &Ledger,
-    rows: Vec<glacier_backup::ledger::UploadRecord>,
-) -> Result<MovedAway, Fatal> {
-    let mut split = MovedAway::default();
-    for row in rows {
-        match ledger.moved_of(&row.archive_id)? {
-            Some(moved) if moved.source_deleted_at.is_some() => split.gone.push((row, moved)),
-            _ => split.here.push(row),
-        }
-    }
-    Ok(split)
-}
-
-/// Rows split by [`split_moved_away`].
-#[derive(Default)]
-pub struct MovedAway {
-    /// Rows whose archive is still here.
-    pub here: Vec<glacier_backup::ledger::UploadRecord>,
-    /// Rows whose archive was moved and deleted here, with where it went.
-    pub gone: Vec<(
-        glacier_backup::ledger::UploadRecord,
-        glacier_backup::ledger::Moved,
-    )>,
-}
-
 /// Where the config, the default log file and ledgers live: `$XDG_CONFIG_HOME/glacier_backup`,
 /// else `$HOME/.config/glacier_backup`, where the Python tool kept them.
 pub fn home_config_dir() -> Option<PathBuf> {

@@ -2,7 +2,7 @@
 
 use glacier_backup::archiver::{Archiver, RestoreOptions};
 use glacier_backup::config::Config;
-use glacier_backup::ledger::{Ledger, Moved, Retrieval, UploadRecord};
+use glacier_backup::ledger::{Ledger, Moved, MovedAway, Retrieval, UploadRecord};
 use glacier_backup::restore::{
     expected_wait, restore_all, select, whole, Destination, Outcome as Restored, RestoreReport,
     RestoreRequest,
@@ -68,7 +68,6 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
             .map(|p| command_line_path(p))
             .collect::<Result<_, _>>()?,
         archive_ids: args.archive_ids.clone(),
-        destination,
         at: args.at,
         force: args.force,
         devices: args.devices,
@@ -79,10 +78,8 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
         deadline: args
             .wait
             .then(|| std::time::Instant::now() + std::time::Duration::from_secs(args.timeout)),
-        chunk_size: glacier_backup::restore::DOWNLOAD_CHUNK,
-        progress: None,
-        identities: None,
         trust_destination: args.trust_destination,
+        ..RestoreRequest::new(destination)
     })
 }
 
@@ -247,7 +244,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     let mut ledger = session.ledger(cli.dryrun)?;
     let rows = select(&ledger, &request)?;
     // Archives `migrate --delete-source` deleted here are restored from where they went.
-    let super::MovedAway { here: rows, gone } = super::split_moved_away(&ledger, rows)?;
+    let MovedAway { here: rows, gone } = ledger.split_moved_away(rows)?;
     for (row, moved) in &gone {
         tracing::error!(
             "{}: archive {} was moved to {} (key {}) and deleted here; restore it with the \

@@ -159,6 +159,15 @@ pub struct Moved {
     pub source_deleted_at: Option<OffsetDateTime>,
 }
 
+/// Rows split by [`Ledger::split_moved_away`].
+#[derive(Debug, Default)]
+pub struct MovedAway {
+    /// Rows whose archive is still here.
+    pub here: Vec<UploadRecord>,
+    /// Rows whose archive was moved and deleted here, with where it went.
+    pub gone: Vec<(UploadRecord, Moved)>,
+}
+
 /// The ledger could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

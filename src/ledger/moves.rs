@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::sql::{parse_time, read_row, rfc3339, sqlite_error, SqlPath, COLUMNS};
-use super::{Ledger, LedgerError, Move, MovePart, Moved, UploadRecord};
+use super::{Ledger, LedgerError, Move, MovePart, Moved, MovedAway, UploadRecord};
 
 impl Ledger {
     /// Every upload, oldest first, with where its archive was moved if it was: what `list`
@@ -176,6 +176,20 @@ impl Ledger {
             )?;
             forget_move(tx, &moved.archive_id)
         })
+    }
+
+    /// Sets apart the rows whose archive `migrate --delete-source` deleted from this
+    /// destination, with where each went: those are not missing, and are restored from the
+    /// other destination.
+    pub fn split_moved_away(&self, rows: Vec<UploadRecord>) -> Result<MovedAway, LedgerError> {
+        let mut split = MovedAway::default();
+        for row in rows {
+            match self.moved_of(&row.archive_id)? {
+                Some(moved) if moved.source_deleted_at.is_some() => split.gone.push((row, moved)),
+                _ => split.here.push(row),
+            }
+        }
+        Ok(split)
     }
 
     /// What was recorded of `archive_id` being moved, if it was.

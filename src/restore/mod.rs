@@ -59,6 +59,29 @@ pub struct RestoreRequest {
     pub trust_destination: bool,
 }
 
+impl RestoreRequest {
+    /// A request that restores nothing yet into `destination`: name `paths` or `archive_ids`.
+    /// The rest is the binary's default: the latest uploads, existing newer files kept, the
+    /// standard tier, no waiting for retrievals, 64 MiB ranged requests, no progress, no
+    /// identities.
+    pub fn new(destination: Destination) -> Self {
+        RestoreRequest {
+            paths: Vec::new(),
+            archive_ids: Vec::new(),
+            destination,
+            at: None,
+            force: false,
+            devices: false,
+            options: RestoreOptions::default(),
+            deadline: None,
+            chunk_size: DOWNLOAD_CHUNK,
+            progress: None,
+            identities: None,
+            trust_destination: false,
+        }
+    }
+}
+
 /// A restore that cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -444,18 +467,8 @@ mod tests {
 
     fn request(to: &Path) -> RestoreRequest {
         RestoreRequest {
-            paths: vec![],
-            archive_ids: vec![],
-            destination: Destination::Into(to.to_path_buf()),
-            at: None,
-            force: false,
-            devices: false,
-            options: RestoreOptions::default(),
-            deadline: None,
             chunk_size: 1 << 20,
-            progress: None,
-            identities: None,
-            trust_destination: false,
+            ..RestoreRequest::new(Destination::Into(to.to_path_buf()))
         }
     }
 

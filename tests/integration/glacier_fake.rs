@@ -491,7 +491,7 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
 async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
     use glacier_backup::archiver::conformance::{meta, sample};
     use glacier_backup::archiver::parts::parts_from_bytes;
-    use glacier_backup::archiver::{Archiver, PutOptions, RestoreOptions, SourceKind};
+    use glacier_backup::archiver::{Archiver, PutOptions, SourceKind};
     use glacier_backup::ledger::{Ledger, UploadRecord};
     use glacier_backup::restore::{restore_one, Destination, Outcome, RestoreRequest};
     use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
@@ -533,18 +533,9 @@ async fn an_interrupted_ranged_download_resumes_without_fetching_again() {
     };
     let sb = Sandbox::new();
     let request = RestoreRequest {
-        paths: vec![],
-        archive_ids: vec![],
-        destination: Destination::Into(sb.dir.path().to_path_buf()),
-        at: None,
-        force: false,
-        devices: false,
-        options: RestoreOptions::default(),
         deadline: Some(Instant::now() + Duration::from_secs(30)),
         chunk_size: 1 << 20,
-        progress: None,
-        identities: None,
-        trust_destination: false,
+        ..RestoreRequest::new(Destination::Into(sb.dir.path().to_path_buf()))
     };
     let mut ledger = Ledger::in_memory().unwrap();
     fake.set(|b| b.drop_output_at = Some(2 << 20));
@@ -1072,4 +1063,29 @@ fn a_refused_signature_prints_no_session_token() {
     let logged = fs::read_to_string(&log).unwrap();
     assert!(logged.contains("does not match the signature"), "{logged}");
     assert!(!logged.contains(token), "{logged}");
+}
+
+#[test]
+fn verify_read_of_a_vault_is_refused_before_anything_is_asked() {
+    let s = Setup::with_fake();
+    let file = s.path("data/a.txt");
+    write_sample(&file, 100, 3);
+    let config = s.vault_config(&format!("[\"{}\"]\n", file.display()));
+    assert_eq!(s.run_config(&config).status.code(), Some(0));
+    let requests = s.fake().stats().requests;
+    let out = s
+        .with_config(&config, &["verify", "--remote", "--read"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_says(
+        &out,
+        "this glacier destination's archives need a retrieval first",
+    );
+    assert_says(&out, "restore --to DIR");
+    assert_eq!(
+        s.fake().stats().requests,
+        requests,
+        "nothing asked of the vault"
+    );
 }
