@@ -7,6 +7,7 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
+use super::pending::Completing;
 use super::sql::{parse_time, read_row, rfc3339, sqlite_error, SqlPath, COLUMNS};
 use super::{Ledger, LedgerError, Move, MovePart, Moved, MovedAway, UploadRecord};
 
@@ -143,14 +144,7 @@ impl Ledger {
         size: u64,
         tree_hash: glacier_backup_archiver::TreeHash,
     ) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "UPDATE moves SET complete_size = ?2, complete_tree_hash = ?3 \
-                 WHERE archive_id = ?1",
-                params![archive_id, size as i64, tree_hash.to_hex()],
-            )
-            .map(drop)
-            .map_err(sqlite_error(&self.path, "cannot record a completing copy"))
+        self.note_completing(Completing::Move, &archive_id, size, tree_hash)
     }
 
     /// Forgets the copy in progress of `archive_id` (given up, or started over).

@@ -107,17 +107,7 @@ impl Ledger {
         size: u64,
         tree_hash: glacier_backup_archiver::TreeHash,
     ) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "UPDATE pending_uploads SET complete_size = ?2, complete_tree_hash = ?3 \
-                 WHERE path = ?1",
-                params![SqlPath(path), size as i64, tree_hash.to_hex()],
-            )
-            .map(|_| ())
-            .map_err(sqlite_error(
-                &self.path,
-                "cannot record a completing upload",
-            ))
+        self.note_completing(Completing::Upload, &SqlPath(path), size, tree_hash)
     }
 
     /// Records a part of the pending upload of `path` as stored, with the backend's receipt.
@@ -149,5 +139,41 @@ impl Ledger {
                 .collect()
             })
             .map_err(sqlite_error(&self.path, "cannot read stored parts"))
+    }
+}
+
+/// The two kinds of upload in progress, each kept in its own table: a backup's (by source
+/// path) and a copy's (by the archive copied).
+pub(super) enum Completing {
+    Upload,
+    Move,
+}
+
+impl Ledger {
+    /// Notes that the upload in progress keyed by `key` is being completed as an archive of
+    /// this size and tree hash, so a run stopped before the answer can complete it again.
+    pub(super) fn note_completing(
+        &mut self,
+        kind: Completing,
+        key: &dyn rusqlite::ToSql,
+        size: u64,
+        tree_hash: glacier_backup_archiver::TreeHash,
+    ) -> Result<(), LedgerError> {
+        let (sql, context) = match kind {
+            Completing::Upload => (
+                "UPDATE pending_uploads SET complete_size = ?2, complete_tree_hash = ?3 \
+                 WHERE path = ?1",
+                "cannot record a completing upload",
+            ),
+            Completing::Move => (
+                "UPDATE moves SET complete_size = ?2, complete_tree_hash = ?3 \
+                 WHERE archive_id = ?1",
+                "cannot record a completing copy",
+            ),
+        };
+        self.conn
+            .execute(sql, params![key, size as i64, tree_hash.to_hex()])
+            .map(drop)
+            .map_err(sqlite_error(&self.path, context))
     }
 }
