@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use glacier_backup::archiver::settings::Section;
-use glacier_backup::backends::{ledger_path, open_archiver};
 use glacier_backup::backup::{run_backup, RunOptions};
 use glacier_backup::config::{Config, PathRule};
 use glacier_backup::ledger::{Ledger, LedgerLock};
@@ -91,8 +90,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         work.path().join("ledger.sqlite3"),
         &photos,
     );
-    let archiver = open_archiver(&config)?;
-    let ledger_file = ledger_path(&config, &archiver.target(), None);
+    let archiver = config.open_archiver()?;
+    let ledger_file = config.ledger_path(&archiver.target(), None);
     // One run at a time per ledger, as the binary does.
     let _lock = LedgerLock::acquire(&ledger_file)?;
     let mut ledger = Ledger::open(&ledger_file)?;

@@ -1,13 +1,15 @@
 //! Backend name -> archiver, for the backends compiled into this build.
 
 use crate::shown;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use glacier_backup_archiver::settings::SettingsError;
 use glacier_backup_archiver::Archiver;
 
-use crate::config::Config;
+use std::collections::BTreeMap;
+
+use glacier_backup_archiver::settings::Section;
 
 /// The configured backend cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +41,24 @@ pub enum BackendError {
     Settings(#[from] SettingsError),
 }
 
-/// Builds a backend's archiver from the config.
-type Build = fn(&Config) -> Result<Arc<dyn Archiver>, BackendError>;
+/// What a backend is built from: the config's backend sections and the `[main]` settings the
+/// Python tool kept there. [`crate::config::Config::open_archiver`] hands over its own.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendSettings<'a> {
+    /// The backend to build (`[main] backend`).
+    pub name: &'a str,
+    /// The config file, for error messages.
+    pub file: Option<&'a Path>,
+    /// Backend sections by name.
+    pub sections: &'a BTreeMap<String, Section>,
+    /// `[main] vault_name`.
+    pub vault_name: Option<&'a str>,
+    /// `[main] account_id`.
+    pub account_id: Option<&'a str>,
+}
+
+/// Builds a backend's archiver from its settings.
+type Build = fn(&BackendSettings) -> Result<Arc<dyn Archiver>, BackendError>;
 
 /// One backend this program knows: the whole list is [`BACKENDS`]. Its name is also its config
 /// section, its `--backend` value and the Cargo feature that compiles it in.
@@ -125,22 +143,21 @@ pub fn backends_summary() -> String {
         .join("\n")
 }
 
-/// Builds the archiver named by `config.backend`. Cheap and side-effect free: nothing is
+/// Builds the archiver named by `settings.name`. Cheap and side-effect free: nothing is
 /// created or contacted until [`Archiver::check`].
-pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
-    let file = config
+pub fn open_archiver(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
+    let file = settings
         .file
-        .as_deref()
         .map(shown)
         .unwrap_or_else(|| "no config file".into());
     let not_compiled = || BackendError::NotCompiled {
         file: file.clone(),
-        name: config.backend.clone(),
+        name: settings.name.to_owned(),
     };
-    let entry = backend(&config.backend).ok_or_else(not_compiled)?;
+    let entry = backend(settings.name).ok_or_else(not_compiled)?;
     let build = entry.build.ok_or_else(not_compiled)?;
     if let Some(hint) = entry.section_hint {
-        if !config.backend_sections.contains_key(entry.name) {
+        if !settings.sections.contains_key(entry.name) {
             return Err(BackendError::MissingSection {
                 file,
                 name: entry.name.into(),
@@ -148,62 +165,35 @@ pub fn open_archiver(config: &Config) -> Result<Arc<dyn Archiver>, BackendError>
             });
         }
     }
-    build(config)
+    build(settings)
 }
 
 #[cfg(feature = "local")]
-fn local(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
-    let section = &config.backend_sections["local"];
+fn local(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
+    let section = &settings.sections["local"];
     Ok(Arc::new(
         glacier_backup_local::LocalArchiver::from_settings(section)?,
     ))
 }
 
 #[cfg(feature = "glacier")]
-fn glacier(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
+fn glacier(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
     // Without a [glacier] section, problems are about [main]'s vault_name and account_id.
-    let main = glacier_backup_archiver::settings::Section::new(config.file.as_deref(), "main");
-    let section = config.backend_sections.get("glacier").unwrap_or(&main);
+    let main = Section::new(settings.file, "main");
+    let section = settings.sections.get("glacier").unwrap_or(&main);
     Ok(Arc::new(
         glacier_backup_glacier::GlacierArchiver::from_config(
             Some(section),
-            config.vault_name.as_deref(),
-            config.account_id.as_deref(),
+            settings.vault_name,
+            settings.account_id,
         )?,
     ))
 }
 
 #[cfg(feature = "s3")]
-fn s3(config: &Config) -> Result<Arc<dyn Archiver>, BackendError> {
-    let section = &config.backend_sections["s3"];
+fn s3(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
+    let section = &settings.sections["s3"];
     Ok(Arc::new(glacier_backup_s3::S3Archiver::from_section(
         section,
     )?))
-}
-
-/// The ledger file for this config and archiver: `[main] ledger` if set, else
-/// `<target>.sqlite3` beside the config file (the Python tool's `glacier.<vault>.sqlite3`). When
-/// that file does not exist but the Python tool's fixed location has one, that one is used, so
-/// users of the Python tool who passed `-c` keep their history.
-pub fn ledger_path(config: &Config, target: &str, home_config_dir: Option<&Path>) -> PathBuf {
-    if let Some(explicit) = &config.ledger {
-        return explicit.clone();
-    }
-    let name = format!("{target}.sqlite3");
-    let dir = config
-        .file
-        .as_deref()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .or_else(|| home_config_dir.map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."));
-    let beside_config = dir.join(&name);
-    if !beside_config.exists() {
-        if let Some(old) = home_config_dir.map(|d| d.join(&name)) {
-            if old.exists() {
-                return old;
-            }
-        }
-    }
-    beside_config
 }

@@ -3,9 +3,9 @@
 //!
 //! - Configuration: [`config::load`] reads a file; [`config::Config::empty`] starts one in
 //!   code (set `backend`, `backend_sections`, push [`config::PathRule`]s).
-//! - The destination: [`backends::open_archiver`] builds the configured backend, an
-//!   [`archiver::Archiver`]; [`backends::ledger_path`], [`ledger::LedgerLock`] and
-//!   [`ledger::Ledger`] are its record of uploads.
+//! - The destination: [`config::Config::open_archiver`] builds the configured backend (from
+//!   the registry, [`backends`]), an [`archiver::Archiver`]; [`config::Config::ledger_path`],
+//!   [`ledger::LedgerLock`] and [`ledger::Ledger`] are its record of uploads.
 //! - Backup: [`resolve::resolve`] lists the candidates, [`backup::run_backup`] uploads what
 //!   needs it and returns a [`backup::RunReport`].
 //! - Restore: [`restore::RestoreRequest::new`], [`restore::select`], then

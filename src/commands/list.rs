@@ -4,14 +4,14 @@ use glacier_backup::shown;
 use std::io::Write;
 use std::path::PathBuf;
 
-use glacier_backup::backends::{ledger_path, open_archiver, BackendError};
+use glacier_backup::backends::BackendError;
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, Moved, UploadRecord};
 
 use super::{home_config_dir, Fatal, Outcome};
 
 fn ledger_for(config: &Config) -> Result<PathBuf, Fatal> {
-    let target = match open_archiver(config) {
+    let target = match config.open_archiver() {
         Ok(archiver) => archiver.target(),
         // The Python tool's naming, known without the backend, so `list` works in any build.
         Err(BackendError::NotCompiled { .. }) if config.backend == "glacier" => format!(
@@ -20,7 +20,7 @@ fn ledger_for(config: &Config) -> Result<PathBuf, Fatal> {
         ),
         Err(e) => return Err(Fatal::Config(e.into())),
     };
-    Ok(ledger_path(config, &target, home_config_dir().as_deref()))
+    Ok(config.ledger_path(&target, home_config_dir().as_deref()))
 }
 
 /// Prints the ledger, streaming its rows: memory stays flat whatever the ledger's size (the

@@ -15,7 +15,7 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use glacier_backup::archiver::{Archiver, Error as ArchiverError};
-use glacier_backup::backends::{ledger_path, open_archiver, BackendError};
+use glacier_backup::backends::BackendError;
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, LedgerLock, LockError};
 
@@ -121,8 +121,8 @@ pub struct Session {
 impl Session {
     /// The archiver named by the config, and the ledger file that goes with it.
     pub fn open(config: &Config) -> Result<Self, Fatal> {
-        let archiver = open_archiver(config)?;
-        let ledger_file = ledger_path(config, &archiver.target(), home_config_dir().as_deref());
+        let archiver = config.open_archiver()?;
+        let ledger_file = config.ledger_path(&archiver.target(), home_config_dir().as_deref());
         tracing::debug!("ledger: {}", shown(&ledger_file));
         Ok(Session {
             archiver,

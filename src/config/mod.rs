@@ -1,6 +1,7 @@
 //! Loading the config file (the Python tool's INI format or the equivalent TOML) into one validated
 //! [`Config`].
 
+mod destination;
 mod ini;
 mod model;
 mod toml;
