@@ -7,6 +7,7 @@ mod put;
 mod record;
 mod resume;
 mod run;
+mod state;
 
 use std::path::PathBuf;
 

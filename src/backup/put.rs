@@ -7,8 +7,8 @@ use futures::StreamExt;
 use glacier_backup_archiver::{ArchiveMeta, Archiver, PartStream, Resume};
 use time::OffsetDateTime;
 
+use super::record::SharedLedger;
 use super::resume::{resumable_upload, PendingJournal};
-use super::run::SharedLedger;
 use super::CandidateError;
 use crate::candidate::{Candidate, Scan, SourceError};
 use crate::codec::{Layers, Seal};

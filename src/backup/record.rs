@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::run::{Finished, Run};
+use super::state::{Finished, Run};
 use super::{CandidateError, RunError, RunReport, Uploaded};
 use crate::error_chain;
 use crate::ledger::{Ledger, UploadRecord};

@@ -5,7 +5,7 @@
 use glacier_backup_archiver::{ArchiveRef, Archiver, Encoding, Error as ArchiverError, TreeHash};
 use time::OffsetDateTime;
 
-use super::run::SharedLedger;
+use super::record::SharedLedger;
 use super::{CandidateError, RunError};
 use crate::codec::Seal;
 use crate::ledger::{Ledger, LedgerError, PendingUpload};

@@ -88,7 +88,7 @@ impl AuthKey {
     /// Reads a key file (see [`AuthKey::to_file_text`]).
     pub fn load(path: &Path) -> Result<Self, AuthKeyError> {
         let shown = glacier_backup_archiver::shown(path);
-        let text = super::keys::read_key_file(path).map_err(|source| AuthKeyError::Read {
+        let text = super::key_file::read_key_file(path).map_err(|source| AuthKeyError::Read {
             path: shown.clone(),
             source,
         })?;

@@ -1,56 +1,14 @@
 //! age keys: recipients from the configuration, identity files for restores, and new keys.
 
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use glacier_backup_archiver::shown;
 
-/// Longest key file read (age's own limit for identity files): a guard against a device that
-/// never ends, such as `/dev/zero`.
-pub const MAX_KEY_FILE_BYTES: u64 = 16 << 20;
-
-/// Reads a key file (identities or recipients) whole. Anything but a regular file is refused
-/// before a byte is read: it is opened without blocking, so a FIFO cannot hang the run, and
-/// checked by the handle opened, so it cannot be swapped between the check and the read. A
-/// file over [`MAX_KEY_FILE_BYTES`] is refused rather than cut short.
-pub fn read_key_file(path: &Path) -> io::Result<String> {
-    read_key_file_and_mode(path).map(|(text, _)| text)
-}
-
-/// [`read_key_file`], with the mode of the file read (from the handle read).
-fn read_key_file_and_mode(path: &Path) -> io::Result<(String, u32)> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, device or directory is never read as a key file)",
-        ));
-    }
-    let too_large = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "larger than {} MiB, too large for a key file",
-                MAX_KEY_FILE_BYTES >> 20
-            ),
-        )
-    };
-    if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(too_large());
-    }
-    let mut text = String::new();
-    io::Read::read_to_string(&mut io::Read::take(file, MAX_KEY_FILE_BYTES + 1), &mut text)?;
-    if text.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(too_large());
-    }
-    Ok((text, meta.permissions().mode()))
-}
+use super::key_file::read_key_file;
+use super::key_file::read_key_file_and_mode;
 
 /// Parses one X25519 recipient (`age1...`); the error says what was wrong with it, and never
 /// repeats any of a secret key given by mistake.
@@ -355,6 +313,7 @@ fn write_private(path: &Path, text: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn recipients_files_skip_comments_and_name_a_bad_line() {

@@ -5,6 +5,7 @@
 //! archive can be recovered without this tool: `age -d -i KEY FILE | zstd -d | tar x`.
 
 pub mod auth;
+pub mod key_file;
 pub mod keys;
 mod read_ahead;
 pub mod seal;

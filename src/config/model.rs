@@ -291,7 +291,7 @@ impl Config {
             recipients.push(recipient);
         }
         if let Some(file) = home_path(section, "recipients_file")? {
-            let text = crate::codec::keys::read_key_file(&file).map_err(|e| {
+            let text = crate::codec::key_file::read_key_file(&file).map_err(|e| {
                 section.error(
                     Some("recipients_file"),
                     format!(
