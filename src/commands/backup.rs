@@ -115,11 +115,7 @@ pub async fn backup(
     if cli.json {
         print_json(&to_json(cli.dryrun, &report))?;
     }
-    Ok(if report.failed.is_empty() {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
+    Ok(Outcome::of(report.failed.len(), 0))
 }
 
 /// The ledger, its lock and journals, the destination directory and the log: files a run

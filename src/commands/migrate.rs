@@ -107,13 +107,7 @@ fn report_outcomes(cli: &Cli, report: &MigrateReport) -> Result<Outcome, Fatal> 
             },
         }))?;
     }
-    Ok(if failed > 0 {
-        Outcome::Failed
-    } else if pending > 0 {
-        Outcome::Pending
-    } else {
-        Outcome::Success
-    })
+    Ok(Outcome::of(failed, pending))
 }
 
 /// The source's retrieval options, refused where the source cannot retrieve at that tier; a

@@ -32,6 +32,20 @@ pub enum Outcome {
     Interrupted(Stop),
 }
 
+impl Outcome {
+    /// How a run over many archives ends: failed if any failed, else pending if any waits for
+    /// a retrieval, else success.
+    pub fn of(failed: usize, pending: usize) -> Outcome {
+        if failed > 0 {
+            Outcome::Failed
+        } else if pending > 0 {
+            Outcome::Pending
+        } else {
+            Outcome::Success
+        }
+    }
+}
+
 /// A request to stop: the signals a user, a terminal or a service manager sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {

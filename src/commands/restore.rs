@@ -325,13 +325,7 @@ fn report_outcomes(
             "totals": { "restored": restored, "pending": pending, "failed": failed },
         }))?;
     }
-    Ok(if failed > 0 {
-        Outcome::Failed
-    } else if pending > 0 {
-        Outcome::Pending
-    } else {
-        Outcome::Success
-    })
+    Ok(Outcome::of(failed, pending))
 }
 
 /// One archive's entry in the `--json` document, from its outcome.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use futures::StreamExt;
+use glacier_backup_archiver::parts::check_at_end;
 use glacier_backup_archiver::treehash::TreeHashBuilder;
 use glacier_backup_archiver::{
     ArchiveRef, Archiver, Error as ArchiverError, Part, PartStream, Resume, TreeHash,
@@ -286,40 +287,25 @@ async fn read_part(
 /// Passes the parts through, and after the last one fails unless together they have the
 /// archive's size and tree hash.
 fn checked(parts: PartStream, archive: ArchiveRef) -> PartStream {
-    let state = (parts, TreeHashBuilder::new(), 0u64, false);
-    futures::stream::unfold(state, move |(mut parts, mut tree, mut size, done)| {
-        let archive = archive.clone();
-        async move {
-            if done {
-                return None;
-            }
-            match parts.next().await {
-                Some(Ok(part)) => {
-                    size += part.len();
-                    if let Err(e) = tree.push_part(part.len(), part.tree_hash) {
-                        return Some((
-                            Err(ArchiverError::Source(e.into())),
-                            (parts, tree, size, true),
-                        ));
-                    }
-                    Some((Ok(part), (parts, tree, size, false)))
+    let observe = |(tree, size): &mut (TreeHashBuilder, u64), part: &Part| {
+        *size += part.len();
+        tree.push_part(part.len(), part.tree_hash)
+            .map_err(|e| ArchiverError::Source(e.into()))
+    };
+    check_at_end(
+        parts,
+        (TreeHashBuilder::new(), 0u64),
+        observe,
+        move |(tree, size)| {
+            let tree_hash = tree.finish();
+            (size != archive.size || tree_hash != archive.tree_hash).then(|| {
+                ArchiverError::Integrity {
+                    backend: "migrate",
+                    archive_id: format!("{} ({size} bytes read)", archive.archive_id),
+                    expected: archive.tree_hash.to_hex(),
+                    actual: tree_hash.to_hex(),
                 }
-                Some(Err(e)) => Some((Err(e), (parts, tree, size, true))),
-                None => {
-                    let tree_hash = tree.finish();
-                    if size == archive.size && tree_hash == archive.tree_hash {
-                        return None;
-                    }
-                    let mismatch = ArchiverError::Integrity {
-                        backend: "migrate",
-                        archive_id: format!("{} ({size} bytes read)", archive.archive_id),
-                        expected: archive.tree_hash.to_hex(),
-                        actual: tree_hash.to_hex(),
-                    };
-                    Some((Err(mismatch), (parts, tree, size, true)))
-                }
-            }
-        }
-    })
-    .boxed()
+            })
+        },
+    )
 }

@@ -1,6 +1,7 @@
 //! Helpers for consuming and producing [`PartStream`]s.
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::treehash::{tree_hash, TreeHash, TreeHashBuilder};
@@ -127,6 +128,38 @@ impl PartChecker {
     }
 }
 
+/// Passes `stream`'s items through, showing each to `observe` (which may refuse it), and when
+/// the stream ends asks `finish` whether everything seen adds up: its error, if any, comes as
+/// the last item. The stream ends after the first error. Downloads and copies check their
+/// size and tree hash this way, so a short or altered stream fails instead of ending quietly.
+pub fn check_at_end<T, S, O, F>(
+    stream: BoxStream<'static, Result<T, Error>>,
+    state: S,
+    observe: O,
+    finish: F,
+) -> BoxStream<'static, Result<T, Error>>
+where
+    T: Send + 'static,
+    S: Send + 'static,
+    O: FnMut(&mut S, &T) -> Result<(), Error> + Send + 'static,
+    F: FnOnce(S) -> Option<Error> + Send + 'static,
+{
+    let checking = Some((state, observe, finish));
+    futures::stream::unfold((stream, checking), |(mut stream, checking)| async move {
+        // `None` once an error was given: nothing follows it.
+        let (mut state, mut observe, finish) = checking?;
+        match stream.next().await {
+            Some(Ok(item)) => match observe(&mut state, &item) {
+                Ok(()) => Some((Ok(item), (stream, Some((state, observe, finish))))),
+                Err(e) => Some((Err(e), (stream, None))),
+            },
+            Some(Err(e)) => Some((Err(e), (stream, None))),
+            None => finish(state).map(|e| (Err(e), (stream, None))),
+        }
+    })
+    .boxed()
+}
+
 /// Wraps a download so that it fails instead of ending quietly when the byte count is wrong or,
 /// for a whole-archive read, when the bytes do not have the recorded tree hash. The error comes
 /// as the last item, before the stream ends.
@@ -138,50 +171,33 @@ pub fn verified_download(
     whole_archive_hash: Option<TreeHash>,
 ) -> crate::ByteStream {
     use crate::treehash::TreeHasher;
-    futures::stream::unfold(
-        (body, TreeHasher::new(), false),
-        move |(mut body, mut hasher, done)| {
-            let archive_id = archive_id.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        hasher.update(&chunk);
-                        Some((Ok(chunk), (body, hasher, false)))
-                    }
-                    Some(Err(e)) => Some((Err(e), (body, hasher, true))),
-                    None => {
-                        let got = hasher.len();
-                        let failure = if got != expected_len {
-                            Error::Remote {
-                                backend,
-                                message: format!(
-                                    "downloading {archive_id}: got {got} bytes, expected {expected_len}"
-                                ),
-                                temporary: true,
-                                source: None,
-                            }
-                        } else {
-                            let actual = hasher.clone().finish();
-                            match whole_archive_hash {
-                                Some(expected) if expected != actual => Error::Integrity {
-                                    backend,
-                                    archive_id,
-                                    expected: expected.to_hex(),
-                                    actual: actual.to_hex(),
-                                },
-                                _ => return None,
-                            }
-                        };
-                        Some((Err(failure), (body, hasher, true)))
-                    }
-                }
-            }
-        },
-    )
-    .boxed()
+    let observe = |hasher: &mut TreeHasher, chunk: &Bytes| {
+        hasher.update(chunk);
+        Ok(())
+    };
+    check_at_end(body, TreeHasher::new(), observe, move |hasher| {
+        let got = hasher.len();
+        if got != expected_len {
+            return Some(Error::Remote {
+                backend,
+                message: format!(
+                    "downloading {archive_id}: got {got} bytes, expected {expected_len}"
+                ),
+                temporary: true,
+                source: None,
+            });
+        }
+        let actual = hasher.finish();
+        match whole_archive_hash {
+            Some(expected) if expected != actual => Some(Error::Integrity {
+                backend,
+                archive_id,
+                expected: expected.to_hex(),
+                actual: actual.to_hex(),
+            }),
+            _ => None,
+        }
+    })
 }
 
 /// Drives a backend's part uploads: takes parts from `parts` while fewer than `concurrency` are
@@ -275,6 +291,105 @@ pub async fn shape(backend: &'static str, parts: PartStream) -> Result<Shape, Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn body(chunks: &[&'static [u8]]) -> crate::ByteStream {
+        let chunks: Vec<Result<Bytes, Error>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        futures::stream::iter(chunks).boxed()
+    }
+
+    async fn items(stream: crate::ByteStream) -> Vec<Result<Bytes, Error>> {
+        stream.collect().await
+    }
+
+    /// A download passes through whole when it has the recorded length and tree hash; a short
+    /// one or one with other bytes ends with an error after its last chunk, never quietly.
+    #[tokio::test]
+    async fn a_download_ends_with_an_error_unless_its_length_and_tree_hash_match() {
+        let hash = tree_hash(b"hello world");
+        let fine = items(verified_download(
+            "t",
+            "a".into(),
+            body(&[b"hello ", b"world"]),
+            11,
+            Some(hash),
+        ))
+        .await;
+        assert_eq!(fine.len(), 2);
+        assert!(fine.iter().all(Result::is_ok));
+
+        let short = items(verified_download(
+            "t",
+            "a".into(),
+            body(&[b"hello "]),
+            11,
+            Some(hash),
+        ))
+        .await;
+        assert_eq!(short.len(), 2);
+        let Err(Error::Remote {
+            message,
+            temporary: true,
+            ..
+        }) = &short[1]
+        else {
+            panic!("{short:?}")
+        };
+        assert!(message.contains("got 6 bytes, expected 11"), "{message}");
+
+        let altered = items(verified_download(
+            "t",
+            "a".into(),
+            body(&[b"hello", b"World"]),
+            10,
+            Some(tree_hash(b"helloworld")),
+        ))
+        .await;
+        assert!(
+            matches!(altered.last(), Some(Err(Error::Integrity { .. }))),
+            "{altered:?}"
+        );
+        // A ranged read is checked by length only.
+        let ranged = items(verified_download(
+            "t",
+            "a".into(),
+            body(&[b"hello"]),
+            5,
+            None,
+        ))
+        .await;
+        assert!(ranged.iter().all(Result::is_ok));
+    }
+
+    /// Nothing follows an error: not the rest of the stream, not the final check.
+    #[tokio::test]
+    async fn nothing_follows_the_first_error() {
+        let refuse_second = |seen: &mut usize, _: &Bytes| {
+            *seen += 1;
+            match *seen {
+                2 => Err(Error::Unsupported {
+                    backend: "t",
+                    operation: "second",
+                }),
+                _ => Ok(()),
+            }
+        };
+        let checked = check_at_end(body(&[b"a", b"b", b"c"]), 0usize, refuse_second, |_| {
+            Some(Error::Unsupported {
+                backend: "t",
+                operation: "final",
+            })
+        });
+        let out = items(checked).await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(matches!(
+            &out[1],
+            Err(Error::Unsupported {
+                operation: "second",
+                ..
+            })
+        ));
+    }
 
     /// A checker that verifies hashes trusts a part hashed from its own bytes by its maker (the
     /// engine's: the second pass would only repeat the first) and re-hashes any other.
