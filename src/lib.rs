@@ -27,6 +27,7 @@ pub use glacier_backup_archiver::{shown, shown_bytes};
 pub mod backends;
 pub mod backup;
 pub mod candidate;
+pub mod catalog;
 pub mod codec;
 pub mod costs;
 pub mod fsat;

@@ -1,0 +1,90 @@
+//! What a directory archive holds, entry by entry, and where each entry lies in the archive's
+//! plain tar stream: written as the tar is written (no second read), kept compact, read back
+//! without trusting its bytes.
+//!
+//! The compact form is a zstd stream of one record per entry, in tar order (sorted by name),
+//! each path front-coded against the one before it and every number a LEB128 varint, offsets as
+//! the gap since the previous entry's end. Encoding streams into the compressed buffer, so a
+//! directory of a million files holds megabytes while it is written, not a list of entries.
+
+mod format;
+
+pub use format::{Decoder, Encoder, MAGIC};
+
+use std::path::PathBuf;
+
+/// What kind of entry a tar holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Directory,
+    /// A regular file, with data.
+    File,
+    /// A symbolic link (its target in [`Entry::link`]).
+    Symlink,
+}
+
+impl EntryKind {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            EntryKind::Directory => b'd',
+            EntryKind::File => b'f',
+            EntryKind::Symlink => b'l',
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            b'd' => Some(EntryKind::Directory),
+            b'f' => Some(EntryKind::File),
+            b'l' => Some(EntryKind::Symlink),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of a directory archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The name inside the archive (the directory's own name first), as the tar has it.
+    pub path: PathBuf,
+    /// Directory, file or link.
+    pub kind: EntryKind,
+    /// Bytes of data (files only; 0 otherwise).
+    pub size: u64,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u64,
+    /// Numeric group.
+    pub gid: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// A link's target.
+    pub link: Option<PathBuf>,
+    /// Where the entry's first header record starts in the plain tar stream.
+    pub header_offset: u64,
+    /// Where its data starts (after its header records, long-name ones included).
+    pub data_offset: u64,
+}
+
+impl Entry {
+    /// Where the entry ends in the plain stream: its data padded to a whole 512-byte block.
+    pub fn end_offset(&self) -> u64 {
+        self.data_offset + self.size.div_ceil(512) * 512
+    }
+}
+
+/// A catalog's bytes are not one this version wrote, or are damaged.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Not a catalog (wrong magic) or from a newer version.
+    #[error("not a catalog this version reads (format {0:?})")]
+    Format(Vec<u8>),
+    /// The compressed stream or a record is cut short or malformed.
+    #[error("damaged catalog: {0}")]
+    Damaged(String),
+}
+
+#[cfg(test)]
+mod tests;
