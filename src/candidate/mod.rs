@@ -43,6 +43,17 @@ pub trait Candidate: Send + Sync + fmt::Debug {
 
     /// Writes the archive bytes. Blocking. Fails if the source changes while being read.
     fn write_archive(&self, out: &mut dyn ArchiveSink) -> Result<(), SourceError>;
+
+    /// [`Candidate::write_archive`], recording in `catalog` every entry a directory archive
+    /// holds and where it lies in the archive. Candidates without entries write as before.
+    fn write_cataloged(
+        &self,
+        out: &mut dyn ArchiveSink,
+        catalog: &mut crate::catalog::Encoder,
+    ) -> Result<(), SourceError> {
+        let _ = catalog;
+        self.write_archive(out)
+    }
 }
 
 /// Where an archive's bytes go. Besides being written to, a sink takes file contents straight
@@ -170,7 +181,18 @@ impl Candidate for PathCandidate {
     fn write_archive(&self, out: &mut dyn ArchiveSink) -> Result<(), SourceError> {
         match self.kind {
             SourceKind::File => write_file(&self.path, out),
-            SourceKind::Directory => write_tar(&self.path, &self.skip, out),
+            SourceKind::Directory => write_tar(&self.path, &self.skip, out, None),
+        }
+    }
+
+    fn write_cataloged(
+        &self,
+        out: &mut dyn ArchiveSink,
+        catalog: &mut crate::catalog::Encoder,
+    ) -> Result<(), SourceError> {
+        match self.kind {
+            SourceKind::File => write_file(&self.path, out),
+            SourceKind::Directory => write_tar(&self.path, &self.skip, out, Some(catalog)),
         }
     }
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::catalog::{self, Encoder};
+
 use super::{
     copy_exact, walk_tree, ArchiveSink, EntryType, Fingerprint, Scan, SourceError, TAR_BLOCK,
 };
@@ -72,21 +74,27 @@ pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceErr
 /// A deterministic GNU tar of `root`: entries named from the directory's own name down, sorted
 /// by name; modes, owners (numeric) and mtimes kept; symlinks stored as links; no access times
 /// or user names, so the same tree always gives the same bytes.
+/// With a `catalog`, every entry archived is recorded in it with where its header and data lie
+/// in the tar.
 pub(super) fn write_tar(
     root: &Path,
     skip: &[PathBuf],
     out: &mut dyn ArchiveSink,
+    mut catalog: Option<&mut Encoder>,
 ) -> Result<(), SourceError> {
-    let mut builder = tar::Builder::new(out);
+    let mut builder = tar::Builder::new(Counted { out, written: 0 });
     walk_tree(root, skip, |entry| {
         let kind = entry.entry_type();
         let fail = |e: io::Error| SourceError::from_io(e, &entry.path);
+        let header_offset = builder.get_ref().written;
+        let mut link = None;
         let mut header = tar::Header::new_gnu();
         header.set_mode(entry.meta.mode() & 0o7777);
         header.set_uid(u64::from(entry.meta.uid()));
         header.set_gid(u64::from(entry.meta.gid()));
         header.set_mtime(u64::try_from(entry.meta.mtime()).unwrap_or(0));
         header.set_size(0);
+        let mut data_offset = 0;
         match kind {
             EntryType::Dir => {
                 header.set_entry_type(tar::EntryType::Directory);
@@ -103,8 +111,9 @@ pub(super) fn write_tar(
                 let target = entry.read_link()?;
                 header.set_entry_type(tar::EntryType::Symlink);
                 builder
-                    .append_link(&mut header, &entry.archive_path, target)
+                    .append_link(&mut header, &entry.archive_path, &target)
                     .map_err(fail)?;
+                link = Some(PathBuf::from(target));
             }
             EntryType::File => {
                 header.set_entry_type(tar::EntryType::Regular);
@@ -116,7 +125,8 @@ pub(super) fn write_tar(
                     .append_data(&mut header, &entry.archive_path, io::empty())
                     .map_err(fail)?;
                 let out = builder.get_mut();
-                let written = copy_exact(&mut reader, &mut **out, &entry.path)?;
+                data_offset = out.written;
+                let written = copy_exact(&mut reader, out, &entry.path)?;
                 let padding = (TAR_BLOCK - written % TAR_BLOCK) % TAR_BLOCK;
                 out.write_all(&[0u8; TAR_BLOCK as usize][..padding as usize])
                     .map_err(fail)?;
@@ -127,7 +137,33 @@ pub(super) fn write_tar(
                     "skipping {}: sockets, fifos and devices are not archived",
                     glacier_backup_archiver::shown(&entry.path)
                 );
+                return Ok(());
             }
+        }
+        if let Some(catalog) = catalog.as_deref_mut() {
+            let kind = match kind {
+                EntryType::Dir => catalog::EntryKind::Directory,
+                EntryType::Symlink => catalog::EntryKind::Symlink,
+                _ => catalog::EntryKind::File,
+            };
+            let cataloged = catalog::Entry {
+                path: entry.archive_path.clone(),
+                kind,
+                size: header.size().unwrap_or(0),
+                mode: entry.meta.mode() & 0o7777,
+                uid: u64::from(entry.meta.uid()),
+                gid: u64::from(entry.meta.gid()),
+                // As the header has it: a time before 1970 is stored as 0.
+                mtime: entry.meta.mtime().max(0),
+                link,
+                header_offset,
+                data_offset: if kind == catalog::EntryKind::File {
+                    data_offset
+                } else {
+                    builder.get_ref().written
+                },
+            };
+            catalog.push(&cataloged).map_err(fail)?;
         }
         Ok(())
     })?;
@@ -135,6 +171,32 @@ pub(super) fn write_tar(
         .into_inner()
         .map_err(|e| SourceError::from_io(e, root))?;
     Ok(())
+}
+
+/// The sink, counting the bytes written: where each entry starts in the tar.
+struct Counted<'a> {
+    out: &'a mut dyn ArchiveSink,
+    written: u64,
+}
+
+impl io::Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl ArchiveSink for Counted<'_> {
+    fn read_from(&mut self, reader: &mut dyn io::Read) -> io::Result<usize> {
+        let n = self.out.read_from(reader)?;
+        self.written += n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +220,77 @@ mod tests {
         assert_eq!(scan.size_estimate, tar.len() as u64);
         assert_eq!(scan.fingerprint.entries, 6);
         assert_eq!(scan.fingerprint.bytes, 1004);
+    }
+
+    /// The catalog written with the tar says where every entry lies: its header and data
+    /// positions are the ones the tar crate finds reading the archive back, long names,
+    /// links, empty files and directories included.
+    #[test]
+    fn the_catalog_locates_every_entry_the_tar_holds() {
+        use crate::catalog::{Decoder, Encoder, EntryKind};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tree");
+        std::fs::create_dir_all(root.join("sub").join("d".repeat(120))).unwrap();
+        std::fs::write(root.join("a"), vec![1u8; 1000]).unwrap();
+        std::fs::write(root.join("sub/b"), b"").unwrap();
+        std::fs::write(root.join("sub").join("x".repeat(150)), b"long").unwrap();
+        std::fs::write(root.join("z"), vec![2u8; 70_000]).unwrap();
+        std::os::unix::fs::symlink("a", root.join("link")).unwrap();
+        let candidate = PathCandidate::new(root, SourceKind::Directory);
+        let mut tar = Vec::new();
+        let mut encoder = Encoder::new().unwrap();
+        candidate.write_cataloged(&mut tar, &mut encoder).unwrap();
+        let catalog = encoder.finish().unwrap();
+        let cataloged: Vec<_> = Decoder::new(&catalog)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+
+        let mut archive = tar::Archive::new(&tar[..]);
+        let read: Vec<_> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.path().unwrap().to_path_buf();
+                (
+                    name,
+                    e.raw_header_position(),
+                    e.raw_file_position(),
+                    e.size(),
+                )
+            })
+            .collect();
+        assert_eq!(cataloged.len(), read.len());
+        for (entry, (name, header, data, size)) in cataloged.iter().zip(&read) {
+            assert_eq!(&entry.path, name);
+            assert_eq!(entry.data_offset, *data, "{name:?}");
+            assert_eq!(entry.size, *size, "{name:?}");
+            // A long name's own records come first: the catalog starts at those.
+            assert!(entry.header_offset <= *header, "{name:?}");
+            let bytes = &tar[entry.data_offset as usize..][..entry.size as usize];
+            if entry.kind == EntryKind::File {
+                let on_disk = std::fs::read(tmp.path().join(name)).unwrap();
+                assert_eq!(bytes, &on_disk[..], "{name:?}");
+            }
+        }
+        let link = cataloged
+            .iter()
+            .find(|e| e.kind == EntryKind::Symlink)
+            .unwrap();
+        assert_eq!(link.link.as_deref(), Some(std::path::Path::new("a")));
+        // Entries tile the stream: each starts where the one before ended.
+        for pair in cataloged.windows(2) {
+            assert_eq!(
+                pair[0].end_offset(),
+                pair[1].header_offset,
+                "{:?}",
+                pair[1].path
+            );
+        }
+        // Without a catalog, the same bytes.
+        let mut plain = Vec::new();
+        candidate.write_archive(&mut plain).unwrap();
+        assert_eq!(plain, tar);
     }
 }
