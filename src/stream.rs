@@ -17,8 +17,10 @@ use tokio::sync::mpsc;
 
 use crate::candidate::SourceError;
 use crate::candidate::{ArchiveSink, Candidate};
+use crate::catalog::Encoder;
 pub use crate::codec::PlainSize;
 use crate::codec::{EncodingSink, Layers};
+use glacier_backup_archiver::SourceKind;
 
 /// Parts hashed concurrently; with the part being filled, the one queued and the one the
 /// backend holds, at most about `HASHING + 3` parts are in memory.
@@ -41,15 +43,18 @@ pub fn archive_parts(
 }
 
 /// [`archive_parts`] with `layers` (compression, encryption) applied between the archive
-/// writer and the parts: what the parts carry are the stored bytes.
+/// writer and the parts: what the parts carry are the stored bytes. A directory archive's
+/// catalog, written in the same pass, is in the returned slot once the last part is out.
 pub fn encoded_parts(
     candidate: Arc<dyn Candidate>,
     part_size: usize,
     size_hint: u64,
     layers: Option<Layers>,
-) -> (PartStream, PlainSize) {
+) -> (PartStream, PlainSize, CatalogSlot) {
     let plain_size = PlainSize::default();
     let plain_total = plain_size.clone();
+    let catalog = CatalogSlot::default();
+    let catalog_out = catalog.clone();
     let (tx, rx) = mpsc::channel::<Result<Bytes, SourceError>>(1);
     let first_buffer = usize::try_from(size_hint)
         .unwrap_or(usize::MAX)
@@ -64,11 +69,33 @@ pub fn encoded_parts(
             tx: &tx,
             sent_any: false,
         };
-        let result = match layers {
-            None => candidate.write_archive(&mut writer).map(|()| writer),
-            Some(layers) => encode_into(&*candidate, &layers, writer, &plain_total),
-        }
-        .and_then(PartWriter::finish);
+        // A catalog that cannot be made or finished costs only itself: the archive stays
+        // whole and restorable, only not by entry.
+        let no_catalog = |e: io::Error| {
+            let path = crate::shown(candidate.source_path());
+            tracing::warn!("{path}: no catalog kept: {e}");
+        };
+        let mut catalog = match candidate.kind() {
+            SourceKind::Directory => Encoder::new().map_err(no_catalog).ok(),
+            SourceKind::File => None,
+        };
+        let written = match &layers {
+            None => write(&*candidate, &mut writer, catalog.as_mut()).map(|()| writer),
+            Some(layers) => {
+                encode_into(&*candidate, layers, writer, &plain_total, catalog.as_mut())
+            }
+        };
+        // The catalog goes in the slot before the last part is sent: whoever sees the parts
+        // end finds it there.
+        let result = written.and_then(|writer| {
+            if let Some(encoder) = catalog {
+                match encoder.finish() {
+                    Ok(bytes) => catalog_out.put(bytes),
+                    Err(e) => no_catalog(e),
+                }
+            }
+            writer.finish()
+        });
         if let Err(e) = result {
             // A closed channel means the consumer is gone and does not need the reason.
             let _ = tx.blocking_send(Err(e));
@@ -104,7 +131,35 @@ pub fn encoded_parts(
         })
         .buffered(HASHING)
         .boxed();
-    (parts, plain_size)
+    (parts, plain_size, catalog)
+}
+
+/// Where a directory archive's catalog is left by the writer once the archive is written
+/// whole: empty before, for a file, or after a failure.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogSlot(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl CatalogSlot {
+    /// The catalog, taken out of the slot.
+    pub fn take(&self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn put(&self, catalog: Vec<u8>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(catalog);
+    }
+}
+
+/// Writes the archive, with its catalog when one is asked for.
+fn write(
+    candidate: &dyn Candidate,
+    out: &mut dyn ArchiveSink,
+    catalog: Option<&mut Encoder>,
+) -> Result<(), SourceError> {
+    match catalog {
+        Some(catalog) => candidate.write_cataloged(out, catalog),
+        None => candidate.write_archive(out),
+    }
 }
 
 /// Writes the archive through the encoding stage into `writer`, noting its own size.
@@ -113,6 +168,7 @@ fn encode_into<'a>(
     layers: &Layers,
     writer: PartWriter<'a>,
     plain_size: &PlainSize,
+    catalog: Option<&mut Encoder>,
 ) -> Result<PartWriter<'a>, SourceError> {
     // The stage's own failures (zstd's, age's) are a broken pipe to the parts or a resource
     // the machine lacks: reported as the source stopping, with the cause.
@@ -121,7 +177,7 @@ fn encode_into<'a>(
         _ => SourceError::Encode(e.to_string()),
     };
     let mut sink = EncodingSink::new(layers, writer, plain_size.clone()).map_err(failed)?;
-    candidate.write_archive(&mut sink)?;
+    write(candidate, &mut sink, catalog)?;
     let (writer, _) = sink.finish().map_err(failed)?;
     Ok(writer)
 }

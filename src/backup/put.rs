@@ -18,7 +18,8 @@ use crate::shown;
 use crate::stream::{encoded_parts, PlainSize};
 use crate::upload::{put_journaled, UploadJournal};
 
-/// Streams one candidate to the archiver and returns the ledger row to write. Multipart uploads
+/// Streams one candidate to the archiver and returns the ledger row to write, with a directory
+/// archive's catalog (written in the same pass as the archive). Multipart uploads
 /// are recorded in `ledger` as soon as they start, so that an interrupted one is resumed by the
 /// next run of the unchanged source.
 pub(super) async fn put_candidate(
@@ -28,7 +29,7 @@ pub(super) async fn put_candidate(
     ledger: &SharedLedger<'_>,
     progress: &crate::progress::SharedProgress,
     format: &crate::codec::Format,
-) -> Result<UploadRecord, CandidateError> {
+) -> Result<(UploadRecord, Option<Vec<u8>>), CandidateError> {
     let path = candidate.source_path().to_path_buf();
     let item: Arc<dyn ItemProgress> = progress.item(&shown(&path), scan.size_estimate).into();
     let fingerprint = scan.fingerprint.to_string();
@@ -66,7 +67,8 @@ pub(super) async fn put_candidate(
     };
     let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
     let layered = layers.is_some();
-    let (parts, plain_size) = encoded_parts(candidate.clone(), part_bytes, size_hint, layers);
+    let (parts, plain_size, catalog) =
+        encoded_parts(candidate.clone(), part_bytes, size_hint, layers);
     let parts = counted(parts, item, layered.then(|| plain_size.clone()));
     // A resumable backend's uploads are journaled as they go, so a failed one is kept for the
     // next run to continue; any other failed upload is aborted.
@@ -89,7 +91,7 @@ pub(super) async fn put_candidate(
         .resumable_uploads
         .then_some(&mut journal as &mut dyn UploadJournal);
     let stored = put_journaled(archiver, &meta, resume, parts, journal).await?;
-    Ok(UploadRecord {
+    let record = UploadRecord {
         path: meta.source_path,
         name: meta.name,
         archive_id: stored.archive_id,
@@ -103,7 +105,8 @@ pub(super) async fn put_candidate(
         uploaded_at: Some(OffsetDateTime::now_utc()),
         plain_size: (!meta.encoding.is_plain()).then(|| plain_size.get()),
         encoding: meta.encoding,
-    })
+    };
+    Ok((record, catalog.take()))
 }
 
 /// The seal an encrypted upload's bytes are made with: a resumed upload's own, so its bytes

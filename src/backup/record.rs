@@ -39,7 +39,10 @@ impl Run<'_> {
         self.reserved -= cost;
         self.running_paths.remove(&path);
         match result {
-            Ok(record) => {
+            Ok((record, catalog)) => {
+                if let Some(catalog) = catalog {
+                    self.catalogs.insert(record.archive_id.clone(), catalog);
+                }
                 tracing::info!(
                     "uploaded {} as {} ({} in {seconds:.1}s, tree hash {})",
                     shown(&path),
@@ -105,6 +108,9 @@ impl Run<'_> {
                 self.uploaded.len() - self.committed
             );
             for (_, upload) in self.uploaded.drain(self.committed..) {
+                if let Some(record) = &upload.record {
+                    self.catalogs.remove(&record.archive_id);
+                }
                 self.report.failed.push((upload.path, message.clone()));
             }
             return Ok(());
@@ -123,8 +129,13 @@ impl Run<'_> {
             .filter_map(|(_, upload)| upload.record.clone())
             .collect();
         self.committed = self.uploaded.len();
+        let catalogs = std::mem::take(&mut self.catalogs);
+        let cataloged: Vec<_> = rows
+            .iter()
+            .map(|row| (row, catalogs.get(&row.archive_id).map(Vec::as_slice)))
+            .collect();
         ledger
-            .with(|l| l.record_uploads(&rows))
+            .with(|l| l.record_cataloged(&cataloged))
             .map_err(|source| RunError::Unrecorded {
                 stored: rows.into_iter().map(|r| (r.path, r.archive_id)).collect(),
                 source,

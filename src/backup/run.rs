@@ -74,6 +74,7 @@ impl<'a> Run<'a> {
             uploaded: Vec::new(),
             committed: 0,
             batch_started: Instant::now(),
+            catalogs: Default::default(),
             report: RunReport::default(),
         }
     }

@@ -1,6 +1,6 @@
 //! The state of a backup run, shared by its loop (`run.rs`) and its recording (`record.rs`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -32,7 +32,8 @@ pub(super) struct Finished {
     /// Bytes of the memory budget it held.
     pub(super) cost: u64,
     pub(super) seconds: f64,
-    pub(super) result: Result<UploadRecord, CandidateError>,
+    /// The row to write and the archive's catalog, if it has one.
+    pub(super) result: Result<(UploadRecord, Option<Vec<u8>>), CandidateError>,
 }
 
 /// The state of a run: what is under way and what was done.
@@ -53,6 +54,9 @@ pub(super) struct Run<'a> {
     pub(super) committed: usize,
     /// When the first of the uncommitted uploads finished.
     pub(super) batch_started: Instant,
+    /// The catalogs of uploads whose rows are not committed yet, by archive id: written with
+    /// their rows, then dropped (the report does not keep them).
+    pub(super) catalogs: HashMap<String, Vec<u8>>,
     /// Everything but the uploads.
     pub(super) report: RunReport,
 }

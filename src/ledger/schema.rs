@@ -64,6 +64,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // and forgotten with their rows, so a run killed in between leaves a note of what to
     // remove instead of archives nobody knows.
     "CREATE TABLE naming (archive_id TEXT NOT NULL PRIMARY KEY);",
+    // 8: what each directory archive holds (crate::catalog's compact form), written in the
+    // same transaction as the archive's row.
+    "CREATE TABLE catalogs (archive_id TEXT NOT NULL PRIMARY KEY, entries BLOB NOT NULL);",
 ];
 
 impl Ledger {

@@ -62,11 +62,35 @@ impl Ledger {
 
     /// Records several uploads at once: all of them, or none.
     pub fn record_uploads(&mut self, uploads: &[UploadRecord]) -> Result<(), LedgerError> {
+        let uncataloged: Vec<_> = uploads.iter().map(|upload| (upload, None)).collect();
+        self.record_cataloged(&uncataloged)
+    }
+
+    /// Records several uploads at once, each with its catalog where it has one (see
+    /// [`crate::catalog`]): all of them, or none.
+    pub fn record_cataloged(
+        &mut self,
+        uploads: &[(&UploadRecord, Option<&[u8]>)],
+    ) -> Result<(), LedgerError> {
         self.in_transaction("cannot record an upload", |tx| {
-            uploads
-                .iter()
-                .try_for_each(|upload| insert_upload(tx, upload))
+            uploads.iter().try_for_each(|(upload, catalog)| {
+                insert_upload(tx, upload)?;
+                if let Some(entries) = catalog {
+                    tx.prepare_cached("INSERT OR REPLACE INTO catalogs VALUES (?1, ?2)")?
+                        .execute(params![upload.archive_id, entries])?;
+                }
+                Ok(())
+            })
         })
+    }
+
+    /// The catalog of archive `archive_id` (the compact form, see [`crate::catalog::Decoder`]),
+    /// if one was recorded.
+    pub fn catalog(&self, archive_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT entries FROM catalogs WHERE archive_id = ?1")
+            .and_then(|mut stmt| stmt.query_row(params![archive_id], |r| r.get(0)).optional())
+            .map_err(sqlite_error(&self.path, "cannot read a catalog"))
     }
 
     /// Notes archives a batching backend is about to name (see [`Archiver::sync`]), before it

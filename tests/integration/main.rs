@@ -4,6 +4,8 @@
 
 mod support;
 
+#[cfg(feature = "local")]
+mod catalog;
 mod cli;
 mod engine;
 #[cfg(feature = "glacier")]

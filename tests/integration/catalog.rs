@@ -1,0 +1,110 @@
+//! The catalog of a directory archive (issue 25, first step): written with the archive in the
+//! same pass and recorded with its row; every entry it names is where it says in the stored
+//! bytes. `ls`, `find`, indexes and partial restores build on it.
+
+use std::fs;
+use std::path::Path;
+
+use glacier_backup::catalog::{Decoder, Entry, EntryKind};
+use rusqlite::Connection;
+
+use crate::support::sandbox::{assert_exit, Sandbox};
+use crate::support::trees::awkward_tree;
+
+/// Every catalog the ledger holds: the archive id and its entries.
+fn catalogs(sb: &Sandbox) -> Vec<(String, Vec<Entry>)> {
+    let ledger = Connection::open(sb.ledger()).unwrap();
+    let mut stmt = ledger
+        .prepare("SELECT archive_id, entries FROM catalogs ORDER BY archive_id")
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })
+    .unwrap()
+    .map(|row| {
+        let (id, bytes) = row.unwrap();
+        let entries = Decoder::new(&bytes)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        (id, entries)
+    })
+    .collect()
+}
+
+#[test]
+fn a_directory_archive_is_recorded_with_its_catalog_and_every_entry_is_where_it_says() {
+    let sb = Sandbox::new();
+    let data = sb.path("data");
+    awkward_tree(&data);
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
+        data.display()
+    ));
+    assert_exit(&sb.run_config(&config), 0);
+
+    // Three candidates, one of them a directory: one catalog, named by that upload's row.
+    let catalogs = catalogs(&sb);
+    assert_eq!(catalogs.len(), 1, "{catalogs:?}");
+    let (archive_id, entries) = &catalogs[0];
+    let rows = sb.ledger_rows();
+    assert!(rows
+        .iter()
+        .any(|(path, _, id)| id == archive_id && path.ends_with("(copy)")));
+
+    let stored = fs::read(sb.path("archives").join(archive_id)).unwrap();
+    let mut archive = tar::Archive::new(&stored[..]);
+    let in_tar: Vec<_> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_path_buf())
+        .collect();
+    let cataloged: Vec<_> = entries.iter().map(|e| e.path.clone()).collect();
+    assert_eq!(cataloged, in_tar);
+    for entry in entries {
+        let source = data.join(&entry.path);
+        let meta = fs::symlink_metadata(&source).unwrap();
+        match entry.kind {
+            EntryKind::File => {
+                let bytes = &stored[entry.data_offset as usize..][..entry.size as usize];
+                assert_eq!(bytes, &fs::read(&source).unwrap()[..], "{source:?}");
+            }
+            EntryKind::Symlink => {
+                assert_eq!(entry.link.as_deref(), Some(Path::new("café.txt")));
+            }
+            EntryKind::Directory => assert!(meta.is_dir()),
+        }
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(entry.mode, meta.mode() & 0o7777, "{source:?}");
+        assert_eq!(entry.mtime, meta.mtime(), "{source:?}");
+    }
+}
+
+#[test]
+fn a_compressed_and_encrypted_directory_has_its_catalog_too() {
+    let sb = Sandbox::new();
+    let album = sb.path("data/album");
+    fs::create_dir_all(album.join("sub")).unwrap();
+    fs::write(album.join("sub/a.txt"), "a".repeat(10_000)).unwrap();
+    fs::write(album.join("b.txt"), "b").unwrap();
+    let key = sb.path("key.txt");
+    let keygen = sb.run(&["keygen", "-o", key.to_str().unwrap()]);
+    assert_exit(&keygen, 0);
+    let recipient = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
+    let config = sb.local_config(&format!(
+        "[archive]\ncompression = \"zstd\"\n\n[encryption]\nrecipients = [\"{recipient}\"]\n\
+         identity_file = \"{}\"\n\n[\"{}\"]\nupload_single_dir = true\n",
+        key.display(),
+        album.display()
+    ));
+    assert_exit(&sb.run_config(&config), 0);
+    let catalogs = catalogs(&sb);
+    assert_eq!(catalogs.len(), 1);
+    let names: Vec<_> = catalogs[0].1.iter().map(|e| e.path.clone()).collect();
+    assert_eq!(
+        names,
+        ["album", "album/b.txt", "album/sub", "album/sub/a.txt"].map(std::path::PathBuf::from)
+    );
+    let a = &catalogs[0].1[3];
+    assert_eq!((a.kind, a.size), (EntryKind::File, 10_000));
+}
