@@ -97,6 +97,10 @@ pub enum Command {
     List,
     /// Restore uploads: each PATH's latest upload and everything uploaded below it
     Restore(RestoreArgs),
+    /// List a backed-up directory (or a path inside one) as its latest upload holds it, or
+    /// the one current at --at: read from the ledger's catalog, nothing retrieved (exit 1
+    /// when no catalog holds it)
+    Ls(LsArgs),
     /// Compare what the destination holds with the ledger (a Glacier vault answers through an
     /// inventory job that takes hours: run again, or add --wait); --rebuild-ledger adds the
     /// archives the ledger does not know
@@ -143,6 +147,17 @@ pub enum Command {
 }
 
 /// Arguments of `restore`.
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// A backed-up directory, or a path inside one
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// As uploaded at this time (RFC 3339, `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DD` for the
+    /// end of that day; UTC unless an offset is given)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<time::OffsetDateTime>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
     /// Source paths as backed up

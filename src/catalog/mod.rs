@@ -8,8 +8,10 @@
 //! directory of a million files holds megabytes while it is written, not a list of entries.
 
 mod format;
+mod ls;
 
 pub use format::{Decoder, Encoder, MAGIC};
+pub use ls::{list, Listing, LsError};
 
 use std::path::PathBuf;
 

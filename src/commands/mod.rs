@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod inventory;
 pub mod list;
+pub mod ls;
 pub mod migrate;
 pub mod restore;
 pub mod verify;

@@ -8,7 +8,7 @@ use std::path::Path;
 use glacier_backup::catalog::{Decoder, Entry, EntryKind};
 use rusqlite::Connection;
 
-use crate::support::sandbox::{assert_exit, Sandbox};
+use crate::support::sandbox::{assert_exit, assert_says, Sandbox};
 use crate::support::trees::awkward_tree;
 
 /// Every catalog the ledger holds: the archive id and its entries.
@@ -107,4 +107,108 @@ fn a_compressed_and_encrypted_directory_has_its_catalog_too() {
     );
     let a = &catalogs[0].1[3];
     assert_eq!((a.kind, a.size), (EntryKind::File, 10_000));
+}
+
+/// `ls` reads the catalog alone: a directory's children as `ls -l` shows them, a subdirectory,
+/// a file, `--json`, an earlier upload with `--at`, and clear refusals.
+#[test]
+fn ls_lists_a_backed_up_directory_from_the_ledger_alone() {
+    let sb = Sandbox::new();
+    let album = sb.path("data/album");
+    fs::create_dir_all(album.join("2019")).unwrap();
+    fs::write(album.join("2019/IMG_0412.jpg"), vec![7u8; 5000]).unwrap();
+    fs::write(album.join("notes.txt"), "march").unwrap();
+    std::os::unix::fs::symlink("notes.txt", album.join("link")).unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_single_dir = true\nupload_if_changed = true\n",
+        album.display()
+    ));
+    assert_exit(&sb.run_config(&config), 0);
+    // The first upload dated in March, by the ledger's clock rather than a wait.
+    Connection::open(sb.ledger())
+        .unwrap()
+        .execute(
+            "UPDATE uploads SET started_at = '2026-03-01T10:00:00Z', \
+             uploaded_at = '2026-03-01T10:00:01Z'",
+            [],
+        )
+        .unwrap();
+    fs::write(album.join("added.txt"), "new").unwrap();
+    assert_exit(&sb.run_config(&config), 0);
+    // The archives are not read: they may as well be gone.
+    fs::remove_dir_all(sb.path("archives")).unwrap();
+
+    let ls = |args: &[&str]| {
+        sb.with_config(&config, &[&["ls"], args].concat())
+            .output()
+            .unwrap()
+    };
+    let out = ls(&[album.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 4, "{listed}");
+    assert!(
+        lines[0].starts_with("drwx") && lines[0].ends_with(" 2019/"),
+        "{listed}"
+    );
+    assert!(lines[1].ends_with(" added.txt"), "{listed}");
+    assert!(
+        lines[2].starts_with("l") && lines[2].ends_with(" link -> notes.txt"),
+        "{listed}"
+    );
+    assert!(
+        lines[3].starts_with("-rw") && lines[3].contains(" 5 "),
+        "{listed}"
+    );
+
+    let out = ls(&[album.join("2019").to_str().unwrap(), "--json"]);
+    assert_exit(&out, 0);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = doc["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{doc}");
+    assert_eq!(
+        entries[0]["path"],
+        album.join("2019/IMG_0412.jpg").to_str().unwrap()
+    );
+    assert_eq!(entries[0]["size"], 5000);
+    assert_eq!(entries[0]["kind"], "file");
+
+    let out = ls(&[album.to_str().unwrap(), "--at", "2026-03-31"]);
+    assert_exit(&out, 0);
+    let earlier = String::from_utf8(out.stdout).unwrap();
+    assert!(!earlier.contains("added.txt"), "{earlier}");
+    assert_eq!(earlier.lines().count(), 3, "{earlier}");
+
+    let out = ls(&[album.join("no-such").to_str().unwrap()]);
+    assert_exit(&out, 1);
+    assert_says(&out, "not in the upload of");
+    let out = ls(&[sb.path("elsewhere").to_str().unwrap()]);
+    assert_exit(&out, 1);
+    assert_says(&out, "no directory upload holds it");
+}
+
+/// An upload made without a catalog (the Python tool's) is named as such, not listed empty.
+#[test]
+fn ls_of_an_upload_without_a_catalog_says_its_contents_are_unknown() {
+    let sb = Sandbox::new();
+    let album = sb.path("data/album");
+    fs::create_dir_all(&album).unwrap();
+    fs::write(album.join("a.txt"), "a").unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_single_dir = true\n",
+        album.display()
+    ));
+    assert_exit(&sb.run_config(&config), 0);
+    Connection::open(sb.ledger())
+        .unwrap()
+        .execute("DELETE FROM catalogs", [])
+        .unwrap();
+    let out = sb
+        .with_config(&config, &["ls", album.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    assert_says(&out, "has no catalog");
+    assert_says(&out, "unknown without restoring it whole");
 }

@@ -1,0 +1,157 @@
+//! `ls`: a backed-up directory's contents as of an upload, read from the ledger's catalogs
+//! alone (no network, nothing retrieved).
+
+use std::path::{Path, PathBuf};
+
+use glacier_backup_archiver::SourceKind;
+use time::OffsetDateTime;
+
+use super::{CatalogError, Decoder, Entry};
+use crate::ledger::{Ledger, LedgerError, UploadRecord};
+use crate::shown;
+
+/// What `ls` found: the upload it read and the entries listed.
+#[derive(Debug)]
+pub struct Listing {
+    /// The directory upload whose catalog was read.
+    pub upload: UploadRecord,
+    /// The path listed, inside that upload.
+    pub path: PathBuf,
+    /// The path's entries (its children for a directory, itself for anything else), their
+    /// paths as source paths.
+    pub entries: Vec<Entry>,
+}
+
+/// Why nothing can be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum LsError {
+    /// No directory upload holds the path (at that time).
+    #[error("{}: no directory upload holds it{}; `list` shows what was backed up", shown(.path), .at.map(|t| format!(" as of {}", crate::display_time(t))).unwrap_or_default())]
+    NoUpload {
+        /// The path asked for.
+        path: PathBuf,
+        /// The time asked for.
+        at: Option<OffsetDateTime>,
+    },
+    /// The upload was made without a catalog (by the Python tool, or before catalogs).
+    #[error("{}: its upload {archive_id} has no catalog (made by the Python tool or an earlier version): its contents are unknown without restoring it whole", shown(.path))]
+    Unknown {
+        /// The directory upload.
+        path: PathBuf,
+        /// Its archive.
+        archive_id: String,
+    },
+    /// The upload holds no such entry.
+    #[error("{}: not in the upload of {} ({archive_id})", shown(.path), shown(.upload_path))]
+    NotInUpload {
+        /// The path asked for.
+        path: PathBuf,
+        /// The directory upload read.
+        upload_path: PathBuf,
+        /// Its archive.
+        archive_id: String,
+    },
+    /// The ledger cannot be read.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The catalog is damaged.
+    #[error("the catalog of {archive_id}: {source}")]
+    Catalog {
+        /// Its archive.
+        archive_id: String,
+        /// What is wrong.
+        source: CatalogError,
+    },
+}
+
+/// Lists `path` (a backed-up directory or anything inside one) as the latest directory upload
+/// holding it had it, or the one current at `at`.
+pub fn list(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<Listing, LsError> {
+    let upload = holding_upload(ledger, path, at)?;
+    let Some(bytes) = ledger.catalog(&upload.archive_id)? else {
+        return Err(LsError::Unknown {
+            path: upload.path.clone(),
+            archive_id: upload.archive_id.clone(),
+        });
+    };
+    // Inside the archive, names start with the directory's own name.
+    let top = upload
+        .path
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "root".into());
+    let inside = match path.strip_prefix(&upload.path) {
+        Ok(rest) if rest.as_os_str().is_empty() => top.clone(),
+        Ok(rest) => top.join(rest),
+        Err(_) => top.clone(),
+    };
+    let damaged = |source| LsError::Catalog {
+        archive_id: upload.archive_id.clone(),
+        source,
+    };
+    let mut itself = None;
+    let mut children = Vec::new();
+    for entry in Decoder::new(&bytes).map_err(damaged)? {
+        let entry = entry.map_err(damaged)?;
+        if entry.path == inside {
+            itself = Some(entry);
+        } else if entry.path.parent() == Some(&inside) {
+            children.push(entry);
+        }
+    }
+    let source_path = |entry: &Entry| {
+        let rest = entry.path.strip_prefix(&top).unwrap_or(&entry.path);
+        if rest.as_os_str().is_empty() {
+            upload.path.clone()
+        } else {
+            upload.path.join(rest)
+        }
+    };
+    let entries = match itself {
+        Some(entry) if entry.kind != super::EntryKind::Directory => vec![entry],
+        Some(_) => children,
+        None => {
+            return Err(LsError::NotInUpload {
+                path: path.to_path_buf(),
+                upload_path: upload.path.clone(),
+                archive_id: upload.archive_id.clone(),
+            })
+        }
+    };
+    let entries = entries
+        .into_iter()
+        .map(|entry| Entry {
+            path: source_path(&entry),
+            ..entry
+        })
+        .collect();
+    Ok(Listing {
+        upload,
+        path: path.to_path_buf(),
+        entries,
+    })
+}
+
+/// The latest directory upload (at `at`) of `path` or of the nearest directory above it that
+/// was backed up whole.
+fn holding_upload(
+    ledger: &Ledger,
+    path: &Path,
+    at: Option<OffsetDateTime>,
+) -> Result<UploadRecord, LsError> {
+    let mut best: Option<UploadRecord> = None;
+    for row in ledger.uploads()? {
+        let holds = row.kind == Some(SourceKind::Directory) && path.starts_with(&row.path);
+        let current = at.is_none_or(|at| row.stored_at().is_some_and(|t| t <= at));
+        let deeper_or_later = best
+            .as_ref()
+            .is_none_or(|b| row.path.components().count() >= b.path.components().count());
+        if holds && current && deeper_or_later {
+            best = Some(row);
+        }
+    }
+    best.ok_or_else(|| LsError::NoUpload {
+        path: path.to_path_buf(),
+        at,
+    })
+}
