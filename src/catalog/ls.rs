@@ -133,15 +133,17 @@ pub fn list(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<
 }
 
 /// The latest directory upload (at `at`) of `path` or of the nearest directory above it that
-/// was backed up whole.
+/// was backed up whole. Rows of unknown kind (the Python tool's) count as directories, so that
+/// `ls` says their contents are unknown rather than that nothing holds them. The ledger is read
+/// a page at a time: memory stays flat in its size.
 fn holding_upload(
     ledger: &Ledger,
     path: &Path,
     at: Option<OffsetDateTime>,
 ) -> Result<UploadRecord, LsError> {
     let mut best: Option<UploadRecord> = None;
-    for row in ledger.uploads()? {
-        let holds = row.kind == Some(SourceKind::Directory) && path.starts_with(&row.path);
+    ledger.each_upload(&mut |row| {
+        let holds = row.kind != Some(SourceKind::File) && path.starts_with(&row.path);
         let current = at.is_none_or(|at| row.stored_at().is_some_and(|t| t <= at));
         let deeper_or_later = best
             .as_ref()
@@ -149,7 +151,8 @@ fn holding_upload(
         if holds && current && deeper_or_later {
             best = Some(row);
         }
-    }
+        true
+    })?;
     best.ok_or_else(|| LsError::NoUpload {
         path: path.to_path_buf(),
         at,

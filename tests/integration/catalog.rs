@@ -188,7 +188,8 @@ fn ls_lists_a_backed_up_directory_from_the_ledger_alone() {
     assert_says(&out, "no directory upload holds it");
 }
 
-/// An upload made without a catalog (the Python tool's) is named as such, not listed empty.
+/// An upload made without a catalog (a row as the Python tool writes it: no kind, no catalog)
+/// is named as such, not listed empty nor said to be missing.
 #[test]
 fn ls_of_an_upload_without_a_catalog_says_its_contents_are_unknown() {
     let sb = Sandbox::new();
@@ -202,7 +203,10 @@ fn ls_of_an_upload_without_a_catalog_says_its_contents_are_unknown() {
     assert_exit(&sb.run_config(&config), 0);
     Connection::open(sb.ledger())
         .unwrap()
-        .execute("DELETE FROM catalogs", [])
+        .execute_batch(
+            "DELETE FROM catalogs; UPDATE uploads SET backend = NULL, kind = NULL, size = NULL, \
+             tree_hash = NULL, fingerprint = NULL, started_at = NULL, uploaded_at = NULL",
+        )
         .unwrap();
     let out = sb
         .with_config(&config, &["ls", album.to_str().unwrap()])
