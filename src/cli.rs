@@ -101,6 +101,10 @@ pub enum Command {
     /// the one current at --at: read from the ledger's catalog, nothing retrieved (exit 1
     /// when no catalog holds it)
     Ls(LsArgs),
+    /// Find backed-up entries by glob (`*.jpg` matches names; a pattern with `/` the whole
+    /// path, `**` across directories) in every directory's latest upload, the ones current at
+    /// --at, or all of them: read from the ledger's catalogs, nothing retrieved
+    Find(FindArgs),
     /// Compare what the destination holds with the ledger (a Glacier vault answers through an
     /// inventory job that takes hours: run again, or add --wait); --rebuild-ledger adds the
     /// archives the ledger does not know
@@ -147,6 +151,19 @@ pub enum Command {
 }
 
 /// Arguments of `restore`.
+#[derive(Debug, clap::Args)]
+pub struct FindArgs {
+    /// A glob: `*`, `?`, `[abc]`, `{a,b}`; `**` spans directories
+    #[arg(value_name = "PATTERN")]
+    pub pattern: String,
+    /// Search the uploads current at this time (same forms as restore's --at)
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "all_versions")]
+    pub at: Option<time::OffsetDateTime>,
+    /// Search every upload, not only each directory's latest
+    #[arg(long)]
+    pub all_versions: bool,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
     /// A backed-up directory, or a path inside one

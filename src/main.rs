@@ -277,6 +277,7 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
         Some(Command::List) => commands::list::list(&config, cli.json),
         Some(Command::Restore(ref args)) => commands::restore::restore(&cli, &config, args).await,
         Some(Command::Ls(ref args)) => commands::ls::ls(&config, args, cli.json),
+        Some(Command::Find(ref args)) => commands::find::find(&config, args, cli.json),
         Some(Command::Inventory(ref args)) => {
             commands::inventory::inventory(&cli, &config, args).await
         }

@@ -7,9 +7,11 @@
 //! the gap since the previous entry's end. Encoding streams into the compressed buffer, so a
 //! directory of a million files holds megabytes while it is written, not a list of entries.
 
+mod find;
 mod format;
 mod ls;
 
+pub use find::{find, FindError, FindReport, Pattern, Versions};
 pub use format::{Decoder, Encoder, MAGIC};
 pub use ls::{list, Listing, LsError};
 

@@ -2,6 +2,7 @@
 //! how paths given on the command line are read.
 
 pub mod backup;
+pub mod find;
 pub mod inventory;
 pub mod list;
 pub mod ls;

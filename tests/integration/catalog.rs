@@ -216,3 +216,93 @@ fn ls_of_an_upload_without_a_catalog_says_its_contents_are_unknown() {
     assert_says(&out, "has no catalog");
     assert_says(&out, "unknown without restoring it whole");
 }
+
+/// `find` searches every directory's catalog by glob from the ledger alone: names, whole paths,
+/// an earlier time, every version, `--json`, a bad pattern, and uploads without a catalog.
+#[test]
+fn find_searches_the_catalogs_by_glob() {
+    let sb = Sandbox::new();
+    let album = sb.path("data/album");
+    fs::create_dir_all(album.join("2019")).unwrap();
+    fs::write(album.join("2019/IMG_0412.jpg"), vec![7u8; 5000]).unwrap();
+    fs::write(album.join("notes.txt"), "march").unwrap();
+    let config = sb.local_config(&format!(
+        "[\"{}\"]\nupload_single_dir = true\nupload_if_changed = true\n",
+        album.display()
+    ));
+    assert_exit(&sb.run_config(&config), 0);
+    Connection::open(sb.ledger())
+        .unwrap()
+        .execute(
+            "UPDATE uploads SET started_at = '2026-03-01T10:00:00Z', \
+             uploaded_at = '2026-03-01T10:00:01Z'",
+            [],
+        )
+        .unwrap();
+    fs::create_dir_all(album.join("2020")).unwrap();
+    fs::write(album.join("2020/IMG_9.jpg"), "new").unwrap();
+    assert_exit(&sb.run_config(&config), 0);
+    fs::remove_dir_all(sb.path("archives")).unwrap();
+
+    let find = |args: &[&str]| {
+        let out = sb
+            .with_config(&config, &[&["find"], args].concat())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out,
+        )
+    };
+    let old = album.join("2019/IMG_0412.jpg").display().to_string();
+    let new = album.join("2020/IMG_9.jpg").display().to_string();
+    let (code, latest, _) = find(&["*.jpg"]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = latest.lines().collect();
+    assert_eq!(lines.len(), 2, "{latest}");
+    assert!(
+        lines[0].starts_with(&format!("{old}  (uploaded ")),
+        "{latest}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{new}  (uploaded ")),
+        "{latest}"
+    );
+
+    let (_, earlier, _) = find(&["*.jpg", "--at", "2026-03-31"]);
+    assert_eq!(earlier.lines().count(), 1, "{earlier}");
+    assert!(earlier.contains("2026-03-01T10:00:01Z"), "{earlier}");
+    let (_, every, _) = find(&["*.jpg", "--all-versions"]);
+    assert_eq!(every.lines().count(), 3, "{every}");
+    let (_, by_path, _) = find(&["**/2019/*"]);
+    assert_eq!(by_path.lines().collect::<Vec<_>>().len(), 1, "{by_path}");
+    assert!(by_path.starts_with(&old), "{by_path}");
+    // `*` stops at `/`: a whole-path pattern needs `**` to cross directories.
+    let (_, none, _) = find(&["/*.jpg"]);
+    assert!(none.is_empty(), "{none}");
+
+    let (code, doc, _) = find(&["--json", "notes.*"]);
+    assert_eq!(code, Some(0));
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["searched"], 1);
+    let matches = doc["matches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1, "{doc}");
+    assert_eq!(
+        matches[0]["path"],
+        album.join("notes.txt").to_str().unwrap()
+    );
+    assert_eq!(matches[0]["size"], 5);
+
+    let (code, _, out) = find(&["[abc"]);
+    assert_eq!(code, Some(2));
+    assert_says(&out, "pattern \"[abc\"");
+
+    Connection::open(sb.ledger())
+        .unwrap()
+        .execute("DELETE FROM catalogs WHERE rowid = 1", [])
+        .unwrap();
+    let (code, _, out) = find(&["*.jpg", "--all-versions"]);
+    assert_eq!(code, Some(0));
+    assert_says(&out, "1 upload(s) have no catalog");
+}

@@ -1,0 +1,150 @@
+//! `find`: entries matching a glob across the catalogs of the ledger's directory uploads, read
+//! from the ledger alone (no network, nothing retrieved).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use glacier_backup_archiver::SourceKind;
+use time::OffsetDateTime;
+
+use super::{CatalogError, Decoder, Entry};
+use crate::ledger::{Ledger, LedgerError, UploadRecord};
+
+/// Which uploads `find` searches.
+#[derive(Debug, Clone, Copy)]
+pub enum Versions {
+    /// Each directory's latest upload, or the one current at this time.
+    Latest(Option<OffsetDateTime>),
+    /// Every upload.
+    All,
+}
+
+/// What `find` went through.
+#[derive(Debug, Default)]
+pub struct FindReport {
+    /// Uploads whose catalog was searched.
+    pub searched: usize,
+    /// Uploads without a catalog (the Python tool's, earlier ones): their contents are unknown.
+    pub without_catalog: Vec<UploadRecord>,
+}
+
+/// A search that cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    /// The pattern is not a glob.
+    #[error("pattern {pattern:?}: {message}")]
+    Pattern {
+        /// The pattern given.
+        pattern: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The ledger cannot be read.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A catalog is damaged.
+    #[error("the catalog of {archive_id}: {source}")]
+    Catalog {
+        /// Its archive.
+        archive_id: String,
+        /// What is wrong.
+        source: CatalogError,
+    },
+}
+
+/// A glob for `find`: without a `/` it matches an entry's name, with one its whole source path
+/// (`*` stops at `/`, `**` does not).
+pub struct Pattern {
+    matcher: globset::GlobMatcher,
+    whole_path: bool,
+}
+
+impl Pattern {
+    /// Compiles `pattern`.
+    pub fn new(pattern: &str) -> Result<Self, FindError> {
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| FindError::Pattern {
+                pattern: pattern.to_owned(),
+                message: e.kind().to_string(),
+            })?;
+        Ok(Pattern {
+            matcher: glob.compile_matcher(),
+            whole_path: pattern.contains('/'),
+        })
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        match (self.whole_path, path.file_name()) {
+            (true, _) => self.matcher.is_match(path),
+            (false, Some(name)) => self.matcher.is_match(name),
+            (false, None) => false,
+        }
+    }
+}
+
+/// Calls `each` with every entry matching `pattern` (its path a source path) and the upload
+/// holding it, upload by upload: the latest ones by path, all versions oldest first.
+pub fn find(
+    ledger: &Ledger,
+    pattern: &Pattern,
+    versions: Versions,
+    each: &mut dyn FnMut(&UploadRecord, Entry),
+) -> Result<FindReport, FindError> {
+    let mut report = FindReport::default();
+    for upload in uploads(ledger, versions)? {
+        let Some(bytes) = ledger.catalog(&upload.archive_id)? else {
+            report.without_catalog.push(upload);
+            continue;
+        };
+        report.searched += 1;
+        let top = upload
+            .path
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "root".into());
+        let damaged = |source| FindError::Catalog {
+            archive_id: upload.archive_id.clone(),
+            source,
+        };
+        for entry in Decoder::new(&bytes).map_err(damaged)? {
+            let entry = entry.map_err(damaged)?;
+            let rest = entry.path.strip_prefix(&top).unwrap_or(&entry.path);
+            let path = if rest.as_os_str().is_empty() {
+                upload.path.clone()
+            } else {
+                upload.path.join(rest)
+            };
+            if pattern.matches(&path) {
+                each(&upload, Entry { path, ..entry });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The directory uploads to search, oldest first. Rows of unknown kind (the Python tool's)
+/// are included, to be reported as without a catalog.
+fn uploads(ledger: &Ledger, versions: Versions) -> Result<Vec<UploadRecord>, LedgerError> {
+    let mut all = Vec::new();
+    let mut latest: BTreeMap<PathBuf, UploadRecord> = BTreeMap::new();
+    ledger.each_upload(&mut |row| {
+        if row.kind == Some(SourceKind::File) {
+            return true;
+        }
+        match versions {
+            Versions::All => all.push(row),
+            Versions::Latest(at) => {
+                if at.is_none_or(|at| row.stored_at().is_some_and(|t| t <= at)) {
+                    latest.insert(row.path.clone(), row);
+                }
+            }
+        }
+        true
+    })?;
+    Ok(match versions {
+        Versions::All => all,
+        Versions::Latest(_) => latest.into_values().collect(),
+    })
+}
