@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 pub use read::{mtime_ns, ExactFileReader, SourceError};
 use tree::{scan_tree, write_tar};
-pub use walk::{walk_tree, EntryMeta, EntryType, TreeEntry};
+pub use walk::{tar_top_name, walk_tree, EntryMeta, EntryType, TreeEntry};
 
 const READ_CHUNK: usize = 1 << 20;
 const TAR_BLOCK: u64 = 512;
@@ -116,10 +116,7 @@ impl fmt::Display for Fingerprint {
 /// turned into `_` plus `.tar`; a file is its name. Bytes outside printable ASCII, `%`, and a
 /// leading space (which Glacier would drop) are percent-encoded, so distinct names stay distinct.
 pub fn archive_name(path: &Path, kind: SourceKind) -> String {
-    let raw = path
-        .file_name()
-        .map(|n| n.as_bytes().to_vec())
-        .unwrap_or_else(|| b"root".to_vec());
+    let raw = tar_top_name(path).as_bytes();
     let mut name = String::with_capacity(raw.len() + 4);
     for (i, &b) in raw.iter().enumerate() {
         match b {

@@ -155,6 +155,12 @@ impl Frame {
     }
 }
 
+/// The name a directory archive's entries start with: the directory's own name (`root` for
+/// `/`, which has none).
+pub fn tar_top_name(root: &Path) -> &OsStr {
+    root.file_name().unwrap_or(OsStr::new("root"))
+}
+
 /// Walks `root` depth-first in byte order of names, calling `visit` for each entry (the root
 /// first) except those in `skip` (and what is below them). Special files are passed too; the
 /// caller decides what to do with them.
@@ -168,10 +174,7 @@ pub fn walk_tree(
     skip: &[PathBuf],
     mut visit: impl FnMut(TreeEntry<'_>) -> Result<(), SourceError>,
 ) -> Result<(), SourceError> {
-    let base = root
-        .file_name()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "root".into());
+    let base = PathBuf::from(tar_top_name(root));
     let root_fd = fsat::open_dir(root).map_err(|e| SourceError::io(root, e))?;
     let stat = fsat::fstat(&root_fd).map_err(|e| SourceError::io(root, e))?;
     visit(TreeEntry {

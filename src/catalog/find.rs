@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use glacier_backup_archiver::SourceKind;
 use time::OffsetDateTime;
 
-use super::{CatalogError, Decoder, Entry};
+use super::{each_source_entry, DamagedCatalog, Entry};
 use crate::ledger::{Ledger, LedgerError, UploadRecord};
 
 /// Which uploads `find` searches.
@@ -43,13 +43,8 @@ pub enum FindError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// A catalog is damaged.
-    #[error("the catalog of {archive_id}: {source}")]
-    Catalog {
-        /// Its archive.
-        archive_id: String,
-        /// What is wrong.
-        source: CatalogError,
-    },
+    #[error(transparent)]
+    Catalog(#[from] DamagedCatalog),
 }
 
 /// A glob for `find`: without a `/` it matches an entry's name, with one its whole source path
@@ -99,27 +94,11 @@ pub fn find(
             continue;
         };
         report.searched += 1;
-        let top = upload
-            .path
-            .file_name()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "root".into());
-        let damaged = |source| FindError::Catalog {
-            archive_id: upload.archive_id.clone(),
-            source,
-        };
-        for entry in Decoder::new(&bytes).map_err(damaged)? {
-            let entry = entry.map_err(damaged)?;
-            let rest = entry.path.strip_prefix(&top).unwrap_or(&entry.path);
-            let path = if rest.as_os_str().is_empty() {
-                upload.path.clone()
-            } else {
-                upload.path.join(rest)
-            };
-            if pattern.matches(&path) {
-                each(&upload, Entry { path, ..entry });
+        each_source_entry(&upload, &bytes, &mut |entry| {
+            if pattern.matches(&entry.path) {
+                each(&upload, entry);
             }
-        }
+        })?;
     }
     Ok(report)
 }

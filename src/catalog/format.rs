@@ -91,16 +91,6 @@ impl Encoder {
         Ok(())
     }
 
-    /// Entries pushed so far.
-    pub fn len(&self) -> u64 {
-        self.count
-    }
-
-    /// Whether nothing was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// The catalog's bytes.
     pub fn finish(mut self) -> io::Result<Vec<u8>> {
         let mut end = vec![0u8];

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use glacier_backup_archiver::SourceKind;
 use time::OffsetDateTime;
 
-use super::{CatalogError, Decoder, Entry};
+use super::{each_source_entry, DamagedCatalog, Entry, EntryKind};
 use crate::ledger::{Ledger, LedgerError, UploadRecord};
 use crate::shown;
 
@@ -55,13 +55,8 @@ pub enum LsError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// The catalog is damaged.
-    #[error("the catalog of {archive_id}: {source}")]
-    Catalog {
-        /// Its archive.
-        archive_id: String,
-        /// What is wrong.
-        source: CatalogError,
-    },
+    #[error(transparent)]
+    Catalog(#[from] DamagedCatalog),
 }
 
 /// Lists `path` (a backed-up directory or anything inside one) as the latest directory upload
@@ -74,41 +69,17 @@ pub fn list(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<
             archive_id: upload.archive_id.clone(),
         });
     };
-    // Inside the archive, names start with the directory's own name.
-    let top = upload
-        .path
-        .file_name()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "root".into());
-    let inside = match path.strip_prefix(&upload.path) {
-        Ok(rest) if rest.as_os_str().is_empty() => top.clone(),
-        Ok(rest) => top.join(rest),
-        Err(_) => top.clone(),
-    };
-    let damaged = |source| LsError::Catalog {
-        archive_id: upload.archive_id.clone(),
-        source,
-    };
     let mut itself = None;
     let mut children = Vec::new();
-    for entry in Decoder::new(&bytes).map_err(damaged)? {
-        let entry = entry.map_err(damaged)?;
-        if entry.path == inside {
+    each_source_entry(&upload, &bytes, &mut |entry| {
+        if entry.path == path {
             itself = Some(entry);
-        } else if entry.path.parent() == Some(&inside) {
+        } else if entry.path.parent() == Some(path) {
             children.push(entry);
         }
-    }
-    let source_path = |entry: &Entry| {
-        let rest = entry.path.strip_prefix(&top).unwrap_or(&entry.path);
-        if rest.as_os_str().is_empty() {
-            upload.path.clone()
-        } else {
-            upload.path.join(rest)
-        }
-    };
+    })?;
     let entries = match itself {
-        Some(entry) if entry.kind != super::EntryKind::Directory => vec![entry],
+        Some(entry) if entry.kind != EntryKind::Directory => vec![entry],
         Some(_) => children,
         None => {
             return Err(LsError::NotInUpload {
@@ -118,13 +89,6 @@ pub fn list(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<
             })
         }
     };
-    let entries = entries
-        .into_iter()
-        .map(|entry| Entry {
-            path: source_path(&entry),
-            ..entry
-        })
-        .collect();
     Ok(Listing {
         upload,
         path: path.to_path_buf(),

@@ -17,6 +17,8 @@ pub use ls::{list, Listing, LsError};
 
 use std::path::PathBuf;
 
+use crate::ledger::UploadRecord;
+
 /// What kind of entry a tar holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -34,6 +36,15 @@ impl EntryKind {
             EntryKind::Directory => b'd',
             EntryKind::File => b'f',
             EntryKind::Symlink => b'l',
+        }
+    }
+
+    /// `directory`, `file` or `symlink`, as JSON output spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Directory => "directory",
+            EntryKind::File => "file",
+            EntryKind::Symlink => "symlink",
         }
     }
 
@@ -88,6 +99,42 @@ pub enum CatalogError {
     /// The compressed stream or a record is cut short or malformed.
     #[error("damaged catalog: {0}")]
     Damaged(String),
+}
+
+/// An upload's catalog could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("the catalog of {archive_id}: {source}")]
+pub struct DamagedCatalog {
+    /// The upload's archive.
+    pub archive_id: String,
+    /// What is wrong.
+    pub source: CatalogError,
+}
+
+/// Calls `each` with every entry of `upload`'s catalog (`bytes`), its path made the source
+/// path it was backed up from: the archive's names start with the directory's own name, which
+/// stands for `upload.path`.
+pub fn each_source_entry(
+    upload: &UploadRecord,
+    bytes: &[u8],
+    each: &mut dyn FnMut(Entry),
+) -> Result<(), DamagedCatalog> {
+    let damaged = |source| DamagedCatalog {
+        archive_id: upload.archive_id.clone(),
+        source,
+    };
+    let top = crate::candidate::tar_top_name(&upload.path);
+    for entry in Decoder::new(bytes).map_err(damaged)? {
+        let entry = entry.map_err(damaged)?;
+        let path = match entry.path.strip_prefix(top) {
+            Ok(rest) if rest.as_os_str().is_empty() => upload.path.clone(),
+            Ok(rest) => upload.path.join(rest),
+            // Outside the top directory (not one of ours): kept as the archive names it.
+            Err(_) => entry.path.clone(),
+        };
+        each(Entry { path, ..entry });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

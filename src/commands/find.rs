@@ -7,7 +7,7 @@ use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, UploadRecord};
 use glacier_backup::{display_time, shown};
 
-use super::{print_json, set_path_json, with_path, Fatal, Outcome, Session};
+use super::{catalog_entry_json, print_json, with_path, Fatal, Outcome, Session};
 use crate::cli::FindArgs;
 
 pub fn find(config: &Config, args: &FindArgs, json: bool) -> Result<Outcome, Fatal> {
@@ -88,24 +88,10 @@ fn line(upload: &UploadRecord, entry: &Entry) -> String {
     format!("{name}  (uploaded {uploaded}, {})", upload.archive_id)
 }
 
+/// A match in the `--json` document: the entry, and the upload holding it.
 fn match_json(upload: &UploadRecord, entry: &Entry) -> serde_json::Value {
-    let kind = match entry.kind {
-        EntryKind::Directory => "directory",
-        EntryKind::File => "file",
-        EntryKind::Symlink => "symlink",
-    };
-    let mut value = with_path(
-        &entry.path,
-        serde_json::json!({
-            "kind": kind,
-            "size": entry.size,
-            "mtime": time::OffsetDateTime::from_unix_timestamp(entry.mtime).ok().map(display_time),
-            "archive_id": upload.archive_id,
-            "uploaded_at": upload.stored_at().map(display_time),
-        }),
-    );
-    if let Some(target) = &entry.link {
-        set_path_json(&mut value, "link", target);
-    }
+    let mut value = catalog_entry_json(entry);
+    value["archive_id"] = upload.archive_id.clone().into();
+    value["uploaded_at"] = upload.stored_at().map(display_time).into();
     value
 }

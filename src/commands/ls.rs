@@ -6,7 +6,9 @@ use glacier_backup::catalog::{list, Entry, EntryKind, LsError};
 use glacier_backup::config::Config;
 use glacier_backup::{display_time, shown};
 
-use super::{command_line_path, print_json, set_path_json, with_path, Fatal, Outcome, Session};
+use super::{
+    catalog_entry_json, command_line_path, print_json, set_path_json, Fatal, Outcome, Session,
+};
 use crate::cli::LsArgs;
 
 pub fn ls(config: &Config, args: &LsArgs, json: bool) -> Result<Outcome, Fatal> {
@@ -19,7 +21,7 @@ pub fn ls(config: &Config, args: &LsArgs, json: bool) -> Result<Outcome, Fatal> 
         e => Fatal::Failure(e.into()),
     })?;
     if json {
-        let entries: Vec<_> = listing.entries.iter().map(entry_json).collect();
+        let entries: Vec<_> = listing.entries.iter().map(catalog_entry_json).collect();
         let mut document = serde_json::json!({
             "command": "ls",
             "archive_id": listing.upload.archive_id,
@@ -105,27 +107,4 @@ fn mode_text(entry: &Entry) -> String {
     ]
     .iter()
     .collect()
-}
-
-fn entry_json(entry: &Entry) -> serde_json::Value {
-    let kind = match entry.kind {
-        EntryKind::Directory => "directory",
-        EntryKind::File => "file",
-        EntryKind::Symlink => "symlink",
-    };
-    let mut value = with_path(
-        &entry.path,
-        serde_json::json!({
-            "kind": kind,
-            "size": entry.size,
-            "mode": format!("{:04o}", entry.mode),
-            "uid": entry.uid,
-            "gid": entry.gid,
-            "mtime": time::OffsetDateTime::from_unix_timestamp(entry.mtime).ok().map(display_time),
-        }),
-    );
-    if let Some(target) = &entry.link {
-        set_path_json(&mut value, "link", target);
-    }
-    value
 }

@@ -347,6 +347,29 @@ pub(crate) fn archive_json(
     entry
 }
 
+/// A catalog entry in a `--json` document (`ls`, `find`): path, kind, size, mode, owner, time
+/// and a link's target.
+pub(crate) fn catalog_entry_json(entry: &glacier_backup::catalog::Entry) -> serde_json::Value {
+    let mtime = time::OffsetDateTime::from_unix_timestamp(entry.mtime)
+        .ok()
+        .map(glacier_backup::display_time);
+    let mut value = with_path(
+        &entry.path,
+        serde_json::json!({
+            "kind": entry.kind.as_str(),
+            "size": entry.size,
+            "mode": format!("{:04o}", entry.mode),
+            "uid": entry.uid,
+            "gid": entry.gid,
+            "mtime": mtime,
+        }),
+    );
+    if let Some(target) = &entry.link {
+        set_path_json(&mut value, "link", target);
+    }
+    value
+}
+
 /// The destination's inventory for `inventory` and `migrate --all` (see
 /// [`glacier_backup::inventory::fetch`]); `None` while its job runs, said on stderr (and as a
 /// `--json` document).

@@ -13,8 +13,8 @@ pub(super) fn final_name(row: &UploadRecord) -> PathBuf {
     let name = match row.kind {
         None => archive_name.or(row.path.file_name()),
         Some(SourceKind::File) => row.path.file_name().or(archive_name),
-        // The tar's top directory, as the walk names it (`root` for `/`).
-        Some(SourceKind::Directory) => row.path.file_name().or(Some("root".as_ref())),
+        // The tar's top directory, as the walk names it.
+        Some(SourceKind::Directory) => Some(crate::candidate::tar_top_name(&row.path)),
     };
     PathBuf::from(name.unwrap_or(std::ffi::OsStr::new("restored")))
 }

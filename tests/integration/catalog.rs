@@ -3,7 +3,7 @@
 //! bytes. `ls`, `find`, indexes and partial restores build on it.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use glacier_backup::catalog::{Decoder, Entry, EntryKind};
 use rusqlite::Connection;
@@ -109,11 +109,11 @@ fn a_compressed_and_encrypted_directory_has_its_catalog_too() {
     assert_eq!((a.kind, a.size), (EntryKind::File, 10_000));
 }
 
-/// `ls` reads the catalog alone: a directory's children as `ls -l` shows them, a subdirectory,
-/// a file, `--json`, an earlier upload with `--at`, and clear refusals.
-#[test]
-fn ls_lists_a_backed_up_directory_from_the_ledger_alone() {
-    let sb = Sandbox::new();
+/// `data/album` (a photo in `2019/`, `notes.txt`, a link to it) backed up, that upload dated
+/// March 2026 in the ledger (a clock the test sets, no waiting), then `change` made and backed
+/// up again; the archives deleted, as `ls` and `find` must not read them. The album and the
+/// config.
+fn album_uploaded_twice(sb: &Sandbox, change: impl FnOnce(&Path)) -> (PathBuf, PathBuf) {
     let album = sb.path("data/album");
     fs::create_dir_all(album.join("2019")).unwrap();
     fs::write(album.join("2019/IMG_0412.jpg"), vec![7u8; 5000]).unwrap();
@@ -124,7 +124,6 @@ fn ls_lists_a_backed_up_directory_from_the_ledger_alone() {
         album.display()
     ));
     assert_exit(&sb.run_config(&config), 0);
-    // The first upload dated in March, by the ledger's clock rather than a wait.
     Connection::open(sb.ledger())
         .unwrap()
         .execute(
@@ -133,10 +132,20 @@ fn ls_lists_a_backed_up_directory_from_the_ledger_alone() {
             [],
         )
         .unwrap();
-    fs::write(album.join("added.txt"), "new").unwrap();
+    change(&album);
     assert_exit(&sb.run_config(&config), 0);
-    // The archives are not read: they may as well be gone.
     fs::remove_dir_all(sb.path("archives")).unwrap();
+    (album, config)
+}
+
+/// `ls` reads the catalog alone: a directory's children as `ls -l` shows them, a subdirectory,
+/// a file, `--json`, an earlier upload with `--at`, and clear refusals.
+#[test]
+fn ls_lists_a_backed_up_directory_from_the_ledger_alone() {
+    let sb = Sandbox::new();
+    let (album, config) = album_uploaded_twice(&sb, |album| {
+        fs::write(album.join("added.txt"), "new").unwrap();
+    });
 
     let ls = |args: &[&str]| {
         sb.with_config(&config, &[&["ls"], args].concat())
@@ -222,27 +231,10 @@ fn ls_of_an_upload_without_a_catalog_says_its_contents_are_unknown() {
 #[test]
 fn find_searches_the_catalogs_by_glob() {
     let sb = Sandbox::new();
-    let album = sb.path("data/album");
-    fs::create_dir_all(album.join("2019")).unwrap();
-    fs::write(album.join("2019/IMG_0412.jpg"), vec![7u8; 5000]).unwrap();
-    fs::write(album.join("notes.txt"), "march").unwrap();
-    let config = sb.local_config(&format!(
-        "[\"{}\"]\nupload_single_dir = true\nupload_if_changed = true\n",
-        album.display()
-    ));
-    assert_exit(&sb.run_config(&config), 0);
-    Connection::open(sb.ledger())
-        .unwrap()
-        .execute(
-            "UPDATE uploads SET started_at = '2026-03-01T10:00:00Z', \
-             uploaded_at = '2026-03-01T10:00:01Z'",
-            [],
-        )
-        .unwrap();
-    fs::create_dir_all(album.join("2020")).unwrap();
-    fs::write(album.join("2020/IMG_9.jpg"), "new").unwrap();
-    assert_exit(&sb.run_config(&config), 0);
-    fs::remove_dir_all(sb.path("archives")).unwrap();
+    let (album, config) = album_uploaded_twice(&sb, |album| {
+        fs::create_dir_all(album.join("2020")).unwrap();
+        fs::write(album.join("2020/IMG_9.jpg"), "new").unwrap();
+    });
 
     let find = |args: &[&str]| {
         let out = sb
