@@ -10,6 +10,7 @@ mod open;
 mod pending;
 mod retrievals;
 mod schema;
+mod snapshot;
 mod sql;
 #[cfg(test)]
 mod tests;
@@ -238,6 +239,8 @@ impl LedgerError {
 pub struct Ledger {
     conn: rusqlite::Connection,
     path: PathBuf,
+    /// A snapshot's catalogs stay in the file, attached as `origin` (see [`Ledger::snapshot`]).
+    catalogs_attached: bool,
 }
 
 impl Ledger {

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::schema::MIGRATIONS;
 use super::sql::sqlite_error;
-use super::{Ledger, LedgerError};
+use super::{snapshot, Ledger, LedgerError};
 
 impl Ledger {
     /// Opens and migrates the ledger at `path`, and checks it can be written, so a backup
@@ -39,6 +39,7 @@ impl Ledger {
         let mut ledger = Ledger {
             conn,
             path: path.to_path_buf(),
+            catalogs_attached: false,
         };
         ledger.migrate()?;
         ledger.check_writable()?;
@@ -64,23 +65,24 @@ impl Ledger {
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),
+            catalogs_attached: false,
         })
     }
 
     /// A read-only snapshot of the ledger at `path` (empty if the file does not exist), for dry
     /// runs: the file is never created, migrated or locked, and what a dry run records goes
-    /// to the copy in memory.
+    /// to the copy in memory. Catalogs are not copied (they are most of a large ledger): they
+    /// are read from the file, attached read-only.
     pub fn snapshot(path: &Path) -> Result<Self, LedgerError> {
         let conn = Connection::open_in_memory().map_err(sqlite_error(path, "cannot open"))?;
         let mut ledger = Ledger {
             conn,
             path: path.to_path_buf(),
+            catalogs_attached: false,
         };
         if let Ok(meta) = std::fs::metadata(path) {
             refuse_empty_file(path, &meta)?;
-            let source = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(sqlite_error(path, "cannot open read-only"))?;
-            ledger.conn = copy_into_memory(&source, path)?;
+            ledger.catalogs_attached = snapshot::copy_into_memory(&ledger.conn, path)?;
         }
         ledger.migrate()?;
         Ok(ledger)
@@ -90,7 +92,11 @@ impl Ledger {
     pub fn in_memory() -> Result<Self, LedgerError> {
         let path = PathBuf::from(":memory:");
         let conn = Connection::open_in_memory().map_err(sqlite_error(&path, "cannot open"))?;
-        let mut ledger = Ledger { conn, path };
+        let mut ledger = Ledger {
+            conn,
+            path,
+            catalogs_attached: false,
+        };
         ledger.migrate()?;
         Ok(ledger)
     }
@@ -142,6 +148,7 @@ fn create_new(path: &Path) -> Result<(), LedgerError> {
         let mut fresh = Ledger {
             conn,
             path: path.to_path_buf(),
+            catalogs_attached: false,
         };
         fresh.migrate()?;
     }
@@ -175,18 +182,6 @@ fn make_private(path: &Path, meta: &std::fs::Metadata) {
             crate::shown(path)
         ),
     }
-}
-
-fn copy_into_memory(source: &Connection, path: &Path) -> Result<Connection, LedgerError> {
-    let mut memory = Connection::open_in_memory().map_err(sqlite_error(path, "cannot open"))?;
-    {
-        let backup = rusqlite::backup::Backup::new(source, &mut memory)
-            .map_err(sqlite_error(path, "cannot read"))?;
-        backup
-            .run_to_completion(1024, std::time::Duration::ZERO, None)
-            .map_err(sqlite_error(path, "cannot read"))?;
-    }
-    Ok(memory)
 }
 
 /// Creates the ledger's directory when it is missing (the default place, or a new one named

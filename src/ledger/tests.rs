@@ -254,6 +254,59 @@ fn file_is_private_and_snapshot_never_writes() {
     assert_eq!(snapshot.uploads().unwrap().len(), 1);
 }
 
+/// A snapshot copies rows, indexes and the schema version, but reads catalogs from the file,
+/// so a dry run's memory does not grow with them; a path SQLite URIs treat specially works.
+#[test]
+fn a_snapshot_reads_catalogs_in_place_and_copies_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd ?#% name.sqlite3");
+    let mut ledger = Ledger::open(&path).unwrap();
+    let first = record("/x", "one");
+    ledger
+        .record_cataloged(&[(&first, Some(b"entries".as_slice()))])
+        .unwrap();
+    ledger.record_upload(&record("/y", "two")).unwrap();
+    drop(ledger);
+
+    let mut snapshot = Ledger::snapshot(&path).unwrap();
+    let in_memory: i64 = snapshot
+        .conn
+        .query_row("SELECT count(*) FROM main.catalogs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(in_memory, 0, "catalogs must not be copied into memory");
+    assert_eq!(
+        snapshot.catalog("one").unwrap().as_deref(),
+        Some(&b"entries"[..])
+    );
+    assert_eq!(snapshot.catalog("two").unwrap(), None);
+    let ids: Vec<_> = snapshot
+        .uploads()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.archive_id)
+        .collect();
+    assert_eq!(ids, ["one", "two"]);
+    let plan: String = snapshot
+        .conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT * FROM uploads WHERE path = '/x'",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("uploads_by_path"), "{plan}");
+    // What a dry run records goes to memory, catalogs too, and the file is untouched.
+    let third = record("/z", "three");
+    snapshot
+        .record_cataloged(&[(&third, Some(b"more".as_slice()))])
+        .unwrap();
+    assert_eq!(
+        snapshot.catalog("three").unwrap().as_deref(),
+        Some(&b"more"[..])
+    );
+    assert_eq!(Ledger::reader(&path).unwrap().uploads().unwrap().len(), 2);
+}
+
 /// Rows come a page at a time, in order, all of them, and a reader can stop early; a
 /// reader of a current ledger reads it in place and cannot write to it.
 #[test]

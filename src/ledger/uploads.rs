@@ -87,10 +87,18 @@ impl Ledger {
     /// The catalog of archive `archive_id` (the compact form, see [`crate::catalog::Decoder`]),
     /// if one was recorded.
     pub fn catalog(&self, archive_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
-        self.conn
-            .prepare_cached("SELECT entries FROM catalogs WHERE archive_id = ?1")
-            .and_then(|mut stmt| stmt.query_row(params![archive_id], |r| r.get(0)).optional())
-            .map_err(sqlite_error(&self.path, "cannot read a catalog"))
+        let read = |sql: &str| {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut stmt| stmt.query_row(params![archive_id], |r| r.get(0)).optional())
+                .map_err(sqlite_error(&self.path, "cannot read a catalog"))
+        };
+        let recorded = read("SELECT entries FROM main.catalogs WHERE archive_id = ?1")?;
+        if recorded.is_some() || !self.catalogs_attached {
+            return Ok(recorded);
+        }
+        // A snapshot's catalogs, read from the file (see `Ledger::snapshot`).
+        read("SELECT entries FROM origin.catalogs WHERE archive_id = ?1")
     }
 
     /// Notes archives a batching backend is about to name (see [`Archiver::sync`]), before it
