@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use glacier_backup_archiver::treehash::tree_hash;
+use glacier_backup_archiver::treehash::{leaf_hashes, tree_hash_of_leaves};
 use glacier_backup_archiver::{Error, Part, PartStream};
 use tokio::sync::mpsc;
 
 use crate::candidate::SourceError;
 use crate::candidate::{ArchiveSink, Candidate};
-use crate::catalog::Encoder;
+use crate::catalog::{Cataloged, Encoder};
 pub use crate::codec::PlainSize;
 use crate::codec::{EncodingSink, Layers};
 use glacier_backup_archiver::SourceKind;
@@ -79,18 +79,24 @@ pub fn encoded_parts(
             SourceKind::Directory => Encoder::new().map_err(no_catalog).ok(),
             SourceKind::File => None,
         };
+        catalog_out.expect_leaves(catalog.is_some());
         let written = match &layers {
             None => write(&*candidate, &mut writer, catalog.as_mut()).map(|()| writer),
-            Some(layers) => {
-                encode_into(&*candidate, layers, writer, &plain_total, catalog.as_mut())
-            }
+            Some(layers) => encode_into(
+                &*candidate,
+                layers,
+                writer,
+                &plain_total,
+                catalog.as_mut(),
+                &catalog_out,
+            ),
         };
         // The catalog goes in the slot before the last part is sent: whoever sees the parts
         // end finds it there.
         let result = written.and_then(|writer| {
             if let Some(encoder) = catalog {
                 match encoder.finish() {
-                    Ok(bytes) => catalog_out.put(bytes),
+                    Ok(bytes) => catalog_out.put_entries(bytes),
                     Err(e) => no_catalog(e),
                 }
             }
@@ -104,6 +110,7 @@ pub fn encoded_parts(
 
     let mut offset = 0u64;
     let mut index = 0u64;
+    let leaves_out = catalog.clone();
     let parts = tokio_stream_from(rx)
         .map(move |chunk| {
             let position = (index, offset);
@@ -111,13 +118,20 @@ pub fn encoded_parts(
                 index += 1;
                 offset += data.len() as u64;
             }
+            let leaves_out = leaves_out.clone();
             async move {
                 let data = chunk.map_err(|e| Error::Source(Box::new(e)))?;
                 let (index, offset) = position;
                 let hashed = data.clone();
-                let tree_hash = tokio::task::spawn_blocking(move || tree_hash(&hashed))
-                    .await
-                    .map_err(|e| Error::Source(Box::new(e)))?;
+                // The leaves are the tree hash's own: kept for the catalog, not hashed again.
+                let tree_hash = tokio::task::spawn_blocking(move || {
+                    let leaves = leaf_hashes(&hashed);
+                    let tree_hash = tree_hash_of_leaves(&leaves);
+                    leaves_out.put_leaves(index, leaves);
+                    tree_hash
+                })
+                .await
+                .map_err(|e| Error::Source(Box::new(e)))?;
                 Ok(Part {
                     index,
                     offset,
@@ -135,19 +149,75 @@ pub fn encoded_parts(
 }
 
 /// Where a directory archive's catalog is left by the writer once the archive is written
-/// whole: empty before, for a file, or after a failure.
+/// whole, with what its layout needs (see [`crate::catalog::Layout`]): the leaves of every part
+/// as it is hashed, and the zstd frames. Empty for a file, or after a failure.
 #[derive(Debug, Clone, Default)]
-pub struct CatalogSlot(Arc<Mutex<Option<Vec<u8>>>>);
+pub struct CatalogSlot(Arc<Mutex<CatalogParts>>);
+
+#[derive(Debug, Default)]
+struct CatalogParts {
+    entries: Option<Vec<u8>>,
+    /// Whether leaves are kept (a catalog is being written).
+    keeps_leaves: bool,
+    /// Each part's leaves, by part index (parts may be hashed out of order).
+    leaves: std::collections::BTreeMap<u64, Vec<[u8; 32]>>,
+    frames: Option<Vec<crate::catalog::Frame>>,
+}
 
 impl CatalogSlot {
-    /// The catalog, taken out of the slot.
-    pub fn take(&self) -> Option<Vec<u8>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// The catalog and its layout, once the archive is stored whole as `stored_size` bytes:
+    /// `age_header` is the header (through the nonce) of an encrypted archive.
+    pub fn take(&self, stored_size: u64, age_header: Option<Vec<u8>>) -> Option<Cataloged> {
+        let mut parts = self.lock();
+        let entries = parts.entries.take()?;
+        let leaves: Vec<[u8; 32]> = std::mem::take(&mut parts.leaves)
+            .into_values()
+            .flatten()
+            .collect();
+        let layout = crate::catalog::Layout {
+            stored_size,
+            // An empty archive has one leaf, of no bytes.
+            leaves: match leaves.is_empty() {
+                true => vec![empty_leaf()],
+                false => leaves,
+            },
+            frames: parts.frames.take(),
+            age_header,
+        };
+        Some(Cataloged {
+            entries,
+            layout: Some(layout.encode()),
+        })
     }
 
-    fn put(&self, catalog: Vec<u8>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(catalog);
+    fn lock(&self) -> std::sync::MutexGuard<'_, CatalogParts> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn expect_leaves(&self, keep: bool) {
+        self.lock().keeps_leaves = keep;
+    }
+
+    fn put_entries(&self, catalog: Vec<u8>) {
+        self.lock().entries = Some(catalog);
+    }
+
+    fn put_leaves(&self, part: u64, leaves: Vec<[u8; 32]>) {
+        let mut parts = self.lock();
+        if parts.keeps_leaves {
+            parts.leaves.insert(part, leaves);
+        }
+    }
+
+    fn put_frames(&self, frames: Vec<crate::catalog::Frame>) {
+        self.lock().frames = Some(frames);
+    }
+}
+
+/// The SHA-256 of no bytes: the one leaf of an empty archive.
+fn empty_leaf() -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest([]).into()
 }
 
 /// Writes the archive, with its catalog when one is asked for.
@@ -169,6 +239,7 @@ fn encode_into<'a>(
     writer: PartWriter<'a>,
     plain_size: &PlainSize,
     catalog: Option<&mut Encoder>,
+    catalog_out: &CatalogSlot,
 ) -> Result<PartWriter<'a>, SourceError> {
     // The stage's own failures (zstd's, age's) are a broken pipe to the parts or a resource
     // the machine lacks: reported as the source stopping, with the cause.
@@ -178,8 +249,11 @@ fn encode_into<'a>(
     };
     let mut sink = EncodingSink::new(layers, writer, plain_size.clone()).map_err(failed)?;
     write(candidate, &mut sink, catalog)?;
-    let (writer, _) = sink.finish().map_err(failed)?;
-    Ok(writer)
+    let finished = sink.finish().map_err(failed)?;
+    if let Some(frames) = finished.frames {
+        catalog_out.put_frames(frames);
+    }
+    Ok(finished.out)
 }
 
 fn tokio_stream_from<T: Send + 'static>(
@@ -315,6 +389,7 @@ impl ArchiveSink for PartWriter<'_> {
 mod tests {
     use super::*;
     use crate::candidate::PathCandidate;
+    use glacier_backup_archiver::treehash::tree_hash;
     use glacier_backup_archiver::SourceKind;
 
     fn sample(len: usize) -> Vec<u8> {

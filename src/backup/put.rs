@@ -11,6 +11,7 @@ use super::record::SharedLedger;
 use super::resume::{resumable_upload, PendingJournal};
 use super::CandidateError;
 use crate::candidate::{Candidate, Scan, SourceError};
+use crate::catalog::Cataloged;
 use crate::codec::{Layers, Seal};
 use crate::ledger::{PendingUpload, UploadRecord};
 use crate::progress::ItemProgress;
@@ -29,7 +30,7 @@ pub(super) async fn put_candidate(
     ledger: &SharedLedger<'_>,
     progress: &crate::progress::SharedProgress,
     format: &crate::codec::Format,
-) -> Result<(UploadRecord, Option<Vec<u8>>), CandidateError> {
+) -> Result<(UploadRecord, Option<Cataloged>), CandidateError> {
     let path = candidate.source_path().to_path_buf();
     let item: Arc<dyn ItemProgress> = progress.item(&shown(&path), scan.size_estimate).into();
     let fingerprint = scan.fingerprint.to_string();
@@ -42,7 +43,8 @@ pub(super) async fn put_candidate(
         true => scan.size_estimate + scan.size_estimate / 4096 + 4096,
         false => scan.size_estimate,
     };
-    let layers = Layers::of(&encoding, seal.clone(), size_hint);
+    let seekable = candidate.kind() == glacier_backup_archiver::SourceKind::Directory;
+    let layers = Layers::of(&encoding, seal.clone(), size_hint, seekable);
     let part_size = match &resume {
         Some(pending) => pending.part_size,
         None => archiver.part_size(size_hint),
@@ -106,7 +108,8 @@ pub(super) async fn put_candidate(
         plain_size: (!meta.encoding.is_plain()).then(|| plain_size.get()),
         encoding: meta.encoding,
     };
-    Ok((record, catalog.take()))
+    let age_header = seal.as_ref().map(|seal| seal.header().to_vec());
+    Ok((record, catalog.take(stored.size, age_header)))
 }
 
 /// The seal an encrypted upload's bytes are made with: a resumed upload's own, so its bytes

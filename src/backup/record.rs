@@ -132,7 +132,7 @@ impl Run<'_> {
         let catalogs = std::mem::take(&mut self.catalogs);
         let cataloged: Vec<_> = rows
             .iter()
-            .map(|row| (row, catalogs.get(&row.archive_id).map(Vec::as_slice)))
+            .map(|row| (row, catalogs.get(&row.archive_id)))
             .collect();
         ledger
             .with(|l| l.record_cataloged(&cataloged))

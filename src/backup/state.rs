@@ -33,7 +33,7 @@ pub(super) struct Finished {
     pub(super) cost: u64,
     pub(super) seconds: f64,
     /// The row to write and the archive's catalog, if it has one.
-    pub(super) result: Result<(UploadRecord, Option<Vec<u8>>), CandidateError>,
+    pub(super) result: Result<(UploadRecord, Option<crate::catalog::Cataloged>), CandidateError>,
 }
 
 /// The state of a run: what is under way and what was done.
@@ -56,7 +56,7 @@ pub(super) struct Run<'a> {
     pub(super) batch_started: Instant,
     /// The catalogs of uploads whose rows are not committed yet, by archive id: written with
     /// their rows, then dropped (the report does not keep them).
-    pub(super) catalogs: HashMap<String, Vec<u8>>,
+    pub(super) catalogs: HashMap<String, crate::catalog::Cataloged>,
     /// Everything but the uploads.
     pub(super) report: RunReport,
 }

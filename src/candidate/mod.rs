@@ -62,6 +62,11 @@ pub trait Candidate: Send + Sync + fmt::Debug {
 pub trait ArchiveSink: Write {
     /// Reads once from `reader` into the sink: the number of bytes taken, 0 at the end.
     fn read_from(&mut self, reader: &mut dyn Read) -> io::Result<usize>;
+
+    /// Says an archive entry starts here (a place a compressed stream may end a frame).
+    fn entry_boundary(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl ArchiveSink for Vec<u8> {

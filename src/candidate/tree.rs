@@ -86,6 +86,7 @@ pub(super) fn write_tar(
     walk_tree(root, skip, |entry| {
         let kind = entry.entry_type();
         let fail = |e: io::Error| SourceError::from_io(e, &entry.path);
+        builder.get_mut().out.entry_boundary().map_err(fail)?;
         let header_offset = builder.get_ref().written;
         let mut link = None;
         let mut header = tar::Header::new_gnu();
@@ -196,6 +197,10 @@ impl ArchiveSink for Counted<'_> {
         let n = self.out.read_from(reader)?;
         self.written += n as u64;
         Ok(n)
+    }
+
+    fn entry_boundary(&mut self) -> io::Result<()> {
+        self.out.entry_boundary()
     }
 }
 

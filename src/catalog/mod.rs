@@ -9,15 +9,28 @@
 
 mod find;
 mod format;
+mod layout;
 mod ls;
 
 pub use find::{find, FindError, FindReport, Pattern, Versions};
 pub use format::{Decoder, Encoder, MAGIC};
+pub use layout::{Frame, Layout, Located, AGE_CHUNK, AGE_STORED_CHUNK, LAYOUT_MAGIC, LEAF};
 pub use ls::{list, Listing, LsError};
 
 use std::path::PathBuf;
 
 use crate::ledger::UploadRecord;
+
+/// What the ledger keeps of one directory archive, each part in its compact form: its entries
+/// ([`Encoder`]) and its layout ([`Layout::encode`]; missing from catalogs made before layouts
+/// were kept, whose archives restore whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cataloged {
+    /// The entries.
+    pub entries: Vec<u8>,
+    /// The layout.
+    pub layout: Option<Vec<u8>>,
+}
 
 /// What kind of entry a tar holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

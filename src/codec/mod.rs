@@ -5,6 +5,7 @@
 //! archive can be recovered without this tool: `age -d -i KEY FILE | zstd -d | tar x`.
 
 pub mod auth;
+mod frames;
 pub mod key_file;
 pub mod keys;
 mod read_ahead;
@@ -74,12 +75,21 @@ pub struct Layers {
     /// The archive's expected size: the read buffer is sized for it, so a small file does not
     /// cost a quarter MiB of zeroed memory.
     pub size_hint: u64,
+    /// Whether zstd's output is cut into frames that decode alone, with a seek table (directory
+    /// archives, whose entries a restore may want one by one; see [`frames`]).
+    pub seekable: bool,
 }
 
 impl Layers {
     /// The layers for `encoding` of an archive of about `size_hint` bytes: `None` when it has
-    /// none. `seal` is required when it is encrypted.
-    pub fn of(encoding: &Encoding, seal: Option<Seal>, size_hint: u64) -> Option<Layers> {
+    /// none. `seal` is required when it is encrypted; a `seekable` archive's zstd frames
+    /// decode alone.
+    pub fn of(
+        encoding: &Encoding,
+        seal: Option<Seal>,
+        size_hint: u64,
+        seekable: bool,
+    ) -> Option<Layers> {
         let zstd_level = match encoding.compression {
             Compression::None => None,
             Compression::Zstd(level) => Some(level.unwrap_or(DEFAULT_LEVEL)),
@@ -89,6 +99,7 @@ impl Layers {
             seal,
             zstd_threads: size_hint > u64::from(ZSTD_JOB),
             size_hint,
+            seekable,
         })
     }
 }
@@ -137,7 +148,7 @@ impl<W: Write> Write for Encrypt<W> {
 /// The zstd layer over the age layer, or just the age layer.
 enum Compress<W: Write> {
     Plain(Encrypt<W>),
-    Zstd(zstd::stream::write::Encoder<'static, Encrypt<W>>),
+    Zstd(frames::FramedZstd<Encrypt<W>>),
 }
 
 /// The archive's own size, before compression and encryption: the bytes written so far while
@@ -158,6 +169,16 @@ impl PlainSize {
     }
 }
 
+/// What an [`EncodingSink`] leaves when it is finished.
+pub struct Finished<W> {
+    /// The writer underneath.
+    pub out: W,
+    /// The archive's own size.
+    pub plain_size: u64,
+    /// The zstd frames, when the archive is seekable.
+    pub frames: Option<Vec<crate::catalog::Frame>>,
+}
+
 /// An archive sink that compresses and encrypts what the archive writer gives it, into `W`
 /// (the part writer), and counts the archive's own bytes into its [`PlainSize`].
 pub struct EncodingSink<W: Write> {
@@ -176,13 +197,14 @@ impl<W: Write> EncodingSink<W> {
         };
         let stage = match layers.zstd_level {
             Some(level) => {
-                let mut zstd = zstd::stream::write::Encoder::new(encrypt, level)?;
-                zstd.include_checksum(true)?;
+                use zstd::zstd_safe::CParameter;
+                let mut zstd = zstd::stream::raw::Encoder::new(level)?;
+                zstd.set_parameter(CParameter::ChecksumFlag(true))?;
                 if layers.zstd_threads {
-                    zstd.multithread(zstd_workers())?;
-                    zstd.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
+                    zstd.set_parameter(CParameter::NbWorkers(zstd_workers()))?;
+                    zstd.set_parameter(CParameter::JobSize(ZSTD_JOB))?;
                 }
-                Compress::Zstd(zstd)
+                Compress::Zstd(frames::FramedZstd::new(zstd, encrypt, layers.seekable))
             }
             None => Compress::Plain(encrypt),
         };
@@ -196,14 +218,18 @@ impl<W: Write> EncodingSink<W> {
         })
     }
 
-    /// Ends every layer (zstd's last frame, age's last chunk): the writer underneath and the
-    /// archive's own size.
-    pub fn finish(self) -> io::Result<(W, u64)> {
-        let encrypt = match self.stage {
-            Compress::Plain(encrypt) => encrypt,
+    /// Ends every layer (zstd's last frame, age's last chunk): the writer underneath, the
+    /// archive's own size, and the zstd frames of a seekable archive.
+    pub fn finish(self) -> io::Result<Finished<W>> {
+        let (encrypt, frames) = match self.stage {
+            Compress::Plain(encrypt) => (encrypt, None),
             Compress::Zstd(zstd) => zstd.finish()?,
         };
-        Ok((encrypt.finish()?, self.plain_size.get()))
+        Ok(Finished {
+            out: encrypt.finish()?,
+            plain_size: self.plain_size.get(),
+            frames,
+        })
     }
 }
 
@@ -232,6 +258,13 @@ impl<W: Write> ArchiveSink for EncodingSink<W> {
         let written = self.write_all(&scratch[..n]);
         std::mem::swap(&mut self.scratch, &mut scratch);
         written.map(|()| n)
+    }
+
+    fn entry_boundary(&mut self) -> io::Result<()> {
+        match &mut self.stage {
+            Compress::Plain(_) => Ok(()),
+            Compress::Zstd(zstd) => zstd.entry_boundary(),
+        }
     }
 }
 
@@ -335,7 +368,8 @@ mod tests {
             let mut reader = piece;
             while sink.read_from(&mut reader).unwrap() > 0 {}
         }
-        sink.finish().unwrap()
+        let finished = sink.finish().unwrap();
+        (finished.out, finished.plain_size)
     }
 
     fn mixed(len: usize) -> Vec<u8> {
@@ -367,12 +401,13 @@ mod tests {
             (Some(1), None),
             (None, Some(seal)),
         ] {
-            for zstd_threads in [false, true] {
+            for (zstd_threads, seekable) in [(false, false), (true, false), (true, true)] {
                 let layers = Layers {
                     zstd_level: level,
                     seal: seal.clone(),
                     zstd_threads,
                     size_hint: 5 << 20,
+                    seekable,
                 };
                 let (stored, plain_size) = encode(&layers, &plain, 1 << 20);
                 assert_eq!(plain_size, plain.len() as u64);
@@ -407,6 +442,7 @@ mod tests {
                 seal: None,
                 zstd_threads: true,
                 size_hint: 5 << 20,
+                seekable: false,
             },
             &plain,
             1 << 20,
@@ -424,6 +460,7 @@ mod tests {
             seal: Some(seal),
             zstd_threads: false,
             size_hint: 5 << 20,
+            seekable: false,
         };
         let (stored, _) = encode(&layers, b"secret", 6);
         let encoding = Encoding {

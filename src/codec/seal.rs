@@ -100,6 +100,12 @@ impl Seal {
         Ok(Seal { file_key, header })
     }
 
+    /// The age header as written, through the payload nonce: what a span of chunks needs to be
+    /// decrypted alone.
+    pub fn header(&self) -> &[u8] {
+        &self.header
+    }
+
     /// The seal as kept in the ledger.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = vec![SEAL_VERSION];

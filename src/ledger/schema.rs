@@ -67,6 +67,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 8: what each directory archive holds (crate::catalog's compact form), written in the
     // same transaction as the archive's row.
     "CREATE TABLE catalogs (archive_id TEXT NOT NULL PRIMARY KEY, entries BLOB NOT NULL);",
+    // 9: where each entry lies in the stored bytes, and what checks them.
+    "ALTER TABLE catalogs ADD COLUMN layout BLOB;",
 ];
 
 impl Ledger {

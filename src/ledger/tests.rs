@@ -254,6 +254,13 @@ fn file_is_private_and_snapshot_never_writes() {
     assert_eq!(snapshot.uploads().unwrap().len(), 1);
 }
 
+fn cataloged(entries: &[u8]) -> crate::catalog::Cataloged {
+    crate::catalog::Cataloged {
+        entries: entries.to_vec(),
+        layout: Some([b"layout of ".as_slice(), entries].concat()),
+    }
+}
+
 /// A snapshot copies rows, indexes and the schema version, but reads catalogs from the file,
 /// so a dry run's memory does not grow with them; a path SQLite URIs treat specially works.
 #[test]
@@ -263,7 +270,7 @@ fn a_snapshot_reads_catalogs_in_place_and_copies_the_rest() {
     let mut ledger = Ledger::open(&path).unwrap();
     let first = record("/x", "one");
     ledger
-        .record_cataloged(&[(&first, Some(b"entries".as_slice()))])
+        .record_cataloged(&[(&first, Some(&cataloged(b"entries")))])
         .unwrap();
     ledger.record_upload(&record("/y", "two")).unwrap();
     drop(ledger);
@@ -298,7 +305,7 @@ fn a_snapshot_reads_catalogs_in_place_and_copies_the_rest() {
     // What a dry run records goes to memory, catalogs too, and the file is untouched.
     let third = record("/z", "three");
     snapshot
-        .record_cataloged(&[(&third, Some(b"more".as_slice()))])
+        .record_cataloged(&[(&third, Some(&cataloged(b"more")))])
         .unwrap();
     assert_eq!(
         snapshot.catalog("three").unwrap().as_deref(),

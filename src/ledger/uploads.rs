@@ -7,6 +7,8 @@ use glacier_backup_archiver::SourceKind;
 use rusqlite::{params, OptionalExtension, Row};
 use time::OffsetDateTime;
 
+use crate::catalog::Cataloged;
+
 use super::sql::{parse_time, read_row, rfc3339, sqlite_error, SqlPath, COLUMNS};
 use super::{Ledger, LedgerError, Moved, UploadRecord};
 
@@ -70,14 +72,21 @@ impl Ledger {
     /// [`crate::catalog`]): all of them, or none.
     pub fn record_cataloged(
         &mut self,
-        uploads: &[(&UploadRecord, Option<&[u8]>)],
+        uploads: &[(&UploadRecord, Option<&Cataloged>)],
     ) -> Result<(), LedgerError> {
         self.in_transaction("cannot record an upload", |tx| {
             uploads.iter().try_for_each(|(upload, catalog)| {
                 insert_upload(tx, upload)?;
-                if let Some(entries) = catalog {
-                    tx.prepare_cached("INSERT OR REPLACE INTO catalogs VALUES (?1, ?2)")?
-                        .execute(params![upload.archive_id, entries])?;
+                if let Some(catalog) = catalog {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO catalogs (archive_id, entries, layout) \
+                         VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![
+                        upload.archive_id,
+                        catalog.entries,
+                        catalog.layout
+                    ])?;
                 }
                 Ok(())
             })
@@ -87,18 +96,43 @@ impl Ledger {
     /// The catalog of archive `archive_id` (the compact form, see [`crate::catalog::Decoder`]),
     /// if one was recorded.
     pub fn catalog(&self, archive_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
-        let read = |sql: &str| {
+        self.catalog_column(archive_id, "entries")
+    }
+
+    /// The catalog and layout of archive `archive_id`, if a catalog was recorded.
+    pub fn cataloged(&self, archive_id: &str) -> Result<Option<Cataloged>, LedgerError> {
+        let Some(entries) = self.catalog(archive_id)? else {
+            return Ok(None);
+        };
+        let layout = self.catalog_column(archive_id, "layout")?;
+        Ok(Some(Cataloged { entries, layout }))
+    }
+
+    /// One column of an archive's catalog row; read column by column, so a listing that needs
+    /// the entries never loads the leaves.
+    fn catalog_column(
+        &self,
+        archive_id: &str,
+        column: &'static str,
+    ) -> Result<Option<Vec<u8>>, LedgerError> {
+        let read = |schema: &str| {
             self.conn
-                .prepare_cached(sql)
-                .and_then(|mut stmt| stmt.query_row(params![archive_id], |r| r.get(0)).optional())
+                .prepare_cached(&format!(
+                    "SELECT {column} FROM {schema}.catalogs WHERE archive_id = ?1"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![archive_id], |r| r.get::<_, Option<Vec<u8>>>(0))
+                        .optional()
+                })
+                .map(Option::flatten)
                 .map_err(sqlite_error(&self.path, "cannot read a catalog"))
         };
-        let recorded = read("SELECT entries FROM main.catalogs WHERE archive_id = ?1")?;
+        let recorded = read("main")?;
         if recorded.is_some() || !self.catalogs_attached {
             return Ok(recorded);
         }
         // A snapshot's catalogs, read from the file (see `Ledger::snapshot`).
-        read("SELECT entries FROM origin.catalogs WHERE archive_id = ?1")
+        read("origin")
     }
 
     /// Notes archives a batching backend is about to name (see [`Archiver::sync`]), before it

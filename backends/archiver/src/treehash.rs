@@ -66,10 +66,13 @@ fn combine(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
 
 /// Tree hash of a whole buffer. Leaves are hashed on several cores when there are enough of them.
 pub fn tree_hash(data: &[u8]) -> TreeHash {
-    if data.is_empty() {
-        return TreeHash::empty();
-    }
-    let leaves: Vec<[u8; 32]> = if data.len() >= 2 * LEAF_SIZE {
+    tree_hash_of_leaves(&leaf_hashes(data))
+}
+
+/// The SHA-256 of each MiB of `data` (the last may cover less): the tree hash's leaves, which
+/// check any MiB-aligned span of the bytes alone. On several cores when there are enough.
+pub fn leaf_hashes(data: &[u8]) -> Vec<[u8; 32]> {
+    if data.len() >= 2 * LEAF_SIZE {
         data.par_chunks(LEAF_SIZE)
             .map(|c| Sha256::digest(c).into())
             .collect()
@@ -77,9 +80,16 @@ pub fn tree_hash(data: &[u8]) -> TreeHash {
         data.chunks(LEAF_SIZE)
             .map(|c| Sha256::digest(c).into())
             .collect()
-    };
+    }
+}
+
+/// The tree hash of bytes whose leaves (see [`leaf_hashes`]) are `leaves`.
+pub fn tree_hash_of_leaves(leaves: &[[u8; 32]]) -> TreeHash {
+    if leaves.is_empty() {
+        return TreeHash::empty();
+    }
     let mut builder = TreeHashBuilder::new();
-    for leaf in &leaves {
+    for leaf in leaves {
         builder
             .push_subtree(0, TreeHash(*leaf))
             .expect("leaves are always aligned");
