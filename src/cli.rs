@@ -177,7 +177,8 @@ pub struct LsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
-    /// Source paths as backed up
+    /// Source paths as backed up: a file, a directory, or a path inside a backed-up directory
+    /// (only its entries are fetched)
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Directory to restore into (a directory archive lands as DIR/<dir name>/...)
@@ -227,6 +228,10 @@ pub struct RestoreArgs {
     /// them (made before [encryption] authentication_key_file was set)
     #[arg(long)]
     pub trust_destination: bool,
+    /// Restore only the entries of backed-up directories that match GLOB (a name, or with a
+    /// `/` a whole path; `**` crosses directories), fetching only the bytes that hold them
+    #[arg(long, value_name = "GLOB")]
+    pub include: Option<String>,
 }
 
 /// Arguments of `migrate`.

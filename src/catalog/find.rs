@@ -49,6 +49,7 @@ pub enum FindError {
 
 /// A glob for `find`: without a `/` it matches an entry's name, with one its whole source path
 /// (`*` stops at `/`, `**` does not).
+#[derive(Debug, Clone)]
 pub struct Pattern {
     matcher: globset::GlobMatcher,
     whole_path: bool,
@@ -70,7 +71,13 @@ impl Pattern {
         })
     }
 
-    fn matches(&self, path: &Path) -> bool {
+    /// The glob as given.
+    pub fn text(&self) -> &str {
+        self.matcher.glob().glob()
+    }
+
+    /// Whether `path` (a source path) matches.
+    pub fn matches(&self, path: &Path) -> bool {
         match (self.whole_path, path.file_name()) {
             (true, _) => self.matcher.is_match(path),
             (false, Some(name)) => self.matcher.is_match(name),

@@ -51,10 +51,10 @@ pub struct Layout {
 pub struct Located {
     /// Stored bytes that hold the span, aligned outward to [`LEAF`].
     pub stored: Range<u64>,
-    /// Offset in the compressed stream (the plain stream when not compressed) where decoding
-    /// starts: the first frame's start.
-    pub inner_start: u64,
-    /// The plain offset decoding from `inner_start` yields first.
+    /// The span of the compressed stream (the plain stream when not compressed) to decode:
+    /// whole frames.
+    pub inner: Range<u64>,
+    /// The plain offset decoding from `inner.start` yields first.
     pub plain_start: u64,
 }
 
@@ -159,15 +159,15 @@ impl Layout {
     /// Where the plain bytes `plain` lie in the stored bytes, or `None` when the layout does not
     /// reach them (a damaged catalog).
     pub fn locate(&self, plain: Range<u64>) -> Option<Located> {
-        let (inner, inner_start, plain_start) = match &self.frames {
-            None => (plain.clone(), plain.start, plain.start),
+        let (inner, plain_start) = match &self.frames {
+            None => (plain.clone(), plain.start),
             Some(frames) => frame_span(frames, plain)?,
         };
         if inner.end > self.inner_size()? {
             return None;
         }
         let stored = match &self.age_header {
-            None => inner,
+            None => inner.clone(),
             Some(header) => {
                 let payload = header.len() as u64;
                 let first = inner.start / AGE_CHUNK;
@@ -180,7 +180,7 @@ impl Layout {
         let aligned = stored.start / LEAF * LEAF..stored.end.div_ceil(LEAF).saturating_mul(LEAF);
         Some(Located {
             stored: aligned.start..aligned.end.min(self.stored_size),
-            inner_start,
+            inner,
             plain_start,
         })
     }
@@ -191,9 +191,8 @@ impl Layout {
     }
 }
 
-/// The compressed span of the frames holding `plain`, with the first frame's compressed and
-/// plain starts.
-fn frame_span(frames: &[Frame], plain: Range<u64>) -> Option<(Range<u64>, u64, u64)> {
+/// The compressed span of the frames holding `plain`, with the first frame's plain start.
+fn frame_span(frames: &[Frame], plain: Range<u64>) -> Option<(Range<u64>, u64)> {
     let (mut plain_at, mut inner_at) = (0u64, 0u64);
     let mut first = None;
     for frame in frames {
@@ -205,17 +204,13 @@ fn frame_span(frames: &[Frame], plain: Range<u64>) -> Option<(Range<u64>, u64, u
         }
         if let Some((inner_start, plain_start)) = first {
             if plain.end <= plain_end {
-                return Some((inner_start..inner_end, inner_start, plain_start));
+                return Some((inner_start..inner_end, plain_start));
             }
         }
         (plain_at, inner_at) = (plain_end, inner_end);
     }
     // An empty span at the very end of the plain stream.
-    (plain.start == plain_at && plain.end == plain_at).then_some((
-        inner_at..inner_at,
-        inner_at,
-        plain_at,
-    ))
+    (plain.start == plain_at && plain.end == plain_at).then_some((inner_at..inner_at, plain_at))
 }
 
 fn damaged(what: &str) -> CatalogError {
@@ -307,10 +302,8 @@ mod tests {
         let plain = layout(10 * LEAF + 5);
         let located = plain.locate(3 * LEAF + 10..3 * LEAF + 20).unwrap();
         assert_eq!(located.stored, 3 * LEAF..4 * LEAF);
-        assert_eq!(
-            (located.inner_start, located.plain_start),
-            (3 * LEAF + 10, 3 * LEAF + 10)
-        );
+        assert_eq!(located.inner, 3 * LEAF + 10..3 * LEAF + 20);
+        assert_eq!(located.plain_start, 3 * LEAF + 10);
         // Across a MiB boundary, and at the archive's end (not past it).
         assert_eq!(
             plain.locate(LEAF - 1..LEAF + 1).unwrap().stored,
@@ -347,10 +340,8 @@ mod tests {
         both.frames = Some(frames);
         both.age_header = Some(header);
         let located = both.locate((3 << 20) + 5..(3 << 20) + 10).unwrap();
-        assert_eq!(
-            (located.inner_start, located.plain_start),
-            (1 << 20, 3 << 20)
-        );
+        assert_eq!(located.inner, (1 << 20)..(1 << 20) + (512 << 10));
+        assert_eq!(located.plain_start, 3 << 20);
         // Compressed 1 MiB .. 1.5 MiB is chunks 16..23, stored from 100 + 16 * 65552.
         let start = 100 + 16 * AGE_STORED_CHUNK;
         let end = 100 + 24 * AGE_STORED_CHUNK;

@@ -177,11 +177,35 @@ impl Identities {
         let witness = Witness {
             identities: self,
             proven: std::cell::Cell::new(false),
+            file_key: std::cell::Cell::new(None),
         };
         let decryptor = age::Decryptor::new_buffered(io::BufReader::new(stored))
             .map_err(|e| super::DecodeError::Header(e.to_string()))?;
         match decryptor.decrypt(std::iter::once(&witness as &dyn age::Identity)) {
             Ok(_) => Ok(witness.proven.get()),
+            Err(age::DecryptError::NoMatchingKeys) => Err(super::DecodeError::WrongIdentity {
+                file: self.file(),
+                recipients: Vec::new(),
+            }),
+            Err(e) => Err(super::DecodeError::Header(e.to_string())),
+        }
+    }
+
+    /// The file key of the age file whose header (through the payload nonce) is `header`,
+    /// unwrapped by these identities; the header's MAC is checked with it.
+    pub fn file_key(&self, header: &[u8]) -> Result<[u8; 16], super::DecodeError> {
+        let witness = Witness {
+            identities: self,
+            proven: std::cell::Cell::new(false),
+            file_key: std::cell::Cell::new(None),
+        };
+        let decryptor = age::Decryptor::new_buffered(header)
+            .map_err(|e| super::DecodeError::Header(e.to_string()))?;
+        match decryptor.decrypt(std::iter::once(&witness as &dyn age::Identity)) {
+            Ok(_) => witness
+                .file_key
+                .get()
+                .ok_or_else(|| super::DecodeError::Header("no file key unwrapped".into())),
             Err(age::DecryptError::NoMatchingKeys) => Err(super::DecodeError::WrongIdentity {
                 file: self.file(),
                 recipients: Vec::new(),
@@ -198,11 +222,12 @@ impl Identities {
     }
 }
 
-/// Unwraps the file key as the identities do, and notes whether the header also carries the
-/// authentication stanza of one of their keys for that file key.
+/// Unwraps the file key as the identities do, and notes it, and whether the header also
+/// carries the authentication stanza of one of their keys for that file key.
 struct Witness<'a> {
     identities: &'a Identities,
     proven: std::cell::Cell<bool>,
+    file_key: std::cell::Cell<Option<[u8; 16]>>,
 }
 
 impl age::Identity for Witness<'_> {
@@ -222,6 +247,8 @@ impl age::Identity for Witness<'_> {
             .iter()
             .find_map(|identity| identity.unwrap_stanzas(stanzas))?;
         if let Ok(key) = &file_key {
+            use age_core::secrecy::ExposeSecret;
+            self.file_key.set(Some(*key.expose_secret()));
             let proven = self
                 .identities
                 .authentication

@@ -132,10 +132,7 @@ impl Seal {
     pub fn writer<W: Write>(&self, mut out: W) -> io::Result<PayloadWriter<W>> {
         out.write_all(&self.header)?;
         let nonce = &self.header[self.header.len() - NONCE..];
-        let mut key = [0u8; 32];
-        Hkdf::<Sha256>::new(Some(nonce), &self.file_key)
-            .expand(b"payload", &mut key)
-            .expect("32 bytes is a valid HKDF-SHA-256 length");
+        let key = payload_key(nonce, &self.file_key);
         Ok(PayloadWriter {
             aead: ChaCha20Poly1305::new(&key.into()),
             counter: 0,
@@ -143,6 +140,90 @@ impl Seal {
             out,
         })
     }
+}
+
+/// Opens the chunks of one age file one at a time, from its header: what a partial restore
+/// decrypts a span of an archive with. Each chunk is authenticated with its position, and the
+/// last one with its final flag, as age's own reader does.
+pub struct ChunkOpener {
+    aead: ChaCha20Poly1305,
+    /// Where the payload starts: the header's length, nonce included.
+    payload_start: u64,
+    /// The index of the last chunk, from the stored size.
+    last_chunk: u64,
+    stored_size: u64,
+}
+
+impl ChunkOpener {
+    /// The opener for the age file of `stored_size` bytes whose header (through the nonce) is
+    /// `header`, decrypting with `file_key`.
+    pub fn new(header: &[u8], file_key: &[u8; FILE_KEY], stored_size: u64) -> io::Result<Self> {
+        let nonce = header
+            .len()
+            .checked_sub(NONCE)
+            .map(|at| &header[at..])
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "age header too short"))?;
+        let payload_start = header.len() as u64;
+        let payload = stored_size
+            .checked_sub(payload_start)
+            .filter(|&p| p >= TAG as u64);
+        let payload = payload.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "age file shorter than its header",
+            )
+        })?;
+        Ok(ChunkOpener {
+            aead: ChaCha20Poly1305::new(&payload_key(nonce, file_key).into()),
+            payload_start,
+            last_chunk: payload.div_ceil((CHUNK + TAG) as u64) - 1,
+            stored_size,
+        })
+    }
+
+    /// Where chunk `index` lies in the stored bytes.
+    pub fn stored_range(&self, index: u64) -> std::ops::Range<u64> {
+        let start = self.payload_start + index * (CHUNK + TAG) as u64;
+        start..(start + (CHUNK + TAG) as u64).min(self.stored_size)
+    }
+
+    /// Decrypts chunk `index` (its stored bytes, tag included) in place: its plaintext, or
+    /// an error when it is not that chunk of this file.
+    pub fn open(&self, index: u64, chunk: &mut Vec<u8>) -> io::Result<()> {
+        let damaged =
+            || io::Error::new(io::ErrorKind::InvalidData, "an age chunk failed to decrypt");
+        if index > self.last_chunk || chunk.len() < TAG {
+            return Err(damaged());
+        }
+        let tag_at = chunk.len() - TAG;
+        let tag = chacha20poly1305::Tag::clone_from_slice(&chunk[tag_at..]);
+        chunk.truncate(tag_at);
+        self.aead
+            .decrypt_in_place_detached(
+                &chunk_nonce(index.into(), index == self.last_chunk).into(),
+                &[],
+                chunk,
+                &tag,
+            )
+            .map_err(|_| damaged())
+    }
+}
+
+/// age's payload key: HKDF-SHA-256 of the file key, salted with the payload nonce.
+fn payload_key(nonce: &[u8], file_key: &[u8; FILE_KEY]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(nonce), file_key)
+        .expand(b"payload", &mut key)
+        .expect("32 bytes is a valid HKDF-SHA-256 length");
+    key
+}
+
+/// STREAM's nonce: 11 bytes of big-endian counter, then the final flag.
+fn chunk_nonce(counter: u128, last: bool) -> [u8; 12] {
+    let mut nonce = [0u8; 12];
+    nonce[..11].copy_from_slice(&counter.to_be_bytes()[16 - 11..]);
+    nonce[11] = u8::from(last);
+    nonce
 }
 
 /// age's STREAM payload writer: 64 KiB chunks, each sealed once more bytes follow it (the last
@@ -156,10 +237,7 @@ pub struct PayloadWriter<W: Write> {
 
 impl<W: Write> PayloadWriter<W> {
     fn seal_chunk(&mut self, last: bool) -> io::Result<()> {
-        // 11 bytes of big-endian counter, then the final flag.
-        let mut nonce = [0u8; 12];
-        nonce[..11].copy_from_slice(&self.counter.to_be_bytes()[16 - 11..]);
-        nonce[11] = u8::from(last);
+        let nonce = chunk_nonce(self.counter, last);
         let tag = self
             .aead
             .encrypt_in_place_detached(&nonce.into(), &[], &mut self.chunk)
@@ -255,5 +333,48 @@ mod tests {
         assert!(decrypt(&identity, &stored[..stored.len() - 1]).is_err());
         // Cut at a chunk boundary: the final flag is missing.
         assert!(decrypt(&identity, &stored[..stored.len() - 5 - TAG]).is_err());
+    }
+
+    /// Any chunk opens alone from the header and the identity; a chunk moved, flipped or a
+    /// file cut short at a chunk boundary (the last flag missing) does not.
+    #[test]
+    fn each_chunk_opens_alone_and_only_in_its_place() {
+        let identity = age::x25519::Identity::generate();
+        let seal = Seal::new(&[identity.to_public()]).unwrap();
+        let identities = crate::codec::Identities::from_identity(identity);
+        for len in [0, CHUNK, 3 * CHUNK + 17] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 249) as u8).collect();
+            let stored = encrypt(&seal, &plain, 5000);
+            let file_key = identities.file_key(seal.header()).unwrap();
+            let opener = ChunkOpener::new(seal.header(), &file_key, stored.len() as u64).unwrap();
+            let chunks = (len as u64).div_ceil(CHUNK as u64).max(1);
+            for index in 0..chunks {
+                let range = opener.stored_range(index);
+                let mut chunk = stored[range.start as usize..range.end as usize].to_vec();
+                opener.open(index, &mut chunk).unwrap();
+                let at = index as usize * CHUNK;
+                assert_eq!(
+                    chunk,
+                    plain[at..(at + CHUNK).min(len)],
+                    "{len}: chunk {index}"
+                );
+                if chunks > 1 {
+                    let mut moved = stored[range.start as usize..range.end as usize].to_vec();
+                    assert!(opener.open((index + 1) % chunks, &mut moved).is_err());
+                }
+                let mut flipped = stored[range.start as usize..range.end as usize].to_vec();
+                flipped[0] ^= 1;
+                assert!(opener.open(index, &mut flipped).is_err());
+            }
+        }
+        // Cut after a whole chunk: that chunk is not the last, so it fails as the last one.
+        let stored = encrypt(&seal, &[1u8; 2 * CHUNK], CHUNK);
+        let cut = seal.header().len() + CHUNK + TAG;
+        let file_key = identities.file_key(seal.header()).unwrap();
+        let opener = ChunkOpener::new(seal.header(), &file_key, cut as u64).unwrap();
+        let mut first = stored[seal.header().len()..cut].to_vec();
+        assert!(opener.open(0, &mut first).is_err());
+        let stranger = crate::codec::Identities::from_identity(age::x25519::Identity::generate());
+        assert!(stranger.file_key(seal.header()).is_err());
     }
 }

@@ -3,6 +3,7 @@
 use glacier_backup::archiver::{Archiver, RestoreOptions};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, Moved, MovedAway, Retrieval, UploadRecord};
+use glacier_backup::restore::partial::{self, Subset};
 use glacier_backup::restore::{
     expected_wait, restore_all, select, whole, Destination, Outcome as Restored, RestoreReport,
     RestoreRequest,
@@ -79,6 +80,12 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
             .wait
             .then(|| std::time::Instant::now() + std::time::Duration::from_secs(args.timeout)),
         trust_destination: args.trust_destination,
+        include: args
+            .include
+            .as_deref()
+            .map(glacier_backup::catalog::Pattern::new)
+            .transpose()
+            .map_err(|e| Fatal::Config(e.into()))?,
         ..RestoreRequest::new(destination)
     })
 }
@@ -92,6 +99,7 @@ fn earlier_retrievals(ledger: &Ledger, rows: &[UploadRecord]) -> Vec<Option<Retr
 
 fn show_plan(
     archiver: &dyn Archiver,
+    ledger: &Ledger,
     rows: &[UploadRecord],
     earlier: &[Option<Retrieval>],
     request: &RestoreRequest,
@@ -129,6 +137,48 @@ fn show_plan(
                 .map_or("size unknown".into(), glacier_backup::display_size),
             row.archive_id
         );
+        if let Some(subset) = Subset::of(row, request) {
+            show_partial(ledger, row, &subset);
+        }
+    }
+}
+
+/// A planned archive's details: for a partial restore, what it fetches.
+fn partial_json(
+    ledger: &Ledger,
+    row: &UploadRecord,
+    request: &RestoreRequest,
+) -> serde_json::Value {
+    let Some(subset) = Subset::of(row, request) else {
+        return serde_json::json!({});
+    };
+    let partial = match partial::plan(ledger, row, &subset) {
+        Ok(plan) => serde_json::json!({
+            "entries": plan.entries,
+            "data_bytes": plan.plain_bytes,
+            "ranges": plan.spans.iter().map(|s| [s.start, s.end]).collect::<Vec<_>>(),
+            "fetch_bytes": plan.fetched(),
+            "stored_bytes": plan.stored_size,
+        }),
+        Err(failure) => serde_json::json!({ "error": failure.to_string() }),
+    };
+    serde_json::json!({ "partial": partial })
+}
+
+/// What a partial restore of `row` fetches, beside the whole archive.
+fn show_partial(ledger: &Ledger, row: &UploadRecord, subset: &Subset) {
+    use glacier_backup::display_size;
+    match partial::plan(ledger, row, subset) {
+        Ok(plan) => tracing::info!(
+            "    in part: {} entries ({} of data) in {} range(s) of {}, instead of the whole \
+             {}",
+            plan.entries,
+            display_size(plan.plain_bytes),
+            plan.spans.len(),
+            display_size(plan.fetched()),
+            display_size(plan.stored_size)
+        ),
+        Err(failure) => tracing::warn!("    in part: {failure}"),
     }
 }
 
@@ -260,7 +310,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         request.identities = identities(args, config)?;
     }
     let earlier = earlier_retrievals(&ledger, &rows);
-    show_plan(archiver.as_ref(), &rows, &earlier, &request);
+    show_plan(archiver.as_ref(), &ledger, &rows, &earlier, &request);
     if let Some(estimate) = estimate(archiver.as_ref(), config, &rows, &earlier, &request) {
         check_cost(cli, args, &estimate)?;
     }
@@ -268,7 +318,7 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         if cli.json {
             let planned: Vec<_> = rows
                 .iter()
-                .map(|row| archive_json(row, "planned", serde_json::json!({})))
+                .map(|row| archive_json(row, "planned", partial_json(&ledger, row, &request)))
                 .collect();
             print_json(&serde_json::json!({
                 "command": "restore",
@@ -335,11 +385,15 @@ fn outcome_json(row: &UploadRecord, outcome: &Restored) -> serde_json::Value {
             path,
             rejected,
             kept,
+            partial,
         } => {
             let mut details = serde_json::json!({
                 "rejected_entries": rejected,
                 "kept_newer": kept,
             });
+            if let Some(entries) = partial {
+                details["partial_entries"] = (*entries).into();
+            }
             super::set_path_json(&mut details, "to", path);
             let outcome = match (*rejected > 0, whole(row, outcome)) {
                 (true, _) => "failed",

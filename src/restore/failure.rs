@@ -119,6 +119,37 @@ pub enum RestoreFailure {
         /// The archive.
         archive_id: String,
     },
+    /// A partial restore of an upload that has no catalog to find entries by.
+    #[error(
+        "{}: this upload has no catalog (it was made by the Python tool or before catalogs), \
+         so single entries cannot be fetched from it; restore the whole directory instead",
+        shown(path)
+    )]
+    NoCatalog {
+        /// The upload's source path.
+        path: PathBuf,
+    },
+    /// The upload's catalog cannot be read or does not fit its archive.
+    #[error(
+        "{archive_id}: its catalog is damaged ({detail}); restore the whole directory instead"
+    )]
+    DamagedCatalog {
+        /// The archive.
+        archive_id: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Nothing in the upload matches what a partial restore asked for.
+    #[error(
+        "nothing in the upload of {} matches {wanted}; see `glacier-backup ls` for what it holds",
+        shown(path)
+    )]
+    NotInUpload {
+        /// The upload's source path.
+        path: PathBuf,
+        /// What was asked for.
+        wanted: String,
+    },
     /// A directory archive could not be extracted.
     #[error("{}", error_chain(.0))]
     Extract(ExtractError),

@@ -57,6 +57,9 @@ pub struct RestoreRequest {
     /// Restore encrypted archives of rebuilt rows that carry no authentication stanza (made
     /// before `authentication_key_file` was set, or by someone else).
     pub trust_destination: bool,
+    /// Restore only the entries of directory uploads that match this glob (`--include`),
+    /// fetching only the spans that hold them.
+    pub include: Option<crate::catalog::Pattern>,
 }
 
 impl RestoreRequest {
@@ -78,6 +81,7 @@ impl RestoreRequest {
             progress: None,
             identities: None,
             trust_destination: false,
+            include: None,
         }
     }
 }
@@ -105,6 +109,8 @@ pub enum Outcome {
         rejected: usize,
         /// Existing newer entries left in place.
         kept: usize,
+        /// The entries restored, when only part of a directory upload was asked for.
+        partial: Option<usize>,
     },
     /// A retrieval is under way; run again later.
     Pending,
@@ -116,6 +122,7 @@ mod decode;
 mod download;
 pub mod extract;
 mod failure;
+pub mod partial;
 mod place;
 pub(crate) mod retrieval;
 mod run;
@@ -181,12 +188,19 @@ pub async fn restore_one(
         Ok(placement) => placement,
         Err(message) => return Outcome::Failed(message),
     };
+    if let Some(subset) = partial::Subset::of(row, request) {
+        return match partial::restore(archiver, ledger, row, &subset, request, known).await {
+            Ok(outcome) => outcome,
+            Err(failure) => Outcome::Failed(failure),
+        };
+    }
     if let Some(newer) = kept_file(row, &target, request) {
         tracing::warn!("{newer}; --force replaces it");
         return Outcome::Restored {
             path: target,
             rejected: 0,
             kept: 1,
+            partial: None,
         };
     }
     match readable(archiver, ledger, &archive, request, known).await {

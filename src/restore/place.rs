@@ -95,6 +95,7 @@ async fn place_file(
         path: target.to_path_buf(),
         rejected: 0,
         kept: 0,
+        partial: None,
     })
 }
 
@@ -149,6 +150,7 @@ async fn extract(
         path: target.to_path_buf(),
         rejected: extracted.rejected.len(),
         kept: extracted.kept.len(),
+        partial: None,
     })
 }
 

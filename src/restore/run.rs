@@ -102,9 +102,18 @@ pub async fn restore_all(
                 path,
                 rejected,
                 kept,
+                partial,
             } => {
-                if whole(row, &outcome) {
-                    tracing::info!("restored {} to {}", shown(&row.path), shown(path));
+                match partial {
+                    Some(entries) => tracing::info!(
+                        "restored {entries} entries of {} to {}",
+                        shown(&row.path),
+                        shown(path)
+                    ),
+                    None if whole(row, &outcome) => {
+                        tracing::info!("restored {} to {}", shown(&row.path), shown(path))
+                    }
+                    None => {}
                 }
                 if *rejected > 0 {
                     tracing::warn!(

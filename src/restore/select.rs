@@ -48,6 +48,16 @@ pub fn select(
             latest.insert(row.path.clone(), row.clone());
         }
     }
+    // A path inside a backed-up directory: that directory's upload, restored in part.
+    for wanted in &request.paths {
+        let held = |row: &&UploadRecord| row.path == *wanted || row.path.starts_with(wanted);
+        if latest.values().any(|row| held(&row)) {
+            continue;
+        }
+        if let Some(row) = holding_directory(&all, wanted, request.at) {
+            latest.insert(row.path.clone(), row.clone());
+        }
+    }
     let mut chosen: Vec<UploadRecord> = latest.into_values().collect();
     for id in &request.archive_ids {
         match all.iter().find(|r| &r.archive_id == id) {
@@ -65,4 +75,28 @@ pub fn select(
         return Err(RestoreError::NothingMatches(named));
     }
     Ok(chosen)
+}
+
+/// The upload (latest, or current at `at`) of the deepest backed-up directory that holds
+/// `path`: the one a partial restore of `path` reads.
+fn holding_directory<'a>(
+    all: &'a [UploadRecord],
+    path: &Path,
+    at: Option<OffsetDateTime>,
+) -> Option<&'a UploadRecord> {
+    let holds = |row: &&UploadRecord| {
+        row.kind == Some(SourceKind::Directory)
+            && path.starts_with(&row.path)
+            && row.path != path
+            && at.is_none_or(|at| row.stored_at().is_some_and(|t| t <= at))
+    };
+    let deepest = all
+        .iter()
+        .filter(holds)
+        .map(|row| row.path.components().count())
+        .max()?;
+    // Rows come oldest first: the last is the latest.
+    all.iter()
+        .filter(holds)
+        .rfind(|row| row.path.components().count() == deepest)
 }

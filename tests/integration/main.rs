@@ -21,3 +21,5 @@ mod moto_s3;
 mod operator;
 #[cfg(feature = "local")]
 mod parallel;
+#[cfg(feature = "local")]
+mod partial;

@@ -1,0 +1,102 @@
+//! One partial restore from start to end: the plan, the archive made readable, its spans
+//! fetched and checked, the selected entries extracted like a whole archive's.
+
+use glacier_backup_archiver::{Archiver, RestoreState};
+
+use super::{plan, SelectedTar, Subset};
+use crate::ledger::{Ledger, UploadRecord};
+use crate::restore::extract::{extract_tar, ExtractOptions};
+use crate::restore::{Outcome, Placement, RestoreFailure, RestoreRequest};
+use crate::shown;
+
+/// Restores `subset` of the directory upload `row`, fetching only the spans that hold it.
+pub(crate) async fn restore(
+    archiver: &dyn Archiver,
+    ledger: &mut Ledger,
+    row: &UploadRecord,
+    subset: &Subset,
+    request: &RestoreRequest,
+    known: Option<RestoreState>,
+) -> Result<Outcome, RestoreFailure> {
+    let Placement {
+        archive,
+        dir,
+        target,
+    } = Placement::of(row, &request.destination)?;
+    crate::restore::decode::check_identity(row, request)?;
+    let plan = plan(ledger, row, subset)?;
+    let entries = plan.entries;
+    if !crate::restore::retrieval::readable(archiver, ledger, &archive, request, known).await? {
+        return Ok(Outcome::Pending);
+    }
+    std::fs::create_dir_all(&dir).map_err(RestoreFailure::io("create", &dir))?;
+    let file_key = match (&plan.layout.age_header, &request.identities) {
+        (Some(header), Some(identities)) => Some(
+            identities
+                .file_key(header)
+                .map_err(RestoreFailure::Decode)?,
+        ),
+        _ => None,
+    };
+    let progress = crate::progress::or_none(&request.progress);
+    let item = progress.item(&shown(&row.path), plan.fetched());
+    let mut sparse = crate::restore::download::partial_path(&dir, &row.archive_id).into_os_string();
+    sparse.push(".spans");
+    let sparse = std::path::PathBuf::from(sparse);
+    let fetched = super::fetch_spans(archiver, &archive, &plan, &sparse, &*item).await;
+    let extracted = match fetched {
+        Ok(file) => extract(row, plan, file, file_key, &dir, request).await,
+        Err(failure) => Err(failure),
+    };
+    let _ = std::fs::remove_file(&sparse);
+    let extracted = extracted?;
+    ledger.clear_retrieval(Some(&archive.archive_id))?;
+    for name in &extracted.kept {
+        tracing::warn!(
+            "{}: kept, newer than the archived one (--force replaces it)",
+            shown(dir.join(name))
+        );
+    }
+    Ok(Outcome::Restored {
+        path: target,
+        rejected: extracted.rejected.len(),
+        kept: extracted.kept.len(),
+        partial: Some(entries),
+    })
+}
+
+async fn extract(
+    row: &UploadRecord,
+    plan: super::PartialPlan,
+    file: std::fs::File,
+    file_key: Option<[u8; 16]>,
+    dir: &std::path::Path,
+    request: &RestoreRequest,
+) -> Result<crate::restore::extract::Extracted, RestoreFailure> {
+    let options = ExtractOptions {
+        preserve_owners: crate::restore::is_root(),
+        force: request.force,
+        devices: request.devices && crate::restore::is_root(),
+    };
+    let top = crate::restore::place::final_name(row).into_os_string();
+    let (row, dir) = (row.clone(), dir.to_path_buf());
+    let work = move || {
+        let tar = SelectedTar::new(plan, file, file_key).map_err(|e| damaged(&row, e))?;
+        extract_tar(std::io::BufReader::new(tar), &dir, &top, options).map_err(|e| {
+            // age's authentication and zstd's checks fail as invalid or missing data.
+            match e.source.kind() {
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+                    damaged(&row, e.source)
+                }
+                _ => RestoreFailure::Extract(e),
+            }
+        })
+    };
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        RestoreFailure::io("extract into", "the restore directory")(std::io::Error::other(e))
+    })?
+}
+
+fn damaged(row: &UploadRecord, error: std::io::Error) -> RestoreFailure {
+    crate::restore::decode::damaged(row, error)
+}
