@@ -123,6 +123,7 @@ fn source_options(source: &Session, args: &MigrateArgs) -> Result<RestoreOptions
     let options = RestoreOptions {
         tier: args.tier.into(),
         days: Some(1),
+        range: None,
     };
     if source.archiver.capabilities().needs_restore && !source.archiver.offers_tier(options.tier) {
         return Err(Fatal::Config(anyhow::anyhow!(

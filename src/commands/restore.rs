@@ -75,6 +75,7 @@ fn request(args: &RestoreArgs) -> Result<RestoreRequest, Fatal> {
         options: RestoreOptions {
             tier: args.tier.into(),
             days: Some(args.days),
+            range: None,
         },
         deadline: args
             .wait
@@ -143,6 +144,24 @@ fn show_plan(
     }
 }
 
+/// The retrieval requests and bytes restoring `row` asks for: its spans alone from a
+/// destination that retrieves ranges, else the whole archive.
+fn retrieved(
+    archiver: &dyn Archiver,
+    ledger: &Ledger,
+    row: &UploadRecord,
+    request: &RestoreRequest,
+) -> (u64, u64) {
+    let whole = (1, row.size.unwrap_or(0));
+    if !archiver.capabilities().ranged_retrievals {
+        return whole;
+    }
+    match Subset::of(row, request).map(|subset| partial::plan(ledger, row, &subset)) {
+        Some(Ok(plan)) => (plan.spans.len() as u64, plan.fetched()),
+        _ => whole,
+    }
+}
+
 /// A planned archive's details: for a partial restore, what it fetches.
 fn partial_json(
     ledger: &Ledger,
@@ -190,6 +209,7 @@ const CONFIRM_ABOVE_USD: f64 = 1.0;
 /// a warm S3 class).
 fn estimate(
     archiver: &dyn Archiver,
+    ledger: &Ledger,
     config: &Config,
     rows: &[UploadRecord],
     earlier: &[Option<Retrieval>],
@@ -203,8 +223,12 @@ fn estimate(
         .filter(|(_, earlier)| earlier.is_none())
         .map(|(row, _)| row)
         .collect();
-    let bytes: u64 = to_ask.iter().filter_map(|r| r.size).sum();
-    let count = to_ask.len() as u64;
+    let (mut count, mut bytes) = (0, 0);
+    for row in to_ask {
+        let (requests, retrieved) = retrieved(archiver, ledger, row, request);
+        count += requests;
+        bytes += retrieved;
+    }
     let prices = &config.prices;
     let tier = request.options.tier;
     let chosen = prices.retrieval(class, tier, count, bytes)?;
@@ -311,7 +335,14 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
     }
     let earlier = earlier_retrievals(&ledger, &rows);
     show_plan(archiver.as_ref(), &ledger, &rows, &earlier, &request);
-    if let Some(estimate) = estimate(archiver.as_ref(), config, &rows, &earlier, &request) {
+    if let Some(estimate) = estimate(
+        archiver.as_ref(),
+        &ledger,
+        config,
+        &rows,
+        &earlier,
+        &request,
+    ) {
         check_cost(cli, args, &estimate)?;
     }
     if cli.dryrun {

@@ -278,6 +278,9 @@ pub async fn request_retrieval(
     let placement = Placement::of(row, &request.destination)?;
     // Nothing is retrieved (and paid for) that the identity given cannot open.
     decode::check_identity(row, request)?;
+    if let Some(subset) = partial::Subset::of(row, request) {
+        return partial::request(archiver, ledger, row, &subset, request).await;
+    }
     if !archiver.capabilities().needs_restore {
         return Ok(RestoreState::Ready);
     }

@@ -3,19 +3,20 @@
 
 use super::*;
 
-/// Asks for a cold archive to be made readable, unless a retrieval is already under way: checks
-/// on a retrieval recorded in the ledger by an earlier run first, and records a new one.
-/// Returns the archive's state.
+/// Asks for a cold archive (or, with `options.range`, that range of it) to be made readable,
+/// unless a retrieval is already under way: checks on a retrieval recorded in the ledger by an
+/// earlier run first, and records a new one. Returns the archive's state.
 pub(crate) async fn ask(
     archiver: &dyn Archiver,
     ledger: &mut Ledger,
     archive: &ArchiveRef,
     options: &RestoreOptions,
 ) -> Result<RestoreState, RestoreFailure> {
-    let id = archive.archive_id.as_str();
+    let key = retrieval_key(archive, options);
+    let id = key.as_str();
     let recorded = ledger.retrieval(Some(id))?;
     let earlier = recorded.as_ref().and_then(|r| r.request_id.as_deref());
-    let state = archiver.restore_state(archive, earlier).await?;
+    let state = state_now(archiver, archive, options, earlier).await?;
     match (&state, &recorded) {
         (RestoreState::NotRequested, earlier) => {
             if let Some(earlier) = earlier {
@@ -100,13 +101,33 @@ pub(crate) async fn wait_readable(
     let what = format!("{}: retrieval in progress", archive.archive_id);
     let report = |pause| wait.progress.waiting(&what, pause);
     let ready = crate::poll::with_backoff(limit, report, || async {
-        let state = archiver
-            .restore_state(archive, request_id.as_deref())
-            .await?;
+        let state = state_now(archiver, archive, wait.options, request_id.as_deref()).await?;
         Ok::<_, glacier_backup_archiver::Error>((state == RestoreState::Ready).then_some(()))
     })
     .await?;
     Ok(ready.is_some())
+}
+
+/// How the ledger knows a retrieval: by its archive id, and its range when only a range was
+/// asked for (a partial restore from a vault); [`Ledger::clear_retrieval`] takes the same.
+pub(crate) fn retrieval_key(archive: &ArchiveRef, options: &RestoreOptions) -> String {
+    match &options.range {
+        None => archive.archive_id.clone(),
+        Some(range) => format!("{} bytes={}-{}", archive.archive_id, range.start, range.end),
+    }
+}
+
+/// The archive's (or the asked range's) state, `earlier` the request an earlier run made.
+async fn state_now(
+    archiver: &dyn Archiver,
+    archive: &ArchiveRef,
+    options: &RestoreOptions,
+    earlier: Option<&str>,
+) -> Result<RestoreState, glacier_backup_archiver::Error> {
+    match &options.range {
+        None => archiver.restore_state(archive, earlier).await,
+        Some(range) => archiver.range_state(archive, range, earlier).await,
+    }
 }
 
 pub(super) fn record(

@@ -184,7 +184,7 @@ fn a_missing_vault_is_reported_before_anything_is_uploaded() {
 /// Runs `command` while the fake holds its jobs, and finishes them once the run has made a few
 /// requests (it has found its job in progress and is waiting on it): the test, not a timer,
 /// decides when the job is done.
-fn finish_jobs_while_waiting(s: &Setup, command: &mut Command) -> Output {
+pub(crate) fn finish_jobs_while_waiting(s: &Setup, command: &mut Command) -> Output {
     let before = s.fake().stats().requests;
     let child = command
         .stdout(Stdio::piped())

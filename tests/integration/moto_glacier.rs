@@ -76,6 +76,7 @@ async fn backup_through_the_binary_then_read_back_through_a_retrieval_job() {
     let options = RestoreOptions {
         tier: RestoreTier::Expedited,
         days: None,
+        range: None,
     };
     glacier.request_restore(&archive, &options).await.unwrap();
     assert_eq!(read_back(&glacier, &archive).await, b"remember the milk");

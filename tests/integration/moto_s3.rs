@@ -101,6 +101,7 @@ async fn objects_land_with_class_metadata_tag_and_key_scheme_and_need_restore() 
     let expedited = glacier_backup::archiver::RestoreOptions {
         tier: glacier_backup::archiver::RestoreTier::Expedited,
         days: Some(1),
+        range: None,
     };
     assert!(matches!(
         s3.request_restore(&stored, &expedited).await,

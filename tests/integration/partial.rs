@@ -393,3 +393,68 @@ fn a_path_an_upload_does_not_hold_or_an_upload_without_a_catalog_is_refused_with
     assert_exit(&whole, 0);
     assert_same_file(&a, &out.join("album/sub/a.txt"));
 }
+
+/// From a vault, each span is its own archive-retrieval job of that range alone (aligned to
+/// whole MiB, as Glacier requires), asked once, waited for, and read.
+#[cfg(feature = "glacier")]
+#[test]
+fn a_vault_retrieves_only_the_ranges_a_partial_restore_needs() {
+    use crate::support::setup::Setup;
+    let s = Setup::with_fake();
+    let album = album(&s.path("data"));
+    let key = s.path("key.txt");
+    assert_exit(&s.run(&["keygen", "-o", key.to_str().unwrap()]), 0);
+    let recipient = fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+        .unwrap();
+    let config = s.vault_config(&format!(
+        "[archive]\ncompression = \"zstd\"\n[encryption]\nrecipients = [\"{recipient}\"]\n\
+         identity_file = \"{}\"\n[\"{}\"]\nupload_single_dir = true\n",
+        key.display(),
+        album.display()
+    ));
+    assert_exit(&s.run_config(&config), 0);
+    let a = album.join("sub/a.txt");
+    let plan = planned(&s, &config, &[a.to_str().unwrap()]);
+    let ranges: Vec<(u64, u64)> = plan["ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap()))
+        .collect();
+    let stored = plan["stored_bytes"].as_u64().unwrap();
+    assert!(plan["fetch_bytes"].as_u64().unwrap() <= 3 << 20, "{plan}");
+    s.fake().set(|b| b.hold_jobs = true);
+
+    let out = s.path("out");
+    let restore = || {
+        let mut command = s.with_config(&config, &["restore", "--to"]);
+        command.arg(&out).arg(&a);
+        command
+    };
+    let asked = restore().output().unwrap();
+    assert_exit(&asked, 3);
+    assert_says(&asked, "retrieval requested");
+    let retrieved: Vec<_> = s.fake().stats().retrieval_ranges;
+    assert_eq!(
+        retrieved,
+        ranges.iter().map(|&r| Some(r)).collect::<Vec<_>>(),
+        "one job per range, nothing whole (archive of {stored} bytes)"
+    );
+    // Asked again: the jobs under way are found, none started twice.
+    assert_exit(&restore().output().unwrap(), 3);
+    assert_eq!(s.fake().stats().retrievals_started, ranges.len() as u64);
+
+    let done = crate::glacier_fake::finish_jobs_while_waiting(
+        &s,
+        restore().args(["--wait", "--timeout", "60"]),
+    );
+    assert_exit(&done, 0);
+    assert_same_file(&a, &out.join("album/sub/a.txt"));
+    let fetched: u64 = ranges.iter().map(|(start, end)| end - start).sum();
+    assert!(s.fake().stats().output_bytes <= fetched);
+    assert_eq!(s.fake().stats().retrievals_started, ranges.len() as u64);
+    assert!(!out.join("album/big.bin").exists());
+}

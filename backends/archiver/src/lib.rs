@@ -173,6 +173,20 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         request: Option<&str>,
     ) -> Result<RestoreState>;
 
+    /// Whether `range` of an archive can be read now, on a backend with
+    /// [`Capabilities::ranged_retrievals`]: a retrieval of the whole archive, or of that range
+    /// (`request`, from an earlier [`RestoreState::InProgress`], checked first). Others answer
+    /// for the whole archive.
+    async fn range_state(
+        &self,
+        archive: &ArchiveRef,
+        range: &ByteRange,
+        request: Option<&str>,
+    ) -> Result<RestoreState> {
+        let _ = range;
+        self.restore_state(archive, request).await
+    }
+
     /// Reads an archive back, whole or the given byte range.
     async fn get(&self, archive: &ArchiveRef, range: Option<ByteRange>) -> Result<ByteStream>;
 

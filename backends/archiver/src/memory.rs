@@ -57,6 +57,7 @@ impl Archiver for MemoryArchiver {
             resumable_uploads: false,
             listable: true,
             ranged_reads: true,
+            ranged_retrievals: false,
             stores_empty_archives: true,
             batched_durability: false,
         }

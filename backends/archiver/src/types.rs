@@ -198,6 +198,10 @@ pub struct Capabilities {
     pub listable: bool,
     /// `get` honours byte ranges.
     pub ranged_reads: bool,
+    /// A cold archive's retrieval can be asked for a byte range alone
+    /// ([`RestoreOptions::range`]), billed by the range (a Glacier vault); without it a
+    /// retrieval makes the whole archive readable.
+    pub ranged_retrievals: bool,
     /// A 0-byte archive can be stored (Glacier vaults refuse them).
     pub stores_empty_archives: bool,
     /// `put` leaves making an archive durable, and readable under its id, to
@@ -236,6 +240,9 @@ pub struct RestoreOptions {
     pub tier: RestoreTier,
     /// How long a restored copy stays readable, where the backend asks.
     pub days: Option<u32>,
+    /// Only these bytes, on a backend with [`Capabilities::ranged_retrievals`]: whole MiB from
+    /// a MiB boundary, or to the archive's end. `get` then reads inside it.
+    pub range: Option<ByteRange>,
 }
 
 /// Whether an archive can be read now.

@@ -4,20 +4,21 @@
 use crate::*;
 
 impl GlacierArchiver {
-    /// The retrieval job for `archive_id` that is most useful now: one that succeeded, else one
-    /// in progress. Looks at jobs this process knows (started, recorded in the ledger, or seen)
-    /// first, then, once per run, at the vault's job list.
-    pub(crate) async fn find_job(&self, archive_id: &str) -> Result<Option<(String, StatusCode)>> {
-        let known = self
-            .jobs
-            .lock()
-            .expect("jobs lock")
-            .get(archive_id)
-            .cloned();
+    /// The retrieval job for `archive_id` (its `range` only, or the whole archive for `None`)
+    /// that is most useful now: one that succeeded, else one in progress. Looks at jobs this
+    /// process knows (started, recorded in the ledger, or seen) first, then, once per run, at
+    /// the vault's job list.
+    pub(crate) async fn find_job(
+        &self,
+        archive_id: &str,
+        range: Option<&ByteRange>,
+    ) -> Result<Option<(String, StatusCode)>> {
+        let key = job_key(archive_id, range);
+        let known = self.jobs.lock().expect("jobs lock").get(&key).cloned();
         if let Some(job_id) = known {
             match self.job_status(&job_id).await? {
                 Some(status) if status != StatusCode::Failed => return Ok(Some((job_id, status))),
-                _ => self.jobs.lock().expect("jobs lock").remove(archive_id),
+                _ => self.jobs.lock().expect("jobs lock").remove(&key),
             };
         }
         // The vault's job list is read once per run, for every archive at once: a restore of
@@ -30,21 +31,58 @@ impl GlacierArchiver {
         }
         let listed = self
             .best_jobs(|job| {
-                let whole = job
-                    .retrieval_byte_range()
-                    .is_none_or(|r| r.starts_with("0-"));
                 let retrieval = job.action() == Some(&ActionCode::ArchiveRetrieval);
+                let range = listed_range(job)?;
                 job.archive_id()
-                    .filter(|_| retrieval && whole)
-                    .map(str::to_owned)
+                    .filter(|_| retrieval)
+                    .map(|id| job_key(id, range.as_ref()))
             })
             .await?;
         let mut jobs = self.jobs.lock().expect("jobs lock");
-        for (archive, (job_id, _)) in &listed {
-            jobs.entry(archive.clone())
-                .or_insert_with(|| job_id.clone());
+        for (key, (job_id, _)) in &listed {
+            jobs.entry(key.clone()).or_insert_with(|| job_id.clone());
         }
-        Ok(listed.get(archive_id).cloned())
+        Ok(listed.get(&key).cloned())
+    }
+
+    /// The state of the retrieval of `range` of an archive (or all of it): the job an earlier
+    /// run started (`request`) if it has not failed, else the one `find_job` finds.
+    pub(crate) async fn job_state(
+        &self,
+        archive: &ArchiveRef,
+        range: Option<&ByteRange>,
+        request: Option<&str>,
+    ) -> Result<RestoreState> {
+        if let Some(job_id) = request {
+            // The job an earlier run started: if it has not failed, it is the one to use (and
+            // `get` will find it here without listing the vault's jobs).
+            if let Some(status) = self.job_status(job_id).await? {
+                if status != StatusCode::Failed {
+                    self.jobs
+                        .lock()
+                        .expect("jobs lock")
+                        .insert(job_key(&archive.archive_id, range), job_id.to_owned());
+                    return Ok(state_of(Some((job_id.to_owned(), status))));
+                }
+            }
+        }
+        Ok(state_of(self.find_job(&archive.archive_id, range).await?))
+    }
+
+    /// The succeeded job whose output holds `range` of `archive_id`: the whole archive's, or
+    /// one retrieved for exactly that range; with the offset of its output in the archive.
+    pub(crate) async fn job_holding(
+        &self,
+        archive_id: &str,
+        range: &ByteRange,
+    ) -> Result<Option<(String, u64)>> {
+        if let Some((id, StatusCode::Succeeded)) = self.find_job(archive_id, None).await? {
+            return Ok(Some((id, 0)));
+        }
+        match self.find_job(archive_id, Some(range)).await? {
+            Some((id, StatusCode::Succeeded)) => Ok(Some((id, range.start))),
+            _ => Ok(None),
+        }
     }
 
     /// The vault's most useful job for each key `key_of` gives (jobs it gives none are left
@@ -176,4 +214,25 @@ pub(crate) fn state_of(job: Option<(String, StatusCode)>) -> RestoreState {
         },
         None => RestoreState::NotRequested,
     }
+}
+
+/// How a retrieval job is known: by its archive, and its range when it is not the whole
+/// archive.
+pub(crate) fn job_key(archive_id: &str, range: Option<&ByteRange>) -> String {
+    match range {
+        None => archive_id.to_owned(),
+        Some(range) => format!("{archive_id} bytes={}-{}", range.start, range.end),
+    }
+}
+
+/// A listed retrieval job's range: `Some(None)` for the whole archive (Glacier lists a whole
+/// retrieval as `0-<size - 1>`), `None` for a range it cannot read.
+fn listed_range(job: &GlacierJobDescription) -> Option<Option<ByteRange>> {
+    let Some(text) = job.retrieval_byte_range() else {
+        return Some(None);
+    };
+    let (start, end) = text.split_once('-')?;
+    let range = start.parse::<u64>().ok()?..end.parse::<u64>().ok()?.checked_add(1)?;
+    let whole = range.start == 0 && job.archive_size_in_bytes() == i64::try_from(range.end).ok();
+    Some((!whole).then_some(range))
 }

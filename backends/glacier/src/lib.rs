@@ -18,7 +18,7 @@ mod upload;
 
 use errors::ERRORS;
 use glacier_backup_archiver::shown;
-use jobs::state_of;
+use jobs::{job_key, state_of};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -50,7 +50,7 @@ pub const MAX_PARTS: u64 = 10_000;
 pub struct GlacierArchiver {
     settings: GlacierSettings,
     client: tokio::sync::OnceCell<Client>,
-    /// Retrieval jobs this process started or found, by archive id.
+    /// Retrieval jobs this process started or found, by archive id and range (see `job_key`).
     jobs: Mutex<HashMap<String, String>>,
     /// Whether the vault's job list was read into `jobs` yet.
     jobs_listed: std::sync::atomic::AtomicBool,
@@ -131,6 +131,7 @@ impl Archiver for GlacierArchiver {
             resumable_uploads: true,
             listable: false,
             ranged_reads: true,
+            ranged_retrievals: true,
             stores_empty_archives: false,
             batched_durability: false,
         }
@@ -219,7 +220,8 @@ impl Archiver for GlacierArchiver {
         archive: &ArchiveRef,
         options: &RestoreOptions,
     ) -> Result<RestoreState> {
-        if let Some(job) = self.find_job(&archive.archive_id).await? {
+        let range = options.range.as_ref();
+        if let Some(job) = self.find_job(&archive.archive_id, range).await? {
             return Ok(state_of(Some(job)));
         }
         let tier = match options.tier {
@@ -231,6 +233,8 @@ impl Archiver for GlacierArchiver {
             .r#type("archive-retrieval")
             .archive_id(&archive.archive_id)
             .tier(tier)
+            // Glacier's range is inclusive.
+            .set_retrieval_byte_range(range.map(|r| format!("{}-{}", r.start, r.end - 1)))
             .build();
         let job_id = self
             .start_job(params, |e| {
@@ -240,7 +244,7 @@ impl Archiver for GlacierArchiver {
         self.jobs
             .lock()
             .expect("jobs lock")
-            .insert(archive.archive_id.clone(), job_id.clone());
+            .insert(job_key(&archive.archive_id, range), job_id.clone());
         Ok(RestoreState::InProgress {
             request_id: Some(job_id),
         })
@@ -251,33 +255,31 @@ impl Archiver for GlacierArchiver {
         archive: &ArchiveRef,
         request: Option<&str>,
     ) -> Result<RestoreState> {
-        if let Some(job_id) = request {
-            // The job an earlier run started: if it has not failed, it is the one to use (and
-            // `get` will find it here without listing the vault's jobs).
-            if let Some(status) = self.job_status(job_id).await? {
-                if status != StatusCode::Failed {
-                    self.jobs
-                        .lock()
-                        .expect("jobs lock")
-                        .insert(archive.archive_id.clone(), job_id.to_owned());
-                    return Ok(state_of(Some((job_id.to_owned(), status))));
-                }
-            }
+        self.job_state(archive, None, request).await
+    }
+
+    async fn range_state(
+        &self,
+        archive: &ArchiveRef,
+        range: &ByteRange,
+        request: Option<&str>,
+    ) -> Result<RestoreState> {
+        // A whole retrieval under way or done serves every range.
+        if let Some((id, status)) = self.find_job(&archive.archive_id, None).await? {
+            return Ok(state_of(Some((id, status))));
         }
-        Ok(state_of(self.find_job(&archive.archive_id).await?))
+        self.job_state(archive, Some(range), request).await
     }
 
     async fn get(&self, archive: &ArchiveRef, range: Option<ByteRange>) -> Result<ByteStream> {
-        let job_id = match self.find_job(&archive.archive_id).await? {
-            Some((id, StatusCode::Succeeded)) => id,
-            Some(_) | None => {
-                return Err(Error::NeedsRestore {
-                    backend: NAME,
-                    archive_id: archive.archive_id.clone(),
-                })
-            }
-        };
         let range = Error::check_range(NAME, &archive.archive_id, range, archive.size)?;
+        let Some((job_id, output_start)) = self.job_holding(&archive.archive_id, &range).await?
+        else {
+            return Err(Error::NeedsRestore {
+                backend: NAME,
+                archive_id: archive.archive_id.clone(),
+            });
+        };
         if range.is_empty() {
             return Ok(futures::stream::empty().boxed());
         }
@@ -289,7 +291,11 @@ impl Archiver for GlacierArchiver {
             .account_id(self.account())
             .vault_name(self.vault())
             .job_id(job_id)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .range(format!(
+                "bytes={}-{}",
+                range.start - output_start,
+                range.end - 1 - output_start
+            ))
             .send()
             .await
             .map_err(|e| ERRORS.map("downloading the archive", e))?;

@@ -311,6 +311,7 @@ impl Archiver for LocalArchiver {
             resumable_uploads: false,
             listable: true,
             ranged_reads: true,
+            ranged_retrievals: false,
             stores_empty_archives: true,
             batched_durability: true,
         }

@@ -226,6 +226,7 @@ impl Archiver for S3Archiver {
             resumable_uploads: true,
             listable: true,
             ranged_reads: true,
+            ranged_retrievals: false,
             stores_empty_archives: true,
             batched_durability: false,
         }

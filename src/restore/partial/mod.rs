@@ -16,7 +16,7 @@ use crate::ledger::{Ledger, UploadRecord};
 
 use super::{RestoreFailure, RestoreRequest};
 use fetch::fetch_spans;
-pub(super) use place::restore;
+pub(super) use place::{request, restore};
 use read::SelectedTar;
 
 /// Stored spans closer than this are fetched as one: a gap of at most a MiB costs less than

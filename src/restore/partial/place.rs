@@ -1,11 +1,12 @@
 //! One partial restore from start to end: the plan, the archive made readable, its spans
 //! fetched and checked, the selected entries extracted like a whole archive's.
 
-use glacier_backup_archiver::{Archiver, RestoreState};
+use glacier_backup_archiver::{Archiver, RestoreOptions, RestoreState};
 
 use super::{plan, SelectedTar, Subset};
 use crate::ledger::{Ledger, UploadRecord};
 use crate::restore::extract::{extract_tar, ExtractOptions};
+use crate::restore::retrieval::{ask, retrieval_key, wait_readable, Wait};
 use crate::restore::{Outcome, Placement, RestoreFailure, RestoreRequest};
 use crate::shown;
 
@@ -26,7 +27,8 @@ pub(crate) async fn restore(
     crate::restore::decode::check_identity(row, request)?;
     let plan = plan(ledger, row, subset)?;
     let entries = plan.entries;
-    if !crate::restore::retrieval::readable(archiver, ledger, &archive, request, known).await? {
+    let retrieved = retrievals(archiver, &plan, request);
+    if !readable(archiver, ledger, &archive, &plan, request, known).await? {
         return Ok(Outcome::Pending);
     }
     std::fs::create_dir_all(&dir).map_err(RestoreFailure::io("create", &dir))?;
@@ -50,7 +52,10 @@ pub(crate) async fn restore(
     };
     let _ = std::fs::remove_file(&sparse);
     let extracted = extracted?;
-    ledger.clear_retrieval(Some(&archive.archive_id))?;
+    for options in retrieved {
+        let key = retrieval_key(&archive, &options);
+        ledger.clear_retrieval(Some(&key))?;
+    }
     for name in &extracted.kept {
         tracing::warn!(
             "{}: kept, newer than the archived one (--force replaces it)",
@@ -63,6 +68,80 @@ pub(crate) async fn restore(
         kept: extracted.kept.len(),
         partial: Some(entries),
     })
+}
+
+/// Asks for the retrievals a partial restore of `row` needs, without waiting (see
+/// [`crate::restore::request_retrieval`]): each span's alone where the destination retrieves
+/// ranges, else the whole archive's. Fails, asking nothing, when the plan cannot be made.
+pub(crate) async fn request(
+    archiver: &dyn Archiver,
+    ledger: &mut Ledger,
+    row: &UploadRecord,
+    subset: &Subset,
+    request: &RestoreRequest,
+) -> Result<RestoreState, RestoreFailure> {
+    let archive = Placement::of(row, &request.destination)?.archive;
+    let plan = plan(ledger, row, subset)?;
+    if !archiver.capabilities().needs_restore {
+        return Ok(RestoreState::Ready);
+    }
+    let mut all_ready = true;
+    for options in retrievals(archiver, &plan, request) {
+        let state = ask(archiver, ledger, &archive, &options).await?;
+        all_ready &= state == RestoreState::Ready;
+    }
+    Ok(match all_ready {
+        true => RestoreState::Ready,
+        false => RestoreState::InProgress { request_id: None },
+    })
+}
+
+/// The retrievals a partial restore asks for: one per span where the destination retrieves
+/// ranges (billed by the range), else the whole archive's.
+fn retrievals(
+    archiver: &dyn Archiver,
+    plan: &super::PartialPlan,
+    request: &RestoreRequest,
+) -> Vec<RestoreOptions> {
+    let whole = vec![RestoreOptions {
+        range: None,
+        ..request.options.clone()
+    }];
+    if !archiver.capabilities().ranged_retrievals {
+        return whole;
+    }
+    plan.spans
+        .iter()
+        .map(|span| RestoreOptions {
+            range: Some(span.clone()),
+            ..request.options.clone()
+        })
+        .collect()
+}
+
+/// Whether every retrieval the plan needs is done, waiting for them under `--wait`; `known`
+/// is the state the request step found, which spares a check when it was ready already.
+async fn readable(
+    archiver: &dyn Archiver,
+    ledger: &mut Ledger,
+    archive: &glacier_backup_archiver::ArchiveRef,
+    plan: &super::PartialPlan,
+    request: &RestoreRequest,
+    known: Option<RestoreState>,
+) -> Result<bool, RestoreFailure> {
+    if !archiver.capabilities().needs_restore || known == Some(RestoreState::Ready) {
+        return Ok(true);
+    }
+    let mut all_ready = true;
+    for options in retrievals(archiver, plan, request) {
+        let wait = Wait {
+            options: &options,
+            deadline: request.deadline,
+            progress: crate::progress::or_none(&request.progress),
+        };
+        all_ready &= wait_readable(archiver, ledger, archive, &wait, None).await?;
+    }
+    Ok(all_ready)
 }
 
 async fn extract(

@@ -145,6 +145,9 @@ pub struct Stats {
     pub output_bytes: u64,
     /// Archive retrieval jobs started.
     pub retrievals_started: u64,
+    /// Each archive retrieval job's range as asked (start..end, end exclusive), `None` for the
+    /// whole archive, in order.
+    pub retrieval_ranges: Vec<Option<(u64, u64)>>,
     /// Each job output sent: the offset it starts at and its length, in order.
     pub outputs: Vec<(u64, u64)>,
     /// ListJobs requests answered.

@@ -104,6 +104,16 @@ pub(crate) fn describe(v: &Vault, id: &str, job: &Job) -> serde_json::Value {
         });
     }
     let archive = v.archives.get(&job.archive_id);
+    let size = archive.map_or(0, |a| a.size);
+    let (start, end) = job.range.unwrap_or((0, size));
+    // The range's own tree hash, only when it is tree-hash aligned (as Glacier gives it).
+    let range_hash = match (archive.and_then(|a| a.data.as_ref()), job.range) {
+        (_, None) => archive.map(|a| a.tree_hash.to_hex()),
+        (Some(data), Some(_)) if tree_hash_aligned(start, end - start, size) => Some(hex::encode(
+            treehash::of(&data[start as usize..end as usize]),
+        )),
+        _ => None,
+    };
     serde_json::json!({
         "JobId": id,
         "Action": "ArchiveRetrieval",
@@ -113,15 +123,28 @@ pub(crate) fn describe(v: &Vault, id: &str, job: &Job) -> serde_json::Value {
         "Tier": job.tier,
         "ArchiveSizeInBytes": archive.map(|a| a.size),
         "ArchiveSHA256TreeHash": archive.map(|a| a.tree_hash.to_hex()),
+        "RetrievalByteRange": format!("{start}-{}", end.saturating_sub(1)),
+        "SHA256TreeHash": range_hash,
         "CreationDate": "2026-01-01T00:00:00.000Z",
     })
 }
 
-/// `corrupt`: one byte of the output is flipped after its tree hash is taken.
-pub(crate) fn job_output(archive: &StoredArchive, range: Option<&str>, corrupt: bool) -> Reply {
+/// A retrieval job's output: the archive, or the `job_range` it retrieved, read whole or by
+/// the request's `range` (relative to the output). The output's tree hash comes for a
+/// tree-hash aligned read of a job whose own range is tree-hash aligned. `corrupt`: one byte
+/// of the output is flipped after its tree hash is taken.
+pub(crate) fn job_output(
+    archive: &StoredArchive,
+    job_range: Option<(u64, u64)>,
+    range: Option<&str>,
+    corrupt: bool,
+) -> Reply {
     let Some(data) = &archive.data else {
         return bad("this fake was told not to keep archive bytes");
     };
+    let (job_start, job_end) = job_range.unwrap_or((0, data.len() as u64));
+    let job_aligned = tree_hash_aligned(job_start, job_end - job_start, data.len() as u64);
+    let data = data.slice(job_start as usize..job_end as usize);
     let len = data.len() as u64;
     let (start, end) = match range
         .and_then(|r| r.strip_prefix("bytes="))
@@ -141,7 +164,7 @@ pub(crate) fn job_output(archive: &StoredArchive, range: Option<&str>, corrupt: 
     };
     let slice = data.slice(start as usize..(end + 1) as usize);
     let mut headers = vec![("content-type", "application/octet-stream".to_owned())];
-    let aligned = tree_hash_aligned(start, end + 1 - start, len);
+    let aligned = job_aligned && tree_hash_aligned(start, end + 1 - start, len);
     if aligned {
         headers.push(("x-amz-sha256-tree-hash", hex::encode(treehash::of(&slice))));
     }

@@ -267,6 +267,7 @@ pub(super) fn start_job(s: &mut State, r: &Received<'_>, vault: &str) -> Reply {
                 inventory: Some(inventory(vault, v, &taken)),
                 tier: "Standard".into(),
                 ready_at: Instant::now() + r.job_delay,
+                range: None,
             },
         );
         respond(StatusCode::ACCEPTED, &[("x-amz-job-id", id)], Bytes::new())
@@ -275,8 +276,18 @@ pub(super) fn start_job(s: &mut State, r: &Received<'_>, vault: &str) -> Reply {
     } else if !v.archives.contains_key(&archive_id) {
         missing(&format!("archive {archive_id}"))
     } else {
+        let size = v.archives[&archive_id].size;
+        let range = match request["RetrievalByteRange"]
+            .as_str()
+            .map(|r| retrieval_range(r, size))
+        {
+            None => None,
+            Some(Ok(range)) => Some(range),
+            Some(Err(message)) => return bad(message),
+        };
         let tier = request["Tier"].as_str().unwrap_or("Standard").to_owned();
         s.stats.retrievals_started += 1;
+        s.stats.retrieval_ranges.push(range);
         let v = s.vaults.get_mut(vault).expect("looked up above");
         v.jobs.insert(
             id.clone(),
@@ -285,6 +296,7 @@ pub(super) fn start_job(s: &mut State, r: &Received<'_>, vault: &str) -> Reply {
                 inventory: None,
                 tier,
                 ready_at: Instant::now() + r.job_delay,
+                range,
             },
         );
         respond(
@@ -296,6 +308,25 @@ pub(super) fn start_job(s: &mut State, r: &Received<'_>, vault: &str) -> Reply {
             Bytes::new(),
         )
     }
+}
+
+/// A `RetrievalByteRange` (`START-END`, inclusive) as Glacier takes it: START a multiple of
+/// 1 MiB, END + 1 a multiple of 1 MiB or the archive's size. Returned as start..end.
+fn retrieval_range(text: &str, size: u64) -> Result<(u64, u64), &'static str> {
+    const MIB: u64 = 1 << 20;
+    let refused =
+        "RetrievalByteRange must be megabyte aligned: START a multiple of 1 MiB, END + 1 \
+                   a multiple of 1 MiB or the archive size";
+    let (start, end) = text.split_once('-').ok_or(refused)?;
+    let (start, end) = (
+        start.parse::<u64>().map_err(|_| refused)?,
+        end.parse::<u64>().map_err(|_| refused)? + 1,
+    );
+    let aligned = start.is_multiple_of(MIB) && (end.is_multiple_of(MIB) || end == size);
+    if start >= end || end > size || !aligned {
+        return Err(refused);
+    }
+    Ok((start, end))
 }
 
 pub(super) fn list_jobs(s: &mut State, _: &Received<'_>, vault: &str) -> Reply {
@@ -334,19 +365,22 @@ pub(super) fn job_output_of(s: &mut State, r: &Received<'_>, vault: &str, job: &
                 j.ready_at,
                 j.inventory.clone(),
                 v.archives.get(&j.archive_id).cloned(),
+                j.range,
             )
         })
     });
     match found {
         None => missing(&format!("job {job}")),
-        Some((ready_at, _, _)) if ready_at > Instant::now() => bad("the job is not finished yet"),
-        Some((_, Some(inventory), _)) => respond(
+        Some((ready_at, _, _, _)) if ready_at > Instant::now() => {
+            bad("the job is not finished yet")
+        }
+        Some((_, Some(inventory), _, _)) => respond(
             StatusCode::OK,
             &[("content-type", "application/json".to_owned())],
             inventory,
         ),
-        Some((_, None, None)) => missing("archive"),
-        Some((_, None, Some(archive))) => {
+        Some((_, None, None, _)) => missing("archive"),
+        Some((_, None, Some(archive), range)) => {
             let start = r
                 .range
                 .and_then(|r| r.strip_prefix("bytes="))
@@ -357,7 +391,7 @@ pub(super) fn job_output_of(s: &mut State, r: &Received<'_>, vault: &str, job: &
             if corrupt {
                 s.behaviour.corrupt_output_at = None;
             }
-            let reply = job_output(&archive, r.range, corrupt);
+            let reply = job_output(&archive, range, r.range, corrupt);
             if let Ok(response) = &reply {
                 if response.status().is_success() {
                     let len = hyper::body::Body::size_hint(response.body())

@@ -19,6 +19,9 @@ pub(crate) struct Job {
     pub(crate) inventory: Option<Bytes>,
     pub(crate) tier: String,
     pub(crate) ready_at: Instant,
+    /// The bytes an archive retrieval was asked for (`RetrievalByteRange`), start..end; `None`
+    /// for the whole archive.
+    pub(crate) range: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]

@@ -424,6 +424,94 @@ fn job_output_carries_a_tree_hash_only_for_tree_hash_aligned_ranges() {
     }
 }
 
+/// `RetrievalByteRange` is taken as Glacier takes it: START on a MiB, END + 1 on a MiB or the
+/// archive's end; the job retrieves only that range, and its output (and description) carry
+/// the range's tree hash only when the range is tree-hash aligned.
+#[test]
+fn ranged_retrievals_must_be_mib_aligned_and_hash_only_when_tree_hash_aligned() {
+    let fake = fake();
+    let data: Vec<u8> = (0..4 * MIB + 100).map(|i| (i % 241) as u8).collect();
+    let archive = fake.plant("v", "ranged", &data);
+    let start_job = |range: &str| {
+        send(
+            &fake,
+            "POST",
+            "/-/vaults/v/jobs",
+            &[],
+            format!(
+                "{{\"Type\": \"archive-retrieval\", \"ArchiveId\": \"{archive}\", \
+                 \"RetrievalByteRange\": \"{range}\"}}"
+            )
+            .as_bytes(),
+        )
+    };
+    let m = MIB;
+    for refused in [
+        format!("10-{}", m - 1),
+        format!("0-{}", m),
+        format!("{}-{}", m, m - 1),
+        format!("0-{}", data.len()),
+        "a-b".to_owned(),
+    ] {
+        let reply = start_job(&refused);
+        assert_eq!(reply.status, 400, "{refused}: {}", reply.body);
+        assert!(reply.body.contains("megabyte aligned"), "{}", reply.body);
+    }
+    assert_eq!(fake.stats().retrievals_started, 0);
+    for (range, slice, hashed) in [
+        (format!("{}-{}", 2 * m, 4 * m - 1), 2 * m..4 * m, true),
+        (format!("{}-{}", m, 3 * m - 1), m..3 * m, false),
+        (
+            format!("{}-{}", 4 * m, data.len() - 1),
+            4 * m..data.len(),
+            true,
+        ),
+    ] {
+        let job = start_job(&range);
+        assert_eq!(job.status, 202, "{range}: {}", job.body);
+        let job_id = job
+            .headers
+            .lines()
+            .find_map(|l| l.strip_prefix("x-amz-job-id:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let output = send(
+            &fake,
+            "GET",
+            &format!("/-/vaults/v/jobs/{job_id}/output"),
+            &[],
+            b"",
+        );
+        assert_eq!(output.status, 200);
+        let length = format!("content-length: {}", slice.len());
+        assert!(
+            output.headers.contains(&length),
+            "{range}: {}",
+            output.headers
+        );
+        let tree_hash = format!("x-amz-sha256-tree-hash: {}", tree_hex(&data[slice]));
+        assert_eq!(output.headers.contains(&tree_hash), hashed, "{range}");
+        let described = send(
+            &fake,
+            "GET",
+            &format!("/-/vaults/v/jobs/{job_id}"),
+            &[],
+            b"",
+        );
+        assert!(
+            described
+                .body
+                .contains(&format!("\"RetrievalByteRange\":\"{range}\"")),
+            "{}",
+            described.body
+        );
+    }
+    let asked: Vec<_> = fake.stats().retrieval_ranges;
+    assert_eq!(asked.len(), 3);
+    assert_eq!(asked[0], Some((2 * m as u64, 4 * m as u64)));
+}
+
 /// An independent whole-archive tree hash for the test above (more than two chunks).
 struct TreeHashForTest;
 
