@@ -56,7 +56,8 @@ pub async fn move_one(
             return Ok(MoveOutcome::Pending);
         }
         let stored = copy(source, destination, source_ledger, &archive, row, request).await?;
-        record_copy(destination_ledger, destination, row, &stored)?;
+        let catalog = source_ledger.cataloged(&archive.archive_id)?;
+        record_copy(destination_ledger, destination, row, &stored, catalog.as_ref())?;
         let moved = Moved {
             archive_id: archive.archive_id.clone(),
             destination: destination.target(),
@@ -75,19 +76,21 @@ pub async fn move_one(
     result.unwrap_or_else(MoveOutcome::Failed)
 }
 
-/// The destination's row: the source's, but for where the archive now is. Written once: a run
+/// The destination's row: the source's, but for where the archive now is, with the source's
+/// catalog (the stored bytes are the same, so its offsets and leaves hold). Written once: a run
 /// stopped between this and marking the source's row finds it here and does not add another.
 fn record_copy(
     ledger: &mut Ledger,
     destination: &dyn Archiver,
     row: &UploadRecord,
     stored: &ArchiveRef,
+    catalog: Option<&crate::catalog::Cataloged>,
 ) -> Result<(), LedgerError> {
     let known = ledger.uploads_of(&row.path)?;
     if known.iter().any(|r| r.archive_id == stored.archive_id) {
         return Ok(());
     }
-    ledger.record_upload(&UploadRecord {
+    let copy = UploadRecord {
         archive_id: stored.archive_id.clone(),
         description: stored.description.clone(),
         backend: destination.name().to_owned(),
@@ -95,7 +98,8 @@ fn record_copy(
         size: Some(stored.size),
         tree_hash: Some(stored.tree_hash),
         ..row.clone()
-    })
+    };
+    ledger.record_cataloged(&[(&copy, catalog)])
 }
 
 /// Deletes the source's archive once the destination's copy is checked: its size by the

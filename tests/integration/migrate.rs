@@ -221,6 +221,37 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
     assert_exit(&restore_at, 0);
     assert_eq!(fs::read(earlier.join("log.txt")).unwrap(), b"first version");
 
+    // The catalogs moved with the rows: `ls` reads the album from the bucket's ledger, and
+    // one file comes back from S3 by ranged reads, not the whole archive.
+    let listed = s
+        .with_config(&bucket, &["ls"])
+        .arg(data.join("album"))
+        .output()
+        .unwrap();
+    assert_exit(&listed, 0);
+    assert!(text(&listed).contains("small.txt"), "{}", text(&listed));
+    let one = s.path("one");
+    let small = data.join("album/small.txt");
+    let plan = s
+        .with_config(&bucket, &["-d", "--json", "restore", "--to"])
+        .arg(&one)
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert_exit(&plan, 0);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let partial = &plan["archives"][0]["partial"];
+    assert!(partial["fetch_bytes"].as_u64().unwrap() < 9 * MIB as u64, "{partial}");
+    let partial_restore = s
+        .with_config(&bucket, &["restore", "--to"])
+        .arg(&one)
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert_exit(&partial_restore, 0);
+    assert_eq!(fs::read(one.join("album/small.txt")).unwrap(), b"small");
+    assert!(!one.join("album/raw").exists());
+
     // Nothing moves twice.
     let rerun = s.migrate(&vault, &bucket, &[]);
     assert_exit(&rerun, 0);
