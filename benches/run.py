@@ -2,7 +2,8 @@
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
     python3 benches/run.py [treehash|backup|many|config|list|glacier|glacier-cpu|s3|
-                            small-glacier|small-local|layers|migrate] ...   (default: all)
+                            small-glacier|small-local|layers|partial|catalog|migrate] ...
+                                                                     (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
 backup    1 GiB directory of mixed file sizes to the local backend vs
@@ -26,6 +27,13 @@ layers    1 GiB tree, half random bytes and half text, to the local backend: zst
           vs `tar cf - | zstd -3 -T0 | age -r R | tee OUT | openssl dgst -sha256; sync OUT`
           (time and stored size), age alone vs the same without zstd, and restoring the
           zstd + age archive vs `age -d -i KEY OUT | zstd -d | tar x`; peak RSS throughout.
+
+partial   one 1 MiB file out of the 1 GiB `backup` tree's directory archive in the fake vault:
+          bytes retrieved (ranged jobs) and time, vs restoring the whole directory (targets:
+          <= 3 MiB retrieved, <= 5% of the whole restore's time).
+catalog   `ls` of a 1,000,000-entry directory archive and `find` over 100 uploads of a
+          10,000-entry directory, from the ledger alone: time and peak RSS (targets < 1 s,
+          < 64 MiB), and what the catalogs add to the ledger (target <= 50 MiB per 1M entries).
 
 migrate   a 1 GiB vault archive (the fake Glacier) moved to moto's S3 with `migrate`, vs the two
           separate steps it replaces: fetching it with GetJobOutput (`restore` to a file), then
@@ -389,9 +397,11 @@ def fake_glacier_config(name, concurrency, part_mib, latency_ms=0, extra="", kee
 
 
 def stop_fake(fake):
+    """Stops the fake; returns its closing statistics (`key=value` pairs)."""
     fake.stdin.close()
-    fake.stdout.read()
+    stats = fake.stdout.read()
     fake.wait()
+    return dict(kv.split("=", 1) for kv in stats.split() if "=" in kv)
 
 
 def small_files(name, count, size):
@@ -726,6 +736,96 @@ def bench_migrate():
           + ", ".join(f"{m[0]:.1f}/{t[0]:.1f}s" for m, t in runs))
 
 
+def bench_partial():
+    """One 1 MiB file out of a 1 GiB directory archive in the fake vault, vs the whole."""
+    tree = WORK / "mixed"
+    make_mixed_tree(tree)
+    wanted = tree / "d2" / "s9" / "file00100.bin"
+    assert wanted.stat().st_size == MIB
+    env = dict(os.environ, **AWS_TEST_ENV)
+    out = WORK / "partial-restored"
+
+    def run(paths):
+        fake, config = fake_glacier_config("partial-vault", 4, 8, keep_data=True)
+        try:
+            with open(config, "a") as f:
+                f.write(f'["{tree}"]\nupload_single_dir = true\n')
+            timed([str(BIN), "-c", str(config), "--quiet"], env=env)
+            shutil.rmtree(out, ignore_errors=True)
+            result = timed([str(BIN), "-c", str(config), "--quiet", "restore", "--wait", "--to",
+                            str(out)] + [str(p) for p in paths], env=env)
+        finally:
+            stats = stop_fake(fake)
+        return result + (stats,)
+
+    part, _ = best(3, lambda: run([wanted]))
+    whole, _ = best(3, lambda: run([tree]))
+    restored = out / "mixed" / wanted.relative_to(tree)
+    retrieved = int(part[4]["ranged_retrieval_bytes"]) + int(part[4]["whole_retrievals"]) * 1024 * MIB
+    print(f"partial: 1 MiB file of a 1 GiB directory archive in the fake vault  retrieved "
+          f"{retrieved / MIB:.1f} MiB in ranged jobs (target <= 3), job output read "
+          f"{int(part[4]['output_bytes']) / MIB:.1f} MiB, {part[0]:.2f}s  whole directory "
+          f"{int(whole[4]['output_bytes']) / MIB:.0f} MiB read, {whole[0]:.2f}s  time ratio "
+          f"{part[0] / whole[0]:.3f} (target <= 0.05)  peak RSS {part[1]:.1f} MiB")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def bench_catalog():
+    """`ls` of a 1M-entry archive and `find` over 100 uploads of 10k entries, ledger alone."""
+    million = WORK / "million"
+    if not (million / ".complete").exists():
+        shutil.rmtree(million, ignore_errors=True)
+        for d in range(1000):
+            sub = million / f"dir{d:03}"
+            sub.mkdir(parents=True)
+            for i in range(999):
+                (sub / f"photo{i:04}.jpg").touch()
+        (million / ".complete").write_text("")
+    archives = WORK / "catalog-archives"
+
+    def config(name, path, settings):
+        shutil.rmtree(archives / name, ignore_errors=True)
+        ledger = WORK / f"{name}.sqlite3"
+        ledger.unlink(missing_ok=True)
+        path_config = WORK / f"{name}.toml"
+        path_config.write_text(
+            f'[main]\nbackend = "local"\nlogfile = ""\nledger = "{ledger}"\n'
+            f'[local]\ndirectory = "{archives / name}"\ncreate_directory = true\n'
+            f'["{path}"]\n{settings}\n')
+        return path_config, ledger
+
+    big, big_ledger = config("catalog-million", million, "upload_single_dir = true")
+    timed([str(BIN), "-c", str(big), "--quiet"])
+    catalog_bytes = sqlite3.connect(big_ledger).execute(
+        "SELECT sum(length(entries)) + sum(length(layout)) FROM catalogs").fetchone()[0]
+    ls, _ = best(3, lambda: timed([str(BIN), "-c", str(big), "ls", str(million / "dir500")]))
+    ls_json, _ = best(3, lambda: timed([str(BIN), "-c", str(big), "ls", "--json", str(million)]))
+
+    ten_k = WORK / "ten-k"
+    if not (ten_k / ".complete").exists():
+        shutil.rmtree(ten_k, ignore_errors=True)
+        for d in range(10):
+            (ten_k / f"d{d}").mkdir(parents=True)
+            for i in range(999):
+                (ten_k / f"d{d}" / f"file{i:04}.dat").touch()
+        (ten_k / ".complete").write_text("")
+    versions, versions_ledger = config("catalog-versions", ten_k,
+                                       "upload_single_dir = true\nupload_if_changed = true")
+    for n in range(100):
+        (ten_k / "d0" / "changing.txt").write_text(str(n))
+        os.utime(ten_k / "d0", (n, n))
+        timed([str(BIN), "-c", str(versions), "--quiet"])
+    uploads = sqlite3.connect(versions_ledger).execute("SELECT count(*) FROM catalogs").fetchone()[0]
+    find, _ = best(3, lambda: timed([str(BIN), "-c", str(versions), "find", "--all-versions",
+                                     "file0500.dat"]))
+    matches = find[2].count("file0500.dat")
+    print(f"catalog: ls of one directory of a 1,000,000-entry archive {ls[0]:.2f}s, "
+          f"{ls[1]:.1f} MiB; ls --json of all of it {ls_json[0]:.2f}s, {ls_json[1]:.1f} MiB  "
+          f"find over {uploads} uploads of 10,000 entries ({matches} matches) {find[0]:.2f}s, "
+          f"{find[1]:.1f} MiB (targets < 1 s, < 64 MiB)  catalogs add "
+          f"{catalog_bytes / MIB:.1f} MiB per 1,000,000 entries (target <= 50)")
+
+
 def process_cpu(pid):
     """User + system CPU seconds a running process has used so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -739,7 +839,8 @@ def main():
                "config": bench_config, "list": bench_list,
                "glacier": bench_glacier, "glacier-cpu": bench_glacier_cpu, "s3": bench_s3,
                "small-glacier": bench_small_glacier, "small-local": bench_small_local,
-               "layers": bench_layers, "migrate": bench_migrate}
+               "layers": bench_layers, "migrate": bench_migrate, "partial": bench_partial,
+               "catalog": bench_catalog}
     for name in sys.argv[1:] or list(benches):
         benches[name]()
 

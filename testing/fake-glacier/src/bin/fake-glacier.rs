@@ -1,7 +1,8 @@
 //! Runs the fake Glacier service for benchmarks and drills:
 //! `fake-glacier VAULT [--keep-data] [--unsigned] [--latency-ms N]`. Prints the endpoint on the
 //! first line; on end of standard input, prints the time its handlers spent
-//! (`busy_seconds=...`) and exits. `--latency-ms` delays every answer (a home uplink's round
+//! (`busy_seconds=...`), the job output bytes sent and the retrievals asked (bytes of ranged
+//! ones, count of whole ones), and exits. `--latency-ms` delays every answer (a home uplink's round
 //! trip to AWS).
 //! Requests must be signed with the test credentials (`testing`/`testing`) unless `--unsigned`
 //! (for scripts that inspect the fake with plain HTTP).
@@ -34,10 +35,19 @@ fn main() {
     println!("{}", fake.endpoint);
     for _ in std::io::stdin().lock().lines() {}
     let stats = fake.stats();
+    let ranged: u64 = stats
+        .retrieval_ranges
+        .iter()
+        .flatten()
+        .map(|(start, end)| end - start)
+        .sum();
+    let whole = stats.retrieval_ranges.iter().filter(|r| r.is_none()).count();
     println!(
-        "busy_seconds={:.3} requests={} parts={}",
+        "busy_seconds={:.3} requests={} parts={} output_bytes={} ranged_retrieval_bytes={ranged} \
+         whole_retrievals={whole}",
         stats.busy.as_secs_f64(),
         stats.requests,
-        stats.parts_stored.len()
+        stats.parts_stored.len(),
+        stats.output_bytes,
     );
 }
