@@ -400,6 +400,7 @@ mod tests {
             ],
             taken_at: Some(datetime!(2026-02-01 0:00 UTC)),
             incomplete: Vec::new(),
+            indexes: Vec::new(),
         };
         let report = reconcile(&rows, &listing);
         // Read from the ledger a page at a time, the same report.

@@ -66,6 +66,7 @@ pub(super) async fn put_candidate(
         size_hint,
         started_at,
         encoding: encoding.clone(),
+        index_of: None,
     };
     let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
     let layered = layers.is_some();

@@ -122,6 +122,7 @@ impl Ledger {
                 archives,
                 taken_at: parse_time(taken_at),
                 incomplete: Vec::new(),
+                indexes: Vec::new(),
             }))
         };
         read().map_err(sqlite_error(&self.path, "cannot read the inventory"))

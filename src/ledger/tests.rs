@@ -193,6 +193,7 @@ fn retrievals_and_the_last_inventory_are_kept_until_replaced() {
         archives: vec![ListedArchive::new("archive-1", 10)],
         taken_at: Some(time::macros::datetime!(2026-11-25 06:00 UTC)),
         incomplete: Vec::new(),
+        indexes: Vec::new(),
     };
     ledger.record_inventory(&listing).unwrap();
     drop(ledger);

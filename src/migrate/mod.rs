@@ -178,6 +178,7 @@ pub fn meta_of(row: &UploadRecord, size: u64) -> ArchiveMeta {
             .or(row.uploaded_at)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         encoding: row.encoding.clone(),
+        index_of: None,
     }
 }
 

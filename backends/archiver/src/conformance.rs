@@ -27,7 +27,43 @@ pub async fn run_all(archiver: &dyn Archiver) {
     corrupt_part_is_rejected(archiver).await;
     unknown_archive_is_not_found(archiver).await;
     inventory_tells_where_archives_came_from(archiver).await;
+    an_index_is_stored_beside_its_archive(archiver).await;
     interrupted_upload_resumes(archiver).await;
+}
+
+/// An index (`ArchiveMeta::index_of`) is stored beside its archive, reads back, and is listed
+/// among the indexes naming its archive, never among the archives.
+pub async fn an_index_is_stored_beside_its_archive(archiver: &dyn Archiver) {
+    let archive = put_bytes(archiver, "indexed", sample(2000, 3)).await;
+    let mut index_meta = meta("indexed", 100);
+    index_meta.index_of = Some(archive.archive_id.clone());
+    let index_bytes = sample(100, 4);
+    let index = archiver
+        .put(
+            &index_meta,
+            &PutOptions::default(),
+            parts_from_bytes(index_bytes.clone(), archiver.part_size(100)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: put an index: {e}", archiver.name()));
+    synced(archiver, &index).await;
+    assert_ne!(index.archive_id, archive.archive_id);
+    assert_eq!(read_back(archiver, &index).await, index_bytes);
+    if !archiver.capabilities().listable {
+        return;
+    }
+    let listing = archiver.list().await.expect("list");
+    assert!(
+        listing.archives.iter().all(|a| a.archive_id != index.archive_id),
+        "{}: an index listed as an archive",
+        archiver.name()
+    );
+    let listed = listing
+        .indexes
+        .iter()
+        .find(|i| i.archive_id == index.archive_id)
+        .unwrap_or_else(|| panic!("{}: the index is not listed", archiver.name()));
+    assert_eq!(listed.index_of.as_deref(), Some(archive.archive_id.as_str()));
 }
 
 /// Deterministic test bytes that differ at every offset.
@@ -48,6 +84,7 @@ pub fn meta(name: &str, size_hint: u64) -> ArchiveMeta {
         size_hint,
         started_at: OffsetDateTime::now_utc(),
         encoding: Default::default(),
+        index_of: None,
     }
 }
 

@@ -18,6 +18,20 @@ const KEY_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b',')
     .remove(b'@');
 
+/// What an index's key adds to its archive's key: no archive key ends so (they end in a
+/// timestamp and the encoding's suffixes).
+pub const INDEX_SUFFIX: &str = ".gbindex";
+
+/// The key of the index beside the archive keyed `archive_key`.
+pub fn index_key(archive_key: &str) -> String {
+    format!("{archive_key}{INDEX_SUFFIX}")
+}
+
+/// The archive whose index is keyed `key`, if it is an index's key.
+pub fn indexed_by(key: &str) -> Option<&str> {
+    key.strip_suffix(INDEX_SUFFIX).filter(|parent| !parent.is_empty())
+}
+
 /// Percent-encodes one path component.
 pub fn encode_component(raw: &[u8]) -> String {
     let encoded = percent_encode(raw, KEY_ESCAPES).to_string();

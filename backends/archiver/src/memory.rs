@@ -81,11 +81,14 @@ impl Archiver for MemoryArchiver {
             data.extend_from_slice(&part.data);
         }
         let tree_hash = checker.tree_hash();
-        let base = archive_key(
-            &meta.source_path,
-            meta.started_at,
-            meta.kind == crate::SourceKind::Directory,
-        );
+        let base = match &meta.index_of {
+            Some(archive) => crate::keys::index_key(archive),
+            None => archive_key(
+                &meta.source_path,
+                meta.started_at,
+                meta.kind == crate::SourceKind::Directory,
+            ),
+        };
         let mut archives = self.archives.lock().expect("memory archiver lock poisoned");
         let mut id = base.clone();
         let mut n = 1;
@@ -127,12 +130,15 @@ impl Archiver for MemoryArchiver {
                 .map(|(id, (data, hash))| ListedArchive {
                     tree_hash: Some(*hash),
                     origin: crate::origin::from_key(id),
+                    index_of: crate::keys::indexed_by(id).map(str::to_owned),
                     ..ListedArchive::new(id.clone(), data.len() as u64)
                 })
                 .collect(),
             taken_at: None,
             incomplete: Vec::new(),
-        })
+            indexes: Vec::new(),
+        }
+        .split_indexes())
     }
 }
 

@@ -60,6 +60,22 @@ fn escape(bytes: &[u8]) -> String {
     percent_encoding::percent_encode(bytes, FIELD).to_string()
 }
 
+/// How an index's description (a Glacier vault, where it is an archive of its own) starts;
+/// the archive it describes follows.
+const INDEX_MARKER: &str = "gb1-index:";
+
+/// The description of the index of archive `archive_id` (printable ASCII: ids are).
+pub fn index_description(archive_id: &str) -> String {
+    printable(&format!("{INDEX_MARKER}{archive_id}"))
+}
+
+/// The archive whose index `description` describes, if it is an index's.
+pub fn indexed_by_description(description: &str) -> Option<&str> {
+    description
+        .strip_prefix(INDEX_MARKER)
+        .filter(|id| !id.is_empty())
+}
+
 /// The Python tool's description: just the archive name, made valid.
 pub fn plain(meta: &ArchiveMeta) -> String {
     let name = printable(&meta.name);
@@ -265,6 +281,7 @@ mod tests {
             size_hint: 0,
             started_at: time::macros::datetime!(2026-11-26 02:19:07 UTC),
             encoding: Encoding::plain(),
+            index_of: None,
         }
     }
 

@@ -58,6 +58,9 @@ pub struct ArchiveMeta {
     pub started_at: OffsetDateTime,
     /// Layers on the stored bytes (compression, encryption), kept in the name and metadata.
     pub encoding: crate::Encoding,
+    /// When this is the index of another archive (that archive's id): the backend stores it
+    /// beside that one, readable at once, and lists it among [`Listing::indexes`].
+    pub index_of: Option<String>,
 }
 
 /// Progress of a resumable upload, reported while `put` runs (see
@@ -279,6 +282,8 @@ pub struct ListedArchive {
     /// Where it came from, when this tool wrote it and the backend kept that (filled by
     /// [`Archiver::inventory`](crate::Archiver::inventory); `list` may leave it out).
     pub origin: Option<Origin>,
+    /// For an index, the archive it describes.
+    pub index_of: Option<String>,
 }
 
 impl ListedArchive {
@@ -291,6 +296,7 @@ impl ListedArchive {
             created_at: None,
             description: None,
             origin: None,
+            index_of: None,
         }
     }
 }
@@ -306,6 +312,22 @@ pub struct Listing {
     /// Leftovers of uploads that never finished (a local destination's partial files), by
     /// name and size: not archives, reported so the user knows where space went.
     pub incomplete: Vec<ListedArchive>,
+    /// The indexes beside archives (each names its archive in `index_of`): not archives of
+    /// their own, so never among `archives`.
+    pub indexes: Vec<ListedArchive>,
+}
+
+impl Listing {
+    /// Moves the indexes among `archives` (those with `index_of`) to `indexes`.
+    pub fn split_indexes(mut self) -> Self {
+        let (indexes, archives) = self
+            .archives
+            .into_iter()
+            .partition(|archive| archive.index_of.is_some());
+        self.archives = archives;
+        self.indexes.extend::<Vec<_>>(indexes);
+        self
+    }
 }
 
 /// The answer to [`Archiver::inventory`](crate::Archiver::inventory).

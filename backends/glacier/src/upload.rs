@@ -12,6 +12,9 @@ const ABANDONED_AFTER: time::Duration = time::Duration::hours(24);
 
 impl GlacierArchiver {
     pub(crate) fn description(&self, meta: &ArchiveMeta) -> String {
+        if let Some(archive) = &meta.index_of {
+            return origin::index_description(archive);
+        }
         if self.settings.plain_description {
             return origin::plain(meta);
         }

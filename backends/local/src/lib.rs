@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use glacier_backup_archiver::keys::key_for;
+use glacier_backup_archiver::keys::{index_key, indexed_by, key_for};
 use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::shown;
@@ -422,7 +422,10 @@ impl Archiver for LocalArchiver {
             .await?;
         }
         let (temp, checker) = state;
-        let key = key_for(meta);
+        let key = match &meta.index_of {
+            Some(archive) => index_key(archive),
+            None => key_for(meta),
+        };
         let this = self.clone();
         // Named by `sync`, once its bytes are durable.
         let archive_id = blocking(move || this.reserve_name(&key, temp)).await?;
@@ -560,6 +563,7 @@ impl Archiver for LocalArchiver {
                         archives.push(ListedArchive {
                             origin: glacier_backup_archiver::origin::from_key(&id),
                             created_at: meta.modified().ok().map(Into::into),
+                            index_of: indexed_by(&id).map(str::to_owned),
                             ..ListedArchive::new(id, meta.len())
                         });
                     }
@@ -570,7 +574,9 @@ impl Archiver for LocalArchiver {
                 archives,
                 taken_at: Some(taken_at.into()),
                 incomplete: Vec::new(),
-            })
+                indexes: Vec::new(),
+            }
+            .split_indexes())
         })
         .await
     }

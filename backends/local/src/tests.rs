@@ -44,6 +44,7 @@ fn meta(path: &str) -> ArchiveMeta {
         size_hint: 4,
         started_at: time::OffsetDateTime::now_utc(),
         encoding: Default::default(),
+        index_of: None,
     }
 }
 

@@ -29,7 +29,7 @@ use aws_sdk_s3::Client;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures::StreamExt;
-use glacier_backup_archiver::keys::key_for;
+use glacier_backup_archiver::keys::{index_key, indexed_by, key_for};
 use glacier_backup_archiver::multipart;
 use glacier_backup_archiver::origin::Origin;
 use glacier_backup_archiver::parts::verified_download;
@@ -143,6 +143,16 @@ impl S3Archiver {
 
     fn bucket(&self) -> &str {
         &self.settings.bucket
+    }
+
+    /// The class an object is stored in: the configured one, but STANDARD for an index, which
+    /// must be readable at once (it is small: a cold class would save cents and cost a
+    /// retrieval before every browse of a lost ledger).
+    fn class_for(&self, meta: &ArchiveMeta) -> StorageClass {
+        match meta.index_of {
+            Some(_) => StorageClass::Standard,
+            None => StorageClass::from(self.settings.storage_class.as_str()),
+        }
     }
 
     fn metadata(meta: &ArchiveMeta) -> HashMap<String, String> {
@@ -451,6 +461,7 @@ impl Archiver for S3Archiver {
                         created_at: object
                             .last_modified()
                             .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
+                        index_of: indexed_by(key).map(str::to_owned),
                         ..ListedArchive::new(key, object.size().unwrap_or(0).max(0) as u64)
                     });
                 }
@@ -465,7 +476,9 @@ impl Archiver for S3Archiver {
             archives,
             taken_at: Some(taken_at),
             incomplete: Vec::new(),
-        })
+            indexes: Vec::new(),
+        }
+        .split_indexes())
     }
 
     /// The listing, with each object's origin from its metadata and its tree hash from its
@@ -484,6 +497,7 @@ impl Archiver for S3Archiver {
             archives,
             taken_at: listing.taken_at,
             incomplete: Vec::new(),
+            indexes: listing.indexes,
         }))
     }
 }

@@ -36,7 +36,11 @@ impl S3Archiver {
         meta: &ArchiveMeta,
         same: Option<(u64, TreeHash)>,
     ) -> Result<KeyChoice> {
-        let base = format!("{}{}", self.settings.prefix, key_for(meta));
+        let base = match &meta.index_of {
+            // Beside its archive, whose id is its whole key.
+            Some(archive) => index_key(archive),
+            None => format!("{}{}", self.settings.prefix, key_for(meta)),
+        };
         let client = self.client().await?;
         let mut key = base.clone();
         for n in 1..1000 {
@@ -100,7 +104,7 @@ impl S3Archiver {
             .put_object()
             .bucket(self.bucket())
             .key(&key)
-            .storage_class(StorageClass::from(self.settings.storage_class.as_str()))
+            .storage_class(self.class_for(meta))
             .set_metadata(Some(metadata))
             .tagging(format!("{TREE_HASH_TAG}={}", part.tree_hash.to_hex()))
             .set_server_side_encryption(sse)
@@ -185,7 +189,7 @@ impl S3Archiver {
             .create_multipart_upload()
             .bucket(self.bucket())
             .key(&key)
-            .storage_class(StorageClass::from(self.settings.storage_class.as_str()))
+            .storage_class(self.class_for(meta))
             .set_metadata(Some(Self::metadata(meta)))
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key)
@@ -585,6 +589,7 @@ mod tests {
                 encrypted: true,
                 recipients: vec![recipient.clone(); 3],
             },
+            index_of: None,
         };
         let few = S3Archiver::metadata(&meta);
         assert!(few.contains_key("gb-recipients"));

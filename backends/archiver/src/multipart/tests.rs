@@ -130,6 +130,7 @@ fn meta() -> ArchiveMeta {
         size_hint: 0,
         started_at: time::OffsetDateTime::UNIX_EPOCH,
         encoding: Default::default(),
+        index_of: None,
     }
 }
 
