@@ -288,6 +288,10 @@ pub struct InventoryArgs {
     /// With --wait, give up after this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 12 * 3600)]
     pub timeout: u64,
+    /// With --rebuild-ledger, read encrypted indexes that carry no proof these backups wrote
+    /// them (made before [encryption] authentication_key_file was set)
+    #[arg(long)]
+    pub trust_destination: bool,
 }
 
 fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {

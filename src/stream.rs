@@ -187,6 +187,7 @@ impl CatalogSlot {
         Some(Cataloged {
             entries,
             layout: Some(layout.encode()),
+            index_id: None,
         })
     }
 

@@ -3,6 +3,7 @@
 //! it in the ledger once the archiver confirms it (`run.rs`).
 
 mod decision;
+mod index;
 mod put;
 mod record;
 mod resume;

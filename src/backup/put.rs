@@ -110,7 +110,11 @@ pub(super) async fn put_candidate(
         encoding: meta.encoding,
     };
     let age_header = seal.as_ref().map(|seal| seal.header().to_vec());
-    Ok((record, catalog.take(stored.size, age_header)))
+    let catalog = match catalog.take(record.size.unwrap_or(0), age_header) {
+        Some(catalog) => Some(super::index::put_index(archiver, &record, catalog, format).await),
+        None => None,
+    };
+    Ok((record, catalog))
 }
 
 /// The seal an encrypted upload's bytes are made with: a resumed upload's own, so its bytes

@@ -92,11 +92,16 @@ impl Run<'_> {
         // Noted before the backend names them: a run killed after the names and before the
         // rows leaves this note, and the next run removes what it names (see
         // `remove_unrecorded`).
-        let naming: Vec<String> = self
+        let mut naming: Vec<String> = self
             .uncommitted()
             .filter_map(|(_, upload)| upload.record.as_ref())
             .map(|record| record.archive_id.clone())
             .collect();
+        // Their indexes are named with them (and forgotten with their catalogs).
+        let indexes = naming
+            .iter()
+            .filter_map(|id| self.catalogs.get(id)?.index_id.clone());
+        naming.extend(indexes.collect::<Vec<_>>());
         if self.archiver.capabilities().batched_durability {
             ledger.with(|l| l.record_naming(&naming))?;
         }

@@ -9,11 +9,15 @@
 
 mod find;
 mod format;
+mod from_index;
+mod index;
 mod layout;
 mod ls;
 
 pub use find::{find, FindError, FindReport, Pattern, Versions};
 pub use format::{Decoder, Encoder, MAGIC};
+pub use from_index::{catalogs_from_indexes, wanted as wanted_indexes, FromIndexes};
+pub use index::{open as open_index, seal as seal_index, Index, IndexError};
 pub use layout::{Frame, Layout, Located, AGE_CHUNK, AGE_STORED_CHUNK, LAYOUT_MAGIC, LEAF};
 pub use ls::{list, Listing, LsError};
 
@@ -30,6 +34,8 @@ pub struct Cataloged {
     pub entries: Vec<u8>,
     /// The layout.
     pub layout: Option<Vec<u8>>,
+    /// The index stored beside the archive at the destination, once it is.
+    pub index_id: Option<String>,
 }
 
 /// What kind of entry a tar holds.

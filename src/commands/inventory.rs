@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use glacier_backup::archiver::{ListedArchive, Listing};
+use glacier_backup::catalog::FromIndexes;
 use glacier_backup::config::Config;
 use glacier_backup::inventory::{rebuild, reconcile_ledger, Rebuilt, Reconciliation};
 use glacier_backup::ledger::UploadRecord;
@@ -51,6 +52,12 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     } else {
         None
     };
+    let from_indexes = match args.rebuild_ledger && !cli.dryrun {
+        true => Some(
+            catalogs_from_indexes(config, args, archiver.as_ref(), &mut ledger, &listing).await?,
+        ),
+        false => None,
+    };
     if !cli.dryrun {
         let save = ledger
             .record_inventory(&listing)
@@ -71,11 +78,96 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     if cli.dryrun && args.rebuild_ledger {
         tracing::info!("dry run: the ledger was not changed");
     }
-    Ok(if report.has_problems() {
+    let refused = from_indexes.as_ref().is_some_and(|f| !f.refused.is_empty());
+    let pending = from_indexes.as_ref().is_some_and(|f| f.pending > 0);
+    Ok(if report.has_problems() || refused {
         Outcome::Failed
+    } else if pending {
+        Outcome::Pending
     } else {
         Outcome::Success
     })
+}
+
+/// Brings the catalogs of the ledger's directory uploads back from their indexes (a vault's
+/// retrieved first, at the bulk tier, its cost shown), and says what it did.
+async fn catalogs_from_indexes(
+    config: &Config,
+    args: &InventoryArgs,
+    archiver: &dyn glacier_backup::archiver::Archiver,
+    ledger: &mut glacier_backup::ledger::Ledger,
+    listing: &Listing,
+) -> Result<FromIndexes, Fatal> {
+    use glacier_backup::archiver::{RestoreOptions, RestoreTier};
+    let options = RestoreOptions {
+        tier: RestoreTier::Bulk,
+        ..RestoreOptions::default()
+    };
+    if archiver.capabilities().needs_restore {
+        show_index_cost(config, archiver, ledger, listing)?;
+    }
+    let identities = match &config.identity_file {
+        Some(path) => Some(
+            glacier_backup::codec::Identities::load(path).map_err(|e| Fatal::Config(e.into()))?,
+        ),
+        None => None,
+    };
+    let report = glacier_backup::catalog::catalogs_from_indexes(
+        archiver,
+        ledger,
+        listing,
+        &options,
+        identities.as_ref(),
+        args.trust_destination,
+    )
+    .await?;
+    tracing::info!(
+        "catalogs from the destination's indexes: {} restored, {} pending, {} without an index \
+         (restorable whole; ls says their contents are unknown), {} refused",
+        report.restored,
+        report.pending,
+        report.without_index,
+        report.refused.len()
+    );
+    for (archive_id, reason) in &report.refused {
+        tracing::error!("the index of {archive_id} was refused: {reason}");
+    }
+    if report.pending > 0 {
+        tracing::info!(
+            "the indexes' retrievals are under way (bulk tier: 5-12 hours); run `inventory \
+             --rebuild-ledger` again then to read them"
+        );
+    }
+    Ok(report)
+}
+
+/// The cost of retrieving the indexes a rebuild reads from a vault, shown before it asks.
+fn show_index_cost(
+    config: &Config,
+    archiver: &dyn glacier_backup::archiver::Archiver,
+    ledger: &glacier_backup::ledger::Ledger,
+    listing: &Listing,
+) -> Result<(), Fatal> {
+    use glacier_backup::costs::{dollars, PriceClass};
+    let wanted = glacier_backup::catalog::wanted_indexes(ledger, listing)?;
+    let indexes: Vec<_> = wanted.iter().filter_map(|(_, index)| *index).collect();
+    let bytes: u64 = indexes.iter().map(|index| index.size).sum();
+    let class = archiver.storage_class().and_then(|c| PriceClass::of(&c));
+    let cost = class.and_then(|class| {
+        let tier = glacier_backup::archiver::RestoreTier::Bulk;
+        config
+            .prices
+            .retrieval(class, tier, indexes.len() as u64, bytes)
+    });
+    if let (Some(cost), false) = (cost, indexes.is_empty()) {
+        tracing::info!(
+            "retrieving {} index(es), {}, at the bulk tier: estimated {}",
+            indexes.len(),
+            glacier_backup::display_size(bytes),
+            dollars(cost.total())
+        );
+    }
+    Ok(())
 }
 
 fn origin_text(archive: &ListedArchive) -> String {

@@ -69,6 +69,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "CREATE TABLE catalogs (archive_id TEXT NOT NULL PRIMARY KEY, entries BLOB NOT NULL);",
     // 9: where each entry lies in the stored bytes, and what checks them.
     "ALTER TABLE catalogs ADD COLUMN layout BLOB;",
+    // 10: the index stored beside the archive at the destination.
+    "ALTER TABLE catalogs ADD COLUMN index_id TEXT;",
 ];
 
 impl Ledger {

@@ -12,6 +12,30 @@ use crate::catalog::Cataloged;
 use super::sql::{parse_time, read_row, rfc3339, sqlite_error, SqlPath, COLUMNS};
 use super::{Ledger, LedgerError, Moved, UploadRecord};
 
+/// Adds an archive's catalog, and forgets the note that its index was about to be named (as
+/// the row forgets its archive's), inside the caller's transaction.
+fn insert_catalog(
+    tx: &rusqlite::Transaction<'_>,
+    archive_id: &str,
+    catalog: &Cataloged,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO catalogs (archive_id, entries, layout, index_id) \
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        archive_id,
+        catalog.entries,
+        catalog.layout,
+        catalog.index_id
+    ])?;
+    if let Some(index) = &catalog.index_id {
+        tx.prepare_cached("DELETE FROM naming WHERE archive_id = ?1")?
+            .execute(params![index])?;
+    }
+    Ok(())
+}
+
 /// Adds an upload's row and forgets its pending upload, inside the caller's transaction.
 fn insert_upload(tx: &rusqlite::Transaction<'_>, upload: &UploadRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(&format!(
@@ -78,15 +102,7 @@ impl Ledger {
             uploads.iter().try_for_each(|(upload, catalog)| {
                 insert_upload(tx, upload)?;
                 if let Some(catalog) = catalog {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO catalogs (archive_id, entries, layout) \
-                         VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![
-                        upload.archive_id,
-                        catalog.entries,
-                        catalog.layout
-                    ])?;
+                    insert_catalog(tx, &upload.archive_id, catalog)?;
                 }
                 Ok(())
             })
@@ -99,13 +115,32 @@ impl Ledger {
         self.catalog_column(archive_id, "entries")
     }
 
-    /// The catalog and layout of archive `archive_id`, if a catalog was recorded.
+    /// The catalog, layout and index of archive `archive_id`, if a catalog was recorded.
     pub fn cataloged(&self, archive_id: &str) -> Result<Option<Cataloged>, LedgerError> {
         let Some(entries) = self.catalog(archive_id)? else {
             return Ok(None);
         };
         let layout = self.catalog_column(archive_id, "layout")?;
-        Ok(Some(Cataloged { entries, layout }))
+        let index_id = self
+            .catalog_column(archive_id, "CAST(index_id AS BLOB)")?
+            .map(|id| String::from_utf8_lossy(&id).into_owned());
+        Ok(Some(Cataloged {
+            entries,
+            layout,
+            index_id,
+        }))
+    }
+
+    /// Records the catalog of an archive already in the ledger (a rebuilt row's, from its
+    /// index at the destination).
+    pub fn record_catalog(
+        &mut self,
+        archive_id: &str,
+        catalog: &Cataloged,
+    ) -> Result<(), LedgerError> {
+        self.in_transaction("cannot record a catalog", |tx| {
+            insert_catalog(tx, archive_id, catalog)
+        })
     }
 
     /// One column of an archive's catalog row; read column by column, so a listing that needs

@@ -57,7 +57,13 @@ pub async fn move_one(
         }
         let stored = copy(source, destination, source_ledger, &archive, row, request).await?;
         let catalog = source_ledger.cataloged(&archive.archive_id)?;
-        record_copy(destination_ledger, destination, row, &stored, catalog.as_ref())?;
+        record_copy(
+            destination_ledger,
+            destination,
+            row,
+            &stored,
+            catalog.as_ref(),
+        )?;
         let moved = Moved {
             archive_id: archive.archive_id.clone(),
             destination: destination.target(),

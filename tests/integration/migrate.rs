@@ -241,7 +241,10 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
     assert_exit(&plan, 0);
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     let partial = &plan["archives"][0]["partial"];
-    assert!(partial["fetch_bytes"].as_u64().unwrap() < 9 * MIB as u64, "{partial}");
+    assert!(
+        partial["fetch_bytes"].as_u64().unwrap() < 9 * MIB as u64,
+        "{partial}"
+    );
     let partial_restore = s
         .with_config(&bucket, &["restore", "--to"])
         .arg(&one)

@@ -54,7 +54,10 @@ pub async fn an_index_is_stored_beside_its_archive(archiver: &dyn Archiver) {
     }
     let listing = archiver.list().await.expect("list");
     assert!(
-        listing.archives.iter().all(|a| a.archive_id != index.archive_id),
+        listing
+            .archives
+            .iter()
+            .all(|a| a.archive_id != index.archive_id),
         "{}: an index listed as an archive",
         archiver.name()
     );
@@ -63,7 +66,10 @@ pub async fn an_index_is_stored_beside_its_archive(archiver: &dyn Archiver) {
         .iter()
         .find(|i| i.archive_id == index.archive_id)
         .unwrap_or_else(|| panic!("{}: the index is not listed", archiver.name()));
-    assert_eq!(listed.index_of.as_deref(), Some(archive.archive_id.as_str()));
+    assert_eq!(
+        listed.index_of.as_deref(),
+        Some(archive.archive_id.as_str())
+    );
 }
 
 /// Deterministic test bytes that differ at every offset.

@@ -29,7 +29,8 @@ pub fn index_key(archive_key: &str) -> String {
 
 /// The archive whose index is keyed `key`, if it is an index's key.
 pub fn indexed_by(key: &str) -> Option<&str> {
-    key.strip_suffix(INDEX_SUFFIX).filter(|parent| !parent.is_empty())
+    key.strip_suffix(INDEX_SUFFIX)
+        .filter(|parent| !parent.is_empty())
 }
 
 /// Percent-encodes one path component.

@@ -39,8 +39,7 @@ pub fn parse(json: &[u8]) -> Result<Listing, serde_json::Error> {
             tree_hash: entry.sha256_tree_hash.and_then(|h| h.parse().ok()),
             created_at: date(entry.creation_date.as_deref()),
             origin: origin::decode(&entry.archive_description),
-            index_of: origin::indexed_by_description(&entry.archive_description)
-                .map(str::to_owned),
+            index_of: origin::indexed_by_description(&entry.archive_description).map(str::to_owned),
             description: Some(entry.archive_description),
             ..ListedArchive::new(entry.archive_id, entry.size)
         })

@@ -506,8 +506,10 @@ impl Archiver for LocalArchiver {
             })
             .collect();
         let this = self.clone();
-        listing.archives = blocking(move || {
+        let indexes = std::mem::take(&mut listing.indexes);
+        let hashed = blocking(move || {
             let mut archives = listing.archives;
+            archives.extend(indexes);
             for archive in &mut archives {
                 let path = this.archive_path(&archive.archive_id)?;
                 let mut file = this.open_archive(&archive.archive_id)?;
@@ -527,6 +529,9 @@ impl Archiver for LocalArchiver {
             Ok(archives)
         })
         .await?;
+        let (indexes, archives) = hashed.into_iter().partition(|a| a.index_of.is_some());
+        listing.archives = archives;
+        listing.indexes = indexes;
         Ok(InventoryState::Ready(listing))
     }
 

@@ -493,11 +493,19 @@ impl Archiver for S3Archiver {
             .await
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
+        // Indexes too: their tree hash checks them when they are read.
+        let indexes = futures::stream::iter(listing.indexes)
+            .map(|index| self.describe_listed(index))
+            .buffered(8)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(InventoryState::Ready(Listing {
             archives,
             taken_at: listing.taken_at,
             incomplete: Vec::new(),
-            indexes: listing.indexes,
+            indexes,
         }))
     }
 }

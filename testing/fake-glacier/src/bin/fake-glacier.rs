@@ -41,7 +41,11 @@ fn main() {
         .flatten()
         .map(|(start, end)| end - start)
         .sum();
-    let whole = stats.retrieval_ranges.iter().filter(|r| r.is_none()).count();
+    let whole = stats
+        .retrieval_ranges
+        .iter()
+        .filter(|r| r.is_none())
+        .count();
     println!(
         "busy_seconds={:.3} requests={} parts={} output_bytes={} ranged_retrieval_bytes={ranged} \
          whole_retrievals={whole}",
