@@ -90,6 +90,7 @@ pub async fn verify_all(
         }
         let here = ledger.split_moved_away(rows.clone())?.here;
         findings.extend(check_remote(&here, &listing));
+        findings.extend(check_indexes(ledger, &here, &listing)?);
         match (request.read, archiver.local_directory().is_some()) {
             // A local directory's inventory (above) already read back and re-hashed each one.
             (_, true) => {}
@@ -226,6 +227,43 @@ pub fn check_remote(rows: &[UploadRecord], listing: &Listing) -> Vec<Finding> {
         ),
     });
     missing.chain(mismatched).collect()
+}
+
+/// Finds the directory uploads whose index is missing from `listing` (or was never stored):
+/// a ledger rebuilt from the destination would not know what they hold.
+pub fn check_indexes(
+    ledger: &Ledger,
+    rows: &[UploadRecord],
+    listing: &Listing,
+) -> Result<Vec<Finding>, LedgerError> {
+    let mut findings = Vec::new();
+    for row in rows {
+        let listed_after = |row: &UploadRecord| {
+            let stored = row.stored_at();
+            listing
+                .taken_at
+                .zip(stored)
+                .is_some_and(|(taken, stored)| stored > taken)
+        };
+        let Some(catalog) = ledger.cataloged(&row.archive_id)? else {
+            continue;
+        };
+        let problem = match &catalog.index_id {
+            None => "has no index at the destination (it could not be stored at backup)".into(),
+            Some(id) if listing.indexes.iter().any(|i| i.archive_id == *id) => continue,
+            Some(_) if listed_after(row) => continue,
+            Some(id) => format!("its index {id} is missing from the destination"),
+        };
+        findings.push(Finding {
+            path: row.path.clone(),
+            problem: format!(
+                "archive {} {problem}; a ledger rebuilt from the destination would know it only \
+                 as a whole (back it up again to write a new one)",
+                row.archive_id
+            ),
+        });
+    }
+    Ok(findings)
 }
 
 /// Reads every archive back from the destination and compares its size and tree hash with the

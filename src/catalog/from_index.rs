@@ -46,7 +46,7 @@ pub fn wanted<'a>(
 
 /// Reads the index of every directory upload without a catalog and records its catalog. A
 /// vault's indexes are retrieved first (asked once, at `options`' tier, recorded in the ledger
-/// like any retrieval): they count as pending until a later run.
+/// like any retrieval), waited for until `deadline`: those not ready count as pending.
 pub async fn catalogs_from_indexes(
     archiver: &dyn Archiver,
     ledger: &mut Ledger,
@@ -54,6 +54,7 @@ pub async fn catalogs_from_indexes(
     options: &RestoreOptions,
     identities: Option<&Identities>,
     trust_destination: bool,
+    deadline: Option<std::time::Instant>,
 ) -> Result<FromIndexes, LedgerError> {
     let mut report = FromIndexes::default();
     for (row, index) in wanted(ledger, listing)? {
@@ -73,18 +74,16 @@ pub async fn catalogs_from_indexes(
             tree_hash,
             description: index.description.clone(),
         };
-        if archiver.capabilities().needs_restore {
-            match crate::restore::retrieval::ask(archiver, ledger, &index, options).await {
-                Ok(RestoreState::Ready) => {}
-                Ok(_) => {
-                    report.pending += 1;
-                    continue;
-                }
-                Err(crate::restore::RestoreFailure::Ledger(e)) => return Err(e),
-                Err(e) => {
-                    report.refused.push((row.archive_id, e.to_string()));
-                    continue;
-                }
+        match readable(archiver, ledger, &index, options, deadline).await {
+            Ok(true) => {}
+            Ok(false) => {
+                report.pending += 1;
+                continue;
+            }
+            Err(crate::restore::RestoreFailure::Ledger(e)) => return Err(e),
+            Err(e) => {
+                report.refused.push((row.archive_id, e.to_string()));
+                continue;
             }
         }
         let read = read_index(archiver, &index, &row, identities, trust_destination).await;
@@ -99,6 +98,31 @@ pub async fn catalogs_from_indexes(
         }
     }
     Ok(report)
+}
+
+/// Whether the index can be read now: a cold one's retrieval asked for (once), and waited for
+/// until `deadline`.
+async fn readable(
+    archiver: &dyn Archiver,
+    ledger: &mut Ledger,
+    index: &ArchiveRef,
+    options: &RestoreOptions,
+    deadline: Option<std::time::Instant>,
+) -> Result<bool, crate::restore::RestoreFailure> {
+    use crate::restore::retrieval::{ask, wait_readable, Wait};
+    if !archiver.capabilities().needs_restore {
+        return Ok(true);
+    }
+    let state = ask(archiver, ledger, index, options).await?;
+    if state == RestoreState::Ready {
+        return Ok(true);
+    }
+    let wait = Wait {
+        options,
+        deadline,
+        progress: crate::progress::or_none(&None),
+    };
+    wait_readable(archiver, ledger, index, &wait, Some(state)).await
 }
 
 /// The catalog in `index`, once it proves to be the index of `row`'s very archive.
@@ -116,11 +140,20 @@ async fn read_index(
     }
     let plain = open_index(&stored, identities, trust_destination).map_err(|e| e.to_string())?;
     let index = Index::decode(&plain, &row.backend).map_err(|e| e.to_string())?;
-    let same = index.row.archive_id == row.archive_id
-        && index.row.size == row.size
+    if index.row.archive_id != row.archive_id {
+        return Err(format!(
+            "it describes another archive ({})",
+            index.row.archive_id
+        ));
+    }
+    let same_bytes = index.row.size == row.size
         && (row.tree_hash.is_none() || index.row.tree_hash == row.tree_hash);
-    if !same {
-        return Err("it describes another archive (id, size or tree hash differ)".into());
+    if !same_bytes {
+        return Err(
+            "the archive at the destination differs from what its index recorded (size \
+                    or tree hash): one of them was changed after the backup"
+                .into(),
+        );
     }
     Ok(index.catalog)
 }

@@ -23,6 +23,14 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
         .wait
         .then(|| std::time::Duration::from_secs(args.timeout));
     let Some(listing) = fetch_inventory(cli, wait, archiver.as_ref(), &mut ledger).await? else {
+        // A vault's indexes asked for by an earlier rebuild are read meanwhile, by the
+        // inventory that run kept.
+        if args.rebuild_ledger && !cli.dryrun {
+            if let Some(last) = ledger.last_inventory()? {
+                let _lock = session.lock()?;
+                catalogs_from_indexes(config, args, archiver.as_ref(), &mut ledger, &last).await?;
+            }
+        }
         return Ok(Outcome::Pending);
     };
     // Taken only now: the wait above may be long, and rows are added only below.
@@ -119,6 +127,8 @@ async fn catalogs_from_indexes(
         &options,
         identities.as_ref(),
         args.trust_destination,
+        args.wait
+            .then(|| std::time::Instant::now() + std::time::Duration::from_secs(args.timeout)),
     )
     .await?;
     tracing::info!(

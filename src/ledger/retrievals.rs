@@ -73,15 +73,17 @@ impl Ledger {
                 ],
             )?;
             let mut insert = tx.prepare(
-                "INSERT OR REPLACE INTO inventory_archives (archive_id, size, tree_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO inventory_archives
+                 (archive_id, size, tree_hash, created_at, index_of) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for archive in &listing.archives {
+            // Indexes too, marked with their archive: `verify --remote` looks for them.
+            for archive in listing.archives.iter().chain(&listing.indexes) {
                 insert.execute(params![
                     archive.archive_id,
                     archive.size as i64,
                     archive.tree_hash.map(|h| h.to_hex()),
-                    archive.created_at.map(rfc3339)
+                    archive.created_at.map(rfc3339),
+                    archive.index_of
                 ])?;
             }
             Ok(())
@@ -104,7 +106,7 @@ impl Ledger {
                 return Ok(None);
             };
             let mut stmt = self.conn.prepare(
-                "SELECT archive_id, size, tree_hash, created_at FROM inventory_archives
+                "SELECT archive_id, size, tree_hash, created_at, index_of FROM inventory_archives
                  ORDER BY archive_id",
             )?;
             let archives = stmt
@@ -114,16 +116,18 @@ impl Ledger {
                             .get::<_, Option<String>>(2)?
                             .and_then(|h| h.parse().ok()),
                         created_at: parse_time(row.get(3)?),
+                        index_of: row.get(4)?,
                         ..ListedArchive::new(row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Some(Listing {
+            let listing = Listing {
                 archives,
                 taken_at: parse_time(taken_at),
                 incomplete: Vec::new(),
                 indexes: Vec::new(),
-            }))
+            };
+            Ok(Some(listing.split_indexes()))
         };
         read().map_err(sqlite_error(&self.path, "cannot read the inventory"))
     }

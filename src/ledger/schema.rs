@@ -70,7 +70,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 9: where each entry lies in the stored bytes, and what checks them.
     "ALTER TABLE catalogs ADD COLUMN layout BLOB;",
     // 10: the index stored beside the archive at the destination.
-    "ALTER TABLE catalogs ADD COLUMN index_id TEXT;",
+    "ALTER TABLE catalogs ADD COLUMN index_id TEXT;
+     ALTER TABLE inventory_archives ADD COLUMN index_of TEXT;",
 ];
 
 impl Ledger {

@@ -35,9 +35,16 @@ fn a_directory_goes_up_in_parts_and_gnu_tar_extracts_what_the_vault_holds() {
     let out = s.run_config(&config);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
-    let archives = s.fake().archives("photos");
+    // The directory's archive, and beside it its index, an archive naming it.
+    let (indexes, archives): (Vec<_>, Vec<_>) = s
+        .fake()
+        .archives("photos")
+        .into_iter()
+        .partition(|(_, a)| a.description.starts_with("gb1-index:"));
     assert_eq!(archives.len(), 1);
     let (id, archive) = &archives[0];
+    assert_eq!(indexes.len(), 1);
+    assert_eq!(indexes[0].1.description, format!("gb1-index:{id}"));
     assert!(archive.size > 3 * 1024 * 1024);
     assert!(
         archive.description.starts_with("album.tar gb1:d:"),

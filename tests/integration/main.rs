@@ -10,6 +10,8 @@ mod cli;
 mod engine;
 #[cfg(feature = "glacier")]
 mod glacier_fake;
+#[cfg(feature = "local")]
+mod indexes;
 #[cfg(all(feature = "s3", feature = "glacier", feature = "local"))]
 mod layers;
 #[cfg(all(feature = "s3", feature = "glacier"))]

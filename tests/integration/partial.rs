@@ -314,7 +314,7 @@ fn find_archive(dir: &Path) -> PathBuf {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else {
+            } else if !path.to_string_lossy().ends_with(".gbindex") {
                 found.push(path);
             }
         }

@@ -247,7 +247,7 @@ fn gnu_tar_extracts(archive: &Path, into: &Path) {
 fn stored_archive(sb: &Sandbox, below: &str) -> std::path::PathBuf {
     let found: Vec<_> = files_under(&sb.path("archives"))
         .into_iter()
-        .filter(|f| f.contains(below) && !f.starts_with(".incoming"))
+        .filter(|f| f.contains(below) && !f.starts_with(".incoming") && !f.ends_with(".gbindex"))
         .collect();
     assert_eq!(found.len(), 1, "{found:?}");
     sb.path("archives").join(&found[0])
