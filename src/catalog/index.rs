@@ -202,6 +202,37 @@ pub fn open(
     Ok(plain)
 }
 
+/// Stores the index of `record`'s archive (with `catalog`) beside it, through the one upload
+/// owner, encrypted with `seal` when the archive is encrypted: the index's id.
+pub async fn store_index(
+    archiver: &dyn glacier_backup_archiver::Archiver,
+    record: &UploadRecord,
+    catalog: &Cataloged,
+    seal_with: Option<&crate::codec::Seal>,
+) -> Result<String, String> {
+    use glacier_backup_archiver::parts::parts_from_bytes;
+    let stored = seal(&Index::encode(record, catalog), seal_with).map_err(|e| e.to_string())?;
+    let size = stored.len() as u64;
+    let meta = glacier_backup_archiver::ArchiveMeta {
+        source_path: record.path.clone(),
+        name: format!("{}.index", record.name),
+        kind: SourceKind::File,
+        fingerprint: String::new(),
+        size_hint: size,
+        started_at: OffsetDateTime::now_utc(),
+        encoding: Encoding {
+            recipients: record.encoding.recipients.clone(),
+            ..Encoding::plain()
+        },
+        index_of: Some(record.archive_id.clone()),
+    };
+    let parts = parts_from_bytes(stored.into(), archiver.part_size(size));
+    crate::upload::put_journaled(archiver, &meta, None, parts, None)
+        .await
+        .map(|index| index.archive_id)
+        .map_err(|e| crate::error_chain(&e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

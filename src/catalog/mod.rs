@@ -17,7 +17,7 @@ mod ls;
 pub use find::{find, FindError, FindReport, Pattern, Versions};
 pub use format::{Decoder, Encoder, MAGIC};
 pub use from_index::{catalogs_from_indexes, wanted as wanted_indexes, FromIndexes};
-pub use index::{open as open_index, seal as seal_index, Index, IndexError};
+pub use index::{open as open_index, seal as seal_index, store_index, Index, IndexError};
 pub use layout::{Frame, Layout, Located, AGE_CHUNK, AGE_STORED_CHUNK, LAYOUT_MAGIC, LEAF};
 pub use ls::{list, Listing, LsError};
 

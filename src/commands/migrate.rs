@@ -62,6 +62,11 @@ pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<O
             .then(|| std::time::Instant::now() + std::time::Duration::from_secs(args.timeout)),
         delete_source: args.delete_source,
         progress: crate::progress_view::shared(cli.progress, cli.quiet),
+        authentication: config
+            .format
+            .authentication
+            .clone()
+            .or_else(|| to_config.format.authentication.clone()),
     };
     let run = migrate_all(
         &source.archiver,

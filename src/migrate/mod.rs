@@ -40,6 +40,9 @@ pub struct MoveRequest {
     pub delete_source: bool,
     /// Where progress goes.
     pub progress: Option<SharedProgress>,
+    /// The key whose stanza proves the indexes written beside encrypted copies are ours
+    /// (`[encryption] authentication_key_file` of either config).
+    pub authentication: Option<crate::codec::auth::AuthKey>,
 }
 
 /// What happened to one archive.

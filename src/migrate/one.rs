@@ -56,14 +56,26 @@ pub async fn move_one(
             return Ok(MoveOutcome::Pending);
         }
         let stored = copy(source, destination, source_ledger, &archive, row, request).await?;
-        let catalog = source_ledger.cataloged(&archive.archive_id)?;
-        record_copy(
-            destination_ledger,
-            destination,
-            row,
-            &stored,
-            catalog.as_ref(),
-        )?;
+        // A run stopped after recording the copy wrote its index already.
+        let recorded = destination_ledger
+            .uploads_of(&row.path)?
+            .iter()
+            .any(|r| r.archive_id == stored.archive_id);
+        let catalog = match source_ledger.cataloged(&archive.archive_id)? {
+            Some(catalog) if !recorded => {
+                Some(index_at_destination(destination, row, &stored, catalog, request).await)
+            }
+            _ => None,
+        };
+        if !recorded {
+            record_copy(
+                destination_ledger,
+                destination,
+                row,
+                &stored,
+                catalog.as_ref(),
+            )?;
+        }
         let moved = Moved {
             archive_id: archive.archive_id.clone(),
             destination: destination.target(),
@@ -82,21 +94,58 @@ pub async fn move_one(
     result.unwrap_or_else(MoveOutcome::Failed)
 }
 
-/// The destination's row: the source's, but for where the archive now is, with the source's
-/// catalog (the stored bytes are the same, so its offsets and leaves hold). Written once: a run
-/// stopped between this and marking the source's row finds it here and does not add another.
-fn record_copy(
-    ledger: &mut Ledger,
+/// The source's catalog for the copy, with an index written beside the copy at the destination
+/// (encrypted to the archive's recipients, proven with `request.authentication` when given). A
+/// failure costs only the index, as at backup.
+async fn index_at_destination(
     destination: &dyn Archiver,
     row: &UploadRecord,
     stored: &ArchiveRef,
-    catalog: Option<&crate::catalog::Cataloged>,
-) -> Result<(), LedgerError> {
-    let known = ledger.uploads_of(&row.path)?;
-    if known.iter().any(|r| r.archive_id == stored.archive_id) {
-        return Ok(());
+    catalog: crate::catalog::Cataloged,
+    request: &MoveRequest,
+) -> crate::catalog::Cataloged {
+    let copy = copy_row(destination, row, stored);
+    let mut catalog = crate::catalog::Cataloged {
+        index_id: None,
+        ..catalog
+    };
+    let seal = match copy.encoding.encrypted {
+        false => Ok(None),
+        true => index_seal(&copy, request).map(Some),
+    };
+    let stored_index = match seal {
+        Ok(seal) => crate::catalog::store_index(destination, &copy, &catalog, seal.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    match stored_index {
+        Ok(id) => catalog.index_id = Some(id),
+        Err(e) => tracing::warn!(
+            "{}: copied, but no index could be stored beside the copy ({e}); a ledger rebuilt \
+             from the destination will know it only as a whole",
+            crate::shown(&row.path)
+        ),
     }
-    let copy = UploadRecord {
+    catalog
+}
+
+/// The seal of an encrypted archive's index: to the recipients its row records.
+fn index_seal(row: &UploadRecord, request: &MoveRequest) -> Result<crate::codec::Seal, String> {
+    let recipients = row
+        .encoding
+        .recipients
+        .iter()
+        .map(|r| crate::codec::keys::parse_recipient(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    if recipients.is_empty() {
+        return Err("the ledger does not know the archive's recipients".into());
+    }
+    crate::codec::Seal::authenticated(&recipients, request.authentication.as_ref())
+        .map_err(|e| e.to_string())
+}
+
+/// The destination's row of a copy: the source's, but for where the archive now is.
+fn copy_row(destination: &dyn Archiver, row: &UploadRecord, stored: &ArchiveRef) -> UploadRecord {
+    UploadRecord {
         archive_id: stored.archive_id.clone(),
         description: stored.description.clone(),
         backend: destination.name().to_owned(),
@@ -104,8 +153,20 @@ fn record_copy(
         size: Some(stored.size),
         tree_hash: Some(stored.tree_hash),
         ..row.clone()
-    };
-    ledger.record_cataloged(&[(&copy, catalog)])
+    }
+}
+
+/// The destination's row, with the source's catalog (the stored bytes are the same, so its
+/// offsets and leaves hold) and the copy's index. Written once: a run stopped between this and
+/// marking the source's row finds it there and does not add another.
+fn record_copy(
+    ledger: &mut Ledger,
+    destination: &dyn Archiver,
+    row: &UploadRecord,
+    stored: &ArchiveRef,
+    catalog: Option<&crate::catalog::Cataloged>,
+) -> Result<(), LedgerError> {
+    ledger.record_cataloged(&[(&copy_row(destination, row, stored), catalog)])
 }
 
 /// Deletes the source's archive once the destination's copy is checked: its size by the

@@ -149,6 +149,22 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
     assert_says(&moved, "moved 4, already moved 0, pending 0, failed 0");
     let objects = s.objects();
     assert_eq!(objects.len(), 4, "{objects:?}");
+    // The album's index was written beside its copy, named after it.
+    let indexes = s.indexes();
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
+    assert!(indexes[0].0.contains("/album/"), "{indexes:?}");
+    let class_of = |key: &str| {
+        s.block_on(s.s3().head_object().bucket("cold").key(key).send())
+            .unwrap()
+            .storage_class()
+            .map(|c| c.as_str().to_owned())
+    };
+    // Readable at once whatever the archives' class (S3 omits STANDARD).
+    assert!(matches!(
+        class_of(&indexes[0].0).as_deref(),
+        None | Some("STANDARD")
+    ));
+    assert_eq!(class_of(&objects[0].0).as_deref(), Some("GLACIER_IR"));
     // Each archive is read once, whole, from the vault.
     let read: u64 = s.fake().stats().outputs.iter().map(|o| o.1).sum();
     assert_eq!(read as i64, bytes);
@@ -270,6 +286,7 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
         .unwrap();
     assert_exit(&rebuilt, 0);
     assert_says(&rebuilt, "ledger rows added: 4");
+    assert_says(&rebuilt, "1 restored");
     let identity = |rows: Vec<(String, String, String, i64, String, String)>| {
         let mut rows: Vec<_> = rows
             .into_iter()

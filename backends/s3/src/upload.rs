@@ -36,11 +36,12 @@ impl S3Archiver {
         meta: &ArchiveMeta,
         same: Option<(u64, TreeHash)>,
     ) -> Result<KeyChoice> {
-        let base = match &meta.index_of {
-            // Beside its archive, whose id is its whole key.
-            Some(archive) => index_key(archive),
-            None => format!("{}{}", self.settings.prefix, key_for(meta)),
-        };
+        // An index goes beside its archive (whose id is its whole key), replacing any index an
+        // earlier run left there: an archive has one index, the latest.
+        if let Some(archive) = &meta.index_of {
+            return Ok(KeyChoice::Free(index_key(archive)));
+        }
+        let base = format!("{}{}", self.settings.prefix, key_for(meta));
         let client = self.client().await?;
         let mut key = base.clone();
         for n in 1..1000 {

@@ -111,9 +111,25 @@ impl Setup {
             .get_or_init(|| self.block_on(super::moto::s3_client(&self.moto().endpoint)))
     }
 
-    /// Every object in the bucket: key and size.
+    /// Every archive in the bucket (its objects but the indexes beside directory archives):
+    /// key and size.
     #[cfg(feature = "s3")]
     pub fn objects(&self) -> Vec<(String, u64)> {
+        let mut objects = self.all_objects();
+        objects.retain(|(key, _)| !key.ends_with(".gbindex"));
+        objects
+    }
+
+    /// The indexes in the bucket (keys ending `.gbindex`): key and size.
+    #[cfg(feature = "s3")]
+    pub fn indexes(&self) -> Vec<(String, u64)> {
+        let mut objects = self.all_objects();
+        objects.retain(|(key, _)| key.ends_with(".gbindex"));
+        objects
+    }
+
+    #[cfg(feature = "s3")]
+    fn all_objects(&self) -> Vec<(String, u64)> {
         self.block_on(async {
             let listed = self
                 .s3()
