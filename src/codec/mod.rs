@@ -76,7 +76,7 @@ pub struct Layers {
     /// cost a quarter MiB of zeroed memory.
     pub size_hint: u64,
     /// Whether zstd's output is cut into frames that decode alone, with a seek table (directory
-    /// archives, whose entries a restore may want one by one; see [`frames`]).
+    /// archives, whose entries a restore may want one by one, each with zstd's seek table after the last).
     pub seekable: bool,
 }
 

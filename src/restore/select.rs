@@ -85,7 +85,7 @@ fn holding_directory<'a>(
     at: Option<OffsetDateTime>,
 ) -> Option<&'a UploadRecord> {
     let holds = |row: &&UploadRecord| {
-        row.kind == Some(SourceKind::Directory)
+        row.kind != Some(SourceKind::File)
             && path.starts_with(&row.path)
             && row.path != path
             && at.is_none_or(|at| row.stored_at().is_some_and(|t| t <= at))

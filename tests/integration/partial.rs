@@ -377,6 +377,25 @@ fn a_path_an_upload_does_not_hold_or_an_upload_without_a_catalog_is_refused_with
     assert_exit(&refused, 1);
     assert_says(&refused, "has no catalog");
     assert!(!out.join("album").exists());
+    // A directory row of the Python tool (kind unknown, a `.tar` name): a path inside it is
+    // refused for want of a catalog, never answered with the whole archive.
+    ledger
+        .execute(
+            "INSERT INTO uploads (path, name, archive_id, uploaded_date) \
+             VALUES ('/py/photos', 'photos.tar', 'python-tool-archive', 1700000000)",
+            [],
+        )
+        .unwrap();
+    let python = sb
+        .with_config(
+            &config,
+            &["restore", "--to", out.to_str().unwrap(), "/py/photos/a.jpg"],
+        )
+        .output()
+        .unwrap();
+    assert_exit(&python, 1);
+    assert_says(&python, "has no catalog");
+    assert!(!out.join("photos").exists());
     // The whole directory still restores.
     let whole = sb
         .with_config(

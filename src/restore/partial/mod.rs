@@ -36,7 +36,13 @@ impl Subset {
     /// The subset of `row` that `request` asks for, or `None` for the whole upload: a path
     /// inside a backed-up directory, or `--include`, makes a directory's restore partial.
     pub fn of(row: &UploadRecord, request: &RestoreRequest) -> Option<Subset> {
-        if row.kind != Some(glacier_backup_archiver::SourceKind::Directory) {
+        // A row of the Python tool (kind unknown) may be a directory: asked for in part, it is
+        // refused for want of a catalog, never restored whole instead.
+        let directory = match row.kind {
+            Some(kind) => kind == glacier_backup_archiver::SourceKind::Directory,
+            None => row.name.ends_with(".tar"),
+        };
+        if !directory {
             return None;
         }
         let whole = request.paths.iter().any(|p| row.path.starts_with(p))

@@ -42,15 +42,16 @@ pub(crate) async fn restore(
     };
     let progress = crate::progress::or_none(&request.progress);
     let item = progress.item(&shown(&row.path), plan.fetched());
-    let mut sparse = crate::restore::download::partial_path(&dir, &row.archive_id).into_os_string();
-    sparse.push(".spans");
-    let sparse = std::path::PathBuf::from(sparse);
-    let fetched = super::fetch_spans(archiver, &archive, &plan, &sparse, &*item).await;
+    let mut spans_file =
+        crate::restore::download::partial_path(&dir, &row.archive_id).into_os_string();
+    spans_file.push(".spans");
+    let spans_file = std::path::PathBuf::from(spans_file);
+    let fetched = super::fetch_spans(archiver, &archive, &plan, &spans_file, &*item).await;
     let extracted = match fetched {
-        Ok(file) => extract(row, plan, file, file_key, &dir, request).await,
+        Ok(spans) => extract(row, plan, spans, file_key, &dir, request).await,
         Err(failure) => Err(failure),
     };
-    let _ = std::fs::remove_file(&sparse);
+    let _ = std::fs::remove_file(&spans_file);
     let extracted = extracted?;
     for options in retrieved {
         let key = retrieval_key(&archive, &options);
@@ -147,7 +148,7 @@ async fn readable(
 async fn extract(
     row: &UploadRecord,
     plan: super::PartialPlan,
-    file: std::fs::File,
+    spans: super::fetch::Spans,
     file_key: Option<[u8; 16]>,
     dir: &std::path::Path,
     request: &RestoreRequest,
@@ -160,7 +161,7 @@ async fn extract(
     let top = crate::restore::place::final_name(row).into_os_string();
     let (row, dir) = (row.clone(), dir.to_path_buf());
     let work = move || {
-        let tar = SelectedTar::new(plan, file, file_key).map_err(|e| damaged(&row, e))?;
+        let tar = SelectedTar::new(plan, spans, file_key).map_err(|e| damaged(&row, e))?;
         extract_tar(std::io::BufReader::new(tar), &dir, &top, options).map_err(|e| {
             // age's authentication and zstd's checks fail as invalid or missing data.
             match e.source.kind() {

@@ -1,14 +1,14 @@
-//! The selected entries read back from the sparse copy as one tar stream (each entry's header
+//! The selected entries read back from the fetched spans as one tar stream (each entry's header
 //! records and padded data, then the end-of-archive blocks), for the safe extraction. Each run
 //! of entries is decoded in one pass from its first frame; age's chunks are decrypted one at a
 //! time, from the header the layout keeps.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use super::fetch::Spans;
 use super::{PartialPlan, Run};
 use crate::catalog::AGE_CHUNK;
 use crate::codec::seal::ChunkOpener;
@@ -16,9 +16,9 @@ use crate::codec::seal::ChunkOpener;
 /// The two zero blocks that end a tar.
 const TAR_END: u64 = 1024;
 
-/// A tar of the plan's entries, read from `file` (the sparse copy).
+/// A tar of the plan's entries, read from the fetched spans.
 pub(crate) struct SelectedTar {
-    file: std::fs::File,
+    spans: Arc<Spans>,
     opener: Option<Arc<ChunkOpener>>,
     compressed: bool,
     runs: VecDeque<Run>,
@@ -34,10 +34,10 @@ struct RunReader {
 }
 
 impl SelectedTar {
-    /// The tar of `plan`'s entries from `file`; `file_key` opens an encrypted archive.
+    /// The tar of `plan`'s entries from `spans`; `file_key` opens an encrypted archive.
     pub(crate) fn new(
         plan: PartialPlan,
-        file: std::fs::File,
+        spans: Spans,
         file_key: Option<[u8; 16]>,
     ) -> io::Result<Self> {
         let opener = match (&plan.layout.age_header, file_key) {
@@ -48,7 +48,7 @@ impl SelectedTar {
             (None, _) => None,
         };
         Ok(SelectedTar {
-            file,
+            spans: Arc::new(spans),
             opener,
             compressed: plan.layout.frames.is_some(),
             runs: plan.runs.into(),
@@ -60,15 +60,14 @@ impl SelectedTar {
     /// The decoder of one run: its compressed span, decrypted when encrypted, decompressed
     /// when compressed.
     fn open(&self, run: Run) -> io::Result<RunReader> {
-        let span = run.inner.end - run.inner.start;
         let inner: Box<dyn Read + Send> = match &self.opener {
-            None => {
-                let mut file = self.file.try_clone()?;
-                file.seek(SeekFrom::Start(run.inner.start))?;
-                Box::new(file.take(span))
-            }
+            None => Box::new(PlainSpan {
+                spans: self.spans.clone(),
+                position: run.inner.start,
+                end: run.inner.end,
+            }),
             Some(opener) => Box::new(AgeSpan {
-                file: self.file.try_clone()?,
+                spans: self.spans.clone(),
                 opener: opener.clone(),
                 position: run.inner.start,
                 end: run.inner.end,
@@ -148,9 +147,27 @@ fn cut_short() -> io::Error {
     )
 }
 
+/// A span of stored bytes, as they are (an archive without age).
+struct PlainSpan {
+    spans: Arc<Spans>,
+    position: u64,
+    end: u64,
+}
+
+impl Read for PlainSpan {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.end - self.position).unwrap_or(usize::MAX));
+        self.spans.read_exact_at(&mut buf[..n], self.position)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
 /// The plaintext of an encrypted archive's span, chunk by chunk.
 struct AgeSpan {
-    file: std::fs::File,
+    spans: Arc<Spans>,
     opener: Arc<ChunkOpener>,
     position: u64,
     end: u64,
@@ -167,7 +184,7 @@ impl Read for AgeSpan {
         if self.chunk_index != Some(index) {
             let stored = self.opener.stored_range(index);
             self.chunk.resize((stored.end - stored.start) as usize, 0);
-            self.file.read_exact_at(&mut self.chunk, stored.start)?;
+            self.spans.read_exact_at(&mut self.chunk, stored.start)?;
             self.chunk_index = None;
             self.opener.open(index, &mut self.chunk)?;
             self.chunk_index = Some(index);
