@@ -96,6 +96,15 @@ fn planned(sb: &Sandbox, config: &Path, args: &[&str]) -> serde_json::Value {
     plan["archives"][0]["partial"].clone()
 }
 
+/// `restore --to OUT ARGS` with `config`.
+fn restore(sb: &Sandbox, config: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    sb.with_config(config, &["restore", "--to"])
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn assert_same_file(original: &Path, restored: &Path) {
     let (a, b) = (
         fs::metadata(original).unwrap(),
@@ -129,15 +138,9 @@ fn a_file_and_a_subtree_inside_a_directory_restore_alone_with_every_layering() {
         assert!(fetch <= 6 << 20 && stored > 9 << 20, "{layers:?}: {plan}");
 
         let out = sb.path(&format!("out-{layers:?}"));
-        let restore = sb
-            .with_config(
-                &config,
-                &["restore", "--to", out.to_str().unwrap(), deep_arg, a_arg],
-            )
-            .output()
-            .unwrap();
-        assert_exit(&restore, 0);
-        assert_says(&restore, "restored 3 entries of");
+        let restored = restore(&sb, &config, &out, &[deep_arg, a_arg]);
+        assert_exit(&restored, 0);
+        assert_says(&restored, "restored 3 entries of");
         let back = out.join("album");
         assert_same_file(&album.join("sub/deep/b.txt"), &back.join("sub/deep/b.txt"));
         assert_same_file(&a, &back.join("sub/a.txt"));
@@ -156,20 +159,13 @@ fn a_file_and_a_subtree_inside_a_directory_restore_alone_with_every_layering() {
         // The large file alone, across many MiB, and the link.
         let big = album.join("big.bin");
         let link = album.join("link");
-        let restore = sb
-            .with_config(
-                &config,
-                &[
-                    "restore",
-                    "--to",
-                    out.to_str().unwrap(),
-                    big.to_str().unwrap(),
-                    link.to_str().unwrap(),
-                ],
-            )
-            .output()
-            .unwrap();
-        assert_exit(&restore, 0);
+        let restored = restore(
+            &sb,
+            &config,
+            &out,
+            &[big.to_str().unwrap(), link.to_str().unwrap()],
+        );
+        assert_exit(&restored, 0);
         assert_same_file(&big, &back.join("big.bin"));
         assert_eq!(
             fs::read_link(back.join("link")).unwrap(),
@@ -185,21 +181,13 @@ fn include_restores_only_the_entries_a_glob_matches() {
     let config = config(&sb, &album, Layers::Zstd);
     assert_exit(&sb.run_config(&config), 0);
     let out = sb.path("out");
-    let restore = sb
-        .with_config(
-            &config,
-            &[
-                "restore",
-                "--to",
-                out.to_str().unwrap(),
-                "--include",
-                "*.txt",
-                album.to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
-    assert_exit(&restore, 0);
+    let included = restore(
+        &sb,
+        &config,
+        &out,
+        &["--include", "*.txt", album.to_str().unwrap()],
+    );
+    assert_exit(&included, 0);
     let mut restored: Vec<String> = walk(&out.join("album"));
     restored.sort();
     assert_eq!(restored, ["sub", "sub/a.txt", "sub/deep", "sub/deep/b.txt"]);
@@ -209,20 +197,12 @@ fn include_restores_only_the_entries_a_glob_matches() {
     );
 
     // A glob with a `/` matches whole paths; one that matches nothing restores nothing.
-    let nothing = sb
-        .with_config(
-            &config,
-            &[
-                "restore",
-                "--to",
-                out.to_str().unwrap(),
-                "--include",
-                "*.jpg",
-                album.to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
+    let nothing = restore(
+        &sb,
+        &config,
+        &out,
+        &["--include", "*.jpg", album.to_str().unwrap()],
+    );
     assert_exit(&nothing, 1);
     assert_says(&nothing, "matches --include *.jpg");
     let bad = sb
@@ -272,28 +252,16 @@ fn only_the_fetched_spans_are_read_and_a_flipped_byte_in_one_places_nothing() {
 
         flip(&stored, 2 << 20); // inside big.bin, outside the span
         let out = sb.path(&format!("out-{name}"));
-        let restore = |what: &Path| {
-            sb.with_config(
-                &config,
-                &[
-                    "restore",
-                    "--to",
-                    out.to_str().unwrap(),
-                    what.to_str().unwrap(),
-                ],
-            )
-            .output()
-            .unwrap()
-        };
-        assert_exit(&restore(&a), 0);
+        let restore_one = |what: &Path| restore(&sb, &config, &out, &[what.to_str().unwrap()]);
+        assert_exit(&restore_one(&a), 0);
         assert_same_file(&a, &out.join("album/sub/a.txt"));
         fs::remove_dir_all(&out).unwrap();
-        let whole = restore(&album);
+        let whole = restore_one(&album);
         assert_exit(&whole, 1);
         assert!(!out.join("album/big.bin").exists());
 
         flip(&stored, (start + end) / 2);
-        let refused = restore(&a);
+        let refused = restore_one(&a);
         assert_exit(&refused, 1);
         assert_says(&refused, "does not match its tree hash leaf");
         assert!(
@@ -343,18 +311,7 @@ fn a_path_an_upload_does_not_hold_or_an_upload_without_a_catalog_is_refused_with
     assert_exit(&sb.run_config(&config), 0);
     let out = sb.path("out");
     let missing = album.join("sub/never.txt");
-    let refused = sb
-        .with_config(
-            &config,
-            &[
-                "restore",
-                "--to",
-                out.to_str().unwrap(),
-                missing.to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
+    let refused = restore(&sb, &config, &out, &[missing.to_str().unwrap()]);
     assert_exit(&refused, 1);
     assert_says(&refused, "nothing in the upload of");
     assert_says(&refused, "sub/never.txt");
@@ -362,18 +319,7 @@ fn a_path_an_upload_does_not_hold_or_an_upload_without_a_catalog_is_refused_with
     let ledger = rusqlite::Connection::open(sb.path("ledger-plain.sqlite3")).unwrap();
     ledger.execute("DELETE FROM catalogs", []).unwrap();
     let a = album.join("sub/a.txt");
-    let refused = sb
-        .with_config(
-            &config,
-            &[
-                "restore",
-                "--to",
-                out.to_str().unwrap(),
-                a.to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
+    let refused = restore(&sb, &config, &out, &[a.to_str().unwrap()]);
     assert_exit(&refused, 1);
     assert_says(&refused, "has no catalog");
     assert!(!out.join("album").exists());
@@ -386,29 +332,12 @@ fn a_path_an_upload_does_not_hold_or_an_upload_without_a_catalog_is_refused_with
             [],
         )
         .unwrap();
-    let python = sb
-        .with_config(
-            &config,
-            &["restore", "--to", out.to_str().unwrap(), "/py/photos/a.jpg"],
-        )
-        .output()
-        .unwrap();
+    let python = restore(&sb, &config, &out, &["/py/photos/a.jpg"]);
     assert_exit(&python, 1);
     assert_says(&python, "has no catalog");
     assert!(!out.join("photos").exists());
     // The whole directory still restores.
-    let whole = sb
-        .with_config(
-            &config,
-            &[
-                "restore",
-                "--to",
-                out.to_str().unwrap(),
-                album.to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
+    let whole = restore(&sb, &config, &out, &[album.to_str().unwrap()]);
     assert_exit(&whole, 0);
     assert_same_file(&a, &out.join("album/sub/a.txt"));
 }
