@@ -108,10 +108,19 @@ pub fn encoded_parts(
         }
     });
 
+    let parts = hashed_parts(rx, catalog.clone());
+    (parts, plain_size, catalog)
+}
+
+/// The written buffers as parts in order, each tree-hashed on the blocking pool (`HASHING` at
+/// a time); the leaves go to `leaves_out` for the catalog, so nothing is hashed twice.
+fn hashed_parts(
+    rx: mpsc::Receiver<Result<Bytes, SourceError>>,
+    leaves_out: CatalogSlot,
+) -> PartStream {
     let mut offset = 0u64;
     let mut index = 0u64;
-    let leaves_out = catalog.clone();
-    let parts = tokio_stream_from(rx)
+    tokio_stream_from(rx)
         .map(move |chunk| {
             let position = (index, offset);
             if let Ok(data) = &chunk {
@@ -123,7 +132,6 @@ pub fn encoded_parts(
                 let data = chunk.map_err(|e| Error::Source(Box::new(e)))?;
                 let (index, offset) = position;
                 let hashed = data.clone();
-                // The leaves are the tree hash's own: kept for the catalog, not hashed again.
                 let tree_hash = tokio::task::spawn_blocking(move || {
                     let leaves = leaf_hashes(&hashed);
                     let tree_hash = tree_hash_of_leaves(&leaves);
@@ -144,8 +152,7 @@ pub fn encoded_parts(
             }
         })
         .buffered(HASHING)
-        .boxed();
-    (parts, plain_size, catalog)
+        .boxed()
 }
 
 /// Where a directory archive's catalog is left by the writer once the archive is written
