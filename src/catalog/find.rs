@@ -78,11 +78,14 @@ impl Pattern {
 
     /// Whether `path` (a source path) matches.
     pub fn matches(&self, path: &Path) -> bool {
-        match (self.whole_path, path.file_name()) {
-            (true, _) => self.matcher.is_match(path),
-            (false, Some(name)) => self.matcher.is_match(name),
-            (false, None) => false,
+        use std::os::unix::ffi::OsStrExt;
+        if self.whole_path {
+            return self.matcher.is_match(path);
         }
+        // The name as bytes after the last `/`: path components cost more than the match.
+        let bytes = path.as_os_str().as_bytes();
+        let name = bytes.rsplit(|&b| b == b'/').find(|part| !part.is_empty());
+        name.is_some_and(|name| self.matcher.is_match(std::ffi::OsStr::from_bytes(name)))
     }
 }
 

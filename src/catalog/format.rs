@@ -103,7 +103,9 @@ impl Encoder {
 /// Reads a catalog back, entry by entry, checking every length and count: damaged bytes give an
 /// error, never a panic or an unbounded allocation.
 pub struct Decoder<'a> {
-    input: zstd::stream::read::Decoder<'static, io::BufReader<&'a [u8]>>,
+    /// Buffered above zstd: records are read a byte at a time, which through zstd's own
+    /// reader would run its decoding loop for every byte.
+    input: io::BufReader<zstd::stream::read::Decoder<'static, io::BufReader<&'a [u8]>>>,
     previous: Previous,
     count: u64,
     ended: bool,
@@ -119,7 +121,7 @@ impl<'a> Decoder<'a> {
         };
         let input = zstd::stream::read::Decoder::new(rest).map_err(damaged)?;
         Ok(Decoder {
-            input,
+            input: io::BufReader::with_capacity(64 << 10, input),
             previous: Previous::default(),
             count: 0,
             ended: false,

@@ -1,6 +1,7 @@
 //! `ls`: a backed-up directory's contents as of an upload, read from the ledger's catalogs
 //! alone (no network, nothing retrieved).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use glacier_backup_archiver::SourceKind;
@@ -71,11 +72,18 @@ pub fn list(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<
     };
     let mut itself = None;
     let mut children = Vec::new();
+    // As path equality has it: no trailing `/`, no `.` components.
+    let normalized: PathBuf = path.components().collect();
+    let wanted = normalized.as_os_str().as_bytes();
     each_source_entry(&upload, &bytes, &mut |entry| {
-        if entry.path == path {
-            itself = Some(entry);
-        } else if entry.path.parent() == Some(path) {
-            children.push(entry);
+        // Compared as bytes: path components cost more than decoding the entry.
+        let name = entry.path.as_os_str().as_bytes();
+        match name.strip_prefix(wanted) {
+            Some([]) => itself = Some(entry),
+            Some([b'/', rest @ ..]) if !rest.contains(&b'/') && !rest.is_empty() => {
+                children.push(entry)
+            }
+            _ => {}
         }
     })?;
     let entries = match itself {
