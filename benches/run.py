@@ -199,6 +199,8 @@ def bench_layers():
     total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
     key = WORK / "layers-key.txt"
     key.unlink(missing_ok=True)
+    # keygen never writes over a key file, the authentication key beside it included.
+    key.with_name(key.name + ".auth").unlink(missing_ok=True)
     recipient = subprocess.run([str(BIN), "keygen", "-o", str(key)], check=True,
                                capture_output=True, text=True).stdout.strip()
     warm(tree)
