@@ -447,6 +447,13 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
         "the same job: {out}"
     );
     assert!(out.contains("ledger rows added: 2"), "{out}");
+    // The directory's catalog came back from its index, a small archive of its own retrieved
+    // while the run waited: `ls` reads it from the ledger.
+    assert!(out.contains("1 restored"), "{out}");
+    let album = data.join("Фото 2026 (copy)");
+    let (code, out) = run(&["ls", album.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("café.txt"), "{out}");
     let requests = s.fake().stats().requests;
     let (code, out) = run(&["-d", "inventory"]);
     assert_eq!(code, Some(0), "{out}");
@@ -490,6 +497,25 @@ fn a_vault_inventory_rebuilds_a_lost_ledger_then_restores_every_byte() {
     let first_restored = out.find("restored /").expect("restored");
     assert!(asked < first_restored, "{out}");
     support::trees::assert_same_tree(&data, &to);
+
+    // One file of the rebuilt directory: the whole archive's retrieval done above serves it,
+    // and nothing more is asked of the vault.
+    let started = s.fake().stats().retrievals_started;
+    let one = s.path("one");
+    let cafe = album.join("café.txt");
+    let (code, out) = run(&[
+        "restore",
+        "--wait",
+        "--timeout",
+        "60",
+        "--to",
+        one.to_str().unwrap(),
+        cafe.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let restored = one.join("Фото 2026 (copy)/café.txt");
+    assert_eq!(fs::read(restored).unwrap(), fs::read(&cafe).unwrap());
+    assert_eq!(s.fake().stats().retrievals_started, started);
 }
 
 /// A download cut off by a dropped connection continues, on the next run, from the bytes
