@@ -245,10 +245,11 @@ pub fn check_indexes(
                 .zip(stored)
                 .is_some_and(|(taken, stored)| stored > taken)
         };
-        let Some(catalog) = ledger.cataloged(&row.archive_id)? else {
+        // Only the index's id: the catalogs themselves are not loaded.
+        let Some(index_id) = ledger.catalog_index(&row.archive_id)? else {
             continue;
         };
-        let problem = match &catalog.index_id {
+        let problem = match &index_id {
             None => "has no index at the destination (it could not be stored at backup)".into(),
             Some(id) if listing.indexes.iter().any(|i| i.archive_id == *id) => continue,
             Some(_) if listed_after(row) => continue,

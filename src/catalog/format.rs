@@ -231,7 +231,7 @@ fn unzigzag(n: u64) -> i64 {
     ((n >> 1) as i64) ^ -((n & 1) as i64)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -250,7 +250,7 @@ fn read_u8(input: &mut impl Read) -> Result<u8, CatalogError> {
     Ok(byte[0])
 }
 
-fn read_varint(input: &mut impl Read) -> Result<u64, CatalogError> {
+pub(super) fn read_varint(input: &mut impl Read) -> Result<u64, CatalogError> {
     let mut n = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = read_u8(input)?;

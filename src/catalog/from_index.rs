@@ -32,7 +32,9 @@ pub fn wanted<'a>(
 ) -> Result<Vec<(UploadRecord, Option<&'a ListedArchive>)>, LedgerError> {
     let mut wanted = Vec::new();
     for row in ledger.uploads()? {
-        if row.kind != Some(SourceKind::Directory) || ledger.catalog(&row.archive_id)?.is_some() {
+        if row.kind != Some(SourceKind::Directory)
+            || ledger.catalog_index(&row.archive_id)?.is_some()
+        {
             continue;
         }
         let index = listing

@@ -9,6 +9,7 @@
 
 use std::ops::Range;
 
+use super::format::{put_varint, read_varint as varint};
 use super::CatalogError;
 
 /// The first bytes of every layout: the format and its version.
@@ -215,27 +216,6 @@ fn frame_span(frames: &[Frame], plain: Range<u64>) -> Option<(Range<u64>, u64)> 
 
 fn damaged(what: &str) -> CatalogError {
     CatalogError::Damaged(format!("layout: {what}"))
-}
-
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn varint(input: &mut &[u8]) -> Result<u64, CatalogError> {
-    let mut n = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = input.split_first().ok_or_else(|| damaged("cut short"))?;
-        *input = rest;
-        n |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(n);
-        }
-    }
-    Err(damaged("a number too long"))
 }
 
 fn flag(input: &mut &[u8]) -> Result<bool, CatalogError> {

@@ -5,8 +5,8 @@ use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, Moved, MovedAway, Retrieval, UploadRecord};
 use glacier_backup::restore::partial::{self, Subset};
 use glacier_backup::restore::{
-    expected_wait, restore_all, select, whole, Destination, Outcome as Restored, RestoreReport,
-    RestoreRequest,
+    expected_wait, restore_all, select, whole, Destination, Outcome as Restored, RestoreFailure,
+    RestoreReport, RestoreRequest,
 };
 use glacier_backup::shown;
 
@@ -98,10 +98,20 @@ fn earlier_retrievals(ledger: &Ledger, rows: &[UploadRecord]) -> Vec<Option<Retr
         .collect()
 }
 
+/// Each row's partial plan, when only part of it is asked for: made once (a plan reads the
+/// whole catalog) for the plan shown, its cost and `--json`.
+type Partials = Vec<Option<Result<partial::PartialPlan, RestoreFailure>>>;
+
+fn partial_plans(ledger: &Ledger, rows: &[UploadRecord], request: &RestoreRequest) -> Partials {
+    rows.iter()
+        .map(|row| Subset::of(row, request).map(|subset| partial::plan(ledger, row, &subset)))
+        .collect()
+}
+
 fn show_plan(
     archiver: &dyn Archiver,
-    ledger: &Ledger,
     rows: &[UploadRecord],
+    partials: &Partials,
     earlier: &[Option<Retrieval>],
     request: &RestoreRequest,
 ) {
@@ -117,7 +127,7 @@ fn show_plan(
         request.options.tier.as_str(),
         expected_wait(archiver, request.options.tier)
     );
-    for (row, earlier) in rows.iter().zip(earlier) {
+    for ((row, earlier), partial) in rows.iter().zip(earlier).zip(partials) {
         let pending = earlier
             .as_ref()
             .map(|r| {
@@ -138,8 +148,8 @@ fn show_plan(
                 .map_or("size unknown".into(), glacier_backup::display_size),
             row.archive_id
         );
-        if let Some(subset) = Subset::of(row, request) {
-            show_partial(ledger, row, &subset);
+        if let Some(partial) = partial {
+            show_partial(partial);
         }
     }
 }
@@ -148,30 +158,25 @@ fn show_plan(
 /// destination that retrieves ranges, else the whole archive.
 fn retrieved(
     archiver: &dyn Archiver,
-    ledger: &Ledger,
     row: &UploadRecord,
-    request: &RestoreRequest,
+    partial: &Option<Result<partial::PartialPlan, RestoreFailure>>,
 ) -> (u64, u64) {
-    let whole = (1, row.size.unwrap_or(0));
-    if !archiver.capabilities().ranged_retrievals {
-        return whole;
-    }
-    match Subset::of(row, request).map(|subset| partial::plan(ledger, row, &subset)) {
-        Some(Ok(plan)) => (plan.spans.len() as u64, plan.fetched()),
-        _ => whole,
+    match partial {
+        Some(Ok(plan)) if archiver.capabilities().ranged_retrievals => {
+            (plan.spans.len() as u64, plan.fetched())
+        }
+        _ => (1, row.size.unwrap_or(0)),
     }
 }
 
 /// A planned archive's details: for a partial restore, what it fetches.
 fn partial_json(
-    ledger: &Ledger,
-    row: &UploadRecord,
-    request: &RestoreRequest,
+    partial: &Option<Result<partial::PartialPlan, RestoreFailure>>,
 ) -> serde_json::Value {
-    let Some(subset) = Subset::of(row, request) else {
+    let Some(partial) = partial else {
         return serde_json::json!({});
     };
-    let partial = match partial::plan(ledger, row, &subset) {
+    let partial = match partial {
         Ok(plan) => serde_json::json!({
             "entries": plan.entries,
             "data_bytes": plan.plain_bytes,
@@ -185,9 +190,9 @@ fn partial_json(
 }
 
 /// What a partial restore of `row` fetches, beside the whole archive.
-fn show_partial(ledger: &Ledger, row: &UploadRecord, subset: &Subset) {
+fn show_partial(partial: &Result<partial::PartialPlan, RestoreFailure>) {
     use glacier_backup::display_size;
-    match partial::plan(ledger, row, subset) {
+    match partial {
         Ok(plan) => tracing::info!(
             "    in part: {} entries ({} of data) in {} range(s) of {}, instead of the whole \
              {}",
@@ -209,23 +214,18 @@ const CONFIRM_ABOVE_USD: f64 = 1.0;
 /// a warm S3 class).
 fn estimate(
     archiver: &dyn Archiver,
-    ledger: &Ledger,
     config: &Config,
     rows: &[UploadRecord],
+    partials: &Partials,
     earlier: &[Option<Retrieval>],
     request: &RestoreRequest,
 ) -> Option<f64> {
     use glacier_backup::costs::{dollars, PriceClass, Prices};
     let class = PriceClass::of(&archiver.storage_class()?)?;
-    let to_ask: Vec<&UploadRecord> = rows
-        .iter()
-        .zip(earlier)
-        .filter(|(_, earlier)| earlier.is_none())
-        .map(|(row, _)| row)
-        .collect();
     let (mut count, mut bytes) = (0, 0);
-    for row in to_ask {
-        let (requests, retrieved) = retrieved(archiver, ledger, row, request);
+    let to_ask = rows.iter().zip(partials).zip(earlier);
+    for ((row, partial), _) in to_ask.filter(|(_, earlier)| earlier.is_none()) {
+        let (requests, retrieved) = retrieved(archiver, row, partial);
         count += requests;
         bytes += retrieved;
     }
@@ -334,12 +334,13 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         request.identities = identities(args, config)?;
     }
     let earlier = earlier_retrievals(&ledger, &rows);
-    show_plan(archiver.as_ref(), &ledger, &rows, &earlier, &request);
+    let partials = partial_plans(&ledger, &rows, &request);
+    show_plan(archiver.as_ref(), &rows, &partials, &earlier, &request);
     if let Some(estimate) = estimate(
         archiver.as_ref(),
-        &ledger,
         config,
         &rows,
+        &partials,
         &earlier,
         &request,
     ) {
@@ -349,7 +350,8 @@ pub async fn restore(cli: &Cli, config: &Config, args: &RestoreArgs) -> Result<O
         if cli.json {
             let planned: Vec<_> = rows
                 .iter()
-                .map(|row| archive_json(row, "planned", partial_json(&ledger, row, &request)))
+                .zip(&partials)
+                .map(|(row, partial)| archive_json(row, "planned", partial_json(partial)))
                 .collect();
             print_json(&serde_json::json!({
                 "command": "restore",

@@ -112,7 +112,7 @@ impl Ledger {
     /// The catalog of archive `archive_id` (the compact form, see [`crate::catalog::Decoder`]),
     /// if one was recorded.
     pub fn catalog(&self, archive_id: &str) -> Result<Option<Vec<u8>>, LedgerError> {
-        self.catalog_column(archive_id, "entries")
+        self.catalog_column::<Vec<u8>>(archive_id, "entries")
     }
 
     /// The catalog, layout and index of archive `archive_id`, if a catalog was recorded.
@@ -120,15 +120,18 @@ impl Ledger {
         let Some(entries) = self.catalog(archive_id)? else {
             return Ok(None);
         };
-        let layout = self.catalog_column(archive_id, "layout")?;
-        let index_id = self
-            .catalog_column(archive_id, "CAST(index_id AS BLOB)")?
-            .map(|id| String::from_utf8_lossy(&id).into_owned());
+        let layout = self.catalog_column::<Option<Vec<u8>>>(archive_id, "layout")?;
         Ok(Some(Cataloged {
             entries,
-            layout,
-            index_id,
+            layout: layout.flatten(),
+            index_id: self.catalog_index(archive_id)?.flatten(),
         }))
+    }
+
+    /// Whether archive `archive_id` has a catalog (`None` when not), and then the id of its
+    /// index at the destination: read without loading the catalog itself.
+    pub fn catalog_index(&self, archive_id: &str) -> Result<Option<Option<String>>, LedgerError> {
+        self.catalog_column::<Option<String>>(archive_id, "index_id")
     }
 
     /// Records the catalog of an archive already in the ledger (a rebuilt row's, from its
@@ -143,23 +146,19 @@ impl Ledger {
         })
     }
 
-    /// One column of an archive's catalog row; read column by column, so a listing that needs
-    /// the entries never loads the leaves.
-    fn catalog_column(
+    /// One column of an archive's catalog row (`None` when it has no catalog); read column by
+    /// column, so a listing that needs the entries never loads the leaves.
+    fn catalog_column<T: rusqlite::types::FromSql>(
         &self,
         archive_id: &str,
         column: &'static str,
-    ) -> Result<Option<Vec<u8>>, LedgerError> {
+    ) -> Result<Option<T>, LedgerError> {
         let read = |schema: &str| {
             self.conn
                 .prepare_cached(&format!(
                     "SELECT {column} FROM {schema}.catalogs WHERE archive_id = ?1"
                 ))
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![archive_id], |r| r.get::<_, Option<Vec<u8>>>(0))
-                        .optional()
-                })
-                .map(Option::flatten)
+                .and_then(|mut stmt| stmt.query_row(params![archive_id], |r| r.get(0)).optional())
                 .map_err(sqlite_error(&self.path, "cannot read a catalog"))
         };
         let recorded = read("main")?;

@@ -120,10 +120,10 @@ pub enum RestoreFailure {
         archive_id: String,
     },
     /// A partial restore of an upload that has no catalog to find entries by.
+    // The path leads every failure's line already.
     #[error(
-        "{}: this upload has no catalog (it was made by the Python tool or before catalogs), \
-         so single entries cannot be fetched from it; restore the whole directory instead",
-        shown(path)
+        "this upload has no catalog (it was made by the Python tool or before catalogs), so \
+         single entries cannot be fetched from it; restore the whole directory instead"
     )]
     NoCatalog {
         /// The upload's source path.
