@@ -67,10 +67,11 @@ pub struct Layers {
     pub zstd_level: Option<i32>,
     /// The age file key and header, when encrypted.
     pub seal: Option<Seal>,
-    /// Whether zstd compresses on worker threads (an archive of more than one job): the
-    /// frames then do not depend on how many workers there are, but differ from those one
-    /// thread writes, so this follows from the archive's expected size alone, which a resumed
-    /// upload of an unchanged source repeats.
+    /// Whether zstd compresses on worker threads (an archive of more than one job). A file
+    /// archive's frame then does not depend on how many workers there are, but differs from
+    /// the one a single thread writes, so this follows from the archive's expected size alone,
+    /// which a resumed upload of an unchanged source repeats. A seekable archive's frames are
+    /// the same either way.
     pub zstd_threads: bool,
     /// The archive's expected size: the read buffer is sized for it, so a small file does not
     /// cost a quarter MiB of zeroed memory.
@@ -148,7 +149,10 @@ impl<W: Write> Write for Encrypt<W> {
 /// The zstd layer over the age layer, or just the age layer.
 enum Compress<W: Write> {
     Plain(Encrypt<W>),
-    Zstd(frames::FramedZstd<Encrypt<W>>),
+    /// One frame (a file archive).
+    Zstd(zstd::stream::write::Encoder<'static, Encrypt<W>>),
+    /// Frames that decode alone (a directory archive).
+    Frames(frames::FramedZstd<Encrypt<W>>),
 }
 
 /// The archive's own size, before compression and encryption: the bytes written so far while
@@ -196,15 +200,21 @@ impl<W: Write> EncodingSink<W> {
             None => Encrypt::Plain(out),
         };
         let stage = match layers.zstd_level {
+            Some(level) if layers.seekable => {
+                let workers = match layers.zstd_threads {
+                    true => zstd_workers() as usize,
+                    false => 0,
+                };
+                Compress::Frames(frames::FramedZstd::new(level, workers, encrypt)?)
+            }
             Some(level) => {
-                use zstd::zstd_safe::CParameter;
-                let mut zstd = zstd::stream::raw::Encoder::new(level)?;
-                zstd.set_parameter(CParameter::ChecksumFlag(true))?;
+                let mut zstd = zstd::stream::write::Encoder::new(encrypt, level)?;
+                zstd.include_checksum(true)?;
                 if layers.zstd_threads {
-                    zstd.set_parameter(CParameter::NbWorkers(zstd_workers()))?;
-                    zstd.set_parameter(CParameter::JobSize(ZSTD_JOB))?;
+                    zstd.multithread(zstd_workers())?;
+                    zstd.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
                 }
-                Compress::Zstd(frames::FramedZstd::new(zstd, encrypt, layers.seekable))
+                Compress::Zstd(zstd)
             }
             None => Compress::Plain(encrypt),
         };
@@ -223,7 +233,11 @@ impl<W: Write> EncodingSink<W> {
     pub fn finish(self) -> io::Result<Finished<W>> {
         let (encrypt, frames) = match self.stage {
             Compress::Plain(encrypt) => (encrypt, None),
-            Compress::Zstd(zstd) => zstd.finish()?,
+            Compress::Zstd(zstd) => (zstd.finish()?, None),
+            Compress::Frames(zstd) => {
+                let (encrypt, frames) = zstd.finish()?;
+                (encrypt, Some(frames))
+            }
         };
         Ok(Finished {
             out: encrypt.finish()?,
@@ -238,6 +252,7 @@ impl<W: Write> Write for EncodingSink<W> {
         let n = match &mut self.stage {
             Compress::Plain(w) => w.write(buf)?,
             Compress::Zstd(w) => w.write(buf)?,
+            Compress::Frames(w) => w.write(buf)?,
         };
         self.plain_size.add(n);
         Ok(n)
@@ -247,6 +262,7 @@ impl<W: Write> Write for EncodingSink<W> {
         match &mut self.stage {
             Compress::Plain(w) => w.flush(),
             Compress::Zstd(w) => w.flush(),
+            Compress::Frames(w) => w.flush(),
         }
     }
 }
@@ -262,8 +278,8 @@ impl<W: Write> ArchiveSink for EncodingSink<W> {
 
     fn entry_boundary(&mut self) -> io::Result<()> {
         match &mut self.stage {
-            Compress::Plain(_) => Ok(()),
-            Compress::Zstd(zstd) => zstd.entry_boundary(),
+            Compress::Plain(_) | Compress::Zstd(_) => Ok(()),
+            Compress::Frames(zstd) => zstd.entry_boundary(),
         }
     }
 }
