@@ -406,3 +406,74 @@ fn a_vault_retrieves_only_the_ranges_a_partial_restore_needs() {
     assert_eq!(s.fake().stats().retrievals_started, ranges.len() as u64);
     assert!(!out.join("album/big.bin").exists());
 }
+
+/// From S3, every GET of the archive is ranged: GLACIER_IR serves the spans at once;
+/// DEEP_ARCHIVE restores the object first (AWS restores whole objects) and then serves only the
+/// spans. moto's own log counts the GETs.
+#[cfg(feature = "s3")]
+#[test]
+fn a_bucket_serves_a_partial_restore_by_ranged_gets_alone() {
+    use crate::support::setup::Setup;
+    for class in ["GLACIER_IR", "DEEP_ARCHIVE"] {
+        let s = Setup::with_fake().and_moto();
+        let album = album(&s.path("data"));
+        let key = s.path("key.txt");
+        assert_exit(&s.run(&["keygen", "-o", key.to_str().unwrap()]), 0);
+        let recipient = fs::read_to_string(&key)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+            .unwrap();
+        let config = s
+            .bucket()
+            .backend("storage_class", class)
+            .raw(&format!(
+                "[archive]\ncompression = \"zstd\"\n[encryption]\nrecipients = [\"{recipient}\"]\n\
+                 identity_file = \"{}\"\n[\"{}\"]\nupload_single_dir = true\n",
+                key.display(),
+                album.display()
+            ))
+            .write(&s.path("config/s3.toml"));
+        assert_exit(&s.run_config(&config), 0);
+        let (archive_key, size) = s.objects().pop().unwrap();
+        let paths = [album.join("sub/a.txt"), album.join("sub/deep")];
+        let args: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+        let plan = planned(&s, &config, &args);
+        let ranges = plan["ranges"].as_array().unwrap().len();
+        assert!(plan["fetch_bytes"].as_u64().unwrap() <= 3 << 20, "{plan}");
+
+        let before = s.moto().requests().len();
+        let out = s.path("out");
+        let mut all = vec!["--wait", "--timeout", "60"];
+        all.extend(&args);
+        let restored = restore(&s, &config, &out, &all);
+        assert_exit(&restored, 0);
+        assert_same_file(&paths[0], &out.join("album/sub/a.txt"));
+        assert_same_file(
+            &album.join("sub/deep/b.txt"),
+            &out.join("album/sub/deep/b.txt"),
+        );
+        assert!(!out.join("album/big.bin").exists());
+
+        let of_archive = format!("/{}/{archive_key}", crate::support::setup::BUCKET);
+        let gets: Vec<u16> = s.moto().requests()[before..]
+            .iter()
+            .filter(|r| {
+                let path = r.path.split('?').next().unwrap();
+                r.method == "GET"
+                    && percent_encoding::percent_decode_str(path).decode_utf8_lossy() == of_archive
+            })
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(
+            gets,
+            vec![206; ranges],
+            "{class}: one ranged GET per span of {plan}, nothing whole ({size} bytes)"
+        );
+        let restores = s.moto().requests()[before..]
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.contains("restore"))
+            .count();
+        assert_eq!(restores, usize::from(class == "DEEP_ARCHIVE"), "{class}");
+    }
+}
