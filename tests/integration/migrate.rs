@@ -299,6 +299,21 @@ fn a_vault_moves_to_s3_with_its_history_and_backups_and_restores_go_on_there() {
         rows
     };
     assert_eq!(identity(rows(&s.bucket_ledger())), identity(vault_rows));
+    // The rebuilt ledger has the album's catalog again: one file of it restores alone.
+    let after_rebuild = s.path("after-rebuild");
+    let one_file = s
+        .with_config(&bucket, &["restore", "--to"])
+        .arg(&after_rebuild)
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert_exit(&one_file, 0);
+    assert_says(&one_file, "restored 1 entries of");
+    assert_eq!(
+        fs::read(after_rebuild.join("album/small.txt")).unwrap(),
+        b"small"
+    );
+    assert!(!after_rebuild.join("album/raw").exists());
 
     // Another destination gets its own copy of every archive still in the vault.
     s.block_on(s.s3().create_bucket().bucket("other").send())
