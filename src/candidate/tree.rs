@@ -163,6 +163,7 @@ pub(super) fn write_tar(
                 } else {
                     builder.get_ref().written
                 },
+                stamp: Some(entry.meta.stamp()),
             };
             catalog.push(&cataloged).map_err(fail)?;
         }

@@ -22,9 +22,11 @@ pub struct EntryMeta {
     len: u64,
     mtime: i64,
     mtime_ns: i128,
+    stamp: crate::catalog::Stamp,
 }
 
 impl EntryMeta {
+    #[allow(clippy::unnecessary_cast)]
     fn from_stat(stat: &Stat) -> Self {
         let kind = match fsat::file_type(stat) {
             FileType::RegularFile => EntryType::File,
@@ -40,7 +42,18 @@ impl EntryMeta {
             len: fsat::size(stat),
             mtime: fsat::mtime_secs(stat),
             mtime_ns: fsat::mtime_ns(stat),
+            stamp: crate::catalog::Stamp {
+                mtime_nsec: stat.st_mtime_nsec as u32,
+                ctime: stat.st_ctime as i64,
+                ctime_nsec: stat.st_ctime_nsec as u32,
+                inode: stat.st_ino as u64,
+            },
         }
+    }
+
+    /// What tells a later backup whether the entry changed (see [`crate::catalog::Stamp`]).
+    pub fn stamp(&self) -> crate::catalog::Stamp {
+        self.stamp
     }
 
     /// Size in bytes.

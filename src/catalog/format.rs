@@ -1,19 +1,26 @@
 //! The catalog's compact form: `MAGIC`, then a zstd stream of records, one per entry, closed by
 //! an end record that counts them (a stream cut anywhere is refused, not read as shorter).
 //!
-//! A record: kind (`d`, `f`, `l`; 0 ends the stream), the length of the path prefix shared with
-//! the previous entry and the rest of the path, mode, uid, gid, the mtime as a signed step from
-//! the previous one, the size (files), the gap from the previous entry's end to this entry's
+//! A record: kind (`d`, `f`, `l`; 0 ends the records), the length of the path prefix shared
+//! with the previous entry and the rest of the path, mode, uid, gid, the mtime as a signed step
+//! from the previous one, the size, the gap from the previous entry's end to this entry's
 //! header, the header's length, and a link's target. Numbers are LEB128 varints.
+//!
+//! Version 2 (`GBC2`) adds to each record its [`Stamp`] (a flag, then the mtime's nanoseconds,
+//! the ctime as a step from the mtime and its nanoseconds, the inode as a step from the
+//! previous one), and after the end record the paths an incremental archive deleted: their
+//! count, then each front-coded against the one before. Version 1 is still read.
 
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::{CatalogError, Entry, EntryKind};
+use super::{CatalogError, Entry, EntryKind, Stamp};
 
-/// The first bytes of every catalog: the format and its version.
-pub const MAGIC: &[u8; 4] = b"GBC1";
+/// The first bytes of every catalog written now: the format and its version.
+pub const MAGIC: &[u8; 4] = b"GBC2";
+/// Version 1's: records without stamps, no deletions.
+const MAGIC_V1: &[u8; 4] = b"GBC1";
 
 /// zstd level: the records are small and repetitive; a low level already gets most of it.
 const LEVEL: i32 = 3;
@@ -26,6 +33,10 @@ pub struct Encoder {
     out: zstd::stream::write::Encoder<'static, Vec<u8>>,
     previous: Previous,
     count: u64,
+    /// The deleted paths, coded, and how many.
+    deleted: Vec<u8>,
+    deleted_count: u64,
+    previous_deleted: Vec<u8>,
 }
 
 /// What each record is coded against.
@@ -34,6 +45,7 @@ struct Previous {
     path: Vec<u8>,
     end: u64,
     mtime: i64,
+    inode: u64,
 }
 
 impl Encoder {
@@ -45,17 +57,26 @@ impl Encoder {
             out: zstd::stream::write::Encoder::new(buffer, LEVEL)?,
             previous: Previous::default(),
             count: 0,
+            deleted: Vec::new(),
+            deleted_count: 0,
+            previous_deleted: Vec::new(),
         })
+    }
+
+    /// Records that an incremental archive deleted `path` (and all below it), in tar order.
+    pub fn delete(&mut self, path: &std::path::Path) {
+        let path = path.as_os_str().as_bytes();
+        let shared = shared_prefix(path, &self.previous_deleted);
+        put_varint(&mut self.deleted, shared as u64);
+        put_bytes(&mut self.deleted, &path[shared..]);
+        self.previous_deleted = path.to_vec();
+        self.deleted_count += 1;
     }
 
     /// Appends `entry`, which starts at or after the previous entry's end.
     pub fn push(&mut self, entry: &Entry) -> io::Result<()> {
         let path = entry.path.as_os_str().as_bytes();
-        let shared = path
-            .iter()
-            .zip(&self.previous.path)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let shared = shared_prefix(path, &self.previous.path);
         let mut record = Vec::with_capacity(32 + path.len() - shared);
         record.push(entry.kind.code());
         put_varint(&mut record, shared as u64);
@@ -81,11 +102,24 @@ impl Encoder {
         if let Some(link) = &entry.link {
             put_bytes(&mut record, link.as_os_str().as_bytes());
         }
+        let mut inode = self.previous.inode;
+        match &entry.stamp {
+            None => record.push(0),
+            Some(stamp) => {
+                record.push(1);
+                put_varint(&mut record, u64::from(stamp.mtime_nsec));
+                put_varint(&mut record, zigzag(stamp.ctime.wrapping_sub(entry.mtime)));
+                put_varint(&mut record, u64::from(stamp.ctime_nsec));
+                put_varint(&mut record, zigzag(stamp.inode.wrapping_sub(inode) as i64));
+                inode = stamp.inode;
+            }
+        }
         self.out.write_all(&record)?;
         self.previous = Previous {
             path: path.to_vec(),
             end: entry.end_offset(),
             mtime: entry.mtime,
+            inode,
         };
         self.count += 1;
         Ok(())
@@ -95,9 +129,15 @@ impl Encoder {
     pub fn finish(mut self) -> io::Result<Vec<u8>> {
         let mut end = vec![0u8];
         put_varint(&mut end, self.count);
+        put_varint(&mut end, self.deleted_count);
         self.out.write_all(&end)?;
+        self.out.write_all(&self.deleted)?;
         self.out.finish()
     }
+}
+
+fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(a, b)| a == b).count()
 }
 
 /// Reads a catalog back, entry by entry, checking every length and count: damaged bytes give an
@@ -109,15 +149,26 @@ pub struct Decoder<'a> {
     previous: Previous,
     count: u64,
     ended: bool,
+    /// Version 2 or later: stamps and deletions.
+    stamped: bool,
+    /// Deleted paths not yet read, once the records have ended.
+    deletions_left: u64,
 }
 
 impl<'a> Decoder<'a> {
     /// Starts reading `bytes`.
     pub fn new(bytes: &'a [u8]) -> Result<Self, CatalogError> {
-        let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
-            return Err(CatalogError::Format(
-                bytes.iter().take(4).copied().collect(),
-            ));
+        let (rest, stamped) = match (
+            bytes.strip_prefix(MAGIC.as_slice()),
+            bytes.strip_prefix(MAGIC_V1.as_slice()),
+        ) {
+            (Some(rest), _) => (rest, true),
+            (None, Some(rest)) => (rest, false),
+            (None, None) => {
+                return Err(CatalogError::Format(
+                    bytes.iter().take(4).copied().collect(),
+                ))
+            }
         };
         let input = zstd::stream::read::Decoder::new(rest).map_err(damaged)?;
         Ok(Decoder {
@@ -125,7 +176,30 @@ impl<'a> Decoder<'a> {
             previous: Previous::default(),
             count: 0,
             ended: false,
+            stamped,
+            deletions_left: 0,
         })
+    }
+
+    /// The paths the archive deleted (an incremental archive's), in tar order: read after
+    /// every entry has been.
+    pub fn deletions(mut self) -> Result<Vec<PathBuf>, CatalogError> {
+        while self.next().transpose()?.is_some() {}
+        let mut previous: Vec<u8> = Vec::new();
+        let mut paths = Vec::new();
+        for _ in 0..self.deletions_left {
+            let shared = usize::try_from(read_varint(&mut self.input)?).unwrap_or(usize::MAX);
+            if shared > previous.len() {
+                return Err(CatalogError::Damaged(
+                    "a deleted path shares more than the previous one has".into(),
+                ));
+            }
+            let mut path = previous[..shared].to_vec();
+            path.extend(read_bytes(&mut self.input)?);
+            paths.push(PathBuf::from(std::ffi::OsStr::from_bytes(&path)));
+            previous = path;
+        }
+        Ok(paths)
     }
 
     fn next_entry(&mut self) -> Result<Option<Entry>, CatalogError> {
@@ -137,6 +211,9 @@ impl<'a> Decoder<'a> {
                     "{} entries read, the end record says {count}",
                     self.count
                 )));
+            }
+            if self.stamped {
+                self.deletions_left = read_varint(&mut self.input)?;
             }
             return Ok(None);
         }
@@ -172,6 +249,10 @@ impl<'a> Decoder<'a> {
             )?))),
             _ => None,
         };
+        let stamp = match self.stamped {
+            true => self.read_stamp(mtime)?,
+            false => None,
+        };
         let entry = Entry {
             path: PathBuf::from(std::ffi::OsStr::from_bytes(&path)),
             kind,
@@ -183,6 +264,7 @@ impl<'a> Decoder<'a> {
             link,
             header_offset,
             data_offset,
+            stamp,
         };
         if entry
             .data_offset
@@ -195,9 +277,37 @@ impl<'a> Decoder<'a> {
             path,
             end: entry.end_offset(),
             mtime,
+            inode: stamp.map_or(self.previous.inode, |s| s.inode),
         };
         self.count += 1;
         Ok(Some(entry))
+    }
+
+    fn read_stamp(&mut self, mtime: i64) -> Result<Option<Stamp>, CatalogError> {
+        match read_u8(&mut self.input)? {
+            0 => return Ok(None),
+            1 => {}
+            flag => return Err(CatalogError::Damaged(format!("unknown stamp flag {flag}"))),
+        }
+        let nanos = |n: u64| {
+            u32::try_from(n)
+                .ok()
+                .filter(|&n| n < 1_000_000_000)
+                .ok_or_else(|| CatalogError::Damaged("nanoseconds out of range".into()))
+        };
+        let mtime_nsec = nanos(read_varint(&mut self.input)?)?;
+        let ctime = mtime.wrapping_add(unzigzag(read_varint(&mut self.input)?));
+        let ctime_nsec = nanos(read_varint(&mut self.input)?)?;
+        let inode = self
+            .previous
+            .inode
+            .wrapping_add(unzigzag(read_varint(&mut self.input)?) as u64);
+        Ok(Some(Stamp {
+            mtime_nsec,
+            ctime,
+            ctime_nsec,
+            inode,
+        }))
     }
 }
 

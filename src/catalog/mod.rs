@@ -100,6 +100,24 @@ pub struct Entry {
     pub header_offset: u64,
     /// Where its data starts (after its header records, long-name ones included).
     pub data_offset: u64,
+    /// What says whether the entry changed since (catalogs from before incremental archives
+    /// have none).
+    pub stamp: Option<Stamp>,
+}
+
+/// Of an entry's metadata, what the catalog keeps beyond the tar header's: enough to tell,
+/// as GNU tar's incremental dumps do, that a file with the same size and mtime was still
+/// written or replaced since (its ctime or inode changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The sub-second part of the mtime, in nanoseconds.
+    pub mtime_nsec: u32,
+    /// The inode-change time, seconds since the epoch.
+    pub ctime: i64,
+    /// Its sub-second part, in nanoseconds.
+    pub ctime_nsec: u32,
+    /// The inode number.
+    pub inode: u64,
 }
 
 impl Entry {
