@@ -102,6 +102,17 @@ pub struct TreeEntry<'a> {
     pub meta: EntryMeta,
     /// The directory holding the entry, and its name there (`None` for the root).
     location: Option<(BorrowedFd<'a>, &'a OsStr)>,
+    /// A directory's own entries, in walk order (those skipped left out).
+    pub children: &'a [Child],
+}
+
+/// An entry of a directory, as the walk found it when it opened the directory.
+#[derive(Debug, Clone)]
+pub struct Child {
+    /// Its name in the directory.
+    pub name: OsString,
+    /// Its `lstat`.
+    pub meta: EntryMeta,
 }
 
 /// What kind of tree entry, for archiving purposes.
@@ -148,22 +159,43 @@ impl TreeEntry<'_> {
     }
 }
 
-/// A directory being walked: its handle and the names in it not yet visited.
+/// A directory being walked: its handle and its entries, each `lstat`ed when it was opened.
 struct Frame {
     fd: OwnedFd,
     path: PathBuf,
     archive_path: PathBuf,
-    names: std::vec::IntoIter<OsString>,
+    children: Vec<Child>,
+    /// The next child to visit.
+    next: usize,
 }
 
 impl Frame {
-    fn open(fd: OwnedFd, path: PathBuf, archive_path: PathBuf) -> Result<Self, SourceError> {
+    fn open(
+        fd: OwnedFd,
+        path: PathBuf,
+        archive_path: PathBuf,
+        skip: &[PathBuf],
+    ) -> Result<Self, SourceError> {
         let names = fsat::sorted_names(fd.as_fd()).map_err(|e| SourceError::io(&path, e))?;
+        let mut children = Vec::with_capacity(names.len());
+        for name in names {
+            let child = path.join(&name);
+            if skip.contains(&child) {
+                continue;
+            }
+            let stat =
+                fsat::lstat_at(fd.as_fd(), &name).map_err(|e| SourceError::io(&child, e))?;
+            children.push(Child {
+                name,
+                meta: EntryMeta::from_stat(&stat),
+            });
+        }
         Ok(Frame {
             fd,
             path,
             archive_path,
-            names: names.into_iter(),
+            children,
+            next: 0,
         })
     }
 }
@@ -190,50 +222,56 @@ pub fn walk_tree(
     let base = PathBuf::from(tar_top_name(root));
     let root_fd = fsat::open_dir(root).map_err(|e| SourceError::io(root, e))?;
     let stat = fsat::fstat(&root_fd).map_err(|e| SourceError::io(root, e))?;
+    let root_frame = Frame::open(root_fd, root.to_path_buf(), base.clone(), skip)?;
     visit(TreeEntry {
         path: root.to_path_buf(),
-        archive_path: base.clone(),
+        archive_path: base,
         meta: EntryMeta::from_stat(&stat),
         location: None,
+        children: &root_frame.children,
     })?;
-    let mut stack = vec![Frame::open(root_fd, root.to_path_buf(), base)?];
+    let mut stack = vec![root_frame];
     while let Some(frame) = stack.last_mut() {
-        let Some(name) = frame.names.next() else {
+        let Some(child) = frame.children.get(frame.next) else {
             stack.pop();
             continue;
         };
-        let path = frame.path.join(&name);
-        if skip.contains(&path) {
-            continue;
-        }
-        let stat = match fsat::lstat_at(frame.fd.as_fd(), &name) {
-            Ok(stat) => stat,
-            Err(e) => return Err(SourceError::io(&path, e)),
+        frame.next += 1;
+        let path = frame.path.join(&child.name);
+        let archive_path = frame.archive_path.join(&child.name);
+        let opened = match child.meta.kind {
+            EntryType::Dir => Some(Frame::open(
+                open_child_dir(frame.fd.as_fd(), &child.name, &path)?,
+                path.clone(),
+                archive_path.clone(),
+                skip,
+            )?),
+            _ => None,
         };
-        let meta = EntryMeta::from_stat(&stat);
-        let archive_path = frame.archive_path.join(&name);
         visit(TreeEntry {
-            path: path.clone(),
-            archive_path: archive_path.clone(),
-            meta,
-            location: Some((frame.fd.as_fd(), &name)),
+            path,
+            archive_path,
+            meta: child.meta,
+            location: Some((frame.fd.as_fd(), &child.name)),
+            children: opened.as_ref().map_or(&[], |f| &f.children),
         })?;
-        if meta.kind == EntryType::Dir {
-            let fd =
-                fsat::open_dir_at(frame.fd.as_fd(), &name).map_err(|e| match e.raw_os_error() {
-                    Some(c)
-                        if c == rustix::io::Errno::LOOP.raw_os_error()
-                            || c == rustix::io::Errno::NOTDIR.raw_os_error() =>
-                    {
-                        SourceError::Changed {
-                            path: path.clone(),
-                            what: "was replaced by a link or a file",
-                        }
-                    }
-                    _ => SourceError::io(&path, e),
-                })?;
-            stack.push(Frame::open(fd, path, archive_path)?);
-        }
+        stack.extend(opened);
     }
     Ok(())
+}
+
+/// Opens the directory `name` in `dir`, never through a link.
+fn open_child_dir(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Result<OwnedFd, SourceError> {
+    fsat::open_dir_at(dir, name).map_err(|e| match e.raw_os_error() {
+        Some(c)
+            if c == rustix::io::Errno::LOOP.raw_os_error()
+                || c == rustix::io::Errno::NOTDIR.raw_os_error() =>
+        {
+            SourceError::Changed {
+                path: path.to_path_buf(),
+                what: "was replaced by a link or a file",
+            }
+        }
+        _ => SourceError::io(path, e),
+    })
 }
