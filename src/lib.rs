@@ -28,6 +28,7 @@ pub mod backends;
 pub mod backup;
 pub mod candidate;
 pub mod catalog;
+pub mod chain;
 pub mod codec;
 pub mod costs;
 pub mod fsat;

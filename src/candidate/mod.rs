@@ -18,8 +18,9 @@ use glacier_backup_archiver::SourceKind;
 use sha2::{Digest, Sha256};
 
 pub use read::{mtime_ns, ExactFileReader, SourceError};
+pub use tree::GNU_DUMPDIR;
 use tree::{scan_tree, write_tar};
-pub use walk::{tar_top_name, walk_tree, EntryMeta, EntryType, TreeEntry};
+pub use walk::{tar_top_name, walk_tree, Child, EntryMeta, EntryType, TreeEntry};
 
 const READ_CHUNK: usize = 1 << 20;
 const TAR_BLOCK: u64 = 512;
@@ -144,6 +145,8 @@ pub struct PathCandidate {
     path: PathBuf,
     kind: SourceKind,
     skip: Arc<[PathBuf]>,
+    /// A directory written as an increment holding these changes.
+    increment: Option<Arc<crate::chain::Changes>>,
 }
 
 impl PathCandidate {
@@ -153,7 +156,14 @@ impl PathCandidate {
             path,
             kind,
             skip: Arc::new([]),
+            increment: None,
         }
+    }
+
+    /// Writes a directory as an increment holding `changes` (see [`crate::chain`]).
+    pub fn incremental(mut self, changes: Arc<crate::chain::Changes>) -> Self {
+        self.increment = Some(changes);
+        self
     }
 
     /// Leaves these paths out of a directory's archive and fingerprint: the tool's own ledger,
@@ -183,7 +193,9 @@ impl Candidate for PathCandidate {
     fn write_archive(&self, out: &mut dyn ArchiveSink) -> Result<(), SourceError> {
         match self.kind {
             SourceKind::File => write_file(&self.path, out),
-            SourceKind::Directory => write_tar(&self.path, &self.skip, out, None),
+            SourceKind::Directory => {
+                write_tar(&self.path, &self.skip, out, None, self.increment.as_deref())
+            }
         }
     }
 
@@ -194,7 +206,13 @@ impl Candidate for PathCandidate {
     ) -> Result<(), SourceError> {
         match self.kind {
             SourceKind::File => write_file(&self.path, out),
-            SourceKind::Directory => write_tar(&self.path, &self.skip, out, Some(catalog)),
+            SourceKind::Directory => write_tar(
+                &self.path,
+                &self.skip,
+                out,
+                Some(catalog),
+                self.increment.as_deref(),
+            ),
         }
     }
 }

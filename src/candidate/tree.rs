@@ -9,8 +9,10 @@ use sha2::{Digest, Sha256};
 use crate::catalog::{self, Encoder};
 
 use super::{
-    copy_exact, walk_tree, ArchiveSink, EntryType, Fingerprint, Scan, SourceError, TAR_BLOCK,
+    copy_exact, walk_tree, ArchiveSink, EntryType, Fingerprint, Scan, SourceError, TreeEntry,
+    TAR_BLOCK,
 };
+use crate::chain::Changes;
 
 pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceError> {
     let mut digest = Sha256::new();
@@ -76,103 +78,204 @@ pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceErr
 /// or user names, so the same tree always gives the same bytes.
 /// With a `catalog`, every entry archived is recorded in it with where its header and data lie
 /// in the tar.
+///
+/// With `increment`, the tar is an increment in GNU tar's incremental format: every directory
+/// as a dumpdir entry (type `D`) listing what it holds (`Y` a file or link in this archive, `N`
+/// one unchanged since the base, `D` a directory), then only the files and links in
+/// [`Changes::stored`]; the catalog also records [`Changes::deleted`].
 pub(super) fn write_tar(
     root: &Path,
     skip: &[PathBuf],
     out: &mut dyn ArchiveSink,
     mut catalog: Option<&mut Encoder>,
+    increment: Option<&Changes>,
 ) -> Result<(), SourceError> {
     let mut builder = tar::Builder::new(Counted { out, written: 0 });
     walk_tree(root, skip, |entry| {
         let kind = entry.entry_type();
-        let fail = |e: io::Error| SourceError::from_io(e, &entry.path);
-        builder.get_mut().out.entry_boundary().map_err(fail)?;
-        let header_offset = builder.get_ref().written;
-        let mut link = None;
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(entry.meta.mode() & 0o7777);
-        header.set_uid(u64::from(entry.meta.uid()));
-        header.set_gid(u64::from(entry.meta.gid()));
-        header.set_mtime(u64::try_from(entry.meta.mtime()).unwrap_or(0));
-        header.set_size(0);
-        let mut data_offset = 0;
-        match kind {
-            EntryType::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                // GNU tar marks directories with a trailing slash; so do we, for every one.
-                let mut name = entry.archive_path.clone().into_os_string();
-                if !name.as_bytes().ends_with(b"/") {
-                    name.push("/");
-                }
-                builder
-                    .append_data(&mut header, &name, io::empty())
-                    .map_err(fail)?;
-            }
-            EntryType::Symlink => {
-                let target = entry.read_link()?;
-                header.set_entry_type(tar::EntryType::Symlink);
-                builder
-                    .append_link(&mut header, &entry.archive_path, &target)
-                    .map_err(fail)?;
-                link = Some(PathBuf::from(target));
-            }
-            EntryType::File => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(entry.meta.len());
-                let mut reader = entry.open_exact()?;
-                // The header (and any long-name record) goes through the builder with no data;
-                // the contents follow with large reads, then the padding to a whole block.
-                builder
-                    .append_data(&mut header, &entry.archive_path, io::empty())
-                    .map_err(fail)?;
-                let out = builder.get_mut();
-                data_offset = out.written;
-                let written = copy_exact(&mut reader, out, &entry.path)?;
-                let padding = (TAR_BLOCK - written % TAR_BLOCK) % TAR_BLOCK;
-                out.write_all(&[0u8; TAR_BLOCK as usize][..padding as usize])
-                    .map_err(fail)?;
-                reader.finish()?;
-            }
-            EntryType::Special => {
+        let stored = match (kind, increment) {
+            (EntryType::Special, _) => {
                 tracing::warn!(
                     "skipping {}: sockets, fifos and devices are not archived",
                     glacier_backup_archiver::shown(&entry.path)
                 );
                 return Ok(());
             }
+            (EntryType::File | EntryType::Symlink, Some(changes)) => {
+                changes.stored.contains(&entry.archive_path)
+            }
+            _ => true,
+        };
+        if !stored {
+            return Ok(());
         }
+        let fail = |e: io::Error| SourceError::from_io(e, &entry.path);
+        builder.get_mut().out.entry_boundary().map_err(fail)?;
+        let header_offset = builder.get_ref().written;
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(entry.meta.mode() & 0o7777);
+        header.set_uid(u64::from(entry.meta.uid()));
+        header.set_gid(u64::from(entry.meta.gid()));
+        header.set_mtime(u64::try_from(entry.meta.mtime()).unwrap_or(0));
+        header.set_size(0);
+        let written = match kind {
+            EntryType::Dir => {
+                let dumpdir = increment.map(|changes| dumpdir(&entry, changes));
+                append_dir(&mut builder, &mut header, &entry, dumpdir.as_deref())?
+            }
+            EntryType::Symlink => append_link(&mut builder, &mut header, &entry)?,
+            _ => append_file(&mut builder, &mut header, &entry)?,
+        };
         if let Some(catalog) = catalog.as_deref_mut() {
-            let kind = match kind {
-                EntryType::Dir => catalog::EntryKind::Directory,
-                EntryType::Symlink => catalog::EntryKind::Symlink,
-                _ => catalog::EntryKind::File,
-            };
-            let cataloged = catalog::Entry {
-                path: entry.archive_path.clone(),
-                kind,
-                size: header.size().unwrap_or(0),
-                mode: entry.meta.mode() & 0o7777,
-                uid: u64::from(entry.meta.uid()),
-                gid: u64::from(entry.meta.gid()),
-                // As the header has it: a time before 1970 is stored as 0.
-                mtime: entry.meta.mtime().max(0),
-                link,
-                header_offset,
-                data_offset: if kind == catalog::EntryKind::File {
-                    data_offset
-                } else {
-                    builder.get_ref().written
-                },
-                stamp: Some(entry.meta.stamp()),
-            };
-            catalog.push(&cataloged).map_err(fail)?;
+            catalog
+                .push(&cataloged(&entry, &header, header_offset, written))
+                .map_err(fail)?;
         }
         Ok(())
     })?;
+    if let (Some(catalog), Some(changes)) = (catalog, increment) {
+        for path in &changes.deleted {
+            catalog.delete(path);
+        }
+    }
     builder
         .into_inner()
         .map_err(|e| SourceError::from_io(e, root))?;
     Ok(())
+}
+
+type Builder<'a> = tar::Builder<Counted<'a>>;
+
+/// What an entry's writing tells its catalog record: where its data starts, and a link's target.
+struct Written {
+    data_offset: u64,
+    link: Option<PathBuf>,
+}
+
+/// A directory, as GNU tar marks it, with a trailing slash; in an increment, a dumpdir entry
+/// whose data is `dumpdir`.
+fn append_dir(
+    builder: &mut Builder<'_>,
+    header: &mut tar::Header,
+    entry: &TreeEntry<'_>,
+    dumpdir: Option<&[u8]>,
+) -> Result<Written, SourceError> {
+    let fail = |e: io::Error| SourceError::from_io(e, &entry.path);
+    let mut name = entry.archive_path.clone().into_os_string();
+    if !name.as_bytes().ends_with(b"/") {
+        name.push("/");
+    }
+    let data = match dumpdir {
+        Some(dumpdir) => {
+            header.set_entry_type(tar::EntryType::new(GNU_DUMPDIR));
+            header.set_size(dumpdir.len() as u64);
+            dumpdir
+        }
+        None => {
+            header.set_entry_type(tar::EntryType::Directory);
+            &[]
+        }
+    };
+    builder.append_data(header, &name, data).map_err(fail)?;
+    let end = builder.get_ref().written;
+    Ok(Written {
+        data_offset: end - (data.len() as u64).div_ceil(TAR_BLOCK) * TAR_BLOCK,
+        link: None,
+    })
+}
+
+fn append_link(
+    builder: &mut Builder<'_>,
+    header: &mut tar::Header,
+    entry: &TreeEntry<'_>,
+) -> Result<Written, SourceError> {
+    let target = entry.read_link()?;
+    header.set_entry_type(tar::EntryType::Symlink);
+    builder
+        .append_link(header, &entry.archive_path, &target)
+        .map_err(|e| SourceError::from_io(e, &entry.path))?;
+    Ok(Written {
+        data_offset: builder.get_ref().written,
+        link: Some(PathBuf::from(target)),
+    })
+}
+
+/// The header (and any long-name record) goes through the builder with no data; the contents
+/// follow with large reads, then the padding to a whole block.
+fn append_file(
+    builder: &mut Builder<'_>,
+    header: &mut tar::Header,
+    entry: &TreeEntry<'_>,
+) -> Result<Written, SourceError> {
+    let fail = |e: io::Error| SourceError::from_io(e, &entry.path);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(entry.meta.len());
+    let mut reader = entry.open_exact()?;
+    builder
+        .append_data(header, &entry.archive_path, io::empty())
+        .map_err(fail)?;
+    let out = builder.get_mut();
+    let data_offset = out.written;
+    let written = copy_exact(&mut reader, out, &entry.path)?;
+    let padding = (TAR_BLOCK - written % TAR_BLOCK) % TAR_BLOCK;
+    out.write_all(&[0u8; TAR_BLOCK as usize][..padding as usize])
+        .map_err(fail)?;
+    reader.finish()?;
+    Ok(Written {
+        data_offset,
+        link: None,
+    })
+}
+
+/// The catalog's record of an entry just written.
+fn cataloged(
+    entry: &TreeEntry<'_>,
+    header: &tar::Header,
+    header_offset: u64,
+    written: Written,
+) -> catalog::Entry {
+    let kind = match entry.entry_type() {
+        EntryType::Dir => catalog::EntryKind::Directory,
+        EntryType::Symlink => catalog::EntryKind::Symlink,
+        _ => catalog::EntryKind::File,
+    };
+    catalog::Entry {
+        path: entry.archive_path.clone(),
+        kind,
+        // A dumpdir's data counts: the catalog's entries tile the stream.
+        size: header.size().unwrap_or(0),
+        mode: entry.meta.mode() & 0o7777,
+        uid: u64::from(entry.meta.uid()),
+        gid: u64::from(entry.meta.gid()),
+        // As the header has it: a time before 1970 is stored as 0.
+        mtime: entry.meta.mtime().max(0),
+        link: written.link,
+        header_offset,
+        data_offset: written.data_offset,
+        stamp: Some(entry.meta.stamp()),
+    }
+}
+
+/// GNU tar's type flag for a directory with its dumpdir.
+pub const GNU_DUMPDIR: u8 = b'D';
+
+/// A directory's dumpdir: for each entry it holds, a code and its name, each ended by a zero
+/// byte, then one more. Sockets, fifos and devices are not archived, so not listed.
+fn dumpdir(dir: &TreeEntry<'_>, changes: &Changes) -> Vec<u8> {
+    let mut dumpdir = Vec::new();
+    for child in dir.children {
+        let code = match child.meta.kind() {
+            EntryType::Special => continue,
+            EntryType::Dir => b'D',
+            _ if changes.stored.contains(&dir.archive_path.join(&child.name)) => b'Y',
+            _ => b'N',
+        };
+        dumpdir.push(code);
+        dumpdir.extend_from_slice(child.name.as_bytes());
+        dumpdir.push(0);
+    }
+    dumpdir.push(0);
+    dumpdir
 }
 
 /// The sink, counting the bytes written: where each entry starts in the tar.

@@ -56,6 +56,11 @@ impl EntryMeta {
         self.stamp
     }
 
+    /// What kind of entry.
+    pub fn kind(&self) -> EntryType {
+        self.kind
+    }
+
     /// Size in bytes.
     pub fn len(&self) -> u64 {
         self.len
@@ -183,8 +188,7 @@ impl Frame {
             if skip.contains(&child) {
                 continue;
             }
-            let stat =
-                fsat::lstat_at(fd.as_fd(), &name).map_err(|e| SourceError::io(&child, e))?;
+            let stat = fsat::lstat_at(fd.as_fd(), &name).map_err(|e| SourceError::io(&child, e))?;
             children.push(Child {
                 name,
                 meta: EntryMeta::from_stat(&stat),

@@ -95,7 +95,11 @@ fn stamps_and_deleted_paths_come_back_exactly() {
     let bytes = encoder.finish().unwrap();
     assert_eq!(decode(&bytes).unwrap(), entries);
     assert_eq!(Decoder::new(&bytes).unwrap().deletions().unwrap(), deleted);
-    assert!(Decoder::new(&encode(&entries)).unwrap().deletions().unwrap().is_empty());
+    assert!(Decoder::new(&encode(&entries))
+        .unwrap()
+        .deletions()
+        .unwrap()
+        .is_empty());
 }
 
 /// Catalogs written before stamps (version 1) still read, with no stamps and no deletions.
@@ -115,7 +119,11 @@ fn a_version_1_catalog_reads_without_stamps() {
     let read = decode(&bytes).unwrap();
     assert_eq!(read.len(), 1);
     assert_eq!((read[0].size, read[0].mtime, read[0].stamp), (10, 2, None));
-    assert!(Decoder::new(&bytes).unwrap().deletions().unwrap().is_empty());
+    assert!(Decoder::new(&bytes)
+        .unwrap()
+        .deletions()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]

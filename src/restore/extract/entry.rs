@@ -78,6 +78,9 @@ pub(super) fn kind_of(entry_type: tar::EntryType) -> Option<Kind> {
     use tar::EntryType as T;
     Some(match entry_type {
         T::Directory => Kind::Dir,
+        // An increment's directory with its dumpdir (GNU tar's incremental format): a directory
+        // like any other here; what it lists matters to stock tar's extraction only.
+        t if t.as_byte() == crate::candidate::GNU_DUMPDIR => Kind::Dir,
         T::Regular | T::Continuous | T::GNUSparse => Kind::File,
         T::Symlink => Kind::Symlink,
         T::Link => Kind::HardLink,

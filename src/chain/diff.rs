@@ -1,0 +1,137 @@
+//! What changed in a directory since a chain's latest state: the files and links whose data an
+//! increment must hold, and the paths gone since.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::Held;
+use crate::candidate::{walk_tree, EntryType, SourceError, TreeEntry};
+use crate::catalog::{CatalogError, Entry, EntryKind};
+
+/// An increment's contents, found by [`diff`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Archive paths of the files and links written again (new or changed).
+    pub stored: HashSet<PathBuf>,
+    /// Archive paths gone since the base: the topmost of each gone subtree, in tar order.
+    pub deleted: Vec<PathBuf>,
+    /// Bytes of the files written again.
+    pub bytes: u64,
+}
+
+/// Comparing a tree with a chain's state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// The tree could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A catalog of the chain could not be read.
+    #[error("a catalog of the chain: {0}")]
+    Catalog(#[from] CatalogError),
+}
+
+/// Compares the tree at `root` (less `skip`) with `state` (a chain's, in tar order), reading
+/// only metadata: a file or link is changed when its kind, size, mode, owner, mtime, ctime,
+/// inode or link target differs from the state's.
+pub fn diff(
+    root: &Path,
+    skip: &[PathBuf],
+    state: impl Iterator<Item = Result<Held, CatalogError>>,
+) -> Result<Changes, DiffError> {
+    let mut stopping = Stopping {
+        inner: state,
+        error: None,
+    };
+    let mut state = (&mut stopping).peekable();
+    let mut changes = Changes::default();
+    walk_tree(root, skip, |entry| {
+        if entry.entry_type() == EntryType::Special {
+            return Ok(());
+        }
+        let path = &entry.archive_path;
+        while let Some(gone) = state.next_if(|held| held.entry.path < *path) {
+            changes.gone(gone.entry.path);
+        }
+        let before = state.next_if(|held| held.entry.path == *path);
+        let data = matches!(entry.entry_type(), EntryType::File | EntryType::Symlink);
+        if data && before.is_none_or(|held| changed(&held.entry, &entry).unwrap_or(true)) {
+            if entry.entry_type() == EntryType::File {
+                changes.bytes += entry.meta.len();
+            }
+            changes.stored.insert(path.clone());
+        }
+        Ok(())
+    })?;
+    for gone in state.by_ref() {
+        changes.gone(gone.entry.path);
+    }
+    drop(state);
+    match stopping.error {
+        Some(e) => Err(e.into()),
+        None => Ok(changes),
+    }
+}
+
+impl Changes {
+    /// Records `path` as gone, unless a directory above it already is.
+    fn gone(&mut self, path: PathBuf) {
+        if self.deleted.last().is_some_and(|d| path.starts_with(d)) {
+            return;
+        }
+        self.deleted.push(path);
+    }
+}
+
+/// Whether `entry` on disk differs from `before`; `None` when its link cannot be read (then
+/// it counts as changed, and the archive writer reports why).
+fn changed(before: &Entry, entry: &TreeEntry<'_>) -> Option<bool> {
+    let meta = &entry.meta;
+    let kind = match entry.entry_type() {
+        EntryType::File => EntryKind::File,
+        EntryType::Symlink => EntryKind::Symlink,
+        _ => EntryKind::Directory,
+    };
+    let size = if kind == EntryKind::File {
+        meta.len()
+    } else {
+        0
+    };
+    let same = before.kind == kind
+        && before.size == size
+        && before.mode == meta.mode() & 0o7777
+        && before.uid == u64::from(meta.uid())
+        && before.gid == u64::from(meta.gid())
+        && before.mtime == meta.mtime().max(0)
+        && before.stamp == Some(meta.stamp());
+    if !same {
+        return Some(true);
+    }
+    if kind == EntryKind::Symlink {
+        let target = entry.read_link().ok()?;
+        return Some(before.link.as_deref() != Some(Path::new(&target)));
+    }
+    Some(false)
+}
+
+/// The state's entries until the first error, which it keeps.
+struct Stopping<I> {
+    inner: I,
+    error: Option<CatalogError>,
+}
+
+impl<I: Iterator<Item = Result<Held, CatalogError>>> Iterator for Stopping<I> {
+    type Item = Held;
+
+    fn next(&mut self) -> Option<Held> {
+        if self.error.is_some() {
+            return None;
+        }
+        match self.inner.next()? {
+            Ok(held) => Some(held),
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+}
