@@ -29,6 +29,7 @@ pub mod backup;
 pub mod candidate;
 pub mod catalog;
 pub mod chain;
+pub mod clock;
 pub mod codec;
 pub mod costs;
 pub mod fsat;

@@ -18,6 +18,8 @@ pub struct Planned {
     pub candidate: Arc<dyn Candidate>,
     /// Upload again when it changed since its last upload.
     pub upload_if_changed: bool,
+    /// A directory uploaded incrementally, and when its chains end.
+    pub chain: Option<crate::config::ChainPolicy>,
 }
 
 /// Candidates for every rule, sorted by path, each path once. Problems that only mean "nothing
@@ -25,7 +27,12 @@ pub struct Planned {
 /// own files) are never candidates, nor part of a directory's archive.
 pub fn resolve(rules: &[PathRule], skip: &[PathBuf]) -> Vec<Planned> {
     let skip: Arc<[PathBuf]> = skip.into();
-    let mut found: Vec<(PathBuf, SourceKind, bool)> = Vec::new();
+    let mut found: Vec<(
+        PathBuf,
+        SourceKind,
+        bool,
+        Option<crate::config::ChainPolicy>,
+    )> = Vec::new();
     for rule in rules {
         resolve_rule(rule, &mut |path, kind| {
             if skip.iter().any(|s| s == path) {
@@ -34,24 +41,27 @@ pub fn resolve(rules: &[PathRule], skip: &[PathBuf]) -> Vec<Planned> {
                     shown(path)
                 );
             } else {
-                found.push((path.to_path_buf(), kind, rule.upload_if_changed));
+                let chain = rule.chain.filter(|_| kind == SourceKind::Directory);
+                found.push((path.to_path_buf(), kind, rule.upload_if_changed, chain));
             }
         });
     }
     found.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
     let mut planned: Vec<Planned> = Vec::with_capacity(found.len());
     let mut last: Option<PathBuf> = None;
-    for (path, kind, if_changed) in found {
+    for (path, kind, if_changed, chain) in found {
         if last.as_ref() == Some(&path) {
-            // Named by two rules: either one asking for re-uploads is enough.
+            // Named by two rules: either one asking for re-uploads (or increments) is enough.
             let previous = planned.last_mut().expect("a previous entry exists");
             previous.upload_if_changed |= if_changed;
+            previous.chain = previous.chain.or(chain);
             continue;
         }
         last = Some(path.clone());
         planned.push(Planned {
             candidate: Arc::new(PathCandidate::new(path, kind).skipping(skip.clone())),
             upload_if_changed: if_changed,
+            chain,
         });
     }
     planned

@@ -195,6 +195,7 @@ impl CatalogSlot {
             entries,
             layout: Some(layout.encode()),
             index_id: None,
+            base: None,
         })
     }
 

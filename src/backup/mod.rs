@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub stop: CancellationToken,
     /// How new archives are compressed and encrypted (`[archive]`, `[encryption]`).
     pub format: crate::codec::Format,
+    /// The time the run takes as now (an incremental chain's age is counted to it).
+    pub now: time::OffsetDateTime,
 }
 
 impl Default for RunOptions {
@@ -53,6 +55,7 @@ impl Default for RunOptions {
             progress: None,
             parallel_uploads: DEFAULT_PARALLEL_UPLOADS,
             stop: CancellationToken::new(),
+            now: time::OffsetDateTime::now_utc(),
             format: crate::codec::Format::default(),
         }
     }
@@ -135,6 +138,13 @@ pub enum CandidateError {
     /// The backend's account of the archive differs from what was sent.
     #[error(transparent)]
     Mismatch(crate::upload::Mismatch),
+    /// What changed since the chain's last upload could not be found.
+    #[error(transparent)]
+    Chain(crate::chain::DiffError),
+    /// An increment's catalog could not be made: without it, the chain could not be restored
+    /// entry by entry, so nothing is recorded.
+    #[error("no catalog could be made for the increment; it is not recorded")]
+    NoIncrementCatalog,
 }
 
 impl From<UploadError> for CandidateError {

@@ -26,6 +26,7 @@ use crate::upload::{put_journaled, UploadJournal};
 pub(super) async fn put_candidate(
     candidate: Arc<dyn Candidate>,
     scan: Scan,
+    base: Option<String>,
     archiver: &dyn Archiver,
     ledger: &SharedLedger<'_>,
     progress: &crate::progress::SharedProgress,
@@ -111,7 +112,11 @@ pub(super) async fn put_candidate(
     };
     let age_header = seal.as_ref().map(|seal| seal.header().to_vec());
     let catalog = match catalog.take(record.size.unwrap_or(0), age_header) {
-        Some(catalog) => Some(super::index::put_index(archiver, &record, catalog, format).await),
+        Some(catalog) => {
+            let catalog = crate::catalog::Cataloged { base, ..catalog };
+            Some(super::index::put_index(archiver, &record, catalog, format).await)
+        }
+        None if base.is_some() => return Err(CandidateError::NoIncrementCatalog),
         None => None,
     };
     Ok((record, catalog))

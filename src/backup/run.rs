@@ -18,6 +18,7 @@ use super::resume::remove_unrecorded;
 use super::state::{Finished, Halt, Run};
 use super::{CandidateError, Decision, RunError, RunOptions, RunReport, Uploaded};
 use crate::candidate::{Candidate, Scan, SourceError};
+use crate::chain::{Chain, Increment};
 use crate::ledger::Ledger;
 use crate::progress::SharedProgress;
 use crate::resolve::Planned;
@@ -55,10 +56,12 @@ pub async fn run_backup(
     Ok(run.into_report())
 }
 
-/// A candidate decided for upload, with the scan its upload starts from.
+/// A candidate decided for upload, with the scan its upload starts from, and what it is an
+/// increment of (with the candidate that writes it) when it continues a chain.
 struct ToUpload {
     decision: Decision,
     scan: Scan,
+    increment: Option<(Increment, Arc<dyn Candidate>)>,
 }
 
 impl<'a> Run<'a> {
@@ -167,10 +170,29 @@ impl<'a> Run<'a> {
             self.empty(path, options.dry_run);
             return Ok(None);
         }
+        let increment = match (item.chain, &last) {
+            (Some(policy), Some(last)) => {
+                match self.increment(item, last, policy, running, ledger).await? {
+                    Ok(increment) => increment,
+                    Err(e) => {
+                        self.failed(path, &e);
+                        return Ok(None);
+                    }
+                }
+            }
+            _ => None,
+        };
         match (options.dry_run, scan) {
-            (false, Some(scan)) => Ok(Some(ToUpload { decision, scan })),
+            (false, Some(scan)) => Ok(Some(ToUpload {
+                decision,
+                scan,
+                increment,
+            })),
             (true, _) => {
-                let kind = candidate.kind().as_str();
+                let kind = match &increment {
+                    Some(_) => "increment of a directory",
+                    None => candidate.kind().as_str(),
+                };
                 tracing::info!("would upload {} ({kind}): {decision}", shown(&path));
                 let estimated_size = size;
                 let would = Uploaded {
@@ -184,6 +206,51 @@ impl<'a> Run<'a> {
             }
             (false, None) => unreachable!("a real run always scans"),
         }
+    }
+
+    /// The increment a changed chained directory uploads, when its chain continues under
+    /// `policy`: what changed since its `last` upload's state (found while the uploads under
+    /// way go on), and the candidate that writes it. `None` when a full upload starts a new
+    /// chain (the log says why).
+    async fn increment(
+        &mut self,
+        item: &Planned,
+        last: &crate::ledger::UploadRecord,
+        policy: crate::config::ChainPolicy,
+        running: &mut Running<'_>,
+        ledger: &SharedLedger<'_>,
+    ) -> Result<Result<Option<(Increment, Arc<dyn Candidate>)>, CandidateError>, Halt> {
+        let path = shown(item.candidate.source_path());
+        let chain = match ledger.with(|l| Chain::ending_at(l, last)) {
+            Ok(Some(chain)) => chain,
+            Ok(None) => return Ok(Ok(None)),
+            Err(crate::chain::ChainError::Ledger(e)) => return Err(Halt::Failed(e.into())),
+            Err(broken) => {
+                tracing::warn!("{path}: {broken}; a full upload starts a new chain");
+                return Ok(Ok(None));
+            }
+        };
+        if let Err(why) = chain.continues(&policy, self.options.now) {
+            tracing::info!("{path}: a full upload starts a new chain: {why}");
+            return Ok(Ok(None));
+        }
+        let base = chain.last().archive_id.clone();
+        let candidate = item.candidate.clone();
+        let diffed = tokio::task::spawn_blocking(move || {
+            let state = chain.state().map_err(crate::chain::DiffError::from)?;
+            candidate.increment_over(state)
+        });
+        let found = self.meanwhile(running, ledger, diffed).await?;
+        Ok(match found {
+            Ok(Ok(Some((changes, candidate)))) => {
+                Ok(Some((Increment { base, changes }, candidate)))
+            }
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(e)) => Err(CandidateError::Chain(e)),
+            Err(panicked) => Err(CandidateError::Chain(crate::chain::DiffError::Source(
+                SourceError::Encode(panicked.to_string()),
+            ))),
+        })
     }
 
     /// Starts uploading a candidate once the budget has room for it (waiting for uploads under
@@ -200,14 +267,21 @@ impl<'a> Run<'a> {
     where
         'a: 'r,
     {
-        let ToUpload { decision, scan } = to_upload;
+        let ToUpload {
+            decision,
+            scan,
+            increment,
+        } = to_upload;
         let cost = self.memory_cost(scan.size_estimate);
         while !running.is_empty()
             && (running.len() >= self.parallel || self.reserved + cost > self.budget)
         {
             self.wait_for_one(running, ledger).await?;
         }
-        let candidate = item.candidate.clone();
+        let (candidate, increment) = match increment {
+            Some((increment, candidate)) => (candidate, Some(increment)),
+            None => (item.candidate.clone(), None),
+        };
         let path = candidate.source_path().to_path_buf();
         self.reserved += cost;
         self.running_paths.insert(path.clone());
@@ -218,8 +292,9 @@ impl<'a> Run<'a> {
                 let _done = done;
                 let started = Instant::now();
                 let format = &options.format;
+                let base = increment.map(|i| i.base);
                 let result =
-                    put_candidate(candidate, scan, archiver, ledger, &progress, format).await;
+                    put_candidate(candidate, scan, base, archiver, ledger, &progress, format).await;
                 Finished {
                     index,
                     path,

@@ -55,6 +55,18 @@ pub trait Candidate: Send + Sync + fmt::Debug {
         let _ = catalog;
         self.write_archive(out)
     }
+
+    /// This directory as an increment over `state` (a chain's last upload, see
+    /// [`crate::chain`]): what changed since, and the candidate that writes the increment.
+    /// `None` for a candidate that cannot be one.
+    fn increment_over(
+        &self,
+        state: crate::chain::Composed<'_>,
+    ) -> Result<Option<(Arc<crate::chain::Changes>, Arc<dyn Candidate>)>, crate::chain::DiffError>
+    {
+        let _ = state;
+        Ok(None)
+    }
 }
 
 /// Where an archive's bytes go. Besides being written to, a sink takes file contents straight
@@ -214,6 +226,19 @@ impl Candidate for PathCandidate {
                 self.increment.as_deref(),
             ),
         }
+    }
+
+    fn increment_over(
+        &self,
+        state: crate::chain::Composed<'_>,
+    ) -> Result<Option<(Arc<crate::chain::Changes>, Arc<dyn Candidate>)>, crate::chain::DiffError>
+    {
+        if self.kind != SourceKind::Directory {
+            return Ok(None);
+        }
+        let changes = Arc::new(crate::chain::diff(&self.path, &self.skip, state)?);
+        let candidate = self.clone().incremental(changes.clone());
+        Ok(Some((changes, Arc::new(candidate))))
     }
 }
 

@@ -45,6 +45,9 @@ pub enum FindError {
     /// A catalog is damaged.
     #[error(transparent)]
     Catalog(#[from] DamagedCatalog),
+    /// An increment's chain cannot be followed, or one of its catalogs is damaged.
+    #[error(transparent)]
+    Chain(#[from] crate::chain::EntriesError),
 }
 
 /// A glob for `find`: without a `/` it matches an entry's name, with one its whole source path
@@ -99,16 +102,27 @@ pub fn find(
 ) -> Result<FindReport, FindError> {
     let mut report = FindReport::default();
     for upload in uploads(ledger, versions)? {
-        let Some(bytes) = ledger.catalog(&upload.archive_id)? else {
-            report.without_catalog.push(upload);
-            continue;
-        };
-        report.searched += 1;
-        each_source_entry(&upload, &bytes, &mut |entry| {
+        let mut matching = |entry: Entry| {
             if pattern.matches(&entry.path) {
                 each(&upload, entry);
             }
-        })?;
+        };
+        // Every version: each entry where it is stored. As of a time: each upload's tree, an
+        // increment's composed with its chain.
+        let cataloged = match versions {
+            Versions::All => match ledger.catalog(&upload.archive_id)? {
+                Some(bytes) => {
+                    each_source_entry(&upload, &bytes, &mut matching)?;
+                    true
+                }
+                None => false,
+            },
+            Versions::Latest(_) => crate::chain::each_entry_of(ledger, &upload, &mut matching)?,
+        };
+        match cataloged {
+            true => report.searched += 1,
+            false => report.without_catalog.push(upload),
+        }
     }
     Ok(report)
 }

@@ -58,6 +58,7 @@ impl Index {
             "layers": row.encoding.tag(),
             "recipients": row.encoding.recipients,
             "plain_size": row.plain_size,
+            "base": catalog.base,
             "catalog_bytes": catalog.entries.len(),
             "layout_bytes": layout.len(),
         });
@@ -106,6 +107,7 @@ impl Index {
                 entries: entries.to_vec(),
                 layout: (!layout.is_empty()).then(|| layout.to_vec()),
                 index_id: None,
+                base: facts["base"].as_str().map(str::to_owned),
             },
         })
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use glacier_backup_archiver::SourceKind;
 use time::OffsetDateTime;
 
-use super::{each_source_entry, DamagedCatalog, Entry, EntryKind};
+use super::{Entry, EntryKind};
 use crate::ledger::{Ledger, LedgerError, UploadRecord};
 use crate::shown;
 
@@ -55,27 +55,21 @@ pub enum LsError {
     /// The ledger cannot be read.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// The catalog is damaged.
+    /// The catalog is damaged, or an increment's chain cannot be followed.
     #[error(transparent)]
-    Catalog(#[from] DamagedCatalog),
+    Catalog(#[from] crate::chain::EntriesError),
 }
 
 /// Lists `path` (a backed-up directory or anything inside one) as the latest directory upload
 /// holding it had it, or the one current at `at`.
 pub fn list(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<Listing, LsError> {
     let upload = holding_upload(ledger, path, at)?;
-    let Some(bytes) = ledger.catalog(&upload.archive_id)? else {
-        return Err(LsError::Unknown {
-            path: upload.path.clone(),
-            archive_id: upload.archive_id.clone(),
-        });
-    };
     let mut itself = None;
     let mut children = Vec::new();
     // As path equality has it: no trailing `/`, no `.` components.
     let normalized: PathBuf = path.components().collect();
     let wanted = normalized.as_os_str().as_bytes();
-    each_source_entry(&upload, &bytes, &mut |entry| {
+    let cataloged = crate::chain::each_entry_of(ledger, &upload, &mut |entry| {
         // Compared as bytes: path components cost more than decoding the entry.
         let name = entry.path.as_os_str().as_bytes();
         match name.strip_prefix(wanted) {
@@ -86,6 +80,12 @@ pub fn list(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<
             _ => {}
         }
     })?;
+    if !cataloged {
+        return Err(LsError::Unknown {
+            path: upload.path.clone(),
+            archive_id: upload.archive_id.clone(),
+        });
+    }
     let entries = match itself {
         Some(entry) if entry.kind != EntryKind::Directory => vec![entry],
         Some(_) => children,

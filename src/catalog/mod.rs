@@ -36,6 +36,9 @@ pub struct Cataloged {
     pub layout: Option<Vec<u8>>,
     /// The index stored beside the archive at the destination, once it is.
     pub index_id: Option<String>,
+    /// An increment's base: the archive of the upload whose state it holds the changes since
+    /// (`None` for a full archive).
+    pub base: Option<String>,
 }
 
 /// What kind of entry a tar holds.
@@ -160,25 +163,30 @@ pub fn each_source_entry(
         archive_id: upload.archive_id.clone(),
         source,
     };
+    for entry in Decoder::new(bytes).map_err(damaged)? {
+        let entry = entry.map_err(damaged)?;
+        let path = source_path(upload, &entry.path);
+        each(Entry { path, ..entry });
+    }
+    Ok(())
+}
+
+/// The source path an entry of `upload`'s archive named `name` was backed up from: the
+/// archive's names start with the directory's own name, which stands for `upload.path`.
+pub fn source_path(upload: &UploadRecord, name: &std::path::Path) -> PathBuf {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     // By bytes, not path components: a catalog of a million entries is read in well under a
     // second only without them.
     let top = crate::candidate::tar_top_name(&upload.path).as_bytes();
     let base = upload.path.as_os_str().as_bytes();
-    for entry in Decoder::new(bytes).map_err(damaged)? {
-        let entry = entry.map_err(damaged)?;
-        let name = entry.path.as_os_str().as_bytes();
-        let path = match name.strip_prefix(top) {
-            Some([]) => upload.path.clone(),
-            Some(rest) if rest.starts_with(b"/") => {
-                PathBuf::from(std::ffi::OsString::from_vec([base, rest].concat()))
-            }
-            // Outside the top directory (not one of ours): kept as the archive names it.
-            _ => entry.path.clone(),
-        };
-        each(Entry { path, ..entry });
+    match name.as_os_str().as_bytes().strip_prefix(top) {
+        Some([]) => upload.path.clone(),
+        Some(rest) if rest.starts_with(b"/") => {
+            PathBuf::from(std::ffi::OsString::from_vec([base, rest].concat()))
+        }
+        // Outside the top directory (not one of ours): kept as the archive names it.
+        _ => name.to_path_buf(),
     }
-    Ok(())
 }
 
 #[cfg(test)]

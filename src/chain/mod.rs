@@ -8,9 +8,11 @@
 
 mod compose;
 mod diff;
+mod plan;
 
 pub use compose::{Composed, Held};
 pub use diff::{diff, Changes, DiffError};
+pub use plan::{each_entry_of, Chain, ChainError, EntriesError, Increment};
 
 #[cfg(test)]
 mod tests;

@@ -65,6 +65,7 @@ pub async fn backup(
         parallel_uploads: config.parallel_uploads,
         stop: tokio_util::sync::CancellationToken::new(),
         format: config.format.clone(),
+        now: glacier_backup::clock::now(),
     };
 
     let (mut ledger, _lock) = if cli.dryrun {

@@ -3,7 +3,7 @@
 use glacier_backup::archiver::{Archiver, RestoreOptions};
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, Moved, MovedAway, Retrieval, UploadRecord};
-use glacier_backup::restore::partial::{self, Subset};
+use glacier_backup::restore::partial;
 use glacier_backup::restore::{
     expected_wait, restore_all, select, whole, Destination, Outcome as Restored, RestoreFailure,
     RestoreReport, RestoreRequest,
@@ -98,13 +98,13 @@ fn earlier_retrievals(ledger: &Ledger, rows: &[UploadRecord]) -> Vec<Option<Retr
         .collect()
 }
 
-/// Each row's partial plan, when only part of it is asked for: made once (a plan reads the
-/// whole catalog) for the plan shown, its cost and `--json`.
-type Partials = Vec<Option<Result<partial::PartialPlan, RestoreFailure>>>;
+/// Each row's plan by entries, when only part of it is asked for or it is an increment: made
+/// once (a plan reads whole catalogs) for the plan shown, its cost and `--json`.
+type Partials = Vec<Option<Result<partial::RowPlan, RestoreFailure>>>;
 
 fn partial_plans(ledger: &Ledger, rows: &[UploadRecord], request: &RestoreRequest) -> Partials {
     rows.iter()
-        .map(|row| Subset::of(row, request).map(|subset| partial::plan(ledger, row, &subset)))
+        .map(|row| partial::plan_row(ledger, row, request))
         .collect()
 }
 
@@ -159,30 +159,46 @@ fn show_plan(
 fn retrieved(
     archiver: &dyn Archiver,
     row: &UploadRecord,
-    partial: &Option<Result<partial::PartialPlan, RestoreFailure>>,
+    partial: &Option<Result<partial::RowPlan, RestoreFailure>>,
 ) -> (u64, u64) {
     match partial {
         Some(Ok(plan)) if archiver.capabilities().ranged_retrievals => {
-            (plan.spans.len() as u64, plan.fetched())
+            (plan.span_count() as u64, plan.fetched())
         }
+        Some(Ok(plan)) => (
+            plan.parts.len() as u64,
+            plan.parts.iter().filter_map(|(r, _)| r.size).sum(),
+        ),
         _ => (1, row.size.unwrap_or(0)),
     }
 }
 
 /// A planned archive's details: for a partial restore, what it fetches.
-fn partial_json(
-    partial: &Option<Result<partial::PartialPlan, RestoreFailure>>,
-) -> serde_json::Value {
+fn partial_json(partial: &Option<Result<partial::RowPlan, RestoreFailure>>) -> serde_json::Value {
     let Some(partial) = partial else {
         return serde_json::json!({});
     };
+    let ranges = |plan: &partial::PartialPlan| {
+        plan.spans
+            .iter()
+            .map(|s| [s.start, s.end])
+            .collect::<Vec<_>>()
+    };
     let partial = match partial {
         Ok(plan) => serde_json::json!({
-            "entries": plan.entries,
-            "data_bytes": plan.plain_bytes,
-            "ranges": plan.spans.iter().map(|s| [s.start, s.end]).collect::<Vec<_>>(),
+            "entries": plan.entries(),
+            "data_bytes": plan.plain_bytes(),
+            // One archive's ranges (an increment's chain gives each archive's below).
+            "ranges": match plan.parts.as_slice() {
+                [(_, only)] => ranges(only),
+                _ => Vec::new(),
+            },
+            "archives": plan.parts.iter().map(|(row, part)| serde_json::json!({
+                "archive_id": row.archive_id,
+                "ranges": ranges(part),
+            })).collect::<Vec<_>>(),
             "fetch_bytes": plan.fetched(),
-            "stored_bytes": plan.stored_size,
+            "stored_bytes": plan.stored_size(),
         }),
         Err(failure) => serde_json::json!({ "error": failure.to_string() }),
     };
@@ -190,17 +206,22 @@ fn partial_json(
 }
 
 /// What a partial restore of `row` fetches, beside the whole archive.
-fn show_partial(partial: &Result<partial::PartialPlan, RestoreFailure>) {
+fn show_partial(partial: &Result<partial::RowPlan, RestoreFailure>) {
     use glacier_backup::display_size;
     match partial {
         Ok(plan) => tracing::info!(
-            "    in part: {} entries ({} of data) in {} range(s) of {}, instead of the whole \
-             {}",
-            plan.entries,
-            display_size(plan.plain_bytes),
-            plan.spans.len(),
+            "    {}: {} entries ({} of data) in {} range(s) of {} archive(s), {}, instead of \
+             the whole {}",
+            match plan.partial {
+                true => "in part",
+                false => "by entries",
+            },
+            plan.entries(),
+            display_size(plan.plain_bytes()),
+            plan.span_count(),
+            plan.parts.len(),
             display_size(plan.fetched()),
-            display_size(plan.stored_size)
+            display_size(plan.stored_size())
         ),
         Err(failure) => tracing::warn!("    in part: {failure}"),
     }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use glacier_backup_archiver::settings::{Section, SettingsError};
 
 pub use model::{
-    reserved_sections, Config, LogFile, PathRule, DEFAULT_BACKEND, DEFAULT_PARALLEL_UPLOADS,
+    reserved_sections, ChainPolicy, Config, LogFile, PathRule, DEFAULT_BACKEND,
+    DEFAULT_PARALLEL_UPLOADS,
 };
 
 /// A config file that cannot be used, and where the problem is.

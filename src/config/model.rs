@@ -50,6 +50,9 @@ const PATH_SETTINGS: &[&str] = &[
     "upload_if_changed",
     "exclude",
     "exclude_prefix",
+    "incremental",
+    "full_after_days",
+    "full_when_changed_percent",
 ];
 
 /// Where log lines are appended, besides stdout.
@@ -78,6 +81,26 @@ pub struct PathRule {
     pub upload_if_changed: bool,
     /// Children whose name starts with this are skipped.
     pub exclude: Option<String>,
+    /// A changed directory uploads what changed since its last upload, in a chain.
+    pub chain: Option<ChainPolicy>,
+}
+
+/// When an incremental directory's chain ends and a full upload starts a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainPolicy {
+    /// A full once the chain's full is this many days old.
+    pub full_after_days: u64,
+    /// A full once the chain's increments add up to this share of the full's size.
+    pub full_when_changed_percent: u64,
+}
+
+impl ChainPolicy {
+    /// A year: a new full can retire the old chain only after the old one's minimum storage
+    /// duration (180 days in DEEP_ARCHIVE), and each full is paid for again in storage.
+    pub const FULL_AFTER_DAYS: u64 = 365;
+    /// Half the full's size: past it, a restore fetches about as much from increments as a
+    /// new full would store.
+    pub const FULL_WHEN_CHANGED_PERCENT: u64 = 50;
 }
 
 impl PathRule {
@@ -90,6 +113,7 @@ impl PathRule {
             upload_files: false,
             upload_if_changed: false,
             exclude: None,
+            chain: None,
         }
     }
 }
@@ -398,7 +422,60 @@ fn path_rule(section: &Section) -> Result<PathRule, SettingsError> {
         upload_files: section.bool("upload_files")?.unwrap_or(false),
         upload_if_changed: section.bool("upload_if_changed")?.unwrap_or(false),
         exclude,
+        chain: None,
+    };
+    let rule = PathRule {
+        chain: chain_policy(section, &rule)?,
+        ..rule
     };
     section.reject_unknown(PATH_SETTINGS)?;
     Ok(rule)
+}
+
+/// A path section's `incremental` and when its chains end, checked against the rest of it.
+fn chain_policy(section: &Section, rule: &PathRule) -> Result<Option<ChainPolicy>, SettingsError> {
+    let days = section.u64("full_after_days")?;
+    let percent = section.u64("full_when_changed_percent")?;
+    if !section.bool("incremental")?.unwrap_or(false) {
+        if let Some(key) = [
+            ("full_after_days", days),
+            ("full_when_changed_percent", percent),
+        ]
+        .iter()
+        .find_map(|(key, value)| value.map(|_| *key))
+        {
+            return Err(section.error(
+                Some(key),
+                "applies to incremental uploads only; add incremental = true or remove it",
+            ));
+        }
+        return Ok(None);
+    }
+    if !rule.upload_if_changed {
+        return Err(section.error(
+            Some("incremental"),
+            "needs upload_if_changed = true: an increment is what changed since the last upload",
+        ));
+    }
+    if !(rule.upload_single_dir || rule.upload_dirs) {
+        return Err(section.error(
+            Some("incremental"),
+            "applies to directories; add upload_single_dir = true or upload_dirs = true",
+        ));
+    }
+    for (key, value) in [
+        ("full_after_days", days),
+        ("full_when_changed_percent", percent),
+    ] {
+        if value == Some(0) {
+            return Err(section.error(
+                Some(key),
+                "must be at least 1 (to upload every change whole, remove incremental)",
+            ));
+        }
+    }
+    Ok(Some(ChainPolicy {
+        full_after_days: days.unwrap_or(ChainPolicy::FULL_AFTER_DAYS),
+        full_when_changed_percent: percent.unwrap_or(ChainPolicy::FULL_WHEN_CHANGED_PERCENT),
+    }))
 }

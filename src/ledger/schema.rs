@@ -72,6 +72,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 10: the index stored beside the archive at the destination.
     "ALTER TABLE catalogs ADD COLUMN index_id TEXT;
      ALTER TABLE inventory_archives ADD COLUMN index_of TEXT;",
+    // 11: incremental chains, each increment naming its base.
+    "ALTER TABLE catalogs ADD COLUMN base TEXT;",
 ];
 
 impl Ledger {

@@ -260,6 +260,7 @@ fn cataloged(entries: &[u8]) -> crate::catalog::Cataloged {
         entries: entries.to_vec(),
         layout: Some([b"layout of ".as_slice(), entries].concat()),
         index_id: Some(format!("index of {}", entries.len())),
+        base: None,
     }
 }
 

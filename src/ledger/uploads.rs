@@ -20,14 +20,15 @@ fn insert_catalog(
     catalog: &Cataloged,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO catalogs (archive_id, entries, layout, index_id) \
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT OR REPLACE INTO catalogs (archive_id, entries, layout, index_id, base) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
         archive_id,
         catalog.entries,
         catalog.layout,
-        catalog.index_id
+        catalog.index_id,
+        catalog.base
     ])?;
     if let Some(index) = &catalog.index_id {
         tx.prepare_cached("DELETE FROM naming WHERE archive_id = ?1")?
@@ -81,6 +82,17 @@ impl Ledger {
             .map_err(sqlite_error(&self.path, "cannot look up an upload"))
     }
 
+    /// The upload of archive `archive_id` (its latest row, should there be several).
+    pub fn upload_of(&self, archive_id: &str) -> Result<Option<UploadRecord>, LedgerError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM uploads WHERE archive_id = ?1 ORDER BY rowid DESC LIMIT 1"
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.query_row(params![archive_id], read_row).optional())
+            .map_err(sqlite_error(&self.path, "cannot look up an upload"))
+    }
+
     /// Records a completed upload, atomically, and forgets any pending upload of that path.
     pub fn record_upload(&mut self, upload: &UploadRecord) -> Result<(), LedgerError> {
         self.record_uploads(std::slice::from_ref(upload))
@@ -125,7 +137,14 @@ impl Ledger {
             entries,
             layout: layout.flatten(),
             index_id: self.catalog_index(archive_id)?.flatten(),
+            base: self.catalog_base(archive_id)?.flatten(),
         }))
+    }
+
+    /// Whether archive `archive_id` has a catalog (`None` when not), and then its base when it
+    /// is an increment: read without loading the catalog.
+    pub fn catalog_base(&self, archive_id: &str) -> Result<Option<Option<String>>, LedgerError> {
+        self.catalog_column::<Option<String>>(archive_id, "base")
     }
 
     /// Whether archive `archive_id` has a catalog (`None` when not), and then the id of its

@@ -150,6 +150,14 @@ pub enum RestoreFailure {
         /// What was asked for.
         wanted: String,
     },
+    /// An increment's chain cannot be followed to its full upload.
+    #[error("{}: {source}", shown(path))]
+    Chain {
+        /// The upload's source path.
+        path: PathBuf,
+        /// Why.
+        source: crate::chain::ChainError,
+    },
     /// A directory archive could not be extracted.
     #[error("{}", error_chain(.0))]
     Extract(ExtractError),

@@ -188,11 +188,12 @@ pub async fn restore_one(
         Ok(placement) => placement,
         Err(message) => return Outcome::Failed(message),
     };
-    if let Some(subset) = partial::Subset::of(row, request) {
-        return match partial::restore(archiver, ledger, row, &subset, request, known).await {
-            Ok(outcome) => outcome,
-            Err(failure) => Outcome::Failed(failure),
+    if let Some(plan) = partial::plan_row(ledger, row, request) {
+        let restored = match plan {
+            Ok(plan) => partial::restore(archiver, ledger, row, plan, request, known).await,
+            Err(failure) => Err(failure),
         };
+        return restored.unwrap_or_else(Outcome::Failed);
     }
     if let Some(newer) = kept_file(row, &target, request) {
         tracing::warn!("{newer}; --force replaces it");
@@ -278,8 +279,8 @@ pub async fn request_retrieval(
     let placement = Placement::of(row, &request.destination)?;
     // Nothing is retrieved (and paid for) that the identity given cannot open.
     decode::check_identity(row, request)?;
-    if let Some(subset) = partial::Subset::of(row, request) {
-        return partial::request(archiver, ledger, row, &subset, request).await;
+    if let Some(plan) = partial::plan_row(ledger, row, request) {
+        return partial::request(archiver, ledger, &plan?, request).await;
     }
     if !archiver.capabilities().needs_restore {
         return Ok(RestoreState::Ready);

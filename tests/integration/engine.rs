@@ -16,6 +16,7 @@ fn planned(path: &Path, kind: SourceKind, upload_if_changed: bool) -> Planned {
     Planned {
         candidate: Arc::new(PathCandidate::new(path.to_path_buf(), kind)),
         upload_if_changed,
+        chain: None,
     }
 }
 
@@ -60,6 +61,7 @@ async fn a_failing_candidate_is_reported_and_the_others_still_go_up() {
         Planned {
             candidate: Arc::new(ChangesMidway(bad.clone())),
             upload_if_changed: false,
+            chain: None,
         },
         planned(&good, SourceKind::File, false),
     ];

@@ -6,6 +6,7 @@ mod support;
 
 #[cfg(feature = "local")]
 mod catalog;
+mod chains;
 mod cli;
 mod engine;
 #[cfg(feature = "glacier")]

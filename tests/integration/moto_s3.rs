@@ -555,6 +555,7 @@ async fn a_listing_taken_before_an_upload_completes_finds_its_row_too_recent_not
             glacier_backup::archiver::SourceKind::File,
         )),
         upload_if_changed: false,
+        chain: None,
     }];
     let mut ledger = glacier_backup::ledger::Ledger::in_memory().unwrap();
     let options = glacier_backup::backup::RunOptions::default();

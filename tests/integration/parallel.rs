@@ -170,6 +170,7 @@ fn files(sb: &Sandbox, names: &[(&str, usize)]) -> Vec<Planned> {
                     SourceKind::File,
                 )),
                 upload_if_changed: false,
+                chain: None,
             }
         })
         .collect()

@@ -11,7 +11,7 @@ mod read;
 use std::ops::Range;
 use std::path::PathBuf;
 
-use crate::catalog::{each_source_entry, Layout, Pattern};
+use crate::catalog::{each_source_entry, source_path, Entry, Layout, Pattern};
 use crate::ledger::{Ledger, UploadRecord};
 
 use super::{RestoreFailure, RestoreRequest};
@@ -101,6 +101,119 @@ struct Run {
     entries: Vec<Range<u64>>,
 }
 
+/// What restoring (part of) one upload fetches: a plan for each archive it needs, oldest
+/// first. One archive, or for an increment the archives of its chain that hold the newest
+/// version of an entry wanted.
+#[derive(Debug)]
+pub struct RowPlan {
+    /// Each archive's row and plan.
+    pub parts: Vec<(UploadRecord, PartialPlan)>,
+    /// Whether only part of the upload is restored.
+    pub partial: bool,
+}
+
+impl RowPlan {
+    /// Entries restored.
+    pub fn entries(&self) -> usize {
+        self.parts.iter().map(|(_, p)| p.entries).sum()
+    }
+
+    /// Their data, in bytes.
+    pub fn plain_bytes(&self) -> u64 {
+        self.parts.iter().map(|(_, p)| p.plain_bytes).sum()
+    }
+
+    /// Bytes fetched.
+    pub fn fetched(&self) -> u64 {
+        self.parts.iter().map(|(_, p)| p.fetched()).sum()
+    }
+
+    /// The stored sizes of the archives read from.
+    pub fn stored_size(&self) -> u64 {
+        self.parts.iter().map(|(_, p)| p.stored_size).sum()
+    }
+
+    /// The spans fetched, over every archive.
+    pub fn span_count(&self) -> usize {
+        self.parts.iter().map(|(_, p)| p.spans.len()).sum()
+    }
+}
+
+/// How `request` restores `row` by entries: a partial restore (paths inside the directory,
+/// `--include`), or any restore of an increment, which needs its chain. `None` when the
+/// archive is restored whole, as it is.
+pub fn plan_row(
+    ledger: &Ledger,
+    row: &UploadRecord,
+    request: &RestoreRequest,
+) -> Option<Result<RowPlan, RestoreFailure>> {
+    let subset = Subset::of(row, request);
+    let increment = match row.kind {
+        Some(glacier_backup_archiver::SourceKind::Directory) => {
+            match ledger.catalog_base(&row.archive_id) {
+                Ok(base) => base.flatten().is_some(),
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+        _ => false,
+    };
+    match (subset, increment) {
+        (None, false) => None,
+        (Some(subset), false) => Some(plan(ledger, row, &subset).map(|plan| RowPlan {
+            parts: vec![(row.clone(), plan)],
+            partial: true,
+        })),
+        (subset, true) => Some(chain_plan(ledger, row, subset.as_ref())),
+    }
+}
+
+/// The plan for `subset` (all of it when `None`) of the increment `row`: its chain's state,
+/// each entry fetched from the archive holding its newest version.
+fn chain_plan(
+    ledger: &Ledger,
+    row: &UploadRecord,
+    subset: Option<&Subset>,
+) -> Result<RowPlan, RestoreFailure> {
+    let chain = crate::chain::Chain::ending_at(ledger, row)
+        .map_err(|source| RestoreFailure::Chain {
+            path: row.path.clone(),
+            source,
+        })?
+        .ok_or_else(|| RestoreFailure::NoCatalog {
+            path: row.path.clone(),
+        })?;
+    let damaged = |detail: String| RestoreFailure::DamagedCatalog {
+        archive_id: row.archive_id.clone(),
+        detail,
+    };
+    let mut wanted: Vec<Vec<Entry>> = vec![Vec::new(); chain.uploads.len()];
+    for held in chain.state().map_err(|e| damaged(e.to_string()))? {
+        let held = held.map_err(|e| damaged(e.to_string()))?;
+        let source = source_path(row, &held.entry.path);
+        if subset.is_none_or(|subset| subset.wants(&source)) {
+            wanted[held.layer].push(held.entry);
+        }
+    }
+    if let (Some(subset), true) = (subset, wanted.iter().all(Vec::is_empty)) {
+        return Err(RestoreFailure::NotInUpload {
+            path: row.path.clone(),
+            wanted: describe(subset),
+        });
+    }
+    let mut parts = Vec::new();
+    for ((upload, cataloged), entries) in chain.uploads.iter().zip(wanted) {
+        if entries.is_empty() {
+            continue;
+        }
+        let layout = layout_of(upload, cataloged.layout.as_deref())?;
+        parts.push((upload.clone(), plan_entries(upload, layout, entries)?));
+    }
+    Ok(RowPlan {
+        parts,
+        partial: subset.is_some(),
+    })
+}
+
 /// The plan for restoring `subset` of `row` from its catalog. Fails when the upload has no
 /// catalog with a layout (the Python tool's and earlier uploads restore whole), or holds
 /// nothing the subset names.
@@ -113,30 +226,54 @@ pub fn plan(
         path: row.path.clone(),
     };
     let cataloged = ledger.cataloged(&row.archive_id)?.ok_or_else(no_catalog)?;
-    let damaged = |detail: String| RestoreFailure::DamagedCatalog {
-        archive_id: row.archive_id.clone(),
-        detail,
-    };
-    let layout = cataloged.layout.as_deref().ok_or_else(no_catalog)?;
-    let layout = Layout::decode(layout).map_err(|e| damaged(e.to_string()))?;
-    if row.size.is_some_and(|size| size != layout.stored_size) {
-        return Err(damaged(
-            "its layout is of an archive of another size".into(),
-        ));
-    }
+    let layout = layout_of(row, cataloged.layout.as_deref())?;
     let mut wanted = Vec::new();
     each_source_entry(row, &cataloged.entries, &mut |entry| {
         if subset.wants(&entry.path) {
             wanted.push(entry);
         }
     })
-    .map_err(|e| damaged(e.source.to_string()))?;
+    .map_err(|e| RestoreFailure::DamagedCatalog {
+        archive_id: row.archive_id.clone(),
+        detail: e.source.to_string(),
+    })?;
     if wanted.is_empty() {
         return Err(RestoreFailure::NotInUpload {
             path: row.path.clone(),
             wanted: describe(subset),
         });
     }
+    plan_entries(row, layout, wanted)
+}
+
+/// `row`'s layout, checked against its size.
+fn layout_of(row: &UploadRecord, layout: Option<&[u8]>) -> Result<Layout, RestoreFailure> {
+    let damaged = |detail: String| RestoreFailure::DamagedCatalog {
+        archive_id: row.archive_id.clone(),
+        detail,
+    };
+    let layout = layout.ok_or_else(|| RestoreFailure::NoCatalog {
+        path: row.path.clone(),
+    })?;
+    let layout = Layout::decode(layout).map_err(|e| damaged(e.to_string()))?;
+    if row.size.is_some_and(|size| size != layout.stored_size) {
+        return Err(damaged(
+            "its layout is of an archive of another size".into(),
+        ));
+    }
+    Ok(layout)
+}
+
+/// The runs decoded and spans fetched to read `wanted` (in tar order) from `row`'s archive.
+fn plan_entries(
+    row: &UploadRecord,
+    layout: Layout,
+    wanted: Vec<Entry>,
+) -> Result<PartialPlan, RestoreFailure> {
+    let damaged = |detail: String| RestoreFailure::DamagedCatalog {
+        archive_id: row.archive_id.clone(),
+        detail,
+    };
     let mut runs: Vec<Run> = Vec::new();
     let mut spans: Vec<Range<u64>> = Vec::new();
     for entry in &wanted {

@@ -1,0 +1,296 @@
+//! Incremental chains (issue 26): a changed directory uploads what changed since its last
+//! upload, in GNU tar's incremental format, and every upload of the chain restores exactly.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::support::sandbox::{assert_exit, assert_says, Sandbox};
+
+/// Per path below a tree: its kind, mode, and a file's bytes and mtime or a link's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir(u32),
+    File(u32, Vec<u8>, i64),
+    Link(PathBuf),
+}
+
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
+    let mut nodes = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let node = if meta.file_type().is_symlink() {
+                Node::Link(fs::read_link(&path).unwrap())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                Node::Dir(mode)
+            } else {
+                Node::File(mode, fs::read(&path).unwrap(), meta.mtime())
+            };
+            nodes.insert(path.strip_prefix(root).unwrap().to_path_buf(), node);
+        }
+    }
+    nodes
+}
+
+/// The edit of round `round`: each kind of change in turn.
+fn edit(tree: &Path, round: usize) {
+    let write = |path: &str, bytes: &[u8]| fs::write(tree.join(path), bytes).unwrap();
+    match round % 9 {
+        0 => write("a.txt", b"A changed, the same length?"),
+        1 => {
+            fs::create_dir_all(tree.join(format!("new{round}/deep"))).unwrap();
+            write(&format!("new{round}/deep/f"), &vec![round as u8; 70_000]);
+        }
+        2 => fs::remove_file(tree.join("sub/gone.txt")).unwrap(),
+        3 => fs::rename(tree.join("sub/moved.txt"), tree.join("moved-here.txt")).unwrap(),
+        4 => fs::set_permissions(tree.join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap(),
+        5 => {
+            // A file becomes a directory, and a directory a file.
+            fs::remove_file(tree.join("becomes-dir")).unwrap();
+            fs::create_dir(tree.join("becomes-dir")).unwrap();
+            write("becomes-dir/inside", b"inside");
+            fs::remove_dir_all(tree.join("becomes-file")).unwrap();
+            write("becomes-file", b"now a file");
+        }
+        6 => {
+            fs::remove_dir_all(tree.join("sub/old")).unwrap();
+            std::os::unix::fs::symlink("a.txt", tree.join(format!("link{round}"))).unwrap();
+        }
+        7 => fs::rename(tree.join("sub"), tree.join("sub-renamed")).unwrap(),
+        _ => {
+            fs::remove_file(tree.join("link")).unwrap();
+            std::os::unix::fs::symlink("elsewhere", tree.join("link")).unwrap();
+            // Only the time changes.
+            let at = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+            filetime::set_file_mtime(tree.join("big.bin"), at).unwrap();
+        }
+    }
+}
+
+fn tree(data: &Path) -> PathBuf {
+    let tree = data.join("tree");
+    fs::create_dir_all(tree.join("sub/old/inner")).unwrap();
+    fs::create_dir_all(tree.join("becomes-file/x")).unwrap();
+    fs::write(tree.join("a.txt"), b"A as it was first written").unwrap();
+    fs::write(tree.join("sub/gone.txt"), b"soon deleted").unwrap();
+    fs::write(tree.join("sub/moved.txt"), b"soon moved").unwrap();
+    fs::write(tree.join("sub/old/inner/f"), b"old").unwrap();
+    fs::write(tree.join("becomes-dir"), b"a file first").unwrap();
+    fs::write(tree.join("becomes-file/x/y"), b"y").unwrap();
+    std::os::unix::fs::symlink("a.txt", tree.join("link")).unwrap();
+    let mut x = 0x9E37_79B9u64;
+    let big: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(tree.join("big.bin"), big).unwrap();
+    tree
+}
+
+/// The uploads' archive ids, oldest first, and each one's base.
+fn chain_rows(ledger: &Path) -> Vec<(String, Option<String>, u64)> {
+    let conn = rusqlite::Connection::open(ledger).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT u.archive_id, c.base, u.size FROM uploads u \
+             JOIN catalogs c ON c.archive_id = u.archive_id ORDER BY u.rowid",
+        )
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn layers_config(sb: &Sandbox, tree: &Path, layers: &str) -> PathBuf {
+    crate::support::config::TestConfig::local(&sb.path("archives"))
+        .main("ledger", sb.path("ledger.sqlite3").display())
+        .raw(&format!(
+            "{layers}\n[\"{}\"]\nupload_single_dir = true\nupload_if_changed = true\n\
+             incremental = true\n",
+            tree.display()
+        ))
+        .write(&sb.path("chain.toml"))
+}
+
+/// Nine rounds of edits (each kind of change), a backup after each: every upload after the
+/// first is an increment of the one before, a few KiB where the full holds 3 MiB; each upload
+/// restores as the tree was then; `ls` shows the composed tree; stock GNU tar extracting the
+/// full and the increments in order gives the last tree.
+#[test]
+fn every_upload_of_a_chain_restores_as_the_tree_was_and_stock_tar_agrees() {
+    let sb = Sandbox::new();
+    let tree = tree(&sb.path("data"));
+    let config = layers_config(&sb, &tree, "");
+    let mut trees = Vec::new();
+    for round in 0..10 {
+        if round > 0 {
+            edit(&tree, round - 1);
+        }
+        let backup = sb.run_config(&config);
+        assert_exit(&backup, 0);
+        trees.push(snapshot(&tree));
+    }
+    let rows = chain_rows(&sb.path("ledger.sqlite3"));
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows[0].1, None, "the first upload is a full");
+    for pair in rows.windows(2) {
+        assert_eq!(
+            pair[1].1.as_ref(),
+            Some(&pair[0].0),
+            "each increment names its base"
+        );
+    }
+    // The last edit changed big.bin's mtime: its metadata says changed, so it is stored again.
+    for (n, row) in rows[1..9].iter().enumerate() {
+        assert!(row.2 < 200_000, "increment {n} of {} bytes", row.2);
+    }
+    assert!(rows[9].2 > 3 << 20);
+    assert!(rows[0].2 > 3 << 20);
+
+    for (n, (archive_id, _, _)) in rows.iter().enumerate() {
+        let out = sb.path(&format!("out{n}"));
+        let restored = sb
+            .with_config(&config, &["restore", "--archive-id", archive_id, "--to"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_exit(&restored, 0);
+        assert_eq!(snapshot(&out.join("tree")), trees[n], "upload {n}");
+    }
+    let listed = sb
+        .with_config(&config, &["ls", "--json"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_exit(&listed, 0);
+    let names: Vec<String> = serde_json::from_slice::<serde_json::Value>(&listed.stdout).unwrap()
+        ["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let path = Path::new(e["path"].as_str().unwrap());
+            path.strip_prefix(&tree).unwrap().display().to_string()
+        })
+        .collect();
+    let top: Vec<String> = trees[9]
+        .keys()
+        .filter(|p| p.components().count() == 1)
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(names, top);
+
+    let gnu = sb.path("gnu");
+    fs::create_dir_all(&gnu).unwrap();
+    for (archive_id, _, _) in &rows {
+        let extracted = std::process::Command::new("tar")
+            .args(["--extract", "--incremental", "-f"])
+            .arg(sb.path("archives").join(archive_id))
+            .arg("-C")
+            .arg(&gnu)
+            .output()
+            .unwrap();
+        assert!(extracted.status.success(), "{extracted:?}");
+    }
+    assert_eq!(snapshot(&gnu.join("tree")), trees[9]);
+}
+
+/// With zstd and age, one file of a chain's last upload comes from the archive holding its
+/// newest version alone.
+#[test]
+fn one_file_of_an_encrypted_compressed_chain_restores_from_the_archive_holding_it() {
+    let sb = Sandbox::new();
+    let tree = tree(&sb.path("data"));
+    let key = sb.path("key.txt");
+    assert_exit(&sb.run(&["keygen", "-o", key.to_str().unwrap()]), 0);
+    let recipient = fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+        .unwrap();
+    let layers = format!(
+        "[archive]\ncompression = \"zstd\"\n[encryption]\nrecipients = [\"{recipient}\"]\n\
+         identity_file = \"{}\"\n",
+        key.display()
+    );
+    let config = layers_config(&sb, &tree, &layers);
+    assert_exit(&sb.run_config(&config), 0);
+    edit(&tree, 0);
+    assert_exit(&sb.run_config(&config), 0);
+    let out = sb.path("out");
+    let plan = sb
+        .with_config(&config, &["--dryrun", "--json", "restore", "--to"])
+        .arg(&out)
+        .arg(tree.join("a.txt"))
+        .arg(tree.join("big.bin"))
+        .output()
+        .unwrap();
+    assert_exit(&plan, 0);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let parts = plan["archives"][0]["partial"]["archives"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        parts.len(),
+        2,
+        "big.bin from the full, a.txt from the increment: {plan}"
+    );
+    let restored = sb
+        .with_config(&config, &["restore", "--to"])
+        .arg(&out)
+        .arg(tree.join("a.txt"))
+        .arg(tree.join("big.bin"))
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    assert_says(&restored, "restored 2 entries of");
+    assert_eq!(
+        fs::read(out.join("tree/a.txt")).unwrap(),
+        fs::read(tree.join("a.txt")).unwrap()
+    );
+    assert_eq!(
+        fs::read(out.join("tree/big.bin")).unwrap(),
+        fs::read(tree.join("big.bin")).unwrap()
+    );
+    assert!(!out.join("tree/sub").exists());
+}
+
+/// `incremental` needs `upload_if_changed` and a directory rule; the chain's settings need it.
+#[test]
+fn incremental_settings_that_cannot_work_are_refused_naming_the_key() {
+    let sb = Sandbox::new();
+    for (section, key) in [
+        (
+            "upload_single_dir = true\nincremental = true\n",
+            "incremental",
+        ),
+        (
+            "upload_if_changed = true\nupload_single_dir = true\nfull_after_days = 30\n",
+            "full_after_days",
+        ),
+        (
+            "upload_if_changed = true\nupload_single_dir = true\nincremental = true\n\
+             full_when_changed_percent = 0\n",
+            "full_when_changed_percent",
+        ),
+    ] {
+        let config = crate::support::config::TestConfig::local(&sb.path("archives"))
+            .raw(&format!("[\"/srv/data\"]\n{section}"))
+            .write(&sb.path("bad.toml"));
+        let out = sb.with_config(&config, &["--dryrun"]).output().unwrap();
+        assert_exit(&out, 2);
+        assert_says(&out, key);
+    }
+}
