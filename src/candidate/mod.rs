@@ -25,6 +25,9 @@ pub use walk::{tar_top_name, walk_tree, Child, EntryMeta, EntryType, TreeEntry};
 const READ_CHUNK: usize = 1 << 20;
 const TAR_BLOCK: u64 = 512;
 
+/// What an increment holds, and the candidate that writes it.
+pub type IncrementOf = (Arc<crate::chain::Changes>, Arc<dyn Candidate>);
+
 /// Something to back up as one archive.
 pub trait Candidate: Send + Sync + fmt::Debug {
     /// Absolute source path, as recorded in the ledger.
@@ -62,8 +65,7 @@ pub trait Candidate: Send + Sync + fmt::Debug {
     fn increment_over(
         &self,
         state: crate::chain::Composed<'_>,
-    ) -> Result<Option<(Arc<crate::chain::Changes>, Arc<dyn Candidate>)>, crate::chain::DiffError>
-    {
+    ) -> Result<Option<IncrementOf>, crate::chain::DiffError> {
         let _ = state;
         Ok(None)
     }
@@ -231,8 +233,7 @@ impl Candidate for PathCandidate {
     fn increment_over(
         &self,
         state: crate::chain::Composed<'_>,
-    ) -> Result<Option<(Arc<crate::chain::Changes>, Arc<dyn Candidate>)>, crate::chain::DiffError>
-    {
+    ) -> Result<Option<IncrementOf>, crate::chain::DiffError> {
         if self.kind != SourceKind::Directory {
             return Ok(None);
         }

@@ -263,6 +263,7 @@ mod tests {
             entries: b"GBC1 entries".to_vec(),
             layout: Some(b"GBL1 layout".to_vec()),
             index_id: None,
+            base: None,
         };
         let bytes = Index::encode(&row(), &catalog);
         let back = Index::decode(&bytes, "local").unwrap();
@@ -286,6 +287,7 @@ mod tests {
             entries: vec![1, 2],
             layout: None,
             index_id: None,
+            base: None,
         };
         let plain = Index::encode(&row(), &catalog);
         let ours = crate::codec::Seal::authenticated(&recipients, Some(&auth)).unwrap();

@@ -156,7 +156,7 @@ pub enum RestoreFailure {
         /// The upload's source path.
         path: PathBuf,
         /// Why.
-        source: crate::chain::ChainError,
+        source: Box<crate::chain::ChainError>,
     },
     /// A directory archive could not be extracted.
     #[error("{}", error_chain(.0))]

@@ -177,7 +177,7 @@ fn chain_plan(
     let chain = crate::chain::Chain::ending_at(ledger, row)
         .map_err(|source| RestoreFailure::Chain {
             path: row.path.clone(),
-            source,
+            source: Box::new(source),
         })?
         .ok_or_else(|| RestoreFailure::NoCatalog {
             path: row.path.clone(),
