@@ -285,7 +285,17 @@ impl<'a> Run<'a> {
         let path = candidate.source_path().to_path_buf();
         self.reserved += cost;
         self.running_paths.insert(path.clone());
-        tracing::info!("uploading {} ({decision})", shown(&path));
+        match &increment {
+            Some(increment) => tracing::info!(
+                "uploading {} ({decision}) as an increment: {} files or links changed ({}), \
+                 {} paths gone",
+                shown(&path),
+                increment.changes.stored.len(),
+                crate::display_size(increment.changes.bytes),
+                increment.changes.deleted.len()
+            ),
+            None => tracing::info!("uploading {} ({decision})", shown(&path)),
+        }
         let (archiver, options, progress) = (self.archiver, self.options, self.progress.clone());
         running.push(
             async move {

@@ -63,6 +63,7 @@ pub async fn move_one(
             .any(|r| r.archive_id == stored.archive_id);
         let catalog = match source_ledger.cataloged(&archive.archive_id)? {
             Some(catalog) if !recorded => {
+                let catalog = based_on_copy(source_ledger, catalog)?;
                 Some(index_at_destination(destination, row, &stored, catalog, request).await)
             }
             _ => None,
@@ -92,6 +93,25 @@ pub async fn move_one(
     }
     .await;
     result.unwrap_or_else(MoveOutcome::Failed)
+}
+
+/// An increment's catalog with its base named as the destination knows it: the key of the
+/// base's copy (rows move oldest first, so the base moved before it). A base not moved keeps
+/// its source name, and the destination's chain says it is broken rather than restore a part
+/// of the tree as if it were whole.
+fn based_on_copy(
+    source_ledger: &Ledger,
+    catalog: crate::catalog::Cataloged,
+) -> Result<crate::catalog::Cataloged, crate::ledger::LedgerError> {
+    let base = match catalog.base {
+        Some(base) => Some(
+            source_ledger
+                .moved_of(&base)?
+                .map_or(base, |moved| moved.key),
+        ),
+        None => None,
+    };
+    Ok(crate::catalog::Cataloged { base, ..catalog })
 }
 
 /// The source's catalog for the copy, with an index written beside the copy at the destination

@@ -294,3 +294,95 @@ fn incremental_settings_that_cannot_work_are_refused_naming_the_key() {
         assert_says(&out, key);
     }
 }
+
+/// Backs `config` up with the run's clock set `days` after `start`: the chain's base and size.
+fn backup_at(sb: &Sandbox, config: &Path, start: i64, days: i64) -> (Option<String>, u64) {
+    let out = sb
+        .with_config(config, &[])
+        .env("GLACIER_BACKUP_NOW", (start + days * 86_400).to_string())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let rows = chain_rows(&sb.path("ledger.sqlite3"));
+    let (_, base, size) = rows.last().unwrap().clone();
+    (base, size)
+}
+
+/// A chain ends when its full is `full_after_days` old, or when its increments add up to
+/// `full_when_changed_percent` of the full: the next upload is a full again (the clock set by
+/// the test, never waited for).
+#[test]
+fn a_new_full_starts_when_the_chain_is_old_or_its_increments_large() {
+    let sb = Sandbox::new();
+    let tree = tree(&sb.path("data"));
+    let config = layers_config(&sb, &tree, "");
+    let text = fs::read_to_string(&config).unwrap()
+        + "full_after_days = 30\nfull_when_changed_percent = 50\n";
+    fs::write(&config, text).unwrap();
+    let start = time::OffsetDateTime::now_utc().unix_timestamp();
+    let small = |n: usize| fs::write(tree.join("a.txt"), format!("edit {n}")).unwrap();
+    assert_eq!(backup_at(&sb, &config, start, 0).0, None);
+    small(1);
+    assert!(
+        backup_at(&sb, &config, start, 10).0.is_some(),
+        "10 days in: an increment"
+    );
+    small(2);
+    let out = sb
+        .with_config(&config, &[])
+        .env("GLACIER_BACKUP_NOW", (start + 31 * 86_400).to_string())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_says(&out, "full_after_days");
+    assert_eq!(
+        chain_rows(&sb.path("ledger.sqlite3")).last().unwrap().1,
+        None
+    );
+    // A new chain (its full recorded at the real time, about `start`): its first increment is
+    // most of the full's size; the next upload is a full.
+    fs::write(tree.join("big.bin"), vec![9u8; 3 << 20]).unwrap();
+    let (base, size) = backup_at(&sb, &config, start, 1);
+    assert!(base.is_some() && size > 3 << 20, "{base:?} {size}");
+    small(3);
+    assert_eq!(
+        backup_at(&sb, &config, start, 2).0,
+        None,
+        "increments past 50% of the full"
+    );
+}
+
+/// A machine that lost its ledger rebuilds it from the indexes, chains included: the last
+/// upload restores as the tree was.
+#[test]
+fn a_chain_restores_after_the_ledger_is_rebuilt_from_the_indexes() {
+    let sb = Sandbox::new();
+    let tree = tree(&sb.path("data"));
+    let config = layers_config(&sb, &tree, "");
+    assert_exit(&sb.run_config(&config), 0);
+    for round in [0, 2, 5] {
+        edit(&tree, round);
+        assert_exit(&sb.run_config(&config), 0);
+    }
+    let before = chain_rows(&sb.path("ledger.sqlite3"));
+    fs::remove_file(sb.path("ledger.sqlite3")).unwrap();
+    let rebuilt = sb
+        .with_config(&config, &["inventory", "--rebuild-ledger"])
+        .output()
+        .unwrap();
+    assert_exit(&rebuilt, 0);
+    let mut after = chain_rows(&sb.path("ledger.sqlite3"));
+    after.sort();
+    let mut expected = before.clone();
+    expected.sort();
+    assert_eq!(after, expected, "every upload with its base");
+    let out = sb.path("out");
+    let restored = sb
+        .with_config(&config, &["restore", "--to"])
+        .arg(&out)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
+}
