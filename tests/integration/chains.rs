@@ -386,3 +386,55 @@ fn a_chain_restores_after_the_ledger_is_rebuilt_from_the_indexes() {
     assert_exit(&restored, 0);
     assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
 }
+
+/// A chain in a vault (each entry's spans retrieved by range from the archive holding it) and
+/// in an S3 bucket: every upload restores as the tree was.
+#[cfg(all(feature = "glacier", feature = "s3"))]
+#[test]
+fn a_chain_in_a_vault_or_a_bucket_restores_each_upload() {
+    use crate::support::setup::Setup;
+    let s = Setup::with_fake().and_moto();
+    let tree = tree(&s.path("data"));
+    let paths = format!(
+        "[archive]\ncompression = \"zstd\"\n[\"{}\"]\nupload_single_dir = true\n\
+         upload_if_changed = true\nincremental = true\n",
+        tree.display()
+    );
+    let configs = [
+        (
+            s.vault_config(&paths),
+            s.path("config/glacier.photos.sqlite3"),
+        ),
+        (s.bucket_config(&paths), s.path("config/s3.cold.sqlite3")),
+    ];
+    let mut trees = Vec::new();
+    for round in [None, Some(0), Some(5), Some(7)] {
+        if let Some(round) = round {
+            edit(&tree, round);
+        }
+        for (config, _) in &configs {
+            assert_exit(&s.run_config(config), 0);
+        }
+        trees.push(snapshot(&tree));
+    }
+    for (n, (config, ledger)) in configs.iter().enumerate() {
+        let rows = chain_rows(ledger);
+        assert_eq!(rows.len(), 4);
+        assert!(rows[1..].iter().all(|r| r.1.is_some()), "{rows:?}");
+        for (upload, (archive_id, _, _)) in rows.iter().enumerate() {
+            let out = s.path(&format!("out-{n}-{upload}"));
+            let restored = s
+                .with_config(config, &["restore", "--wait", "--timeout", "60"])
+                .args(["--archive-id", archive_id, "--to"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert_exit(&restored, 0);
+            assert_eq!(
+                snapshot(&out.join("tree")),
+                trees[upload],
+                "destination {n}, upload {upload}"
+            );
+        }
+    }
+}
