@@ -50,6 +50,8 @@ fn write_json(out: &mut dyn Write, ledger: &Ledger) -> Result<std::io::Result<()
         first = false;
         let mut row = upload_json(&upload);
         row["moved"] = moved.map_or(serde_json::Value::Null, |m| moved_json(&m));
+        // An increment names the upload (archive) it holds the changes since.
+        row["increment_of"] = base_of(ledger, &upload).into();
         written = out
             .write_all(separator)
             .and_then(|()| serde_json::to_writer(&mut *out, &row).map_err(std::io::Error::from));
@@ -91,12 +93,22 @@ fn moved_json(m: &Moved) -> serde_json::Value {
     })
 }
 
-/// The table's cells of one row: an archive moved elsewhere says where.
-fn cells(u: &UploadRecord, moved: Option<Moved>) -> [String; 5] {
+/// The base of an increment's chain, when `u` is one (a ledger that cannot say lists it as
+/// a full).
+fn base_of(ledger: &Ledger, u: &UploadRecord) -> Option<String> {
+    ledger.catalog_base(&u.archive_id).ok().flatten().flatten()
+}
+
+/// The table's cells of one row: an archive moved elsewhere says where, an increment what it
+/// is an increment of.
+fn cells(u: &UploadRecord, moved: Option<Moved>, base: Option<String>) -> [String; 5] {
+    let increment = base
+        .map(|base| format!(" (increment of {base})"))
+        .unwrap_or_default();
     let id = match moved {
-        None => u.archive_id.clone(),
+        None => format!("{}{increment}", u.archive_id),
         Some(m) => format!(
-            "{} (moved to {} {}{})",
+            "{}{increment} (moved to {} {}{})",
             u.archive_id,
             m.destination,
             m.key,
@@ -130,7 +142,8 @@ fn write_table(
     let mut rows = 0usize;
     ledger.each_upload_with_moves(&mut |upload, moved| {
         rows += 1;
-        for (w, cell) in widths.iter_mut().zip(cells(&upload, moved)) {
+        let base = base_of(ledger, &upload);
+        for (w, cell) in widths.iter_mut().zip(cells(&upload, moved, base)) {
             *w = (*w).max(cell.chars().count());
         }
         true
@@ -155,7 +168,8 @@ fn write_table(
     };
     let mut written = writeln!(out, "{}", line(&header));
     ledger.each_upload_with_moves(&mut |upload, moved| {
-        written = writeln!(out, "{}", line(&cells(&upload, moved)));
+        let base = base_of(ledger, &upload);
+        written = writeln!(out, "{}", line(&cells(&upload, moved, base)));
         written.is_ok()
     })?;
     Ok(written)

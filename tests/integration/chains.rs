@@ -156,6 +156,16 @@ fn every_upload_of_a_chain_restores_as_the_tree_was_and_stock_tar_agrees() {
         assert!(row.2 < 200_000, "increment {n} of {} bytes", row.2);
     }
     assert!(rows[9].2 > 3 << 20);
+    let list = sb.with_config(&config, &["list", "--json"]).output().unwrap();
+    assert_exit(&list, 0);
+    let listed: Vec<Option<String>> = serde_json::from_slice::<serde_json::Value>(&list.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["increment_of"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(listed, rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>());
     assert!(rows[0].2 > 3 << 20);
 
     for (n, (archive_id, _, _)) in rows.iter().enumerate() {
