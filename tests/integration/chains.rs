@@ -156,7 +156,10 @@ fn every_upload_of_a_chain_restores_as_the_tree_was_and_stock_tar_agrees() {
         assert!(row.2 < 200_000, "increment {n} of {} bytes", row.2);
     }
     assert!(rows[9].2 > 3 << 20);
-    let list = sb.with_config(&config, &["list", "--json"]).output().unwrap();
+    let list = sb
+        .with_config(&config, &["list", "--json"])
+        .output()
+        .unwrap();
     assert_exit(&list, 0);
     let listed: Vec<Option<String>> = serde_json::from_slice::<serde_json::Value>(&list.stdout)
         .unwrap()
@@ -447,4 +450,71 @@ fn a_chain_in_a_vault_or_a_bucket_restores_each_upload() {
             );
         }
     }
+}
+
+/// A run killed (SIGKILL) inside an increment's multipart upload records nothing; the next run
+/// finds the same increment, continues its upload without sending the stored parts again, and
+/// records it on its base: the chain never names an archive that was not stored.
+#[cfg(feature = "glacier")]
+#[test]
+fn an_increment_killed_mid_upload_is_finished_by_the_next_run() {
+    use crate::support::setup::Setup;
+    use std::process::Stdio;
+    let s = Setup::with_fake();
+    let tree = tree(&s.path("data"));
+    let config = s.vault_config(&format!(
+        "[\"{}\"]\nupload_single_dir = true\nupload_if_changed = true\nincremental = true\n",
+        tree.display()
+    ));
+    let ledger = s.path("config/glacier.photos.sqlite3");
+    assert_exit(&s.run_config(&config), 0);
+    // A new big.bin: an increment of several 1 MiB parts.
+    fs::write(tree.join("big.bin"), vec![7u8; (3 << 20) + 5]).unwrap();
+    let started = s.fake().stats().uploads_started;
+    let stored = s.fake().stats().parts_stored.len();
+    s.fake().set(|b| b.hold_parts_from = Some(2));
+    let child = s
+        .with_config(&config, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::wait_until("the increment's upload never got going", || {
+        s.fake().stats().parts_stored.len() >= stored + 2
+    });
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait_with_output().unwrap();
+    s.fake().set(|b| b.hold_parts_from = None);
+    assert_eq!(
+        chain_rows(&ledger).len(),
+        1,
+        "nothing recorded for the killed increment"
+    );
+
+    assert_exit(&s.run_config(&config), 0);
+    let rows = chain_rows(&ledger);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[1].1.as_ref(),
+        Some(&rows[0].0),
+        "the increment on its base"
+    );
+    assert_eq!(
+        s.fake().stats().uploads_started,
+        started + 1,
+        "the same upload continued"
+    );
+    let out = s.path("out");
+    let restored = s
+        .with_config(&config, &["restore", "--wait", "--timeout", "60", "--to"])
+        .arg(&out)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
 }
