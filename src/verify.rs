@@ -91,6 +91,7 @@ pub async fn verify_all(
         let here = ledger.split_moved_away(rows.clone())?.here;
         findings.extend(check_remote(&here, &listing));
         findings.extend(check_indexes(ledger, &here, &listing)?);
+        findings.extend(check_chains(ledger, &here, &listing)?);
         match (request.read, archiver.local_directory().is_some()) {
             // A local directory's inventory (above) already read back and re-hashed each one.
             (_, true) => {}
@@ -263,6 +264,59 @@ pub fn check_indexes(
                 row.archive_id
             ),
         });
+    }
+    Ok(findings)
+}
+
+/// Finds the increments whose chain is broken: an earlier upload of it missing from the ledger,
+/// or its archive missing from `listing` or different there. Such a chain no longer restores
+/// as of its later uploads; the next backup of its directory starts a new full once an
+/// inventory in the ledger shows the archive gone.
+pub fn check_chains(
+    ledger: &Ledger,
+    rows: &[UploadRecord],
+    listing: &Listing,
+) -> Result<Vec<Finding>, LedgerError> {
+    let mut findings = Vec::new();
+    for row in rows {
+        if ledger.catalog_base(&row.archive_id)?.flatten().is_none() {
+            continue;
+        }
+        let finding = |problem: String| Finding {
+            path: row.path.clone(),
+            problem: format!(
+                "the chain of increments ending at archive {} is broken: {problem}; it no \
+                 longer restores as of its later uploads, and the next backup starts a new full \
+                 (after `inventory` records the loss)",
+                row.archive_id
+            ),
+        };
+        let chain = match crate::chain::Chain::ending_at(ledger, row) {
+            Ok(Some(chain)) => chain,
+            Ok(None) => continue,
+            Err(crate::chain::ChainError::Ledger(e)) => return Err(e),
+            Err(broken) => {
+                findings.push(finding(broken.to_string()));
+                continue;
+            }
+        };
+        let earlier: Vec<UploadRecord> = chain.uploads[..chain.uploads.len() - 1]
+            .iter()
+            .map(|(upload, _)| upload.clone())
+            .collect();
+        let report = reconcile(&earlier, listing);
+        for missing in &report.missing {
+            findings.push(finding(format!(
+                "archive {} is missing from the destination",
+                missing.archive_id
+            )));
+        }
+        for (damaged, difference) in &report.mismatched {
+            findings.push(finding(format!(
+                "archive {} differs from the ledger: {difference}",
+                damaged.archive_id
+            )));
+        }
     }
     Ok(findings)
 }

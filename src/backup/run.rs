@@ -234,6 +234,17 @@ impl<'a> Run<'a> {
             tracing::info!("{path}: a full upload starts a new chain: {why}");
             return Ok(Ok(None));
         }
+        // The last inventory kept in the ledger may show an archive of the chain lost.
+        if let Some(lost) = ledger
+            .with(|l| l.last_inventory())?
+            .and_then(|listing| chain.lost_in(&listing))
+        {
+            tracing::warn!(
+                "{path}: archive {lost} of its chain is missing or different at the destination \
+                 (the last inventory); a full upload starts a new chain"
+            );
+            return Ok(Ok(None));
+        }
         let base = chain.last().archive_id.clone();
         let candidate = item.candidate.clone();
         let diffed = tokio::task::spawn_blocking(move || {

@@ -57,6 +57,23 @@ impl Chain {
         Ok(Some(Chain { uploads }))
     }
 
+    /// An archive of the chain that `listing` (an inventory of the destination) shows gone or
+    /// different, though it was stored before the listing was taken: the chain is broken.
+    pub fn lost_in(&self, listing: &crate::archiver::Listing) -> Option<String> {
+        let rows: Vec<UploadRecord> = self.uploads.iter().map(|(u, _)| u.clone()).collect();
+        let report = crate::inventory::reconcile(&rows, listing);
+        report
+            .missing
+            .first()
+            .map(|row| row.archive_id.clone())
+            .or_else(|| {
+                report
+                    .mismatched
+                    .first()
+                    .map(|(row, _)| row.archive_id.clone())
+            })
+    }
+
     /// The last upload's tree (see [`Composed`]).
     pub fn state(&self) -> Result<Composed<'_>, CatalogError> {
         let catalogs: Vec<&[u8]> = self

@@ -518,3 +518,36 @@ fn an_increment_killed_mid_upload_is_finished_by_the_next_run() {
     assert_exit(&restored, 0);
     assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
 }
+
+/// An archive of a chain lost at the destination: `verify --remote` names the chain and the
+/// archive; once `inventory` has recorded the loss, the next backup starts a new full.
+#[test]
+fn a_chain_broken_at_the_destination_is_reported_and_the_next_backup_is_a_full() {
+    let sb = Sandbox::new();
+    let tree = tree(&sb.path("data"));
+    let config = layers_config(&sb, &tree, "");
+    assert_exit(&sb.run_config(&config), 0);
+    for round in [0, 2] {
+        edit(&tree, round);
+        assert_exit(&sb.run_config(&config), 0);
+    }
+    let rows = chain_rows(&sb.path("ledger.sqlite3"));
+    fs::remove_file(sb.path("archives").join(&rows[1].0)).unwrap();
+    let verified = sb
+        .with_config(&config, &["verify", "--remote"])
+        .output()
+        .unwrap();
+    assert_exit(&verified, 1);
+    assert_says(&verified, "chain of increments ending at archive");
+    assert_says(&verified, &format!("archive {} is missing", rows[1].0));
+    let inventory = sb.with_config(&config, &["inventory"]).output().unwrap();
+    assert_says(&inventory, &rows[1].0);
+    edit(&tree, 3);
+    let backup = sb.run_config(&config);
+    assert_exit(&backup, 0);
+    assert_says(&backup, "a full upload starts a new chain");
+    assert_eq!(
+        chain_rows(&sb.path("ledger.sqlite3")).last().unwrap().1,
+        None
+    );
+}
