@@ -539,7 +539,7 @@ fn a_chain_broken_at_the_destination_is_reported_and_the_next_backup_is_a_full()
         .unwrap();
     assert_exit(&verified, 1);
     assert_says(&verified, "chain of increments ending at archive");
-    assert_says(&verified, &format!("archive {} is missing", rows[1].0));
+    assert_says(&verified, format!("archive {} is missing", rows[1].0));
     let inventory = sb.with_config(&config, &["inventory"]).output().unwrap();
     assert_says(&inventory, &rows[1].0);
     edit(&tree, 3);
