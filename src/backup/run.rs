@@ -182,6 +182,15 @@ impl<'a> Run<'a> {
             }
             _ => None,
         };
+        // An increment's size is its own, not the whole tree's (progress, part size, costs).
+        let scan = match (&increment, scan) {
+            (Some((increment, _)), Some(scan)) => Some(Scan {
+                size_estimate: increment.changes.size_estimate,
+                ..scan
+            }),
+            (_, scan) => scan,
+        };
+        let size = scan.as_ref().map_or(size, |scan| scan.size_estimate);
         match (options.dry_run, scan) {
             (false, Some(scan)) => Ok(Some(ToUpload {
                 decision,

@@ -17,6 +17,9 @@ pub struct Changes {
     pub deleted: Vec<PathBuf>,
     /// Bytes of the files written again.
     pub bytes: u64,
+    /// The increment's expected tar size: its directories with their dumpdirs, the files and
+    /// links written again, the end blocks.
+    pub size_estimate: u64,
 }
 
 /// Comparing a tree with a chain's state failed.
@@ -54,7 +57,10 @@ pub fn diff(
         }
         let before = state.next_if(|held| held.entry.path == *path);
         let data = matches!(entry.entry_type(), EntryType::File | EntryType::Symlink);
-        if data && before.is_none_or(|held| changed(&held.entry, &entry).unwrap_or(true)) {
+        if entry.entry_type() == EntryType::Dir {
+            changes.size_estimate += dir_size(&entry);
+        } else if data && before.is_none_or(|held| changed(&held.entry, &entry).unwrap_or(true)) {
+            changes.size_estimate += stored_size(&entry);
             if entry.entry_type() == EntryType::File {
                 changes.bytes += entry.meta.len();
             }
@@ -62,6 +68,7 @@ pub fn diff(
         }
         Ok(())
     })?;
+    changes.size_estimate += 2 * BLOCK;
     for gone in state.by_ref() {
         changes.gone(gone.entry.path);
     }
@@ -69,6 +76,38 @@ pub fn diff(
     match stopping.error {
         Some(e) => Err(e.into()),
         None => Ok(changes),
+    }
+}
+
+const BLOCK: u64 = 512;
+
+/// A header's blocks, with GNU long-name records for a name or link target of 100 bytes or more.
+fn header_size(name_len: usize, link_len: usize) -> u64 {
+    let long = |len: usize| match len >= 100 {
+        true => BLOCK + (len as u64 + 1).div_ceil(BLOCK) * BLOCK,
+        false => 0,
+    };
+    BLOCK + long(name_len) + long(link_len)
+}
+
+/// A directory's dumpdir entry: its header (the name with a slash) and the list of its entries.
+fn dir_size(entry: &TreeEntry<'_>) -> u64 {
+    let listed: usize = entry
+        .children
+        .iter()
+        .filter(|c| c.meta.kind() != EntryType::Special)
+        .map(|c| c.name.len() + 2)
+        .sum();
+    let name_len = entry.archive_path.as_os_str().len() + 1;
+    header_size(name_len, 0) + (listed as u64 + 1).div_ceil(BLOCK) * BLOCK
+}
+
+/// A file's or link's entry (a link's size is its target's length).
+fn stored_size(entry: &TreeEntry<'_>) -> u64 {
+    let name_len = entry.archive_path.as_os_str().len();
+    match entry.entry_type() {
+        EntryType::Symlink => header_size(name_len, entry.meta.len() as usize),
+        _ => header_size(name_len, 0) + entry.meta.len().div_ceil(BLOCK) * BLOCK,
     }
 }
 
