@@ -551,3 +551,133 @@ fn a_chain_broken_at_the_destination_is_reported_and_the_next_backup_is_a_full()
         None
     );
 }
+
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Every file, or every directory, below `root`.
+fn all(root: &Path, dirs: bool) -> Vec<PathBuf> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(_, node)| dirs == matches!(node, Node::Dir(_)))
+        .map(|(path, _)| root.join(path))
+        .collect()
+}
+
+/// One random edit: add, change, delete or rename files and directories, change a mode,
+/// replace a file by a directory and a directory by a file, add or retarget a link.
+fn random_edit(root: &Path, random: &mut Random, round: usize) {
+    let (files, dirs) = (all(root, false), all(root, true));
+    let pick = |random: &mut Random, from: &[PathBuf]| from[random.below(from.len())].clone();
+    let any_dir = |random: &mut Random| match dirs.is_empty() || random.below(3) == 0 {
+        true => root.to_path_buf(),
+        false => pick(random, &dirs),
+    };
+    let bytes = |random: &mut Random| vec![random.below(256) as u8; random.below(5000)];
+    match random.below(9) {
+        0 | 1 => fs::write(any_dir(random).join(format!("new-{round}")), bytes(random)).unwrap(),
+        2 if !files.is_empty() => {
+            let file = pick(random, &files);
+            if !file.is_symlink() {
+                fs::write(&file, bytes(random)).unwrap();
+            }
+        }
+        3 if !files.is_empty() => fs::remove_file(pick(random, &files)).unwrap(),
+        4 if !files.is_empty() => {
+            let to = any_dir(random).join(format!("renamed-{round}"));
+            fs::rename(pick(random, &files), to).unwrap();
+        }
+        5 if !dirs.is_empty() => {
+            let dir = pick(random, &dirs);
+            match random.below(2) {
+                0 => fs::remove_dir_all(dir).unwrap(),
+                _ => fs::rename(&dir, dir.with_file_name(format!("moved-{round}"))).unwrap(),
+            }
+        }
+        6 if !files.is_empty() => {
+            let file = pick(random, &files);
+            if !file.is_symlink() {
+                let mode = [0o600, 0o644, 0o755][random.below(3)];
+                fs::set_permissions(file, fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+        7 if !files.is_empty() && !dirs.is_empty() => {
+            let file = pick(random, &files);
+            fs::remove_file(&file).unwrap();
+            fs::create_dir(&file).unwrap();
+            fs::write(file.join("was-a-file"), bytes(random)).unwrap();
+            let dir = pick(random, &dirs);
+            if dir.exists() && !file.starts_with(&dir) {
+                fs::remove_dir_all(&dir).unwrap();
+                fs::write(&dir, bytes(random)).unwrap();
+            }
+        }
+        _ => {
+            let link = any_dir(random).join(format!("link-{round}"));
+            std::os::unix::fs::symlink(format!("target-{}", random.below(5)), link).unwrap();
+        }
+    }
+}
+
+/// Twenty rounds of random edits through the binary, a backup after each: every upload
+/// restores as the tree was then, and stock GNU tar extracting the chain gives the last tree.
+#[test]
+fn twenty_rounds_of_random_edits_restore_upload_by_upload() {
+    let sb = Sandbox::new();
+    let tree = tree(&sb.path("data"));
+    let config = layers_config(&sb, &tree, "");
+    let mut random = Random(0x5DEE_CE66_D1CE_4E5B);
+    let mut trees = Vec::new();
+    for round in 0..21 {
+        if round > 0 {
+            for _ in 0..1 + random.below(3) {
+                random_edit(&tree, &mut random, round);
+            }
+        }
+        assert_exit(&sb.run_config(&config), 0);
+        // An edit may change nothing (a mode set to what it was): then nothing is uploaded.
+        if chain_rows(&sb.path("ledger.sqlite3")).len() > trees.len() {
+            trees.push(snapshot(&tree));
+        } else {
+            assert_eq!(
+                Some(&snapshot(&tree)),
+                trees.last(),
+                "round {round}: a change not uploaded"
+            );
+        }
+    }
+    let rows = chain_rows(&sb.path("ledger.sqlite3"));
+    assert_eq!(rows.len(), trees.len());
+    assert!(rows.len() >= 18, "{} uploads", rows.len());
+    for (n, (archive_id, _, _)) in rows.iter().enumerate() {
+        let out = sb.path(&format!("out{n}"));
+        let restored = sb
+            .with_config(&config, &["restore", "--archive-id", archive_id, "--to"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_exit(&restored, 0);
+        assert_eq!(snapshot(&out.join("tree")), trees[n], "upload {n}");
+    }
+    let gnu = sb.path("gnu");
+    fs::create_dir_all(&gnu).unwrap();
+    for (archive_id, _, _) in &rows {
+        let extracted = std::process::Command::new("tar")
+            .args(["--extract", "--incremental", "-f"])
+            .arg(sb.path("archives").join(archive_id))
+            .arg("-C")
+            .arg(&gnu)
+            .output()
+            .unwrap();
+        assert!(extracted.status.success(), "{extracted:?}");
+    }
+    assert_eq!(Some(&snapshot(&gnu.join("tree"))), trees.last());
+}
