@@ -185,7 +185,8 @@ impl Frame {
         let mut children = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(&name);
-            if skip.contains(&child) {
+            // By bytes: both are normalized, and comparing components costs more than the walk.
+            if skip.iter().any(|s| s.as_os_str() == child.as_os_str()) {
                 continue;
             }
             let stat = fsat::lstat_at(fd.as_fd(), &name).map_err(|e| SourceError::io(&child, e))?;

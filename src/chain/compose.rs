@@ -4,6 +4,7 @@
 use std::iter::Peekable;
 use std::path::{Path, PathBuf};
 
+use super::tar_order;
 use crate::catalog::{CatalogError, Decoder, Entry};
 
 /// One entry of a chain's state and the archive holding its newest version.
@@ -49,7 +50,7 @@ impl<'a> Composed<'a> {
             !deleted.is_empty()
                 && path
                     .ancestors()
-                    .any(|a| deleted.binary_search_by(|d| d.as_path().cmp(a)).is_ok())
+                    .any(|a| deleted.binary_search_by(|d| tar_order(d, a)).is_ok())
         })
     }
 
@@ -59,7 +60,11 @@ impl<'a> Composed<'a> {
             for entries in self.layers.iter_mut() {
                 match entries.peek() {
                     Some(Err(_)) => return Err(entries.next().expect("peeked").unwrap_err()),
-                    Some(Ok(entry)) if first.as_ref().is_none_or(|p| entry.path < *p) => {
+                    Some(Ok(entry))
+                        if first
+                            .as_ref()
+                            .is_none_or(|p| tar_order(&entry.path, p).is_lt()) =>
+                    {
                         first = Some(entry.path.clone());
                     }
                     _ => {}
@@ -71,7 +76,7 @@ impl<'a> Composed<'a> {
             let mut newest = None;
             for (layer, entries) in self.layers.iter_mut().enumerate() {
                 if let Some(Ok(entry)) = entries.peek() {
-                    if entry.path == path {
+                    if entry.path.as_os_str() == path.as_os_str() {
                         let entry = entries.next().expect("peeked")?;
                         newest = Some(Held { entry, layer });
                     }

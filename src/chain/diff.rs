@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::Held;
+use super::{tar_order, Held};
 use crate::candidate::{walk_tree, EntryType, SourceError, TreeEntry};
 use crate::catalog::{CatalogError, Entry, EntryKind};
 
@@ -52,10 +52,10 @@ pub fn diff(
             return Ok(());
         }
         let path = &entry.archive_path;
-        while let Some(gone) = state.next_if(|held| held.entry.path < *path) {
+        while let Some(gone) = state.next_if(|held| tar_order(&held.entry.path, path).is_lt()) {
             changes.gone(gone.entry.path);
         }
-        let before = state.next_if(|held| held.entry.path == *path);
+        let before = state.next_if(|held| held.entry.path.as_os_str() == path.as_os_str());
         let data = matches!(entry.entry_type(), EntryType::File | EntryType::Symlink);
         if entry.entry_type() == EntryType::Dir {
             changes.size_estimate += dir_size(&entry);

@@ -14,5 +14,15 @@ pub use compose::{Composed, Held};
 pub use diff::{diff, Changes, DiffError};
 pub use plan::{each_entry_of, Chain, ChainError, EntriesError, Increment};
 
+/// The order the walk (and so every tar and catalog) puts paths in: component by component,
+/// each by its bytes. For the normalized paths of a catalog that is the order of their bytes
+/// with `/` sorting first, compared here without splitting them into components.
+pub fn tar_order(a: &std::path::Path, b: &std::path::Path) -> std::cmp::Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    let key = |&byte: &u8| if byte == b'/' { 0 } else { byte };
+    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    a.iter().map(key).cmp(b.iter().map(key))
+}
+
 #[cfg(test)]
 mod tests;

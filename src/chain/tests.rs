@@ -247,6 +247,19 @@ fn a_chain_of_increments_gives_back_every_tree_and_stock_tar_agrees() {
     }
 }
 
+/// The byte order with `/` first is the walk's: component by component.
+#[test]
+fn tar_order_is_the_order_of_components() {
+    let mut paths: Vec<PathBuf> = ["a", "a/b", "a.c", "a/b/c", "a-", "a/b-", "ab", "a/c", "b"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let mut by_components = paths.clone();
+    by_components.sort();
+    paths.sort_by(|a, b| tar_order(a, b));
+    assert_eq!(paths, by_components);
+}
+
 /// An unchanged tree's increment holds no file: only its directories, each listing its
 /// entries as unchanged.
 #[test]
