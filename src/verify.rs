@@ -304,18 +304,8 @@ pub fn check_chains(
             .iter()
             .map(|(upload, _)| upload.clone())
             .collect();
-        let report = reconcile(&earlier, listing);
-        for missing in &report.missing {
-            findings.push(finding(format!(
-                "archive {} is missing from the destination",
-                missing.archive_id
-            )));
-        }
-        for (damaged, difference) in &report.mismatched {
-            findings.push(finding(format!(
-                "archive {} differs from the ledger: {difference}",
-                damaged.archive_id
-            )));
+        for lost in check_remote(&earlier, listing) {
+            findings.push(finding(lost.problem));
         }
     }
     Ok(findings)

@@ -112,6 +112,47 @@ fn chain_rows(ledger: &Path) -> Vec<(String, Option<String>, u64)> {
         .unwrap()
 }
 
+/// Each upload of `rows` restored by its archive id: the trees, in order.
+fn restore_each(
+    sb: &Sandbox,
+    config: &Path,
+    rows: &[(String, Option<String>, u64)],
+) -> Vec<BTreeMap<PathBuf, Node>> {
+    rows.iter()
+        .enumerate()
+        .map(|(n, (archive_id, _, _))| {
+            let out = sb.path(&format!("out{n}"));
+            let restored = sb
+                .with_config(config, &["restore", "--archive-id", archive_id, "--to"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert_exit(&restored, 0);
+            snapshot(&out.join("tree"))
+        })
+        .collect()
+}
+
+/// What stock GNU tar extracts from the local archives of `rows`, in order.
+fn gnu_tar_extract(
+    sb: &Sandbox,
+    rows: &[(String, Option<String>, u64)],
+) -> BTreeMap<PathBuf, Node> {
+    let gnu = sb.path("gnu");
+    fs::create_dir_all(&gnu).unwrap();
+    for (archive_id, _, _) in rows {
+        let extracted = std::process::Command::new("tar")
+            .args(["--extract", "--incremental", "-f"])
+            .arg(sb.path("archives").join(archive_id))
+            .arg("-C")
+            .arg(&gnu)
+            .output()
+            .unwrap();
+        assert!(extracted.status.success(), "{extracted:?}");
+    }
+    snapshot(&gnu.join("tree"))
+}
+
 fn layers_config(sb: &Sandbox, tree: &Path, layers: &str) -> PathBuf {
     crate::support::config::TestConfig::local(&sb.path("archives"))
         .main("ledger", sb.path("ledger.sqlite3").display())
@@ -171,15 +212,8 @@ fn every_upload_of_a_chain_restores_as_the_tree_was_and_stock_tar_agrees() {
     assert_eq!(listed, rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>());
     assert!(rows[0].2 > 3 << 20);
 
-    for (n, (archive_id, _, _)) in rows.iter().enumerate() {
-        let out = sb.path(&format!("out{n}"));
-        let restored = sb
-            .with_config(&config, &["restore", "--archive-id", archive_id, "--to"])
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert_exit(&restored, 0);
-        assert_eq!(snapshot(&out.join("tree")), trees[n], "upload {n}");
+    for (n, restored) in restore_each(&sb, &config, &rows).into_iter().enumerate() {
+        assert_eq!(restored, trees[n], "upload {n}");
     }
     let listed = sb
         .with_config(&config, &["ls", "--json"])
@@ -204,19 +238,7 @@ fn every_upload_of_a_chain_restores_as_the_tree_was_and_stock_tar_agrees() {
         .collect();
     assert_eq!(names, top);
 
-    let gnu = sb.path("gnu");
-    fs::create_dir_all(&gnu).unwrap();
-    for (archive_id, _, _) in &rows {
-        let extracted = std::process::Command::new("tar")
-            .args(["--extract", "--incremental", "-f"])
-            .arg(sb.path("archives").join(archive_id))
-            .arg("-C")
-            .arg(&gnu)
-            .output()
-            .unwrap();
-        assert!(extracted.status.success(), "{extracted:?}");
-    }
-    assert_eq!(snapshot(&gnu.join("tree")), trees[9]);
+    assert_eq!(gnu_tar_extract(&sb, &rows), trees[9]);
 }
 
 /// With zstd and age, one file of a chain's last upload comes from the archive holding its
@@ -225,13 +247,7 @@ fn every_upload_of_a_chain_restores_as_the_tree_was_and_stock_tar_agrees() {
 fn one_file_of_an_encrypted_compressed_chain_restores_from_the_archive_holding_it() {
     let sb = Sandbox::new();
     let tree = tree(&sb.path("data"));
-    let key = sb.path("key.txt");
-    assert_exit(&sb.run(&["keygen", "-o", key.to_str().unwrap()]), 0);
-    let recipient = fs::read_to_string(&key)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
-        .unwrap();
+    let (key, recipient) = sb.keygen();
     let layers = format!(
         "[archive]\ncompression = \"zstd\"\n[encryption]\nrecipients = [\"{recipient}\"]\n\
          identity_file = \"{}\"\n",
@@ -657,27 +673,8 @@ fn twenty_rounds_of_random_edits_restore_upload_by_upload() {
     let rows = chain_rows(&sb.path("ledger.sqlite3"));
     assert_eq!(rows.len(), trees.len());
     assert!(rows.len() >= 18, "{} uploads", rows.len());
-    for (n, (archive_id, _, _)) in rows.iter().enumerate() {
-        let out = sb.path(&format!("out{n}"));
-        let restored = sb
-            .with_config(&config, &["restore", "--archive-id", archive_id, "--to"])
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert_exit(&restored, 0);
-        assert_eq!(snapshot(&out.join("tree")), trees[n], "upload {n}");
+    for (n, restored) in restore_each(&sb, &config, &rows).into_iter().enumerate() {
+        assert_eq!(restored, trees[n], "upload {n}");
     }
-    let gnu = sb.path("gnu");
-    fs::create_dir_all(&gnu).unwrap();
-    for (archive_id, _, _) in &rows {
-        let extracted = std::process::Command::new("tar")
-            .args(["--extract", "--incremental", "-f"])
-            .arg(sb.path("archives").join(archive_id))
-            .arg("-C")
-            .arg(&gnu)
-            .output()
-            .unwrap();
-        assert!(extracted.status.success(), "{extracted:?}");
-    }
-    assert_eq!(Some(&snapshot(&gnu.join("tree"))), trees.last());
+    assert_eq!(Some(&gnu_tar_extract(&sb, &rows)), trees.last());
 }

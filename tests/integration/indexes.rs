@@ -54,20 +54,10 @@ fn rebuild(sb: &Sandbox, config: &Path, extra: &[&str]) -> std::process::Output 
     sb.with_config(config, &args).output().unwrap()
 }
 
-fn keygen(sb: &Sandbox) -> (PathBuf, String) {
-    let key = sb.path("key.txt");
-    let out = sb.run(&["keygen", "-o", key.to_str().unwrap()]);
-    assert_exit(&out, 0);
-    (
-        key,
-        String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-    )
-}
-
 #[test]
 fn a_lost_ledger_gets_its_catalogs_back_from_the_indexes_and_one_file_restores() {
     let sb = Sandbox::new();
-    let (key, recipient) = keygen(&sb);
+    let (key, recipient) = sb.keygen();
     let layers = format!(
         "[archive]\ncompression = \"zstd\"\n[encryption]\nrecipients = [\"{recipient}\"]\n\
          identity_file = \"{k}\"\nauthentication_key_file = \"{k}.auth\"\n",
@@ -163,7 +153,7 @@ fn a_damaged_index_is_refused_and_its_upload_stays_restorable_whole() {
 #[test]
 fn an_index_of_another_archive_or_not_proven_ours_is_refused() {
     let sb = Sandbox::new();
-    let (key, recipient) = keygen(&sb);
+    let (key, recipient) = sb.keygen();
     // No authentication key: the index (like the archive) cannot prove who wrote it.
     let layers = format!(
         "[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n",

@@ -54,15 +54,7 @@ enum Layers {
 /// A local config for `album` with `layers`, its ledger and archives named after them.
 fn config(sb: &Sandbox, album: &Path, layers: Layers) -> PathBuf {
     let name = format!("{layers:?}").to_lowercase();
-    let key = sb.path("key.txt");
-    if !key.exists() {
-        assert_exit(&sb.run(&["keygen", "-o", key.to_str().unwrap()]), 0);
-    }
-    let recipient = fs::read_to_string(&key)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
-        .unwrap();
+    let (key, recipient) = sb.keygen();
     let zstd = "[archive]\ncompression = \"zstd\"\n";
     let age = format!(
         "[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n",
@@ -350,13 +342,7 @@ fn a_vault_retrieves_only_the_ranges_a_partial_restore_needs() {
     use crate::support::setup::Setup;
     let s = Setup::with_fake();
     let album = album(&s.path("data"));
-    let key = s.path("key.txt");
-    assert_exit(&s.run(&["keygen", "-o", key.to_str().unwrap()]), 0);
-    let recipient = fs::read_to_string(&key)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
-        .unwrap();
+    let (key, recipient) = s.keygen();
     let config = s.vault_config(&format!(
         "[archive]\ncompression = \"zstd\"\n[encryption]\nrecipients = [\"{recipient}\"]\n\
          identity_file = \"{}\"\n[\"{}\"]\nupload_single_dir = true\n",
@@ -417,13 +403,7 @@ fn a_bucket_serves_a_partial_restore_by_ranged_gets_alone() {
     for class in ["GLACIER_IR", "DEEP_ARCHIVE"] {
         let s = Setup::with_fake().and_moto();
         let album = album(&s.path("data"));
-        let key = s.path("key.txt");
-        assert_exit(&s.run(&["keygen", "-o", key.to_str().unwrap()]), 0);
-        let recipient = fs::read_to_string(&key)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
-            .unwrap();
+        let (key, recipient) = s.keygen();
         let config = s
             .bucket()
             .backend("storage_class", class)

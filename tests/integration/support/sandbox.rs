@@ -114,6 +114,20 @@ impl Sandbox {
         self.with_config(config, &[]).output().unwrap()
     }
 
+    /// An age key at `key.txt` (made by `keygen` on first use): its path and public key.
+    pub fn keygen(&self) -> (PathBuf, String) {
+        let key = self.path("key.txt");
+        if !key.exists() {
+            assert_exit(&self.run(&["keygen", "-o", key.to_str().unwrap()]), 0);
+        }
+        let recipient = fs::read_to_string(&key)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+            .expect("keygen writes the public key as a comment");
+        (key, recipient)
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
