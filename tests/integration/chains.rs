@@ -84,15 +84,7 @@ fn tree(data: &Path) -> PathBuf {
     fs::write(tree.join("becomes-dir"), b"a file first").unwrap();
     fs::write(tree.join("becomes-file/x/y"), b"y").unwrap();
     std::os::unix::fs::symlink("a.txt", tree.join("link")).unwrap();
-    let mut x = 0x9E37_79B9u64;
-    let big: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = crate::support::random_bytes(3 << 20, 0x9E37_79B9);
     fs::write(tree.join("big.bin"), big).unwrap();
     tree
 }

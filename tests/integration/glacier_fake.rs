@@ -745,15 +745,7 @@ fn a_compressed_archive_completed_while_the_run_stopped_is_recorded_whatever_thi
     let s = Setup::with_fake();
     let file = s.path("data/big.bin");
     // Incompressible, so the compressed archive still goes up in several 1 MiB parts.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let first_bytes: Vec<u8> = (0..3 * 1024 * 1024 + 5)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let first_bytes = crate::support::random_bytes(3 * 1024 * 1024 + 5, 0x9E37_79B9_7F4A_7C15);
     fs::create_dir_all(file.parent().unwrap()).unwrap();
     fs::write(&file, &first_bytes).unwrap();
     let config = config_without_retries(

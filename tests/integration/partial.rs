@@ -14,15 +14,7 @@ fn album(data: &Path) -> PathBuf {
     let album = data.join("album");
     fs::create_dir_all(album.join("sub/deep")).unwrap();
     fs::create_dir_all(album.join("sub/many")).unwrap();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let big: Vec<u8> = (0..9 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = crate::support::random_bytes(9 << 20, 0x9E37_79B9_7F4A_7C15);
     fs::write(album.join("big.bin"), big).unwrap();
     fs::write(album.join("empty"), b"").unwrap();
     std::os::unix::fs::symlink("sub/a.txt", album.join("link")).unwrap();

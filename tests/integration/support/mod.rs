@@ -8,6 +8,19 @@ pub mod sandbox;
 pub mod setup;
 pub mod trees;
 
+/// `len` incompressible bytes, the same for the same `seed` (xorshift).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// Waits until `done` holds, looking every 2 ms (a test that kills a run at a moment needs to
 /// see it soon), for two minutes at most; `what` says what never happened.
 pub fn wait_until(what: &str, done: impl Fn() -> bool) {
