@@ -170,6 +170,13 @@ impl Moto {
     }
 }
 
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -191,12 +198,5 @@ mod tests {
             super::Request::parse(" * Running on http://127.0.0.1:5000"),
             None
         );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
