@@ -1,10 +1,14 @@
 //! A chain's state: its catalogs merged in tar order, the newest version of each path winning,
 //! and what a later increment deleted (it or a directory above it) left out.
+//!
+//! The merge keeps each layer's next entry in a heap, so a chain of hundreds of increments costs
+//! a logarithm of its length per entry, not its length.
 
-use std::iter::Peekable;
-use std::path::{Path, PathBuf};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
-use super::tar_order;
 use crate::catalog::{CatalogError, Decoder, Entry};
 
 /// One entry of a chain's state and the archive holding its newest version.
@@ -16,77 +20,111 @@ pub struct Held {
     pub layer: usize,
 }
 
+/// A layer's next entry in the heap: its path as a tar-order key, then its layer.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Head {
+    key: Vec<u8>,
+    layer: usize,
+}
+
 /// The entries of a chain's state, in tar order.
 pub struct Composed<'a> {
-    layers: Vec<Peekable<Decoder<'a>>>,
-    /// Each layer's deleted paths, sorted as the walk visits them.
-    deletions: Vec<Vec<PathBuf>>,
+    layers: Vec<Decoder<'a>>,
+    /// Each layer's next entry, which `heads` orders.
+    next: Vec<Option<Entry>>,
+    heads: BinaryHeap<Reverse<Head>>,
+    /// Every deleted path (by its key) and the newest layer that deleted it.
+    deleted: HashMap<Vec<u8>, usize>,
     failed: bool,
+}
+
+/// A path's bytes with `/` as the lowest byte: ordered as the walk orders paths
+/// (see [`super::tar_order`]), and each ancestor a prefix ending before a 0.
+fn key(path: &Path) -> Vec<u8> {
+    let bytes = path.as_os_str().as_bytes();
+    bytes
+        .iter()
+        .map(|&b| if b == b'/' { 0 } else { b })
+        .collect()
 }
 
 impl<'a> Composed<'a> {
     /// The state as of the last of `catalogs` (the full's first, then each increment's).
     pub fn new(catalogs: &[&'a [u8]]) -> Result<Self, CatalogError> {
-        let mut layers = Vec::with_capacity(catalogs.len());
-        let mut deletions = Vec::with_capacity(catalogs.len());
-        for (layer, bytes) in catalogs.iter().enumerate() {
-            layers.push(Decoder::new(bytes)?.peekable());
-            // The full's deletions (none) are not read: nothing is older to delete.
-            deletions.push(match layer {
-                0 => Vec::new(),
-                _ => Decoder::new(bytes)?.deletions()?,
-            });
-        }
-        Ok(Composed {
-            layers,
-            deletions,
+        let mut composed = Composed {
+            layers: Vec::with_capacity(catalogs.len()),
+            next: Vec::with_capacity(catalogs.len()),
+            heads: BinaryHeap::with_capacity(catalogs.len()),
+            deleted: HashMap::new(),
             failed: false,
-        })
+        };
+        for (layer, bytes) in catalogs.iter().enumerate() {
+            composed.layers.push(Decoder::new(bytes)?);
+            composed.next.push(None);
+            composed.advance(layer)?;
+            // The full's deletions (none) are not read: nothing is older to delete.
+            if layer > 0 {
+                for path in Decoder::new(bytes)?.deletions()? {
+                    let newest = composed.deleted.entry(key(&path)).or_insert(layer);
+                    *newest = (*newest).max(layer);
+                }
+            }
+        }
+        Ok(composed)
     }
 
-    /// Whether a layer newer than `layer` deleted `path` or a directory holding it.
-    fn deleted_after(&self, layer: usize, path: &Path) -> bool {
-        self.deletions[layer + 1..].iter().any(|deleted| {
-            !deleted.is_empty()
-                && path
-                    .ancestors()
-                    .any(|a| deleted.binary_search_by(|d| tar_order(d, a)).is_ok())
-        })
+    /// Reads `layer`'s next entry into the heap.
+    fn advance(&mut self, layer: usize) -> Result<(), CatalogError> {
+        let next = self.layers[layer].next().transpose()?;
+        if let Some(entry) = &next {
+            self.heads.push(Reverse(Head {
+                key: key(&entry.path),
+                layer,
+            }));
+        }
+        self.next[layer] = next;
+        Ok(())
+    }
+
+    /// Whether a layer newer than `layer` deleted the path of `key` or a directory holding it.
+    fn deleted_after(&self, layer: usize, key: &[u8]) -> bool {
+        if self.deleted.is_empty() {
+            return false;
+        }
+        let ancestors = key
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == 0)
+            .map(|(at, _)| &key[..at])
+            .chain([key]);
+        ancestors
+            .filter_map(|path| self.deleted.get(path))
+            .any(|&deleted| deleted > layer)
     }
 
     fn next_entry(&mut self) -> Result<Option<Held>, CatalogError> {
-        loop {
-            let mut first: Option<PathBuf> = None;
-            for entries in self.layers.iter_mut() {
-                match entries.peek() {
-                    Some(Err(_)) => return Err(entries.next().expect("peeked").unwrap_err()),
-                    Some(Ok(entry))
-                        if first
-                            .as_ref()
-                            .is_none_or(|p| tar_order(&entry.path, p).is_lt()) =>
-                    {
-                        first = Some(entry.path.clone());
-                    }
-                    _ => {}
-                }
+        while let Some(Reverse(first)) = self.heads.pop() {
+            let mut layers = vec![first.layer];
+            while self
+                .heads
+                .peek()
+                .is_some_and(|Reverse(head)| head.key == first.key)
+            {
+                layers.extend(self.heads.pop().map(|Reverse(head)| head.layer));
             }
-            let Some(path) = first else {
-                return Ok(None);
-            };
-            let mut newest = None;
-            for (layer, entries) in self.layers.iter_mut().enumerate() {
-                if let Some(Ok(entry)) = entries.peek() {
-                    if entry.path.as_os_str() == path.as_os_str() {
-                        let entry = entries.next().expect("peeked")?;
-                        newest = Some(Held { entry, layer });
-                    }
-                }
+            let newest = *layers.iter().max().expect("the first layer");
+            let entry = self.next[newest].take().expect("a head's entry");
+            for layer in layers {
+                self.advance(layer)?;
             }
-            let held = newest.expect("the first path is some layer's");
-            if !self.deleted_after(held.layer, &held.entry.path) {
-                return Ok(Some(held));
+            if !self.deleted_after(newest, &first.key) {
+                return Ok(Some(Held {
+                    entry,
+                    layer: newest,
+                }));
             }
         }
+        Ok(None)
     }
 }
 

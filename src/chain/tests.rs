@@ -285,3 +285,60 @@ fn an_unchanged_tree_gives_an_increment_of_directories_alone() {
         vec![(b'D', b"Dsub\0\0".to_vec()), (b'D', b"Nf\0\0".to_vec())]
     );
 }
+
+/// A chain of 300 increments over a full of 2,000 files, each increment changing one file and
+/// deleting another: the state has every file's newest version, and the deleted ones gone.
+#[test]
+fn a_long_chain_composes_each_path_from_its_newest_layer() {
+    fn laid(paths: &[(String, EntryKind)], deleted: Option<String>) -> Vec<u8> {
+        let mut encoder = Encoder::new().unwrap();
+        let mut offset = 0;
+        for (path, kind) in paths {
+            let entry = crate::catalog::Entry {
+                path: PathBuf::from(path),
+                kind: *kind,
+                size: 10,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                link: None,
+                header_offset: offset,
+                data_offset: offset + 512,
+                stamp: None,
+            };
+            offset = entry.end_offset();
+            encoder.push(&entry).unwrap();
+        }
+        if let Some(path) = deleted {
+            encoder.delete(Path::new(&path));
+        }
+        encoder.finish().unwrap()
+    }
+    let file = |n: usize| (format!("t/f{n:04}"), EntryKind::File);
+    let top = ("t".to_owned(), EntryKind::Directory);
+    let mut full = vec![top.clone()];
+    full.extend((0..2000).map(file));
+    let mut catalogs = vec![laid(&full, None)];
+    for layer in 1..=300 {
+        let gone = format!("t/f{:04}", layer + 1000);
+        catalogs.push(laid(&[top.clone(), file(layer)], Some(gone)));
+    }
+    let layers: Vec<&[u8]> = catalogs.iter().map(Vec::as_slice).collect();
+    let state: Vec<(PathBuf, usize)> = Composed::new(&layers)
+        .unwrap()
+        .map(|held| {
+            let held = held.unwrap();
+            (held.entry.path, held.layer)
+        })
+        .collect();
+    let mut expected = vec![(PathBuf::from("t"), 300)];
+    for n in 0..2000 {
+        match n {
+            1..=300 => expected.push((PathBuf::from(format!("t/f{n:04}")), n)),
+            1001..=1300 => {}
+            _ => expected.push((PathBuf::from(format!("t/f{n:04}")), 0)),
+        }
+    }
+    assert_eq!(state, expected);
+}
