@@ -143,7 +143,10 @@ pub enum CandidateError {
     Chain(crate::chain::DiffError),
     /// An increment's catalog could not be made: without it, the chain could not be restored
     /// entry by entry, so nothing is recorded.
-    #[error("no catalog could be made for the increment; it is not recorded")]
+    #[error(
+        "no catalog could be made for the increment (memory ran out?); it is not recorded and \
+         the next run uploads it again"
+    )]
     NoIncrementCatalog,
 }
 

@@ -18,6 +18,7 @@ use glacier_backup_archiver::SourceKind;
 use sha2::{Digest, Sha256};
 
 pub use read::{mtime_ns, ExactFileReader, SourceError};
+pub(crate) use tree::header_size;
 pub use tree::GNU_DUMPDIR;
 use tree::{scan_tree, write_tar};
 pub use walk::{tar_top_name, walk_tree, Child, EntryMeta, EntryType, TreeEntry};

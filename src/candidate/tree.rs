@@ -53,13 +53,8 @@ pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceErr
         entries += 1;
         bytes += size;
         newest = newest.max(entry.meta.mtime_ns());
-        size_estimate += TAR_BLOCK + size.div_ceil(TAR_BLOCK) * TAR_BLOCK;
         let name_len = name.len() + usize::from(kind == EntryType::Dir && !name.ends_with(b"/"));
-        for long in [name_len, link.len()] {
-            if long >= 100 {
-                size_estimate += TAR_BLOCK + (long as u64 + 1).div_ceil(TAR_BLOCK) * TAR_BLOCK;
-            }
-        }
+        size_estimate += header_size(name_len, link.len()) + size.div_ceil(TAR_BLOCK) * TAR_BLOCK;
         Ok(())
     })?;
     Ok(Scan {
@@ -254,6 +249,16 @@ fn cataloged(
         data_offset: written.data_offset,
         stamp: Some(entry.meta.stamp()),
     }
+}
+
+/// An entry's header blocks as our tar writer writes them: one, and GNU long-name records for
+/// a name or link target of 100 bytes or more.
+pub(crate) fn header_size(name_len: usize, link_len: usize) -> u64 {
+    let long = |len: usize| match len >= 100 {
+        true => TAR_BLOCK + (len as u64 + 1).div_ceil(TAR_BLOCK) * TAR_BLOCK,
+        false => 0,
+    };
+    TAR_BLOCK + long(name_len) + long(link_len)
 }
 
 /// GNU tar's type flag for a directory with its dumpdir.

@@ -6,7 +6,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::catalog::{CatalogError, Decoder, Entry};
@@ -38,14 +37,9 @@ pub struct Composed<'a> {
     failed: bool,
 }
 
-/// A path's bytes with `/` as the lowest byte: ordered as the walk orders paths
-/// (see [`super::tar_order`]), and each ancestor a prefix ending before a 0.
+/// A path as the heap orders it (see [`super::tar_order`]).
 fn key(path: &Path) -> Vec<u8> {
-    let bytes = path.as_os_str().as_bytes();
-    bytes
-        .iter()
-        .map(|&b| if b == b'/' { 0 } else { b })
-        .collect()
+    super::tar_bytes(path).collect()
 }
 
 impl<'a> Composed<'a> {

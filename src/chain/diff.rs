@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::{tar_order, Held};
-use crate::candidate::{walk_tree, EntryType, SourceError, TreeEntry};
+use crate::candidate::{header_size, walk_tree, EntryType, SourceError, TreeEntry};
 use crate::catalog::{CatalogError, Entry, EntryKind};
 
 /// An increment's contents, found by [`diff`].
@@ -80,15 +80,6 @@ pub fn diff(
 }
 
 const BLOCK: u64 = 512;
-
-/// A header's blocks, with GNU long-name records for a name or link target of 100 bytes or more.
-fn header_size(name_len: usize, link_len: usize) -> u64 {
-    let long = |len: usize| match len >= 100 {
-        true => BLOCK + (len as u64 + 1).div_ceil(BLOCK) * BLOCK,
-        false => 0,
-    };
-    BLOCK + long(name_len) + long(link_len)
-}
 
 /// A directory's dumpdir entry: its header (the name with a slash) and the list of its entries.
 fn dir_size(entry: &TreeEntry<'_>) -> u64 {

@@ -18,10 +18,17 @@ pub use plan::{each_entry_of, Chain, ChainError, EntriesError, Increment};
 /// each by its bytes. For the normalized paths of a catalog that is the order of their bytes
 /// with `/` sorting first, compared here without splitting them into components.
 pub fn tar_order(a: &std::path::Path, b: &std::path::Path) -> std::cmp::Ordering {
+    tar_bytes(a).cmp(tar_bytes(b))
+}
+
+/// A path's bytes with `/` as 0: ordered as [`tar_order`] orders paths, each ancestor a
+/// prefix ending before a 0.
+fn tar_bytes(path: &std::path::Path) -> impl Iterator<Item = u8> + '_ {
     use std::os::unix::ffi::OsStrExt;
-    let key = |&byte: &u8| if byte == b'/' { 0 } else { byte };
-    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
-    a.iter().map(key).cmp(b.iter().map(key))
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|&byte| if byte == b'/' { 0 } else { byte })
 }
 
 #[cfg(test)]

@@ -490,12 +490,7 @@ fn an_increment_killed_mid_upload_is_finished_by_the_next_run() {
     crate::support::wait_until("the increment's upload never got going", || {
         s.fake().stats().parts_stored.len() >= stored + 2
     });
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let _ = child.wait_with_output().unwrap();
+    crate::glacier_fake::signal_child(child, "-KILL");
     s.fake().set(|b| b.hold_parts_from = None);
     assert_eq!(
         chain_rows(&ledger).len(),
@@ -669,4 +664,42 @@ fn twenty_rounds_of_random_edits_restore_upload_by_upload() {
         assert_eq!(restored, trees[n], "upload {n}");
     }
     assert_eq!(Some(&gnu_tar_extract(&sb, &rows)), trees.last());
+}
+
+/// `migrate` carries a chain: the increment's copy names its base's copy, so the chain
+/// restores at the destination.
+#[cfg(all(feature = "glacier", feature = "s3"))]
+#[test]
+fn a_migrated_chain_restores_at_its_new_destination() {
+    use crate::support::setup::Setup;
+    let s = Setup::with_fake().and_moto();
+    let tree = tree(&s.path("data"));
+    let paths = format!(
+        "[\"{}\"]\nupload_single_dir = true\nupload_if_changed = true\nincremental = true\n",
+        tree.display()
+    );
+    let (vault, bucket) = (s.vault_config(&paths), s.bucket_config(&paths));
+    assert_exit(&s.run_config(&vault), 0);
+    edit(&tree, 2);
+    assert_exit(&s.run_config(&vault), 0);
+    assert_exit(
+        &s.migrate(&vault, &bucket, &["--wait", "--timeout", "60"]),
+        0,
+    );
+    let rows = chain_rows(&s.path("config/s3.cold.sqlite3"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[1].1.as_ref(),
+        Some(&rows[0].0),
+        "the base is its copy's key"
+    );
+    let out = s.path("out");
+    let restored = s
+        .with_config(&bucket, &["restore", "--to"])
+        .arg(&out)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
 }

@@ -206,7 +206,7 @@ pub(crate) fn finish_jobs_while_waiting(s: &Setup, command: &mut Command) -> Out
 }
 
 /// Sends `signal` (`-INT`, `-TERM`...) to a running binary and collects what it printed.
-fn signal_child(child: std::process::Child, signal: &str) -> Output {
+pub(crate) fn signal_child(child: std::process::Child, signal: &str) -> Output {
     let kill = Command::new("kill")
         .arg(signal)
         .arg(child.id().to_string())

@@ -12,6 +12,7 @@ use rusqlite::Connection;
 
 use crate::support::config::TestConfig;
 use crate::support::moto::{s3_client, Moto};
+use crate::support::random_bytes;
 use crate::support::sandbox::{assert_exit, assert_never_says, assert_says, text, Sandbox};
 use crate::support::setup::Setup;
 use crate::support::trees::{assert_same_tree, awkward_tree};
@@ -70,19 +71,6 @@ const LAYERS: [Layer; 4] = [
 
 fn layer(name: &str) -> &'static Layer {
     LAYERS.iter().find(|l| l.name == name).unwrap()
-}
-
-/// Incompressible bytes, the same for the same seed.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 /// A new identity made by `keygen -o`, and its recipient as printed.

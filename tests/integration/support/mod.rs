@@ -10,7 +10,8 @@ pub mod trees;
 
 /// `len` incompressible bytes, the same for the same `seed` (xorshift).
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
+    // Spread, so that small seeds (1, 2, 3) start far apart.
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
             state ^= state << 13;
