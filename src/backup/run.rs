@@ -56,6 +56,46 @@ pub async fn run_backup(
     Ok(run.into_report())
 }
 
+/// A candidate's scan (none in a dry run that needs none), with its increment when its chain
+/// goes on.
+type Scanned = (Option<Scan>, Option<(Increment, Arc<dyn Candidate>)>);
+
+/// Whether a chained directory's next upload continues its chain.
+enum Continuing {
+    /// Not chained, or its last upload is not part of a chain.
+    NotChained,
+    /// The chain goes on: the next upload is an increment of its last.
+    Chain(Chain),
+    /// A full upload starts a new chain, for this reason.
+    NewFull(NewFull),
+}
+
+/// Why a chained directory's next upload is a full one.
+struct NewFull {
+    why: String,
+    /// A broken chain (warned about) rather than the policy's choice.
+    broken: bool,
+}
+
+impl Continuing {
+    fn split(self) -> (Option<Chain>, Option<NewFull>) {
+        match self {
+            Continuing::NotChained => (None, None),
+            Continuing::Chain(chain) => (Some(chain), None),
+            Continuing::NewFull(new_full) => (None, Some(new_full)),
+        }
+    }
+}
+
+impl NewFull {
+    fn log(&self) {
+        match self.broken {
+            true => tracing::warn!("{}", self.why),
+            false => tracing::info!("{}", self.why),
+        }
+    }
+}
+
 /// A candidate decided for upload, with the scan its upload starts from, and what it is an
 /// increment of (with the candidate that writes it) when it continues a chain.
 struct ToUpload {
@@ -147,50 +187,42 @@ impl<'a> Run<'a> {
         // size where storage is priced, an empty file the backend cannot store.
         let needs_scan =
             !options.dry_run || last.is_some() || unstorable || archiver.storage_class().is_some();
-        let scan = match needs_scan {
-            true => match self
-                .meanwhile(running, ledger, scan_of(candidate.clone()))
-                .await?
-            {
-                Ok(scan) => Some(scan),
+        let (chain, new_full) = match (item.chain, &last, needs_scan) {
+            (Some(policy), Some(last), true) => self.chain_of(item, last, policy, ledger)?,
+            _ => Continuing::NotChained,
+        }
+        .split();
+        let (scan, increment) = match needs_scan {
+            true => match self.scan(item, chain, running, ledger).await? {
+                Ok(scanned) => scanned,
                 Err(e) => {
-                    self.failed(path, &CandidateError::from(e));
+                    self.failed(path, &e);
                     return Ok(None);
                 }
             },
-            false => None,
+            false => (None, None),
         };
         let decision = decision(last.as_ref(), item.upload_if_changed, scan.as_ref());
         if let Decision::UpToDate { .. } = decision {
             self.up_to_date(path, decision);
             return Ok(None);
         }
-        let size = scan.as_ref().map_or(0, |scan| scan.size_estimate);
+        if let Some(new_full) = new_full {
+            new_full.log();
+        }
+        // An increment's size is its own, not the whole tree's (progress, part size, costs).
+        let size = match &increment {
+            Some((increment, _)) => increment.changes.size_estimate,
+            None => scan.as_ref().map_or(0, |scan| scan.size_estimate),
+        };
         if size == 0 && unstorable && scan.is_some() {
             self.empty(path, options.dry_run);
             return Ok(None);
         }
-        let increment = match (item.chain, &last) {
-            (Some(policy), Some(last)) => {
-                match self.increment(item, last, policy, running, ledger).await? {
-                    Ok(increment) => increment,
-                    Err(e) => {
-                        self.failed(path, &e);
-                        return Ok(None);
-                    }
-                }
-            }
-            _ => None,
-        };
-        // An increment's size is its own, not the whole tree's (progress, part size, costs).
-        let scan = match (&increment, scan) {
-            (Some((increment, _)), Some(scan)) => Some(Scan {
-                size_estimate: increment.changes.size_estimate,
-                ..scan
-            }),
-            (_, scan) => scan,
-        };
-        let size = scan.as_ref().map_or(size, |scan| scan.size_estimate);
+        let scan = scan.map(|scan| Scan {
+            size_estimate: size,
+            ..scan
+        });
         match (options.dry_run, scan) {
             (false, Some(scan)) => Ok(Some(ToUpload {
                 decision,
@@ -217,55 +249,80 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The increment a changed chained directory uploads, when its chain continues under
-    /// `policy`: what changed since its `last` upload's state (found while the uploads under
-    /// way go on), and the candidate that writes it. `None` when a full upload starts a new
-    /// chain (the log says why).
-    async fn increment(
-        &mut self,
+    /// Whether the chain ending at `last` goes on under `policy` (an unchanged directory
+    /// uploads nothing either way, so why a new full starts is told only once it is changed).
+    fn chain_of(
+        &self,
         item: &Planned,
         last: &crate::ledger::UploadRecord,
         policy: crate::config::ChainPolicy,
-        running: &mut Running<'_>,
         ledger: &SharedLedger<'_>,
-    ) -> Result<Result<Option<(Increment, Arc<dyn Candidate>)>, CandidateError>, Halt> {
+    ) -> Result<Continuing, Halt> {
         let path = shown(item.candidate.source_path());
         let chain = match ledger.with(|l| Chain::ending_at(l, last)) {
             Ok(Some(chain)) => chain,
-            Ok(None) => return Ok(Ok(None)),
+            Ok(None) => return Ok(Continuing::NotChained),
             Err(crate::chain::ChainError::Ledger(e)) => return Err(Halt::Failed(e.into())),
             Err(broken) => {
-                tracing::warn!("{path}: {broken}; a full upload starts a new chain");
-                return Ok(Ok(None));
+                return Ok(Continuing::NewFull(NewFull {
+                    why: format!("{path}: {broken}; a full upload starts a new chain"),
+                    broken: true,
+                }))
             }
         };
         if let Err(why) = chain.continues(&policy, self.options.now) {
-            tracing::info!("{path}: a full upload starts a new chain: {why}");
-            return Ok(Ok(None));
+            return Ok(Continuing::NewFull(NewFull {
+                why: format!("{path}: a full upload starts a new chain: {why}"),
+                broken: false,
+            }));
         }
         // The last inventory kept in the ledger may show an archive of the chain lost.
         if let Some(lost) = ledger
             .with(|l| l.last_inventory())?
             .and_then(|listing| chain.lost_in(&listing))
         {
-            tracing::warn!(
-                "{path}: archive {lost} of its chain is missing or different at the destination \
-                 (the last inventory); a full upload starts a new chain"
-            );
-            return Ok(Ok(None));
+            return Ok(Continuing::NewFull(NewFull {
+                why: format!(
+                    "{path}: archive {lost} of its chain is missing or different at the \
+                     destination (the last inventory); a full upload starts a new chain"
+                ),
+                broken: true,
+            }));
         }
-        let base = chain.last().archive_id.clone();
+        Ok(Continuing::Chain(chain))
+    }
+
+    /// Scans a candidate while the uploads under way go on. A directory whose `chain` goes on
+    /// is diffed against the chain's state in the same walk: its increment comes with the scan.
+    async fn scan(
+        &mut self,
+        item: &Planned,
+        chain: Option<Chain>,
+        running: &mut Running<'_>,
+        ledger: &SharedLedger<'_>,
+    ) -> Result<Result<Scanned, CandidateError>, Halt> {
         let candidate = item.candidate.clone();
+        let Some(chain) = chain else {
+            let scanned = self.meanwhile(running, ledger, scan_of(candidate)).await?;
+            return Ok(scanned.map(|scan| (Some(scan), None)).map_err(Into::into));
+        };
+        let base = chain.last().archive_id.clone();
         let diffed = tokio::task::spawn_blocking(move || {
             let state = chain.state().map_err(crate::chain::DiffError::from)?;
             candidate.increment_over(state)
         });
         let found = self.meanwhile(running, ledger, diffed).await?;
         Ok(match found {
-            Ok(Ok(Some((changes, candidate)))) => {
-                Ok(Some((Increment { base, changes }, candidate)))
+            Ok(Ok(Some((scan, (changes, candidate))))) => {
+                Ok((Some(scan), Some((Increment { base, changes }, candidate))))
             }
-            Ok(Ok(None)) => Ok(None),
+            Ok(Ok(None)) => match self
+                .meanwhile(running, ledger, scan_of(item.candidate.clone()))
+                .await?
+            {
+                Ok(scan) => Ok((Some(scan), None)),
+                Err(e) => Err(e.into()),
+            },
             Ok(Err(e)) => Err(CandidateError::Chain(e)),
             Err(panicked) => Err(CandidateError::Chain(crate::chain::DiffError::Source(
                 SourceError::Encode(panicked.to_string()),

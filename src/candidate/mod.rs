@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 pub use read::{mtime_ns, ExactFileReader, SourceError};
 pub(crate) use tree::header_size;
-pub use tree::GNU_DUMPDIR;
 use tree::{scan_tree, write_tar};
+pub use tree::{Scanner, GNU_DUMPDIR};
 pub use walk::{tar_top_name, walk_tree, Child, EntryMeta, EntryType, TreeEntry};
 
 const READ_CHUNK: usize = 1 << 20;
@@ -61,12 +61,12 @@ pub trait Candidate: Send + Sync + fmt::Debug {
     }
 
     /// This directory as an increment over `state` (a chain's last upload, see
-    /// [`crate::chain`]): what changed since, and the candidate that writes the increment.
-    /// `None` for a candidate that cannot be one.
+    /// [`crate::chain`]): its scan, what changed since, and the candidate that writes the
+    /// increment, from one walk. `None` for a candidate that cannot be one.
     fn increment_over(
         &self,
         state: crate::chain::Composed<'_>,
-    ) -> Result<Option<IncrementOf>, crate::chain::DiffError> {
+    ) -> Result<Option<(Scan, IncrementOf)>, crate::chain::DiffError> {
         let _ = state;
         Ok(None)
     }
@@ -234,13 +234,14 @@ impl Candidate for PathCandidate {
     fn increment_over(
         &self,
         state: crate::chain::Composed<'_>,
-    ) -> Result<Option<IncrementOf>, crate::chain::DiffError> {
+    ) -> Result<Option<(Scan, IncrementOf)>, crate::chain::DiffError> {
         if self.kind != SourceKind::Directory {
             return Ok(None);
         }
-        let changes = Arc::new(crate::chain::diff(&self.path, &self.skip, state)?);
+        let (scan, changes) = crate::chain::diff(&self.path, &self.skip, state)?;
+        let changes = Arc::new(changes);
         let candidate = self.clone().incremental(changes.clone());
-        Ok(Some((changes, Arc::new(candidate))))
+        Ok(Some((scan, (changes, Arc::new(candidate)))))
     }
 }
 

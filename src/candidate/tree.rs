@@ -15,12 +15,36 @@ use super::{
 use crate::chain::Changes;
 
 pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceError> {
-    let mut digest = Sha256::new();
-    let mut entries = 0u64;
-    let mut bytes = 0u64;
-    let mut newest = i128::MIN;
-    let mut size_estimate = 2 * TAR_BLOCK;
-    walk_tree(root, skip, |entry| {
+    let mut scanner = Scanner::default();
+    walk_tree(root, skip, |entry| scanner.add(&entry))?;
+    Ok(scanner.finish())
+}
+
+/// A directory's [`Scan`], built one walked entry at a time: by [`scan_tree`], or alongside an
+/// increment's diff so a chained directory is walked once to decide and to diff.
+pub struct Scanner {
+    digest: Sha256,
+    entries: u64,
+    bytes: u64,
+    newest: i128,
+    size_estimate: u64,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner {
+            digest: Sha256::new(),
+            entries: 0,
+            bytes: 0,
+            newest: i128::MIN,
+            size_estimate: 2 * TAR_BLOCK,
+        }
+    }
+}
+
+impl Scanner {
+    /// Adds one entry of the walk (special files are not archived, so not scanned).
+    pub fn add(&mut self, entry: &TreeEntry<'_>) -> Result<(), SourceError> {
         let kind = entry.entry_type();
         if kind == EntryType::Special {
             return Ok(());
@@ -35,6 +59,7 @@ pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceErr
         } else {
             0
         };
+        let digest = &mut self.digest;
         digest.update((name.len() as u64).to_le_bytes());
         digest.update(name);
         digest.update([kind as u8]);
@@ -50,22 +75,27 @@ pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceErr
         digest.update(entry.meta.gid().to_le_bytes());
         digest.update((link.len() as u64).to_le_bytes());
         digest.update(&link);
-        entries += 1;
-        bytes += size;
-        newest = newest.max(entry.meta.mtime_ns());
+        self.entries += 1;
+        self.bytes += size;
+        self.newest = self.newest.max(entry.meta.mtime_ns());
         let name_len = name.len() + usize::from(kind == EntryType::Dir && !name.ends_with(b"/"));
-        size_estimate += header_size(name_len, link.len()) + size.div_ceil(TAR_BLOCK) * TAR_BLOCK;
+        self.size_estimate +=
+            header_size(name_len, link.len()) + size.div_ceil(TAR_BLOCK) * TAR_BLOCK;
         Ok(())
-    })?;
-    Ok(Scan {
-        fingerprint: Fingerprint {
-            entries,
-            bytes,
-            newest_mtime_ns: newest,
-            digest: digest.finalize().into(),
-        },
-        size_estimate,
-    })
+    }
+
+    /// The scan of every entry added.
+    pub fn finish(self) -> Scan {
+        Scan {
+            fingerprint: Fingerprint {
+                entries: self.entries,
+                bytes: self.bytes,
+                newest_mtime_ns: self.newest,
+                digest: self.digest.finalize().into(),
+            },
+            size_estimate: self.size_estimate,
+        }
+    }
 }
 
 /// A deterministic GNU tar of `root`: entries named from the directory's own name down, sorted

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::{tar_order, Held};
-use crate::candidate::{header_size, walk_tree, EntryType, SourceError, TreeEntry};
+use crate::candidate::{header_size, walk_tree, EntryType, Scan, Scanner, SourceError, TreeEntry};
 use crate::catalog::{CatalogError, Entry, EntryKind};
 
 /// An increment's contents, found by [`diff`].
@@ -35,19 +35,22 @@ pub enum DiffError {
 
 /// Compares the tree at `root` (less `skip`) with `state` (a chain's, in tar order), reading
 /// only metadata: a file or link is changed when its kind, size, mode, owner, mtime, ctime,
-/// inode or link target differs from the state's.
+/// inode or link target differs from the state's. The same walk scans the tree, so a chained
+/// directory is walked once to decide whether it changed and what to upload.
 pub fn diff(
     root: &Path,
     skip: &[PathBuf],
     state: impl Iterator<Item = Result<Held, CatalogError>>,
-) -> Result<Changes, DiffError> {
+) -> Result<(Scan, Changes), DiffError> {
     let mut stopping = Stopping {
         inner: state,
         error: None,
     };
     let mut state = (&mut stopping).peekable();
     let mut changes = Changes::default();
+    let mut scanner = Scanner::default();
     walk_tree(root, skip, |entry| {
+        scanner.add(&entry)?;
         if entry.entry_type() == EntryType::Special {
             return Ok(());
         }
@@ -75,7 +78,7 @@ pub fn diff(
     drop(state);
     match stopping.error {
         Some(e) => Err(e.into()),
-        None => Ok(changes),
+        None => Ok((scanner.finish(), changes)),
     }
 }
 

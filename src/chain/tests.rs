@@ -221,7 +221,7 @@ fn a_chain_of_increments_gives_back_every_tree_and_stock_tar_agrees() {
             edit(&root, &mut random, round);
         }
         let layers: Vec<&[u8]> = catalogs.iter().map(Vec::as_slice).collect();
-        let changes = diff(&root, &[], Composed::new(&layers).unwrap()).unwrap();
+        let (_, changes) = diff(&root, &[], Composed::new(&layers).unwrap()).unwrap();
         let estimate = changes.size_estimate;
         let (tar, catalog) = archive(&root, Some(changes));
         assert_eq!(
@@ -269,7 +269,7 @@ fn an_unchanged_tree_gives_an_increment_of_directories_alone() {
     fs::create_dir_all(root.join("sub")).unwrap();
     fs::write(root.join("sub/f"), vec![7u8; 100_000]).unwrap();
     let (_, full) = archive(&root, None);
-    let changes = diff(&root, &[], Composed::new(&[&full]).unwrap()).unwrap();
+    let (_, changes) = diff(&root, &[], Composed::new(&[&full]).unwrap()).unwrap();
     assert!(changes.stored.is_empty() && changes.deleted.is_empty() && changes.bytes == 0);
     let (tar, _) = archive(&root, Some(changes));
     assert!(tar.len() < 4096, "{} bytes", tar.len());
