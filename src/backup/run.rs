@@ -257,12 +257,12 @@ impl<'a> Run<'a> {
         last: &crate::ledger::UploadRecord,
         policy: crate::config::ChainPolicy,
         ledger: &SharedLedger<'_>,
-    ) -> Result<Continuing, Halt> {
+    ) -> Result<Continuing, crate::ledger::LedgerError> {
         let path = shown(item.candidate.source_path());
         let chain = match ledger.with(|l| Chain::ending_at(l, last)) {
             Ok(Some(chain)) => chain,
             Ok(None) => return Ok(Continuing::NotChained),
-            Err(crate::chain::ChainError::Ledger(e)) => return Err(Halt::Failed(e.into())),
+            Err(crate::chain::ChainError::Ledger(e)) => return Err(e),
             Err(broken) => {
                 return Ok(Continuing::NewFull(NewFull {
                     why: format!("{path}: {broken}; a full upload starts a new chain"),
