@@ -27,12 +27,7 @@ pub struct Planned {
 /// own files) are never candidates, nor part of a directory's archive.
 pub fn resolve(rules: &[PathRule], skip: &[PathBuf]) -> Vec<Planned> {
     let skip: Arc<[PathBuf]> = skip.into();
-    let mut found: Vec<(
-        PathBuf,
-        SourceKind,
-        bool,
-        Option<crate::config::ChainPolicy>,
-    )> = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     for rule in rules {
         resolve_rule(rule, &mut |path, kind| {
             if skip.iter().any(|s| s == path) {
@@ -47,25 +42,40 @@ pub fn resolve(rules: &[PathRule], skip: &[PathBuf]) -> Vec<Planned> {
         });
     }
     found.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
-    let mut planned: Vec<Planned> = Vec::with_capacity(found.len());
-    let mut last: Option<PathBuf> = None;
-    for (path, kind, if_changed, chain) in found {
-        if last.as_ref() == Some(&path) {
+    let mut merged: Vec<Found> = Vec::with_capacity(found.len());
+    for next in found {
+        match merged.last_mut() {
             // Named by two rules: either one asking for re-uploads (or increments) is enough.
-            let previous = planned.last_mut().expect("a previous entry exists");
-            previous.upload_if_changed |= if_changed;
-            previous.chain = previous.chain.or(chain);
-            continue;
+            Some(previous) if previous.0 == next.0 => {
+                previous.2 |= next.2;
+                previous.3 = previous.3.or(next.3);
+            }
+            _ => merged.push(next),
         }
-        last = Some(path.clone());
-        planned.push(Planned {
-            candidate: Arc::new(PathCandidate::new(path, kind).skipping(skip.clone())),
-            upload_if_changed: if_changed,
-            chain,
-        });
     }
-    planned
+    merged
+        .into_iter()
+        .map(|(path, kind, upload_if_changed, chain)| {
+            let verify_content = chain.is_some_and(|chain| chain.verify_content);
+            let candidate = PathCandidate::new(path, kind)
+                .skipping(skip.clone())
+                .verifying_content(verify_content);
+            Planned {
+                candidate: Arc::new(candidate),
+                upload_if_changed,
+                chain,
+            }
+        })
+        .collect()
 }
+
+/// A candidate found by a rule: its path, kind, `upload_if_changed` and chain policy.
+type Found = (
+    PathBuf,
+    SourceKind,
+    bool,
+    Option<crate::config::ChainPolicy>,
+);
 
 fn classify(path: &Path) -> Result<Option<SourceKind>, std::io::Error> {
     // Following symlinks, as the Python tool does: a link to a directory is a directory.

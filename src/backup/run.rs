@@ -202,7 +202,13 @@ impl<'a> Run<'a> {
             },
             false => (None, None),
         };
-        let decision = decision(last.as_ref(), item.upload_if_changed, scan.as_ref());
+        let mut decision = decision(last.as_ref(), item.upload_if_changed, scan.as_ref());
+        // Metadata alone says unchanged; `verify_content` found bytes that changed.
+        if let (Decision::UpToDate { at, .. }, Some((increment, _))) = (&decision, &increment) {
+            if increment.changes.content_only > 0 {
+                decision = Decision::Changed { since: *at };
+            }
+        }
         if let Decision::UpToDate { .. } = decision {
             self.up_to_date(path, decision);
             return Ok(None);
@@ -364,11 +370,15 @@ impl<'a> Run<'a> {
         self.running_paths.insert(path.clone());
         match &increment {
             Some(increment) => tracing::info!(
-                "uploading {} ({decision}) as an increment: {} files or links changed ({}), \
+                "uploading {} ({decision}) as an increment: {} files or links changed ({}{}), \
                  {} paths gone",
                 shown(&path),
                 increment.changes.stored.len(),
                 crate::display_size(increment.changes.bytes),
+                match increment.changes.content_only {
+                    0 => String::new(),
+                    n => format!("; {n} with only their bytes changed"),
+                },
                 increment.changes.deleted.len()
             ),
             None => tracing::info!("uploading {} ({decision})", shown(&path)),

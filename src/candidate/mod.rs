@@ -162,6 +162,8 @@ pub struct PathCandidate {
     skip: Arc<[PathBuf]>,
     /// A directory written as an increment holding these changes.
     increment: Option<Arc<crate::chain::Changes>>,
+    /// Each file's SHA-256 kept in the catalog and compared by increments (`verify_content`).
+    verify_content: bool,
 }
 
 impl PathCandidate {
@@ -172,7 +174,15 @@ impl PathCandidate {
             kind,
             skip: Arc::new([]),
             increment: None,
+            verify_content: false,
         }
+    }
+
+    /// Keeps each file's SHA-256 in a directory's catalog, and has an increment compare the
+    /// bytes of a file whose metadata did not change (`verify_content`).
+    pub fn verifying_content(mut self, verify: bool) -> Self {
+        self.verify_content = verify;
+        self
     }
 
     /// Writes a directory as an increment holding `changes` (see [`crate::chain`]).
@@ -208,9 +218,14 @@ impl Candidate for PathCandidate {
     fn write_archive(&self, out: &mut dyn ArchiveSink) -> Result<(), SourceError> {
         match self.kind {
             SourceKind::File => write_file(&self.path, out),
-            SourceKind::Directory => {
-                write_tar(&self.path, &self.skip, out, None, self.increment.as_deref())
-            }
+            SourceKind::Directory => write_tar(
+                &self.path,
+                &self.skip,
+                out,
+                None,
+                self.increment.as_deref(),
+                false,
+            ),
         }
     }
 
@@ -227,6 +242,7 @@ impl Candidate for PathCandidate {
                 out,
                 Some(catalog),
                 self.increment.as_deref(),
+                self.verify_content,
             ),
         }
     }
@@ -238,7 +254,8 @@ impl Candidate for PathCandidate {
         if self.kind != SourceKind::Directory {
             return Ok(None);
         }
-        let (scan, changes) = crate::chain::diff(&self.path, &self.skip, state)?;
+        let (scan, changes) =
+            crate::chain::diff(&self.path, &self.skip, state, self.verify_content)?;
         let changes = Arc::new(changes);
         let candidate = self.clone().incremental(changes.clone());
         Ok(Some((scan, (changes, Arc::new(candidate)))))
@@ -272,7 +289,7 @@ fn write_file(path: &Path, out: &mut dyn ArchiveSink) -> Result<(), SourceError>
     let meta = std::fs::metadata(path).map_err(|e| SourceError::io(path, e))?;
     let mut reader = ExactFileReader::open(path, &meta)?;
     copy_exact(&mut reader, out, path)?;
-    reader.finish()
+    reader.finish().map(drop)
 }
 
 /// Copies a file's contents into the sink, read straight into its buffers (the tar crate's

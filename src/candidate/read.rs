@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use glacier_backup_archiver::shown;
+use sha2::{Digest, Sha256};
 
 /// A source could not be archived as it was.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,8 @@ pub struct ExactFileReader {
     path: PathBuf,
     remaining: u64,
     mtime: i128,
+    /// The SHA-256 of what was read, when asked for ([`ExactFileReader::digesting`]).
+    digest: Option<Sha256>,
 }
 
 impl ExactFileReader {
@@ -122,11 +125,19 @@ impl ExactFileReader {
             path: path.to_path_buf(),
             remaining: listed_len,
             mtime: listed_mtime,
+            digest: None,
         })
     }
 
-    /// Checks, after all bytes were read, that the file neither grew nor was modified.
-    pub fn finish(mut self) -> Result<(), SourceError> {
+    /// Also hashes the bytes read (SHA-256), for [`ExactFileReader::finish`] to return.
+    pub fn digesting(mut self) -> Self {
+        self.digest = Some(Sha256::new());
+        self
+    }
+
+    /// Checks, after all bytes were read, that the file neither grew nor was modified; returns
+    /// the SHA-256 of its bytes when [`ExactFileReader::digesting`].
+    pub fn finish(mut self) -> Result<Option<[u8; 32]>, SourceError> {
         let mut probe = [0u8; 1];
         let extra = self
             .file
@@ -142,7 +153,7 @@ impl ExactFileReader {
         if mtime_ns(&meta) != self.mtime {
             return Err(self.changed("was modified"));
         }
-        Ok(())
+        Ok(self.digest.take().map(|digest| digest.finalize().into()))
     }
 
     fn changed(&self, what: &'static str) -> SourceError {
@@ -169,6 +180,9 @@ impl Read for ExactFileReader {
             return Err(io::Error::other(self.changed("shrank")));
         }
         self.remaining -= n as u64;
+        if let Some(digest) = &mut self.digest {
+            digest.update(&buf[..n]);
+        }
         Ok(n)
     }
 }

@@ -108,12 +108,15 @@ impl Scanner {
 /// as a dumpdir entry (type `D`) listing what it holds (`Y` a file or link in this archive, `N`
 /// one unchanged since the base, `D` a directory), then only the files and links in
 /// [`Changes::stored`]; the catalog also records [`Changes::deleted`].
+///
+/// With `digests`, the catalog records each file's SHA-256, hashed as the file is written.
 pub(super) fn write_tar(
     root: &Path,
     skip: &[PathBuf],
     out: &mut dyn ArchiveSink,
     mut catalog: Option<&mut Encoder>,
     increment: Option<&Changes>,
+    digests: bool,
 ) -> Result<(), SourceError> {
     let mut builder = tar::Builder::new(Counted { out, written: 0 });
     walk_tree(root, skip, |entry| {
@@ -149,7 +152,7 @@ pub(super) fn write_tar(
                 append_dir(&mut builder, &mut header, &entry, dumpdir.as_deref())?
             }
             EntryType::Symlink => append_link(&mut builder, &mut header, &entry)?,
-            _ => append_file(&mut builder, &mut header, &entry)?,
+            _ => append_file(&mut builder, &mut header, &entry, digests)?,
         };
         if let Some(catalog) = catalog.as_deref_mut() {
             catalog
@@ -175,6 +178,7 @@ type Builder<'a> = tar::Builder<Counted<'a>>;
 struct Written {
     data_offset: u64,
     link: Option<PathBuf>,
+    sha256: Option<[u8; 32]>,
 }
 
 /// A directory, as GNU tar marks it, with a trailing slash; in an increment, a dumpdir entry
@@ -206,6 +210,7 @@ fn append_dir(
     Ok(Written {
         data_offset: end - (data.len() as u64).div_ceil(TAR_BLOCK) * TAR_BLOCK,
         link: None,
+        sha256: None,
     })
 }
 
@@ -222,6 +227,7 @@ fn append_link(
     Ok(Written {
         data_offset: builder.get_ref().written,
         link: Some(PathBuf::from(target)),
+        sha256: None,
     })
 }
 
@@ -231,11 +237,15 @@ fn append_file(
     builder: &mut Builder<'_>,
     header: &mut tar::Header,
     entry: &TreeEntry<'_>,
+    digest: bool,
 ) -> Result<Written, SourceError> {
     let fail = |e: io::Error| SourceError::from_io(e, &entry.path);
     header.set_entry_type(tar::EntryType::Regular);
     header.set_size(entry.meta.len());
     let mut reader = entry.open_exact()?;
+    if digest {
+        reader = reader.digesting();
+    }
     builder
         .append_data(header, &entry.archive_path, io::empty())
         .map_err(fail)?;
@@ -245,10 +255,11 @@ fn append_file(
     let padding = (TAR_BLOCK - written % TAR_BLOCK) % TAR_BLOCK;
     out.write_all(&[0u8; TAR_BLOCK as usize][..padding as usize])
         .map_err(fail)?;
-    reader.finish()?;
+    let sha256 = reader.finish()?;
     Ok(Written {
         data_offset,
         link: None,
+        sha256,
     })
 }
 
@@ -278,6 +289,7 @@ fn cataloged(
         header_offset,
         data_offset: written.data_offset,
         stamp: Some(entry.meta.stamp()),
+        sha256: written.sha256,
     }
 }
 

@@ -9,7 +9,8 @@
 //! Version 2 (`GBC2`) adds to each record its [`Stamp`] (a flag, then the mtime's nanoseconds,
 //! the ctime as a step from the mtime and its nanoseconds, the inode as a step from the
 //! previous one), and after the end record the paths an incremental archive deleted: their
-//! count, then each front-coded against the one before. Version 1 is still read.
+//! count, then each front-coded against the one before. A stamp's flag is 1, or 3 when the 32
+//! bytes of the file's SHA-256 follow the stamp. Version 1 is still read.
 
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -21,6 +22,10 @@ use super::{CatalogError, Entry, EntryKind, Stamp};
 pub const MAGIC: &[u8; 4] = b"GBC2";
 /// Version 1's: records without stamps, no deletions.
 const MAGIC_V1: &[u8; 4] = b"GBC1";
+
+/// A record's stamp flag: a stamp follows; a stamp and the file's SHA-256 follow.
+const STAMP: u8 = 1;
+const STAMP_AND_DIGEST: u8 = 3;
 
 /// zstd level: the records are small and repetitive; a low level already gets most of it.
 const LEVEL: i32 = 3;
@@ -106,12 +111,18 @@ impl Encoder {
         match &entry.stamp {
             None => record.push(0),
             Some(stamp) => {
-                record.push(1);
+                record.push(match entry.sha256 {
+                    Some(_) => STAMP_AND_DIGEST,
+                    None => STAMP,
+                });
                 put_varint(&mut record, u64::from(stamp.mtime_nsec));
                 put_varint(&mut record, zigzag(stamp.ctime.wrapping_sub(entry.mtime)));
                 put_varint(&mut record, u64::from(stamp.ctime_nsec));
                 put_varint(&mut record, zigzag(stamp.inode.wrapping_sub(inode) as i64));
                 inode = stamp.inode;
+                if let Some(digest) = &entry.sha256 {
+                    record.extend_from_slice(digest);
+                }
             }
         }
         self.out.write_all(&record)?;
@@ -249,9 +260,9 @@ impl<'a> Decoder<'a> {
             )?))),
             _ => None,
         };
-        let stamp = match self.stamped {
+        let (stamp, sha256) = match self.stamped {
             true => self.read_stamp(mtime)?,
-            false => None,
+            false => (None, None),
         };
         let entry = Entry {
             path: PathBuf::from(std::ffi::OsStr::from_bytes(&path)),
@@ -265,6 +276,7 @@ impl<'a> Decoder<'a> {
             header_offset,
             data_offset,
             stamp,
+            sha256,
         };
         if entry
             .data_offset
@@ -283,12 +295,17 @@ impl<'a> Decoder<'a> {
         Ok(Some(entry))
     }
 
-    fn read_stamp(&mut self, mtime: i64) -> Result<Option<Stamp>, CatalogError> {
-        match read_u8(&mut self.input)? {
-            0 => return Ok(None),
-            1 => {}
+    /// A record's stamp and file digest, as its flag says.
+    fn read_stamp(
+        &mut self,
+        mtime: i64,
+    ) -> Result<(Option<Stamp>, Option<[u8; 32]>), CatalogError> {
+        let digested = match read_u8(&mut self.input)? {
+            0 => return Ok((None, None)),
+            STAMP => false,
+            STAMP_AND_DIGEST => true,
             flag => return Err(CatalogError::Damaged(format!("unknown stamp flag {flag}"))),
-        }
+        };
         let nanos = |n: u64| {
             u32::try_from(n)
                 .ok()
@@ -302,12 +319,21 @@ impl<'a> Decoder<'a> {
             .previous
             .inode
             .wrapping_add(unzigzag(read_varint(&mut self.input)?) as u64);
-        Ok(Some(Stamp {
+        let stamp = Stamp {
             mtime_nsec,
             ctime,
             ctime_nsec,
             inode,
-        }))
+        };
+        let sha256 = match digested {
+            true => {
+                let mut digest = [0u8; 32];
+                self.input.read_exact(&mut digest).map_err(damaged)?;
+                Some(digest)
+            }
+            false => None,
+        };
+        Ok((Some(stamp), sha256))
     }
 }
 

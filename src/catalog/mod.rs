@@ -106,6 +106,9 @@ pub struct Entry {
     /// What says whether the entry changed since (catalogs from before incremental archives
     /// have none).
     pub stamp: Option<Stamp>,
+    /// The SHA-256 of a file's bytes, kept when its path section sets `verify_content` (so a
+    /// later increment finds a file whose bytes changed under the same metadata).
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// Of an entry's metadata, what the catalog keeps beyond the tar header's: enough to tell,

@@ -15,6 +15,7 @@ fn entry(path: &str, kind: EntryKind, size: u64, header_offset: u64) -> Entry {
         header_offset,
         data_offset: header_offset + 512,
         stamp: None,
+        sha256: None,
     }
 }
 
@@ -84,6 +85,8 @@ fn stamps_and_deleted_paths_come_back_exactly() {
         ctime_nsec: 0,
         inode: 7,
     });
+    // A file's SHA-256 (`verify_content`) rides with its stamp.
+    entries[2].sha256 = Some([0xa5; 32]);
     let mut encoder = Encoder::new().unwrap();
     for e in &entries {
         encoder.push(e).unwrap();

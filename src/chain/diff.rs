@@ -2,6 +2,7 @@
 //! increment must hold, and the paths gone since.
 
 use std::collections::HashSet;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{tar_order, Held};
@@ -20,6 +21,9 @@ pub struct Changes {
     /// The increment's expected tar size: its directories with their dumpdirs, the files and
     /// links written again, the end blocks.
     pub size_estimate: u64,
+    /// Files written again although their metadata did not change (`verify_content`): their
+    /// bytes did, or the chain holds no digest of them to compare with.
+    pub content_only: u64,
 }
 
 /// Comparing a tree with a chain's state failed.
@@ -37,10 +41,15 @@ pub enum DiffError {
 /// only metadata: a file or link is changed when its kind, size, mode, owner, mtime, ctime,
 /// inode or link target differs from the state's. The same walk scans the tree, so a chained
 /// directory is walked once to decide whether it changed and what to upload.
+///
+/// With `verify_content`, a file whose metadata did not change is read and its SHA-256
+/// compared with the one its catalog keeps (a file without one counts as changed, so the
+/// increment records it).
 pub fn diff(
     root: &Path,
     skip: &[PathBuf],
     state: impl Iterator<Item = Result<Held, CatalogError>>,
+    verify_content: bool,
 ) -> Result<(Scan, Changes), DiffError> {
     let mut stopping = Stopping {
         inner: state,
@@ -62,12 +71,17 @@ pub fn diff(
         let data = matches!(entry.entry_type(), EntryType::File | EntryType::Symlink);
         if entry.entry_type() == EntryType::Dir {
             changes.size_estimate += dir_size(&entry);
-        } else if data && before.is_none_or(|held| changed(&held.entry, &entry).unwrap_or(true)) {
-            changes.size_estimate += stored_size(&entry);
-            if entry.entry_type() == EntryType::File {
-                changes.bytes += entry.meta.len();
+        } else if data
+            && before
+                .as_ref()
+                .is_none_or(|held| changed(&held.entry, &entry).unwrap_or(true))
+        {
+            changes.store(&entry);
+        } else if let Some(before) = before.filter(|_| verify_content) {
+            if entry.entry_type() == EntryType::File && !same_content(&before.entry, &entry) {
+                changes.content_only += 1;
+                changes.store(&entry);
             }
-            changes.stored.insert(path.clone());
         }
         Ok(())
     })?;
@@ -80,6 +94,31 @@ pub fn diff(
         Some(e) => Err(e.into()),
         None => Ok((scanner.finish(), changes)),
     }
+}
+
+impl Changes {
+    /// Records `entry` as written again.
+    fn store(&mut self, entry: &TreeEntry<'_>) {
+        self.size_estimate += stored_size(entry);
+        if entry.entry_type() == EntryType::File {
+            self.bytes += entry.meta.len();
+        }
+        self.stored.insert(entry.archive_path.clone());
+    }
+}
+
+/// Whether the file `entry` still has the bytes whose SHA-256 `before` keeps. A file that
+/// cannot be read whole now counts as changed: the archive writer then reports why.
+fn same_content(before: &Entry, entry: &TreeEntry<'_>) -> bool {
+    let Some(kept) = before.sha256 else {
+        return false;
+    };
+    let now = entry.open_exact().and_then(|reader| {
+        let mut reader = reader.digesting();
+        io::copy(&mut reader, &mut io::sink()).map_err(|e| SourceError::from_io(e, &entry.path))?;
+        reader.finish()
+    });
+    matches!(now, Ok(Some(digest)) if digest == kept)
 }
 
 const BLOCK: u64 = 512;

@@ -221,7 +221,7 @@ fn a_chain_of_increments_gives_back_every_tree_and_stock_tar_agrees() {
             edit(&root, &mut random, round);
         }
         let layers: Vec<&[u8]> = catalogs.iter().map(Vec::as_slice).collect();
-        let (_, changes) = diff(&root, &[], Composed::new(&layers).unwrap()).unwrap();
+        let (_, changes) = diff(&root, &[], Composed::new(&layers).unwrap(), false).unwrap();
         let estimate = changes.size_estimate;
         let (tar, catalog) = archive(&root, Some(changes));
         assert_eq!(
@@ -269,7 +269,7 @@ fn an_unchanged_tree_gives_an_increment_of_directories_alone() {
     fs::create_dir_all(root.join("sub")).unwrap();
     fs::write(root.join("sub/f"), vec![7u8; 100_000]).unwrap();
     let (_, full) = archive(&root, None);
-    let (_, changes) = diff(&root, &[], Composed::new(&[&full]).unwrap()).unwrap();
+    let (_, changes) = diff(&root, &[], Composed::new(&[&full]).unwrap(), false).unwrap();
     assert!(changes.stored.is_empty() && changes.deleted.is_empty() && changes.bytes == 0);
     let (tar, _) = archive(&root, Some(changes));
     assert!(tar.len() < 4096, "{} bytes", tar.len());
@@ -306,6 +306,7 @@ fn a_long_chain_composes_each_path_from_its_newest_layer() {
                 header_offset: offset,
                 data_offset: offset + 512,
                 stamp: None,
+                sha256: None,
             };
             offset = entry.end_offset();
             encoder.push(&entry).unwrap();
@@ -341,4 +342,68 @@ fn a_long_chain_composes_each_path_from_its_newest_layer() {
         }
     }
     assert_eq!(state, expected);
+}
+
+/// With `verify_content`, a file whose bytes changed while all the metadata the catalog keeps
+/// stayed the same (bit rot, or a tool that puts the mtime back on a file system whose ctime
+/// cannot be trusted) is stored again, and so is a file the chain holds no digest of; a file
+/// whose bytes match is not. Without `verify_content`, none is.
+#[test]
+fn verify_content_finds_bytes_changed_under_the_same_metadata() {
+    use sha2::{Digest, Sha256};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    fs::create_dir_all(&root).unwrap();
+    for (name, byte) in [("changed", 1u8), ("undigested", 2), ("same", 3)] {
+        fs::write(root.join(name), vec![byte; 70_000]).unwrap();
+    }
+    let candidate = PathCandidate::new(root.clone(), SourceKind::Directory).verifying_content(true);
+    let mut catalog = Encoder::new().unwrap();
+    candidate
+        .write_cataloged(&mut Vec::new(), &mut catalog)
+        .unwrap();
+    let full = catalog.finish().unwrap();
+    let kept: Vec<_> = crate::catalog::Decoder::new(&full)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let same = kept.iter().find(|e| e.path.ends_with("same")).unwrap();
+    assert_eq!(same.sha256, Some(Sha256::digest(vec![3u8; 70_000]).into()));
+
+    // New bytes of the same length, under the same mtime; the catalog then made to hold the
+    // metadata the files have now (a ctime cannot be put back by hand), digests as they were.
+    let changed = root.join("changed");
+    let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(&changed).unwrap());
+    fs::write(&changed, vec![9u8; 70_000]).unwrap();
+    filetime::set_file_mtime(&changed, mtime).unwrap();
+    let mut forged = Encoder::new().unwrap();
+    for mut entry in kept {
+        let meta = fs::symlink_metadata(tmp.path().join(&entry.path)).unwrap();
+        entry.mtime = meta.mtime();
+        entry.stamp = Some(crate::catalog::Stamp {
+            mtime_nsec: meta.mtime_nsec() as u32,
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec() as u32,
+            inode: meta.ino(),
+        });
+        if entry.path.ends_with("undigested") {
+            entry.sha256 = None;
+        }
+        forged.push(&entry).unwrap();
+    }
+    let forged = forged.finish().unwrap();
+
+    let (_, changes) = diff(&root, &[], Composed::new(&[&forged]).unwrap(), true).unwrap();
+    let stored: BTreeMap<_, _> = changes.stored.iter().map(|p| (p.clone(), ())).collect();
+    assert_eq!(
+        stored.into_keys().collect::<Vec<_>>(),
+        [
+            PathBuf::from("tree/changed"),
+            PathBuf::from("tree/undigested")
+        ]
+    );
+    assert_eq!((changes.content_only, changes.bytes), (2, 140_000));
+    let (_, changes) = diff(&root, &[], Composed::new(&[&forged]).unwrap(), false).unwrap();
+    assert!(changes.stored.is_empty(), "{:?}", changes.stored);
+    assert_eq!(changes.content_only, 0);
 }

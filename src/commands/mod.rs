@@ -367,6 +367,10 @@ pub(crate) fn catalog_entry_json(entry: &glacier_backup::catalog::Entry) -> serd
     if let Some(target) = &entry.link {
         set_path_json(&mut value, "link", target);
     }
+    // Kept with `verify_content`: what `sha256sum` of the restored file prints.
+    if let Some(digest) = &entry.sha256 {
+        value["sha256"] = hex::encode(digest).into();
+    }
     value
 }
 

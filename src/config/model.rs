@@ -53,6 +53,7 @@ const PATH_SETTINGS: &[&str] = &[
     "incremental",
     "full_after_days",
     "full_when_changed_percent",
+    "verify_content",
 ];
 
 /// Where log lines are appended, besides stdout.
@@ -92,6 +93,9 @@ pub struct ChainPolicy {
     pub full_after_days: u64,
     /// A full once the chain's increments add up to this share of the full's size.
     pub full_when_changed_percent: u64,
+    /// Each file's SHA-256 kept, and a file whose metadata did not change read again and
+    /// stored again if its bytes did.
+    pub verify_content: bool,
 }
 
 impl ChainPolicy {
@@ -436,13 +440,15 @@ fn path_rule(section: &Section) -> Result<PathRule, SettingsError> {
 fn chain_policy(section: &Section, rule: &PathRule) -> Result<Option<ChainPolicy>, SettingsError> {
     let days = section.u64("full_after_days")?;
     let percent = section.u64("full_when_changed_percent")?;
+    let verify_content = section.bool("verify_content")?;
     if !section.bool("incremental")?.unwrap_or(false) {
         if let Some(key) = [
-            ("full_after_days", days),
-            ("full_when_changed_percent", percent),
+            ("full_after_days", days.is_some()),
+            ("full_when_changed_percent", percent.is_some()),
+            ("verify_content", verify_content.is_some()),
         ]
         .iter()
-        .find_map(|(key, value)| value.map(|_| *key))
+        .find_map(|(key, set)| set.then_some(*key))
         {
             return Err(section.error(
                 Some(key),
@@ -477,5 +483,6 @@ fn chain_policy(section: &Section, rule: &PathRule) -> Result<Option<ChainPolicy
     Ok(Some(ChainPolicy {
         full_after_days: days.unwrap_or(ChainPolicy::FULL_AFTER_DAYS),
         full_when_changed_percent: percent.unwrap_or(ChainPolicy::FULL_WHEN_CHANGED_PERCENT),
+        verify_content: verify_content.unwrap_or(false),
     }))
 }

@@ -306,6 +306,10 @@ fn incremental_settings_that_cannot_work_are_refused_naming_the_key() {
              full_when_changed_percent = 0\n",
             "full_when_changed_percent",
         ),
+        (
+            "upload_if_changed = true\nupload_single_dir = true\nverify_content = true\n",
+            "verify_content",
+        ),
     ] {
         let config = crate::support::config::TestConfig::local(&sb.path("archives"))
             .raw(&format!("[\"/srv/data\"]\n{section}"))
@@ -314,6 +318,65 @@ fn incremental_settings_that_cannot_work_are_refused_naming_the_key() {
         assert_exit(&out, 2);
         assert_says(&out, key);
     }
+}
+
+/// `verify_content` keeps each file's SHA-256 in the catalog (`ls --json` shows what
+/// `sha256sum` prints), and a tree whose bytes match uploads nothing. Turned on for a chain
+/// whose catalogs hold no digests, the next run stores every file again, as an increment,
+/// although no metadata changed; the run after uploads nothing.
+#[test]
+fn verify_content_keeps_each_files_digest_and_stores_undigested_files_once_more() {
+    use sha2::{Digest, Sha256};
+    let sb = Sandbox::new();
+    let tree = tree(&sb.path("data"));
+    let config = layers_config(&sb, &tree, "");
+    assert_exit(&sb.run_config(&config), 0);
+    let text = fs::read_to_string(&config).unwrap() + "verify_content = true\n";
+    fs::write(&config, text).unwrap();
+    let verified = sb.run_config(&config);
+    assert_exit(&verified, 0);
+    assert_says(&verified, "with only their bytes changed");
+    let rows = chain_rows(&sb.path("ledger.sqlite3"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].1.as_ref(), Some(&rows[0].0), "an increment");
+    assert!(rows[1].2 > 3 << 20, "every file stored again: {rows:?}");
+    assert_exit(&sb.run_config(&config), 0);
+    assert_eq!(chain_rows(&sb.path("ledger.sqlite3")).len(), 2, "unchanged");
+
+    let listed = sb
+        .with_config(&config, &["ls", "--json"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_exit(&listed, 0);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let digests: BTreeMap<String, String> = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "file")
+        .map(|e| {
+            let name = e["path"].as_str().unwrap().rsplit('/').next().unwrap();
+            (name.to_owned(), e["sha256"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let expected: BTreeMap<String, String> = ["a.txt", "becomes-dir", "big.bin"]
+        .map(|name| {
+            let digest = Sha256::digest(fs::read(tree.join(name)).unwrap());
+            (name.to_owned(), hex::encode(digest))
+        })
+        .into_iter()
+        .collect();
+    assert_eq!(digests, expected);
+    let out = sb.path("out");
+    let restored = sb
+        .with_config(&config, &["restore", "--to"])
+        .arg(&out)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
 }
 
 /// Backs `config` up with the run's clock set `days` after `start`: the chain's base and size.
@@ -408,11 +471,13 @@ fn a_chain_restores_after_the_ledger_is_rebuilt_from_the_indexes() {
     assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
 }
 
-/// A chain in a vault (each entry's spans retrieved by range from the archive holding it) and
-/// in an S3 bucket: every upload restores as the tree was.
+/// Twenty rounds of random edits backed up to a vault (each entry's spans retrieved by range
+/// from the archive holding it) and to an S3 bucket, zstd-compressed: every upload restores as
+/// the tree was then. Then each ledger is lost and rebuilt from its destination's indexes, and
+/// the chain still restores the last tree.
 #[cfg(all(feature = "glacier", feature = "s3"))]
 #[test]
-fn a_chain_in_a_vault_or_a_bucket_restores_each_upload() {
+fn twenty_rounds_in_a_vault_and_a_bucket_restore_upload_by_upload_and_after_a_rebuild() {
     use crate::support::setup::Setup;
     let s = Setup::with_fake().and_moto();
     let tree = tree(&s.path("data"));
@@ -428,35 +493,72 @@ fn a_chain_in_a_vault_or_a_bucket_restores_each_upload() {
         ),
         (s.bucket_config(&paths), s.path("config/s3.cold.sqlite3")),
     ];
+    let mut random = Random(0x2545_F491_4F6C_DD1D);
     let mut trees = Vec::new();
-    for round in [None, Some(0), Some(5), Some(7)] {
-        if let Some(round) = round {
-            edit(&tree, round);
+    for round in 0..21 {
+        if round > 0 {
+            for edit in 0..1 + random.below(3) {
+                // Names made by an edit are new to the tree.
+                random_edit(&tree, &mut random, round * 10 + edit);
+            }
         }
         for (config, _) in &configs {
             assert_exit(&s.run_config(config), 0);
         }
-        trees.push(snapshot(&tree));
+        let uploads: Vec<usize> = configs.iter().map(|c| chain_rows(&c.1).len()).collect();
+        assert_eq!(uploads[0], uploads[1], "round {round}");
+        if uploads[0] > trees.len() {
+            trees.push(snapshot(&tree));
+        }
     }
+    assert!(trees.len() >= 18, "{} uploads", trees.len());
+    let restore = |config: &Path, out: &Path, what: &[&std::ffi::OsStr]| {
+        let restored = s
+            .with_config(config, &["restore", "--wait", "--timeout", "60", "--to"])
+            .arg(out)
+            .args(what)
+            .output()
+            .unwrap();
+        assert_exit(&restored, 0);
+        snapshot(&out.join("tree"))
+    };
     for (n, (config, ledger)) in configs.iter().enumerate() {
         let rows = chain_rows(ledger);
-        assert_eq!(rows.len(), 4);
-        assert!(rows[1..].iter().all(|r| r.1.is_some()), "{rows:?}");
+        assert_eq!(rows.len(), trees.len());
+        // A mode changed on big.bin stores it again: the increments may outgrow half the
+        // full, and a new full starts the chain again.
+        for pair in rows.windows(2) {
+            assert!(pair[1].1.is_none() || pair[1].1 == Some(pair[0].0.clone()));
+        }
+        let increments = rows.iter().filter(|r| r.1.is_some()).count();
+        assert!(increments >= 15, "{rows:?}");
         for (upload, (archive_id, _, _)) in rows.iter().enumerate() {
             let out = s.path(&format!("out-{n}-{upload}"));
-            let restored = s
-                .with_config(config, &["restore", "--wait", "--timeout", "60"])
-                .args(["--archive-id", archive_id, "--to"])
-                .arg(&out)
-                .output()
-                .unwrap();
-            assert_exit(&restored, 0);
+            let id = ["--archive-id", archive_id].map(std::ffi::OsStr::new);
             assert_eq!(
-                snapshot(&out.join("tree")),
+                restore(config, &out, &id),
                 trees[upload],
                 "destination {n}, upload {upload}"
             );
         }
+
+        fs::remove_file(ledger).unwrap();
+        let rebuilt = s
+            .with_config(config, &["inventory", "--rebuild-ledger", "--wait"])
+            .args(["--timeout", "60"])
+            .output()
+            .unwrap();
+        assert_exit(&rebuilt, 0);
+        let (mut before, mut after) = (rows, chain_rows(ledger));
+        before.sort();
+        after.sort();
+        assert_eq!(after, before, "destination {n}: every upload with its base");
+        let out = s.path(&format!("out-{n}-rebuilt"));
+        assert_eq!(
+            restore(config, &out, &[tree.as_os_str()]),
+            *trees.last().unwrap(),
+            "destination {n} after the rebuild"
+        );
     }
 }
 
@@ -641,8 +743,9 @@ fn twenty_rounds_of_random_edits_restore_upload_by_upload() {
     let mut trees = Vec::new();
     for round in 0..21 {
         if round > 0 {
-            for _ in 0..1 + random.below(3) {
-                random_edit(&tree, &mut random, round);
+            for edit in 0..1 + random.below(3) {
+                // Names made by an edit are new to the tree.
+                random_edit(&tree, &mut random, round * 10 + edit);
             }
         }
         assert_exit(&sb.run_config(&config), 0);
