@@ -286,7 +286,7 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
             remote,
             read,
             ref paths,
-        }) => commands::verify::verify(&config, remote, read, paths, cli.json).await,
+        }) => commands::verify::verify(&config, cli.dryrun, remote, read, paths, cli.json).await,
         Some(Command::Backup) | None => {
             commands::backup::backup(&cli, &config, configured_log).await
         }

@@ -31,6 +31,9 @@ pub struct VerifyReport {
     pub verified: usize,
     /// Every problem found.
     pub findings: Vec<Finding>,
+    /// The destination's listing taken now (a listable one's): kept in the ledger as its last
+    /// inventory, it tells the next backup which chains lost an archive.
+    pub listing: Option<Listing>,
 }
 
 /// A verification that could not run.
@@ -72,6 +75,7 @@ pub async fn verify_all(
     }
     let rows = latest_uploads(ledger, &request.paths)?;
     let mut findings = check_sources(&rows);
+    let mut fresh = None;
     if request.remote {
         let listing = if archiver.capabilities().listable {
             match archiver.inventory(None).await? {
@@ -82,6 +86,7 @@ pub async fn verify_all(
             ledger.last_inventory()?
         };
         let listing = listing.ok_or(VerifyError::NoInventoryYet(archiver.name()))?;
+        let taken_now = archiver.capabilities().listable;
         if let Some(taken) = listing.taken_at {
             tracing::info!(
                 "comparing with the inventory of {}",
@@ -101,10 +106,14 @@ pub async fn verify_all(
             }
             (false, false) => tracing::info!("{}", unread_note(archiver)),
         }
+        if taken_now {
+            fresh = Some(listing);
+        }
     }
     Ok(VerifyReport {
         verified: rows.len(),
         findings,
+        listing: fresh,
     })
 }
 
@@ -268,10 +277,17 @@ pub fn check_indexes(
     Ok(findings)
 }
 
+/// The broken chains among the latest uploads of every path here (not moved away), as
+/// `listing` shows the destination: what `inventory` reports beside its rows.
+pub fn broken_chains(ledger: &Ledger, listing: &Listing) -> Result<Vec<Finding>, LedgerError> {
+    let here = ledger.split_moved_away(latest_uploads(ledger, &[])?)?.here;
+    check_chains(ledger, &here, listing)
+}
+
 /// Finds the increments whose chain is broken: an earlier upload of it missing from the ledger,
 /// or its archive missing from `listing` or different there. Such a chain no longer restores
 /// as of its later uploads; the next backup of its directory starts a new full once an
-/// inventory in the ledger shows the archive gone.
+/// inventory in the ledger (`inventory`'s, or `verify --remote`'s listing) shows the loss.
 pub fn check_chains(
     ledger: &Ledger,
     rows: &[UploadRecord],
@@ -286,8 +302,7 @@ pub fn check_chains(
             path: row.path.clone(),
             problem: format!(
                 "the chain of increments ending at archive {} is broken: {problem}; it no \
-                 longer restores as of its later uploads, and the next backup starts a new full \
-                 (after `inventory` records the loss)",
+                 longer restores as of its later uploads, and the next backup starts a new full",
                 row.archive_id
             ),
         };

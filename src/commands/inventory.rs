@@ -72,9 +72,17 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
             .and_then(|()| ledger.clear_retrieval(None));
         save?;
     }
+    let broken = glacier_backup::verify::broken_chains(&ledger, &listing)?;
+    for chain in &broken {
+        tracing::warn!("{}: {}", shown(&chain.path), chain.problem);
+    }
     let mut out = std::io::stdout().lock();
     let written = if cli.json {
-        writeln!(out, "{}", to_json(&listing, &report, rebuilt.as_ref()))
+        writeln!(
+            out,
+            "{}",
+            to_json(&listing, &report, rebuilt.as_ref(), &broken)
+        )
     } else {
         write_report(&mut out, &listing, &report, rebuilt.as_ref())
     };
@@ -88,7 +96,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     }
     let refused = from_indexes.as_ref().is_some_and(|f| !f.refused.is_empty());
     let pending = from_indexes.as_ref().is_some_and(|f| f.pending > 0);
-    Ok(if report.has_problems() || refused {
+    Ok(if report.has_problems() || refused || !broken.is_empty() {
         Outcome::Failed
     } else if pending {
         Outcome::Pending
@@ -298,7 +306,12 @@ fn write_report(
     Ok(())
 }
 
-fn to_json(listing: &Listing, report: &Reconciliation, rebuilt: Option<&Rebuilt>) -> String {
+fn to_json(
+    listing: &Listing,
+    report: &Reconciliation,
+    rebuilt: Option<&Rebuilt>,
+    broken: &[glacier_backup::verify::Finding],
+) -> String {
     let time = |t: Option<time::OffsetDateTime>| t.map(display_time);
     let archive = |a: &ListedArchive| {
         let mut value = serde_json::json!({
@@ -338,6 +351,9 @@ fn to_json(listing: &Listing, report: &Reconciliation, rebuilt: Option<&Rebuilt>
         })).collect::<Vec<_>>(),
         "added": rebuilt.map(|r| r.added.iter().map(row).collect::<Vec<_>>()),
         "completed": rebuilt.map(|r| r.completed),
+        "broken_chains": broken.iter().map(|f| {
+            super::with_path(&f.path, serde_json::json!({ "problem": f.problem }))
+        }).collect::<Vec<_>>(),
     });
     serde_json::to_string_pretty(&value).expect("JSON values serialize")
 }

@@ -10,6 +10,7 @@ use super::{command_line_path, print_json, with_path, Fatal, Outcome, Session};
 
 pub async fn verify(
     config: &Config,
+    dry_run: bool,
     remote: bool,
     read: bool,
     paths: &[PathBuf],
@@ -33,6 +34,21 @@ pub async fn verify(
             VerifyError::Ledger(e) => e.into(),
             VerifyError::Archiver(e) => e.into(),
         })?;
+    // A listing taken now is the destination's last inventory: the next backup of a chain it
+    // shows broken starts a new full.
+    if let (Some(listing), false) = (&report.listing, dry_run) {
+        match glacier_backup::ledger::LedgerLock::acquire(&session.ledger_file) {
+            Ok(_lock) => {
+                let mut ledger = glacier_backup::ledger::Ledger::open(&session.ledger_file)?;
+                ledger.record_inventory(listing)?;
+            }
+            // Another run writes the ledger: the findings stand, only the listing is not kept.
+            Err(e) => tracing::warn!(
+                "the destination's listing was not kept in the ledger ({e}); run `inventory` \
+                 later so the next backup knows what it shows"
+            ),
+        }
+    }
     for finding in &report.findings {
         tracing::warn!("{}: {}", shown(&finding.path), finding.problem);
     }

@@ -624,8 +624,9 @@ fn an_increment_killed_mid_upload_is_finished_by_the_next_run() {
     assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
 }
 
-/// An archive of a chain lost at the destination: `verify --remote` names the chain and the
-/// archive; once `inventory` has recorded the loss, the next backup starts a new full.
+/// An archive of a chain lost at the destination: `verify --remote` and `inventory` name the
+/// chain and the archive; the listing `verify --remote` took tells the next backup, which
+/// starts a new full (a dry-run inventory records nothing).
 #[test]
 fn a_chain_broken_at_the_destination_is_reported_and_the_next_backup_is_a_full() {
     let sb = Sandbox::new();
@@ -645,8 +646,13 @@ fn a_chain_broken_at_the_destination_is_reported_and_the_next_backup_is_a_full()
     assert_exit(&verified, 1);
     assert_says(&verified, "chain of increments ending at archive");
     assert_says(&verified, format!("archive {} is missing", rows[1].0));
-    let inventory = sb.with_config(&config, &["inventory"]).output().unwrap();
-    assert_says(&inventory, &rows[1].0);
+    let inventory = sb
+        .with_config(&config, &["-d", "inventory"])
+        .output()
+        .unwrap();
+    assert_exit(&inventory, 1);
+    assert_says(&inventory, "chain of increments ending at archive");
+    assert_says(&inventory, format!("archive {} is missing", rows[1].0));
     edit(&tree, 3);
     let backup = sb.run_config(&config);
     assert_exit(&backup, 0);
