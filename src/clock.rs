@@ -1,5 +1,7 @@
 //! The time the run takes as now: the system's, or `GLACIER_BACKUP_NOW` (seconds since the
 //! epoch), which tests set to check behaviour that depends on dates without waiting for them.
+//! A backup records its uploads' times by it too, so a test plants a ledger's history by
+//! running backups at the times it chooses.
 
 use time::OffsetDateTime;
 

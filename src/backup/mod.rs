@@ -55,7 +55,7 @@ impl Default for RunOptions {
             progress: None,
             parallel_uploads: DEFAULT_PARALLEL_UPLOADS,
             stop: CancellationToken::new(),
-            now: time::OffsetDateTime::now_utc(),
+            now: crate::clock::now(),
             format: crate::codec::Format::default(),
         }
     }

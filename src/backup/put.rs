@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use glacier_backup_archiver::{ArchiveMeta, Archiver, PartStream, Resume};
-use time::OffsetDateTime;
 
 use super::record::SharedLedger;
 use super::resume::{resumable_upload, PendingJournal};
@@ -58,7 +57,7 @@ pub(super) async fn put_candidate(
         }),
         None => None,
     };
-    let started_at = OffsetDateTime::now_utc();
+    let started_at = crate::clock::now();
     let meta = ArchiveMeta {
         source_path: path.clone(),
         name: candidate.archive_name(),
@@ -106,7 +105,7 @@ pub(super) async fn put_candidate(
         tree_hash: Some(stored.tree_hash),
         fingerprint: Some(meta.fingerprint),
         started_at: Some(started_at),
-        uploaded_at: Some(OffsetDateTime::now_utc()),
+        uploaded_at: Some(crate::clock::now()),
         plain_size: (!meta.encoding.is_plain()).then(|| plain_size.get()),
         encoding: meta.encoding,
     };

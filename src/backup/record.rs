@@ -6,8 +6,6 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
-
 use super::state::{Finished, Run};
 use super::{CandidateError, RunError, RunReport, Uploaded};
 use crate::error_chain;
@@ -123,7 +121,7 @@ impl Run<'_> {
         self.uploaded[self.committed..].sort_by_key(|(index, _)| *index);
         // Stored means durable and readable, which for a batching backend is only now: a
         // listing taken before this time need not show these archives.
-        let stored_at = OffsetDateTime::now_utc();
+        let stored_at = crate::clock::now();
         for (_, upload) in &mut self.uploaded[self.committed..] {
             if let Some(record) = &mut upload.record {
                 record.uploaded_at = Some(stored_at);

@@ -3,7 +3,6 @@
 //! without recording them.
 
 use glacier_backup_archiver::{ArchiveRef, Archiver, Encoding, Error as ArchiverError, TreeHash};
-use time::OffsetDateTime;
 
 use super::record::SharedLedger;
 use super::{CandidateError, RunError};
@@ -28,7 +27,7 @@ pub(super) async fn resumable_upload(
     let Some(pending) = ledger.with(|l| l.pending_upload(path))? else {
         return Ok(None);
     };
-    let age = OffsetDateTime::now_utc() - pending.started_at;
+    let age = crate::clock::now() - pending.started_at;
     let reason = if pending.backend != archiver.name() || !archiver.capabilities().resumable_uploads
     {
         "it was made with another backend"
