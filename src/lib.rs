@@ -38,6 +38,7 @@ pub mod ledger;
 pub mod migrate;
 pub mod poll;
 pub mod progress;
+pub mod prune;
 pub mod resolve;
 pub mod restore;
 pub mod stream;

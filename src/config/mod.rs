@@ -4,6 +4,7 @@
 mod destination;
 mod ini;
 mod model;
+mod retention;
 mod toml;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ pub use model::{
     reserved_sections, ChainPolicy, Config, LogFile, PathRule, DEFAULT_BACKEND,
     DEFAULT_PARALLEL_UPLOADS,
 };
+pub use retention::{Retention, Span, RETENTION_KEYS};
 
 /// A config file that cannot be used, and where the problem is.
 #[derive(Debug, thiserror::Error)]

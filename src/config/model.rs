@@ -17,7 +17,7 @@ pub const DEFAULT_PARALLEL_UPLOADS: usize = 16;
 /// Section names that are not paths: `[main]`, `[prices]`, `[archive]`, `[encryption]` and one
 /// per backend.
 pub fn reserved_sections() -> Vec<&'static str> {
-    ["main", "prices", "archive", "encryption"]
+    ["main", "prices", "archive", "encryption", "retention"]
         .into_iter()
         .chain(crate::backends::backend_names())
         .collect()
@@ -84,6 +84,8 @@ pub struct PathRule {
     pub exclude: Option<String>,
     /// A changed directory uploads what changed since its last upload, in a chain.
     pub chain: Option<ChainPolicy>,
+    /// The `keep_*` keys this section sets, over `[retention]`'s.
+    pub retention: super::Retention,
 }
 
 /// When an incremental directory's chain ends and a full upload starts a new one.
@@ -118,6 +120,7 @@ impl PathRule {
             upload_if_changed: false,
             exclude: None,
             chain: None,
+            retention: super::Retention::default(),
         }
     }
 }
@@ -149,6 +152,8 @@ pub struct Config {
     pub format: crate::codec::Format,
     /// `[encryption] identity_file`: the key that opens encrypted archives, for restores.
     pub identity_file: Option<PathBuf>,
+    /// `[retention]`: what `prune` keeps of every path (a path section's keys go over it).
+    pub retention: super::Retention,
 }
 
 impl Config {
@@ -167,6 +172,7 @@ impl Config {
             prices: crate::costs::Prices::builtin(),
             format: crate::codec::Format::default(),
             identity_file: None,
+            retention: super::Retention::default(),
         }
     }
 
@@ -184,6 +190,10 @@ impl Config {
                 "prices" => config.prices = crate::costs::Prices::with_overrides(Some(&section))?,
                 "archive" => config.read_archive(&section)?,
                 "encryption" => config.read_encryption(&section)?,
+                "retention" => {
+                    config.retention = super::Retention::read(&section)?;
+                    section.reject_unknown(super::retention::RETENTION_KEYS)?;
+                }
                 name if crate::backends::backend(name).is_some() => {
                     config.backend_sections.insert(name.to_owned(), section);
                 }
@@ -427,12 +437,13 @@ fn path_rule(section: &Section) -> Result<PathRule, SettingsError> {
         upload_if_changed: section.bool("upload_if_changed")?.unwrap_or(false),
         exclude,
         chain: None,
+        retention: super::Retention::read(section)?,
     };
     let rule = PathRule {
         chain: chain_policy(section, &rule)?,
         ..rule
     };
-    section.reject_unknown(PATH_SETTINGS)?;
+    section.reject_unknown(&[PATH_SETTINGS, super::RETENTION_KEYS].concat())?;
     Ok(rule)
 }
 

@@ -8,13 +8,14 @@ use rusqlite::{params, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::pending::Completing;
+use super::pruned::NOT_PRUNED;
 use super::sql::{parse_time, read_row, rfc3339, sqlite_error, SqlPath, COLUMNS};
 use super::{Ledger, LedgerError, Move, MovePart, Moved, MovedAway, UploadRecord};
 
 impl Ledger {
-    /// Every upload, oldest first, with where its archive was moved if it was: what `list`
-    /// shows, in one query per page of rows (the moved mark joined in, not looked up per row;
-    /// not joined at all in the many ledgers that record no move).
+    /// Every upload, oldest first (pruned ones too), with where its archive was moved if it
+    /// was: what `list` shows, in one query per page of rows (the moved mark joined in, not
+    /// looked up per row; not joined at all in the many ledgers that record no move).
     pub fn each_upload_with_moves(
         &self,
         each: &mut dyn FnMut(UploadRecord, Option<Moved>) -> bool,
@@ -23,12 +24,14 @@ impl Ledger {
             .conn
             .query_row("SELECT EXISTS (SELECT 1 FROM moved)", [], |row| row.get(0))
             .map_err(sqlite_error(&self.path, "cannot read the moved archives"))?;
-        self.page_uploads(any_moved, each)
+        self.page_uploads(any_moved, true, each)
     }
 
     /// Every upload of `path`, oldest first.
     pub fn uploads_of(&self, path: &Path) -> Result<Vec<UploadRecord>, LedgerError> {
-        let sql = format!("SELECT {COLUMNS} FROM uploads WHERE path = ?1 ORDER BY rowid");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM uploads WHERE path = ?1 AND {NOT_PRUNED} ORDER BY rowid"
+        );
         self.conn
             .prepare_cached(&sql)
             .and_then(|mut stmt| stmt.query_map(params![SqlPath(path)], read_row)?.collect())

@@ -74,6 +74,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE inventory_archives ADD COLUMN index_of TEXT;",
     // 11: incremental chains, each increment naming its base.
     "ALTER TABLE catalogs ADD COLUMN base TEXT;",
+    // 12: archives `prune` deletes: noted before the deletion is asked (`deleted_at` empty),
+    // marked once the destination confirms it. Their upload rows stay, as history.
+    "CREATE TABLE pruned (archive_id TEXT NOT NULL PRIMARY KEY, started_at TEXT NOT NULL,
+                          deleted_at TEXT);",
 ];
 
 impl Ledger {

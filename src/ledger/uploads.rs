@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::catalog::Cataloged;
 
+use super::pruned::NOT_PRUNED;
 use super::sql::{parse_time, read_row, rfc3339, sqlite_error, SqlPath, COLUMNS};
 use super::{Ledger, LedgerError, Moved, UploadRecord};
 
@@ -75,7 +76,7 @@ impl Ledger {
     /// The most recent upload of `path`.
     pub fn latest_upload(&self, path: &Path) -> Result<Option<UploadRecord>, LedgerError> {
         let sql =
-            format!("SELECT {COLUMNS} FROM uploads WHERE path = ?1 ORDER BY rowid DESC LIMIT 1");
+            format!("SELECT {COLUMNS} FROM uploads WHERE path = ?1 AND {NOT_PRUNED} ORDER BY rowid DESC LIMIT 1");
         self.conn
             .prepare_cached(&sql)
             .and_then(|mut stmt| stmt.query_row(params![SqlPath(path)], read_row).optional())
@@ -85,7 +86,8 @@ impl Ledger {
     /// The upload of archive `archive_id` (its latest row, should there be several).
     pub fn upload_of(&self, archive_id: &str) -> Result<Option<UploadRecord>, LedgerError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM uploads WHERE archive_id = ?1 ORDER BY rowid DESC LIMIT 1"
+            "SELECT {COLUMNS} FROM uploads WHERE archive_id = ?1 AND {NOT_PRUNED} \
+             ORDER BY rowid DESC LIMIT 1"
         );
         self.conn
             .prepare_cached(&sql)
@@ -229,7 +231,7 @@ impl Ledger {
 
     /// Every upload, oldest first.
     pub fn uploads(&self) -> Result<Vec<UploadRecord>, LedgerError> {
-        let sql = format!("SELECT {COLUMNS} FROM uploads ORDER BY rowid");
+        let sql = format!("SELECT {COLUMNS} FROM uploads WHERE {NOT_PRUNED} ORDER BY rowid");
         self.conn
             .prepare(&sql)
             .and_then(|mut stmt| stmt.query_map([], read_row)?.collect())
@@ -246,7 +248,7 @@ impl Ledger {
         &self,
         each: &mut dyn FnMut(UploadRecord) -> bool,
     ) -> Result<(), LedgerError> {
-        self.page_uploads(false, &mut |upload, _| each(upload))
+        self.page_uploads(false, false, &mut |upload, _| each(upload))
     }
 
     /// Fills in the size and tree hash of rows of `archive_id` that lack them (rows the Python
@@ -268,10 +270,12 @@ impl Ledger {
 
     /// Reads a page of rows at a time, each page its own short read: a slow reader (`list` into
     /// a pager) never holds the ledger's read lock, which would stop a running backup from
-    /// recording its uploads. With `with_moves`, each row comes with its moved mark.
+    /// recording its uploads. With `with_moves`, each row comes with its moved mark; with
+    /// `history`, rows of archives `prune` deleted come too.
     pub(super) fn page_uploads(
         &self,
         with_moves: bool,
+        history: bool,
         each: &mut dyn FnMut(UploadRecord, Option<Moved>) -> bool,
     ) -> Result<(), LedgerError> {
         const PAGE: i64 = 1000;
@@ -288,9 +292,13 @@ impl Ledger {
         } else {
             ("", "")
         };
+        let live = match history {
+            true => String::new(),
+            false => format!(" AND {NOT_PRUNED}"),
+        };
         let sql = format!(
             "SELECT {}, uploads.rowid{moved_columns} FROM uploads{join} \
-             WHERE uploads.rowid > ?1 ORDER BY uploads.rowid LIMIT {PAGE}",
+             WHERE uploads.rowid > ?1{live} ORDER BY uploads.rowid LIMIT {PAGE}",
             columns.join(", ")
         );
         let read = |row: &Row<'_>| -> rusqlite::Result<(UploadRecord, i64, Option<Moved>)> {

@@ -1,0 +1,124 @@
+//! What `prune` deleted, and what it is deleting: each archive noted before its deletion is
+//! asked for, and marked deleted once the destination confirms. Upload rows stay as history,
+//! but every lookup of what the destination holds leaves noted archives out.
+
+use std::collections::HashMap;
+
+use rusqlite::params;
+use time::OffsetDateTime;
+
+use super::sql::{parse_time, rfc3339, sqlite_error};
+use super::{Ledger, LedgerError};
+
+/// An upload's prune mark: when the destination confirmed its deletion (`None`: asked for,
+/// not yet confirmed).
+pub type PruneMark = Option<OffsetDateTime>;
+
+/// The SQL condition that leaves out the rows of archives `prune` deleted or is deleting.
+pub(super) const NOT_PRUNED: &str = "uploads.archive_id NOT IN (SELECT archive_id FROM pruned)";
+
+impl Ledger {
+    /// Notes that the deletion of `archive_id` is about to be asked for: from now on the
+    /// archive counts as gone, and an interrupted prune finishes it before anything else.
+    pub fn record_pruning(
+        &mut self,
+        archive_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO pruned (archive_id, started_at) VALUES (?1, ?2)",
+                params![archive_id, rfc3339(at)],
+            )
+            .map(drop)
+            .map_err(sqlite_error(
+                &self.path,
+                "cannot note an archive being pruned",
+            ))
+    }
+
+    /// Marks `archive_id` deleted at `at`: the destination confirmed it (or had it no more).
+    pub fn record_pruned(
+        &mut self,
+        archive_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "INSERT INTO pruned (archive_id, started_at, deleted_at) VALUES (?1, ?2, ?2)
+                 ON CONFLICT (archive_id) DO UPDATE SET deleted_at = ?2",
+                params![archive_id, rfc3339(at)],
+            )
+            .map(drop)
+            .map_err(sqlite_error(&self.path, "cannot mark an archive pruned"))
+    }
+
+    /// Every increment's base, by the increment's archive: the chains prune keeps whole.
+    pub fn chain_bases(&self) -> Result<HashMap<String, String>, LedgerError> {
+        self.conn
+            .prepare("SELECT archive_id, base FROM catalogs WHERE base IS NOT NULL")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .map_err(sqlite_error(&self.path, "cannot read the chains"))
+    }
+
+    /// Archives whose deletion was asked for by a prune that did not see it confirmed.
+    pub fn pruning_unfinished(&self) -> Result<Vec<String>, LedgerError> {
+        self.conn
+            .prepare("SELECT archive_id FROM pruned WHERE deleted_at IS NULL ORDER BY rowid")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .map_err(sqlite_error(
+                &self.path,
+                "cannot read the archives being pruned",
+            ))
+    }
+
+    /// Every archive prune deleted or is deleting, with when the deletion was confirmed.
+    pub fn pruned(&self) -> Result<HashMap<String, Option<OffsetDateTime>>, LedgerError> {
+        self.conn
+            .prepare("SELECT archive_id, deleted_at FROM pruned")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    let at: Option<String> = row.get(1)?;
+                    Ok((row.get(0)?, parse_time(at)))
+                })?
+                .collect()
+            })
+            .map_err(sqlite_error(&self.path, "cannot read the pruned archives"))
+    }
+
+    /// Every upload row of `path`, oldest first, pruned ones included, each with its prune
+    /// mark (`Some(None)`: being deleted): the history `restore --at` looks a time up in.
+    pub fn history_of(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<Vec<(super::UploadRecord, Option<PruneMark>)>, LedgerError> {
+        use super::sql::{read_row, SqlPath, COLUMNS};
+        let columns: Vec<String> = COLUMNS
+            .split(',')
+            .map(|c| format!("uploads.{}", c.trim()))
+            .collect();
+        let sql = format!(
+            "SELECT {}, pruned.archive_id IS NOT NULL, pruned.deleted_at FROM uploads \
+             LEFT JOIN pruned ON pruned.archive_id = uploads.archive_id \
+             WHERE uploads.path = ?1 ORDER BY uploads.rowid",
+            columns.join(", ")
+        );
+        let at = columns.len();
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(params![SqlPath(path)], |row| {
+                    let upload = read_row(row)?;
+                    let pruned: bool = row.get(at)?;
+                    // Being pruned (no time yet) counts: the archive may be gone already.
+                    let deleted_at = parse_time(row.get(at + 1)?);
+                    Ok((upload, pruned.then_some(deleted_at)))
+                })?
+                .collect()
+            })
+            .map_err(sqlite_error(&self.path, "cannot look up uploads"))
+    }
+}
