@@ -28,7 +28,43 @@ pub async fn run_all(archiver: &dyn Archiver) {
     unknown_archive_is_not_found(archiver).await;
     inventory_tells_where_archives_came_from(archiver).await;
     an_index_is_stored_beside_its_archive(archiver).await;
+    a_deleted_archive_is_gone(archiver).await;
     interrupted_upload_resumes(archiver).await;
+}
+
+/// A deleted archive is no longer listed nor read, and deleting it again is harmless: `Ok`,
+/// or [`Error::NotFound`] where the backend can tell.
+pub async fn a_deleted_archive_is_gone(archiver: &dyn Archiver) {
+    let kept = put_bytes(archiver, "kept", sample(1500, 5)).await;
+    let doomed = put_bytes(archiver, "doomed", sample(1500, 6)).await;
+    archiver
+        .delete(&doomed)
+        .await
+        .unwrap_or_else(|e| panic!("{}: delete: {e}", archiver.name()));
+    match archiver.delete(&doomed).await {
+        Ok(()) | Err(Error::NotFound { .. }) => {}
+        Err(e) => panic!("{}: deleting again: {e}", archiver.name()),
+    }
+    if let Some(listed) = listing(archiver).await {
+        let ids: Vec<&str> = listed.iter().map(|a| a.archive_id.as_str()).collect();
+        assert!(
+            !ids.contains(&doomed.archive_id.as_str()),
+            "{}: a deleted archive is listed",
+            archiver.name()
+        );
+        assert!(ids.contains(&kept.archive_id.as_str()));
+    }
+    if !archiver.capabilities().needs_restore {
+        assert!(
+            matches!(
+                archiver.get(&doomed, None).await.map(drop),
+                Err(Error::NotFound { .. })
+            ),
+            "{}: a deleted archive reads",
+            archiver.name()
+        );
+        assert_eq!(read_back(archiver, &kept).await, sample(1500, 5));
+    }
 }
 
 /// An index (`ArchiveMeta::index_of`) is stored beside its archive, reads back, and is listed

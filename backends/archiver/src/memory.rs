@@ -122,6 +122,17 @@ impl Archiver for MemoryArchiver {
         Ok(futures::stream::iter([Ok(slice)]).boxed())
     }
 
+    async fn delete(&self, archive: &ArchiveRef) -> Result<()> {
+        let mut archives = self.archives.lock().expect("memory archiver lock poisoned");
+        match archives.remove(&archive.archive_id) {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound {
+                backend: NAME,
+                archive_id: archive.archive_id.clone(),
+            }),
+        }
+    }
+
     async fn list(&self) -> Result<Listing> {
         let archives = self.archives.lock().expect("memory archiver lock poisoned");
         Ok(Listing {

@@ -308,6 +308,21 @@ impl Archiver for S3Archiver {
     /// HEAD (size, metadata) and the tree-hash tag: what `--delete-source` checks a copy by.
     /// The tag, which is set once the upload is complete, wins over the hash in the metadata
     /// (single-part uploads carry both).
+    /// DeleteObject: S3 answers the same whether or not the key was there, so an archive
+    /// already gone counts as deleted.
+    async fn delete(&self, archive: &ArchiveRef) -> Result<()> {
+        let key = &archive.archive_id;
+        self.client()
+            .await?
+            .delete_object()
+            .bucket(self.bucket())
+            .key(key)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| ERRORS.map_missing(&format!("deleting {key}"), key, e))
+    }
+
     async fn describe(&self, archive_id: &str) -> Result<ListedArchive> {
         let client = self.client().await?;
         let head = client
