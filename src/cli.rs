@@ -92,7 +92,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Back up the configured paths (the default)
-    Backup,
+    Backup(BackupArgs),
     /// Show the ledger: every upload recorded (--json: an array of rows)
     List,
     /// Restore uploads: each PATH's latest upload and everything uploaded below it
@@ -123,6 +123,11 @@ pub enum Command {
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Delete the uploads the retention policy ([retention], keep_* keys in path sections)
+    /// does not keep: the plan first (-d stops there), then each archive and its index,
+    /// marked in the ledger as confirmed. Archives inside their class's minimum storage
+    /// duration wait for it unless --allow-early-deletion
+    Prune(PruneArgs),
     /// Move archives to another destination (a Glacier vault into S3): each one retrieved,
     /// copied part by part, checked against its tree hash and recorded in both ledgers; run
     /// again to continue (-d shows the plan and its cost)
@@ -150,7 +155,33 @@ pub enum Command {
     },
 }
 
-/// Arguments of `restore`.
+/// Arguments of `backup`.
+#[derive(Debug, Default, clap::Args)]
+pub struct BackupArgs {
+    /// After a backup with no failure, prune as `prune --yes` does (for cron)
+    #[arg(long)]
+    pub prune: bool,
+}
+
+/// Arguments of `prune`.
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Do not ask before deleting (a terminal asks when the plan deletes anything)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Delete archives still inside their storage class's minimum duration now, paying the
+    /// early deletion fee the plan shows, instead of letting them wait
+    #[arg(long)]
+    pub allow_early_deletion: bool,
+    /// A path whose source is gone from this machine loses every upload, its latest too
+    #[arg(long)]
+    pub forget_gone: bool,
+    /// Only uploads of these paths and below
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+/// Arguments of `find`.
 #[derive(Debug, clap::Args)]
 pub struct FindArgs {
     /// A glob: `*`, `?`, `[abc]`, `{a,b}`; `**` spans directories

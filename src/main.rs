@@ -287,8 +287,13 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
             read,
             ref paths,
         }) => commands::verify::verify(&config, cli.dryrun, remote, read, paths, cli.json).await,
-        Some(Command::Backup) | None => {
-            commands::backup::backup(&cli, &config, configured_log).await
+        Some(Command::Prune(ref args)) => commands::prune::prune(&cli, &config, args).await,
+        Some(Command::Backup(ref args)) => {
+            commands::backup::backup(&cli, &config, args, configured_log).await
+        }
+        None => {
+            let args = cli::BackupArgs::default();
+            commands::backup::backup(&cli, &config, &args, configured_log).await
         }
         // Answered in `main` before any config is read.
         Some(Command::Completions { .. } | Command::Man | Command::Keygen { .. }) => {

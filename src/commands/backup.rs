@@ -36,6 +36,7 @@ fn warn_if_unrestorable(config: &Config) {
 pub async fn backup(
     cli: &Cli,
     config: &Config,
+    args: &crate::cli::BackupArgs,
     logfile: Option<PathBuf>,
 ) -> Result<Outcome, Fatal> {
     let session = Session::open(config)?;
@@ -116,7 +117,26 @@ pub async fn backup(
     if cli.json {
         print_json(&to_json(cli.dryrun, &report))?;
     }
-    Ok(Outcome::of(report.failed.len(), 0))
+    let outcome = Outcome::of(report.failed.len(), 0);
+    // A failed candidate leaves its path's uploads as they were; pruning waits for a clean run.
+    if args.prune && matches!(outcome, Outcome::Success) {
+        let options = glacier_backup::prune::PruneOptions {
+            now: glacier_backup::clock::now(),
+            allow_early_deletion: false,
+            forget_gone: false,
+            paths: Vec::new(),
+        };
+        let asked = super::prune::Asked {
+            dry_run: cli.dryrun,
+            yes: true,
+            output: match cli.json {
+                true => super::prune::Output::Log,
+                false => super::prune::Output::Text,
+            },
+        };
+        return super::prune::pruned(config, archiver.as_ref(), &mut ledger, &options, asked).await;
+    }
+    Ok(outcome)
 }
 
 /// The ledger, its lock and journals, the destination directory and the log: files a run

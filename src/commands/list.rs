@@ -45,6 +45,7 @@ pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
 fn write_json(out: &mut dyn Write, ledger: &Ledger) -> Result<std::io::Result<()>, Fatal> {
     let mut written = out.write_all(b"[");
     let mut first = true;
+    let pruned = ledger.pruned()?;
     ledger.each_upload_with_moves(&mut |upload, moved| {
         let separator: &[u8] = if first { b"\n  " } else { b",\n  " };
         first = false;
@@ -52,6 +53,11 @@ fn write_json(out: &mut dyn Write, ledger: &Ledger) -> Result<std::io::Result<()
         row["moved"] = moved.map_or(serde_json::Value::Null, |m| moved_json(&m));
         // An increment names the upload (archive) it holds the changes since.
         row["increment_of"] = base_of(ledger, &upload).into();
+        // Deleted by prune: the time the destination confirmed it ("deleting" until then).
+        row["pruned_at"] = match pruned.get(&upload.archive_id) {
+            None => serde_json::Value::Null,
+            Some(mark) => pruned_text(mark).into(),
+        };
         written = out
             .write_all(separator)
             .and_then(|()| serde_json::to_writer(&mut *out, &row).map_err(std::io::Error::from));
@@ -99,12 +105,28 @@ fn base_of(ledger: &Ledger, u: &UploadRecord) -> Option<String> {
     ledger.catalog_base(&u.archive_id).ok().flatten().flatten()
 }
 
+/// When prune deleted an archive, as `list` shows it.
+fn pruned_text(mark: &glacier_backup::ledger::PruneMark) -> String {
+    match mark {
+        Some(at) => glacier_backup::display_time(*at),
+        None => "deleting".into(),
+    }
+}
+
 /// The table's cells of one row: an archive moved elsewhere says where, an increment what it
-/// is an increment of.
-fn cells(u: &UploadRecord, moved: Option<Moved>, base: Option<String>) -> [String; 5] {
-    let increment = base
+/// is an increment of, a pruned one when it was deleted.
+fn cells(
+    u: &UploadRecord,
+    moved: Option<Moved>,
+    base: Option<String>,
+    pruned: Option<&glacier_backup::ledger::PruneMark>,
+) -> [String; 5] {
+    let mut increment = base
         .map(|base| format!(" (increment of {base})"))
         .unwrap_or_default();
+    if let Some(mark) = pruned {
+        increment.push_str(&format!(" (pruned {})", pruned_text(mark)));
+    }
     let id = match moved {
         None => format!("{}{increment}", u.archive_id),
         Some(m) => format!(
@@ -140,10 +162,12 @@ fn write_table(
     let header = ["UPLOADED", "BACKEND", "SIZE", "PATH", "ARCHIVE ID"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     let mut rows = 0usize;
+    let pruned = ledger.pruned()?;
     ledger.each_upload_with_moves(&mut |upload, moved| {
         rows += 1;
         let base = base_of(ledger, &upload);
-        for (w, cell) in widths.iter_mut().zip(cells(&upload, moved, base)) {
+        let mark = pruned.get(&upload.archive_id);
+        for (w, cell) in widths.iter_mut().zip(cells(&upload, moved, base, mark)) {
             *w = (*w).max(cell.chars().count());
         }
         true
@@ -169,7 +193,8 @@ fn write_table(
     let mut written = writeln!(out, "{}", line(&header));
     ledger.each_upload_with_moves(&mut |upload, moved| {
         let base = base_of(ledger, &upload);
-        written = writeln!(out, "{}", line(&cells(&upload, moved, base)));
+        let mark = pruned.get(&upload.archive_id);
+        written = writeln!(out, "{}", line(&cells(&upload, moved, base, mark)));
         written.is_ok()
     })?;
     Ok(written)

@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod list;
 pub mod ls;
 pub mod migrate;
+pub mod prune;
 pub mod restore;
 pub mod verify;
 

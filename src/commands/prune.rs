@@ -1,0 +1,332 @@
+//! `prune` (and `backup --prune`): the retention plan shown, asked about on a terminal, then
+//! carried out.
+
+use std::io::Write as _;
+
+use glacier_backup::archiver::Archiver;
+use glacier_backup::config::{Config, Retention};
+use glacier_backup::costs::{dollars, PriceClass};
+use glacier_backup::ledger::Ledger;
+use glacier_backup::prune::{
+    plan, prune as carry_out, Plan, PruneError, PruneOptions, PruneReport, Setting, Verdict,
+};
+use glacier_backup::{display_size, display_time, shown};
+
+use super::{command_line_path, print_json, with_path, Fatal, Outcome, Session};
+use crate::cli::{Cli, PruneArgs};
+
+pub async fn prune(cli: &Cli, config: &Config, args: &PruneArgs) -> Result<Outcome, Fatal> {
+    let session = Session::open(config)?;
+    let (mut ledger, _lock) = match cli.dryrun {
+        true => (session.ledger(true)?, None),
+        false => {
+            let lock = session.lock()?;
+            (session.ledger(false)?, Some(lock))
+        }
+    };
+    let paths = args
+        .paths
+        .iter()
+        .map(|p| command_line_path(p))
+        .collect::<Result<_, _>>()?;
+    let options = PruneOptions {
+        now: glacier_backup::clock::now(),
+        allow_early_deletion: args.allow_early_deletion,
+        forget_gone: args.forget_gone,
+        paths,
+    };
+    let asked = Asked {
+        dry_run: cli.dryrun,
+        yes: args.yes,
+        output: match cli.json {
+            true => Output::Json,
+            false => Output::Text,
+        },
+    };
+    pruned(
+        config,
+        session.archiver.as_ref(),
+        &mut ledger,
+        &options,
+        asked,
+    )
+    .await
+}
+
+/// How a prune was asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked {
+    /// Show the plan only.
+    pub dry_run: bool,
+    /// Do not ask before deleting.
+    pub yes: bool,
+    /// Where the plan goes.
+    pub output: Output,
+}
+
+/// Where the plan and the result go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The plan on stdout, as text.
+    Text,
+    /// One JSON document on stdout, at the end.
+    Json,
+    /// The plan in the log (stderr): `backup --prune --json` keeps stdout for the backup's.
+    Log,
+}
+
+/// Shows the plan, asks on a terminal, deletes: what `prune` and `backup --prune` share.
+pub async fn pruned(
+    config: &Config,
+    archiver: &dyn Archiver,
+    ledger: &mut Ledger,
+    options: &PruneOptions,
+    asked: Asked,
+) -> Result<Outcome, Fatal> {
+    let setting = Setting {
+        retention: config.retention,
+        rules: &config.paths,
+        backend: archiver.name(),
+        class: archiver.storage_class().and_then(|c| PriceClass::of(&c)),
+        prices: &config.prices,
+    };
+    let plan = plan(ledger, &setting, options)?;
+    let text = plan_text(&plan, &setting);
+    match asked.output {
+        Output::Text => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(text.as_bytes()) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(Fatal::Failure(e.into()));
+                }
+            }
+        }
+        Output::Log => text.lines().for_each(|line| tracing::info!("{line}")),
+        Output::Json => {}
+    }
+    let totals = plan.totals();
+    let nothing = totals.deleted == 0 && plan.unfinished.is_empty();
+    if asked.dry_run || nothing || !confirmed(asked, totals.deleted)? {
+        if asked.output == Output::Json {
+            print_json(&to_json(&plan, &setting, asked.dry_run, None))?;
+        }
+        return Ok(Outcome::Success);
+    }
+    let result = carry_out(&plan, ledger, archiver).await;
+    let report = match result {
+        Ok(report) => report,
+        Err(PruneError::Ledger(e)) => return Err(e.into()),
+        Err(e @ PruneError::PendingUpload(_)) => return Err(Fatal::Config(e.into())),
+        Err(e) => return Err(Fatal::Failure(e.into())),
+    };
+    tracing::info!(
+        "pruned {} archive(s){}{}",
+        report.deleted.len(),
+        match report.finished {
+            0 => String::new(),
+            n => format!(", {n} of them left by an interrupted prune"),
+        },
+        match report.already_gone {
+            0 => String::new(),
+            n => format!(", {n} already gone from the destination"),
+        }
+    );
+    if asked.output == Output::Json {
+        print_json(&to_json(&plan, &setting, false, Some(&report)))?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// On a terminal, asks before deleting (unless `--yes`); elsewhere (cron) goes ahead.
+fn confirmed(asked: Asked, deletions: usize) -> Result<bool, Fatal> {
+    use std::io::IsTerminal;
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if asked.yes || !interactive || deletions == 0 {
+        return Ok(true);
+    }
+    eprint!("Delete {deletions} archive(s) for good? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Fatal::Failure(e.into()))?;
+    let yes = matches!(answer.trim(), "y" | "Y" | "yes" | "Yes");
+    if !yes {
+        tracing::info!("nothing deleted (run with --yes to skip the question)");
+    }
+    Ok(yes)
+}
+
+/// The plan as people read it: per path its policy and each upload's fate, then the totals.
+fn plan_text(plan: &Plan, setting: &Setting<'_>) -> String {
+    let mut out = String::new();
+    write_plan(&mut out, plan, setting).expect("writing to a String does not fail");
+    out
+}
+
+fn write_plan(
+    out: &mut impl std::fmt::Write,
+    plan: &Plan,
+    setting: &Setting<'_>,
+) -> std::fmt::Result {
+    for path in &plan.paths {
+        let gone = match path.source_gone {
+            true => " (source gone)",
+            false => "",
+        };
+        if !path.policy.is_set() {
+            writeln!(
+                out,
+                "{}{gone}: no policy, {} upload(s) kept",
+                shown(&path.path),
+                path.uploads.len()
+            )?;
+            continue;
+        }
+        writeln!(
+            out,
+            "{}{gone} ({}):",
+            shown(&path.path),
+            policy_text(&path.policy)
+        )?;
+        for upload in &path.uploads {
+            let when = upload
+                .stored_at
+                .map(display_time)
+                .unwrap_or_else(|| "at an unknown time".into());
+            let size = upload.size.map(display_size).unwrap_or_default();
+            let id = &upload.archive_id;
+            let (what, why) = match &upload.verdict {
+                Verdict::Keep(reasons) => (
+                    "keep",
+                    reasons
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                Verdict::Delete { fee } if *fee > 0.0 => {
+                    ("delete", format!("early deletion fee {}", dollars(*fee)))
+                }
+                Verdict::Delete { .. } => ("delete", String::new()),
+                Verdict::Waits { until } => (
+                    "waits",
+                    format!("until {} (minimum storage duration)", display_time(*until)),
+                ),
+            };
+            writeln!(out, "  {what:<6} {when}  {size:>10}  {id}  {why}")?;
+        }
+    }
+    if !plan.unfinished.is_empty() {
+        writeln!(
+            out,
+            "{} deletion(s) an interrupted prune asked for are finished first",
+            plan.unfinished.len()
+        )?;
+    }
+    let totals = plan.totals();
+    let saving = match setting.class {
+        Some(_) => format!(
+            ", {} a month less in storage",
+            dollars(plan.monthly_saving(setting))
+        ),
+        None => String::new(),
+    };
+    let mut summary = format!(
+        "keep {}, delete {} ({}{saving})",
+        totals.kept,
+        totals.deleted,
+        display_size(totals.deleted_bytes),
+    );
+    if totals.fees > 0.0 {
+        summary.push_str(&format!(", early deletion fees {}", dollars(totals.fees)));
+    }
+    if totals.waiting > 0 {
+        summary.push_str(&format!(
+            "; {} wait for their minimum storage duration (the first prune after each date \
+             deletes it at no fee; --allow-early-deletion deletes them now, for a fee)",
+            totals.waiting
+        ));
+    }
+    writeln!(out, "{summary}")
+}
+
+fn policy_text(policy: &Retention) -> String {
+    let counts = [
+        ("keep_last", policy.last),
+        ("keep_hourly", policy.hourly),
+        ("keep_daily", policy.daily),
+        ("keep_weekly", policy.weekly),
+        ("keep_monthly", policy.monthly),
+        ("keep_yearly", policy.yearly),
+    ];
+    let mut parts: Vec<String> = counts
+        .iter()
+        .filter_map(|(key, n)| n.map(|n| format!("{key} {n}")))
+        .collect();
+    if let Some(span) = policy.within {
+        parts.push(format!("keep_within {span}"));
+    }
+    parts.join(", ")
+}
+
+fn to_json(
+    plan: &Plan,
+    setting: &Setting<'_>,
+    dry_run: bool,
+    report: Option<&PruneReport>,
+) -> serde_json::Value {
+    let paths: Vec<serde_json::Value> = plan
+        .paths
+        .iter()
+        .map(|path| {
+            let uploads: Vec<serde_json::Value> = path
+                .uploads
+                .iter()
+                .map(|u| {
+                    let mut value = serde_json::json!({
+                        "archive_id": u.archive_id,
+                        "stored_at": u.stored_at.map(display_time),
+                        "size": u.size,
+                    });
+                    match &u.verdict {
+                        Verdict::Keep(reasons) => {
+                            value["verdict"] = "keep".into();
+                            value["reasons"] = reasons.iter().map(ToString::to_string).collect();
+                        }
+                        Verdict::Delete { fee } => {
+                            value["verdict"] = "delete".into();
+                            value["early_deletion_fee"] = (*fee).into();
+                        }
+                        Verdict::Waits { until } => {
+                            value["verdict"] = "waits".into();
+                            value["until"] = display_time(*until).into();
+                        }
+                    }
+                    value
+                })
+                .collect();
+            with_path(
+                &path.path,
+                serde_json::json!({
+                    "policy": policy_text(&path.policy),
+                    "source_gone": path.source_gone,
+                    "uploads": uploads,
+                }),
+            )
+        })
+        .collect();
+    let totals = plan.totals();
+    serde_json::json!({
+        "command": "prune",
+        "dry_run": dry_run,
+        "paths": paths,
+        "unfinished": plan.unfinished,
+        "kept": totals.kept,
+        "deleted": totals.deleted,
+        "deleted_bytes": totals.deleted_bytes,
+        "waiting": totals.waiting,
+        "early_deletion_fees": totals.fees,
+        "monthly_saving": plan.monthly_saving(setting),
+        "pruned": report.map(|r| r.deleted.clone()),
+    })
+}
