@@ -102,6 +102,9 @@ pub struct Reconciliation {
     pub too_recent: Vec<UploadRecord>,
     /// Ledger rows whose archive is listed with another size or tree hash: what differs.
     pub mismatched: Vec<(UploadRecord, String)>,
+    /// Listed archives `prune` deleted since (a vault's inventory lags a day): neither
+    /// unrecorded nor brought back by a rebuild.
+    pub pruned: usize,
 }
 
 impl Reconciliation {
@@ -129,7 +132,14 @@ pub fn reconcile_ledger(ledger: &Ledger, listing: &Listing) -> Result<Reconcilia
         reconciler.add(row);
         true
     })?;
-    Ok(reconciler.finish())
+    let pruned = ledger.pruned()?;
+    let mut report = reconciler.finish();
+    let listed = report.unrecorded.len();
+    report
+        .unrecorded
+        .retain(|archive| !pruned.contains_key(&archive.archive_id));
+    report.pruned = listed - report.unrecorded.len();
+    Ok(report)
 }
 
 /// A reconciliation under way: rows are added one by one.

@@ -253,6 +253,13 @@ fn write_report(
             report.too_recent.len()
         )?;
     }
+    if report.pruned > 0 {
+        writeln!(
+            out,
+            "deleted by prune since, still listed (the listing lags): {}",
+            report.pruned
+        )?;
+    }
     writeln!(out, "not in the ledger: {}", report.unrecorded.len())?;
     for archive in &report.unrecorded {
         writeln!(
@@ -345,6 +352,7 @@ fn to_json(
         }).collect::<Vec<_>>(),
         "too_recent": report.too_recent.iter().map(row).collect::<Vec<_>>(),
         "unrecorded": report.unrecorded.iter().map(archive).collect::<Vec<_>>(),
+        "pruned_still_listed": report.pruned,
         "incomplete": listing.incomplete.iter().map(|a| serde_json::json!({
             "name": a.archive_id,
             "size": a.size,

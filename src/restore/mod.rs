@@ -95,6 +95,16 @@ pub enum RestoreError {
     /// Nothing in the ledger matches.
     #[error("nothing to restore: no upload in the ledger matches {0}")]
     NothingMatches(String),
+    /// The upload asked for was deleted by `prune`.
+    #[error("{what} was pruned {when}; {nearest}")]
+    Pruned {
+        /// The upload, as asked for.
+        what: String,
+        /// When.
+        when: String,
+        /// The kept upload nearest to it, or that none is.
+        nearest: String,
+    },
 }
 
 /// What happened to one archive.

@@ -59,11 +59,25 @@ pub fn select(
         }
     }
     let mut chosen: Vec<UploadRecord> = latest.into_values().collect();
+    let mut looked_at: Vec<PathBuf> = chosen.iter().map(|row| row.path.clone()).collect();
+    looked_at.extend(request.paths.iter().cloned());
+    for path in looked_at {
+        not_pruned(ledger, &path, request.at)?;
+    }
     for id in &request.archive_ids {
         match all.iter().find(|r| &r.archive_id == id) {
             Some(row) if !chosen.contains(row) => chosen.push(row.clone()),
             Some(_) => {}
-            None => return Err(RestoreError::NothingMatches(format!("archive id {id:?}"))),
+            None => {
+                if let Some(mark) = ledger.pruned()?.get(id) {
+                    return Err(RestoreError::Pruned {
+                        what: format!("archive {id}"),
+                        when: pruned_when(mark),
+                        nearest: "`list` shows the uploads kept".into(),
+                    });
+                }
+                return Err(RestoreError::NothingMatches(format!("archive id {id:?}")));
+            }
         }
     }
     if chosen.is_empty() {
@@ -75,6 +89,51 @@ pub fn select(
         return Err(RestoreError::NothingMatches(named));
     }
     Ok(chosen)
+}
+
+/// Refuses a restore of `path` as of `at` when the upload current then was pruned (a kept
+/// older one would otherwise come back in its place, silently): names the kept upload nearest
+/// to that time.
+fn not_pruned(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<(), RestoreError> {
+    let history = ledger.history_of(path)?;
+    let current = history
+        .iter()
+        .rev()
+        .find(|(row, _)| at.is_none_or(|at| row.stored_at().is_some_and(|t| t <= at)));
+    let Some((row, Some(mark))) = current else {
+        return Ok(());
+    };
+    let wanted = at.or(row.stored_at()).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let nearest = history
+        .iter()
+        .filter(|(_, mark)| mark.is_none())
+        .filter_map(|(row, _)| row.stored_at().map(|t| (row, t)))
+        .min_by_key(|(_, t)| (*t - wanted).abs());
+    let nearest = match nearest {
+        Some((row, t)) => format!(
+            "the nearest upload kept is {} of {} (restore --at {})",
+            row.archive_id,
+            crate::display_time(t),
+            crate::display_time(t)
+        ),
+        None => "no upload of it is kept".into(),
+    };
+    let when = match at {
+        Some(at) => format!(" current at {}", crate::display_time(at)),
+        None => String::new(),
+    };
+    Err(RestoreError::Pruned {
+        what: format!("the upload of {}{when} ({})", shown(path), row.archive_id),
+        when: pruned_when(mark),
+        nearest,
+    })
+}
+
+fn pruned_when(mark: &crate::ledger::PruneMark) -> String {
+    match mark {
+        Some(at) => format!("at {}", crate::display_time(*at)),
+        None => "(its deletion was asked for)".into(),
+    }
 }
 
 /// The upload (latest, or current at `at`) of the deepest backed-up directory that holds
