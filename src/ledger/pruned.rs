@@ -55,13 +55,23 @@ impl Ledger {
 
     /// Every increment's base, by the increment's archive: the chains prune keeps whole.
     pub fn chain_bases(&self) -> Result<HashMap<String, String>, LedgerError> {
-        self.conn
-            .prepare("SELECT archive_id, base FROM catalogs WHERE base IS NOT NULL")
-            .and_then(|mut stmt| {
-                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect()
-            })
-            .map_err(sqlite_error(&self.path, "cannot read the chains"))
+        let read = |schema: &str| -> Result<HashMap<String, String>, LedgerError> {
+            self.conn
+                .prepare(&format!(
+                    "SELECT archive_id, base FROM {schema}.catalogs WHERE base IS NOT NULL"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect()
+                })
+                .map_err(sqlite_error(&self.path, "cannot read the chains"))
+        };
+        let mut bases = read("main")?;
+        // A snapshot's catalogs stay in the file (see `Ledger::snapshot`).
+        if self.catalogs_attached {
+            bases.extend(read(super::snapshot::ORIGIN)?);
+        }
+        Ok(bases)
     }
 
     /// Archives whose deletion was asked for by a prune that did not see it confirmed.

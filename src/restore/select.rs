@@ -94,7 +94,11 @@ pub fn select(
 /// Refuses a restore of `path` as of `at` when the upload current then was pruned (a kept
 /// older one would otherwise come back in its place, silently): names the kept upload nearest
 /// to that time.
-fn not_pruned(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<(), RestoreError> {
+fn not_pruned(
+    ledger: &Ledger,
+    path: &Path,
+    at: Option<OffsetDateTime>,
+) -> Result<(), RestoreError> {
     let history = ledger.history_of(path)?;
     let current = history
         .iter()

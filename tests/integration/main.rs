@@ -26,3 +26,5 @@ mod operator;
 mod parallel;
 #[cfg(feature = "local")]
 mod partial;
+#[cfg(feature = "local")]
+mod prune;

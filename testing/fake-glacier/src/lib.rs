@@ -91,6 +91,9 @@ pub struct Behaviour {
     /// The next request of this kind is carried out, then its reply is lost (the connection
     /// dropped): what a client killed mid-call, or cut off by the network, sees.
     pub lose_reply: Option<Call>,
+    /// DeleteArchive requests after this many were carried out wait, unanswered, until it is
+    /// cleared or raised: a test stops a prune at a known deletion.
+    pub hold_deletes_after: Option<u64>,
 }
 
 /// A call whose reply can be lost after it was carried out.
@@ -102,6 +105,8 @@ pub enum Call {
     Initiate,
     /// CompleteMultipartUpload.
     Complete,
+    /// DeleteArchive.
+    Delete,
 }
 
 impl Default for Behaviour {
@@ -124,6 +129,7 @@ impl Default for Behaviour {
             lose_reply: None,
             latency: Duration::ZERO,
             hold_archive_uploads: false,
+            hold_deletes_after: None,
         }
     }
 }
@@ -148,6 +154,8 @@ pub struct Stats {
     /// Each archive retrieval job's range as asked (start..end, end exclusive), `None` for the
     /// whole archive, in order.
     pub retrieval_ranges: Vec<Option<(u64, u64)>>,
+    /// Archives DeleteArchive removed, in order (an archive already gone is not counted).
+    pub deleted: Vec<String>,
     /// Each job output sent: the offset it starts at and its length, in order.
     pub outputs: Vec<(u64, u64)>,
     /// ListJobs requests answered.
@@ -437,6 +445,16 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
     while archive_upload && state.lock().unwrap().behaviour.hold_archive_uploads {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let delete = method == Method::DELETE && path.len() == 5 && path[3] == "archives";
+    while delete && {
+        let s = state.lock().unwrap();
+        let done = s.stats.deleted.len() as u64;
+        s.behaviour
+            .hold_deletes_after
+            .is_some_and(|after| done >= after)
+    } {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let part_upload = method == Method::PUT && path.len() == 5 && path[3] == "multipart-uploads";
     if part_upload {
         let (delay, fail) = {
@@ -562,6 +580,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
         (&Method::POST, [_, "vaults", _, "archives"]) => Some(Call::UploadArchive),
         (&Method::POST, [_, "vaults", _, "multipart-uploads"]) => Some(Call::Initiate),
         (&Method::POST, [_, "vaults", _, "multipart-uploads", _]) => Some(Call::Complete),
+        (&Method::DELETE, [_, "vaults", _, "archives", _]) => Some(Call::Delete),
         _ => None,
     };
     let lost = call.is_some()

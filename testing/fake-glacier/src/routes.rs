@@ -246,7 +246,10 @@ pub(super) fn delete_archive(s: &mut State, _: &Received<'_>, vault: &str, archi
         .get_mut(vault)
         .and_then(|v| v.archives.remove(archive))
     {
-        Some(_) => respond(StatusCode::NO_CONTENT, &[], Bytes::new()),
+        Some(_) => {
+            s.stats.deleted.push(archive.to_owned());
+            respond(StatusCode::NO_CONTENT, &[], Bytes::new())
+        }
         None => missing(&format!("archive {archive}")),
     }
 }
