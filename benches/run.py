@@ -954,6 +954,43 @@ def process_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def bench_prune():
+    """The plan of a prune over a ledger of 200,000 uploads (1,000 paths of 200 each, two
+    years of them): time and peak RSS of `-d prune`, the plan printed to /dev/null."""
+    ledger = WORK / "prune.sqlite3"
+    config = WORK / "prune.toml"
+    data = WORK / "prune-data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "seed.txt").write_text("seed")
+    config.write_text(
+        f'[main]\nbackend = "local"\nlogfile = ""\nledger = "{ledger}"\n'
+        f'[local]\ndirectory = "{WORK / "prune-archives"}"\ncreate_directory = true\n'
+        f'[retention]\nkeep_daily = 7\nkeep_weekly = 5\nkeep_monthly = 12\nkeep_yearly = 3\n'
+        f'["{data}"]\nupload_files = true\n')
+    if not ledger.exists():
+        timed([str(BIN), "-c", str(config), "--quiet"])
+        db = sqlite3.connect(ledger)
+        columns = [r[1] for r in db.execute("PRAGMA table_info(uploads)")]
+        row = dict(zip(columns, db.execute("SELECT * FROM uploads").fetchone()))
+        start = int(time.time()) - 730 * 86400
+        rows = []
+        for path in range(1000):
+            for n in range(200):
+                at = start + n * 315_000 + path * 7
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+                rows.append({**row, "path": f"/srv/data/dir{path:04}", "uploaded_date": at,
+                             "archive_id": f"srv/data/dir{path:04}/{stamp}-{n}.tar",
+                             "started_at": stamp, "uploaded_at": stamp})
+        db.executemany(f"INSERT INTO uploads ({', '.join(columns)}) VALUES "
+                       f"({', '.join(':' + c for c in columns)})", rows)
+        db.commit()
+        db.close()
+    elapsed, rss, out, _ = best(3, lambda: timed(
+        ["bash", "-c", f"{BIN} -c {config} -d prune > /dev/null"]))[0]
+    print(f"prune plan over 200,001 uploads: {elapsed:.2f}s (target < 1 s), peak RSS "
+          f"{rss:.1f} MiB (target < 64 MiB)")
+
+
 def main():
     build()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -962,7 +999,8 @@ def main():
                "glacier": bench_glacier, "glacier-cpu": bench_glacier_cpu, "s3": bench_s3,
                "small-glacier": bench_small_glacier, "small-local": bench_small_local,
                "layers": bench_layers, "migrate": bench_migrate, "partial": bench_partial,
-               "catalog": bench_catalog, "incremental": bench_incremental}
+               "catalog": bench_catalog, "incremental": bench_incremental,
+               "prune": bench_prune}
     for name in sys.argv[1:] or list(benches):
         benches[name]()
 

@@ -18,7 +18,8 @@ use crate::cli::{Cli, PruneArgs};
 pub async fn prune(cli: &Cli, config: &Config, args: &PruneArgs) -> Result<Outcome, Fatal> {
     let session = Session::open(config)?;
     let (mut ledger, _lock) = match cli.dryrun {
-        true => (session.ledger(true)?, None),
+        // Read in place: the plan of a large ledger stays small (a snapshot copies it all).
+        true => (Ledger::reader(&session.ledger_file)?, None),
         false => {
             let lock = session.lock()?;
             (session.ledger(false)?, Some(lock))
@@ -91,17 +92,25 @@ pub async fn pruned(
         prices: &config.prices,
     };
     let plan = plan(ledger, &setting, options)?;
-    let text = plan_text(&plan, &setting);
     match asked.output {
         Output::Text => {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out.write_all(text.as_bytes()) {
+            let mut out = Stdout {
+                out: std::io::BufWriter::new(std::io::stdout().lock()),
+                error: None,
+            };
+            // A failed write is kept in `out.error`; the formatting error adds nothing to it.
+            let _ = write_plan(&mut out, &plan, &setting);
+            let error = out.error.take().or_else(|| out.out.flush().err());
+            if let Some(e) = error {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {
                     return Err(Fatal::Failure(e.into()));
                 }
             }
         }
-        Output::Log => text.lines().for_each(|line| tracing::info!("{line}")),
+        Output::Log => {
+            let mut log = LogLines(String::new());
+            let _ = write_plan(&mut log, &plan, &setting);
+        }
         Output::Json => {}
     }
     let totals = plan.totals();
@@ -156,13 +165,37 @@ fn confirmed(asked: Asked, deletions: usize) -> Result<bool, Fatal> {
     Ok(yes)
 }
 
-/// The plan as people read it: per path its policy and each upload's fate, then the totals.
-fn plan_text(plan: &Plan, setting: &Setting<'_>) -> String {
-    let mut out = String::new();
-    write_plan(&mut out, plan, setting).expect("writing to a String does not fail");
-    out
+/// Where the plan's text goes on stdout: written as it is made (a plan of 200,000 uploads is
+/// never held as text), the first error kept.
+struct Stdout<W: std::io::Write> {
+    out: W,
+    error: Option<std::io::Error>,
 }
 
+impl<W: std::io::Write> std::fmt::Write for Stdout<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.out.write_all(s.as_bytes()).map_err(|e| {
+            self.error.get_or_insert(e);
+            std::fmt::Error
+        })
+    }
+}
+
+/// The plan's text as log lines, each logged once complete.
+struct LogLines(String);
+
+impl std::fmt::Write for LogLines {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.push_str(s);
+        while let Some(end) = self.0.find('\n') {
+            tracing::info!("{}", &self.0[..end]);
+            self.0.drain(..=end);
+        }
+        Ok(())
+    }
+}
+
+/// The plan as people read it: per path its policy and each upload's fate, then the totals.
 fn write_plan(
     out: &mut impl std::fmt::Write,
     plan: &Plan,

@@ -23,7 +23,7 @@ use glacier_backup_archiver::{Encoding, SourceKind, TreeHash};
 use time::OffsetDateTime;
 
 pub use lock::{lock_path, LedgerLock, LockError};
-pub use pruned::PruneMark;
+pub use pruned::{Brief, PruneMark};
 
 /// Backend assumed for rows written by the Python tool, which only knew Glacier vaults.
 pub const PYTHON_TOOL_BACKEND: &str = "glacier";

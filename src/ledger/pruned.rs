@@ -17,7 +17,74 @@ pub type PruneMark = Option<OffsetDateTime>;
 /// The SQL condition that leaves out the rows of archives `prune` deleted or is deleting.
 pub(super) const NOT_PRUNED: &str = "uploads.archive_id NOT IN (SELECT archive_id FROM pruned)";
 
+/// An upload row as `prune` weighs it: a ledger of 200,000 rows read into little memory.
+#[derive(Debug, Clone)]
+pub struct Brief {
+    /// Source path.
+    pub path: std::path::PathBuf,
+    /// Archive id or key.
+    pub archive_id: String,
+    /// When it was stored ([`super::UploadRecord::stored_at`]).
+    pub stored_at: Option<OffsetDateTime>,
+    /// Archive size.
+    pub size: Option<u64>,
+    /// Backend name.
+    pub backend: String,
+}
+
 impl Ledger {
+    /// Every upload not pruned, oldest first, in brief, a page of rows per short read.
+    pub fn each_brief(&self, each: &mut dyn FnMut(Brief)) -> Result<(), LedgerError> {
+        use std::os::unix::ffi::OsStrExt;
+        const PAGE: i64 = 1000;
+        let sql = format!(
+            "SELECT rowid, path, archive_id, uploaded_date, backend, size, started_at, \
+             uploaded_at FROM uploads WHERE rowid > ?1 AND {NOT_PRUNED} ORDER BY rowid \
+             LIMIT {PAGE}"
+        );
+        let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, Brief)> {
+            let text = |i: usize| -> rusqlite::Result<Option<String>> {
+                Ok(row
+                    .get_ref(i)?
+                    .as_str_or_null()
+                    .ok()
+                    .flatten()
+                    .map(str::to_owned))
+            };
+            let path = match row.get_ref(1)? {
+                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                    std::path::PathBuf::from(std::ffi::OsStr::from_bytes(t))
+                }
+                _ => std::path::PathBuf::new(),
+            };
+            let uploaded_at =
+                parse_time(text(7)?).or_else(|| super::sql::python_tool_date(row.get_ref(3).ok()?));
+            Ok((
+                row.get(0)?,
+                Brief {
+                    path,
+                    archive_id: text(2)?.unwrap_or_default(),
+                    stored_at: uploaded_at.or(parse_time(text(6)?)),
+                    size: row.get::<_, Option<i64>>(5)?.map(|s| s as u64),
+                    backend: text(4)?.unwrap_or_else(|| super::PYTHON_TOOL_BACKEND.to_owned()),
+                },
+            ))
+        };
+        let mut after = i64::MIN;
+        loop {
+            let page: Vec<(i64, Brief)> = self
+                .conn
+                .prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.query_map(params![after], read)?.collect())
+                .map_err(sqlite_error(&self.path, "cannot list uploads"))?;
+            let Some(&(last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = last;
+            page.into_iter().for_each(|(_, brief)| each(brief));
+        }
+    }
+
     /// Notes that the deletion of `archive_id` is about to be asked for: from now on the
     /// archive counts as gone, and an interrupted prune finishes it before anything else.
     pub fn record_pruning(

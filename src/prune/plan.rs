@@ -1,7 +1,8 @@
 //! The plan: per path, what the policy keeps and why, what it deletes, and what waits for its
 //! class's minimum storage duration. Arithmetic on the ledger alone; nothing is contacted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -138,27 +139,35 @@ pub fn plan(
     options: &PruneOptions,
 ) -> Result<Plan, LedgerError> {
     let moved = ledger.moved()?;
-    let mut by_path: BTreeMap<PathBuf, Vec<Row>> = BTreeMap::new();
-    ledger.each_upload(&mut |upload| {
+    // Keyed by the path's bytes: hashing them is cheaper than comparing paths by components.
+    let mut by_path: HashMap<std::ffi::OsString, Vec<Row>> = HashMap::new();
+    ledger.each_brief(&mut |upload| {
         let wanted =
             options.paths.is_empty() || options.paths.iter().any(|p| upload.path.starts_with(p));
         let gone_from_here = moved
             .get(&upload.archive_id)
             .is_some_and(|m| m.source_deleted_at.is_some());
         if wanted && !gone_from_here {
-            by_path.entry(upload.path.clone()).or_default().push(Row {
-                stored_at: upload.stored_at(),
+            let row = Row {
+                stored_at: upload.stored_at,
                 size: upload.size,
                 archive_id: upload.archive_id,
                 backend: upload.backend,
-            });
+            };
+            match by_path.get_mut(upload.path.as_os_str()) {
+                Some(rows) => rows.push(row),
+                None => {
+                    by_path.insert(upload.path.into_os_string(), vec![row]);
+                }
+            }
         }
-        true
     })?;
+    let mut by_path: Vec<(std::ffi::OsString, Vec<Row>)> = by_path.into_iter().collect();
+    by_path.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let bases = ledger.chain_bases()?;
     let paths = by_path
         .into_iter()
-        .map(|(path, rows)| plan_path(path, rows, setting, options, &bases))
+        .map(|(path, rows)| plan_path(PathBuf::from(path), rows, setting, options, &bases))
         .collect();
     Ok(Plan {
         paths,
