@@ -106,6 +106,8 @@ struct Destination<'a> {
     ledger: PathBuf,
     /// Archive ids held (indexes apart).
     held: Box<dyn Fn() -> BTreeSet<String> + 'a>,
+    /// Deletes an archive behind the tool's back.
+    remove: Box<dyn Fn(&str) + 'a>,
     /// Its class has a minimum storage duration (90 days).
     minimum: bool,
 }
@@ -150,6 +152,7 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
                 }
                 held
             }),
+            remove: Box::new(|id| fs::remove_file(archives.join(id)).unwrap()),
             minimum: false,
         },
         Destination {
@@ -164,6 +167,7 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
                     .map(|(id, _)| id)
                     .collect()
             }),
+            remove: Box::new(|id| assert!(s.fake().remove("photos", id))),
             minimum: true,
         },
         Destination {
@@ -171,6 +175,10 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
             config: s.bucket_config(&retention("s3")),
             ledger: s.path("config/s3.cold.sqlite3"),
             held: Box::new(|| s.objects().into_iter().map(|(key, _)| key).collect()),
+            remove: Box::new(|id| {
+                let deleted = s.s3().delete_object().bucket("cold").key(id).send();
+                s.block_on(deleted).unwrap();
+            }),
             minimum: true,
         },
     ];
@@ -202,6 +210,28 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
         assert_eq!(planned, expected, "{name}");
 
         let before = (d.held)();
+        // A prune killed after noting two deletions, the destination having carried out the
+        // second: the next one finishes both first.
+        let doomed: Vec<&String> = expected
+            .iter()
+            .filter(|(_, v)| *v == "delete")
+            .map(|(id, _)| id)
+            .collect();
+        let conn = rusqlite::Connection::open(&d.ledger).unwrap();
+        for id in &doomed[..2] {
+            conn.execute(
+                "INSERT INTO pruned (archive_id, started_at) VALUES (?1, '2026-01-01T00:00:00Z')",
+                [id],
+            )
+            .unwrap();
+        }
+        (d.remove)(doomed[1]);
+        let unfinished = plan(&s, &d.config, &[]);
+        assert_eq!(
+            unfinished["unfinished"].as_array().unwrap().len(),
+            2,
+            "{name}"
+        );
         let pruned = s
             .with_config(&d.config, &["prune", "--yes"])
             .output()
@@ -281,6 +311,20 @@ fn a_prune_killed_mid_way_is_finished_by_the_next_with_nothing_deleted_twice() {
     let config = s.vault_config(&paths(&data, "keep_last = 1"));
     history(&s, &config, &data);
     let ledger = s.path("config/glacier.photos.sqlite3");
+    // A row the Python tool wrote (its four columns) for an archive of its own, 500 days old:
+    // pruned by the same rules.
+    let python = s.fake().plant("photos", "docs", b"the Python tool's tar");
+    rusqlite::Connection::open(&ledger)
+        .unwrap()
+        .execute(
+            "INSERT INTO uploads (path, name, archive_id, uploaded_date) VALUES (?1, 'docs', ?2, ?3)",
+            rusqlite::params![
+                data.join("docs").to_str().unwrap(),
+                python,
+                now() - 500 * DAY
+            ],
+        )
+        .unwrap();
     let planned = verdicts(&plan(&s, &config, &[]));
     let doomed: BTreeSet<String> = planned
         .iter()
@@ -288,7 +332,8 @@ fn a_prune_killed_mid_way_is_finished_by_the_next_with_nothing_deleted_twice() {
         .map(|(id, _)| id.clone())
         .collect();
     // Keep the latest; the uploads of 20 and 15 days ago wait out the vault's 90 days.
-    assert_eq!(doomed.len(), 8, "{planned:?}");
+    assert_eq!(doomed.len(), 9, "{planned:?}");
+    assert!(doomed.contains(&python));
 
     // Each directory archive has its index, an archive of its own in a vault: deleted with it.
     let indexes: BTreeSet<String> = s
@@ -301,7 +346,11 @@ fn a_prune_killed_mid_way_is_finished_by_the_next_with_nothing_deleted_twice() {
         })
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(indexes.len(), doomed.len());
+    assert_eq!(
+        indexes.len(),
+        doomed.len() - 1,
+        "the Python tool's archive has none"
+    );
     s.fake().set(|b| b.hold_deletes_after = Some(3));
     let child = s
         .with_config(&config, &["prune", "--yes"])
@@ -467,6 +516,17 @@ fn backup_prune_prunes_after_the_backup_and_bad_keys_are_refused() {
         .raw(&paths(&data, "keep_last = 1"))
         .write(&sb.path("c.toml"));
     history(&sb, &config, &data);
+    // On a terminal, prune asks first: "n" deletes nothing.
+    let config_arg = config.to_str().unwrap();
+    let (code, shown) = sb.on_a_terminal(&["-c", config_arg, "prune"], "n\n");
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("Delete 10 archive(s) for good? [y/N]"),
+        "{shown}"
+    );
+    assert!(shown.contains("nothing deleted"), "{shown}");
+    let docs = rows(&sb.path("ledger.sqlite3"), &data.join("docs"));
+    assert!(docs.iter().all(|(_, pruned)| !pruned));
     fs::write(data.join("docs/doc.txt"), b"one more").unwrap();
     let out = sb
         .with_config(&config, &["backup", "--prune"])

@@ -266,6 +266,13 @@ impl FakeGlacier {
         list
     }
 
+    /// Removes an archive as if another client had deleted it; whether it was there.
+    pub fn remove(&self, vault: &str, archive_id: &str) -> bool {
+        let mut state = self.state.lock().unwrap();
+        let vault = state.vaults.get_mut(vault);
+        vault.is_some_and(|v| v.archives.remove(archive_id).is_some())
+    }
+
     pub fn uploads_in_progress(&self, vault: &str) -> usize {
         let state = self.state.lock().unwrap();
         state.vaults.get(vault).map_or(0, |v| v.uploads.len())
