@@ -38,9 +38,19 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Whether any rule is set: without one, nothing is pruned.
+    /// Whether any rule keeps anything: without one, nothing is pruned. As restic, a policy of
+    /// zeros is none (`keep_last = 0` alone never means "delete all but the latest").
     pub fn is_set(&self) -> bool {
-        *self != Retention::default()
+        let counts = [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ];
+        counts.iter().any(|n| n.is_some_and(|n| n > 0))
+            || self.within.is_some_and(|span| span != Span::default())
     }
 
     /// Reads the keys `section` sets.

@@ -258,6 +258,19 @@ fn a_path_sections_keys_go_over_the_retention_section() {
         assert_eq!(kept.len(), 1);
     }
     setting.rules = &[];
+    // As restic: a policy of zeros is no policy, never "delete all but the latest".
+    setting.retention = Retention {
+        last: Some(0),
+        within: Some("0d".parse().unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(
+        super::plan(&ledger, &setting, &options(now))
+            .unwrap()
+            .totals()
+            .deleted,
+        0
+    );
     setting.retention = Retention::default();
     let plan = super::plan(&ledger, &setting, &options(now)).unwrap();
     assert_eq!(plan.totals().deleted, 0);

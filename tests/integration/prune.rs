@@ -108,6 +108,8 @@ struct Destination<'a> {
     held: Box<dyn Fn() -> BTreeSet<String> + 'a>,
     /// Deletes an archive behind the tool's back.
     remove: Box<dyn Fn(&str) + 'a>,
+    /// Whether the index of an archive is held.
+    indexed: Box<dyn Fn(&str) -> bool + 'a>,
     /// Its class has a minimum storage duration (90 days).
     minimum: bool,
 }
@@ -153,6 +155,7 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
                 held
             }),
             remove: Box::new(|id| fs::remove_file(archives.join(id)).unwrap()),
+            indexed: Box::new(|id| archives.join(format!("{id}.gbindex")).exists()),
             minimum: false,
         },
         Destination {
@@ -168,6 +171,13 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
                     .collect()
             }),
             remove: Box::new(|id| assert!(s.fake().remove("photos", id))),
+            indexed: Box::new(|id| {
+                let index = format!("gb1-index:{id}");
+                s.fake()
+                    .archives("photos")
+                    .iter()
+                    .any(|(_, a)| a.description == index)
+            }),
             minimum: true,
         },
         Destination {
@@ -178,6 +188,10 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
             remove: Box::new(|id| {
                 let deleted = s.s3().delete_object().bucket("cold").key(id).send();
                 s.block_on(deleted).unwrap();
+            }),
+            indexed: Box::new(|id| {
+                let index = format!("{id}.gbindex");
+                s.indexes().iter().any(|(key, _)| *key == index)
             }),
             minimum: true,
         },
@@ -257,6 +271,10 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
             marked, deleted,
             "{name}: each deletion marked in the ledger"
         );
+        for id in expected.keys() {
+            let indexed = (d.indexed)(id);
+            assert_eq!(indexed, !deleted.contains(id), "{name}: the index of {id}");
+        }
 
         // What is kept restores: the latest, and the one of 15 days ago.
         for (n, time) in [(10, None), (9, Some(now() - 15 * DAY + 60))] {
