@@ -20,7 +20,7 @@ pub(super) fn scan_tree(root: &Path, skip: &[PathBuf]) -> Result<Scan, SourceErr
     Ok(scanner.finish())
 }
 
-/// A directory's [`Scan`], built one walked entry at a time: by [`scan_tree`], or alongside an
+/// A directory's [`Scan`], built one walked entry at a time: by `scan_tree`, or alongside an
 /// increment's diff so a chained directory is walked once to decide and to diff.
 pub struct Scanner {
     digest: Sha256,

@@ -246,7 +246,22 @@ fn write_plan(
                     format!("until {} (minimum storage duration)", display_time(*until)),
                 ),
             };
-            writeln!(out, "  {what:<6} {when}  {size:>10}  {id}  {why}")?;
+            let line = format!("  {what:<6} {when}  {size:>10}  {id}  {why}");
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        let deleted: Vec<_> = path.deletions().collect();
+        if !deleted.is_empty() {
+            let bytes = deleted.iter().map(|u| u.size.unwrap_or(0)).sum();
+            let saving = match setting.class {
+                Some(_) => format!(", {} a month", dollars(path.monthly_saving(setting))),
+                None => String::new(),
+            };
+            writeln!(
+                out,
+                "  deletes {} ({}{saving})",
+                deleted.len(),
+                display_size(bytes)
+            )?;
         }
     }
     if !plan.unfinished.is_empty() {
@@ -344,6 +359,9 @@ fn to_json(
                     "policy": policy_text(&path.policy),
                     "source_gone": path.source_gone,
                     "uploads": uploads,
+                    "deleted": path.deletions().count(),
+                    "deleted_bytes": path.deletions().map(|u| u.size.unwrap_or(0)).sum::<u64>(),
+                    "monthly_saving": path.monthly_saving(setting),
                 }),
             )
         })

@@ -306,6 +306,29 @@ fn deletion(upload: &Planned, setting: &Setting<'_>, options: &PruneOptions) -> 
     }
 }
 
+impl PathPlan {
+    /// The uploads of this path deleted now.
+    pub fn deletions(&self) -> impl Iterator<Item = &Planned> {
+        self.uploads
+            .iter()
+            .filter(|u| matches!(u.verdict, Verdict::Delete { .. }))
+    }
+
+    /// What this path's deletions take off the monthly storage bill, in dollars.
+    pub fn monthly_saving(&self, setting: &Setting<'_>) -> f64 {
+        saving(setting, self.deletions())
+    }
+}
+
+/// The monthly storage of `deleted`, at the destination's class's price.
+fn saving<'a>(setting: &Setting<'_>, deleted: impl Iterator<Item = &'a Planned>) -> f64 {
+    let Some(class) = setting.class else {
+        return 0.0;
+    };
+    let sizes: Vec<u64> = deleted.map(|u| u.size.unwrap_or(0)).collect();
+    setting.prices.storage(class, &sizes, 0).monthly
+}
+
 /// Totals of a plan, for its summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Totals {
@@ -341,11 +364,7 @@ impl Plan {
 
     /// What the deletions take off the monthly storage bill, in dollars.
     pub fn monthly_saving(&self, setting: &Setting<'_>) -> f64 {
-        let Some(class) = setting.class else {
-            return 0.0;
-        };
-        let sizes: Vec<u64> = self.deletions().map(|u| u.size.unwrap_or(0)).collect();
-        setting.prices.storage(class, &sizes, 0).monthly
+        saving(setting, self.deletions())
     }
 
     /// The uploads deleted now.
