@@ -17,6 +17,13 @@ use crate::cli::{Cli, PruneArgs};
 
 pub async fn prune(cli: &Cli, config: &Config, args: &PruneArgs) -> Result<Outcome, Fatal> {
     let session = Session::open(config)?;
+    if !session.ledger_file.exists() {
+        tracing::info!(
+            "nothing to prune: no ledger at {} (nothing was backed up with this configuration)",
+            shown(&session.ledger_file)
+        );
+        return Ok(Outcome::Success);
+    }
     let (mut ledger, _lock) = match cli.dryrun {
         // Read in place: the plan of a large ledger stays small (a snapshot copies it all).
         true => (Ledger::reader(&session.ledger_file)?, None),

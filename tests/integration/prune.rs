@@ -317,6 +317,16 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
     }
 }
 
+/// Every archive in the fake vault, indexes too.
+#[cfg(feature = "glacier")]
+fn vault_ids(s: &crate::support::setup::Setup) -> BTreeSet<String> {
+    s.fake()
+        .archives("photos")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
 /// A prune killed (SIGKILL) while a deletion is held by the vault: the rerun finishes it and
 /// the rest, no archive is deleted twice, and every row ends marked as the vault holds it.
 /// A deletion whose reply is lost counts as done the next time (the archive is gone).
@@ -383,12 +393,7 @@ fn a_prune_killed_mid_way_is_finished_by_the_next_with_nothing_deleted_twice() {
     let killed = crate::glacier_fake::signal_child(child, "-KILL");
     assert_eq!(killed.status.code(), None, "{}", output_text(&killed));
     // Every row marked deleted is gone from the vault.
-    let held: BTreeSet<String> = s
-        .fake()
-        .archives("photos")
-        .into_iter()
-        .map(|a| a.0)
-        .collect();
+    let held = vault_ids(&s);
     let docs = rows(&ledger, &data.join("docs"));
     for (id, marked) in &docs {
         assert!(!(*marked && held.contains(id)), "{id} marked but held");
@@ -420,13 +425,9 @@ fn a_prune_killed_mid_way_is_finished_by_the_next_with_nothing_deleted_twice() {
     }
     let deleted: BTreeSet<String> = s.fake().stats().deleted.into_iter().collect();
     assert_eq!(deleted, doomed.union(&indexes).cloned().collect());
-    let held: BTreeSet<String> = s
-        .fake()
-        .archives("photos")
-        .into_iter()
-        .map(|a| a.0)
-        .collect();
-    assert!(held.is_disjoint(&doomed));
+    let all_deletions = s.fake().stats().deleted;
+    assert_eq!(all_deletions.len(), deleted.len(), "{all_deletions:?}");
+    assert!(vault_ids(&s).is_disjoint(&doomed));
     for (id, marked) in rows(&ledger, &data.join("docs")) {
         assert_eq!(marked, doomed.contains(&id), "{id}");
     }
@@ -533,6 +534,11 @@ fn backup_prune_prunes_after_the_backup_and_bad_keys_are_refused() {
         .main("ledger", sb.path("ledger.sqlite3").display())
         .raw(&paths(&data, "keep_last = 1"))
         .write(&sb.path("c.toml"));
+    // Before any backup: nothing to prune, and no ledger made for it.
+    let empty = sb.with_config(&config, &["prune"]).output().unwrap();
+    assert_exit(&empty, 0);
+    assert_says(&empty, "nothing to prune: no ledger at");
+    assert!(!sb.path("ledger.sqlite3").exists());
     history(&sb, &config, &data);
     // On a terminal, prune asks first: "n" deletes nothing.
     let config_arg = config.to_str().unwrap();
