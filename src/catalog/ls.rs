@@ -52,6 +52,9 @@ pub enum LsError {
         /// Its archive.
         archive_id: String,
     },
+    /// The upload current at the time asked for was deleted by `prune`.
+    #[error("{0}")]
+    Pruned(crate::prune::PrunedUpload),
     /// The ledger cannot be read.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -63,7 +66,23 @@ pub enum LsError {
 /// Lists `path` (a backed-up directory or anything inside one) as the latest directory upload
 /// holding it had it, or the one current at `at`.
 pub fn list(ledger: &Ledger, path: &Path, at: Option<OffsetDateTime>) -> Result<Listing, LsError> {
-    let upload = holding_upload(ledger, path, at)?;
+    let upload = match holding_upload(ledger, path, at) {
+        Ok(upload) => upload,
+        // Every upload then may have been pruned: say so, rather than that none was made.
+        Err(none @ LsError::NoUpload { .. }) => {
+            for holder in path.ancestors() {
+                if let Some(pruned) = crate::prune::pruned_at(ledger, holder, at)? {
+                    return Err(LsError::Pruned(pruned));
+                }
+            }
+            return Err(none);
+        }
+        Err(e) => return Err(e),
+    };
+    // The kept upload found may be older than the one current then, which prune deleted.
+    if let Some(pruned) = crate::prune::pruned_at(ledger, &upload.path, at)? {
+        return Err(LsError::Pruned(pruned));
+    }
     let mut itself = None;
     let mut children = Vec::new();
     // As path equality has it: no trailing `/`, no `.` components.

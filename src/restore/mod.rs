@@ -95,15 +95,14 @@ pub enum RestoreError {
     /// Nothing in the ledger matches.
     #[error("nothing to restore: no upload in the ledger matches {0}")]
     NothingMatches(String),
-    /// The upload asked for was deleted by `prune`.
-    #[error("{what} was pruned {when}; {nearest}")]
-    Pruned {
-        /// The upload, as asked for.
-        what: String,
-        /// When.
-        when: String,
-        /// The kept upload nearest to it, or that none is.
-        nearest: String,
+    /// The upload current at the time asked for was deleted by `prune`.
+    #[error("{0}")]
+    Pruned(crate::prune::PrunedUpload),
+    /// The archive asked for was deleted by `prune`.
+    #[error("archive {archive_id} was pruned; `list` shows the uploads kept")]
+    PrunedArchive {
+        /// The archive.
+        archive_id: String,
     },
 }
 

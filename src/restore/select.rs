@@ -69,11 +69,9 @@ pub fn select(
             Some(row) if !chosen.contains(row) => chosen.push(row.clone()),
             Some(_) => {}
             None => {
-                if let Some(mark) = ledger.pruned()?.get(id) {
-                    return Err(RestoreError::Pruned {
-                        what: format!("archive {id}"),
-                        when: pruned_when(mark),
-                        nearest: "`list` shows the uploads kept".into(),
+                if ledger.pruned()?.contains_key(id) {
+                    return Err(RestoreError::PrunedArchive {
+                        archive_id: id.clone(),
                     });
                 }
                 return Err(RestoreError::NothingMatches(format!("archive id {id:?}")));
@@ -92,51 +90,15 @@ pub fn select(
 }
 
 /// Refuses a restore of `path` as of `at` when the upload current then was pruned (a kept
-/// older one would otherwise come back in its place, silently): names the kept upload nearest
-/// to that time.
+/// older one would otherwise come back in its place, silently).
 fn not_pruned(
     ledger: &Ledger,
     path: &Path,
     at: Option<OffsetDateTime>,
 ) -> Result<(), RestoreError> {
-    let history = ledger.history_of(path)?;
-    let current = history
-        .iter()
-        .rev()
-        .find(|(row, _)| at.is_none_or(|at| row.stored_at().is_some_and(|t| t <= at)));
-    let Some((row, Some(mark))) = current else {
-        return Ok(());
-    };
-    let wanted = at.or(row.stored_at()).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let nearest = history
-        .iter()
-        .filter(|(_, mark)| mark.is_none())
-        .filter_map(|(row, _)| row.stored_at().map(|t| (row, t)))
-        .min_by_key(|(_, t)| (*t - wanted).abs());
-    let nearest = match nearest {
-        Some((row, t)) => format!(
-            "the nearest upload kept is {} of {} (restore --at {})",
-            row.archive_id,
-            crate::display_time(t),
-            crate::display_time(t)
-        ),
-        None => "no upload of it is kept".into(),
-    };
-    let when = match at {
-        Some(at) => format!(" current at {}", crate::display_time(at)),
-        None => String::new(),
-    };
-    Err(RestoreError::Pruned {
-        what: format!("the upload of {}{when} ({})", shown(path), row.archive_id),
-        when: pruned_when(mark),
-        nearest,
-    })
-}
-
-fn pruned_when(mark: &crate::ledger::PruneMark) -> String {
-    match mark {
-        Some(at) => format!("at {}", crate::display_time(*at)),
-        None => "(its deletion was asked for)".into(),
+    match crate::prune::pruned_at(ledger, path, at)? {
+        Some(pruned) => Err(RestoreError::Pruned(pruned)),
+        None => Ok(()),
     }
 }
 

@@ -302,6 +302,13 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
         assert_exit(&refused, 2);
         assert_says(&refused, "was pruned");
         assert_says(&refused, "the nearest upload kept is");
+        let listed = s
+            .with_config(&d.config, &["ls", "--at", &rfc3339(now() - 300 * DAY)])
+            .arg(data.join("docs"))
+            .output()
+            .unwrap();
+        assert_exit(&listed, 1);
+        assert_says(&listed, "was pruned");
 
         let forgotten = s
             .with_config(&d.config, &["prune", "--yes", "--forget-gone"])
