@@ -318,22 +318,36 @@ impl<'a> Run<'a> {
             candidate.increment_over(state)
         });
         let found = self.meanwhile(running, ledger, diffed).await?;
-        Ok(match found {
+        let failure = match found {
             Ok(Ok(Some((scan, (changes, candidate))))) => {
-                Ok((Some(scan), Some((Increment { base, changes }, candidate))))
+                return Ok(Ok((
+                    Some(scan),
+                    Some((Increment { base, changes }, candidate)),
+                )));
             }
-            Ok(Ok(None)) => match self
-                .meanwhile(running, ledger, scan_of(item.candidate.clone()))
-                .await?
-            {
-                Ok(scan) => Ok((Some(scan), None)),
-                Err(e) => Err(e.into()),
-            },
-            Ok(Err(e)) => Err(CandidateError::Chain(e)),
-            Err(panicked) => Err(CandidateError::Chain(crate::chain::DiffError::Source(
+            Ok(Ok(None)) => None,
+            // A catalog of the chain the ledger cannot read: the backup goes on as a new full
+            // rather than failing on every run.
+            Ok(Err(crate::chain::DiffError::Catalog(e))) => {
+                tracing::warn!(
+                    "{}: a catalog of its chain cannot be read ({e}); a full upload starts a \
+                     new chain if it changed",
+                    shown(item.candidate.source_path())
+                );
+                None
+            }
+            Ok(Err(e)) => Some(CandidateError::Chain(e)),
+            Err(panicked) => Some(CandidateError::Chain(crate::chain::DiffError::Source(
                 SourceError::Encode(panicked.to_string()),
             ))),
-        })
+        };
+        if let Some(failure) = failure {
+            return Ok(Err(failure));
+        }
+        let scanned = self
+            .meanwhile(running, ledger, scan_of(item.candidate.clone()))
+            .await?;
+        Ok(scanned.map(|scan| (Some(scan), None)).map_err(Into::into))
     }
 
     /// Starts uploading a candidate once the budget has room for it (waiting for uploads under

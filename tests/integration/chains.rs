@@ -379,6 +379,34 @@ fn verify_content_keeps_each_files_digest_and_stores_undigested_files_once_more(
     assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
 }
 
+/// A catalog of the chain damaged in the ledger: an unchanged tree is still up to date, and a
+/// changed one is uploaded as a new full, with a warning, instead of failing on every run.
+#[test]
+fn a_chain_whose_catalog_is_damaged_starts_a_new_full_instead_of_failing() {
+    let sb = Sandbox::new();
+    let tree = tree(&sb.path("data"));
+    let config = layers_config(&sb, &tree, "");
+    assert_exit(&sb.run_config(&config), 0);
+    edit(&tree, 0);
+    assert_exit(&sb.run_config(&config), 0);
+    let conn = rusqlite::Connection::open(sb.path("ledger.sqlite3")).unwrap();
+    conn.execute(
+        "UPDATE catalogs SET entries = X'4742433200FF' WHERE base IS NOT NULL",
+        [],
+    )
+    .unwrap();
+    let unchanged = sb.run_config(&config);
+    assert_exit(&unchanged, 0);
+    assert_says(&unchanged, "a catalog of its chain cannot be read");
+    assert_eq!(chain_rows(&sb.path("ledger.sqlite3")).len(), 2);
+    edit(&tree, 1);
+    let changed = sb.run_config(&config);
+    assert_exit(&changed, 0);
+    let rows = chain_rows(&sb.path("ledger.sqlite3"));
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2].1, None, "a new full");
+}
+
 /// Backs `config` up with the run's clock set `days` after `start`: the chain's base and size.
 fn backup_at(sb: &Sandbox, config: &Path, start: i64, days: i64) -> (Option<String>, u64) {
     let out = sb
