@@ -119,6 +119,12 @@ pub async fn backup(
     }
     let outcome = Outcome::of(report.failed.len(), 0);
     // A failed candidate leaves its path's uploads as they were; pruning waits for a clean run.
+    if args.prune && !report.failed.is_empty() {
+        tracing::warn!(
+            "not pruning: {} candidate(s) failed; the next clean run prunes",
+            report.failed.len()
+        );
+    }
     if args.prune && matches!(outcome, Outcome::Success) {
         let options = glacier_backup::prune::PruneOptions {
             now: glacier_backup::clock::now(),
