@@ -8,7 +8,8 @@ use glacier_backup::config::{Config, Retention};
 use glacier_backup::costs::{dollars, PriceClass};
 use glacier_backup::ledger::Ledger;
 use glacier_backup::prune::{
-    plan, prune as carry_out, Plan, PruneError, PruneOptions, PruneReport, Setting, Verdict,
+    plan, prune as carry_out, PathPlan, Plan, Planned, PruneError, PruneOptions, PruneReport,
+    Setting, Verdict,
 };
 use glacier_backup::{display_size, display_time, shown};
 
@@ -209,67 +210,7 @@ fn write_plan(
     setting: &Setting<'_>,
 ) -> std::fmt::Result {
     for path in &plan.paths {
-        let gone = match path.source_gone {
-            true => " (source gone)",
-            false => "",
-        };
-        if !path.policy.is_set() {
-            writeln!(
-                out,
-                "{}{gone}: no policy, {} upload(s) kept",
-                shown(&path.path),
-                path.uploads.len()
-            )?;
-            continue;
-        }
-        writeln!(
-            out,
-            "{}{gone} ({}):",
-            shown(&path.path),
-            policy_text(&path.policy)
-        )?;
-        for upload in &path.uploads {
-            let when = upload
-                .stored_at
-                .map(display_time)
-                .unwrap_or_else(|| "at an unknown time".into());
-            let size = upload.size.map(display_size).unwrap_or_default();
-            let id = &upload.archive_id;
-            let (what, why) = match &upload.verdict {
-                Verdict::Keep(reasons) => (
-                    "keep",
-                    reasons
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                ),
-                Verdict::Delete { fee } if *fee > 0.0 => {
-                    ("delete", format!("early deletion fee {}", dollars(*fee)))
-                }
-                Verdict::Delete { .. } => ("delete", String::new()),
-                Verdict::Waits { until } => (
-                    "waits",
-                    format!("until {} (minimum storage duration)", display_time(*until)),
-                ),
-            };
-            let line = format!("  {what:<6} {when}  {size:>10}  {id}  {why}");
-            writeln!(out, "{}", line.trim_end())?;
-        }
-        let deleted: Vec<_> = path.deletions().collect();
-        if !deleted.is_empty() {
-            let bytes = deleted.iter().map(|u| u.size.unwrap_or(0)).sum();
-            let saving = match setting.class {
-                Some(_) => format!(", {} a month", dollars(path.monthly_saving(setting))),
-                None => String::new(),
-            };
-            writeln!(
-                out,
-                "  deletes {} ({}{saving})",
-                deleted.len(),
-                display_size(bytes)
-            )?;
-        }
+        write_path(out, path, setting)?;
     }
     if !plan.unfinished.is_empty() {
         writeln!(
@@ -278,6 +219,75 @@ fn write_plan(
             plan.unfinished.len()
         )?;
     }
+    writeln!(out, "{}", summary(plan, setting))
+}
+
+/// One path: its policy, each upload's fate, and what its deletions save.
+fn write_path(
+    out: &mut impl std::fmt::Write,
+    path: &PathPlan,
+    setting: &Setting<'_>,
+) -> std::fmt::Result {
+    let gone = match path.source_gone {
+        true => " (source gone)",
+        false => "",
+    };
+    let name = shown(&path.path);
+    if !path.policy.is_set() {
+        let kept = path.uploads.len();
+        return writeln!(out, "{name}{gone}: no policy, {kept} upload(s) kept");
+    }
+    writeln!(out, "{name}{gone} ({}):", policy_text(&path.policy))?;
+    for upload in &path.uploads {
+        writeln!(out, "{}", upload_line(upload))?;
+    }
+    let deleted: Vec<_> = path.deletions().collect();
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let bytes = deleted.iter().map(|u| u.size.unwrap_or(0)).sum();
+    let saving = match setting.class {
+        Some(_) => format!(", {} a month", dollars(path.monthly_saving(setting))),
+        None => String::new(),
+    };
+    writeln!(
+        out,
+        "  deletes {} ({}{saving})",
+        deleted.len(),
+        display_size(bytes)
+    )
+}
+
+/// An upload's line: its fate, time, size, archive and why.
+fn upload_line(upload: &Planned) -> String {
+    let when = upload
+        .stored_at
+        .map(display_time)
+        .unwrap_or_else(|| "at an unknown time".into());
+    let size = upload.size.map(display_size).unwrap_or_default();
+    let (what, why) = match &upload.verdict {
+        Verdict::Keep(reasons) => {
+            let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            ("keep", reasons.join(", "))
+        }
+        Verdict::Delete { fee } if *fee > 0.0 => {
+            ("delete", format!("early deletion fee {}", dollars(*fee)))
+        }
+        Verdict::Delete { .. } => ("delete", String::new()),
+        Verdict::Waits { until } => (
+            "waits",
+            format!("until {} (minimum storage duration)", display_time(*until)),
+        ),
+    };
+    let line = format!(
+        "  {what:<6} {when}  {size:>10}  {}  {why}",
+        upload.archive_id
+    );
+    line.trim_end().to_owned()
+}
+
+/// The plan's last line: kept, deleted, saved, paid, waiting.
+fn summary(plan: &Plan, setting: &Setting<'_>) -> String {
     let totals = plan.totals();
     let saving = match setting.class {
         Some(_) => format!(
@@ -302,7 +312,7 @@ fn write_plan(
             totals.waiting
         ));
     }
-    writeln!(out, "{summary}")
+    summary
 }
 
 fn policy_text(policy: &Retention) -> String {
