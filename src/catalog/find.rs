@@ -26,6 +26,9 @@ pub struct FindReport {
     pub searched: usize,
     /// Uploads without a catalog (the Python tool's, earlier ones): their contents are unknown.
     pub without_catalog: Vec<UploadRecord>,
+    /// Paths whose upload current at the time asked for was pruned: not searched (an older
+    /// kept upload would answer for it otherwise).
+    pub pruned: Vec<crate::prune::PrunedUpload>,
 }
 
 /// A search that cannot go on.
@@ -101,7 +104,17 @@ pub fn find(
     each: &mut dyn FnMut(&UploadRecord, Entry),
 ) -> Result<FindReport, FindError> {
     let mut report = FindReport::default();
-    for upload in uploads(ledger, versions)? {
+    let (uploads, pruned) = uploads(ledger, versions)?;
+    for path in pruned {
+        let at = match versions {
+            Versions::Latest(at) => at,
+            Versions::All => None,
+        };
+        report
+            .pruned
+            .extend(crate::prune::pruned_at(ledger, &path, at)?);
+    }
+    for upload in uploads {
         let mut matching = |entry: Entry| {
             if pattern.matches(&entry.path) {
                 each(&upload, entry);
@@ -127,12 +140,17 @@ pub fn find(
     Ok(report)
 }
 
-/// The directory uploads to search, oldest first. Rows of unknown kind (the Python tool's)
-/// are included, to be reported as without a catalog.
-fn uploads(ledger: &Ledger, versions: Versions) -> Result<Vec<UploadRecord>, LedgerError> {
+/// The directory uploads to search, oldest first, and the paths whose upload current at the
+/// time asked for was pruned (those are not searched: an older kept upload would answer for
+/// them). Rows of unknown kind (the Python tool's) are included, to be reported as without a
+/// catalog.
+fn uploads(
+    ledger: &Ledger,
+    versions: Versions,
+) -> Result<(Vec<UploadRecord>, Vec<PathBuf>), LedgerError> {
     let mut all = Vec::new();
     let mut latest: BTreeMap<PathBuf, UploadRecord> = BTreeMap::new();
-    ledger.each_upload(&mut |row| {
+    let mut each = |row: UploadRecord| {
         if row.kind == Some(SourceKind::File) {
             return true;
         }
@@ -145,9 +163,25 @@ fn uploads(ledger: &Ledger, versions: Versions) -> Result<Vec<UploadRecord>, Led
             }
         }
         true
-    })?;
+    };
+    // As of a time, pruned uploads count in choosing each path's current one.
+    let pruned = match versions {
+        Versions::Latest(Some(_)) => {
+            ledger.each_upload_with_moves(&mut |row, _| each(row))?;
+            ledger.pruned()?
+        }
+        _ => {
+            ledger.each_upload(&mut each)?;
+            Default::default()
+        }
+    };
     Ok(match versions {
-        Versions::All => all,
-        Versions::Latest(_) => latest.into_values().collect(),
+        Versions::All => (all, Vec::new()),
+        Versions::Latest(_) => {
+            let (gone, kept): (Vec<UploadRecord>, Vec<UploadRecord>) = latest
+                .into_values()
+                .partition(|row| pruned.contains_key(&row.archive_id));
+            (kept, gone.into_iter().map(|row| row.path).collect())
+        }
     })
 }

@@ -56,6 +56,9 @@ pub fn find(config: &Config, args: &FindArgs, json: bool) -> Result<Outcome, Fat
                 .join(", ")
         );
     }
+    for pruned in &report.pruned {
+        tracing::warn!("not searched: {pruned}");
+    }
     if json {
         let unknown: Vec<_> = report
             .without_catalog
@@ -68,6 +71,9 @@ pub fn find(config: &Config, args: &FindArgs, json: bool) -> Result<Outcome, Fat
             "searched": report.searched,
             "matches": matches,
             "without_catalog": unknown,
+            "pruned": report.pruned.iter().map(|p| {
+                with_path(&p.path, serde_json::json!({ "archive_id": p.archive_id }))
+            }).collect::<Vec<_>>(),
         }))?;
     }
     Ok(Outcome::Success)

@@ -309,6 +309,17 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
             .unwrap();
         assert_exit(&listed, 1);
         assert_says(&listed, "was pruned");
+        let found = s
+            .with_config(&d.config, &["find", "--at", &rfc3339(now() - 300 * DAY)])
+            .arg("*.txt")
+            .output()
+            .unwrap();
+        assert_exit(&found, 0);
+        assert_says(&found, "not searched: the upload of");
+        assert!(
+            !output_text(&found).contains("doc.txt"),
+            "{name}: an older version shown"
+        );
 
         let forgotten = s
             .with_config(&d.config, &["prune", "--yes", "--forget-gone"])
