@@ -79,8 +79,8 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = crate::progress_view::Choice::Auto, global = true)]
     pub progress: crate::progress_view::Choice,
 
-    /// Print one JSON document on stdout when the command ends (backup, list, restore,
-    /// inventory, verify), whatever the verbosity; logs stay on stderr
+    /// Print one JSON document on stdout when the command ends (backup, list, ls, find,
+    /// restore, inventory, verify, prune), whatever the verbosity; logs stay on stderr
     #[arg(long, global = true)]
     pub json: bool,
 
