@@ -73,6 +73,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
         save?;
     }
     let broken = glacier_backup::verify::broken_chains(&ledger, &listing)?;
+    super::warn_unfinished_prune(&ledger)?;
     for chain in &broken {
         tracing::warn!("{}: {}", shown(&chain.path), chain.problem);
     }

@@ -375,6 +375,21 @@ pub(crate) fn catalog_entry_json(entry: &glacier_backup::catalog::Entry) -> serd
     value
 }
 
+/// Says so when an interrupted prune left deletions unconfirmed: their archives count as gone
+/// (restores and backups leave them out) until a prune finishes them.
+pub(crate) fn warn_unfinished_prune(ledger: &Ledger) -> Result<(), Fatal> {
+    let unfinished = ledger.pruning_unfinished()?;
+    if !unfinished.is_empty() {
+        tracing::warn!(
+            "an interrupted prune left {} deletion(s) unconfirmed (first: {}); run `prune` to \
+             finish them",
+            unfinished.len(),
+            unfinished[0]
+        );
+    }
+    Ok(())
+}
+
 /// The destination's inventory for `inventory` and `migrate --all` (see
 /// [`glacier_backup::inventory::fetch`]); `None` while its job runs, said on stderr (and as a
 /// `--json` document).

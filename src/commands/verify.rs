@@ -26,6 +26,7 @@ pub async fn verify(
         remote,
         read,
     };
+    super::warn_unfinished_prune(&ledger)?;
     let report = verify_all(session.archiver.as_ref(), &ledger, &request, &config.prices)
         .await
         .map_err(|e| match e {

@@ -416,6 +416,8 @@ fn a_prune_killed_mid_way_is_finished_by_the_next_with_nothing_deleted_twice() {
     for (id, marked) in &docs {
         assert!(!(*marked && held.contains(id)), "{id} marked but held");
     }
+    let verified = s.with_config(&config, &["verify"]).output().unwrap();
+    assert_says(&verified, "an interrupted prune left");
 
     s.fake().set(|b| {
         b.hold_deletes_after = None;
