@@ -307,42 +307,33 @@ impl<'a> Run<'a> {
         running: &mut Running<'_>,
         ledger: &SharedLedger<'_>,
     ) -> Result<Result<Scanned, CandidateError>, Halt> {
-        let candidate = item.candidate.clone();
-        let Some(chain) = chain else {
-            let scanned = self.meanwhile(running, ledger, scan_of(candidate)).await?;
-            return Ok(scanned.map(|scan| (Some(scan), None)).map_err(Into::into));
-        };
-        let base = chain.last().archive_id.clone();
-        let diffed = tokio::task::spawn_blocking(move || {
-            let state = chain.state().map_err(crate::chain::DiffError::from)?;
-            candidate.increment_over(state)
-        });
-        let found = self.meanwhile(running, ledger, diffed).await?;
-        let failure = match found {
-            Ok(Ok(Some((scan, (changes, candidate))))) => {
-                return Ok(Ok((
-                    Some(scan),
-                    Some((Increment { base, changes }, candidate)),
-                )));
-            }
-            Ok(Ok(None)) => None,
-            // A catalog of the chain the ledger cannot read: the backup goes on as a new full
-            // rather than failing on every run.
-            Ok(Err(crate::chain::DiffError::Catalog(e))) => {
-                tracing::warn!(
+        if let Some(chain) = chain {
+            let base = chain.last().archive_id.clone();
+            let candidate = item.candidate.clone();
+            let diffed = tokio::task::spawn_blocking(move || {
+                let state = chain.state().map_err(crate::chain::DiffError::from)?;
+                candidate.increment_over(state)
+            });
+            match self.meanwhile(running, ledger, diffed).await? {
+                Ok(Ok(Some((scan, (changes, candidate))))) => {
+                    let increment = (Increment { base, changes }, candidate);
+                    return Ok(Ok((Some(scan), Some(increment))));
+                }
+                // Not a directory: scanned as any other candidate, below.
+                Ok(Ok(None)) => {}
+                // A catalog of the chain the ledger cannot read: the backup goes on as a new
+                // full rather than failing on every run.
+                Ok(Err(crate::chain::DiffError::Catalog(e))) => tracing::warn!(
                     "{}: a catalog of its chain cannot be read ({e}); a full upload starts a \
                      new chain if it changed",
                     shown(item.candidate.source_path())
-                );
-                None
+                ),
+                Ok(Err(e)) => return Ok(Err(CandidateError::Chain(e))),
+                Err(panicked) => {
+                    let e = SourceError::Encode(panicked.to_string());
+                    return Ok(Err(CandidateError::Chain(e.into())));
+                }
             }
-            Ok(Err(e)) => Some(CandidateError::Chain(e)),
-            Err(panicked) => Some(CandidateError::Chain(crate::chain::DiffError::Source(
-                SourceError::Encode(panicked.to_string()),
-            ))),
-        };
-        if let Some(failure) = failure {
-            return Ok(Err(failure));
         }
         let scanned = self
             .meanwhile(running, ledger, scan_of(item.candidate.clone()))

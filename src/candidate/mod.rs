@@ -18,13 +18,13 @@ use glacier_backup_archiver::SourceKind;
 use sha2::{Digest, Sha256};
 
 pub use read::{mtime_ns, ExactFileReader, SourceError};
-pub(crate) use tree::header_size;
+pub(crate) use tree::entry_size;
 use tree::{scan_tree, write_tar};
 pub use tree::{Scanner, GNU_DUMPDIR};
 pub use walk::{tar_top_name, walk_tree, Child, EntryMeta, EntryType, TreeEntry};
 
 const READ_CHUNK: usize = 1 << 20;
-const TAR_BLOCK: u64 = 512;
+pub(crate) const TAR_BLOCK: u64 = 512;
 
 /// What an increment holds, and the candidate that writes it.
 pub type IncrementOf = (Arc<crate::chain::Changes>, Arc<dyn Candidate>);

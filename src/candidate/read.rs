@@ -135,6 +135,23 @@ impl ExactFileReader {
         self
     }
 
+    /// Reads the file through only to hash it (what `verify_content` compares), in large
+    /// reads; checked as [`ExactFileReader::finish`] checks.
+    pub fn digest_all(self) -> Result<[u8; 32], SourceError> {
+        let mut reader = self.digesting();
+        let mut buffer = vec![0u8; reader.remaining.min(super::READ_CHUNK as u64) as usize];
+        loop {
+            match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(SourceError::from_io(e, &reader.path)),
+            }
+        }
+        // Digesting, `finish` gives the digest.
+        Ok(reader.finish()?.unwrap_or_default())
+    }
+
     /// Checks, after all bytes were read, that the file neither grew nor was modified; returns
     /// the SHA-256 of its bytes when [`ExactFileReader::digesting`].
     pub fn finish(mut self) -> Result<Option<[u8; 32]>, SourceError> {

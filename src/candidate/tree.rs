@@ -79,8 +79,7 @@ impl Scanner {
         self.bytes += size;
         self.newest = self.newest.max(entry.meta.mtime_ns());
         let name_len = name.len() + usize::from(kind == EntryType::Dir && !name.ends_with(b"/"));
-        self.size_estimate +=
-            header_size(name_len, link.len()) + size.div_ceil(TAR_BLOCK) * TAR_BLOCK;
+        self.size_estimate += entry_size(name_len, link.len(), size);
         Ok(())
     }
 
@@ -295,12 +294,17 @@ fn cataloged(
 
 /// An entry's header blocks as our tar writer writes them: one, and GNU long-name records for
 /// a name or link target of 100 bytes or more.
-pub(crate) fn header_size(name_len: usize, link_len: usize) -> u64 {
+fn header_size(name_len: usize, link_len: usize) -> u64 {
     let long = |len: usize| match len >= 100 {
         true => TAR_BLOCK + (len as u64 + 1).div_ceil(TAR_BLOCK) * TAR_BLOCK,
         false => 0,
     };
     TAR_BLOCK + long(name_len) + long(link_len)
+}
+
+/// An entry's whole size in our tar: its header blocks, then its data padded to a block.
+pub(crate) fn entry_size(name_len: usize, link_len: usize, data_len: u64) -> u64 {
+    header_size(name_len, link_len) + data_len.div_ceil(TAR_BLOCK) * TAR_BLOCK
 }
 
 /// GNU tar's type flag for a directory with its dumpdir.

@@ -2,11 +2,12 @@
 //! increment must hold, and the paths gone since.
 
 use std::collections::HashSet;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{tar_order, Held};
-use crate::candidate::{header_size, walk_tree, EntryType, Scan, Scanner, SourceError, TreeEntry};
+use crate::candidate::{
+    entry_size, walk_tree, EntryType, Scan, Scanner, SourceError, TreeEntry, TAR_BLOCK,
+};
 use crate::catalog::{CatalogError, Entry, EntryKind};
 
 /// An increment's contents, found by [`diff`].
@@ -85,7 +86,8 @@ pub fn diff(
         }
         Ok(())
     })?;
-    changes.size_estimate += 2 * BLOCK;
+    // The two zero blocks that end a tar.
+    changes.size_estimate += 2 * TAR_BLOCK;
     for gone in state.by_ref() {
         changes.gone(gone.entry.path);
     }
@@ -113,15 +115,9 @@ fn same_content(before: &Entry, entry: &TreeEntry<'_>) -> bool {
     let Some(kept) = before.sha256 else {
         return false;
     };
-    let now = entry.open_exact().and_then(|reader| {
-        let mut reader = reader.digesting();
-        io::copy(&mut reader, &mut io::sink()).map_err(|e| SourceError::from_io(e, &entry.path))?;
-        reader.finish()
-    });
-    matches!(now, Ok(Some(digest)) if digest == kept)
+    let now = entry.open_exact().and_then(|reader| reader.digest_all());
+    matches!(now, Ok(digest) if digest == kept)
 }
-
-const BLOCK: u64 = 512;
 
 /// A directory's dumpdir entry: its header (the name with a slash) and the list of its entries.
 fn dir_size(entry: &TreeEntry<'_>) -> u64 {
@@ -132,15 +128,15 @@ fn dir_size(entry: &TreeEntry<'_>) -> u64 {
         .map(|c| c.name.len() + 2)
         .sum();
     let name_len = entry.archive_path.as_os_str().len() + 1;
-    header_size(name_len, 0) + (listed as u64 + 1).div_ceil(BLOCK) * BLOCK
+    entry_size(name_len, 0, listed as u64 + 1)
 }
 
 /// A file's or link's entry (a link's size is its target's length).
 fn stored_size(entry: &TreeEntry<'_>) -> u64 {
     let name_len = entry.archive_path.as_os_str().len();
     match entry.entry_type() {
-        EntryType::Symlink => header_size(name_len, entry.meta.len() as usize),
-        _ => header_size(name_len, 0) + entry.meta.len().div_ceil(BLOCK) * BLOCK,
+        EntryType::Symlink => entry_size(name_len, entry.meta.len() as usize, 0),
+        _ => entry_size(name_len, 0, entry.meta.len()),
     }
 }
 

@@ -241,21 +241,16 @@ fn write_path(
     for upload in &path.uploads {
         writeln!(out, "{}", upload_line(upload))?;
     }
-    let deleted: Vec<_> = path.deletions().collect();
-    if deleted.is_empty() {
+    let deleted = path.deletions().count();
+    if deleted == 0 {
         return Ok(());
     }
-    let bytes = deleted.iter().map(|u| u.size.unwrap_or(0)).sum();
     let saving = match setting.class {
         Some(_) => format!(", {} a month", dollars(path.monthly_saving(setting))),
         None => String::new(),
     };
-    writeln!(
-        out,
-        "  deletes {} ({}{saving})",
-        deleted.len(),
-        display_size(bytes)
-    )
+    let bytes = display_size(path.deleted_bytes());
+    writeln!(out, "  deletes {deleted} ({bytes}{saving})")
 }
 
 /// An upload's line: its fate, time, size, archive and why.
@@ -377,7 +372,7 @@ fn to_json(
                     "source_gone": path.source_gone,
                     "uploads": uploads,
                     "deleted": path.deletions().count(),
-                    "deleted_bytes": path.deletions().map(|u| u.size.unwrap_or(0)).sum::<u64>(),
+                    "deleted_bytes": path.deleted_bytes(),
                     "monthly_saving": path.monthly_saving(setting),
                 }),
             )

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rusqlite::params;
 use time::OffsetDateTime;
 
-use super::sql::{parse_time, rfc3339, sqlite_error};
+use super::sql::{parse_time, path_at, rfc3339, sqlite_error, text_at, uploaded_at, PAGE};
 use super::{Ledger, LedgerError};
 
 /// An upload's prune mark: when the destination confirmed its deletion (`None`: asked for,
@@ -35,54 +35,25 @@ pub struct Brief {
 impl Ledger {
     /// Every upload not pruned, oldest first, in brief, a page of rows per short read.
     pub fn each_brief(&self, each: &mut dyn FnMut(Brief)) -> Result<(), LedgerError> {
-        use std::os::unix::ffi::OsStrExt;
-        const PAGE: i64 = 1000;
         let sql = format!(
             "SELECT rowid, path, archive_id, uploaded_date, backend, size, started_at, \
              uploaded_at FROM uploads WHERE rowid > ?1 AND {NOT_PRUNED} ORDER BY rowid \
              LIMIT {PAGE}"
         );
         let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(i64, Brief)> {
-            let text = |i: usize| -> rusqlite::Result<Option<String>> {
-                Ok(row
-                    .get_ref(i)?
-                    .as_str_or_null()
-                    .ok()
-                    .flatten()
-                    .map(str::to_owned))
+            let brief = Brief {
+                path: path_at(row, 1)?,
+                archive_id: text_at(row, 2)?.unwrap_or_default(),
+                stored_at: uploaded_at(row, 7, 3)?.or(parse_time(text_at(row, 6)?)),
+                size: row.get::<_, Option<i64>>(5)?.map(|s| s as u64),
+                backend: text_at(row, 4)?.unwrap_or_else(|| super::PYTHON_TOOL_BACKEND.into()),
             };
-            let path = match row.get_ref(1)? {
-                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                    std::path::PathBuf::from(std::ffi::OsStr::from_bytes(t))
-                }
-                _ => std::path::PathBuf::new(),
-            };
-            let uploaded_at =
-                parse_time(text(7)?).or_else(|| super::sql::python_tool_date(row.get_ref(3).ok()?));
-            Ok((
-                row.get(0)?,
-                Brief {
-                    path,
-                    archive_id: text(2)?.unwrap_or_default(),
-                    stored_at: uploaded_at.or(parse_time(text(6)?)),
-                    size: row.get::<_, Option<i64>>(5)?.map(|s| s as u64),
-                    backend: text(4)?.unwrap_or_else(|| super::PYTHON_TOOL_BACKEND.to_owned()),
-                },
-            ))
+            Ok((row.get(0)?, brief))
         };
-        let mut after = i64::MIN;
-        loop {
-            let page: Vec<(i64, Brief)> = self
-                .conn
-                .prepare_cached(&sql)
-                .and_then(|mut stmt| stmt.query_map(params![after], read)?.collect())
-                .map_err(sqlite_error(&self.path, "cannot list uploads"))?;
-            let Some(&(last, _)) = page.last() else {
-                return Ok(());
-            };
-            after = last;
-            page.into_iter().for_each(|(_, brief)| each(brief));
-        }
+        self.in_pages(&sql, read, &mut |brief| {
+            each(brief);
+            true
+        })
     }
 
     /// Notes that the deletion of `archive_id` is about to be asked for: from now on the
@@ -172,18 +143,13 @@ impl Ledger {
         &self,
         path: &std::path::Path,
     ) -> Result<Vec<(super::UploadRecord, Option<PruneMark>)>, LedgerError> {
-        use super::sql::{read_row, SqlPath, COLUMNS};
-        let columns: Vec<String> = COLUMNS
-            .split(',')
-            .map(|c| format!("uploads.{}", c.trim()))
-            .collect();
+        use super::sql::{read_row, uploads_columns, SqlPath};
+        let (columns, at) = uploads_columns();
         let sql = format!(
-            "SELECT {}, pruned.archive_id IS NOT NULL, pruned.deleted_at FROM uploads \
+            "SELECT {columns}, pruned.archive_id IS NOT NULL, pruned.deleted_at FROM uploads \
              LEFT JOIN pruned ON pruned.archive_id = uploads.archive_id \
-             WHERE uploads.path = ?1 ORDER BY uploads.rowid",
-            columns.join(", ")
+             WHERE uploads.path = ?1 ORDER BY uploads.rowid"
         );
-        let at = columns.len();
         self.conn
             .prepare_cached(&sql)
             .and_then(|mut stmt| {

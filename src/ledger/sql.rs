@@ -18,6 +18,19 @@ pub(super) const COLUMNS: &str =
                        fingerprint, started_at, uploaded_at, description, compression, level, \
                        encryption, recipients, plain_size";
 
+/// Rows read per page by [`Ledger::in_pages`].
+pub(super) const PAGE: i64 = 1000;
+
+/// [`COLUMNS`] named with their table, for queries that join another, and how many they are
+/// (the index of the first column after them).
+pub(super) fn uploads_columns() -> (String, usize) {
+    let columns: Vec<String> = COLUMNS
+        .split(',')
+        .map(|c| format!("uploads.{}", c.trim()))
+        .collect();
+    (columns.join(", "), columns.len())
+}
+
 impl Ledger {
     /// Runs `write` in one transaction: all of it is kept, or none. `context` names the
     /// operation in the error.
@@ -64,20 +77,41 @@ pub(super) fn rfc3339(t: OffsetDateTime) -> String {
         .expect("every OffsetDateTime formats as RFC 3339")
 }
 
-pub(super) fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
-    let text = |i: usize| -> rusqlite::Result<Option<String>> {
-        Ok(match row.get_ref(i)? {
-            ValueRef::Null => None,
-            ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
-            ValueRef::Integer(n) => Some(n.to_string()),
-            ValueRef::Real(f) => Some(f.to_string()),
-        })
-    };
-    let path = match row.get_ref(0)? {
+/// Column `i` as text, whatever SQLite stored there (the Python tool's rows are loose).
+pub(super) fn text_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    Ok(match row.get_ref(i)? {
+        ValueRef::Null => None,
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+    })
+}
+
+/// Column `i` as a path: text, or the raw bytes of a path that is not UTF-8 (see [`SqlPath`]).
+pub(super) fn path_at(row: &Row<'_>, i: usize) -> rusqlite::Result<PathBuf> {
+    Ok(match row.get_ref(i)? {
         ValueRef::Text(t) | ValueRef::Blob(t) => PathBuf::from(OsStr::from_bytes(t)),
         _ => PathBuf::new(),
-    };
-    let uploaded_at = parse_time(text(10)?).or_else(|| python_tool_date(row.get_ref(3).ok()?));
+    })
+}
+
+/// When a row's archive was confirmed stored: `uploaded_at` (column `uploaded_at`), or the
+/// Python tool's `uploaded_date` (column `date`).
+pub(super) fn uploaded_at(
+    row: &Row<'_>,
+    uploaded_at: usize,
+    date: usize,
+) -> rusqlite::Result<Option<OffsetDateTime>> {
+    Ok(
+        parse_time(text_at(row, uploaded_at)?)
+            .or_else(|| python_tool_date(row.get_ref(date).ok()?)),
+    )
+}
+
+pub(super) fn read_row(row: &Row<'_>) -> rusqlite::Result<UploadRecord> {
+    let text = |i: usize| text_at(row, i);
+    let path = path_at(row, 0)?;
+    let uploaded_at = uploaded_at(row, 10, 3)?;
     Ok(UploadRecord {
         path,
         name: text(1)?.unwrap_or_default(),

@@ -10,7 +10,9 @@ use time::OffsetDateTime;
 use crate::catalog::Cataloged;
 
 use super::pruned::NOT_PRUNED;
-use super::sql::{parse_time, read_row, rfc3339, sqlite_error, SqlPath, COLUMNS};
+use super::sql::{
+    parse_time, read_row, rfc3339, sqlite_error, uploads_columns, SqlPath, COLUMNS, PAGE,
+};
 use super::{Ledger, LedgerError, Moved, UploadRecord};
 
 /// Adds an archive's catalog, and forgets the note that its index was about to be named (as
@@ -278,12 +280,7 @@ impl Ledger {
         history: bool,
         each: &mut dyn FnMut(UploadRecord, Option<Moved>) -> bool,
     ) -> Result<(), LedgerError> {
-        const PAGE: i64 = 1000;
-        let columns: Vec<String> = COLUMNS
-            .split(',')
-            .map(|c| format!("uploads.{}", c.trim()))
-            .collect();
-        let rowid_column = columns.len();
+        let (columns, rowid_column) = uploads_columns();
         let (moved_columns, join) = if with_moves {
             (
                 ", moved.destination, moved.key, moved.moved_at, moved.source_deleted_at",
@@ -297,11 +294,10 @@ impl Ledger {
             false => format!(" AND {NOT_PRUNED}"),
         };
         let sql = format!(
-            "SELECT {}, uploads.rowid{moved_columns} FROM uploads{join} \
-             WHERE uploads.rowid > ?1{live} ORDER BY uploads.rowid LIMIT {PAGE}",
-            columns.join(", ")
+            "SELECT {columns}, uploads.rowid{moved_columns} FROM uploads{join} \
+             WHERE uploads.rowid > ?1{live} ORDER BY uploads.rowid LIMIT {PAGE}"
         );
-        let read = |row: &Row<'_>| -> rusqlite::Result<(UploadRecord, i64, Option<Moved>)> {
+        let read = |row: &Row<'_>| -> rusqlite::Result<(i64, (UploadRecord, Option<Moved>))> {
             let upload = read_row(row)?;
             let rowid = row.get(rowid_column)?;
             let moved = match with_moves {
@@ -320,22 +316,33 @@ impl Ledger {
                     .transpose()?,
                 false => None,
             };
-            Ok((upload, rowid, moved))
+            Ok((rowid, (upload, moved)))
         };
-        let failed = sqlite_error(&self.path, "cannot list uploads");
+        self.in_pages(&sql, read, &mut |(upload, moved)| each(upload, moved))
+    }
+
+    /// Runs `sql`, whose `?1` is the rowid the page starts after, a page at a time: `read`
+    /// gives each row's rowid and item, `each` takes the items in order (`false` stops). Each
+    /// page is its own short read, so a slow `each` never holds the ledger's read lock.
+    pub(super) fn in_pages<T>(
+        &self,
+        sql: &str,
+        read: impl Fn(&Row<'_>) -> rusqlite::Result<(i64, T)>,
+        each: &mut dyn FnMut(T) -> bool,
+    ) -> Result<(), LedgerError> {
         let mut after = i64::MIN;
         loop {
-            let page: Vec<(UploadRecord, i64, Option<Moved>)> = self
+            let page: Vec<(i64, T)> = self
                 .conn
-                .prepare_cached(&sql)
-                .and_then(|mut stmt| stmt.query_map(params![after], read)?.collect())
-                .map_err(&failed)?;
-            let Some(&(_, last, _)) = page.last() else {
+                .prepare_cached(sql)
+                .and_then(|mut stmt| stmt.query_map(params![after], &read)?.collect())
+                .map_err(sqlite_error(&self.path, "cannot list uploads"))?;
+            let Some(&(last, _)) = page.last() else {
                 return Ok(());
             };
             after = last;
-            for (upload, _, moved) in page {
-                if !each(upload, moved) {
+            for (_, item) in page {
+                if !each(item) {
                     return Ok(());
                 }
             }

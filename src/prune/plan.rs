@@ -203,22 +203,7 @@ fn plan_path(
                 Some(_) => by_rule.next().unwrap_or_default(),
                 None => Vec::new(),
             };
-            let mut reasons: Vec<Reason> = rules.into_iter().map(Reason::Rule).collect();
-            if n == 0 && !forget {
-                reasons.insert(0, Reason::Latest);
-            }
-            if !policy.is_set() && !forget {
-                reasons.push(Reason::NoPolicy);
-            }
-            if row.stored_at.is_none() {
-                reasons.push(Reason::NoTime);
-            }
-            if row.backend != setting.backend {
-                reasons.push(Reason::OtherBackend(row.backend.clone()));
-            }
-            if forget {
-                reasons.retain(|r| matches!(r, Reason::NoTime | Reason::OtherBackend(_)));
-            }
+            let reasons = reasons_to_keep(n == 0, rules, &policy, &row, setting.backend, forget);
             let verdict = match reasons.is_empty() {
                 true => Verdict::Delete { fee: 0.0 },
                 false => Verdict::Keep(reasons),
@@ -243,6 +228,36 @@ fn plan_path(
         source_gone,
         uploads,
     }
+}
+
+/// Why an upload is kept (none: the policy lets it go): by the policy's `rules`, as the path's
+/// `latest`, for want of a policy, of a time, or of the backend it was stored through. A path
+/// forgotten (`--forget-gone`) keeps only what cannot be deleted from here.
+fn reasons_to_keep(
+    latest: bool,
+    rules: Vec<Rule>,
+    policy: &Retention,
+    row: &Row,
+    backend: &str,
+    forget: bool,
+) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    if !forget {
+        if latest {
+            reasons.push(Reason::Latest);
+        }
+        reasons.extend(rules.into_iter().map(Reason::Rule));
+        if !policy.is_set() {
+            reasons.push(Reason::NoPolicy);
+        }
+    }
+    if row.stored_at.is_none() {
+        reasons.push(Reason::NoTime);
+    }
+    if row.backend != backend {
+        reasons.push(Reason::OtherBackend(row.backend.clone()));
+    }
+    reasons
 }
 
 /// The policy of `path`: `[retention]` with the keys of the section that names it (or its
@@ -312,6 +327,11 @@ impl PathPlan {
         self.uploads
             .iter()
             .filter(|u| matches!(u.verdict, Verdict::Delete { .. }))
+    }
+
+    /// The bytes of this path's deletions.
+    pub fn deleted_bytes(&self) -> u64 {
+        self.deletions().map(|u| u.size.unwrap_or(0)).sum()
     }
 
     /// What this path's deletions take off the monthly storage bill, in dollars.

@@ -104,6 +104,24 @@ fn chain_rows(ledger: &Path) -> Vec<(String, Option<String>, u64)> {
         .unwrap()
 }
 
+/// Restores `what` (source paths, or `--archive-id ID`) with `config` into `out`, waiting for
+/// a cold destination's retrievals: the tree it gives.
+fn restored(
+    sb: &Sandbox,
+    config: &Path,
+    out: &Path,
+    what: &[&std::ffi::OsStr],
+) -> BTreeMap<PathBuf, Node> {
+    let restored = sb
+        .with_config(config, &["restore", "--wait", "--timeout", "60", "--to"])
+        .arg(out)
+        .args(what)
+        .output()
+        .unwrap();
+    assert_exit(&restored, 0);
+    snapshot(&out.join("tree"))
+}
+
 /// Each upload of `rows` restored by its archive id: the trees, in order.
 fn restore_each(
     sb: &Sandbox,
@@ -113,14 +131,8 @@ fn restore_each(
     rows.iter()
         .enumerate()
         .map(|(n, (archive_id, _, _))| {
-            let out = sb.path(&format!("out{n}"));
-            let restored = sb
-                .with_config(config, &["restore", "--archive-id", archive_id, "--to"])
-                .arg(&out)
-                .output()
-                .unwrap();
-            assert_exit(&restored, 0);
-            snapshot(&out.join("tree"))
+            let id = ["--archive-id", archive_id].map(std::ffi::OsStr::new);
+            restored(sb, config, &sb.path(&format!("out{n}")), &id)
         })
         .collect()
 }
@@ -369,14 +381,10 @@ fn verify_content_keeps_each_files_digest_and_stores_undigested_files_once_more(
         .collect();
     assert_eq!(digests, expected);
     let out = sb.path("out");
-    let restored = sb
-        .with_config(&config, &["restore", "--to"])
-        .arg(&out)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert_exit(&restored, 0);
-    assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
+    assert_eq!(
+        restored(&sb, &config, &out, &[tree.as_os_str()]),
+        snapshot(&tree)
+    );
 }
 
 /// A catalog of the chain damaged in the ledger: an unchanged tree is still up to date, and a
@@ -489,14 +497,10 @@ fn a_chain_restores_after_the_ledger_is_rebuilt_from_the_indexes() {
     expected.sort();
     assert_eq!(after, expected, "every upload with its base");
     let out = sb.path("out");
-    let restored = sb
-        .with_config(&config, &["restore", "--to"])
-        .arg(&out)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert_exit(&restored, 0);
-    assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
+    assert_eq!(
+        restored(&sb, &config, &out, &[tree.as_os_str()]),
+        snapshot(&tree)
+    );
 }
 
 /// Twenty rounds of random edits backed up to a vault (each entry's spans retrieved by range
@@ -540,16 +544,6 @@ fn twenty_rounds_in_a_vault_and_a_bucket_restore_upload_by_upload_and_after_a_re
         }
     }
     assert!(trees.len() >= 18, "{} uploads", trees.len());
-    let restore = |config: &Path, out: &Path, what: &[&std::ffi::OsStr]| {
-        let restored = s
-            .with_config(config, &["restore", "--wait", "--timeout", "60", "--to"])
-            .arg(out)
-            .args(what)
-            .output()
-            .unwrap();
-        assert_exit(&restored, 0);
-        snapshot(&out.join("tree"))
-    };
     for (n, (config, ledger)) in configs.iter().enumerate() {
         let rows = chain_rows(ledger);
         assert_eq!(rows.len(), trees.len());
@@ -564,7 +558,7 @@ fn twenty_rounds_in_a_vault_and_a_bucket_restore_upload_by_upload_and_after_a_re
             let out = s.path(&format!("out-{n}-{upload}"));
             let id = ["--archive-id", archive_id].map(std::ffi::OsStr::new);
             assert_eq!(
-                restore(config, &out, &id),
+                restored(&s, config, &out, &id),
                 trees[upload],
                 "destination {n}, upload {upload}"
             );
@@ -583,7 +577,7 @@ fn twenty_rounds_in_a_vault_and_a_bucket_restore_upload_by_upload_and_after_a_re
         assert_eq!(after, before, "destination {n}: every upload with its base");
         let out = s.path(&format!("out-{n}-rebuilt"));
         assert_eq!(
-            restore(config, &out, &[tree.as_os_str()]),
+            restored(&s, config, &out, &[tree.as_os_str()]),
             *trees.last().unwrap(),
             "destination {n} after the rebuild"
         );
@@ -642,14 +636,10 @@ fn an_increment_killed_mid_upload_is_finished_by_the_next_run() {
         "the same upload continued"
     );
     let out = s.path("out");
-    let restored = s
-        .with_config(&config, &["restore", "--wait", "--timeout", "60", "--to"])
-        .arg(&out)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert_exit(&restored, 0);
-    assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
+    assert_eq!(
+        restored(&s, &config, &out, &[tree.as_os_str()]),
+        snapshot(&tree)
+    );
 }
 
 /// An archive of a chain lost at the destination: `verify --remote` and `inventory` name the
@@ -831,12 +821,8 @@ fn a_migrated_chain_restores_at_its_new_destination() {
         "the base is its copy's key"
     );
     let out = s.path("out");
-    let restored = s
-        .with_config(&bucket, &["restore", "--to"])
-        .arg(&out)
-        .arg(&tree)
-        .output()
-        .unwrap();
-    assert_exit(&restored, 0);
-    assert_eq!(snapshot(&out.join("tree")), snapshot(&tree));
+    assert_eq!(
+        restored(&s, &bucket, &out, &[tree.as_os_str()]),
+        snapshot(&tree)
+    );
 }

@@ -28,18 +28,8 @@ fn backed_up(sb: &Sandbox, layers: &str) -> (PathBuf, PathBuf) {
 
 /// The one index file at the destination.
 fn index_file(sb: &Sandbox) -> PathBuf {
-    let mut found = Vec::new();
-    let mut stack = vec![sb.path("archives")];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.to_string_lossy().ends_with(".gbindex") {
-                found.push(path);
-            }
-        }
-    }
+    let mut found = crate::support::files_below(&sb.path("archives"));
+    found.retain(|path| path.to_string_lossy().ends_with(".gbindex"));
     assert_eq!(found.len(), 1, "{found:?}");
     found.remove(0)
 }

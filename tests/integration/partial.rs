@@ -259,18 +259,8 @@ fn only_the_fetched_spans_are_read_and_a_flipped_byte_in_one_places_nothing() {
 }
 
 fn find_archive(dir: &Path) -> PathBuf {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if !path.to_string_lossy().ends_with(".gbindex") {
-                found.push(path);
-            }
-        }
-    }
+    let mut found = crate::support::files_below(dir);
+    found.retain(|path| !path.to_string_lossy().ends_with(".gbindex"));
     assert_eq!(found.len(), 1, "{found:?}");
     found.remove(0)
 }

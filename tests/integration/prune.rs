@@ -139,20 +139,14 @@ fn prune_deletes_what_its_plan_says_and_keeps_the_rest_restorable() {
             config: local_config,
             ledger: s.path("local.sqlite3"),
             held: Box::new(|| {
-                let mut held = BTreeSet::new();
-                let mut stack = vec![archives.clone()];
-                while let Some(dir) = stack.pop() {
-                    for entry in fs::read_dir(dir).unwrap() {
-                        let path = entry.unwrap().path();
-                        if path.is_dir() {
-                            stack.push(path);
-                        } else if !path.to_string_lossy().ends_with(".gbindex") {
-                            let id = path.strip_prefix(&archives).unwrap();
-                            held.insert(id.to_string_lossy().into_owned());
-                        }
-                    }
-                }
-                held
+                crate::support::files_below(&archives)
+                    .into_iter()
+                    .filter(|path| !path.to_string_lossy().ends_with(".gbindex"))
+                    .map(|path| {
+                        let id = path.strip_prefix(&archives).unwrap();
+                        id.to_string_lossy().into_owned()
+                    })
+                    .collect()
             }),
             remove: Box::new(|id| fs::remove_file(archives.join(id)).unwrap()),
             indexed: Box::new(|id| archives.join(format!("{id}.gbindex")).exists()),

@@ -24,6 +24,23 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// Waits until `done` holds, looking every 2 ms (a test that kills a run at a moment needs to
 /// see it soon), for two minutes at most; `what` says what never happened.
+/// Every file below `dir` (directories walked, not listed), sorted.
+pub fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            match path.is_dir() {
+                true => stack.push(path),
+                false => found.push(path),
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 pub fn wait_until(what: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !done() {
