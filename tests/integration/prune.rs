@@ -501,6 +501,24 @@ fn prune_keeps_the_chain_a_kept_increment_needs_and_waits_for_pending_uploads() 
         ["keep", "keep", "keep", "delete", "delete"],
         "{planned}"
     );
+    // A dry-run backup's ledger is a copy that reads the catalogs from the file: its plan keeps
+    // the chain too.
+    let dry = sb
+        .with_config(&config, &["-d", "backup", "--prune"])
+        .output()
+        .unwrap();
+    assert_exit(&dry, 0);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    let fates: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("  ")?.split_whitespace().next())
+        .filter(|fate| ["keep", "delete"].contains(fate))
+        .collect();
+    assert_eq!(
+        fates,
+        ["keep", "keep", "keep", "delete", "delete"],
+        "{text}"
+    );
 
     conn.execute(
         "INSERT INTO pending_uploads (path, backend, token, part_size, fingerprint, started_at) \
@@ -535,7 +553,6 @@ fn prune_keeps_the_chain_a_kept_increment_needs_and_waits_for_pending_uploads() 
             vec![n as u8; 5000]
         );
     }
-    let _ = output_text(&restored);
 }
 
 /// `backup --prune` prunes after a clean backup (for cron); `[retention]` keys are checked
