@@ -115,6 +115,12 @@ pub const BACKENDS: &[BackendEntry] = &[
         section_hint: Some("add [s3] with bucket = \"your-bucket\""),
         build: cfg_build!("s3", s3),
     },
+    BackendEntry {
+        name: "azure",
+        summary: "an Azure Blob Storage container in the Cool or Cold access tier",
+        section_hint: Some("add [azure] with account = \"youraccount\" and container = \"your-container\""),
+        build: cfg_build!("azure", azure),
+    },
 ];
 
 /// The registry entry named `name`.
@@ -196,4 +202,12 @@ fn s3(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
     Ok(Arc::new(glacier_backup_s3::S3Archiver::from_section(
         section,
     )?))
+}
+
+#[cfg(feature = "azure")]
+fn azure(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
+    let section = &settings.sections["azure"];
+    Ok(Arc::new(
+        glacier_backup_azure::AzureArchiver::from_section(section)?,
+    ))
 }

@@ -1,13 +1,15 @@
 //! What cold storage will charge, estimated before paying: retrieval for a restore plan, storage
-//! and requests for a backup's pending uploads. Prices are a built-in table of AWS us-east-1 list
-//! prices (dated below), overridable key by key in a `[prices]` config section for other regions
-//! or newer prices. Estimates, in US dollars; the bill is what AWS says.
+//! and requests for a backup's pending uploads. Prices are a built-in table of AWS us-east-1 and
+//! Azure East US (LRS) list prices (dated below), overridable key by key in a `[prices]` config
+//! section for other regions or newer prices. Estimates, in US dollars; the bill is what the
+//! provider says.
 
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::RestoreTier;
 
 /// When the built-in table was taken from aws.amazon.com/s3/pricing and /glacier/pricing
-/// (us-east-1, first pricing tier).
+/// (us-east-1, first pricing tier) and azure.microsoft.com/pricing/details/storage/blobs (East
+/// US, LRS).
 pub const PRICES_AS_OF: &str = "2025-11";
 
 /// Where an archive is stored, as prices tell them apart.
@@ -21,6 +23,10 @@ pub enum PriceClass {
     DeepArchive,
     /// S3 GLACIER_IR (Instant Retrieval: no restore step, a per-GB read charge).
     GlacierIr,
+    /// Azure Blob's Cool tier (online, a per-GB read charge, 30 days at least).
+    AzureCool,
+    /// Azure Blob's Cold tier (online, a per-GB read charge, 90 days at least).
+    AzureCold,
 }
 
 impl PriceClass {
@@ -32,6 +38,9 @@ impl PriceClass {
             "GLACIER" => Some(PriceClass::Glacier),
             "DEEP_ARCHIVE" => Some(PriceClass::DeepArchive),
             "GLACIER_IR" => Some(PriceClass::GlacierIr),
+            // Azure's access tiers, as the azure backend names them (`Cool`, `Cold`).
+            "COOL" => Some(PriceClass::AzureCool),
+            "COLD" => Some(PriceClass::AzureCold),
             _ => None,
         }
     }
@@ -43,6 +52,8 @@ impl PriceClass {
             PriceClass::Glacier => "glacier",
             PriceClass::DeepArchive => "deep_archive",
             PriceClass::GlacierIr => "glacier_ir",
+            PriceClass::AzureCool => "azure_cool",
+            PriceClass::AzureCold => "azure_cold",
         }
     }
 
@@ -51,6 +62,7 @@ impl PriceClass {
     pub fn minimum_days(self) -> u32 {
         match self {
             PriceClass::DeepArchive => 180,
+            PriceClass::AzureCool => 30,
             _ => 90,
         }
     }
@@ -62,8 +74,17 @@ impl PriceClass {
             // 32 KiB of index at the class's rate, and 8 KiB at STANDARD's.
             PriceClass::Glacier | PriceClass::DeepArchive => (32 * KIB, 8 * KIB),
             PriceClass::Vault => (32 * KIB, 0),
-            PriceClass::GlacierIr => (0, 0),
+            PriceClass::GlacierIr | PriceClass::AzureCool | PriceClass::AzureCold => (0, 0),
         }
+    }
+
+    /// Whether archives are read directly, at one price whatever retrieval tier is asked for
+    /// (no restore step).
+    pub fn online(self) -> bool {
+        matches!(
+            self,
+            PriceClass::GlacierIr | PriceClass::AzureCool | PriceClass::AzureCold
+        )
     }
 
     /// The smallest size billed per archive.
@@ -75,11 +96,13 @@ impl PriceClass {
     }
 }
 
-const CLASSES: [PriceClass; 4] = [
+const CLASSES: [PriceClass; 6] = [
     PriceClass::Vault,
     PriceClass::Glacier,
     PriceClass::DeepArchive,
     PriceClass::GlacierIr,
+    PriceClass::AzureCool,
+    PriceClass::AzureCold,
 ];
 const TIERS: [RestoreTier; 3] = [
     RestoreTier::Expedited,
@@ -106,11 +129,17 @@ impl Prices {
         set("storage_deep_archive".into(), 0.00099);
         set("storage_glacier_ir".into(), 0.004);
         set("storage_standard".into(), 0.023);
+        // Azure Blob, East US, LRS (azure.microsoft.com/pricing/details/storage/blobs).
+        set("storage_azure_cool".into(), 0.0152);
+        set("storage_azure_cold".into(), 0.0036);
         // Uploads (PUT, UploadArchive, each multipart request), per 1,000 requests.
         set("upload_requests_vault".into(), 0.05);
         set("upload_requests_glacier".into(), 0.03);
         set("upload_requests_deep_archive".into(), 0.05);
         set("upload_requests_glacier_ir".into(), 0.02);
+        // Azure's write operations (Put Blob, Put Block, Put Block List), per 1,000.
+        set("upload_requests_azure_cool".into(), 0.01);
+        set("upload_requests_azure_cold".into(), 0.018);
         // Retrieval per GB, and per 1,000 retrieval requests, by tier.
         for (class, tier, per_gb, per_1000) in [
             ("vault", "expedited", 0.03, 10.0),
@@ -125,6 +154,13 @@ impl Prices {
             ("glacier_ir", "expedited", 0.03, 0.01),
             ("glacier_ir", "standard", 0.03, 0.01),
             ("glacier_ir", "bulk", 0.03, 0.01),
+            // Online tiers: each read is charged, whatever the tier asked.
+            ("azure_cool", "expedited", 0.01, 0.001),
+            ("azure_cool", "standard", 0.01, 0.001),
+            ("azure_cool", "bulk", 0.01, 0.001),
+            ("azure_cold", "expedited", 0.03, 0.01),
+            ("azure_cold", "standard", 0.03, 0.01),
+            ("azure_cold", "bulk", 0.03, 0.01),
         ] {
             set(format!("retrieval_{class}_{tier}"), per_gb);
             set(format!("retrieval_requests_{class}_{tier}"), per_1000);

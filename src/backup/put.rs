@@ -67,6 +67,7 @@ pub(super) async fn put_candidate(
         started_at,
         encoding: encoding.clone(),
         index_of: None,
+        indexed_tree_hash: None,
     };
     let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
     let layered = layers.is_some();

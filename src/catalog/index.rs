@@ -227,6 +227,7 @@ pub async fn store_index(
             ..Encoding::plain()
         },
         index_of: Some(record.archive_id.clone()),
+        indexed_tree_hash: record.tree_hash,
     };
     let parts = parts_from_bytes(stored.into(), archiver.part_size(size));
     crate::upload::put_journaled(archiver, &meta, None, parts, None)

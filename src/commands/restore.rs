@@ -253,10 +253,10 @@ fn estimate(
     let prices = &config.prices;
     let tier = request.options.tier;
     let chosen = prices.retrieval(class, tier, count, bytes)?;
-    // GLACIER_IR is read directly, at one price whatever the tier.
+    // GLACIER_IR and Azure's tiers are read directly, at one price whatever the tier.
     let others: Vec<String> = Prices::tiers()
         .iter()
-        .filter(|&&other| other != tier && class != PriceClass::GlacierIr)
+        .filter(|&&other| other != tier && !class.online())
         .filter_map(|&other| {
             let cost = prices.retrieval(class, other, count, bytes)?;
             Some(format!("{} {}", other.as_str(), dollars(cost.total())))

@@ -182,6 +182,7 @@ pub fn meta_of(row: &UploadRecord, size: u64) -> ArchiveMeta {
             .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         encoding: row.encoding.clone(),
         index_of: None,
+        indexed_tree_hash: None,
     }
 }
 

@@ -858,6 +858,7 @@ fn open_uploads_of_the_same_path_are_aborted_only_once_no_run_can_resume_them() 
             started_at,
             encoding: Default::default(),
             index_of: None,
+            indexed_tree_hash: None,
         };
         s.fake()
             .open_upload("photos", &origin::encode(&meta).0, 1 << 20)

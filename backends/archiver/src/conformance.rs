@@ -28,6 +28,7 @@ pub async fn run_all(archiver: &dyn Archiver) {
     unknown_archive_is_not_found(archiver).await;
     inventory_tells_where_archives_came_from(archiver).await;
     an_index_is_stored_beside_its_archive(archiver).await;
+    an_index_keeps_the_tree_hash_its_archive_cannot(archiver).await;
     a_deleted_archive_is_gone(archiver).await;
     interrupted_upload_resumes(archiver).await;
 }
@@ -108,6 +109,59 @@ pub async fn an_index_is_stored_beside_its_archive(archiver: &dyn Archiver) {
     );
 }
 
+/// On a backend that keeps a multipart archive's tree hash only with its index
+/// ([`Capabilities::needs_index`](crate::Capabilities::needs_index)): once the index is stored
+/// with [`ArchiveMeta::indexed_tree_hash`], `describe` and the inventory give the archive's
+/// tree hash; deleting the archive takes its index too.
+pub async fn an_index_keeps_the_tree_hash_its_archive_cannot(archiver: &dyn Archiver) {
+    if !archiver.capabilities().needs_index {
+        return;
+    }
+    let name = archiver.name();
+    let part_size = archiver.part_size(3 * LEAF_SIZE as u64);
+    let data = sample(2 * part_size as usize + 10, 31);
+    let archive = put_bytes(archiver, "multipart", data.clone()).await;
+    assert_eq!(archive.tree_hash, tree_hash(&data));
+    let mut index_meta = meta("multipart", 100);
+    index_meta.index_of = Some(archive.archive_id.clone());
+    index_meta.indexed_tree_hash = Some(archive.tree_hash);
+    let index = archiver
+        .put(
+            &index_meta,
+            &PutOptions::default(),
+            parts_from_bytes(sample(100, 32), archiver.part_size(100)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: put an index: {e}"));
+    let described = archiver.describe(&archive.archive_id).await.expect("describe");
+    assert_eq!(
+        described.tree_hash,
+        Some(archive.tree_hash),
+        "{name}: describe must give the tree hash kept with the index"
+    );
+    let Ok(crate::InventoryState::Ready(listing)) = archiver.inventory(None).await else {
+        panic!("{name}: a listable backend's inventory is ready at once");
+    };
+    let listed = listing
+        .archives
+        .iter()
+        .find(|a| a.archive_id == archive.archive_id)
+        .unwrap_or_else(|| panic!("{name}: the archive is not in the inventory"));
+    assert_eq!(
+        listed.tree_hash,
+        Some(archive.tree_hash),
+        "{name}: the inventory must give the tree hash kept with the index"
+    );
+    archiver.delete(&archive).await.expect("delete");
+    assert!(
+        matches!(
+            archiver.get(&index, None).await.map(drop),
+            Err(Error::NotFound { .. })
+        ),
+        "{name}: an index must go with its archive"
+    );
+}
+
 /// Deterministic test bytes that differ at every offset.
 pub fn sample(len: usize, seed: u8) -> Bytes {
     (0..len)
@@ -127,6 +181,7 @@ pub fn meta(name: &str, size_hint: u64) -> ArchiveMeta {
         started_at: OffsetDateTime::now_utc(),
         encoding: Default::default(),
         index_of: None,
+        indexed_tree_hash: None,
     }
 }
 

@@ -60,6 +60,7 @@ impl Archiver for MemoryArchiver {
             ranged_retrievals: false,
             stores_empty_archives: true,
             batched_durability: false,
+            needs_index: false,
         }
     }
 

@@ -282,6 +282,7 @@ mod tests {
             started_at: time::macros::datetime!(2026-11-26 02:19:07 UTC),
             encoding: Encoding::plain(),
             index_of: None,
+            indexed_tree_hash: None,
         }
     }
 

@@ -61,6 +61,10 @@ pub struct ArchiveMeta {
     /// When this is the index of another archive (that archive's id): the backend stores it
     /// beside that one, readable at once, and lists it among [`Listing::indexes`].
     pub index_of: Option<String>,
+    /// For an index: its archive's tree hash, which a backend that cannot keep it on the
+    /// archive itself (a blob's metadata is fixed when the blob is made, before the hash of a
+    /// multipart upload is known) keeps with the index instead.
+    pub indexed_tree_hash: Option<TreeHash>,
 }
 
 /// Progress of a resumable upload, reported while `put` runs (see
@@ -211,6 +215,12 @@ pub struct Capabilities {
     /// [`Archiver::sync`](crate::Archiver::sync), so that many archives share one flush: the
     /// engine records an archive only after a `sync`, rows in batches.
     pub batched_durability: bool,
+    /// Archives are whole only with their index: the backend keeps a multipart archive's tree
+    /// hash nowhere but in the index's metadata (an Azure blob's metadata is fixed when the
+    /// upload starts, before the hash is known). The engine stores an index beside every
+    /// archive (a file's too), and an archive whose index cannot be stored is deleted and its
+    /// upload failed.
+    pub needs_index: bool,
 }
 
 /// How urgently a cold archive should be made readable.

@@ -134,6 +134,7 @@ impl Archiver for GlacierArchiver {
             ranged_retrievals: true,
             stores_empty_archives: false,
             batched_durability: false,
+            needs_index: false,
         }
     }
 

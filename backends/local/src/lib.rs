@@ -314,6 +314,7 @@ impl Archiver for LocalArchiver {
             ranged_retrievals: false,
             stores_empty_archives: true,
             batched_durability: true,
+            needs_index: false,
         }
     }
 

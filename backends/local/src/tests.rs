@@ -45,6 +45,7 @@ fn meta(path: &str) -> ArchiveMeta {
         started_at: time::OffsetDateTime::now_utc(),
         encoding: Default::default(),
         index_of: None,
+        indexed_tree_hash: None,
     }
 }
 

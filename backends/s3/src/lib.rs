@@ -239,6 +239,7 @@ impl Archiver for S3Archiver {
             ranged_retrievals: false,
             stores_empty_archives: true,
             batched_durability: false,
+            needs_index: false,
         }
     }
 

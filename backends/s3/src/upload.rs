@@ -591,6 +591,7 @@ mod tests {
                 recipients: vec![recipient.clone(); 3],
             },
             index_of: None,
+            indexed_tree_hash: None,
         };
         let few = S3Archiver::metadata(&meta);
         assert!(few.contains_key("gb-recipients"));

@@ -131,6 +131,7 @@ fn meta() -> ArchiveMeta {
         started_at: time::OffsetDateTime::UNIX_EPOCH,
         encoding: Default::default(),
         index_of: None,
+        indexed_tree_hash: None,
     }
 }
 
