@@ -118,7 +118,9 @@ pub const BACKENDS: &[BackendEntry] = &[
     BackendEntry {
         name: "azure",
         summary: "an Azure Blob Storage container in the Cool or Cold access tier",
-        section_hint: Some("add [azure] with account = \"youraccount\" and container = \"your-container\""),
+        section_hint: Some(
+            "add [azure] with account = \"youraccount\" and container = \"your-container\"",
+        ),
         build: cfg_build!("azure", azure),
     },
 ];
@@ -207,7 +209,7 @@ fn s3(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
 #[cfg(feature = "azure")]
 fn azure(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
     let section = &settings.sections["azure"];
-    Ok(Arc::new(
-        glacier_backup_azure::AzureArchiver::from_section(section)?,
-    ))
+    Ok(Arc::new(glacier_backup_azure::AzureArchiver::from_section(
+        section,
+    )?))
 }

@@ -1,12 +1,14 @@
 //! The index beside each directory archive at the destination (see [`crate::catalog::Index`]):
 //! stored right after its archive, through the same upload owner.
 
-use glacier_backup_archiver::Archiver;
+use glacier_backup_archiver::{ArchiveRef, Archiver};
 
 use crate::catalog::{store_index, Cataloged};
 use crate::codec::{Format, Seal};
 use crate::ledger::UploadRecord;
 use crate::shown;
+
+use super::CandidateError;
 
 /// Stores the index of `record`'s archive and notes its id in `catalog`. A failure costs only
 /// the index: it is warned about, the archive is recorded without one (restorable whole and
@@ -17,18 +19,7 @@ pub(super) async fn put_index(
     mut catalog: Cataloged,
     format: &Format,
 ) -> Cataloged {
-    // Encrypted like its archive, and proving (as the archive does) that these backups wrote it.
-    let seal = match record.encoding.encrypted {
-        true => match Seal::authenticated(&format.recipients, format.authentication.as_ref()) {
-            Ok(seal) => Some(seal),
-            Err(e) => {
-                tracing::warn!("{}: no index stored: {e}", shown(&record.path));
-                return catalog;
-            }
-        },
-        false => None,
-    };
-    match store_index(archiver, record, &catalog, seal.as_ref()).await {
+    match sealed_index(archiver, record, &catalog, format).await {
         Ok(index_id) => catalog.index_id = Some(index_id),
         Err(message) => tracing::warn!(
             "{}: the archive is stored, but its index could not be ({message}); a ledger \
@@ -37,4 +28,63 @@ pub(super) async fn put_index(
         ),
     }
     catalog
+}
+
+/// For a backend that keeps an archive whole only with its index
+/// ([`Capabilities::needs_index`](glacier_backup_archiver::Capabilities::needs_index)): stores
+/// the index of `record`'s archive, a file's too (with no entries, so it carries the tree
+/// hash alone); when it cannot be stored, deletes the archive and fails the upload, so that
+/// no archive is left without its index. `catalog` comes back with the index's id; a file's
+/// index is not recorded (the backend deletes an index with its archive).
+pub(super) async fn put_required_index(
+    archiver: &dyn Archiver,
+    record: &UploadRecord,
+    catalog: Option<Cataloged>,
+    format: &Format,
+) -> Result<Option<Cataloged>, CandidateError> {
+    let indexed = catalog.clone().unwrap_or_default();
+    match sealed_index(archiver, record, &indexed, format).await {
+        Ok(index_id) => Ok(catalog.map(|catalog| Cataloged {
+            index_id: Some(index_id),
+            ..catalog
+        })),
+        Err(message) => {
+            let archive = ArchiveRef {
+                archive_id: record.archive_id.clone(),
+                size: record.size.unwrap_or(0),
+                // Only the id is needed to delete it.
+                tree_hash: record
+                    .tree_hash
+                    .unwrap_or_else(|| glacier_backup_archiver::treehash::tree_hash(b"")),
+                description: record.description.clone(),
+            };
+            if let Err(e) = archiver.delete(&archive).await {
+                tracing::warn!(
+                    "{}: archive {} has no index and could not be deleted ({}); delete it by \
+                     hand",
+                    shown(&record.path),
+                    record.archive_id,
+                    crate::error_chain(&e)
+                );
+            }
+            Err(CandidateError::NoIndex(message))
+        }
+    }
+}
+
+/// Stores the index, encrypted like its archive and proving (as the archive does) that these
+/// backups wrote it: its id, or why it could not be stored.
+async fn sealed_index(
+    archiver: &dyn Archiver,
+    record: &UploadRecord,
+    catalog: &Cataloged,
+    format: &Format,
+) -> Result<String, String> {
+    let seal = match record.encoding.encrypted {
+        true => Seal::authenticated(&format.recipients, format.authentication.as_ref())
+            .map(Some)
+            .map_err(|e| e.to_string())?,
+        false => None,
+    };
+    store_index(archiver, record, catalog, seal.as_ref()).await
 }

@@ -148,6 +148,15 @@ pub enum CandidateError {
          the next run uploads it again"
     )]
     NoIncrementCatalog,
+    /// The backend keeps an archive whole only with its index
+    /// ([`Capabilities::needs_index`](glacier_backup_archiver::Capabilities::needs_index)), and
+    /// the index could not be stored: the archive was deleted again.
+    #[error(
+        "the archive was stored but its index could not be ({0}); without it the archive's \
+         tree hash would be lost at the destination, so the archive was deleted and the next \
+         run uploads it again"
+    )]
+    NoIndex(String),
 }
 
 impl From<UploadError> for CandidateError {

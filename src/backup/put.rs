@@ -112,11 +112,15 @@ pub(super) async fn put_candidate(
     };
     let age_header = seal.as_ref().map(|seal| seal.header().to_vec());
     let catalog = match catalog.take(record.size.unwrap_or(0), age_header) {
-        Some(catalog) => {
-            let catalog = crate::catalog::Cataloged { base, ..catalog };
-            Some(super::index::put_index(archiver, &record, catalog, format).await)
-        }
+        Some(catalog) => Some(crate::catalog::Cataloged { base, ..catalog }),
         None if base.is_some() => return Err(CandidateError::NoIncrementCatalog),
+        None => None,
+    };
+    let catalog = match catalog {
+        catalog if archiver.capabilities().needs_index => {
+            super::index::put_required_index(archiver, &record, catalog, format).await?
+        }
+        Some(catalog) => Some(super::index::put_index(archiver, &record, catalog, format).await),
         None => None,
     };
     Ok((record, catalog))

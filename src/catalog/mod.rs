@@ -28,7 +28,7 @@ use crate::ledger::UploadRecord;
 /// What the ledger keeps of one directory archive, each part in its compact form: its entries
 /// ([`Encoder`]) and its layout ([`Layout::encode`]; missing from catalogs made before layouts
 /// were kept, whose archives restore whole).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cataloged {
     /// The entries.
     pub entries: Vec<u8>,

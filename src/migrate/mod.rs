@@ -79,6 +79,13 @@ pub enum MoveFailure {
     /// The destination's account of the copy differs from what was sent to it.
     #[error(transparent)]
     Upload(crate::upload::Mismatch),
+    /// The destination keeps an archive whole only with its index, and the copy's index could
+    /// not be stored: the copy was deleted again.
+    #[error(
+        "the copy's index could not be stored ({0}); without it the destination would lose the \
+         copy's tree hash, so the copy was deleted and the next run copies it again"
+    )]
+    NoIndex(String),
     /// The destination's copy is not what the source holds, so the source's was kept.
     #[error(
         "the copy at {key} does not match the archive (size {size} vs {expected_size}, tree \

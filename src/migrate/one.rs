@@ -61,12 +61,15 @@ pub async fn move_one(
             .uploads_of(&row.path)?
             .iter()
             .any(|r| r.archive_id == stored.archive_id);
-        let catalog = match source_ledger.cataloged(&archive.archive_id)? {
-            Some(catalog) if !recorded => {
-                let catalog = based_on_copy(source_ledger, catalog)?;
-                Some(index_at_destination(destination, row, &stored, catalog, request).await)
+        let catalog = match recorded {
+            true => None,
+            false => {
+                let catalog = match source_ledger.cataloged(&archive.archive_id)? {
+                    Some(catalog) => Some(based_on_copy(source_ledger, catalog)?),
+                    None => None,
+                };
+                indexed_copy(destination, row, &stored, catalog, request).await?
             }
-            _ => None,
         };
         if !recorded {
             record_copy(
@@ -114,38 +117,71 @@ fn based_on_copy(
     Ok(crate::catalog::Cataloged { base, ..catalog })
 }
 
-/// The source's catalog for the copy, with an index written beside the copy at the destination
-/// (encrypted to the archive's recipients, proven with `request.authentication` when given). A
-/// failure costs only the index, as at backup.
+/// The source's catalog for the copy (if it has one), with an index written beside the copy
+/// at the destination. Elsewhere a failure costs only the index, as at backup; on a
+/// destination that keeps an archive whole only with its index
+/// ([`Capabilities::needs_index`](glacier_backup_archiver::Capabilities::needs_index)) every
+/// copy gets one (a file's with no entries), and a copy whose index cannot be stored is
+/// deleted again.
+async fn indexed_copy(
+    destination: &dyn Archiver,
+    row: &UploadRecord,
+    stored: &ArchiveRef,
+    catalog: Option<crate::catalog::Cataloged>,
+    request: &MoveRequest,
+) -> Result<Option<crate::catalog::Cataloged>, MoveFailure> {
+    let required = destination.capabilities().needs_index;
+    if catalog.is_none() && !required {
+        return Ok(None);
+    }
+    let catalog = catalog.map(|catalog| crate::catalog::Cataloged {
+        index_id: None,
+        ..catalog
+    });
+    let indexed = catalog.clone().unwrap_or_default();
+    match index_at_destination(destination, row, stored, &indexed, request).await {
+        Ok(id) => Ok(catalog.map(|catalog| crate::catalog::Cataloged {
+            index_id: Some(id),
+            ..catalog
+        })),
+        Err(e) if required => {
+            if let Err(delete) = destination.delete(stored).await {
+                tracing::warn!(
+                    "{}: the copy {} has no index and could not be deleted ({}); delete it by \
+                     hand",
+                    crate::shown(&row.path),
+                    stored.archive_id,
+                    crate::error_chain(&delete)
+                );
+            }
+            Err(MoveFailure::NoIndex(e))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "{}: copied, but no index could be stored beside the copy ({e}); a ledger \
+                 rebuilt from the destination will know it only as a whole",
+                crate::shown(&row.path)
+            );
+            Ok(catalog)
+        }
+    }
+}
+
+/// Writes the copy's index (encrypted to the archive's recipients, proven with
+/// `request.authentication` when given): its id.
 async fn index_at_destination(
     destination: &dyn Archiver,
     row: &UploadRecord,
     stored: &ArchiveRef,
-    catalog: crate::catalog::Cataloged,
+    catalog: &crate::catalog::Cataloged,
     request: &MoveRequest,
-) -> crate::catalog::Cataloged {
+) -> Result<String, String> {
     let copy = copy_row(destination, row, stored);
-    let mut catalog = crate::catalog::Cataloged {
-        index_id: None,
-        ..catalog
-    };
     let seal = match copy.encoding.encrypted {
-        false => Ok(None),
-        true => index_seal(&copy, request).map(Some),
+        false => None,
+        true => Some(index_seal(&copy, request)?),
     };
-    let stored_index = match seal {
-        Ok(seal) => crate::catalog::store_index(destination, &copy, &catalog, seal.as_ref()).await,
-        Err(e) => Err(e),
-    };
-    match stored_index {
-        Ok(id) => catalog.index_id = Some(id),
-        Err(e) => tracing::warn!(
-            "{}: copied, but no index could be stored beside the copy ({e}); a ledger rebuilt \
-             from the destination will know it only as a whole",
-            crate::shown(&row.path)
-        ),
-    }
-    catalog
+    crate::catalog::store_index(destination, &copy, catalog, seal.as_ref()).await
 }
 
 /// The seal of an encrypted archive's index: to the recipients its row records.

@@ -4,6 +4,8 @@
 
 mod support;
 
+#[cfg(feature = "azure")]
+mod azure;
 #[cfg(feature = "local")]
 mod catalog;
 mod chains;

@@ -133,7 +133,10 @@ pub async fn an_index_keeps_the_tree_hash_its_archive_cannot(archiver: &dyn Arch
         )
         .await
         .unwrap_or_else(|e| panic!("{name}: put an index: {e}"));
-    let described = archiver.describe(&archive.archive_id).await.expect("describe");
+    let described = archiver
+        .describe(&archive.archive_id)
+        .await
+        .expect("describe");
     assert_eq!(
         described.tree_hash,
         Some(archive.tree_hash),

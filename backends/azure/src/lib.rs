@@ -30,8 +30,7 @@ use glacier_backup_archiver::parts::verified_download;
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::{
     multipart, ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error,
-    InventoryState, ListedArchive, Listing, PartStream, PutOptions, RestoreState, Result,
-    TreeHash,
+    InventoryState, ListedArchive, Listing, PartStream, PutOptions, RestoreState, Result, TreeHash,
 };
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::path::Path;
@@ -94,7 +93,9 @@ impl AzureArchiver {
             builder = builder.with_account(account);
         }
         if let Some(url) = &settings.endpoint_url {
-            builder = builder.with_endpoint(url.clone()).with_allow_http(url.starts_with("http://"));
+            builder = builder
+                .with_endpoint(url.clone())
+                .with_allow_http(url.starts_with("http://"));
         }
         let store = builder.build().map_err(|e| Error::Config {
             backend: NAME,
@@ -133,7 +134,10 @@ impl AzureArchiver {
     /// Tier and metadata for a new blob: its origin, and the tree hashes known when it starts.
     pub(crate) fn attributes(&self, meta: &ArchiveMeta, tree_hash: Option<TreeHash>) -> Attributes {
         let mut attributes = Attributes::new();
-        attributes.insert(Attribute::StorageClass, self.tier_for(meta).to_owned().into());
+        attributes.insert(
+            Attribute::StorageClass,
+            self.tier_for(meta).to_owned().into(),
+        );
         attributes.insert(
             Attribute::ContentType,
             "application/octet-stream".to_owned().into(),
@@ -177,7 +181,9 @@ impl AzureArchiver {
             .store()?
             .get_opts(&Self::path(&key)?, head)
             .await
-            .map_err(|e| errors::map_missing(&format!("reading the properties of {key}"), &key, e))?;
+            .map_err(|e| {
+                errors::map_missing(&format!("reading the properties of {key}"), &key, e)
+            })?;
         let metadata = |name: &str| {
             result
                 .attributes
@@ -289,19 +295,26 @@ impl Archiver for AzureArchiver {
     }
 
     /// Also deletes the archive's index: its key is the archive's plus a suffix, so an index
-    /// never outlives its archive, whoever deletes it.
+    /// never outlives its archive, whoever deletes it. An index that cannot be deleted is
+    /// warned about; the archive asked for is gone all the same.
     async fn delete(&self, archive: &ArchiveRef) -> Result<()> {
         let key = &archive.archive_id;
         let store = self.store()?;
-        let deleted = store.delete(&Self::path(key)?).await;
+        store
+            .delete(&Self::path(key)?)
+            .await
+            .map_err(|e| errors::map_missing(&format!("deleting {key}"), key, e))?;
         if indexed_by(key).is_none() {
             let index = glacier_backup_archiver::keys::index_key(key);
             match store.delete(&Self::path(&index)?).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(errors::map(&format!("deleting {index}"), e)),
+                Err(e) => tracing::warn!(
+                    "{}; delete it by hand",
+                    errors::map(&format!("deleted {key}, but not its index {index}"), e)
+                ),
             }
         }
-        deleted.map_err(|e| errors::map_missing(&format!("deleting {key}"), key, e))
+        Ok(())
     }
 
     async fn describe(&self, archive_id: &str) -> Result<ListedArchive> {

@@ -156,9 +156,9 @@ impl MultipartStore for AzureArchiver {
             changed.await;
         };
         upload.turn_changed.notify_waiters();
-        sending.await.map_err(|e| {
-            errors::map(&format!("uploading block {number} of {}", upload.key), e)
-        })?;
+        sending
+            .await
+            .map_err(|e| errors::map(&format!("uploading block {number} of {}", upload.key), e))?;
         Ok(StoredPart {
             receipt: (),
             note: None,

@@ -40,7 +40,10 @@ async fn passes_the_conformance_suite_in_the_cool_and_cold_tiers() {
                 tier
             };
             assert_eq!(properties.tier, expected, "{name}");
-            assert!(properties.metadata.contains_key("gb_origin"), "{name}: {properties:?}");
+            assert!(
+                properties.metadata.contains_key("gb_origin"),
+                "{name}: {properties:?}"
+            );
         }
     }
 }

@@ -132,6 +132,16 @@ impl Azurite {
         self.python(&format!("service.create_container({name:?})"));
     }
 
+    /// Stores a small blob at `key` and takes an infinite lease on it, as another writer could:
+    /// Azure then refuses to replace or delete it without the lease's id.
+    pub fn leased_blob(&self, container: &str, key: &str) {
+        self.python(&format!(
+            "blob = service.get_blob_client({container:?}, {key:?})\n\
+             blob.upload_blob(b'held')\n\
+             blob.acquire_lease(lease_duration=-1)"
+        ));
+    }
+
     /// Every blob in a container by name, with its tier, metadata and size as Azure's own
     /// client library reads them (one listing).
     pub fn blobs(&self, container: &str) -> BTreeMap<String, BlobProperties> {

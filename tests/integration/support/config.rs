@@ -67,6 +67,20 @@ impl TestConfig {
             .backend("concurrency", 1)
     }
 
+    /// Azurite's container `container` at `endpoint`, in access tier `tier`, 8 MiB parts two at
+    /// a time (the key comes from the sandbox's AZURE_STORAGE_ACCOUNT_KEY).
+    pub fn container(endpoint: &str, container: &str, tier: &str) -> Self {
+        TestConfig::bare()
+            .main("backend", "azure")
+            .with_backend("azure")
+            .backend("account", "devstoreaccount1")
+            .backend("container", container)
+            .backend("access_tier", tier)
+            .backend("endpoint_url", endpoint)
+            .backend("part_size", 8)
+            .backend("concurrency", 2)
+    }
+
     /// Only `[main]` with no log file: the base of the above, and of a config with no
     /// destination section at all.
     pub fn bare() -> Self {

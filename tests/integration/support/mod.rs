@@ -6,6 +6,8 @@ pub mod config;
 pub mod moto;
 pub mod sandbox;
 pub mod setup;
+#[cfg(feature = "azure")]
+pub mod stall;
 pub mod trees;
 
 /// `len` incompressible bytes, the same for the same `seed` (xorshift).

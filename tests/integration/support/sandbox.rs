@@ -63,6 +63,16 @@ impl Sandbox {
         for (key, value) in super::moto::AWS_TEST_ENV {
             command.env(key, value);
         }
+        // Azure's standard environment: Azurite's published key, nothing of the caller's.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("AZURE_") {
+                command.env_remove(key);
+            }
+        }
+        command.env(
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+        );
     }
 
     /// The binary with `-c config` and `args`.

@@ -1,5 +1,6 @@
 //! One `Setup` for every test that needs more than a sandbox: the fake Glacier with a vault
-//! `photos`, moto with a bucket `cold`, or both, each with the config that reaches it.
+//! `photos`, moto with a bucket `cold`, Azurite with a container `cold`, each with the config
+//! that reaches it.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -14,11 +15,16 @@ use super::sandbox::Sandbox;
 pub const VAULT: &str = "photos";
 /// The bucket moto starts with.
 pub const BUCKET: &str = "cold";
+/// The container Azurite starts with.
+#[cfg(feature = "azure")]
+pub const CONTAINER: &str = "cold";
 
 pub struct Setup {
     pub sb: Sandbox,
     fake: Option<FakeGlacier>,
     moto: Option<Moto>,
+    #[cfg(feature = "azure")]
+    azurite: Option<azurite::Azurite>,
     /// Made on first use only: a test running on its own runtime never drops this one inside it.
     runtime: OnceLock<tokio::runtime::Runtime>,
     #[cfg(feature = "s3")]
@@ -38,13 +44,59 @@ impl Setup {
         let fake = FakeGlacier::start();
         fake.create_vault(VAULT);
         Setup {
-            sb: Sandbox::new(),
             fake: Some(fake),
+            ..Self::bare()
+        }
+    }
+
+    fn bare() -> Self {
+        Setup {
+            sb: Sandbox::new(),
+            fake: None,
             moto: None,
+            #[cfg(feature = "azure")]
+            azurite: None,
             runtime: OnceLock::new(),
             #[cfg(feature = "s3")]
             s3: OnceLock::new(),
         }
+    }
+
+    /// A sandbox and Azurite with the container [`CONTAINER`].
+    #[cfg(feature = "azure")]
+    pub fn with_azurite() -> Self {
+        let azurite = azurite::Azurite::start();
+        azurite.create_container(CONTAINER);
+        Setup {
+            azurite: Some(azurite),
+            ..Self::bare()
+        }
+    }
+
+    #[cfg(feature = "azure")]
+    pub fn azurite(&self) -> &azurite::Azurite {
+        self.azurite.as_ref().expect("a Setup with Azurite")
+    }
+
+    /// The config for Azurite's container, in `tier`, reached at `endpoint` (Azurite's own, or
+    /// a proxy's in front of it).
+    #[cfg(feature = "azure")]
+    pub fn container(&self, tier: &str) -> TestConfig {
+        TestConfig::container(&self.azurite().endpoint, CONTAINER, tier)
+    }
+
+    /// Every blob in Azurite's container, by name, as Azure's own client reads it.
+    #[cfg(feature = "azure")]
+    pub fn blobs(&self) -> std::collections::BTreeMap<String, azurite::BlobProperties> {
+        self.azurite().blobs(CONTAINER)
+    }
+
+    /// The ledger of runs against Azurite's container.
+    #[cfg(feature = "azure")]
+    pub fn container_ledger(&self, config: &std::path::Path) -> rusqlite::Connection {
+        let ledger =
+            config.with_file_name(format!("azure.{}.{CONTAINER}.sqlite3", azurite::ACCOUNT));
+        rusqlite::Connection::open(ledger).unwrap()
     }
 
     /// Adds moto with the bucket [`BUCKET`].

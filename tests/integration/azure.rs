@@ -1,0 +1,355 @@
+//! The azure backend through the real binary against Azurite on 127.0.0.1: the awkward tree
+//! round trip, the tier and metadata Azure's own client reads back, a killed upload rerun, a
+//! lost ledger rebuilt, ls/find and a partial restore, prune, and an archive never left
+//! without its index.
+
+use std::fs;
+use std::process::Stdio;
+
+use crate::support::setup::{Setup, CONTAINER};
+use crate::support::stall::Stall;
+use crate::support::trees::{assert_same_tree, awkward_tree};
+use crate::support::{random_bytes, wait_until};
+
+const TREE: &str = "upload_dirs = true\nupload_files = true\nupload_if_changed = true";
+
+fn count(ledger: &rusqlite::Connection, sql: &str) -> i64 {
+    ledger.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Backs up the awkward tree in `tier`, checks what Azure's client reads of every blob, and
+/// restores it byte for byte; then loses the ledger, rebuilds it from the container, and finds
+/// everything up to date and restorable, by entry too.
+fn round_trip_in(tier: &str) {
+    let s = Setup::with_azurite();
+    let data = s.path("data");
+    awkward_tree(&data);
+    let config = s
+        .container(tier)
+        .path(&data, TREE)
+        .write(&s.path("config/azure.toml"));
+    let (code, out) = s.outcome(&config, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("uploaded 3"), "{out}");
+
+    let blobs = s.blobs();
+    let (indexes, archives): (Vec<_>, Vec<_>) = blobs
+        .iter()
+        .partition(|(name, _)| name.ends_with(".gbindex"));
+    assert_eq!(archives.len(), 3, "{blobs:?}");
+    // Every archive, a file's too, has its index beside it.
+    assert_eq!(indexes.len(), 3, "{blobs:?}");
+    for (name, properties) in &archives {
+        assert_eq!(properties.tier, tier, "{name}");
+        let origin = &properties.metadata["gb_origin"];
+        assert!(origin.contains(" gb1:"), "{name}: {origin}");
+        assert!(properties.metadata.contains_key("gb_tree_hash"), "{name}");
+    }
+    for (name, properties) in &indexes {
+        assert_eq!(properties.tier, "Hot", "{name}");
+        assert!(
+            properties.metadata.contains_key("gb_indexed_tree_hash"),
+            "{name}: {properties:?}"
+        );
+    }
+
+    let (code, out) = s.outcome(&config, &["verify", "--remote"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("verified 3 upload(s): 0 problem(s)"), "{out}");
+    let restored = s.path("restored");
+    let (code, out) = s.outcome(
+        &config,
+        &[
+            "restore",
+            "--to",
+            restored.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("restored 3, pending 0, failed 0"), "{out}");
+    assert_same_tree(&data, &restored);
+
+    let ledger = s.path(&format!(
+        "config/azure.devstoreaccount1.{CONTAINER}.sqlite3"
+    ));
+    let rows_before = count(
+        &rusqlite::Connection::open(&ledger).unwrap(),
+        "SELECT count(*) FROM uploads WHERE tree_hash IS NOT NULL",
+    );
+    assert_eq!(rows_before, 3);
+    fs::remove_file(&ledger).unwrap();
+    let (code, out) = s.outcome(&config, &["inventory", "--rebuild-ledger"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ledger rows added: 3"), "{out}");
+    let rebuilt = rusqlite::Connection::open(&ledger).unwrap();
+    assert_eq!(
+        count(
+            &rebuilt,
+            "SELECT count(*) FROM uploads WHERE tree_hash IS NOT NULL"
+        ),
+        3,
+        "a rebuilt row lacks its tree hash"
+    );
+    let (code, out) = s.outcome(&config, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("uploaded 0, up to date 3, failed 0"), "{out}");
+    let (code, out) = s.outcome(
+        &config,
+        &["ls", data.join("Фото 2026 (copy)").to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("café.txt") && out.contains("big.bin"), "{out}");
+    let (code, out) = s.outcome(&config, &["find", "*.sh"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("run.sh"), "{out}");
+    let one = s.path("one");
+    let wanted = data.join("Фото 2026 (copy)/café.txt");
+    let (code, out) = s.outcome(
+        &config,
+        &[
+            "restore",
+            "--to",
+            one.to_str().unwrap(),
+            wanted.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let placed = crate::support::files_below(&one);
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    assert_eq!(fs::read(&placed[0]).unwrap(), fs::read(&wanted).unwrap());
+}
+
+#[test]
+fn the_awkward_tree_round_trips_in_the_cool_tier_and_a_lost_ledger_is_rebuilt() {
+    round_trip_in("Cool");
+}
+
+#[test]
+fn the_awkward_tree_round_trips_in_the_cold_tier_and_a_lost_ledger_is_rebuilt() {
+    round_trip_in("Cold");
+}
+
+/// A multipart archive's tree hash lives only in its index: the rebuilt ledger has it from
+/// there, and verify --remote --read checks the bytes against it.
+#[test]
+fn a_multipart_archives_tree_hash_comes_back_from_its_index() {
+    let s = Setup::with_azurite();
+    let file = s.path("data/video.bin");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, random_bytes(20 << 20, 7)).unwrap();
+    let config = s
+        .container("Cold")
+        .raw(&format!("[\"{}\"]\n", file.display()))
+        .write(&s.path("config/azure.toml"));
+    let (code, out) = s.outcome(&config, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let blobs = s.blobs();
+    let archive = blobs
+        .iter()
+        .find(|(name, _)| !name.ends_with(".gbindex"))
+        .expect("the archive");
+    assert!(
+        !archive.1.metadata.contains_key("gb_tree_hash"),
+        "a multipart blob cannot carry its tree hash: {archive:?}"
+    );
+    let ledger = s.path(&format!(
+        "config/azure.devstoreaccount1.{CONTAINER}.sqlite3"
+    ));
+    let recorded: String = rusqlite::Connection::open(&ledger)
+        .unwrap()
+        .query_row("SELECT tree_hash FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    let index = blobs
+        .iter()
+        .find(|(name, _)| name.ends_with(".gbindex"))
+        .expect("the index");
+    assert_eq!(index.1.metadata["gb_indexed_tree_hash"], recorded);
+    fs::remove_file(&ledger).unwrap();
+    let (code, out) = s.outcome(&config, &["inventory", "--rebuild-ledger"]);
+    assert_eq!(code, Some(0), "{out}");
+    let rebuilt: String = rusqlite::Connection::open(&ledger)
+        .unwrap()
+        .query_row("SELECT tree_hash FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rebuilt, recorded);
+    let (code, out) = s.outcome(&config, &["verify", "--remote", "--read"]);
+    assert_eq!(code, Some(0), "{out}");
+    let back = s.path("back");
+    let (code, out) = s.outcome(
+        &config,
+        &[
+            "restore",
+            "--to",
+            back.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let placed = crate::support::files_below(&back);
+    assert_eq!(fs::read(&placed[0]).unwrap(), fs::read(&file).unwrap());
+}
+
+/// kill -9 in the middle of a block upload: nothing is committed, nothing recorded, and the
+/// rerun stores the archive once (one blob and its index) under one ledger row.
+#[test]
+fn a_killed_upload_leaves_nothing_and_the_rerun_stores_one_archive() {
+    let s = Setup::with_azurite();
+    let file = s.path("data/video.bin");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, random_bytes(40 << 20, 3)).unwrap();
+    let azurite_address = s
+        .azurite()
+        .endpoint
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Two blocks and a half of the third get through; then the upload can go no further.
+    let stall = Stall::new(&azurite_address, 20 << 20);
+    let paths = format!("[\"{}\"]\n", file.display());
+    let stalled = s
+        .container("Cool")
+        .backend("endpoint_url", format!("{}/devstoreaccount1", stall.origin))
+        .raw(&paths)
+        .write(&s.path("config/azure.toml"));
+    let child = s
+        .with_config(&stalled, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the upload never got going", || stall.passed() >= 20 << 20);
+    let out = crate::glacier_fake::signal_child(child, "-KILL");
+    assert_eq!(out.status.code(), None, "killed by a signal");
+    assert!(s.blobs().is_empty(), "{:?}", s.blobs());
+    let ledger = s.container_ledger(&stalled);
+    assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 0);
+    assert_eq!(count(&ledger, "SELECT count(*) FROM pending_uploads"), 0);
+
+    let direct = s
+        .container("Cool")
+        .raw(&paths)
+        .write(&s.path("config/azure.toml"));
+    let (code, out) = s.outcome(&direct, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let names: Vec<String> = s.blobs().into_keys().collect();
+    assert_eq!(names.len(), 2, "one archive and its index: {names:?}");
+    assert!(names[1] == format!("{}.gbindex", names[0]), "{names:?}");
+    assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 1);
+    let back = s.path("back");
+    let (code, out) = s.outcome(
+        &direct,
+        &[
+            "restore",
+            "--to",
+            back.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let placed = crate::support::files_below(&back);
+    assert_eq!(fs::read(&placed[0]).unwrap(), fs::read(&file).unwrap());
+}
+
+/// When the index cannot be stored, the archive is deleted and the upload fails: no archive
+/// is left at the destination without its index, and nothing is recorded.
+#[test]
+fn an_archive_whose_index_cannot_be_stored_is_deleted() {
+    let s = Setup::with_azurite();
+    let file = s.path("data/notes.txt");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, b"an archive that loses its index").unwrap();
+    let config = s
+        .container("Cool")
+        .raw(&format!("[\"{}\"]\n", file.display()))
+        .write(&s.path("config/azure.toml"));
+    // The run's clock fixes the archive's key; another writer holds a lease on its index's.
+    let at = 1_800_000_000;
+    let key = glacier_backup::archiver::keys::archive_key(
+        &file,
+        time::OffsetDateTime::from_unix_timestamp(at).unwrap(),
+        false,
+    );
+    let index = glacier_backup::archiver::keys::index_key(&key);
+    s.azurite().leased_blob(CONTAINER, &index);
+    let out = s
+        .with_config(&config, &[])
+        .env("GLACIER_BACKUP_NOW", at.to_string())
+        .output()
+        .unwrap();
+    let text = crate::support::sandbox::output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("its index could not be"), "{text}");
+    let names: Vec<String> = s.blobs().into_keys().collect();
+    assert_eq!(names, vec![index], "only the other writer's blob is left");
+    let ledger = s.container_ledger(&config);
+    assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 0);
+}
+
+/// prune deletes an Azure archive with its index, and refuses (without --allow-early-deletion)
+/// to delete one younger than its tier's minimum duration.
+#[test]
+fn prune_deletes_archives_and_their_indexes_after_the_minimum_duration() {
+    let s = Setup::with_azurite();
+    let file = s.path("data/notes.txt");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let config = s
+        .container("Cool")
+        .section("retention", "keep_last = 1")
+        .raw(&format!(
+            "[\"{}\"]\nupload_if_changed = true\n",
+            file.display()
+        ))
+        .write(&s.path("config/azure.toml"));
+    let day = 86_400;
+    let start = 1_800_000_000;
+    for (n, at) in [start, start + day].into_iter().enumerate() {
+        fs::write(&file, format!("version {n}")).unwrap();
+        let out = s
+            .with_config(&config, &[])
+            .env("GLACIER_BACKUP_NOW", at.to_string())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            crate::support::sandbox::output_text(&out)
+        );
+    }
+    assert_eq!(s.blobs().len(), 4);
+    let prune = |at: i64| {
+        let out = s
+            .with_config(&config, &["prune", "--yes"])
+            .env("GLACIER_BACKUP_NOW", at.to_string())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            crate::support::sandbox::output_text(&out),
+        )
+    };
+    // Two days in, Cool's 30 days are not up: the old archive waits.
+    let (code, out) = prune(start + 2 * day);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(s.blobs().len(), 4, "{out}");
+    let (code, out) = prune(start + 40 * day);
+    assert_eq!(code, Some(0), "{out}");
+    let names: Vec<String> = s.blobs().into_keys().collect();
+    assert_eq!(names.len(), 2, "{names:?}\n{out}");
+    let back = s.path("back");
+    let (code, out) = s.outcome(
+        &config,
+        &[
+            "restore",
+            "--to",
+            back.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let placed = crate::support::files_below(&back);
+    assert_eq!(fs::read_to_string(&placed[0]).unwrap(), "version 1");
+}
