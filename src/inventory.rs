@@ -207,6 +207,34 @@ impl<'a> Reconciler<'a> {
     }
 }
 
+/// The backend a ledger is rebuilt for: its name, and whether its archives are whole only with
+/// their index.
+#[derive(Debug, Clone, Copy)]
+pub struct Capable<'a> {
+    /// Backend name, recorded in each row.
+    pub name: &'a str,
+    /// [`Capabilities::needs_index`](glacier_backup_archiver::Capabilities::needs_index).
+    pub needs_index: bool,
+}
+
+impl<'a> Capable<'a> {
+    /// `archiver`'s.
+    pub fn of(archiver: &'a dyn glacier_backup_archiver::Archiver) -> Self {
+        Capable {
+            name: archiver.name(),
+            needs_index: archiver.capabilities().needs_index,
+        }
+    }
+
+    /// A backend that keeps archives whole without an index.
+    pub fn named(name: &'a str) -> Self {
+        Capable {
+            name,
+            needs_index: false,
+        }
+    }
+}
+
 /// What rebuilding the ledger did.
 #[derive(Debug, Default, Clone)]
 pub struct Rebuilt {
@@ -221,6 +249,11 @@ pub struct Rebuilt {
     /// Archives that carry no origin of ours (the Python tool's plain names, other tools'):
     /// listed, never added.
     pub foreign: Vec<ListedArchive>,
+    /// Archives without their index on a destination that keeps archives whole only with it
+    /// ([`Capabilities::needs_index`](glacier_backup_archiver::Capabilities::needs_index)):
+    /// left by a run stopped between the two, never recorded, and deleted by the next backup
+    /// of their path.
+    pub unindexed: Vec<ListedArchive>,
 }
 
 /// Adds a ledger row for every archive of ours the ledger does not know, so a machine that lost
@@ -228,10 +261,15 @@ pub struct Rebuilt {
 /// and completes rows the Python tool wrote with the size and tree hash `listing` gives.
 pub fn rebuild(
     ledger: &mut Ledger,
-    backend: &str,
+    backend: &Capable,
     listing: &Listing,
     unrecorded: &[ListedArchive],
 ) -> Result<Rebuilt, LedgerError> {
+    let indexed: HashSet<&str> = listing
+        .indexes
+        .iter()
+        .filter_map(|index| index.index_of.as_deref())
+        .collect();
     let mut report = Rebuilt::default();
     for archive in &listing.archives {
         if let Some(tree_hash) = archive.tree_hash {
@@ -242,6 +280,9 @@ pub fn rebuild(
     let mut ours: Vec<(OffsetDateTime, &ListedArchive)> = Vec::new();
     for archive in unrecorded {
         match &archive.origin {
+            Some(_) if backend.needs_index && !indexed.contains(archive.archive_id.as_str()) => {
+                report.unindexed.push(archive.clone())
+            }
             Some(origin) => {
                 let at = origin
                     .started_at
@@ -269,7 +310,7 @@ pub fn rebuild(
             report.older.push(archive.clone());
             continue;
         }
-        let row = row_of(archive, origin, backend);
+        let row = row_of(archive, origin, backend.name);
         ledger.record_upload(&row)?;
         report.added.push(row);
     }
@@ -341,7 +382,13 @@ mod tests {
                 ..ListedArchive::new("python-tool", 10)
             },
         ];
-        let report = rebuild(&mut ledger, "glacier", &Listing::default(), &listing).unwrap();
+        let report = rebuild(
+            &mut ledger,
+            &Capable::named("glacier"),
+            &Listing::default(),
+            &listing,
+        )
+        .unwrap();
         assert_eq!(report.added.len(), 3);
         assert_eq!(report.foreign.len(), 1);
         let latest = ledger
@@ -360,7 +407,13 @@ mod tests {
             "/data/photos",
             datetime!(2025-01-01 10:00 UTC),
         )];
-        let report = rebuild(&mut ledger, "glacier", &Listing::default(), &older).unwrap();
+        let report = rebuild(
+            &mut ledger,
+            &Capable::named("glacier"),
+            &Listing::default(),
+            &older,
+        )
+        .unwrap();
         assert!(report.added.is_empty());
         assert_eq!(report.older.len(), 1);
     }
@@ -379,7 +432,13 @@ mod tests {
             moved("first", datetime!(2026-03-01 10:00 UTC)),
             moved("second", datetime!(2026-04-01 10:00 UTC)),
         ];
-        let report = rebuild(&mut ledger, "s3", &Listing::default(), &listing).unwrap();
+        let report = rebuild(
+            &mut ledger,
+            &Capable::named("s3"),
+            &Listing::default(),
+            &listing,
+        )
+        .unwrap();
         assert_eq!(report.added.len(), 2, "{:?}", report.older);
         let latest = ledger
             .latest_upload(std::path::Path::new("/data/log.txt"))
@@ -397,7 +456,13 @@ mod tests {
             ours("c", "/c", datetime!(2026-01-03 0:00 UTC)),
             ours("d", "/d", datetime!(2026-03-01 0:00 UTC)),
         ];
-        rebuild(&mut ledger, "glacier", &Listing::default(), &archives).unwrap();
+        rebuild(
+            &mut ledger,
+            &Capable::named("glacier"),
+            &Listing::default(),
+            &archives,
+        )
+        .unwrap();
         let rows = ledger.uploads().unwrap();
         let listing = Listing {
             archives: vec![

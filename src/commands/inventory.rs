@@ -53,7 +53,7 @@ pub async fn inventory(cli: &Cli, config: &Config, args: &InventoryArgs) -> Resu
     let rebuilt = if args.rebuild_ledger {
         Some(rebuild(
             &mut ledger,
-            archiver.name(),
+            &glacier_backup::inventory::Capable::of(archiver.as_ref()),
             &listing,
             &report.unrecorded,
         )?)
@@ -308,6 +308,14 @@ fn write_report(
                 "not added, not written by glacier-backup (restore them with --archive-id after \
                  recording them by hand, or with the tool that wrote them): {}",
                 rebuilt.foreign.len()
+            )?;
+        }
+        if !rebuilt.unindexed.is_empty() {
+            writeln!(
+                out,
+                "not added, stored without their index by a run that was stopped (the next \
+                 backup of their path deletes them): {}",
+                rebuilt.unindexed.len()
             )?;
         }
     }

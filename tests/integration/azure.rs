@@ -198,16 +198,8 @@ fn a_killed_upload_leaves_nothing_and_the_rerun_stores_one_archive() {
     let file = s.path("data/video.bin");
     fs::create_dir_all(file.parent().unwrap()).unwrap();
     fs::write(&file, random_bytes(40 << 20, 3)).unwrap();
-    let azurite_address = s
-        .azurite()
-        .endpoint
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
     // Two blocks and a half of the third get through; then the upload can go no further.
-    let stall = Stall::new(&azurite_address, 20 << 20);
+    let stall = Stall::new(&azurite_address(&s), 20 << 20);
     let paths = format!("[\"{}\"]\n", file.display());
     let stalled = s
         .container("Cool")
@@ -251,6 +243,69 @@ fn a_killed_upload_leaves_nothing_and_the_rerun_stores_one_archive() {
     assert_eq!(code, Some(0), "{out}");
     let placed = crate::support::files_below(&back);
     assert_eq!(fs::read(&placed[0]).unwrap(), fs::read(&file).unwrap());
+}
+
+/// kill -9 between an archive's commit and its index: the archive is never recorded, a
+/// rebuilt ledger leaves it out, and the next backup of its path (an hour later by the run's
+/// clock, so another machine's upload between the two is never taken for it) deletes it.
+#[test]
+fn an_archive_a_killed_run_left_without_its_index_is_deleted_by_the_next_backup() {
+    let s = Setup::with_azurite();
+    let file = s.path("data/notes.txt");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, random_bytes(50_000, 9)).unwrap();
+    let stall = Stall::at(&azurite_address(&s), ".gbindex ");
+    let paths = format!("[\"{}\"]\n", file.display());
+    let stalled = s
+        .container("Cool")
+        .backend("endpoint_url", format!("{}/devstoreaccount1", stall.origin))
+        .raw(&paths)
+        .write(&s.path("config/azure.toml"));
+    let child = s
+        .with_config(&stalled, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the index was never sent", || stall.holding_one());
+    crate::glacier_fake::signal_child(child, "-KILL");
+    let left: Vec<String> = s.blobs().into_keys().collect();
+    assert_eq!(left.len(), 1, "the archive alone: {left:?}");
+    let ledger = s.container_ledger(&stalled);
+    assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 0);
+
+    let direct = s
+        .container("Cool")
+        .raw(&paths)
+        .write(&s.path("config/azure.toml"));
+    let (code, out) = s.outcome(&direct, &["inventory", "--rebuild-ledger"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ledger rows added: 0"), "{out}");
+    assert!(out.contains("stored without their index"), "{out}");
+    let later = time::OffsetDateTime::now_utc().unix_timestamp() + 2 * 3600;
+    let out = s
+        .with_config(&direct, &[])
+        .env("GLACIER_BACKUP_NOW", later.to_string())
+        .output()
+        .unwrap();
+    let text = crate::support::sandbox::output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("deleting {}", left[0])), "{text}");
+    let names: Vec<String> = s.blobs().into_keys().collect();
+    assert_eq!(names.len(), 2, "one archive and its index: {names:?}");
+    assert!(!names.contains(&left[0]), "{names:?}");
+    assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 1);
+}
+
+/// Azurite's `host:port`, for a proxy in front of it.
+fn azurite_address(s: &Setup) -> String {
+    s.azurite()
+        .endpoint
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 /// When the index cannot be stored, the archive is deleted and the upload fails: no archive

@@ -300,10 +300,14 @@ impl Archiver for AzureArchiver {
     async fn delete(&self, archive: &ArchiveRef) -> Result<()> {
         let key = &archive.archive_id;
         let store = self.store()?;
-        store
+        // An archive already gone may still have its index: a run stopped between the two.
+        let deleted = store
             .delete(&Self::path(key)?)
             .await
-            .map_err(|e| errors::map_missing(&format!("deleting {key}"), key, e))?;
+            .map_err(|e| errors::map_missing(&format!("deleting {key}"), key, e));
+        if matches!(deleted, Err(ref e) if !matches!(e, Error::NotFound { .. })) {
+            return deleted;
+        }
         if indexed_by(key).is_none() {
             let index = glacier_backup_archiver::keys::index_key(key);
             match store.delete(&Self::path(&index)?).await {
@@ -314,7 +318,7 @@ impl Archiver for AzureArchiver {
                 ),
             }
         }
-        Ok(())
+        deleted
     }
 
     async fn describe(&self, archive_id: &str) -> Result<ListedArchive> {

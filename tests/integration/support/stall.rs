@@ -1,6 +1,6 @@
-//! A TCP proxy on 127.0.0.1 that passes a set number of request bytes on to its target and then
-//! holds everything else: an upload that is under way and can go no further, for a test to
-//! kill at a known point.
+//! A TCP proxy on 127.0.0.1 that passes requests on to its target until a set number of request
+//! bytes, or a request naming a marker, and then holds everything else: an upload that is under
+//! way and can go no further, for a test to kill at a known point.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,15 +11,41 @@ pub struct Stall {
     /// `http://127.0.0.1:<port>`, standing for the target's origin.
     pub origin: String,
     passed: Arc<AtomicU64>,
+    held: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// When to stop passing requests on.
+#[derive(Clone)]
+struct Budget {
+    passed: Arc<AtomicU64>,
+    limit: u64,
+    marker: Option<Vec<u8>>,
+    held: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Stall {
     /// Forwards to `target` (`host:port`) until `limit` bytes from clients have gone through.
     pub fn new(target: &str, limit: u64) -> Stall {
+        Self::holding(target, limit, None)
+    }
+
+    /// Forwards to `target` until a client sends `marker` (a name in a request line): that
+    /// request, and everything after it, is held.
+    pub fn at(target: &str, marker: &str) -> Stall {
+        Self::holding(target, u64::MAX, Some(marker.as_bytes().to_vec()))
+    }
+
+    fn holding(target: &str, limit: u64, marker: Option<Vec<u8>>) -> Stall {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let passed = Arc::new(AtomicU64::new(0));
-        let counted = passed.clone();
+        let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let budget = Budget {
+            passed: passed.clone(),
+            limit,
+            marker,
+            held: held.clone(),
+        };
         let target = target.to_owned();
         std::thread::spawn(move || {
             for client in listener.incoming().map_while(Result::ok) {
@@ -28,23 +54,32 @@ impl Stall {
                 };
                 let (client_in, server_out) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let counted = counted.clone();
-                std::thread::spawn(move || pump(client_in, server_out, Some((counted, limit))));
+                let budget = budget.clone();
+                std::thread::spawn(move || pump(client_in, server_out, Some(budget)));
                 std::thread::spawn(move || pump(server, client, None));
             }
         });
-        Stall { origin, passed }
+        Stall {
+            origin,
+            passed,
+            held,
+        }
     }
 
     /// Request bytes passed on so far.
     pub fn passed(&self) -> u64 {
         self.passed.load(Ordering::SeqCst)
     }
+
+    /// Whether a request is held.
+    pub fn holding_one(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
 }
 
 /// Copies `from` to `to`; with a budget, stops passing bytes on (but keeps both ends open) once
-/// the budget shared by every connection is spent.
-fn pump(mut from: TcpStream, mut to: TcpStream, budget: Option<(Arc<AtomicU64>, u64)>) {
+/// the budget shared by every connection is spent, or the marker is seen.
+fn pump(mut from: TcpStream, mut to: TcpStream, budget: Option<Budget>) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let Ok(read) = from.read(&mut buffer) else {
@@ -55,9 +90,21 @@ fn pump(mut from: TcpStream, mut to: TcpStream, budget: Option<(Arc<AtomicU64>, 
             return;
         }
         let mut allowed = read;
-        if let Some((passed, limit)) = &budget {
-            let before = passed.fetch_add(read as u64, Ordering::SeqCst);
-            allowed = limit.saturating_sub(before).min(read as u64) as usize;
+        if let Some(budget) = &budget {
+            let chunk = &buffer[..read];
+            let marked = budget.marker.as_ref().is_some_and(|marker| {
+                chunk
+                    .windows(marker.len())
+                    .any(|window| window == marker.as_slice())
+            });
+            let before = budget.passed.fetch_add(read as u64, Ordering::SeqCst);
+            allowed = budget.limit.saturating_sub(before).min(read as u64) as usize;
+            if marked || budget.held.load(Ordering::SeqCst) {
+                allowed = 0;
+            }
+            if allowed < read {
+                budget.held.store(true, Ordering::SeqCst);
+            }
         }
         if to.write_all(&buffer[..allowed]).is_err() {
             return;
