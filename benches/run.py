@@ -2,7 +2,8 @@
 """Benchmarks for the core engine, each against a baseline run in this same script.
 
     python3 benches/run.py [treehash|backup|many|config|list|glacier|glacier-cpu|s3|
-                            small-glacier|small-local|layers|partial|catalog|migrate] ...
+                            small-glacier|small-local|layers|partial|catalog|migrate|
+                            incremental|prune|azure] ...
                                                                      (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
@@ -17,6 +18,9 @@ glacier-cpu  1 GiB file to the fake Glacier on loopback: the CPU seconds our pro
           vs the floor from the same run: Glacier needs two SHA-256 passes (tree hash and
           payload hash) and one read of the file, so 2 x user + sys of `openssl dgst -sha256`.
 s3        the same 2 GiB directory to moto_server's S3 on loopback: throughput and peak RSS.
+azure     the 1 GiB `backup` tree to Azurite (from .azurite) against the same to moto's S3 in
+          the same run: our CPU seconds (target within 1.2x of S3's) and peak RSS (budget
+          64 MiB + concurrency x part size).
 small-glacier  300 files of 2 KB to the fake Glacier answering after 100 ms per request
           (a home uplink's round trip): default settings vs one candidate at a time.
 small-local  50,000 files of 100 bytes to the local backend: candidates per second, vs one
@@ -674,6 +678,82 @@ def start_moto(bucket):
     return moto, endpoint
 
 
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+               "KBHBeksoGMGw==")
+
+
+def start_azurite(container):
+    """Azurite's blob service (from .azurite, see scripts/test) on a free port of 127.0.0.1,
+    storing under target/bench, with `container` made; returns (process, endpoint)."""
+    data = WORK / "azurite"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    azurite = subprocess.Popen(
+        [str(ROOT / ".azurite" / "node_modules" / ".bin" / "azurite-blob"), "--blobHost",
+         "127.0.0.1", "--blobPort", "0", "--location", str(data), "--skipApiVersionCheck",
+         "--loose", "--disableTelemetry"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True)
+    for line in azurite.stdout:
+        if "listens on http://" in line:
+            endpoint = line.split("listens on ")[1].strip() + "/devstoreaccount1"
+            break
+    else:
+        sys.exit("Azurite did not start")
+    connection = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                  f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};")
+    subprocess.run([str(ROOT / ".azurite" / "venv" / "bin" / "python"), "-c",
+                    "import sys; from azure.storage.blob import BlobServiceClient; "
+                    "BlobServiceClient.from_connection_string(sys.argv[1]).create_container(sys.argv[2])",
+                    connection, container], check=True)
+    return azurite, endpoint
+
+
+def bench_azure():
+    """The 1 GiB `backup` tree to Azurite, against the same tree to moto's S3 in the same run:
+    our CPU seconds (target within 1.2x of the S3 run's) and peak RSS (budget 64 MiB +
+    concurrency x part size)."""
+    tree = WORK / "mixed"
+    make_mixed_tree(tree)
+    total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    warm(tree)
+    concurrency, part_mib = 4, 8
+    results = {}
+    for round in range(3):
+        moto, endpoint = start_moto("bench")
+        try:
+            config = s3_bench_config("s3-bench", endpoint, concurrency, part_mib)
+            env = dict(os.environ, **AWS_TEST_ENV)
+            results.setdefault("s3", []).append(
+                timed([str(BIN), "-c", str(config), "-p", str(tree)], env=env))
+        finally:
+            moto.terminate()
+            moto.wait()
+        azurite, endpoint = start_azurite("bench")
+        try:
+            config = WORK / "azure-bench.toml"
+            ledger = WORK / "azure-bench.sqlite3"
+            ledger.unlink(missing_ok=True)
+            config.write_text(
+                f'[main]\nbackend = "azure"\nlogfile = ""\nledger = "{ledger}"\n'
+                f'[azure]\naccount = "devstoreaccount1"\ncontainer = "bench"\n'
+                f'endpoint_url = "{endpoint}"\nconcurrency = {concurrency}\n'
+                f'part_size = {part_mib}\n')
+            env = dict(os.environ, AZURE_STORAGE_ACCOUNT_KEY=AZURITE_KEY)
+            results.setdefault("azure", []).append(
+                timed([str(BIN), "-c", str(config), "-p", str(tree)], env=env))
+        finally:
+            azurite.terminate()
+            azurite.wait()
+    cpu = {name: min(r[3] for r in runs) for name, runs in results.items()}
+    rss = {name: max(r[1] for r in runs) for name, runs in results.items()}
+    wall = {name: min(r[0] for r in runs) for name, runs in results.items()}
+    print(f"azure: {total / MIB:.0f} MiB tree, {part_mib} MiB parts x {concurrency}, best of 3  "
+          f"CPU: azure {cpu['azure']:.2f}s vs s3 {cpu['s3']:.2f}s = "
+          f"{cpu['azure'] / cpu['s3']:.2f}x (target <= 1.2)  wall: azure {wall['azure']:.1f}s, "
+          f"s3 {wall['s3']:.1f}s  peak RSS: azure {rss['azure']:.1f} MiB, s3 {rss['s3']:.1f} MiB "
+          f"(budget {64 + concurrency * part_mib})")
+
+
 def bench_migrate():
     """A 1 GiB vault archive moved to S3 in one pipe, vs fetched to a file, then uploaded."""
     data = WORK / "one-gib.bin"
@@ -1000,7 +1080,7 @@ def main():
                "small-glacier": bench_small_glacier, "small-local": bench_small_local,
                "layers": bench_layers, "migrate": bench_migrate, "partial": bench_partial,
                "catalog": bench_catalog, "incremental": bench_incremental,
-               "prune": bench_prune}
+               "prune": bench_prune, "azure": bench_azure}
     for name in sys.argv[1:] or list(benches):
         benches[name]()
 
