@@ -408,3 +408,29 @@ fn prune_deletes_archives_and_their_indexes_after_the_minimum_duration() {
     let placed = crate::support::files_below(&back);
     assert_eq!(fs::read_to_string(&placed[0]).unwrap(), "version 1");
 }
+
+/// A wrong key is refused before anything is uploaded, with a message that says where
+/// credentials come from and never shows the key.
+#[test]
+fn a_wrong_key_is_refused_naming_where_credentials_come_from() {
+    let s = Setup::with_azurite();
+    let file = s.path("data/notes.txt");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, b"notes").unwrap();
+    let config = s
+        .container("Cold")
+        .raw(&format!("[\"{}\"]\n", file.display()))
+        .write(&s.path("config/azure.toml"));
+    let wrong =
+        "d3JvbmcgYnV0IHdlbGwgZm9ybWVkIGtleSBvZiBzaXh0eS1mb3VyIGJ5dGVzIGxvbmcgZW5vdWdoISEhIQ==";
+    let out = s
+        .with_config(&config, &[])
+        .env("AZURE_STORAGE_ACCOUNT_KEY", wrong)
+        .output()
+        .unwrap();
+    let text = crate::support::sandbox::output_text(&out);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("AZURE_STORAGE_ACCOUNT_KEY"), "{text}");
+    assert!(!text.contains(wrong), "{text}");
+    assert!(s.blobs().is_empty());
+}

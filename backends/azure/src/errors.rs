@@ -9,15 +9,11 @@ use crate::NAME;
 /// temporary; refusals (credentials, permissions, bad requests) are not.
 pub(crate) fn map(doing: &str, e: object_store::Error) -> Error {
     use object_store::Error as E;
+    let statuses = statuses(&e);
+    let refused_credentials = statuses.iter().any(|s| *s == 401 || *s == 403);
     match e {
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => Error::Config {
-            backend: NAME,
-            message: format!(
-                "{doing}: Azure refused the credentials ({e}); set AZURE_STORAGE_ACCOUNT_KEY, \
-                 AZURE_STORAGE_SAS_KEY or an Azure AD identity (AZURE_CLIENT_ID, \
-                 AZURE_CLIENT_SECRET, AZURE_TENANT_ID) with access to the container"
-            ),
-        },
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => credentials(doing, &e),
+        E::Generic { .. } if refused_credentials => credentials(doing, &e),
         E::Generic { .. } if is_missing_container(&e) => Error::Config {
             backend: NAME,
             message: format!(
@@ -28,7 +24,9 @@ pub(crate) fn map(doing: &str, e: object_store::Error) -> Error {
         E::Generic { .. } => Error::Remote {
             backend: NAME,
             message: format!("{doing}: {e}"),
-            temporary: !is_refusal(&e),
+            temporary: !statuses
+                .iter()
+                .any(|s| (400..500).contains(s) && *s != 408 && *s != 429),
             source: Some(Box::new(e)),
         },
         other => Error::Remote {
@@ -55,10 +53,85 @@ fn is_missing_container(e: &object_store::Error) -> bool {
     e.to_string().contains("ContainerNotFound")
 }
 
-/// A 4xx answer: asking again will not help.
-fn is_refusal(e: &object_store::Error) -> bool {
-    let text = e.to_string();
-    (400..500).any(|status| text.contains(&format!("status: {status}")))
-        && !text.contains("status: 408")
-        && !text.contains("status: 429")
+/// Azure refused who we are: what to set, with Azure's error code (the key itself is never in
+/// a message: object_store signs with it and hides SAS URLs).
+fn credentials(doing: &str, e: &object_store::Error) -> Error {
+    let text = chain(e);
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map_or("refused", |(code, _)| code);
+    Error::Config {
+        backend: NAME,
+        message: format!(
+            "{doing}: Azure refused the credentials ({code}); set AZURE_STORAGE_ACCOUNT_KEY, \
+             AZURE_STORAGE_SAS_KEY or an Azure AD identity (AZURE_CLIENT_ID, \
+             AZURE_CLIENT_SECRET, AZURE_TENANT_ID) with access to the container, and check \
+             [azure] account"
+        ),
+    }
+}
+
+/// The error and its sources, as one text.
+fn chain(e: &object_store::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// The HTTP statuses Azure answered, as the message tells them: object_store keeps its status
+/// private (`... status code: 400 Bad Request ...`).
+fn statuses(e: &object_store::Error) -> Vec<u16> {
+    chain(e)
+        .split("status code: ")
+        .skip(1)
+        .filter_map(|rest| rest.get(..3)?.parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: message.to_owned().into(),
+        }
+    }
+
+    #[test]
+    fn refusals_are_final_and_the_rest_temporary() {
+        let refused = map(
+            "uploading",
+            generic("Error performing PUT in 5ms - Server returned non-2xx status code: 400 Bad Request: x"),
+        );
+        assert!(!refused.is_temporary(), "{refused}");
+        for text in [
+            "Error performing PUT in 5ms - Server returned non-2xx status code: 503 Service Unavailable",
+            "Error performing PUT in 5ms - Server returned non-2xx status code: 429 Too Many Requests",
+            "Error performing PUT in 5ms - error sending request: connection refused",
+        ] {
+            assert!(map("uploading", generic(text)).is_temporary(), "{text}");
+        }
+        let missing = map("checking", generic("status code: 404: ContainerNotFound"));
+        assert!(
+            missing.to_string().contains("[azure] container"),
+            "{missing}"
+        );
+        let refused = map(
+            "checking",
+            generic("status code: 403 Forbidden: <Error><Code>AuthorizationFailure</Code>"),
+        );
+        assert!(matches!(refused, Error::Config { .. }), "{refused:?}");
+        assert!(
+            refused.to_string().contains("(AuthorizationFailure)"),
+            "{refused}"
+        );
+    }
 }
