@@ -434,3 +434,63 @@ fn a_wrong_key_is_refused_naming_where_credentials_come_from() {
     assert!(!text.contains(wrong), "{text}");
     assert!(s.blobs().is_empty());
 }
+
+/// What a killed run costs a tree split into archives (`upload_dirs`): only the archive in
+/// flight. Every archive it finished is recorded, and the rerun sends only the others: here
+/// two of four 10 MiB archives, counted in bytes on the wire.
+#[test]
+fn a_killed_run_loses_only_the_archive_in_flight() {
+    let s = Setup::with_azurite();
+    let data = s.path("data");
+    for (n, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        fs::create_dir_all(data.join(name)).unwrap();
+        fs::write(
+            data.join(name).join("big.bin"),
+            random_bytes(10 << 20, n as u64),
+        )
+        .unwrap();
+    }
+    let archive = 10u64 << 20;
+    // Two archives and a half: the third is in flight when the upload can go no further.
+    let stall = Stall::new(&azurite_address(&s), 2 * archive + archive / 2);
+    let stalled = s
+        .container("Cool")
+        .backend("endpoint_url", format!("{}/devstoreaccount1", stall.origin))
+        .path(&data, "upload_dirs = true\nupload_if_changed = true")
+        .write(&s.path("config/azure.toml"));
+    let child = s
+        .with_config(&stalled, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the upload never got going", || stall.holding_one());
+    crate::glacier_fake::signal_child(child, "-KILL");
+    let ledger = s.container_ledger(&stalled);
+    assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 2);
+
+    let counted = Stall::new(&azurite_address(&s), u64::MAX);
+    let rerun = s
+        .container("Cool")
+        .backend(
+            "endpoint_url",
+            format!("{}/devstoreaccount1", counted.origin),
+        )
+        .path(&data, "upload_dirs = true\nupload_if_changed = true")
+        .write(&s.path("config/azure.toml"));
+    let (code, out) = s.outcome(&rerun, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("uploaded 2, up to date 2"), "{out}");
+    let sent = counted.passed();
+    assert!(
+        sent > 2 * archive && sent < 2 * archive + archive / 4,
+        "the rerun sent {sent} bytes for two archives of {archive}"
+    );
+    assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 4);
+    let archives = s
+        .blobs()
+        .keys()
+        .filter(|k| !k.ends_with(".gbindex"))
+        .count();
+    assert_eq!(archives, 4);
+}
