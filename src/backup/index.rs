@@ -42,8 +42,9 @@ pub(super) async fn put_required_index(
     catalog: Option<Cataloged>,
     format: &Format,
 ) -> Result<Option<Cataloged>, CandidateError> {
-    let indexed = catalog.clone().unwrap_or_default();
-    match sealed_index(archiver, record, &indexed, format).await {
+    let no_entries = Cataloged::default();
+    let indexed = catalog.as_ref().unwrap_or(&no_entries);
+    match sealed_index(archiver, record, indexed, format).await {
         Ok(index_id) => Ok(catalog.map(|catalog| Cataloged {
             index_id: Some(index_id),
             ..catalog
@@ -51,11 +52,9 @@ pub(super) async fn put_required_index(
         Err(message) => {
             let archive = ArchiveRef {
                 archive_id: record.archive_id.clone(),
-                size: record.size.unwrap_or(0),
+                size: 0,
                 // Only the id is needed to delete it.
-                tree_hash: record
-                    .tree_hash
-                    .unwrap_or_else(|| glacier_backup_archiver::treehash::tree_hash(b"")),
+                tree_hash: glacier_backup_archiver::TreeHash::empty(),
                 description: record.description.clone(),
             };
             if let Err(e) = archiver.delete(&archive).await {

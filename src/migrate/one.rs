@@ -138,8 +138,9 @@ async fn indexed_copy(
         index_id: None,
         ..catalog
     });
-    let indexed = catalog.clone().unwrap_or_default();
-    match index_at_destination(destination, row, stored, &indexed, request).await {
+    let no_entries = crate::catalog::Cataloged::default();
+    let indexed = catalog.as_ref().unwrap_or(&no_entries);
+    match index_at_destination(destination, row, stored, indexed, request).await {
         Ok(id) => Ok(catalog.map(|catalog| crate::catalog::Cataloged {
             index_id: Some(id),
             ..catalog

@@ -494,3 +494,41 @@ fn a_killed_run_loses_only_the_archive_in_flight() {
         .count();
     assert_eq!(archives, 4);
 }
+
+/// `migrate` into Azure gives every copy its index, a file's too, so each copy's tree hash is
+/// at the destination; the copies restore byte for byte from the Azure ledger alone.
+#[test]
+fn migrated_copies_get_their_indexes_and_restore() {
+    let s = Setup::with_azurite();
+    let data = s.path("data");
+    awkward_tree(&data);
+    let local = s.local_config(&format!(
+        "[\"{}\"]\nupload_dirs = true\nupload_files = true\n",
+        data.display()
+    ));
+    let (code, out) = s.outcome(&local, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let azure = s.container("Cold").write(&s.path("config/azure.toml"));
+    let moved = s.migrate(&local, &azure, &[]);
+    let text = crate::support::sandbox::output_text(&moved);
+    assert_eq!(moved.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("moved 3, already moved 0, pending 0, failed 0"),
+        "{text}"
+    );
+    let blobs = s.blobs();
+    let indexes = blobs.keys().filter(|k| k.ends_with(".gbindex")).count();
+    assert_eq!((blobs.len(), indexes), (6, 3), "{blobs:?}");
+    let restored = s.path("restored");
+    let (code, out) = s.outcome(
+        &azure,
+        &[
+            "restore",
+            "--to",
+            restored.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_same_tree(&data, &restored);
+}
