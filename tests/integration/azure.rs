@@ -4,8 +4,11 @@
 //! without its index.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use crate::support::config::TestConfig;
+use crate::support::sandbox::output_text;
 use crate::support::setup::{Setup, CONTAINER};
 use crate::support::stall::Stall;
 use crate::support::trees::{assert_same_tree, awkward_tree};
@@ -135,59 +138,35 @@ fn the_awkward_tree_round_trips_in_the_cold_tier_and_a_lost_ledger_is_rebuilt() 
 #[test]
 fn a_multipart_archives_tree_hash_comes_back_from_its_index() {
     let s = Setup::with_azurite();
-    let file = s.path("data/video.bin");
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    fs::write(&file, random_bytes(20 << 20, 7)).unwrap();
-    let config = s
-        .container("Cold")
-        .raw(&format!("[\"{}\"]\n", file.display()))
-        .write(&s.path("config/azure.toml"));
+    let file = source_file(&s, "video.bin", &random_bytes(20 << 20, 7));
+    let config = one_path(&s, s.container("Cold"), &file, "");
     let (code, out) = s.outcome(&config, &[]);
     assert_eq!(code, Some(0), "{out}");
     let blobs = s.blobs();
-    let archive = blobs
-        .iter()
-        .find(|(name, _)| !name.ends_with(".gbindex"))
-        .expect("the archive");
+    // The archive's key sorts first: its index's is the same key with a suffix.
+    let (archive, index) = (
+        blobs.values().next().unwrap(),
+        blobs.values().nth(1).unwrap(),
+    );
     assert!(
-        !archive.1.metadata.contains_key("gb_tree_hash"),
+        !archive.metadata.contains_key("gb_tree_hash"),
         "a multipart blob cannot carry its tree hash: {archive:?}"
     );
-    let ledger = s.path(&format!(
-        "config/azure.devstoreaccount1.{CONTAINER}.sqlite3"
-    ));
-    let recorded: String = rusqlite::Connection::open(&ledger)
-        .unwrap()
-        .query_row("SELECT tree_hash FROM uploads", [], |r| r.get(0))
-        .unwrap();
-    let index = blobs
-        .iter()
-        .find(|(name, _)| name.ends_with(".gbindex"))
-        .expect("the index");
-    assert_eq!(index.1.metadata["gb_indexed_tree_hash"], recorded);
-    fs::remove_file(&ledger).unwrap();
+    let ledger = s.container_ledger(&config);
+    let recorded = || -> String {
+        ledger
+            .query_row("SELECT tree_hash FROM uploads", [], |r| r.get(0))
+            .unwrap()
+    };
+    let tree_hash = recorded();
+    assert_eq!(index.metadata["gb_indexed_tree_hash"], tree_hash);
+    ledger.execute("DELETE FROM uploads", []).unwrap();
     let (code, out) = s.outcome(&config, &["inventory", "--rebuild-ledger"]);
     assert_eq!(code, Some(0), "{out}");
-    let rebuilt: String = rusqlite::Connection::open(&ledger)
-        .unwrap()
-        .query_row("SELECT tree_hash FROM uploads", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(rebuilt, recorded);
+    assert_eq!(recorded(), tree_hash);
     let (code, out) = s.outcome(&config, &["verify", "--remote", "--read"]);
     assert_eq!(code, Some(0), "{out}");
-    let back = s.path("back");
-    let (code, out) = s.outcome(
-        &config,
-        &[
-            "restore",
-            "--to",
-            back.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, Some(0), "{out}");
-    let placed = crate::support::files_below(&back);
-    assert_eq!(fs::read(&placed[0]).unwrap(), fs::read(&file).unwrap());
+    assert_eq!(restored_file(&s, &config, &file), fs::read(&file).unwrap());
 }
 
 /// kill -9 in the middle of a block upload: nothing is committed, nothing recorded, and the
@@ -195,54 +174,24 @@ fn a_multipart_archives_tree_hash_comes_back_from_its_index() {
 #[test]
 fn a_killed_upload_leaves_nothing_and_the_rerun_stores_one_archive() {
     let s = Setup::with_azurite();
-    let file = s.path("data/video.bin");
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    fs::write(&file, random_bytes(40 << 20, 3)).unwrap();
+    let file = source_file(&s, "video.bin", &random_bytes(40 << 20, 3));
     // Two blocks and a half of the third get through; then the upload can go no further.
     let stall = Stall::new(&azurite_address(&s), 20 << 20);
-    let paths = format!("[\"{}\"]\n", file.display());
-    let stalled = s
-        .container("Cool")
-        .backend("endpoint_url", format!("{}/devstoreaccount1", stall.origin))
-        .raw(&paths)
-        .write(&s.path("config/azure.toml"));
-    let child = s
-        .with_config(&stalled, &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the upload never got going", || stall.passed() >= 20 << 20);
-    let out = crate::glacier_fake::signal_child(child, "-KILL");
-    assert_eq!(out.status.code(), None, "killed by a signal");
+    let stalled = one_path(&s, through(&s, &stall, "Cool"), &file, "");
+    killed_once(&s, &stalled, || stall.passed() >= 20 << 20);
     assert!(s.blobs().is_empty(), "{:?}", s.blobs());
     let ledger = s.container_ledger(&stalled);
     assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 0);
     assert_eq!(count(&ledger, "SELECT count(*) FROM pending_uploads"), 0);
 
-    let direct = s
-        .container("Cool")
-        .raw(&paths)
-        .write(&s.path("config/azure.toml"));
+    let direct = one_path(&s, s.container("Cool"), &file, "");
     let (code, out) = s.outcome(&direct, &[]);
     assert_eq!(code, Some(0), "{out}");
     let names: Vec<String> = s.blobs().into_keys().collect();
     assert_eq!(names.len(), 2, "one archive and its index: {names:?}");
     assert!(names[1] == format!("{}.gbindex", names[0]), "{names:?}");
     assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 1);
-    let back = s.path("back");
-    let (code, out) = s.outcome(
-        &direct,
-        &[
-            "restore",
-            "--to",
-            back.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, Some(0), "{out}");
-    let placed = crate::support::files_below(&back);
-    assert_eq!(fs::read(&placed[0]).unwrap(), fs::read(&file).unwrap());
+    assert_eq!(restored_file(&s, &direct, &file), fs::read(&file).unwrap());
 }
 
 /// kill -9 between an archive's commit and its index: the archive is never recorded, a
@@ -251,50 +200,84 @@ fn a_killed_upload_leaves_nothing_and_the_rerun_stores_one_archive() {
 #[test]
 fn an_archive_a_killed_run_left_without_its_index_is_deleted_by_the_next_backup() {
     let s = Setup::with_azurite();
-    let file = s.path("data/notes.txt");
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    fs::write(&file, random_bytes(50_000, 9)).unwrap();
+    let file = source_file(&s, "notes.txt", &random_bytes(50_000, 9));
     let stall = Stall::at(&azurite_address(&s), ".gbindex ");
-    let paths = format!("[\"{}\"]\n", file.display());
-    let stalled = s
-        .container("Cool")
-        .backend("endpoint_url", format!("{}/devstoreaccount1", stall.origin))
-        .raw(&paths)
-        .write(&s.path("config/azure.toml"));
-    let child = s
-        .with_config(&stalled, &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the index was never sent", || stall.holding_one());
-    crate::glacier_fake::signal_child(child, "-KILL");
+    let stalled = one_path(&s, through(&s, &stall, "Cool"), &file, "");
+    killed_once(&s, &stalled, || stall.holding_one());
     let left: Vec<String> = s.blobs().into_keys().collect();
     assert_eq!(left.len(), 1, "the archive alone: {left:?}");
     let ledger = s.container_ledger(&stalled);
     assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 0);
 
-    let direct = s
-        .container("Cool")
-        .raw(&paths)
-        .write(&s.path("config/azure.toml"));
+    let direct = one_path(&s, s.container("Cool"), &file, "");
     let (code, out) = s.outcome(&direct, &["inventory", "--rebuild-ledger"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ledger rows added: 0"), "{out}");
     assert!(out.contains("stored without their index"), "{out}");
     let later = time::OffsetDateTime::now_utc().unix_timestamp() + 2 * 3600;
-    let out = s
-        .with_config(&direct, &[])
-        .env("GLACIER_BACKUP_NOW", later.to_string())
-        .output()
-        .unwrap();
-    let text = crate::support::sandbox::output_text(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains(&format!("deleting {}", left[0])), "{text}");
+    let (code, out) = outcome_at(&s, &direct, &[], later);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("deleting {}", left[0])), "{out}");
     let names: Vec<String> = s.blobs().into_keys().collect();
     assert_eq!(names.len(), 2, "one archive and its index: {names:?}");
     assert!(!names.contains(&left[0]), "{names:?}");
     assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 1);
+}
+
+/// A file `data/<name>` holding `bytes`.
+fn source_file(s: &Setup, name: &str, bytes: &[u8]) -> PathBuf {
+    let file = s.path("data").join(name);
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, bytes).unwrap();
+    file
+}
+
+/// The container's config in `tier`, reached through `stall`.
+fn through(s: &Setup, stall: &Stall, tier: &str) -> TestConfig {
+    s.container(tier)
+        .backend("endpoint_url", format!("{}/devstoreaccount1", stall.origin))
+}
+
+/// Starts a backup with `config` and kills it (-9) once `stalled` says its upload is held.
+fn killed_once(s: &Setup, config: &Path, stalled: impl Fn() -> bool) {
+    let child = s
+        .with_config(config, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the upload never got going", stalled);
+    let out = crate::glacier_fake::signal_child(child, "-KILL");
+    assert_eq!(out.status.code(), None, "killed by a signal");
+}
+
+/// Runs with `config` and `args` by a clock set to `at` (Unix seconds): exit code and output.
+fn outcome_at(s: &Setup, config: &Path, args: &[&str], at: i64) -> (Option<i32>, String) {
+    let out = s
+        .with_config(config, args)
+        .env("GLACIER_BACKUP_NOW", at.to_string())
+        .output()
+        .unwrap();
+    (out.status.code(), output_text(&out))
+}
+
+/// Restores `source` from `config` into a new directory: the one file placed there.
+fn restored_file(s: &Setup, config: &Path, source: &Path) -> Vec<u8> {
+    let back = s.path("back");
+    let _ = fs::remove_dir_all(&back);
+    let (code, out) = s.outcome(
+        config,
+        &[
+            "restore",
+            "--to",
+            back.to_str().unwrap(),
+            source.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let placed = crate::support::files_below(&back);
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    fs::read(&placed[0]).unwrap()
 }
 
 /// Azurite's `host:port`, for a proxy in front of it.
@@ -308,18 +291,20 @@ fn azurite_address(s: &Setup) -> String {
         .to_owned()
 }
 
+/// A config for `config`'s destination backing up `path` with the path section's `settings`.
+fn one_path(s: &Setup, config: TestConfig, path: &Path, settings: &str) -> PathBuf {
+    config
+        .raw(&format!("[\"{}\"]\n{settings}", path.display()))
+        .write(&s.path("config/azure.toml"))
+}
+
 /// When the index cannot be stored, the archive is deleted and the upload fails: no archive
 /// is left at the destination without its index, and nothing is recorded.
 #[test]
 fn an_archive_whose_index_cannot_be_stored_is_deleted() {
     let s = Setup::with_azurite();
-    let file = s.path("data/notes.txt");
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    fs::write(&file, b"an archive that loses its index").unwrap();
-    let config = s
-        .container("Cool")
-        .raw(&format!("[\"{}\"]\n", file.display()))
-        .write(&s.path("config/azure.toml"));
+    let file = source_file(&s, "notes.txt", b"an archive that loses its index");
+    let config = one_path(&s, s.container("Cool"), &file, "");
     // The run's clock fixes the archive's key; another writer holds a lease on its index's.
     let at = 1_800_000_000;
     let key = glacier_backup::archiver::keys::archive_key(
@@ -329,84 +314,42 @@ fn an_archive_whose_index_cannot_be_stored_is_deleted() {
     );
     let index = glacier_backup::archiver::keys::index_key(&key);
     s.azurite().leased_blob(CONTAINER, &index);
-    let out = s
-        .with_config(&config, &[])
-        .env("GLACIER_BACKUP_NOW", at.to_string())
-        .output()
-        .unwrap();
-    let text = crate::support::sandbox::output_text(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("its index could not be"), "{text}");
+    let (code, out) = outcome_at(&s, &config, &[], at);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("its index could not be"), "{out}");
     let names: Vec<String> = s.blobs().into_keys().collect();
     assert_eq!(names, vec![index], "only the other writer's blob is left");
     let ledger = s.container_ledger(&config);
     assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 0);
 }
 
-/// prune deletes an Azure archive with its index, and refuses (without --allow-early-deletion)
-/// to delete one younger than its tier's minimum duration.
+/// prune deletes an Azure archive with its index, and waits out the Cool tier's 30 days.
 #[test]
 fn prune_deletes_archives_and_their_indexes_after_the_minimum_duration() {
     let s = Setup::with_azurite();
-    let file = s.path("data/notes.txt");
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    let config = s
-        .container("Cool")
-        .section("retention", "keep_last = 1")
-        .raw(&format!(
-            "[\"{}\"]\nupload_if_changed = true\n",
-            file.display()
-        ))
-        .write(&s.path("config/azure.toml"));
-    let day = 86_400;
-    let start = 1_800_000_000;
+    let file = source_file(&s, "notes.txt", b"");
+    let config = one_path(
+        &s,
+        s.container("Cool").section("retention", "keep_last = 1"),
+        &file,
+        "upload_if_changed = true\n",
+    );
+    let (day, start) = (86_400, 1_800_000_000);
     for (n, at) in [start, start + day].into_iter().enumerate() {
         fs::write(&file, format!("version {n}")).unwrap();
-        let out = s
-            .with_config(&config, &[])
-            .env("GLACIER_BACKUP_NOW", at.to_string())
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            crate::support::sandbox::output_text(&out)
-        );
+        let (code, out) = outcome_at(&s, &config, &[], at);
+        assert_eq!(code, Some(0), "{out}");
     }
     assert_eq!(s.blobs().len(), 4);
-    let prune = |at: i64| {
-        let out = s
-            .with_config(&config, &["prune", "--yes"])
-            .env("GLACIER_BACKUP_NOW", at.to_string())
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            crate::support::sandbox::output_text(&out),
-        )
-    };
     // Two days in, Cool's 30 days are not up: the old archive waits.
-    let (code, out) = prune(start + 2 * day);
+    let (code, out) = outcome_at(&s, &config, &["prune", "--yes"], start + 2 * day);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(s.blobs().len(), 4, "{out}");
-    let (code, out) = prune(start + 40 * day);
+    let (code, out) = outcome_at(&s, &config, &["prune", "--yes"], start + 40 * day);
     assert_eq!(code, Some(0), "{out}");
     let names: Vec<String> = s.blobs().into_keys().collect();
     assert_eq!(names.len(), 2, "{names:?}\n{out}");
-    let back = s.path("back");
-    let (code, out) = s.outcome(
-        &config,
-        &[
-            "restore",
-            "--to",
-            back.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, Some(0), "{out}");
-    let placed = crate::support::files_below(&back);
-    assert_eq!(fs::read_to_string(&placed[0]).unwrap(), "version 1");
+    assert_eq!(restored_file(&s, &config, &file), b"version 1");
 }
 
 /// A wrong key is refused before anything is uploaded, with a message that says where
@@ -414,13 +357,8 @@ fn prune_deletes_archives_and_their_indexes_after_the_minimum_duration() {
 #[test]
 fn a_wrong_key_is_refused_naming_where_credentials_come_from() {
     let s = Setup::with_azurite();
-    let file = s.path("data/notes.txt");
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    fs::write(&file, b"notes").unwrap();
-    let config = s
-        .container("Cold")
-        .raw(&format!("[\"{}\"]\n", file.display()))
-        .write(&s.path("config/azure.toml"));
+    let file = source_file(&s, "notes.txt", b"notes");
+    let config = one_path(&s, s.container("Cold"), &file, "");
     let wrong =
         "d3JvbmcgYnV0IHdlbGwgZm9ybWVkIGtleSBvZiBzaXh0eS1mb3VyIGJ5dGVzIGxvbmcgZW5vdWdoISEhIQ==";
     let out = s
@@ -428,7 +366,7 @@ fn a_wrong_key_is_refused_naming_where_credentials_come_from() {
         .env("AZURE_STORAGE_ACCOUNT_KEY", wrong)
         .output()
         .unwrap();
-    let text = crate::support::sandbox::output_text(&out);
+    let text = output_text(&out);
     assert_ne!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("AZURE_STORAGE_ACCOUNT_KEY"), "{text}");
     assert!(!text.contains(wrong), "{text}");
@@ -441,43 +379,25 @@ fn a_wrong_key_is_refused_naming_where_credentials_come_from() {
 #[test]
 fn a_killed_run_loses_only_the_archive_in_flight() {
     let s = Setup::with_azurite();
-    let data = s.path("data");
     for (n, name) in ["a", "b", "c", "d"].iter().enumerate() {
-        fs::create_dir_all(data.join(name)).unwrap();
-        fs::write(
-            data.join(name).join("big.bin"),
-            random_bytes(10 << 20, n as u64),
-        )
-        .unwrap();
+        source_file(
+            &s,
+            &format!("{name}/big.bin"),
+            &random_bytes(10 << 20, n as u64),
+        );
     }
+    let data = s.path("data");
     let archive = 10u64 << 20;
+    let split = "upload_dirs = true\nupload_if_changed = true\n";
     // Two archives and a half: the third is in flight when the upload can go no further.
     let stall = Stall::new(&azurite_address(&s), 2 * archive + archive / 2);
-    let stalled = s
-        .container("Cool")
-        .backend("endpoint_url", format!("{}/devstoreaccount1", stall.origin))
-        .path(&data, "upload_dirs = true\nupload_if_changed = true")
-        .write(&s.path("config/azure.toml"));
-    let child = s
-        .with_config(&stalled, &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the upload never got going", || stall.holding_one());
-    crate::glacier_fake::signal_child(child, "-KILL");
+    let stalled = one_path(&s, through(&s, &stall, "Cool"), &data, split);
+    killed_once(&s, &stalled, || stall.holding_one());
     let ledger = s.container_ledger(&stalled);
     assert_eq!(count(&ledger, "SELECT count(*) FROM uploads"), 2);
 
     let counted = Stall::new(&azurite_address(&s), u64::MAX);
-    let rerun = s
-        .container("Cool")
-        .backend(
-            "endpoint_url",
-            format!("{}/devstoreaccount1", counted.origin),
-        )
-        .path(&data, "upload_dirs = true\nupload_if_changed = true")
-        .write(&s.path("config/azure.toml"));
+    let rerun = one_path(&s, through(&s, &counted, "Cool"), &data, split);
     let (code, out) = s.outcome(&rerun, &[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("uploaded 2, up to date 2"), "{out}");

@@ -192,6 +192,24 @@ impl Section {
         }
     }
 
+    /// `part_size`, in MiB: a power of two from `min_mib` to `max_mib` (so part tree hashes
+    /// combine), returned in bytes.
+    pub fn part_size(&self, min_mib: u64, max_mib: u64) -> Result<Option<u64>, SettingsError> {
+        match self.u64("part_size")? {
+            None => Ok(None),
+            Some(mib) if mib.is_power_of_two() && (min_mib..=max_mib).contains(&mib) => {
+                Ok(Some(mib << 20))
+            }
+            Some(mib) => Err(self.error(
+                Some("part_size"),
+                format!(
+                    "{mib} MiB is not a usable part size: use a power of two from {min_mib} to \
+                     {max_mib} (MiB)"
+                ),
+            )),
+        }
+    }
+
     /// A list of words: a TOML array of strings, or text with the items separated by commas or
     /// spaces (INI). Empty items are dropped.
     pub fn list(&self, key: &str) -> Result<Option<Vec<String>>, SettingsError> {

@@ -328,6 +328,19 @@ pub struct Listing {
 }
 
 impl Listing {
+    /// A listing taken at `taken_at` of what a backend holds (archives and indexes, each with
+    /// `index_of` set), sorted by id, the indexes apart.
+    pub fn taken(mut archives: Vec<ListedArchive>, taken_at: OffsetDateTime) -> Self {
+        archives.sort_by(|a, b| a.archive_id.cmp(&b.archive_id));
+        Listing {
+            archives,
+            taken_at: Some(taken_at),
+            incomplete: Vec::new(),
+            indexes: Vec::new(),
+        }
+        .split_indexes()
+    }
+
     /// Moves the indexes among `archives` (those with `index_of`) to `indexes`.
     pub fn split_indexes(mut self) -> Self {
         let (indexes, archives) = self

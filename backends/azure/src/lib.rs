@@ -400,14 +400,7 @@ impl Archiver for AzureArchiver {
         // object_store lists whole path segments under the prefix; a prefix that ends inside a
         // segment (`backups-`) keeps only its own.
         archives.retain(|archive| archive.archive_id.starts_with(&self.settings.prefix));
-        archives.sort_by(|a, b| a.archive_id.cmp(&b.archive_id));
-        Ok(Listing {
-            archives,
-            taken_at: Some(taken_at),
-            incomplete: Vec::new(),
-            indexes: Vec::new(),
-        }
-        .split_indexes())
+        Ok(Listing::taken(archives, taken_at))
     }
 
     /// The listing, with each blob's origin and tree hash from its properties (a few HEADs in

@@ -487,14 +487,7 @@ impl Archiver for S3Archiver {
                 break;
             }
         }
-        archives.sort_by(|a, b| a.archive_id.cmp(&b.archive_id));
-        Ok(Listing {
-            archives,
-            taken_at: Some(taken_at),
-            incomplete: Vec::new(),
-            indexes: Vec::new(),
-        }
-        .split_indexes())
+        Ok(Listing::taken(archives, taken_at))
     }
 
     /// The listing, with each object's origin from its metadata and its tree hash from its

@@ -127,24 +127,7 @@ impl S3Settings {
                     ))
                 }
             };
-        let part_size = match s.u64("part_size")? {
-            None => None,
-            Some(mib)
-                if mib.is_power_of_two()
-                    && mib * MIB >= MIN_PART_SIZE
-                    && mib * MIB <= MAX_PART_SIZE =>
-            {
-                Some(mib * MIB)
-            }
-            Some(mib) => {
-                return Err(s.error(
-                    Some("part_size"),
-                    format!(
-                    "{mib} MiB is not a usable part size: use a power of two from 8 to 4096 (MiB)"
-                ),
-                ))
-            }
-        };
+        let part_size = s.part_size(MIN_PART_SIZE / MIB, MAX_PART_SIZE / MIB)?;
         Ok(S3Settings {
             bucket,
             prefix,
