@@ -78,6 +78,14 @@ impl PriceClass {
         }
     }
 
+    /// Whose list prices the built-in table holds for this class, for messages.
+    pub fn price_source(self) -> &'static str {
+        match self {
+            PriceClass::AzureCool | PriceClass::AzureCold => "Azure East US LRS",
+            _ => "us-east-1",
+        }
+    }
+
     /// Whether archives are read directly, at one price whatever retrieval tier is asked for
     /// (no restore step).
     pub fn online(self) -> bool {

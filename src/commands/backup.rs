@@ -245,9 +245,10 @@ fn storage_estimate(
     let cost = config.prices.storage(class, &sizes, requests);
     tracing::info!(
         "estimated cost: {} a month more for storage, and {} once for {requests} upload \
-         request(s) (us-east-1 list prices of {}; see [prices])",
+         request(s) ({} list prices of {}; see [prices])",
         dollars(cost.monthly),
         dollars(cost.requests),
+        class.price_source(),
         glacier_backup::costs::PRICES_AS_OF
     );
     // Below this, what an archive is billed for is mostly overhead or the class's minimum.

@@ -254,27 +254,35 @@ fn estimate(
     let tier = request.options.tier;
     let chosen = prices.retrieval(class, tier, count, bytes)?;
     // GLACIER_IR and Azure's tiers are read directly, at one price whatever the tier.
-    let others: Vec<String> = Prices::tiers()
-        .iter()
-        .filter(|&&other| other != tier && !class.online())
-        .filter_map(|&other| {
-            let cost = prices.retrieval(class, other, count, bytes)?;
-            Some(format!("{} {}", other.as_str(), dollars(cost.total())))
-        })
-        .collect();
+    let (how, others) = match class.online() {
+        true => ("read at once".to_owned(), String::new()),
+        false => {
+            let others: Vec<String> = Prices::tiers()
+                .iter()
+                .filter(|&&other| other != tier)
+                .filter_map(|&other| {
+                    let cost = prices.retrieval(class, other, count, bytes)?;
+                    Some(format!("{} {}", other.as_str(), dollars(cost.total())))
+                })
+                .collect();
+            let others = match others.is_empty() {
+                true => "none".to_owned(),
+                false => others.join(", "),
+            };
+            (
+                format!("at the {} tier", tier.as_str()),
+                format!("; other tiers: {others}"),
+            )
+        }
+    };
     tracing::info!(
-        "estimated cost: {} for {count} archive(s) at the {} tier (retrieval {}, requests {}, \
-         transfer out {}); other tiers: {} (us-east-1 list prices of {}; see [prices])",
+        "estimated cost: {} for {count} archive(s) {how} (retrieval {}, requests {}, transfer \
+         out {}){others} ({} list prices of {}; see [prices])",
         dollars(chosen.total()),
-        tier.as_str(),
         dollars(chosen.retrieval),
         dollars(chosen.requests),
         dollars(chosen.transfer),
-        if others.is_empty() {
-            "none".into()
-        } else {
-            others.join(", ")
-        },
+        class.price_source(),
         glacier_backup::costs::PRICES_AS_OF,
     );
     Some(chosen.total())

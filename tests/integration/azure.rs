@@ -60,6 +60,22 @@ fn round_trip_in(tier: &str) {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("verified 3 upload(s): 0 problem(s)"), "{out}");
     let restored = s.path("restored");
+    // Azure's tiers are online: a restore is priced as reads, with the tier's own fees.
+    let (code, out) = s.outcome(
+        &config,
+        &[
+            "restore",
+            "-d",
+            "--to",
+            restored.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("archive(s) read at once") && out.contains("Azure East US LRS list prices"),
+        "{out}"
+    );
     let (code, out) = s.outcome(
         &config,
         &[
