@@ -87,3 +87,42 @@ async fn sealed_index(
     };
     store_index(archiver, record, catalog, seal.as_ref()).await
 }
+
+/// On a backend with [`Capabilities::needs_index`](glacier_backup_archiver::Capabilities::needs_index):
+/// deletes the archives of `meta`'s source that a stopped run stored without their index and
+/// no ledger row records (every archive there gets its index before its row, so these were
+/// never recorded anywhere). One the ledger records, whose index was lost since, is kept and
+/// warned about.
+pub(super) async fn remove_unindexed(
+    archiver: &dyn Archiver,
+    ledger: &super::record::SharedLedger<'_>,
+    meta: &glacier_backup_archiver::ArchiveMeta,
+) -> Result<(), CandidateError> {
+    for archive_id in archiver.unindexed(meta).await? {
+        if ledger.with(|l| l.records_archive(&archive_id))? {
+            tracing::warn!(
+                "{}: archive {archive_id} has lost its index at the destination; it is kept, \
+                 but a ledger rebuilt from there will not know it (back the path up again to \
+                 store a new archive with its index)",
+                shown(&meta.source_path)
+            );
+            continue;
+        }
+        tracing::warn!(
+            "{}: deleting {archive_id}: a run stopped between storing it and its index, and \
+             the ledger does not record it",
+            shown(&meta.source_path)
+        );
+        let archive = ArchiveRef {
+            archive_id,
+            size: 0,
+            tree_hash: glacier_backup_archiver::TreeHash::empty(),
+            description: None,
+        };
+        match archiver.delete(&archive).await {
+            Ok(()) | Err(glacier_backup_archiver::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

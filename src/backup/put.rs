@@ -69,6 +69,9 @@ pub(super) async fn put_candidate(
         index_of: None,
         indexed_tree_hash: None,
     };
+    if archiver.capabilities().needs_index {
+        super::index::remove_unindexed(archiver, ledger, &meta).await?;
+    }
     let part_bytes = usize::try_from(part_size).expect("part sizes fit in memory");
     let layered = layers.is_some();
     let (parts, plain_size, catalog) =

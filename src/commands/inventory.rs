@@ -313,8 +313,9 @@ fn write_report(
         if !rebuilt.unindexed.is_empty() {
             writeln!(
                 out,
-                "not added, stored without their index by a run that was stopped (the next \
-                 backup of their path deletes them): {}",
+                "not added, without their index (left by a run stopped between the two, or \
+                 the index was deleted; the next backup of their path deletes those its ledger \
+                 does not record): {}",
                 rebuilt.unindexed.len()
             )?;
         }

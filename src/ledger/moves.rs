@@ -38,6 +38,14 @@ impl Ledger {
             .map_err(sqlite_error(&self.path, "cannot look up uploads"))
     }
 
+    /// Whether any row, pruned or not, records the archive `archive_id`.
+    pub fn records_archive(&self, archive_id: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM uploads WHERE archive_id = ?1)")
+            .and_then(|mut stmt| stmt.query_row(params![archive_id], |row| row.get(0)))
+            .map_err(sqlite_error(&self.path, "cannot look up an archive"))
+    }
+
     /// The copy of `archive_id` an earlier run started, with its stored parts.
     pub fn move_in_progress(&self, archive_id: &str) -> Result<Option<Move>, LedgerError> {
         let read = || -> rusqlite::Result<Option<Move>> {

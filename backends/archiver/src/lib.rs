@@ -132,6 +132,15 @@ pub trait Archiver: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// On a backend with [`Capabilities::needs_index`]: the archives of `meta`'s source that a
+    /// run stopped between storing them and their index left behind, older than the backend's
+    /// grace by `meta.started_at` (so another machine's upload between the two is never
+    /// named). The caller deletes those no ledger records.
+    async fn unindexed(&self, meta: &ArchiveMeta) -> Result<Vec<String>> {
+        let _ = meta;
+        Ok(Vec::new())
+    }
+
     /// What the backend holds under `archive_id` now: its size, and its tree hash where the
     /// backend keeps one. The default looks it up in [`Archiver::list`].
     async fn describe(&self, archive_id: &str) -> Result<ListedArchive> {

@@ -321,6 +321,12 @@ impl Archiver for AzureArchiver {
         deleted
     }
 
+    /// A blob is committed before its index is stored; an hour is far more than the one
+    /// request between the two.
+    async fn unindexed(&self, meta: &ArchiveMeta) -> Result<Vec<String>> {
+        self.unindexed_of(meta).await
+    }
+
     async fn describe(&self, archive_id: &str) -> Result<ListedArchive> {
         let mut described = self
             .properties(ListedArchive::new(archive_id, 0))

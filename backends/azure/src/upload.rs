@@ -36,7 +36,6 @@ impl AzureArchiver {
             return Ok(index_key(archive));
         }
         let base = format!("{}{}", self.settings.prefix, key_for(meta));
-        self.sweep_unindexed(meta, &base).await?;
         let store = self.store()?;
         let mut key = base.clone();
         for n in 1..1000 {
@@ -56,45 +55,38 @@ impl AzureArchiver {
 }
 
 impl AzureArchiver {
-    /// Deletes the archives of `meta`'s source that a killed run committed and never indexed:
-    /// every archive here gets its index within moments of its commit, or is deleted again
-    /// ([`Capabilities::needs_index`](glacier_backup_archiver::Capabilities::needs_index)), so
-    /// no ledger records one without; and without its index a multipart archive has no tree
-    /// hash to be checked by. Only those older than [`UNINDEXED_GRACE`] by the run's clock
-    /// (`meta.started_at`) go: a younger one may be another machine's, between its commit and
-    /// its index.
-    async fn sweep_unindexed(&self, meta: &ArchiveMeta, key: &str) -> Result<()> {
+    /// The archives of `meta`'s source (the blobs beside where its next archive goes) without
+    /// an index, older than [`UNINDEXED_GRACE`] by the run's clock (`meta.started_at`).
+    pub(crate) async fn unindexed_of(&self, meta: &ArchiveMeta) -> Result<Vec<String>> {
+        let key = format!("{}{}", self.settings.prefix, key_for(meta));
         let Some((folder, _)) = key.rsplit_once('/') else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        let store = self.store()?;
-        let listed = match store.list_with_delimiter(Some(&Self::path(folder)?)).await {
+        let listed = match self
+            .store()?
+            .list_with_delimiter(Some(&Self::path(folder)?))
+            .await
+        {
             Ok(listed) => listed,
-            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(errors::map(&format!("listing {folder}/"), e)),
         };
         let names: std::collections::HashSet<&str> =
             listed.objects.iter().map(|o| o.location.as_ref()).collect();
         let before = meta.started_at - UNINDEXED_GRACE;
-        for object in &listed.objects {
-            let name = object.location.as_ref();
-            let unindexed = indexed_by(name).is_none() && !names.contains(index_key(name).as_str());
-            let modified =
-                time::OffsetDateTime::from_unix_timestamp(object.last_modified.timestamp());
-            if !unindexed || modified.map_or(true, |at| at > before) {
-                continue;
-            }
-            tracing::warn!(
-                "{}: deleting {name}: a run stopped between storing it and its index, and no \
-                 ledger records it",
-                shown(&meta.source_path)
-            );
-            match store.delete(&object.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(errors::map(&format!("deleting {name}"), e)),
-            }
-        }
-        Ok(())
+        Ok(listed
+            .objects
+            .iter()
+            .filter(|object| {
+                let name = object.location.as_ref();
+                let modified =
+                    time::OffsetDateTime::from_unix_timestamp(object.last_modified.timestamp());
+                indexed_by(name).is_none()
+                    && !names.contains(index_key(name).as_str())
+                    && modified.is_ok_and(|at| at <= before)
+            })
+            .map(|object| object.location.as_ref().to_owned())
+            .collect())
     }
 }
 

@@ -142,6 +142,13 @@ impl Azurite {
         ));
     }
 
+    /// Deletes a blob, as another writer could.
+    pub fn delete_blob(&self, container: &str, key: &str) {
+        self.python(&format!(
+            "service.get_blob_client({container:?}, {key:?}).delete_blob()"
+        ));
+    }
+
     /// Every blob in a container by name, with its tier, metadata and size as Azure's own
     /// client library reads them (one listing).
     pub fn blobs(&self, container: &str) -> BTreeMap<String, BlobProperties> {
