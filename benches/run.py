@@ -73,6 +73,18 @@ def build():
                     "--example", "treehash_file"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "fake-glacier"],
                    cwd=ROOT, check=True)
+    print(f"binary: {BIN.stat().st_size / 1e6:.1f} MB ({release_profile()})")
+
+
+def release_profile():
+    """The `[profile.release]` settings of Cargo.toml, as one line."""
+    settings, inside = [], False
+    for line in (ROOT / "Cargo.toml").read_text().splitlines():
+        if line.startswith("["):
+            inside = line.strip() == "[profile.release]"
+        elif inside and "=" in line:
+            settings.append(line.strip())
+    return "profile.release: " + (", ".join(settings) or "cargo's defaults")
 
 
 def timed(cmd, **kw):

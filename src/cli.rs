@@ -23,7 +23,8 @@ fn long_version() -> String {
 }
 
 /// Back up files and directories to cold storage (S3 Glacier vaults, S3 cold storage classes,
-/// or a local directory), each candidate once, or again when it changed.
+/// Azure's Cool and Cold tiers, or a local directory), each candidate once, or again when it
+/// changed.
 #[derive(Debug, Parser)]
 #[command(name = "glacier-backup", version, long_version = long_version(), max_term_width = 100,
           subcommand_precedence_over_arg = true, after_help = EXIT_CODES)]
