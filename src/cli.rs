@@ -129,6 +129,11 @@ pub enum Command {
     /// marked in the ledger as confirmed. Archives inside their class's minimum storage
     /// duration wait for it unless --allow-early-deletion
     Prune(PruneArgs),
+    /// What the destination holds and what keeping it costs, from the ledger alone (no
+    /// network): archives and bytes in its storage class, the monthly storage estimate,
+    /// uploads inside the class's minimum duration and their early-deletion fee, the largest
+    /// paths, the oldest and newest upload, what is pending, moved and pruned
+    Stats,
     /// Move archives to another destination (a Glacier vault into S3): each one retrieved,
     /// copied part by part, checked against its tree hash and recorded in both ledgers; run
     /// again to continue (-d shows the plan and its cost)

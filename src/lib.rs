@@ -41,6 +41,7 @@ pub mod progress;
 pub mod prune;
 pub mod resolve;
 pub mod restore;
+pub mod stats;
 pub mod stream;
 pub mod upload;
 pub mod verify;

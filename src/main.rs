@@ -275,6 +275,7 @@ async fn run(cli: Cli) -> Result<Outcome, Fatal> {
 
     match cli.command {
         Some(Command::List) => commands::list::list(&config, cli.json),
+        Some(Command::Stats) => commands::stats::stats(&config, cli.json),
         Some(Command::Restore(ref args)) => commands::restore::restore(&cli, &config, args).await,
         Some(Command::Ls(ref args)) => commands::ls::ls(&config, args, cli.json),
         Some(Command::Find(ref args)) => commands::find::find(&config, args, cli.json),

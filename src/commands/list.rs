@@ -2,31 +2,16 @@
 
 use glacier_backup::shown;
 use std::io::Write;
-use std::path::PathBuf;
 
-use glacier_backup::backends::BackendError;
 use glacier_backup::config::Config;
 use glacier_backup::ledger::{Ledger, Moved, UploadRecord};
 
-use super::{home_config_dir, Fatal, Outcome};
-
-fn ledger_for(config: &Config) -> Result<PathBuf, Fatal> {
-    let target = match config.open_archiver() {
-        Ok(archiver) => archiver.target(),
-        // The Python tool's naming, known without the backend, so `list` works in any build.
-        Err(BackendError::NotCompiled { .. }) if config.backend == "glacier" => format!(
-            "glacier.{}",
-            config.vault_name.as_deref().unwrap_or("default")
-        ),
-        Err(e) => return Err(Fatal::Config(e.into())),
-    };
-    Ok(config.ledger_path(&target, home_config_dir().as_deref()))
-}
+use super::{Fatal, Outcome};
 
 /// Prints the ledger, streaming its rows: memory stays flat whatever the ledger's size (the
 /// table reads the rows twice, first for the column widths).
 pub fn list(config: &Config, json: bool) -> Result<Outcome, Fatal> {
-    let path = ledger_for(config)?;
+    let path = super::ledger_for(config)?;
     let ledger = Ledger::reader(&path)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if json {

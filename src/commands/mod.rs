@@ -9,6 +9,7 @@ pub mod ls;
 pub mod migrate;
 pub mod prune;
 pub mod restore;
+pub mod stats;
 pub mod verify;
 
 use glacier_backup::shown;
@@ -415,4 +416,22 @@ pub(crate) async fn fetch_inventory(
         Err(FetchError::Ledger(e)) => Err(e.into()),
         Err(e @ FetchError::NoneYet) => Err(Fatal::Failure(e.into())),
     }
+}
+
+/// The ledger file of `config`'s destination, found without contacting it, in any build: the
+/// Python tool's naming for a vault when the glacier backend is not compiled in.
+pub fn ledger_for(config: &Config) -> Result<PathBuf, Fatal> {
+    let target = match config.open_archiver() {
+        Ok(archiver) => archiver.target(),
+        Err(glacier_backup::backends::BackendError::NotCompiled { .. })
+            if config.backend == "glacier" =>
+        {
+            format!(
+                "glacier.{}",
+                config.vault_name.as_deref().unwrap_or("default")
+            )
+        }
+        Err(e) => return Err(Fatal::Config(e.into())),
+    };
+    Ok(config.ledger_path(&target, home_config_dir().as_deref()))
 }

@@ -12,6 +12,19 @@ use super::sql::{rfc3339, sqlite_error, SqlPath};
 use super::{Ledger, LedgerError, PendingUpload};
 
 impl Ledger {
+    /// How many uploads were interrupted and wait to be continued.
+    pub fn pending_uploads_count(&self) -> Result<u64, LedgerError> {
+        self.conn
+            .query_row("SELECT count(*) FROM pending_uploads", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(sqlite_error(
+                &self.path,
+                "cannot count the interrupted uploads",
+            ))
+    }
+
     /// The unfinished upload of `path`, if one was recorded.
     pub fn pending_upload(&self, path: &Path) -> Result<Option<PendingUpload>, LedgerError> {
         self.conn

@@ -27,6 +27,19 @@ impl Ledger {
             .map_err(sqlite_error(&self.path, "cannot read a retrieval"))
     }
 
+    /// Retrievals asked for and not yet cleared: how many of archives (or their ranges), and
+    /// whether one is the inventory's.
+    pub fn retrievals_pending(&self) -> Result<(u64, bool), LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FILTER (WHERE archive_id != ''), \
+                 count(*) FILTER (WHERE archive_id = '') FROM retrievals",
+                [],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? > 0)),
+            )
+            .map_err(sqlite_error(&self.path, "cannot count the retrievals"))
+    }
+
     /// Records a retrieval, replacing an earlier one of the same archive.
     pub fn record_retrieval(&mut self, retrieval: &Retrieval) -> Result<(), LedgerError> {
         self.conn

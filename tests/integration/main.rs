@@ -30,3 +30,5 @@ mod parallel;
 mod partial;
 #[cfg(feature = "local")]
 mod prune;
+#[cfg(all(feature = "s3", feature = "local"))]
+mod stats;
