@@ -52,9 +52,7 @@ impl AzureArchiver {
             source: None,
         })
     }
-}
 
-impl AzureArchiver {
     /// The archives of `meta`'s source (the blobs beside where its next archive goes) without
     /// an index, older than [`UNINDEXED_GRACE`] by the run's clock (`meta.started_at`).
     pub(crate) async fn unindexed_of(&self, meta: &ArchiveMeta) -> Result<Vec<String>> {
