@@ -76,18 +76,8 @@ fn round_trip_in(tier: &str) {
         out.contains("archive(s) read at once") && out.contains("Azure East US LRS list prices"),
         "{out}"
     );
-    let (code, out) = s.outcome(
-        &config,
-        &[
-            "restore",
-            "--to",
-            restored.to_str().unwrap(),
-            data.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, Some(0), "{out}");
+    let out = restored_tree(&s, &config, &data);
     assert!(out.contains("restored 3, pending 0, failed 0"), "{out}");
-    assert_same_tree(&data, &restored);
 
     let ledger = s.path(&format!(
         "config/azure.devstoreaccount1.{CONTAINER}.sqlite3"
@@ -122,21 +112,11 @@ fn round_trip_in(tier: &str) {
     let (code, out) = s.outcome(&config, &["find", "*.sh"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("run.sh"), "{out}");
-    let one = s.path("one");
     let wanted = data.join("Фото 2026 (copy)/café.txt");
-    let (code, out) = s.outcome(
-        &config,
-        &[
-            "restore",
-            "--to",
-            one.to_str().unwrap(),
-            wanted.to_str().unwrap(),
-        ],
+    assert_eq!(
+        restored_file(&s, &config, &wanted),
+        fs::read(&wanted).unwrap()
     );
-    assert_eq!(code, Some(0), "{out}");
-    let placed = crate::support::files_below(&one);
-    assert_eq!(placed.len(), 1, "{placed:?}");
-    assert_eq!(fs::read(&placed[0]).unwrap(), fs::read(&wanted).unwrap());
 }
 
 #[test]
@@ -294,6 +274,24 @@ fn restored_file(s: &Setup, config: &Path, source: &Path) -> Vec<u8> {
     let placed = crate::support::files_below(&back);
     assert_eq!(placed.len(), 1, "{placed:?}");
     fs::read(&placed[0]).unwrap()
+}
+
+/// Restores the tree `source` from `config` into `restored` and checks it is `source` byte for
+/// byte: the restore's output.
+fn restored_tree(s: &Setup, config: &Path, source: &Path) -> String {
+    let restored = s.path("restored");
+    let (code, out) = s.outcome(
+        config,
+        &[
+            "restore",
+            "--to",
+            restored.to_str().unwrap(),
+            source.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_same_tree(source, &restored);
+    out
 }
 
 /// Azurite's `host:port`, for a proxy in front of it.
@@ -481,16 +479,5 @@ fn migrated_copies_get_their_indexes_and_restore() {
     let blobs = s.blobs();
     let indexes = blobs.keys().filter(|k| k.ends_with(".gbindex")).count();
     assert_eq!((blobs.len(), indexes), (6, 3), "{blobs:?}");
-    let restored = s.path("restored");
-    let (code, out) = s.outcome(
-        &azure,
-        &[
-            "restore",
-            "--to",
-            restored.to_str().unwrap(),
-            data.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, Some(0), "{out}");
-    assert_same_tree(&data, &restored);
+    restored_tree(&s, &azure, &data);
 }

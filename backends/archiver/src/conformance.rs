@@ -72,18 +72,8 @@ pub async fn a_deleted_archive_is_gone(archiver: &dyn Archiver) {
 /// among the indexes naming its archive, never among the archives.
 pub async fn an_index_is_stored_beside_its_archive(archiver: &dyn Archiver) {
     let archive = put_bytes(archiver, "indexed", sample(2000, 3)).await;
-    let mut index_meta = meta("indexed", 100);
-    index_meta.index_of = Some(archive.archive_id.clone());
     let index_bytes = sample(100, 4);
-    let index = archiver
-        .put(
-            &index_meta,
-            &PutOptions::default(),
-            parts_from_bytes(index_bytes.clone(), archiver.part_size(100)),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{}: put an index: {e}", archiver.name()));
-    synced(archiver, &index).await;
+    let index = put_index(archiver, &archive, index_bytes.clone()).await;
     assert_ne!(index.archive_id, archive.archive_id);
     assert_eq!(read_back(archiver, &index).await, index_bytes);
     if !archiver.capabilities().listable {
@@ -122,17 +112,7 @@ pub async fn an_index_keeps_the_tree_hash_its_archive_cannot(archiver: &dyn Arch
     let data = sample(2 * part_size as usize + 10, 31);
     let archive = put_bytes(archiver, "multipart", data.clone()).await;
     assert_eq!(archive.tree_hash, tree_hash(&data));
-    let mut index_meta = meta("multipart", 100);
-    index_meta.index_of = Some(archive.archive_id.clone());
-    index_meta.indexed_tree_hash = Some(archive.tree_hash);
-    let index = archiver
-        .put(
-            &index_meta,
-            &PutOptions::default(),
-            parts_from_bytes(sample(100, 32), archiver.part_size(100)),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{name}: put an index: {e}"));
+    let index = put_index(archiver, &archive, sample(100, 32)).await;
     let described = archiver
         .describe(&archive.archive_id)
         .await
@@ -163,6 +143,20 @@ pub async fn an_index_keeps_the_tree_hash_its_archive_cannot(archiver: &dyn Arch
         ),
         "{name}: an index must go with its archive"
     );
+}
+
+/// Stores `data` as the index of `archive`, carrying its tree hash as the engine's indexes do.
+async fn put_index(archiver: &dyn Archiver, archive: &ArchiveRef, data: Bytes) -> ArchiveRef {
+    let mut index_meta = meta("index", data.len() as u64);
+    index_meta.index_of = Some(archive.archive_id.clone());
+    index_meta.indexed_tree_hash = Some(archive.tree_hash);
+    let parts = parts_from_bytes(data.clone(), archiver.part_size(data.len() as u64));
+    let index = archiver
+        .put(&index_meta, &PutOptions::default(), parts)
+        .await
+        .unwrap_or_else(|e| panic!("{}: put an index: {e}", archiver.name()));
+    synced(archiver, &index).await;
+    index
 }
 
 /// Deterministic test bytes that differ at every offset.

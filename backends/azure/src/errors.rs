@@ -9,12 +9,14 @@ use crate::NAME;
 /// temporary; refusals (credentials, permissions, bad requests) are not.
 pub(crate) fn map(doing: &str, e: object_store::Error) -> Error {
     use object_store::Error as E;
-    let statuses = statuses(&e);
+    let text = chain(&e);
+    let statuses = statuses(&text);
+    let code = azure_code(&text);
     let refused_credentials = statuses.iter().any(|s| *s == 401 || *s == 403);
     match e {
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => credentials(doing, &e),
-        E::Generic { .. } if refused_credentials => credentials(doing, &e),
-        E::Generic { .. } if is_missing_container(&e) => Error::Config {
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => credentials(doing, code),
+        E::Generic { .. } if refused_credentials => credentials(doing, code),
+        E::Generic { .. } if code == Some("ContainerNotFound") => Error::Config {
             backend: NAME,
             message: format!(
                 "{doing}: the container does not exist; create it (az storage container \
@@ -49,25 +51,17 @@ pub(crate) fn map_missing(doing: &str, archive_id: &str, e: object_store::Error)
     }
 }
 
-fn is_missing_container(e: &object_store::Error) -> bool {
-    e.to_string().contains("ContainerNotFound")
-}
-
 /// Azure refused who we are: what to set, with Azure's error code (the key itself is never in
 /// a message: object_store signs with it and hides SAS URLs).
-fn credentials(doing: &str, e: &object_store::Error) -> Error {
-    let text = chain(e);
-    let code = text
-        .split_once("<Code>")
-        .and_then(|(_, rest)| rest.split_once("</Code>"))
-        .map_or("refused", |(code, _)| code);
+fn credentials(doing: &str, code: Option<&str>) -> Error {
     Error::Config {
         backend: NAME,
         message: format!(
-            "{doing}: Azure refused the credentials ({code}); set AZURE_STORAGE_ACCOUNT_KEY, \
+            "{doing}: Azure refused the credentials ({}); set AZURE_STORAGE_ACCOUNT_KEY, \
              AZURE_STORAGE_SAS_KEY or an Azure AD identity (AZURE_CLIENT_ID, \
              AZURE_CLIENT_SECRET, AZURE_TENANT_ID) with access to the container, and check \
-             [azure] account"
+             [azure] account",
+            code.unwrap_or("refused")
         ),
     }
 }
@@ -86,12 +80,17 @@ fn chain(e: &object_store::Error) -> String {
 
 /// The HTTP statuses Azure answered, as the message tells them: object_store keeps its status
 /// private (`... status code: 400 Bad Request ...`).
-fn statuses(e: &object_store::Error) -> Vec<u16> {
-    chain(e)
-        .split("status code: ")
+fn statuses(text: &str) -> Vec<u16> {
+    text.split("status code: ")
         .skip(1)
         .filter_map(|rest| rest.get(..3)?.parse().ok())
         .collect()
+}
+
+/// Azure's error code (`<Code>ContainerNotFound</Code>` in the answer's body), if given.
+fn azure_code(text: &str) -> Option<&str> {
+    let (_, rest) = text.split_once("<Code>")?;
+    rest.split_once("</Code>").map(|(code, _)| code)
 }
 
 #[cfg(test)]
@@ -119,7 +118,10 @@ mod tests {
         ] {
             assert!(map("uploading", generic(text)).is_temporary(), "{text}");
         }
-        let missing = map("checking", generic("status code: 404: ContainerNotFound"));
+        let missing = map(
+            "checking",
+            generic("status code: 404: <Error><Code>ContainerNotFound</Code>"),
+        );
         assert!(
             missing.to_string().contains("[azure] container"),
             "{missing}"
