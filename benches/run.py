@@ -3,7 +3,7 @@
 
     python3 benches/run.py [treehash|backup|many|config|list|glacier|glacier-cpu|s3|
                             small-glacier|small-local|layers|partial|catalog|migrate|
-                            incremental|prune|azure] ...
+                            incremental|prune|azure|bandwidth] ...
                                                                      (default: all)
 
 treehash  1 GiB file: our tree hash (the backup pipeline) vs `openssl dgst -sha256`.
@@ -44,6 +44,10 @@ migrate   a 1 GiB vault archive (the fake Glacier) moved to moto's S3 with `migr
           uploading that file with the S3 backend (`backup -p FILE`); wall time, CPU seconds and
           peak RSS (budget: the upload's, 64 MiB + concurrency x part size, plus the two parts
           read ahead).
+
+bandwidth  a 64 MiB file to the fake Glacier, 8 MiB parts 4 in flight, with --limit-upload 4M:
+          wall time against 16 s, the time 64 MiB takes at 4 MiB/s (target within 10%), and
+          the same upload unlimited in the same run.
 
 Data goes under target/bench (about 5.5 GiB). Times are the best of several runs, because these
 machines are shared and noisy; ratios are what to compare.
@@ -1083,6 +1087,29 @@ def bench_prune():
           f"{rss:.1f} MiB (target < 64 MiB)")
 
 
+def bench_bandwidth():
+    """64 MiB at --limit-upload 4M with 4 parts in flight: one bucket for all of them, so the
+    whole takes 64 / 4 = 16 s however many parts share it."""
+    data = WORK / "bandwidth-64m.bin"
+    if not data.exists() or data.stat().st_size != 64 * MIB:
+        write_random(data, 64 * MIB)
+    env = dict(os.environ, **AWS_TEST_ENV)
+
+    def upload(limit):
+        fake, config = fake_glacier_config("bandwidth-bench", 4, 8)
+        result = timed([str(BIN), "-c", str(config), "-p", str(data)] + limit, env=env)
+        stop_fake(fake)
+        return result
+
+    (unlimited, _, _, _), _ = best(3, lambda: upload([]))
+    limited, rss, out, cpu = upload(["--limit-upload", "4M"])
+    if "uploaded 1" not in out:
+        sys.exit(f"bandwidth: the limited upload failed:\n{out}")
+    print(f"bandwidth: 64 MiB, 8 MiB parts x 4, --limit-upload 4M: {limited:.2f}s against 16 s "
+          f"(ratio {limited / 16:.3f}, target 0.9..1.1); unlimited {unlimited:.2f}s; "
+          f"CPU {cpu:.2f}s; peak RSS {rss:.1f} MiB")
+
+
 def main():
     build()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -1092,7 +1119,7 @@ def main():
                "small-glacier": bench_small_glacier, "small-local": bench_small_local,
                "layers": bench_layers, "migrate": bench_migrate, "partial": bench_partial,
                "catalog": bench_catalog, "incremental": bench_incremental,
-               "prune": bench_prune, "azure": bench_azure}
+               "prune": bench_prune, "azure": bench_azure, "bandwidth": bench_bandwidth}
     for name in sys.argv[1:] or list(benches):
         benches[name]()
 

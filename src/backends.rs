@@ -55,6 +55,8 @@ pub struct BackendSettings<'a> {
     pub vault_name: Option<&'a str>,
     /// `[main] account_id`.
     pub account_id: Option<&'a str>,
+    /// The run's bandwidth limits, which every backend applies to its own traffic.
+    pub bandwidth: &'a glacier_backup_archiver::Bandwidth,
 }
 
 /// Builds a backend's archiver from its settings.
@@ -180,7 +182,8 @@ pub fn open_archiver(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, Ba
 fn local(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
     let section = &settings.sections["local"];
     Ok(Arc::new(
-        glacier_backup_local::LocalArchiver::from_settings(section)?,
+        glacier_backup_local::LocalArchiver::from_settings(section)?
+            .with_bandwidth(settings.bandwidth.clone()),
     ))
 }
 
@@ -194,22 +197,25 @@ fn glacier(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError
             Some(section),
             settings.vault_name,
             settings.account_id,
-        )?,
+        )?
+        .with_bandwidth(settings.bandwidth.clone()),
     ))
 }
 
 #[cfg(feature = "s3")]
 fn s3(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
     let section = &settings.sections["s3"];
-    Ok(Arc::new(glacier_backup_s3::S3Archiver::from_section(
-        section,
-    )?))
+    Ok(Arc::new(
+        glacier_backup_s3::S3Archiver::from_section(section)?
+            .with_bandwidth(settings.bandwidth.clone()),
+    ))
 }
 
 #[cfg(feature = "azure")]
 fn azure(settings: &BackendSettings) -> Result<Arc<dyn Archiver>, BackendError> {
     let section = &settings.sections["azure"];
-    Ok(Arc::new(glacier_backup_azure::AzureArchiver::from_section(
-        section,
-    )?))
+    Ok(Arc::new(
+        glacier_backup_azure::AzureArchiver::from_section(section)?
+            .with_bandwidth(settings.bandwidth.clone()),
+    ))
 }

@@ -63,6 +63,17 @@ pub struct Cli {
               glacier_backup::backends::backend_names()), global = true)]
     pub backend: Option<String>,
 
+    /// Send at most RATE bytes a second, shared by all uploads at once (k, M, G: 1024-based;
+    /// off), or follow a timetable in local time such as "08:00,512k 23:00,off" (overrides
+    /// [main] limit_upload)
+    #[arg(long, value_name = "RATE", global = true)]
+    pub limit_upload: Option<glacier_backup_archiver::bandwidth::Schedule>,
+
+    /// Receive at most RATE bytes a second (restores, verify --read, migrate), as
+    /// --limit-upload (overrides [main] limit_download)
+    #[arg(long, value_name = "RATE", global = true)]
+    pub limit_download: Option<glacier_backup_archiver::bandwidth::Schedule>,
+
     /// Stop after this many uploads (1 reproduces the Python tool); default: no limit
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub max_uploads: Option<u64>,

@@ -231,6 +231,12 @@ fn load_config(cli: &Cli) -> Result<Config, Fatal> {
     if let Some(backend) = &cli.backend {
         config.backend = backend.clone();
     }
+    if let Some(schedule) = &cli.limit_upload {
+        config.bandwidth.upload = glacier_backup::clock::throttle(schedule.clone());
+    }
+    if let Some(schedule) = &cli.limit_download {
+        config.bandwidth.download = glacier_backup::clock::throttle(schedule.clone());
+    }
     if let Some(logfile) = &cli.logfile {
         config.logfile = if logfile.is_empty() {
             LogFile::Disabled

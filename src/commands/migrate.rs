@@ -15,7 +15,10 @@ use crate::cli::{Cli, MigrateArgs};
 
 pub async fn migrate(cli: &Cli, config: &Config, args: &MigrateArgs) -> Result<Outcome, Fatal> {
     let source = Session::open(config)?;
-    let to_config = destination_config(args)?;
+    let mut to_config = destination_config(args)?;
+    // One bucket per direction for the whole run: the limits of -c's config and the command
+    // line, whatever the destination's config says.
+    to_config.bandwidth = config.bandwidth.clone();
     let destination = Session::open(&to_config)?;
     refuse_same_place(&source, &destination, args)?;
     let options = source_options(&source, args)?;

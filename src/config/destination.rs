@@ -18,6 +18,7 @@ impl Config {
             sections: &self.backend_sections,
             vault_name: self.vault_name.as_deref(),
             account_id: self.account_id.as_deref(),
+            bandwidth: &self.bandwidth,
         }
     }
 

@@ -30,6 +30,8 @@ const MAIN_SETTINGS: &[&str] = &[
     "backend",
     "ledger",
     "parallel_uploads",
+    "limit_upload",
+    "limit_download",
 ];
 
 /// The most candidates `[main] parallel_uploads` sends at once.
@@ -154,6 +156,9 @@ pub struct Config {
     pub identity_file: Option<PathBuf>,
     /// `[retention]`: what `prune` keeps of every path (a path section's keys go over it).
     pub retention: super::Retention,
+    /// `[main] limit_upload` and `limit_download` (or `--limit-upload`, `--limit-download`):
+    /// what every archiver this config opens shares.
+    pub bandwidth: glacier_backup_archiver::Bandwidth,
 }
 
 impl Config {
@@ -173,6 +178,7 @@ impl Config {
             format: crate::codec::Format::default(),
             identity_file: None,
             retention: super::Retention::default(),
+            bandwidth: Default::default(),
         }
     }
 
@@ -271,8 +277,27 @@ impl Config {
             }
             self.backend = backend;
         }
+        if let Some(schedule) = main_schedule(main, "limit_upload")? {
+            self.bandwidth.upload = crate::clock::throttle(schedule);
+        }
+        if let Some(schedule) = main_schedule(main, "limit_download")? {
+            self.bandwidth.download = crate::clock::throttle(schedule);
+        }
         main.reject_unknown(MAIN_SETTINGS)
     }
+}
+
+/// A `[main]` bandwidth setting, parsed.
+fn main_schedule(
+    main: &Section,
+    key: &str,
+) -> Result<Option<glacier_backup_archiver::bandwidth::Schedule>, SettingsError> {
+    main.string(key)?
+        .map(|text| {
+            text.parse()
+                .map_err(|e| main.error(Some(key), format!("{e}")))
+        })
+        .transpose()
 }
 
 impl Config {

@@ -7,6 +7,8 @@ mod support;
 #[cfg(feature = "azure")]
 mod azure;
 #[cfg(feature = "local")]
+mod bandwidth;
+#[cfg(feature = "local")]
 mod catalog;
 mod chains;
 mod cli;

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bandwidth;
 pub mod encoding;
 mod error;
 pub mod keys;
@@ -22,6 +23,7 @@ mod types;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use bandwidth::Bandwidth;
 pub use encoding::{Compression, Encoding};
 pub use error::{BoxError, Error, Result};
 pub use memory::MemoryArchiver;

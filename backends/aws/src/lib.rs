@@ -4,6 +4,8 @@
 
 #![warn(missing_docs)]
 
+mod throttled;
+
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -12,7 +14,8 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use glacier_backup_archiver::settings::{Section, SettingsError};
-use glacier_backup_archiver::Error;
+use glacier_backup_archiver::{Bandwidth, Error};
+pub use throttled::Throttled;
 
 /// Keys of the connection settings, accepted in `[glacier]` and `[s3]`.
 pub const CONNECTION_SETTINGS: &[&str] = &[
@@ -45,6 +48,9 @@ pub struct Connection {
     /// Credentials handed over in code (tests against a local stand-in, programs embedding a
     /// backend), used instead of the standard chain. Never read from a config file.
     pub credentials: Option<Credentials>,
+    /// The run's bandwidth limits, applied to every request and response body
+    /// ([`Connection::throttled`]).
+    pub bandwidth: Bandwidth,
 }
 
 impl Connection {
@@ -86,7 +92,14 @@ impl Connection {
             connect_timeout: seconds("connect_timeout", 10)?,
             read_timeout: seconds("read_timeout", 120)?,
             credentials: None,
+            bandwidth: Bandwidth::default(),
         })
+    }
+
+    /// The interceptor every client of this connection registers, so its bodies go through the
+    /// bandwidth limits.
+    pub fn throttled(&self) -> Throttled {
+        Throttled(self.bandwidth.clone())
     }
 
     /// Loads the SDK configuration: credentials and anything not set here from the standard

@@ -18,6 +18,7 @@
 
 mod errors;
 mod settings;
+mod throttled;
 mod upload;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use glacier_backup_archiver::keys::indexed_by;
 use glacier_backup_archiver::origin;
 use glacier_backup_archiver::parts::verified_download;
 use glacier_backup_archiver::settings::{Section, SettingsError};
+use glacier_backup_archiver::Bandwidth;
 use glacier_backup_archiver::{
     multipart, ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error,
     InventoryState, ListedArchive, Listing, PartStream, PutOptions, RestoreState, Result, TreeHash,
@@ -51,6 +53,7 @@ const INDEXED_TREE_HASH_KEY: &str = "gb_indexed_tree_hash";
 pub struct AzureArchiver {
     settings: AzureSettings,
     store: tokio::sync::OnceCell<Arc<MicrosoftAzure>>,
+    bandwidth: Bandwidth,
 }
 
 /// The client is left out: its configuration holds the credentials.
@@ -68,7 +71,14 @@ impl AzureArchiver {
         AzureArchiver {
             settings,
             store: tokio::sync::OnceCell::new(),
+            bandwidth: Bandwidth::default(),
         }
+    }
+
+    /// Sends and receives within `bandwidth`'s limits.
+    pub fn with_bandwidth(mut self, bandwidth: Bandwidth) -> Self {
+        self.bandwidth = bandwidth;
+        self
     }
 
     /// Builds the archiver from the `[azure]` section.
@@ -96,6 +106,10 @@ impl AzureArchiver {
             builder = builder
                 .with_endpoint(url.clone())
                 .with_allow_http(url.starts_with("http://"));
+        }
+        if self.bandwidth.is_limited() {
+            builder =
+                builder.with_http_connector(throttled::ThrottledConnector(self.bandwidth.clone()));
         }
         let store = builder.build().map_err(|e| Error::Config {
             backend: NAME,

@@ -18,6 +18,7 @@ mod upload;
 
 use errors::ERRORS;
 use glacier_backup_archiver::shown;
+use glacier_backup_archiver::Bandwidth;
 use jobs::{job_key, state_of};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -79,6 +80,12 @@ impl GlacierArchiver {
         GlacierSettings::from_config(section, main_vault, main_account).map(Self::new)
     }
 
+    /// Sends and receives within `bandwidth`'s limits.
+    pub fn with_bandwidth(mut self, bandwidth: Bandwidth) -> Self {
+        self.settings.connection.bandwidth = bandwidth;
+        self
+    }
+
     /// The settings in use.
     pub fn settings(&self) -> &GlacierSettings {
         &self.settings
@@ -90,6 +97,7 @@ impl GlacierArchiver {
                 let config = self.settings.connection.load(NAME, "glacier").await?;
                 let config = aws_sdk_glacier::config::Builder::from(&config)
                     .interceptor(payload::SkipSdkBodyHashing)
+                    .interceptor(self.settings.connection.throttled())
                     .build();
                 Ok(Client::from_conf(config))
             })

@@ -340,3 +340,38 @@ async fn a_failed_or_corrupt_put_leaves_nothing_in_the_vault() {
     assert!(fake.archives("v").is_empty(), "an archive was stored");
     assert_eq!(fake.uploads_in_progress("v"), 0, "an upload was left open");
 }
+
+/// Retries go through the upload limit again: every byte sent, the failed attempts' too, is
+/// counted in the one bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn retried_parts_pass_through_the_upload_limit_again() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    fake.set(|b| b.part_failure_rate = 0.4);
+    let bandwidth = glacier_backup_archiver::Bandwidth {
+        upload: glacier_backup_archiver::bandwidth::Throttle::new(
+            "256M".parse().unwrap(),
+            std::sync::Arc::new(|| 0),
+        ),
+        download: Default::default(),
+    };
+    let glacier = archiver(&fake, "v", 1).with_bandwidth(bandwidth.clone());
+    let data = sample(8 * MIB, 3);
+    let stored = glacier
+        .put(
+            &meta("limited", data.len() as u64),
+            &PutOptions::default(),
+            parts_from_bytes(data.clone(), 1 << 20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.tree_hash, tree_hash(&data));
+    let failed = fake.stats().injected_faults;
+    assert!(failed >= 1, "some parts failed and were sent again");
+    assert_eq!(
+        bandwidth.upload.bytes_through(),
+        (data.len() + failed as usize * MIB) as u64,
+        "every attempt's body went through the limit ({failed} failed)"
+    );
+    assert_eq!(bandwidth.download.bytes_through(), 0);
+}

@@ -25,14 +25,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use glacier_backup_archiver::bandwidth::cut;
 use glacier_backup_archiver::keys::{index_key, indexed_by, key_for};
 use glacier_backup_archiver::parts::PartChecker;
 use glacier_backup_archiver::settings::{Section, SettingsError};
 use glacier_backup_archiver::shown;
 use glacier_backup_archiver::treehash::TreeHasher;
 use glacier_backup_archiver::{
-    ArchiveMeta, ArchiveRef, Archiver, ByteRange, ByteStream, Capabilities, Error, InventoryState,
-    ListedArchive, Listing, PartStream, PutOptions, RestoreState, Result,
+    ArchiveMeta, ArchiveRef, Archiver, Bandwidth, ByteRange, ByteStream, Capabilities, Error,
+    InventoryState, ListedArchive, Listing, PartStream, PutOptions, RestoreState, Result,
 };
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
@@ -55,6 +56,8 @@ pub struct LocalArchiver {
     identity: Arc<OnceLock<(u64, u64)>>,
     /// Archives written and not yet named: what the next `sync` makes durable and names.
     unnamed: Arc<Mutex<Unnamed>>,
+    /// The run's limits: a directory on a network mount shares the uplink too.
+    bandwidth: Bandwidth,
 }
 
 impl LocalArchiver {
@@ -66,6 +69,7 @@ impl LocalArchiver {
             create_directory,
             identity: Arc::default(),
             unnamed: Arc::default(),
+            bandwidth: Bandwidth::default(),
         }
     }
 
@@ -81,6 +85,17 @@ impl LocalArchiver {
         })?;
         let create = section.bool("create_directory")?.unwrap_or(false);
         Ok(Self::new(root, create))
+    }
+
+    fn write_piece(&self, temp: &mut NamedTempFile, piece: &[u8]) -> Result<()> {
+        temp.write_all(piece)
+            .map_err(|e| self.io_error("cannot write", temp.path(), e))
+    }
+
+    /// Writes and reads archives within `bandwidth`'s limits.
+    pub fn with_bandwidth(mut self, bandwidth: Bandwidth) -> Self {
+        self.bandwidth = bandwidth;
+        self
     }
 
     /// The directory archives go under.
@@ -412,15 +427,28 @@ impl Archiver for LocalArchiver {
         let mut state = (temp, PartChecker::new(NAME, true));
         while let Some(part) = parts.next().await {
             let part = part?;
+            // Unlimited, the part is one piece, checked and written in one blocking call.
+            let mut pieces = cut(part.data.clone(), self.bandwidth.upload.piece()).into_iter();
+            let first = pieces.next().unwrap_or_default();
+            self.bandwidth.upload.take(first.len()).await;
             let this = self.clone();
             state = blocking(move || {
                 let (mut temp, mut checker) = state;
                 checker.accept(&part)?;
-                temp.write_all(&part.data)
-                    .map_err(|e| this.io_error("cannot write", temp.path(), e))?;
+                this.write_piece(&mut temp, &first)?;
                 Ok((temp, checker))
             })
             .await?;
+            for piece in pieces {
+                self.bandwidth.upload.take(piece.len()).await;
+                let this = self.clone();
+                state = blocking(move || {
+                    let (mut temp, checker) = state;
+                    this.write_piece(&mut temp, &piece)?;
+                    Ok((temp, checker))
+                })
+                .await?;
+            }
         }
         let (temp, checker) = state;
         let key = match &meta.index_of {
@@ -491,7 +519,7 @@ impl Archiver for LocalArchiver {
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).map(move |r| {
             r.map_err(|e| Error::io(NAME, format!("cannot read {}: {e}", shown(&path)), e))
         });
-        Ok(stream.boxed())
+        Ok(self.bandwidth.download.limit_stream(stream.boxed()))
     }
 
     /// The listing, with every archive's tree hash re-computed from the disk: a rebuilt ledger

@@ -17,6 +17,7 @@ mod upload;
 
 use errors::ERRORS;
 use glacier_backup_archiver::shown;
+use glacier_backup_archiver::Bandwidth;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -119,6 +120,12 @@ impl S3Archiver {
         S3Settings::from_section(section).map(Self::new)
     }
 
+    /// Sends and receives within `bandwidth`'s limits.
+    pub fn with_bandwidth(mut self, bandwidth: Bandwidth) -> Self {
+        self.settings.connection.bandwidth = bandwidth;
+        self
+    }
+
     /// The settings in use.
     pub fn settings(&self) -> &S3Settings {
         &self.settings
@@ -135,6 +142,7 @@ impl S3Archiver {
                     .response_checksum_validation(
                         aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
                     )
+                    .interceptor(self.settings.connection.throttled())
                     .build();
                 Ok(Client::from_conf(config))
             })

@@ -57,3 +57,27 @@ async fn passes_the_conformance_suite_in_cold_and_instant_classes() {
         conformance::run_all(&s3).await;
     }
 }
+
+/// With bandwidth limits, every request and response body (multipart parts with their checksum
+/// trailers, ranged reads, listings) passes through the paced body and the suite still holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn passes_the_conformance_suite_through_the_limits() {
+    use glacier_backup_archiver::bandwidth::Throttle;
+    let moto = Moto::start();
+    create_bucket(&moto.endpoint, "limited").await;
+    let throttle = || Throttle::new("512M".parse().unwrap(), std::sync::Arc::new(|| 0));
+    let bandwidth = glacier_backup_archiver::Bandwidth {
+        upload: throttle(),
+        download: throttle(),
+    };
+    let s3 = archiver(&moto.endpoint, "limited", "GLACIER_IR").with_bandwidth(bandwidth.clone());
+    conformance::run_all(&s3).await;
+    assert!(
+        bandwidth.upload.bytes_through() > 0,
+        "uploads went through the limit"
+    );
+    assert!(
+        bandwidth.download.bytes_through() > 0,
+        "reads went through the limit"
+    );
+}

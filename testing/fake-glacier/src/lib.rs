@@ -49,7 +49,8 @@ pub enum FaultKind {
 /// Knobs tests turn.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
-    /// Fraction of part uploads that fail with `part_fault` (before being stored).
+    /// Fraction of part uploads that fail with `part_fault` (once their body is read, before
+    /// being stored).
     pub part_failure_rate: f64,
     /// How those failures look.
     pub part_fault: FaultKind,
@@ -477,6 +478,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Reply {
             tokio::time::sleep(delay).await;
         }
         if let Some(kind) = fail {
+            // As AWS's do, the failure comes once the part has arrived: the client sent it all.
+            let _ = req.into_body().collect().await;
             return fault(kind);
         }
         // Held parts wait, unanswered, until the test lets them through.

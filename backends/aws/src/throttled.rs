@@ -1,0 +1,136 @@
+//! Bandwidth limits on the SDK's own traffic: an interceptor wraps every attempt's request body
+//! (retries included, as each attempt is sent anew) in the upload throttle and every response
+//! body in the download throttle, so parts, retries and listings all share one bucket per
+//! direction.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+use bytes::Bytes;
+use glacier_backup_archiver::bandwidth::Throttle;
+use glacier_backup_archiver::Bandwidth;
+use http_body::{Body, Frame, SizeHint};
+use sync_wrapper::SyncWrapper;
+
+/// Registered on every AWS client: bodies go through the run's [`Bandwidth`].
+#[derive(Debug, Clone)]
+pub struct Throttled(pub Bandwidth);
+
+impl Intercept for Throttled {
+    fn name(&self) -> &'static str {
+        "Throttled"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.0.upload.is_limited() {
+            let body = context.request_mut().body_mut();
+            *body = throttled(std::mem::replace(body, SdkBody::taken()), &self.0.upload);
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.0.download.is_limited() {
+            let body = context.response_mut().body_mut();
+            *body = throttled(std::mem::replace(body, SdkBody::taken()), &self.0.download);
+        }
+        Ok(())
+    }
+}
+
+fn throttled(body: SdkBody, throttle: &Throttle) -> SdkBody {
+    SdkBody::from_body_1_x(ThrottledBody {
+        inner: body,
+        throttle: throttle.clone(),
+        rest: Bytes::new(),
+        waiting: None,
+        waiting_len: 0,
+    })
+}
+
+type Wait = SyncWrapper<Pin<Box<dyn Future<Output = Bytes> + Send>>>;
+
+/// A body whose data frames pass in pieces, each after the throttle lets it; other frames
+/// (trailers carrying checksums) pass as they come.
+struct ThrottledBody {
+    inner: SdkBody,
+    throttle: Throttle,
+    /// What is left of the data frame being let through.
+    rest: Bytes,
+    /// The piece waiting for its turn, and its length.
+    waiting: Option<Wait>,
+    waiting_len: usize,
+}
+
+impl Body for ThrottledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(waiting) = &mut this.waiting {
+                let piece = ready!(waiting.get_mut().as_mut().poll(cx));
+                this.waiting = None;
+                this.waiting_len = 0;
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
+            if !this.rest.is_empty() {
+                let size = this.throttle.piece().min(this.rest.len());
+                let piece = this.rest.split_to(size);
+                let throttle = this.throttle.clone();
+                this.waiting_len = piece.len();
+                this.waiting = Some(SyncWrapper::new(Box::pin(async move {
+                    throttle.take(piece.len()).await;
+                    piece
+                })));
+                continue;
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.waiting.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held = (self.rest.len() + self.waiting_len) as u64;
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
+}
