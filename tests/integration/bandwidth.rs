@@ -88,17 +88,20 @@ fn restore_limited(s: &Sandbox, config: &Path, file: &Path) -> Vec<u8> {
     fs::read(&placed[0]).unwrap()
 }
 
+/// A directory: its archive, which a restore would otherwise read in place, is read through
+/// the limit too.
 #[test]
 fn a_local_backup_and_restore_keep_to_their_limits_and_round_trip() {
     let s = Sandbox::new();
     let (file, bytes) = source(&s);
+    let directory = file.parent().unwrap();
     let config = s
         .local()
-        .path(&file, "")
+        .path(directory, "upload_single_dir = true")
         .write(&s.path("config/backup.toml"));
     backup_limited(&s, &config);
     assert!(
-        restore_limited(&s, &config, &file) == bytes,
+        restore_limited(&s, &config, directory) == bytes,
         "restored bytes differ"
     );
 }
