@@ -4,6 +4,7 @@
 
 mod decision;
 mod index;
+mod paced;
 mod put;
 mod record;
 mod resume;
@@ -45,6 +46,9 @@ pub struct RunOptions {
     pub format: crate::codec::Format,
     /// The time the run takes as now (an incremental chain's age is counted to it).
     pub now: time::OffsetDateTime,
+    /// The upload limit the archiver applies (its `Bandwidth::upload`): an archive of several
+    /// parts shows its progress as its bytes pass it.
+    pub upload_limit: glacier_backup_archiver::bandwidth::Throttle,
 }
 
 impl Default for RunOptions {
@@ -57,6 +61,7 @@ impl Default for RunOptions {
             stop: CancellationToken::new(),
             now: crate::clock::now(),
             format: crate::codec::Format::default(),
+            upload_limit: Default::default(),
         }
     }
 }

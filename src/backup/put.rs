@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use glacier_backup_archiver::{ArchiveMeta, Archiver, PartStream, Resume};
 
+use super::paced::Paced;
 use super::record::SharedLedger;
 use super::resume::{resumable_upload, PendingJournal};
 use super::CandidateError;
@@ -29,8 +30,9 @@ pub(super) async fn put_candidate(
     archiver: &dyn Archiver,
     ledger: &SharedLedger<'_>,
     progress: &crate::progress::SharedProgress,
-    format: &crate::codec::Format,
+    options: &super::RunOptions,
 ) -> Result<(UploadRecord, Option<Cataloged>), CandidateError> {
+    let format = &options.format;
     let path = candidate.source_path().to_path_buf();
     let item: Arc<dyn ItemProgress> = progress.item(&shown(&path), scan.size_estimate).into();
     let fingerprint = scan.fingerprint.to_string();
@@ -76,7 +78,15 @@ pub(super) async fn put_candidate(
     let layered = layers.is_some();
     let (parts, plain_size, catalog) =
         encoded_parts(candidate.clone(), part_bytes, size_hint, layers);
-    let parts = counted(parts, item, layered.then(|| plain_size.clone()));
+    // An archive of several parts goes alone: the run's upload limit carries only its bytes.
+    let paced = (options.upload_limit.is_limited() && part_size < size_hint)
+        .then(|| Arc::new(Paced::new(&options.upload_limit, item.clone())));
+    let parts = counted(
+        parts,
+        item,
+        layered.then(|| plain_size.clone()),
+        paced.as_ref(),
+    );
     // A resumable backend's uploads are journaled as they go, so a failed one is kept for the
     // next run to continue; any other failed upload is aborted.
     let mut journal = PendingJournal {
@@ -97,7 +107,15 @@ pub(super) async fn put_candidate(
         .capabilities()
         .resumable_uploads
         .then_some(&mut journal as &mut dyn UploadJournal);
-    let stored = put_journaled(archiver, &meta, resume, parts, journal).await?;
+    let upload = put_journaled(archiver, &meta, resume, parts, journal);
+    let stored = match &paced {
+        Some(paced) => {
+            let stored = paced.follow(upload).await?;
+            paced.finish();
+            stored
+        }
+        None => upload.await?,
+    };
     let record = UploadRecord {
         path: meta.source_path,
         name: meta.name,
@@ -148,8 +166,15 @@ fn seal_for(
 
 /// `parts`, advancing `item` as the backend takes them: the bytes taken are (within the few
 /// parts in flight) the bytes sent. Progress counts the source's bytes, which the item's total
-/// is: for layered parts, what `plain` says was read so far, not the compressed bytes.
-fn counted(parts: PartStream, item: Arc<dyn ItemProgress>, plain: Option<PlainSize>) -> PartStream {
+/// is: for layered parts, what `plain` says was read so far, not the compressed bytes. Under
+/// an upload limit (`paced`), what was taken is only noted: the item follows the limit.
+fn counted(
+    parts: PartStream,
+    item: Arc<dyn ItemProgress>,
+    plain: Option<PlainSize>,
+    paced: Option<&Arc<Paced>>,
+) -> PartStream {
+    let paced = paced.cloned();
     let mut shown = 0;
     parts
         .inspect(move |part| {
@@ -158,7 +183,10 @@ fn counted(parts: PartStream, item: Arc<dyn ItemProgress>, plain: Option<PlainSi
                     Some(plain) => plain.get(),
                     None => shown + part.data.len() as u64,
                 };
-                item.advance(done.saturating_sub(shown));
+                match &paced {
+                    Some(paced) => paced.took(part.data.len() as u64, done),
+                    None => item.advance(done.saturating_sub(shown)),
+                }
                 shown = shown.max(done);
             }
         })

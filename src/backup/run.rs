@@ -393,10 +393,10 @@ impl<'a> Run<'a> {
             async move {
                 let _done = done;
                 let started = Instant::now();
-                let format = &options.format;
                 let base = increment.map(|i| i.base);
                 let result =
-                    put_candidate(candidate, scan, base, archiver, ledger, &progress, format).await;
+                    put_candidate(candidate, scan, base, archiver, ledger, &progress, options)
+                        .await;
                 Finished {
                     index,
                     path,

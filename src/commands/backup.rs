@@ -67,6 +67,7 @@ pub async fn backup(
         stop: tokio_util::sync::CancellationToken::new(),
         format: config.format.clone(),
         now: glacier_backup::clock::now(),
+        upload_limit: config.bandwidth.upload.clone(),
     };
 
     let (mut ledger, _lock) = if cli.dryrun {

@@ -217,3 +217,93 @@ fn a_container_upload_and_restore_keep_to_their_limits_and_round_trip() {
         "restored bytes differ"
     );
 }
+
+/// Under an upload limit, a multipart archive's progress moves with the bytes the limit lets
+/// through, not with the parts taken: at no moment does it show more than 4 MiB a second (plus
+/// the bucket's first tenth of a second and the pieces waiting their turn), and it ends whole.
+/// Counted as parts are taken, it would show 4 parts (4 MiB) at once.
+#[cfg(feature = "glacier")]
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_follows_the_upload_limit_not_the_parts_taken() {
+    use glacier_backup::archiver::bandwidth::Throttle;
+    use glacier_backup::archiver::SourceKind;
+    use glacier_backup::backup::{run_backup, RunOptions};
+    use glacier_backup::candidate::PathCandidate;
+    use glacier_backup::ledger::Ledger;
+    use glacier_backup::resolve::Planned;
+    use glacier_backup_glacier::{GlacierArchiver, GlacierSettings};
+    use std::sync::{Arc, Mutex};
+
+    let fake = fake_glacier::FakeGlacier::start();
+    fake.create_vault("v");
+    let mut settings = GlacierSettings::from_config(None, Some("v"), None).unwrap();
+    settings.connection.region = Some("us-east-1".into());
+    settings.connection.endpoint_url = Some(fake.endpoint.clone());
+    settings.connection.credentials = Some(glacier_backup_glacier::Credentials::new(
+        fake_glacier::sigv4::ACCESS_KEY,
+        fake_glacier::sigv4::SECRET_KEY,
+        None,
+        None,
+        "tests",
+    ));
+    settings.connection.concurrency = 4;
+    settings.part_size = Some(1 << 20);
+    let limit = Throttle::new("4M".parse().unwrap(), Arc::new(|| 0));
+    let bandwidth = glacier_backup::archiver::Bandwidth {
+        upload: limit.clone(),
+        download: Default::default(),
+    };
+    let glacier = GlacierArchiver::new(settings).with_bandwidth(bandwidth);
+
+    let s = Sandbox::new();
+    let file = s.path("big.bin");
+    fs::write(&file, random_bytes(12 * MIB, 5)).unwrap();
+    let shown = Arc::new(Shown::default());
+    let options = RunOptions {
+        progress: Some(shown.clone()),
+        upload_limit: limit,
+        ..RunOptions::default()
+    };
+    let items = [Planned {
+        candidate: Arc::new(PathCandidate::new(file, SourceKind::File)),
+        upload_if_changed: false,
+        chain: None,
+    }];
+    let mut ledger = Ledger::in_memory().unwrap();
+    let report = run_backup(&items, &mut ledger, &glacier, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.uploaded.len(), 1, "{report:?}");
+
+    let samples = shown.samples.lock().unwrap().clone();
+    let (last_at, last) = *samples.last().unwrap();
+    assert_eq!(last, 12 * MIB as u64, "the item ends whole");
+    assert!(last_at >= 2.5, "12 MiB at 4 MiB/s ended at {last_at:.2} s");
+    for (at, bytes) in samples {
+        let most = 4.0 * at + 0.4 + 1.0 + 0.25;
+        assert!(
+            (bytes as f64 / MIB as f64) <= most,
+            "{bytes} bytes shown at {at:.2} s: more than the limit let through ({samples:?})",
+            samples = shown.samples.lock().unwrap()
+        );
+    }
+
+    /// Every advance, timed from the item's start: (seconds, bytes shown so far).
+    #[derive(Debug, Default)]
+    struct Shown {
+        samples: Arc<Mutex<Vec<(f64, u64)>>>,
+    }
+    struct ShownItem(Arc<Mutex<Vec<(f64, u64)>>>, std::time::Instant);
+    impl glacier_backup::progress::ItemProgress for ShownItem {
+        fn advance(&self, bytes: u64) {
+            let mut samples = self.0.lock().unwrap();
+            let before = samples.last().map_or(0, |s| s.1);
+            samples.push((self.1.elapsed().as_secs_f64(), before + bytes));
+        }
+    }
+    impl glacier_backup::progress::Progress for Shown {
+        fn item(&self, _: &str, _: u64) -> Box<dyn glacier_backup::progress::ItemProgress> {
+            Box::new(ShownItem(self.samples.clone(), std::time::Instant::now()))
+        }
+    }
+}
