@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -14,7 +15,8 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 use glacier_backup_archiver::bandwidth::Throttle;
 use glacier_backup_archiver::Bandwidth;
@@ -34,9 +36,16 @@ impl Intercept for Throttled {
         &self,
         context: &mut BeforeTransmitInterceptorContextMut<'_>,
         _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if self.0.upload.is_limited() {
+            let length = context
+                .request()
+                .headers()
+                .get("content-length")
+                .and_then(|l| l.parse::<u64>().ok())
+                .unwrap_or(0);
+            extend_read_timeout(cfg, self.0.upload.longest_wait(length));
             let body = context.request_mut().body_mut();
             *body = throttled(std::mem::replace(body, SdkBody::taken()), &self.0.upload);
         }
@@ -55,6 +64,39 @@ impl Intercept for Throttled {
         }
         Ok(())
     }
+}
+
+/// The SDK's read timeout runs from the moment a request is sent until its response starts,
+/// so it counts the time a paced body takes to go: each attempt gets the configured timeout
+/// plus the longest its body can be held back.
+fn extend_read_timeout(cfg: &mut ConfigBag, wait: Duration) {
+    let configured = match cfg.load::<ConfiguredReadTimeout>() {
+        Some(configured) => configured.0,
+        None => {
+            let configured = cfg
+                .load::<TimeoutConfig>()
+                .and_then(TimeoutConfig::read_timeout);
+            cfg.interceptor_state()
+                .store_put(ConfiguredReadTimeout(configured));
+            configured
+        }
+    };
+    let (Some(configured), Some(timeouts)) = (configured, cfg.load::<TimeoutConfig>()) else {
+        return;
+    };
+    let extended = timeouts
+        .to_builder()
+        .read_timeout(configured + wait)
+        .build();
+    cfg.interceptor_state().store_put(extended);
+}
+
+/// The operation's read timeout before [`extend_read_timeout`], kept across its attempts.
+#[derive(Debug, Clone)]
+struct ConfiguredReadTimeout(Option<Duration>);
+
+impl Storable for ConfiguredReadTimeout {
+    type Storer = StoreReplace<Self>;
 }
 
 fn throttled(body: SdkBody, throttle: &Throttle) -> SdkBody {

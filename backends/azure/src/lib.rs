@@ -17,8 +17,8 @@
 #![warn(missing_docs)]
 
 mod errors;
+mod http;
 mod settings;
-mod throttled;
 mod upload;
 
 use std::sync::Arc;
@@ -107,10 +107,8 @@ impl AzureArchiver {
                 .with_endpoint(url.clone())
                 .with_allow_http(url.starts_with("http://"));
         }
-        if self.bandwidth.is_limited() {
-            builder =
-                builder.with_http_connector(throttled::ThrottledConnector(self.bandwidth.clone()));
-        }
+        // Ours, not object_store's: see the http module.
+        builder = builder.with_http_connector(http::Connector(self.bandwidth.clone()));
         let store = builder.build().map_err(|e| Error::Config {
             backend: NAME,
             message: format!(

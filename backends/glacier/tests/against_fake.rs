@@ -375,3 +375,42 @@ async fn retried_parts_pass_through_the_upload_limit_again() {
     );
     assert_eq!(bandwidth.download.bytes_through(), 0);
 }
+
+/// The SDK's read timeout runs from when a request is sent until its response starts, so it
+/// counts a paced body's sending: under a limit each attempt's timeout is extended by what
+/// the limit can hold its body back, or a slow enough limit would fail every part.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_part_paced_longer_than_the_read_timeout_is_not_given_up_on() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    let mut glacier = archiver(&fake, "v", 1);
+    let bandwidth = glacier_backup_archiver::Bandwidth {
+        upload: glacier_backup_archiver::bandwidth::Throttle::new(
+            "512k".parse().unwrap(),
+            std::sync::Arc::new(|| 0),
+        ),
+        download: Default::default(),
+    };
+    let mut settings = glacier.settings().clone();
+    // Two parts at once share 512 KiB/s: each takes 4 s, four times the read timeout.
+    settings.connection.read_timeout = std::time::Duration::from_secs(1);
+    settings.connection.concurrency = 2;
+    settings.connection.max_attempts = 1;
+    glacier = GlacierArchiver::new(settings).with_bandwidth(bandwidth);
+    let data = sample(2 * MIB, 4);
+    let started = std::time::Instant::now();
+    let stored = glacier
+        .put(
+            &meta("paced", data.len() as u64),
+            &PutOptions::default(),
+            parts_from_bytes(data.clone(), 1 << 20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.tree_hash, tree_hash(&data));
+    assert!(
+        started.elapsed().as_secs_f64() >= 3.5,
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -23,6 +23,11 @@ pub use schedule::{Limit, Schedule, ScheduleError, DAY_SECONDS, MIN_RATE};
 /// Seconds after local midnight, now: what a timetable is read against.
 pub type DayClock = Arc<dyn Fn() -> u32 + Send + Sync>;
 
+/// The most requests a run has in flight at once, all sharing one bucket: the bound
+/// [`Throttle::longest_wait`] assumes (a backend sends at most 64 parts at once, and the
+/// engine's small archives share that budget; indexes and listings come on top).
+const MOST_STREAMS: u64 = 128;
+
 /// The longest a rate is trusted before the time of day is read again, so a clock set forward
 /// or back (or a machine resumed from sleep) reaches the right entry within a minute.
 const RECHECK: Duration = Duration::from_secs(60);
@@ -107,6 +112,21 @@ impl Throttle {
     /// The limit in force now.
     pub fn limit(&self) -> Limit {
         self.0.as_ref().map_or(Limit::Off, |l| l.refresh(false))
+    }
+
+    /// The slowest rate the schedule ever sets (`None`: never limited).
+    pub fn slowest(&self) -> Option<u64> {
+        self.0.as_ref().and_then(|l| l.schedule.slowest())
+    }
+
+    /// The longest `bytes` can take to pass, sharing the slowest rate with every other request
+    /// a run can have in flight. Timeouts that count the time a request is being sent extend by
+    /// this, so a limited request is never given up on for being paced.
+    pub fn longest_wait(&self, bytes: u64) -> Duration {
+        match self.slowest() {
+            None => Duration::ZERO,
+            Some(rate) => Duration::from_secs_f64(bytes as f64 * MOST_STREAMS as f64 / rate as f64),
+        }
     }
 
     /// Waits until `bytes` more may pass.

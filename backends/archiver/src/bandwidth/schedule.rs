@@ -58,6 +58,17 @@ impl Schedule {
         self.entries.iter().all(|e| e.limit == Limit::Off)
     }
 
+    /// The slowest rate any entry sets (`None` when every entry is `off`).
+    pub fn slowest(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e.limit {
+                Limit::Off => None,
+                Limit::PerSecond(rate) => Some(rate),
+            })
+            .min()
+    }
+
     /// The limit at `second` after local midnight: the last entry that started by then, or the
     /// day's last entry still holding from yesterday.
     pub fn limit_at(&self, second: u32) -> Limit {
@@ -263,6 +274,8 @@ mod tests {
         assert_eq!(schedule.seconds_until_change(7 * 3600 + 59 * 60), Some(60));
         assert_eq!(schedule.seconds_until_change(23 * 3600), Some(9 * 3600));
         assert_eq!(schedule.to_string(), "08:00,512k 12:30,4M 23:00,off");
+        assert_eq!(schedule.slowest(), Some(512 << 10));
+        assert_eq!("off".parse::<Schedule>().unwrap().slowest(), None);
         assert_eq!(
             "4M".parse::<Schedule>().unwrap().seconds_until_change(5),
             None
