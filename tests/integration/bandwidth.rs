@@ -248,7 +248,7 @@ async fn progress_follows_the_upload_limit_not_the_parts_taken() {
     ));
     settings.connection.concurrency = 4;
     settings.part_size = Some(1 << 20);
-    let limit = Throttle::new("4M".parse().unwrap(), Arc::new(|| 0));
+    let limit = Throttle::per_second(4 << 20);
     let bandwidth = glacier_backup::archiver::Bandwidth {
         upload: limit.clone(),
         download: Default::default(),

@@ -23,7 +23,8 @@ use glacier_backup_archiver::Bandwidth;
 use http_body::{Body, Frame, SizeHint};
 use sync_wrapper::SyncWrapper;
 
-/// Registered on every AWS client: bodies go through the run's [`Bandwidth`].
+/// Registered on every AWS client: bodies go through the run's [`Bandwidth`], and a request's
+/// read timeout leaves time for its body to be sent.
 #[derive(Debug, Clone)]
 pub struct Throttled(pub Bandwidth);
 
@@ -38,14 +39,15 @@ impl Intercept for Throttled {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        let length = context
+            .request()
+            .headers()
+            .get("content-length")
+            .and_then(|l| l.parse::<u64>().ok())
+            .unwrap_or(0);
+        let sending = Duration::from_secs(length / SLOWEST_UPLINK);
+        extend_read_timeout(cfg, sending + self.0.upload.longest_wait(length));
         if self.0.upload.is_limited() {
-            let length = context
-                .request()
-                .headers()
-                .get("content-length")
-                .and_then(|l| l.parse::<u64>().ok())
-                .unwrap_or(0);
-            extend_read_timeout(cfg, self.0.upload.longest_wait(length));
             let body = context.request_mut().body_mut();
             *body = throttled(std::mem::replace(body, SdkBody::taken()), &self.0.upload);
         }
@@ -66,10 +68,19 @@ impl Intercept for Throttled {
     }
 }
 
+/// The slowest a request body may go, in bytes a second, before the read timeout gives up on
+/// it: 128 kbit/s, each of `concurrency` parts' share of an old ADSL uplink. Slower than that,
+/// or stalled, the SDK's stalled-stream protection ends an upload anyway.
+const SLOWEST_UPLINK: u64 = 16 << 10;
+
 /// The SDK's read timeout runs from the moment a request is sent until its response starts,
-/// so it counts the time a paced body takes to go: each attempt gets the configured timeout
-/// plus the longest its body can be held back.
+/// so it counts the time its body takes to go: an 8 MiB part on a 1 Mbit/s uplink shared by 4
+/// needs four times the default. Each attempt gets the configured timeout plus the time its
+/// body takes at [`SLOWEST_UPLINK`] and the longest a bandwidth limit can hold it back.
 fn extend_read_timeout(cfg: &mut ConfigBag, wait: Duration) {
+    if wait.is_zero() {
+        return;
+    }
     let configured = match cfg.load::<ConfiguredReadTimeout>() {
         Some(configured) => configured.0,
         None => {

@@ -68,7 +68,7 @@ async fn passes_the_conformance_suite_through_the_limited_client() {
     use glacier_backup_archiver::bandwidth::Throttle;
     let azurite = Azurite::start();
     azurite.create_container("limited");
-    let throttle = || Throttle::new("512M".parse().unwrap(), std::sync::Arc::new(|| 0));
+    let throttle = || Throttle::per_second(512 << 20);
     let bandwidth = glacier_backup_archiver::Bandwidth {
         upload: throttle(),
         download: throttle(),

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use fake_glacier::{FakeGlacier, FaultKind};
 use futures::StreamExt;
+use glacier_backup_archiver::bandwidth::Throttle;
 use glacier_backup_archiver::conformance::{self, meta, sample};
 use glacier_backup_archiver::parts::parts_from_bytes;
 use glacier_backup_archiver::treehash::tree_hash;
@@ -349,10 +350,7 @@ async fn retried_parts_pass_through_the_upload_limit_again() {
     fake.create_vault("v");
     fake.set(|b| b.part_failure_rate = 0.4);
     let bandwidth = glacier_backup_archiver::Bandwidth {
-        upload: glacier_backup_archiver::bandwidth::Throttle::new(
-            "256M".parse().unwrap(),
-            std::sync::Arc::new(|| 0),
-        ),
+        upload: Throttle::per_second(256 << 20),
         download: Default::default(),
     };
     let glacier = archiver(&fake, "v", 1).with_bandwidth(bandwidth.clone());
@@ -385,10 +383,7 @@ async fn a_part_paced_longer_than_the_read_timeout_is_not_given_up_on() {
     fake.create_vault("v");
     let mut glacier = archiver(&fake, "v", 1);
     let bandwidth = glacier_backup_archiver::Bandwidth {
-        upload: glacier_backup_archiver::bandwidth::Throttle::new(
-            "512k".parse().unwrap(),
-            std::sync::Arc::new(|| 0),
-        ),
+        upload: Throttle::per_second(512 << 10),
         download: Default::default(),
     };
     let mut settings = glacier.settings().clone();
@@ -413,4 +408,28 @@ async fn a_part_paced_longer_than_the_read_timeout_is_not_given_up_on() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Without a limit too, a part whose answer comes later than the read timeout (a slow uplink
+/// sending it, here a slow vault answering it) is waited for: the timeout leaves its body
+/// time to be sent at 16 KiB/s. Before, every attempt timed out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_part_slower_than_the_read_timeout_is_waited_for() {
+    let fake = FakeGlacier::start();
+    fake.create_vault("v");
+    fake.set(|b| b.part_delay = std::time::Duration::from_secs(2));
+    let mut settings = archiver(&fake, "v", 1).settings().clone();
+    settings.connection.read_timeout = std::time::Duration::from_secs(1);
+    settings.connection.max_attempts = 1;
+    let glacier = GlacierArchiver::new(settings);
+    let data = sample(2 * MIB, 6);
+    let stored = glacier
+        .put(
+            &meta("slow", data.len() as u64),
+            &PutOptions::default(),
+            parts_from_bytes(data.clone(), 1 << 20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.tree_hash, tree_hash(&data));
 }

@@ -97,6 +97,11 @@ impl Throttle {
         Throttle(Some(Arc::new(limited)))
     }
 
+    /// A throttle at `bytes` a second all day (programs embedding a backend, tests).
+    pub fn per_second(bytes: u64) -> Self {
+        Throttle::new(Schedule::fixed(Limit::PerSecond(bytes)), Arc::new(|| 0))
+    }
+
     /// Whether any time of day has a limit.
     pub fn is_limited(&self) -> bool {
         self.0.is_some()
