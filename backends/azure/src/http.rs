@@ -34,9 +34,17 @@ impl HttpConnector for Connector {
             .is_some_and(|v| v == "true");
         // No timeouts of reqwest's own: they count the time a body takes to send (reqwest's
         // read timeout runs from the start of a request). `Paced::call` times silence instead.
+        // As object_store's own: HTTP/1 (its HTTP/2 moves large bodies markedly slower), and
+        // bytes exactly as stored, never decoded by a Content-Encoding.
         let client = reqwest::Client::builder()
             .https_only(!allow_http)
             .connect_timeout(Duration::from_secs(5))
+            .http1_only()
+            .no_gzip()
+            .no_brotli()
+            .no_zstd()
+            .no_deflate()
+            .user_agent(concat!("glacier-backup/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| object_store::Error::Generic {
                 store: "MicrosoftAzure",
