@@ -1,7 +1,7 @@
 //! Bandwidth limits on the SDK's own traffic: an interceptor wraps every attempt's request body
 //! (retries included, as each attempt is sent anew) in the upload throttle and every response
 //! body in the download throttle, so parts, retries and listings all share one bucket per
-//! direction.
+//! direction. It also gives each attempt's read timeout room for its body to be sent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,13 +69,13 @@ impl Intercept for Throttled {
 }
 
 /// The slowest a request body may go, in bytes a second, before the read timeout gives up on
-/// it: 128 kbit/s, each of `concurrency` parts' share of an old ADSL uplink. Slower than that,
-/// or stalled, the SDK's stalled-stream protection ends an upload anyway.
+/// it: 128 kbit/s, each of `concurrency` parts' share of an old ADSL uplink. An upload that
+/// stalls outright is ended sooner, by the SDK's stalled-stream protection.
 const SLOWEST_UPLINK: u64 = 16 << 10;
 
 /// The SDK's read timeout runs from the moment a request is sent until its response starts,
 /// so it counts the time its body takes to go: an 8 MiB part on a 1 Mbit/s uplink shared by 4
-/// needs four times the default. Each attempt gets the configured timeout plus the time its
+/// takes more than twice the default. Each attempt gets the configured timeout plus the time its
 /// body takes at [`SLOWEST_UPLINK`] and the longest a bandwidth limit can hold it back.
 fn extend_read_timeout(cfg: &mut ConfigBag, wait: Duration) {
     if wait.is_zero() {
