@@ -239,13 +239,7 @@ async fn progress_follows_the_upload_limit_not_the_parts_taken() {
     let mut settings = GlacierSettings::from_config(None, Some("v"), None).unwrap();
     settings.connection.region = Some("us-east-1".into());
     settings.connection.endpoint_url = Some(fake.endpoint.clone());
-    settings.connection.credentials = Some(glacier_backup_glacier::Credentials::new(
-        fake_glacier::sigv4::ACCESS_KEY,
-        fake_glacier::sigv4::SECRET_KEY,
-        None,
-        None,
-        "tests",
-    ));
+    settings.connection.credentials = Some(crate::support::moto::test_credentials());
     settings.connection.concurrency = 4;
     settings.part_size = Some(1 << 20);
     let limit = Throttle::per_second(4 << 20);
