@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use chrono::Timelike;
+
 use glacier_backup_archiver::bandwidth::{DayClock, Schedule, Throttle, DAY_SECONDS};
 use time::OffsetDateTime;
 
@@ -34,21 +36,16 @@ pub fn throttle(schedule: Schedule) -> Throttle {
 pub fn day_clock() -> DayClock {
     match set_now() {
         Some(start) => {
-            let start = seconds_of_day(
-                &chrono::DateTime::from_timestamp(start.unix_timestamp(), 0)
-                    .unwrap_or_default()
-                    .with_timezone(&chrono::Local),
-            );
+            let start = chrono::DateTime::from_timestamp(start.unix_timestamp(), 0)
+                .unwrap_or_default()
+                .with_timezone(&chrono::Local)
+                .num_seconds_from_midnight();
             let began = tokio::time::Instant::now();
             Arc::new(move || {
                 let elapsed = began.elapsed().as_secs() % u64::from(DAY_SECONDS);
                 (start + elapsed as u32) % DAY_SECONDS
             })
         }
-        None => Arc::new(|| seconds_of_day(&chrono::Local::now())),
+        None => Arc::new(|| chrono::Local::now().num_seconds_from_midnight()),
     }
-}
-
-fn seconds_of_day(time: &impl chrono::Timelike) -> u32 {
-    time.num_seconds_from_midnight()
 }

@@ -186,36 +186,32 @@ fn a_vault_upload_keeps_to_the_limit() {
     );
 }
 
+/// The test file backed up to `destination` and restored from it, both limited.
+#[cfg(any(feature = "s3", feature = "azure"))]
+fn limited_round_trip(s: &Sandbox, destination: crate::support::config::TestConfig) {
+    let (file, bytes) = source(s);
+    let config = destination
+        .path(&file, "")
+        .write(&s.path("config/limited.toml"));
+    backup_limited(s, &config);
+    assert!(
+        restore_limited(s, &config, &file) == bytes,
+        "restored bytes differ"
+    );
+}
+
 #[cfg(all(feature = "s3", feature = "glacier"))]
 #[test]
 fn a_bucket_upload_and_restore_keep_to_their_limits_and_round_trip() {
     let s = crate::support::setup::Setup::with_fake().and_moto();
-    let (file, bytes) = source(&s);
-    let config = s
-        .bucket()
-        .path(&file, "")
-        .write(&s.path("config/bucket.toml"));
-    backup_limited(&s, &config);
-    assert!(
-        restore_limited(&s, &config, &file) == bytes,
-        "restored bytes differ"
-    );
+    limited_round_trip(&s, s.bucket());
 }
 
 #[cfg(feature = "azure")]
 #[test]
 fn a_container_upload_and_restore_keep_to_their_limits_and_round_trip() {
     let s = crate::support::setup::Setup::with_azurite();
-    let (file, bytes) = source(&s);
-    let config = s
-        .container("Cool")
-        .path(&file, "")
-        .write(&s.path("config/azure.toml"));
-    backup_limited(&s, &config);
-    assert!(
-        restore_limited(&s, &config, &file) == bytes,
-        "restored bytes differ"
-    );
+    limited_round_trip(&s, s.container("Cool"));
 }
 
 /// Under an upload limit, a multipart archive's progress moves with the bytes the limit lets

@@ -116,11 +116,10 @@ fn throttled(body: SdkBody, throttle: &Throttle) -> SdkBody {
         throttle: throttle.clone(),
         rest: Bytes::new(),
         waiting: None,
-        waiting_len: 0,
     })
 }
 
-type Wait = SyncWrapper<Pin<Box<dyn Future<Output = Bytes> + Send>>>;
+type Wait = SyncWrapper<Pin<Box<dyn Future<Output = ()> + Send>>>;
 
 /// A body whose data frames pass in pieces, each after the throttle lets it; other frames
 /// (trailers carrying checksums) pass as they come.
@@ -129,9 +128,8 @@ struct ThrottledBody {
     throttle: Throttle,
     /// What is left of the data frame being let through.
     rest: Bytes,
-    /// The piece waiting for its turn, and its length.
-    waiting: Option<Wait>,
-    waiting_len: usize,
+    /// The piece waiting for its turn, and its wait.
+    waiting: Option<(Bytes, Wait)>,
 }
 
 impl Body for ThrottledBody {
@@ -144,21 +142,18 @@ impl Body for ThrottledBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
-            if let Some(waiting) = &mut this.waiting {
-                let piece = ready!(waiting.get_mut().as_mut().poll(cx));
-                this.waiting = None;
-                this.waiting_len = 0;
+            if let Some((_, wait)) = &mut this.waiting {
+                ready!(wait.get_mut().as_mut().poll(cx));
+                let (piece, _) = this.waiting.take().expect("waiting");
                 return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
             if !this.rest.is_empty() {
                 let size = this.throttle.piece().min(this.rest.len());
                 let piece = this.rest.split_to(size);
                 let throttle = this.throttle.clone();
-                this.waiting_len = piece.len();
-                this.waiting = Some(SyncWrapper::new(Box::pin(async move {
-                    throttle.take(piece.len()).await;
-                    piece
-                })));
+                let len = piece.len();
+                let wait = Box::pin(async move { throttle.take(len).await });
+                this.waiting = Some((piece, SyncWrapper::new(wait)));
                 continue;
             }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
@@ -177,7 +172,8 @@ impl Body for ThrottledBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let held = (self.rest.len() + self.waiting_len) as u64;
+        let waiting = self.waiting.as_ref().map_or(0, |(piece, _)| piece.len());
+        let held = (self.rest.len() + waiting) as u64;
         let inner = self.inner.size_hint();
         let mut hint = SizeHint::new();
         hint.set_lower(inner.lower() + held);

@@ -429,33 +429,18 @@ impl Archiver for LocalArchiver {
             .await?
         };
         // The temporary file is deleted when dropped, so every early return below leaves nothing.
-        let mut state = (temp, PartChecker::new(NAME, true));
+        let (mut temp, mut checker) = (temp, PartChecker::new(NAME, true));
         while let Some(part) = parts.next().await {
             let part = part?;
-            // Unlimited, the part is one piece, checked and written in one blocking call.
-            let mut pieces = cut(part.data.clone(), self.bandwidth.upload.piece()).into_iter();
-            let first = pieces.next().unwrap_or_default();
-            self.bandwidth.upload.take(first.len()).await;
-            let this = self.clone();
-            state = blocking(move || {
-                let (mut temp, mut checker) = state;
-                checker.accept(&part)?;
-                this.write_piece(&mut temp, &first)?;
-                Ok((temp, checker))
-            })
-            .await?;
-            for piece in pieces {
+            let data = part.data.clone();
+            checker = blocking(move || checker.accept(&part).map(|()| checker)).await?;
+            // Unlimited, the part is one piece.
+            for piece in cut(data, self.bandwidth.upload.piece()) {
                 self.bandwidth.upload.take(piece.len()).await;
                 let this = self.clone();
-                state = blocking(move || {
-                    let (mut temp, checker) = state;
-                    this.write_piece(&mut temp, &piece)?;
-                    Ok((temp, checker))
-                })
-                .await?;
+                temp = blocking(move || this.write_piece(&mut temp, &piece).map(|()| temp)).await?;
             }
         }
-        let (temp, checker) = state;
         let key = match &meta.index_of {
             Some(archive) => index_key(archive),
             None => key_for(meta),

@@ -33,29 +33,12 @@ const MOST_STREAMS: u64 = 128;
 const RECHECK: Duration = Duration::from_secs(60);
 
 /// The limits of both directions. Clones share their buckets.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bandwidth {
     /// What is sent: archive bytes and every other request body.
     pub upload: Throttle,
     /// What is received: downloads and every other response body.
     pub download: Throttle,
-}
-
-impl Bandwidth {
-    /// Whether either direction is limited at any time of day.
-    pub fn is_limited(&self) -> bool {
-        self.upload.is_limited() || self.download.is_limited()
-    }
-}
-
-impl std::fmt::Debug for Bandwidth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Bandwidth {{ upload: {}, download: {} }}",
-            self.upload, self.download
-        )
-    }
 }
 
 /// One direction's limit: unlimited, or a bucket whose rate follows a schedule. Cheap to clone;
@@ -93,7 +76,7 @@ impl Throttle {
                 recheck_at: tokio::time::Instant::now(),
             }),
         };
-        limited.refresh(true);
+        limited.refresh();
         Throttle(Some(Arc::new(limited)))
     }
 
@@ -116,7 +99,7 @@ impl Throttle {
 
     /// The limit in force now.
     pub fn limit(&self) -> Limit {
-        self.0.as_ref().map_or(Limit::Off, |l| l.refresh(false))
+        self.0.as_ref().map_or(Limit::Off, |l| l.refresh())
     }
 
     /// The slowest rate the schedule ever sets (`None`: never limited).
@@ -137,7 +120,7 @@ impl Throttle {
     /// Waits until `bytes` more may pass.
     pub async fn take(&self, bytes: usize) {
         let Some(limited) = &self.0 else { return };
-        if limited.refresh(false) != Limit::Off && bytes > 0 {
+        if limited.refresh() != Limit::Off && bytes > 0 {
             limited.limiter.consume(bytes).await;
         }
     }
@@ -197,14 +180,15 @@ pub fn cut(mut bytes: Bytes, piece: usize) -> Vec<Bytes> {
 
 impl Limited {
     /// The limit in force, read again from the schedule when an entry's time has passed (or
-    /// [`RECHECK`] has), and handed to the bucket when it changed.
-    fn refresh(&self, force: bool) -> Limit {
+    /// [`RECHECK`] has), and handed to the bucket when it changed. (A new throttle starts
+    /// unlimited and due for a reading.)
+    fn refresh(&self) -> Limit {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let now = tokio::time::Instant::now();
-        if force || now >= current.recheck_at {
+        if now >= current.recheck_at {
             let second = (self.day)();
             let limit = self.schedule.limit_at(second);
-            if force || limit != current.limit {
+            if limit != current.limit {
                 self.limiter.set_speed_limit(match limit {
                     Limit::Off => f64::INFINITY,
                     Limit::PerSecond(rate) => rate as f64,
